@@ -1,0 +1,311 @@
+//! Composition root: turns the command line into running parts. The only place that reads the
+//! process environment, opens the database and spawns long-lived tasks.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use sqlx::SqlitePool;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tracing_subscriber::EnvFilter;
+
+use crate::auth::{AuthConfig, AuthService};
+use crate::cli::{Cli, Command, HealthcheckArgs, TokenArgs};
+use crate::config::{self, Layers, Origin, SettingKey, Settings};
+use crate::livekit::token::{self, VideoGrant};
+use crate::matrix::FederationClient;
+use crate::rooms::RoomRegistry;
+use crate::{db, http};
+
+/// Logs go to stderr (stdout carries command output such as `token`). `RTCBOX_LOG` or `RUST_LOG`
+/// set the filter; the default is `info`.
+pub fn init_tracing() {
+    let filter = EnvFilter::try_from_env("RTCBOX_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve => serve(&cli).await,
+        Command::Healthcheck(args) => healthcheck(&cli, args).await,
+        Command::Token(args) => print_token(&cli, args).await,
+    }
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Opens the data directory's database (first start generates the key pair) and resolves settings.
+async fn open_and_resolve(cli: &Cli) -> anyhow::Result<(SqlitePool, Settings)> {
+    let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
+    let pool = db::open(&data_dir).await?;
+    if db::settings::ensure_key_pair(&pool)
+        .await
+        .context("cannot store the generated key pair")?
+    {
+        tracing::info!(data_dir = %data_dir.display(), "first start: generated a LiveKit API key pair");
+    }
+    let stored = db::settings::all(&pool)
+        .await
+        .context("cannot read stored settings")?;
+    let flags = cli.settings.to_map();
+    let settings = config::resolve(&Layers {
+        flags: &flags,
+        env: &process_env,
+        stored: &stored,
+    })?;
+    Ok((pool, settings))
+}
+
+async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
+    for warning in config::ignored_env_warnings(&process_env) {
+        tracing::warn!("{warning}");
+    }
+    let (_pool, settings) = open_and_resolve(cli).await?;
+    let full_access = settings.full_access()?.clone();
+    log_settings(&settings);
+
+    let federation = FederationClient::new(settings.matrix_ca_file.as_deref())?;
+    let rooms = Arc::new(Mutex::new(RoomRegistry::new()));
+    let auth = AuthService::new(
+        AuthConfig {
+            public_url: settings.public_url.clone(),
+            api_key: settings.api_key.clone(),
+            api_secret: settings.api_secret.clone(),
+            full_access,
+            dangerous_allow_private_homeservers: settings.dangerous_allow_private_homeservers,
+        },
+        Arc::new(federation),
+        rooms.clone(),
+    );
+    let listener = TcpListener::bind(settings.http_bind)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (choose another address with RTCBOX_HTTP_BIND)",
+                settings.http_bind
+            )
+        })?;
+    let bound = listener.local_addr().context("listener address")?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "listening on http://{bound}"
+    );
+
+    let expiry = tokio::spawn(expire_rooms(rooms));
+    let state = Arc::new(http::PublicState::new(Arc::new(auth)));
+    http::serve(listener, http::public_service(state), shutdown_signal()).await;
+    expiry.abort();
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where each setting came from, without secret values.
+fn log_settings(settings: &Settings) {
+    let origin = |key| {
+        settings
+            .origins
+            .get(&key)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    tracing::info!(
+        public_url = %settings.public_url,
+        public_url_from = origin(SettingKey::PublicUrl),
+        api_key = %settings.api_key,
+        api_key_from = origin(SettingKey::ApiKey),
+        api_secret_from = origin(SettingKey::ApiSecret),
+        full_access_homeservers = %settings.full_access_homeservers.as_ref().map(ToString::to_string).unwrap_or_default(),
+        "settings"
+    );
+    if settings.origins.get(&SettingKey::PublicUrl) == Some(&Origin::Default) {
+        tracing::warn!(
+            "RTCBOX_PUBLIC_URL is not set: clients are told to connect to {}, which only works on this \
+             machine; set it to the public wss:// URL of the SFU",
+            settings.public_url
+        );
+    }
+    let from_store = |key| matches!(settings.origins.get(&key), Some(Origin::Stored));
+    if from_store(SettingKey::ApiKey) != from_store(SettingKey::ApiSecret) {
+        tracing::warn!(
+            "the API key and the API secret come from different places ({} and {}); tokens only \
+             verify when both belong to the same pair",
+            origin(SettingKey::ApiKey),
+            origin(SettingKey::ApiSecret)
+        );
+    }
+    if settings.dangerous_allow_private_homeservers {
+        tracing::warn!(
+            "RTCBOX_DANGEROUS_ALLOW_PRIVATE_HOMESERVERS is on: requests naming any homeserver can make \
+             rtcbox connect to loopback and LAN addresses"
+        );
+    }
+}
+
+/// Removes timed-out rooms every few seconds.
+async fn expire_rooms(rooms: Arc<Mutex<RoomRegistry>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let expired = rooms
+            .lock()
+            .expect("room registry lock")
+            .expire(Instant::now());
+        for room in expired {
+            tracing::info!(room, "room closed: timed out empty");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn print_token(cli: &Cli, args: &TokenArgs) -> anyhow::Result<ExitCode> {
+    let (_pool, settings) = open_and_resolve(cli).await?;
+    let video = VideoGrant {
+        room_join: true,
+        room: args.room.clone(),
+        can_publish: Some(true),
+        can_subscribe: Some(true),
+        ..VideoGrant::default()
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("system clock")?
+        .as_secs();
+    let jwt = token::mint(
+        &settings.api_key,
+        &settings.api_secret,
+        &args.identity,
+        video,
+        args.ttl,
+        now,
+    )?;
+    println!("{jwt}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Probes `/healthz` with a plain HTTP/1.1 request; exit 0 on 200.
+async fn healthcheck(cli: &Cli, args: &HealthcheckArgs) -> anyhow::Result<ExitCode> {
+    let (addr, host, path) = match &args.url {
+        Some(url) => parse_http_url(url)?,
+        None => {
+            let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
+            // Read stored settings only if a database exists: a health check must not create one.
+            let stored = if db::db_path(&data_dir).exists() {
+                let pool = db::open(&data_dir).await?;
+                db::settings::all(&pool).await.unwrap_or_default()
+            } else {
+                BTreeMap::new()
+            };
+            let flags = cli.settings.to_map();
+            let bind = config::resolve_http_bind(&Layers {
+                flags: &flags,
+                env: &process_env,
+                stored: &stored,
+            })?;
+            let addr = SocketAddr::new(loopback_for(bind.ip()), bind.port());
+            (addr, addr.to_string(), "/healthz".to_owned())
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), probe(addr, &host, &path)).await {
+        Ok(Ok(200)) => {
+            println!("healthy: http://{host}{path} answered 200");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Ok(status)) => {
+            eprintln!("unhealthy: http://{host}{path} answered {status}");
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Err(error)) => {
+            eprintln!("unhealthy: http://{host}{path}: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(_) => {
+            eprintln!("unhealthy: http://{host}{path} did not answer within 5 s");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// A wildcard listener is probed on loopback of the same family.
+fn loopback_for(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+/// `http://host:port/path` with an IP or `localhost` host.
+fn parse_http_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("--url must start with http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/healthz".to_owned()),
+    };
+    let addr = config::parse_bind(authority)
+        .ok()
+        .filter(|a| !a.ip().is_unspecified())
+        .or_else(|| config::parse_bind(&authority.replace("localhost:", "127.0.0.1:")).ok())
+        .with_context(|| {
+            format!(
+                "--url needs an IP address and port, e.g. http://127.0.0.1:8880 (got '{authority}')"
+            )
+        })?;
+    Ok((addr, authority.to_owned(), path))
+}
+
+async fn probe(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<u16> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = vec![0u8; 1024];
+    let mut len = 0;
+    while len < head.len() {
+        let read = stream.read(&mut head[len..]).await?;
+        if read == 0 {
+            break;
+        }
+        len += read;
+        if head[..len].windows(2).any(|w| w == b"\r\n") {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..len]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .filter(|_| line.starts_with("HTTP/1."))
+        .context("the answer is not HTTP")
+}

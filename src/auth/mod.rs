@@ -1,0 +1,384 @@
+//! The MatrixRTC authorization service, wire-compatible with element-hq's lk-jwt-service: swaps a
+//! Matrix OpenID token for a LiveKit access token.
+//!
+//! [`AuthService::sfu_get`] and [`AuthService::get_token`] take the raw request body and return the
+//! response or an [`AuthError`] carrying lk-jwt-service's status, `errcode` and text, checked in
+//! lk-jwt-service's order. HTTP concerns (CORS, methods, limits) live in `http::auth_routes`.
+//!
+//! Deliberate differences from lk-jwt-service, each in the user's favour:
+//! - unknown JSON fields are ignored rather than refused (clients add fields before services do);
+//! - delayed-leave parameters are accepted on both endpoints from full-access users (delegation
+//!   itself needs the SFU's participant events and arrives with it; until then the client's own
+//!   delayed-event restarts keep working as before);
+//! - a user of a homeserver that is not full-access gets a token only for a room that exists,
+//!   and otherwise a clear 403 instead of a token the SFU would refuse.
+
+pub mod derive;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ApiKey, FullAccess, PublicUrl};
+use crate::livekit::token::{self, VideoGrant};
+use crate::matrix::{AddressPolicy, FederationClient, UserInfoError};
+use crate::rooms::{CreateOutcome, RoomOptions, RoomRegistry};
+use crate::secret::Secret;
+
+/// Lifetime of the tokens we hand out, as lk-jwt-service.
+pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Confirms OpenID tokens. The real one is [`FederationClient`]; router tests use a canned one.
+pub trait OpenIdVerifier: Send + Sync {
+    /// The user ID the token belongs to; guaranteed to be on `server_name`.
+    fn verify<'a>(
+        &'a self,
+        server_name: &'a str,
+        access_token: &'a Secret,
+        policy: AddressPolicy,
+    ) -> Pin<Box<dyn Future<Output = Result<String, UserInfoError>> + Send + 'a>>;
+}
+
+impl OpenIdVerifier for FederationClient {
+    fn verify<'a>(
+        &'a self,
+        server_name: &'a str,
+        access_token: &'a Secret,
+        policy: AddressPolicy,
+    ) -> Pin<Box<dyn Future<Output = Result<String, UserInfoError>> + Send + 'a>> {
+        Box::pin(self.userinfo(server_name, access_token, policy))
+    }
+}
+
+/// What the authorization service needs to know.
+pub struct AuthConfig {
+    pub public_url: PublicUrl,
+    pub api_key: ApiKey,
+    pub api_secret: Secret,
+    pub full_access: FullAccess,
+    /// `RTCBOX_DANGEROUS_ALLOW_PRIVATE_HOMESERVERS`: every homeserver may be on a private address.
+    pub dangerous_allow_private_homeservers: bool,
+}
+
+pub struct AuthService {
+    config: AuthConfig,
+    verifier: Arc<dyn OpenIdVerifier>,
+    rooms: Arc<Mutex<RoomRegistry>>,
+}
+
+/// The successful answer of both endpoints.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub url: String,
+    pub jwt: String,
+}
+
+/// A refusal as lk-jwt-service words it: `{"errcode": …, "error": …}` with an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthError {
+    pub status: StatusCode,
+    pub errcode: &'static str,
+    pub error: &'static str,
+}
+
+impl AuthError {
+    const fn new(status: StatusCode, errcode: &'static str, error: &'static str) -> Self {
+        AuthError {
+            status,
+            errcode,
+            error,
+        }
+    }
+    pub const NOT_JSON: AuthError = AuthError::new(
+        StatusCode::BAD_REQUEST,
+        "M_NOT_JSON",
+        "Error reading request",
+    );
+    pub const UNAUTHORIZED: AuthError = AuthError::new(
+        StatusCode::UNAUTHORIZED,
+        "M_UNAUTHORIZED",
+        "The request could not be authorised.",
+    );
+    pub const INTERNAL: AuthError = AuthError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "M_UNKNOWN",
+        "Internal Server Error",
+    );
+    const fn bad_json(error: &'static str) -> Self {
+        AuthError::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", error)
+    }
+}
+
+/// `openid_token` as returned by `/_matrix/client/v3/user/{userId}/openid/request_token`.
+/// Absent and `null` fields read as empty, like Go's zero values.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct OpenIdToken {
+    access_token: Option<String>,
+    matrix_server_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DelayParams {
+    delay_id: Option<String>,
+    delay_timeout: Option<i64>,
+}
+
+/// Body of the legacy `POST /sfu/get`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LegacyRequest {
+    room: Option<String>,
+    openid_token: Option<OpenIdToken>,
+    device_id: Option<String>,
+    #[serde(flatten)]
+    delay: DelayParams,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Member {
+    id: Option<String>,
+    claimed_user_id: Option<String>,
+    claimed_device_id: Option<String>,
+}
+
+/// Body of the MSC4195 `POST /get_token`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TokenRequest {
+    room_id: Option<String>,
+    slot_id: Option<String>,
+    openid_token: Option<OpenIdToken>,
+    member: Option<Member>,
+    #[serde(flatten)]
+    delay: DelayParams,
+}
+
+impl AuthService {
+    pub fn new(
+        config: AuthConfig,
+        verifier: Arc<dyn OpenIdVerifier>,
+        rooms: Arc<Mutex<RoomRegistry>>,
+    ) -> Self {
+        AuthService {
+            config,
+            verifier,
+            rooms,
+        }
+    }
+
+    pub fn public_url(&self) -> &PublicUrl {
+        &self.config.public_url
+    }
+
+    /// `POST /sfu/get`: identity `<mxid>:<device_id>`, room from the Matrix room and the call slot.
+    pub async fn sfu_get(&self, body: &[u8]) -> Result<TokenResponse, AuthError> {
+        let request: LegacyRequest = parse_object(body)?;
+        let room = non_empty(&request.room).ok_or(AuthError::bad_json("Missing room parameter"))?;
+        let openid = request.openid_token.unwrap_or_default();
+        let (access_token, server_name) = match (
+            non_empty(&openid.access_token),
+            non_empty(&openid.matrix_server_name),
+        ) {
+            (Some(token), Some(server)) => (token, server),
+            _ => return Err(AuthError::bad_json("Missing OpenID token parameters")),
+        };
+        let has_delay = check_delay_pair(&request.delay)?;
+
+        let user_id = self.check_openid(server_name, access_token).await?;
+        let full_access = self.config.full_access.contains(server_name);
+        if has_delay && !full_access {
+            return Err(AuthError::bad_json(
+                "Delegation of delayed events is only supported for full access users",
+            ));
+        }
+        let device_id = request.device_id.as_deref().unwrap_or("");
+        let alias = derive::room_alias(room, derive::CALL_SLOT);
+        let identity = derive::legacy_identity(&user_id, device_id);
+        self.grant(&alias, &identity, &user_id, full_access)
+    }
+
+    /// `POST /get_token`: identity hashed from user, claimed device and membership id.
+    pub async fn get_token(&self, body: &[u8]) -> Result<TokenResponse, AuthError> {
+        let request: TokenRequest = parse_object(body)?;
+        let (room_id, slot_id) = match (non_empty(&request.room_id), non_empty(&request.slot_id)) {
+            (Some(room), Some(slot)) => (room, slot),
+            _ => {
+                return Err(AuthError::bad_json(
+                    "The request body is missing `room_id` or `slot_id`",
+                ));
+            }
+        };
+        let member = request.member.unwrap_or_default();
+        let (member_id, claimed_user_id, claimed_device_id) = match (
+            non_empty(&member.id),
+            non_empty(&member.claimed_user_id),
+            non_empty(&member.claimed_device_id),
+        ) {
+            (Some(id), Some(user), Some(device)) => (id, user, device),
+            _ => {
+                return Err(AuthError::bad_json(
+                    "The request body `member` is missing a `id`, `claimed_user_id` or `claimed_device_id`",
+                ));
+            }
+        };
+        let openid = request.openid_token.unwrap_or_default();
+        let (access_token, server_name) = match (
+            non_empty(&openid.access_token),
+            non_empty(&openid.matrix_server_name),
+        ) {
+            (Some(token), Some(server)) => (token, server),
+            _ => {
+                return Err(AuthError::bad_json(
+                    "The request body `openid_token` is missing a `access_token` or `matrix_server_name`",
+                ));
+            }
+        };
+        let has_delay = check_delay_pair(&request.delay)?;
+
+        let user_id = self.check_openid(server_name, access_token).await?;
+        if user_id != claimed_user_id {
+            tracing::info!(%user_id, claimed_user_id, "token refused: claimed user is not the token's user");
+            return Err(AuthError::UNAUTHORIZED);
+        }
+        let full_access = self.config.full_access.contains(server_name);
+        if has_delay && !full_access {
+            return Err(AuthError::bad_json(
+                "Delegation of delayed events is only supported for full access users",
+            ));
+        }
+        let alias = derive::room_alias(room_id, slot_id);
+        let identity = derive::rtc_identity(&user_id, claimed_device_id, member_id);
+        self.grant(&alias, &identity, &user_id, full_access)
+    }
+
+    async fn check_openid(
+        &self,
+        server_name: &str,
+        access_token: &str,
+    ) -> Result<String, AuthError> {
+        // A full-access homeserver is one the operator named: it may live on the LAN.
+        let policy = if self.config.dangerous_allow_private_homeservers
+            || self.config.full_access.contains(server_name)
+        {
+            AddressPolicy::AllowPrivate
+        } else {
+            AddressPolicy::PublicOnly
+        };
+        let token = Secret::new(access_token);
+        self.verifier
+            .verify(server_name, &token, policy)
+            .await
+            .map_err(|error| {
+                tracing::info!(server_name, %error, "token refused: OpenID token not confirmed");
+                AuthError::UNAUTHORIZED
+            })
+    }
+
+    /// Creates the room for full-access users, checks it exists for the others, and mints the token.
+    fn grant(
+        &self,
+        alias: &str,
+        identity: &str,
+        user_id: &str,
+        full_access: bool,
+    ) -> Result<TokenResponse, AuthError> {
+        let now = Instant::now();
+        {
+            let mut rooms = self.rooms.lock().expect("room registry lock");
+            if full_access {
+                match rooms.create(alias, RoomOptions::MATRIX_RTC, now) {
+                    Ok(CreateOutcome::Created) => {
+                        tracing::info!(room = alias, user_id, "room created")
+                    }
+                    Ok(CreateOutcome::Reused) => {
+                        tracing::debug!(room = alias, user_id, "room reused")
+                    }
+                    Err(error) => {
+                        tracing::warn!(room = alias, %error, "cannot create room");
+                        return Err(AuthError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "M_UNKNOWN",
+                            "Unable to create room on SFU",
+                        ));
+                    }
+                }
+            } else if !rooms.exists(alias, now) {
+                tracing::info!(
+                    room = alias,
+                    user_id,
+                    "token refused: room not started by a full-access user"
+                );
+                return Err(AuthError::new(
+                    StatusCode::FORBIDDEN,
+                    "M_FORBIDDEN",
+                    "This call has not been started on this SFU: only users of its own homeserver can start calls here",
+                ));
+            }
+        }
+        let video = VideoGrant {
+            room_join: true,
+            room: alias.to_owned(),
+            can_publish: Some(true),
+            can_subscribe: Some(true),
+            can_update_own_metadata: Some(true),
+            ..VideoGrant::default()
+        };
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let jwt = token::mint(
+            &self.config.api_key,
+            &self.config.api_secret,
+            identity,
+            video,
+            TOKEN_TTL,
+            now_unix,
+        )
+        .map_err(|error| {
+            tracing::error!(%error, "cannot sign a LiveKit token");
+            AuthError::INTERNAL
+        })?;
+        tracing::info!(room = alias, user_id, identity, full_access, "token issued");
+        Ok(TokenResponse {
+            url: self.config.public_url.as_str().to_owned(),
+            jwt,
+        })
+    }
+}
+
+/// The body must be one JSON object (serde would also build a struct from an array).
+fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AuthError> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value @ serde_json::Value::Object(_)) => {
+            serde_json::from_value(value).map_err(|_| AuthError::NOT_JSON)
+        }
+        _ => Err(AuthError::NOT_JSON),
+    }
+}
+
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
+}
+
+/// `delay_id` and a positive `delay_timeout` come together or not at all. True when both came.
+fn check_delay_pair(delay: &DelayParams) -> Result<bool, AuthError> {
+    let has_id = delay.delay_id.as_deref().is_some_and(|id| !id.is_empty());
+    let has_timeout = delay.delay_timeout.is_some_and(|t| t > 0);
+    if has_id != has_timeout {
+        return Err(AuthError::bad_json(
+            "The request body is missing `delay_id` or `delay_timeout`",
+        ));
+    }
+    Ok(has_id)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,322 @@
+//! Request validation, error codes, identities and room policy, with a canned OpenID verifier.
+//! The real OpenID path (a real Synapse) is covered by tests/e2e/test_auth_synapse.py.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::*;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// Knows which access token belongs to whom; records the policy each lookup was made under.
+struct Canned {
+    users: HashMap<&'static str, &'static str>,
+    policies: Mutex<Vec<(String, AddressPolicy)>>,
+}
+
+impl OpenIdVerifier for Canned {
+    fn verify<'a>(
+        &'a self,
+        server_name: &'a str,
+        access_token: &'a Secret,
+        policy: AddressPolicy,
+    ) -> Pin<Box<dyn Future<Output = Result<String, UserInfoError>> + Send + 'a>> {
+        self.policies
+            .lock()
+            .unwrap()
+            .push((server_name.to_owned(), policy));
+        let answer = match self.users.get(access_token.expose()) {
+            Some(user) => crate::matrix::parse_userinfo(
+                json!({ "sub": user }).to_string().as_bytes(),
+                server_name,
+            ),
+            None => Err(UserInfoError::Status(401)),
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+fn service() -> (AuthService, Arc<Canned>) {
+    let canned = Arc::new(Canned {
+        users: HashMap::from([
+            ("alice-token", "@alice:home.example"),
+            ("bob-token", "@bob:remote.example"),
+        ]),
+        policies: Mutex::new(Vec::new()),
+    });
+    let config = AuthConfig {
+        public_url: PublicUrl::parse("wss://rtc.home.example/livekit/sfu").unwrap(),
+        api_key: ApiKey::parse("APItest").unwrap(),
+        api_secret: Secret::new(SECRET),
+        full_access: FullAccess::parse("home.example").unwrap(),
+        dangerous_allow_private_homeservers: false,
+    };
+    let service = AuthService::new(
+        config,
+        canned.clone(),
+        Arc::new(Mutex::new(RoomRegistry::new())),
+    );
+    (service, canned)
+}
+
+fn openid(token: &str, server: &str) -> serde_json::Value {
+    json!({"access_token": token, "token_type": "Bearer", "matrix_server_name": server, "expires_in": 3600})
+}
+
+fn legacy(token: &str, server: &str) -> serde_json::Value {
+    json!({"room": "!room:home.example", "openid_token": openid(token, server), "device_id": "DEV"})
+}
+
+fn msc4195(token: &str, server: &str, user: &str) -> serde_json::Value {
+    json!({
+        "room_id": "!room:home.example", "slot_id": "m.call#ROOM", "openid_token": openid(token, server),
+        "member": {"id": "member1", "claimed_user_id": user, "claimed_device_id": "DEV"},
+    })
+}
+
+fn run(
+    fut: impl Future<Output = Result<TokenResponse, AuthError>>,
+) -> Result<TokenResponse, AuthError> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(fut)
+}
+
+fn check_error(result: Result<TokenResponse, AuthError>, status: u16, errcode: &str, text: &str) {
+    let err = result.expect_err("must be refused");
+    assert_eq!(
+        (err.status.as_u16(), err.errcode),
+        (status, errcode),
+        "{err:?}"
+    );
+    assert!(
+        err.error.contains(text),
+        "{:?} should contain {text:?}",
+        err.error
+    );
+}
+
+fn claims(response: &TokenResponse) -> token::Claims {
+    token::verify(
+        &response.jwt,
+        &ApiKey::parse("APItest").unwrap(),
+        &Secret::new(SECRET),
+    )
+    .unwrap()
+}
+
+#[test]
+fn sfu_get_issues_a_token_for_the_legacy_identity() {
+    let (service, _) = service();
+    let response =
+        run(service.sfu_get(legacy("alice-token", "home.example").to_string().as_bytes())).unwrap();
+    assert_eq!(response.url, "wss://rtc.home.example/livekit/sfu");
+    let claims = claims(&response);
+    assert_eq!(claims.iss, "APItest");
+    assert_eq!(claims.sub, "@alice:home.example:DEV");
+    assert_eq!(claims.exp - claims.nbf.unwrap(), 3600);
+    let video = claims.video.unwrap();
+    assert_eq!(
+        video.room,
+        derive::room_alias("!room:home.example", "m.call#ROOM")
+    );
+    assert!(video.room_join);
+    assert_eq!(
+        (video.can_publish, video.can_subscribe),
+        (Some(true), Some(true))
+    );
+}
+
+#[test]
+fn get_token_issues_a_token_for_the_hashed_identity() {
+    let (service, _) = service();
+    let body = msc4195("alice-token", "home.example", "@alice:home.example");
+    let response = run(service.get_token(body.to_string().as_bytes())).unwrap();
+    let claims = claims(&response);
+    assert_eq!(
+        claims.sub,
+        derive::rtc_identity("@alice:home.example", "DEV", "member1")
+    );
+    // Both endpoints land in the same LiveKit room for the same Matrix room.
+    assert_eq!(
+        claims.video.unwrap().room,
+        derive::room_alias("!room:home.example", "m.call#ROOM")
+    );
+}
+
+#[test]
+fn validation_order_and_codes_match_lk_jwt_service() {
+    let (service, _) = service();
+    let sfu = |body: serde_json::Value| run(service.sfu_get(body.to_string().as_bytes()));
+    let tok = |body: serde_json::Value| run(service.get_token(body.to_string().as_bytes()));
+
+    for garbage in ["", "{", "[]", "null", "\"x\"", "\u{0}\u{1}"] {
+        check_error(
+            run(service.sfu_get(garbage.as_bytes())),
+            400,
+            "M_NOT_JSON",
+            "Error reading request",
+        );
+        check_error(
+            run(service.get_token(garbage.as_bytes())),
+            400,
+            "M_NOT_JSON",
+            "Error reading request",
+        );
+    }
+    // Wrong types are unreadable, as with Go's decoder.
+    check_error(
+        sfu(json!({"room": 5})),
+        400,
+        "M_NOT_JSON",
+        "Error reading request",
+    );
+    check_error(
+        tok(json!({"room_id": ["!r:x"]})),
+        400,
+        "M_NOT_JSON",
+        "Error reading request",
+    );
+    check_error(sfu(json!({})), 400, "M_BAD_JSON", "Missing room parameter");
+    check_error(
+        sfu(json!({"room": "!r:x", "openid_token": {}})),
+        400,
+        "M_BAD_JSON",
+        "Missing OpenID token",
+    );
+    check_error(
+        sfu(
+            json!({"room": "!r:x", "openid_token": {"access_token": "t", "matrix_server_name": null}}),
+        ),
+        400,
+        "M_BAD_JSON",
+        "Missing OpenID token",
+    );
+    check_error(
+        tok(json!({"room_id": "!r:x"})),
+        400,
+        "M_BAD_JSON",
+        "`room_id` or `slot_id`",
+    );
+    check_error(
+        tok(json!({"room_id": "!r:x", "slot_id": "s"})),
+        400,
+        "M_BAD_JSON",
+        "`member`",
+    );
+    check_error(
+        tok(
+            json!({"room_id": "!r:x", "slot_id": "s", "member": {"id": "m", "claimed_user_id": "@a:b", "claimed_device_id": "D"}}),
+        ),
+        400,
+        "M_BAD_JSON",
+        "`openid_token`",
+    );
+
+    // Half of the delay pair.
+    let mut body = legacy("alice-token", "home.example");
+    body["delay_id"] = json!("syd_1");
+    check_error(
+        sfu(body),
+        400,
+        "M_BAD_JSON",
+        "`delay_id` or `delay_timeout`",
+    );
+    let mut body = msc4195("alice-token", "home.example", "@alice:home.example");
+    body["delay_timeout"] = json!(10000);
+    check_error(
+        tok(body),
+        400,
+        "M_BAD_JSON",
+        "`delay_id` or `delay_timeout`",
+    );
+
+    // Unknown OpenID token, and a token of another user than claimed.
+    check_error(
+        sfu(legacy("forged", "home.example")),
+        401,
+        "M_UNAUTHORIZED",
+        "could not be authorised",
+    );
+    check_error(
+        tok(msc4195(
+            "alice-token",
+            "home.example",
+            "@mallory:home.example",
+        )),
+        401,
+        "M_UNAUTHORIZED",
+        "could not be authorised",
+    );
+    // The token's user is not on the claimed server.
+    check_error(
+        sfu(legacy("alice-token", "remote.example")),
+        401,
+        "M_UNAUTHORIZED",
+        "",
+    );
+}
+
+#[test]
+fn unknown_fields_and_delay_params_from_full_access_users_are_accepted() {
+    let (service, _) = service();
+    let mut body = legacy("alice-token", "home.example");
+    body["delay_id"] = json!("syd_1");
+    body["delay_timeout"] = json!(10000);
+    body["delay_cs_api_url"] = json!("https://home.example");
+    body["something_new"] = json!({"nested": true});
+    body["openid_token"]["extra"] = json!(1);
+    assert!(run(service.sfu_get(body.to_string().as_bytes())).is_ok());
+}
+
+#[test]
+fn restricted_users_join_only_rooms_that_exist_and_never_create_them() {
+    let (service, _) = service();
+    let bob = || msc4195("bob-token", "remote.example", "@bob:remote.example");
+    check_error(
+        run(service.get_token(bob().to_string().as_bytes())),
+        403,
+        "M_FORBIDDEN",
+        "not been started",
+    );
+    assert!(
+        service.rooms.lock().unwrap().is_empty(),
+        "a restricted user must not create the room"
+    );
+
+    // Delegation is for full-access users only.
+    let mut delayed = bob();
+    delayed["delay_id"] = json!("syd_2");
+    delayed["delay_timeout"] = json!(10000);
+    check_error(
+        run(service.get_token(delayed.to_string().as_bytes())),
+        400,
+        "M_BAD_JSON",
+        "full access users",
+    );
+
+    // Once a full-access user has started the call, the restricted user gets a token for it.
+    run(service.sfu_get(legacy("alice-token", "home.example").to_string().as_bytes())).unwrap();
+    assert_eq!(service.rooms.lock().unwrap().len(), 1);
+    let response = run(service.get_token(bob().to_string().as_bytes())).unwrap();
+    assert_eq!(
+        claims(&response).video.unwrap().room,
+        derive::room_alias("!room:home.example", "m.call#ROOM")
+    );
+}
+
+#[test]
+fn only_full_access_homeservers_may_be_on_private_addresses() {
+    let (service, canned) = service();
+    let _ = run(service.sfu_get(legacy("alice-token", "home.example").to_string().as_bytes()));
+    let _ = run(service.sfu_get(legacy("bob-token", "remote.example").to_string().as_bytes()));
+    assert_eq!(
+        *canned.policies.lock().unwrap(),
+        [
+            ("home.example".to_owned(), AddressPolicy::AllowPrivate),
+            ("remote.example".to_owned(), AddressPolicy::PublicOnly)
+        ]
+    );
+}

@@ -1,0 +1,173 @@
+//! The command line. Every setting flag is global, so `rtcbox --data-dir D token …` and
+//! `rtcbox token --data-dir D …` both work; flags beat environment variables (see `config`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::SettingKey;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rtcbox",
+    version,
+    about = "The MatrixRTC backend of a homeserver in one binary"
+)]
+pub struct Cli {
+    /// Data directory: database, keys, certificates [env: RTCBOX_DATA_DIR] [default: ./data]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub settings: SettingFlags,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run rtcbox: the authorization service on the public HTTP listener.
+    Serve,
+    /// Exit 0 when the running server answers /healthz (for container health checks).
+    Healthcheck(HealthcheckArgs),
+    /// Print a LiveKit access token minted with the stored key pair.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// URL to probe instead of /healthz on the configured HTTP listener.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// LiveKit room name the token joins.
+    #[arg(long)]
+    pub room: String,
+    /// Participant identity.
+    #[arg(long)]
+    pub identity: String,
+    /// Validity, e.g. 3600, 90s, 30m, 6h, 1d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: std::time::Duration,
+}
+
+/// Flags for settings; each has an environment variable too (named in its help).
+#[derive(Debug, Args)]
+pub struct SettingFlags {
+    /// Public HTTP listener [env: RTCBOX_HTTP_BIND, LIVEKIT_JWT_BIND] [default: 0.0.0.0:8880]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub http_bind: Option<String>,
+    /// LiveKit URL handed to clients, e.g. wss://rtc.example.org/livekit/sfu [env: RTCBOX_PUBLIC_URL, LIVEKIT_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// LiveKit API key [env: RTCBOX_API_KEY, LIVEKIT_KEY, …] [default: generated at first start]
+    #[arg(long, global = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// LiveKit API secret, ≥ 32 bytes; prefer the environment or a file [env: RTCBOX_API_SECRET, LIVEKIT_SECRET, …]
+    #[arg(long, global = true, value_name = "SECRET")]
+    pub api_secret: Option<String>,
+    /// Server names whose users may start calls, comma-separated, or * [env: RTCBOX_FULL_ACCESS_HOMESERVERS, LIVEKIT_FULL_ACCESS_HOMESERVERS]
+    #[arg(long, global = true, value_name = "NAMES")]
+    pub full_access_homeservers: Option<String>,
+    /// Extra CA certificates (PEM) for homeservers' federation TLS [env: RTCBOX_MATRIX_CA_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub matrix_ca_file: Option<String>,
+    /// Let the OpenID check reach any homeserver on loopback or LAN addresses [env: RTCBOX_DANGEROUS_ALLOW_PRIVATE_HOMESERVERS]
+    #[arg(long, global = true)]
+    pub dangerous_allow_private_homeservers: bool,
+}
+
+impl SettingFlags {
+    /// The flags that were given, keyed by setting.
+    pub fn to_map(&self) -> BTreeMap<SettingKey, String> {
+        let mut map = BTreeMap::new();
+        let mut put = |key, value: &Option<String>| {
+            if let Some(value) = value {
+                map.insert(key, value.clone());
+            }
+        };
+        put(SettingKey::HttpBind, &self.http_bind);
+        put(SettingKey::PublicUrl, &self.public_url);
+        put(SettingKey::ApiKey, &self.api_key);
+        put(SettingKey::ApiSecret, &self.api_secret);
+        put(
+            SettingKey::FullAccessHomeservers,
+            &self.full_access_homeservers,
+        );
+        put(SettingKey::MatrixCaFile, &self.matrix_ca_file);
+        if self.dangerous_allow_private_homeservers {
+            map.insert(SettingKey::DangerousAllowPrivateHomeservers, "true".into());
+        }
+        map
+    }
+}
+
+/// `3600`, `90s`, `30m`, `6h`, `1d`.
+pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a duration (e.g. 3600, 30m, 6h)"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("'{raw}' has an unknown unit (use s, m, h or d)")),
+    };
+    let seconds = value
+        .checked_mul(factor)
+        .filter(|s| *s > 0 && *s <= 366 * 86_400);
+    seconds
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("'{raw}' must be between 1 second and 366 days"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3600").unwrap().as_secs(), 3600);
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("30m").unwrap().as_secs(), 1800);
+        assert_eq!(parse_duration("6h").unwrap().as_secs(), 21_600);
+        assert_eq!(parse_duration("1d").unwrap().as_secs(), 86_400);
+        for bad in ["", "h", "0", "1y", "-5", "99999999999999999999", "400d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_after_the_subcommand_are_accepted() {
+        let cli = Cli::try_parse_from([
+            "rtcbox",
+            "token",
+            "--room",
+            "r",
+            "--identity",
+            "i",
+            "--data-dir",
+            "/d",
+            "--api-key",
+            "k",
+        ])
+        .unwrap();
+        assert_eq!(cli.data_dir.as_deref(), Some(std::path::Path::new("/d")));
+        assert_eq!(cli.settings.to_map()[&SettingKey::ApiKey], "k");
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,433 @@
+//! Settings: every value resolved once, at start, from four layers, and parsed into types.
+//!
+//! Precedence, highest first: command-line flag > environment variable > stored setting (SQLite,
+//! written by first start or, later, the admin panel) > built-in default. Within the environment,
+//! rtcbox's own `RTCBOX_*` name wins over the lk-jwt-service/LiveKit aliases, which are accepted so
+//! that an existing lk-jwt-service environment works unchanged (see [`SettingKey::env_sources`]).
+//!
+//! Nothing outside this module reads the environment for settings; everything else receives a
+//! [`Settings`] value. The data directory is the one exception resolved separately
+//! ([`data_dir`]), because the stored layer lives inside it.
+
+mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use values::{ApiKey, FullAccess, PublicUrl, parse_bind};
+
+use crate::secret::Secret;
+
+/// The data directory when neither `--data-dir` nor `RTCBOX_DATA_DIR` is given.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// The public HTTP listener when nothing else is configured.
+pub const DEFAULT_HTTP_BIND: &str = "0.0.0.0:8880";
+/// LiveKit refuses API secrets shorter than this; so do we.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// A setting that can come from a flag, the environment, the settings store or a default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SettingKey {
+    HttpBind,
+    PublicUrl,
+    ApiKey,
+    ApiSecret,
+    FullAccessHomeservers,
+    MatrixCaFile,
+    DangerousAllowPrivateHomeservers,
+}
+
+/// Where a resolved value came from; shown in logs and (later) as "locked by environment" in the panel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Flag(&'static str),
+    Env(&'static str),
+    Stored,
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "command-line flag {flag}"),
+            Origin::Env(name) => write!(f, "environment variable {name}"),
+            Origin::Stored => f.write_str("stored setting"),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// How one environment variable supplies a setting.
+#[derive(Clone, Copy, Debug)]
+enum EnvSource {
+    /// The variable holds the value.
+    Value(&'static str),
+    /// The variable holds the path of a file that holds the value (trimmed of whitespace).
+    File(&'static str),
+    /// lk-jwt-service's `LIVEKIT_KEY_FILE`: a file `"<key>: <secret>"`; this source takes one half.
+    KeyPairFile(&'static str, KeyPairHalf),
+    /// lk-jwt-service's deprecated `LIVEKIT_JWT_PORT`: a bare port on all interfaces.
+    Port(&'static str),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum KeyPairHalf {
+    Key,
+    Secret,
+}
+
+impl EnvSource {
+    fn name(self) -> &'static str {
+        match self {
+            EnvSource::Value(name)
+            | EnvSource::File(name)
+            | EnvSource::KeyPairFile(name, _)
+            | EnvSource::Port(name) => name,
+        }
+    }
+}
+
+impl SettingKey {
+    pub const ALL: [SettingKey; 7] = [
+        SettingKey::HttpBind,
+        SettingKey::PublicUrl,
+        SettingKey::ApiKey,
+        SettingKey::ApiSecret,
+        SettingKey::FullAccessHomeservers,
+        SettingKey::MatrixCaFile,
+        SettingKey::DangerousAllowPrivateHomeservers,
+    ];
+
+    /// The key of this setting in the settings table.
+    pub fn db_key(self) -> &'static str {
+        match self {
+            SettingKey::HttpBind => "http_bind",
+            SettingKey::PublicUrl => "public_url",
+            SettingKey::ApiKey => "api_key",
+            SettingKey::ApiSecret => "api_secret",
+            SettingKey::FullAccessHomeservers => "full_access_homeservers",
+            SettingKey::MatrixCaFile => "matrix_ca_file",
+            SettingKey::DangerousAllowPrivateHomeservers => "dangerous_allow_private_homeservers",
+        }
+    }
+
+    /// rtcbox's own environment variable for this setting (the first of [`Self::env_sources`]).
+    pub fn env_name(self) -> &'static str {
+        self.env_sources()[0].name()
+    }
+
+    /// The command-line flag for this setting.
+    pub fn flag(self) -> &'static str {
+        match self {
+            SettingKey::HttpBind => "--http-bind",
+            SettingKey::PublicUrl => "--public-url",
+            SettingKey::ApiKey => "--api-key",
+            SettingKey::ApiSecret => "--api-secret",
+            SettingKey::FullAccessHomeservers => "--full-access-homeservers",
+            SettingKey::MatrixCaFile => "--matrix-ca-file",
+            SettingKey::DangerousAllowPrivateHomeservers => "--dangerous-allow-private-homeservers",
+        }
+    }
+
+    /// Environment variables for this setting, highest precedence first.
+    ///
+    /// The `LIVEKIT_*` names and their order among themselves follow lk-jwt-service: a combined
+    /// key file beats the per-value files, which beat the plain values.
+    fn env_sources(self) -> &'static [EnvSource] {
+        use EnvSource::*;
+        match self {
+            SettingKey::HttpBind => &[
+                Value("RTCBOX_HTTP_BIND"),
+                Value("LIVEKIT_JWT_BIND"),
+                Port("LIVEKIT_JWT_PORT"),
+            ],
+            SettingKey::PublicUrl => &[Value("RTCBOX_PUBLIC_URL"), Value("LIVEKIT_URL")],
+            SettingKey::ApiKey => &[
+                Value("RTCBOX_API_KEY"),
+                File("RTCBOX_API_KEY_FILE"),
+                KeyPairFile("LIVEKIT_KEY_FILE", KeyPairHalf::Key),
+                File("LIVEKIT_KEY_FROM_FILE"),
+                Value("LIVEKIT_KEY"),
+            ],
+            SettingKey::ApiSecret => &[
+                Value("RTCBOX_API_SECRET"),
+                File("RTCBOX_API_SECRET_FILE"),
+                KeyPairFile("LIVEKIT_KEY_FILE", KeyPairHalf::Secret),
+                File("LIVEKIT_SECRET_FROM_FILE"),
+                Value("LIVEKIT_SECRET"),
+            ],
+            SettingKey::FullAccessHomeservers => &[
+                Value("RTCBOX_FULL_ACCESS_HOMESERVERS"),
+                Value("LIVEKIT_FULL_ACCESS_HOMESERVERS"),
+            ],
+            SettingKey::MatrixCaFile => &[Value("RTCBOX_MATRIX_CA_FILE")],
+            SettingKey::DangerousAllowPrivateHomeservers => {
+                &[Value("RTCBOX_DANGEROUS_ALLOW_PRIVATE_HOMESERVERS")]
+            }
+        }
+    }
+
+    /// Secrets are never logged, not even their origin's value.
+    pub fn is_secret(self) -> bool {
+        matches!(self, SettingKey::ApiSecret)
+    }
+}
+
+/// A setting that could not be resolved, with the place it came from so the operator knows what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting} (from {origin}): {message}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub origin: Origin,
+    pub message: String,
+}
+
+/// The inputs of resolution. Tests build this by hand; `app` builds it from the process.
+pub struct Layers<'a> {
+    pub flags: &'a BTreeMap<SettingKey, String>,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub stored: &'a BTreeMap<String, String>,
+}
+
+/// Every setting, parsed.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub http_bind: SocketAddr,
+    pub public_url: PublicUrl,
+    pub api_key: ApiKey,
+    pub api_secret: Secret,
+    /// Required by `serve`; see [`Settings::full_access`].
+    pub full_access_homeservers: Option<FullAccess>,
+    pub matrix_ca_file: Option<PathBuf>,
+    /// Lets the OpenID check reach homeservers on private addresses that are not full-access.
+    pub dangerous_allow_private_homeservers: bool,
+    pub origins: BTreeMap<SettingKey, Origin>,
+}
+
+impl Settings {
+    /// The full-access list, or the error `serve` stops with when it is missing.
+    pub fn full_access(&self) -> Result<&FullAccess, ConfigError> {
+        self.full_access_homeservers
+            .as_ref()
+            .ok_or_else(|| ConfigError {
+                setting: SettingKey::FullAccessHomeservers.env_name(),
+                origin: Origin::Default,
+                message:
+                    "is required: set it to your homeserver's server_name (the part after ':' in \
+                      your user IDs), e.g. RTCBOX_FULL_ACCESS_HOMESERVERS=example.org; several are \
+                      separated by commas; '*' alone allows every homeserver to create rooms"
+                        .into(),
+            })
+    }
+}
+
+/// Resolves every setting from the layers.
+pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
+    let mut origins = BTreeMap::new();
+    let mut pick = |key: SettingKey| -> Result<Option<(String, Origin)>, ConfigError> {
+        let found = raw_value(key, layers)?;
+        if let Some((_, origin)) = &found {
+            origins.insert(key, origin.clone());
+        }
+        Ok(found)
+    };
+
+    let http_bind = parse_http_bind(pick(SettingKey::HttpBind)?)?;
+    let public_url = match pick(SettingKey::PublicUrl)? {
+        Some((raw, origin)) => {
+            PublicUrl::parse(&raw).map_err(|m| error(SettingKey::PublicUrl, origin, m))?
+        }
+        None => PublicUrl::default_for(http_bind),
+    };
+    let api_key = match pick(SettingKey::ApiKey)? {
+        Some((raw, origin)) => {
+            ApiKey::parse(&raw).map_err(|m| error(SettingKey::ApiKey, origin, m))?
+        }
+        None => return Err(missing(SettingKey::ApiKey)),
+    };
+    let api_secret = match pick(SettingKey::ApiSecret)? {
+        Some((raw, origin)) => {
+            parse_secret(raw).map_err(|m| error(SettingKey::ApiSecret, origin, m))?
+        }
+        None => return Err(missing(SettingKey::ApiSecret)),
+    };
+    let full_access_homeservers = match pick(SettingKey::FullAccessHomeservers)? {
+        Some((raw, origin)) => Some(
+            FullAccess::parse(&raw)
+                .map_err(|m| error(SettingKey::FullAccessHomeservers, origin, m))?,
+        ),
+        None => None,
+    };
+    let matrix_ca_file = pick(SettingKey::MatrixCaFile)?.map(|(raw, _)| PathBuf::from(raw));
+    let dangerous_allow_private_homeservers =
+        match pick(SettingKey::DangerousAllowPrivateHomeservers)? {
+            Some((raw, origin)) => parse_bool(&raw)
+                .map_err(|m| error(SettingKey::DangerousAllowPrivateHomeservers, origin, m))?,
+            None => false,
+        };
+    for key in SettingKey::ALL {
+        origins.entry(key).or_insert(Origin::Default);
+    }
+
+    Ok(Settings {
+        http_bind,
+        public_url,
+        api_key,
+        api_secret,
+        full_access_homeservers,
+        matrix_ca_file,
+        dangerous_allow_private_homeservers,
+        origins,
+    })
+}
+
+/// Only the HTTP listener address, for `healthcheck`, which must work without a key pair.
+pub fn resolve_http_bind(layers: &Layers<'_>) -> Result<SocketAddr, ConfigError> {
+    parse_http_bind(raw_value(SettingKey::HttpBind, layers)?)
+}
+
+fn parse_http_bind(raw: Option<(String, Origin)>) -> Result<SocketAddr, ConfigError> {
+    match raw {
+        Some((raw, origin)) => parse_bind(&raw).map_err(|m| error(SettingKey::HttpBind, origin, m)),
+        None => Ok(DEFAULT_HTTP_BIND.parse().expect("the default bind parses")),
+    }
+}
+
+/// The data directory: `--data-dir` > `RTCBOX_DATA_DIR` > `./data`.
+pub fn data_dir(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(dir) = flag {
+        return dir.to_path_buf();
+    }
+    match env("RTCBOX_DATA_DIR") {
+        Some(dir) if !dir.trim().is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(DEFAULT_DATA_DIR),
+    }
+}
+
+/// Environment variables that lk-jwt-service knew and rtcbox deliberately does not honour, with why.
+/// `app` warns about each one that is set, so a migrating operator is not surprised.
+pub fn ignored_env_warnings(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let ignored: [(&str, &str); 3] = [
+        (
+            "LIVEKIT_INSECURE_SKIP_VERIFY_TLS",
+            "rtcbox always verifies the homeserver's TLS certificate; for a private CA set \
+             RTCBOX_MATRIX_CA_FILE to its PEM file",
+        ),
+        (
+            "LIVEKIT_LOCAL_HOMESERVERS",
+            "removed in lk-jwt-service v0.5.0; use RTCBOX_FULL_ACCESS_HOMESERVERS",
+        ),
+        (
+            "LIVEKIT_SECRET_FILE",
+            "lk-jwt-service removed it; use LIVEKIT_SECRET_FROM_FILE or RTCBOX_API_SECRET_FILE",
+        ),
+    ];
+    ignored
+        .iter()
+        .filter(|(name, _)| env(name).is_some_and(|v| !v.trim().is_empty()))
+        .map(|(name, why)| format!("{name} is set but ignored: {why}"))
+        .collect()
+}
+
+/// The raw value of one setting from the highest layer that has it.
+fn raw_value(
+    key: SettingKey,
+    layers: &Layers<'_>,
+) -> Result<Option<(String, Origin)>, ConfigError> {
+    if let Some(value) = layers.flags.get(&key) {
+        return Ok(Some((value.clone(), Origin::Flag(key.flag()))));
+    }
+    for source in key.env_sources() {
+        let name = source.name();
+        let Some(value) = (layers.env)(name).filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        let origin = Origin::Env(name);
+        let value = match *source {
+            EnvSource::Value(_) => value,
+            EnvSource::Port(_) => {
+                let port: u16 = value.trim().parse().map_err(|_| {
+                    error(
+                        key,
+                        origin.clone(),
+                        format!("'{value}' is not a port number"),
+                    )
+                })?;
+                format!("0.0.0.0:{port}")
+            }
+            EnvSource::File(_) => {
+                read_value_file(value.trim()).map_err(|m| error(key, origin.clone(), m))?
+            }
+            EnvSource::KeyPairFile(_, half) => {
+                let content =
+                    read_value_file(value.trim()).map_err(|m| error(key, origin.clone(), m))?;
+                split_key_pair(&content, half).map_err(|m| error(key, origin.clone(), m))?
+            }
+        };
+        return Ok(Some((value, origin)));
+    }
+    if let Some(value) = layers.stored.get(key.db_key()) {
+        return Ok(Some((value.clone(), Origin::Stored)));
+    }
+    Ok(None)
+}
+
+fn read_value_file(path: &str) -> Result<String, String> {
+    let content =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read file '{path}': {e}"))?;
+    Ok(content.trim_matches([' ', '\r', '\n', '\t']).to_owned())
+}
+
+/// `LIVEKIT_KEY_FILE` holds `"<key>: <secret>"` (LiveKit's keys file format), exactly one pair.
+fn split_key_pair(content: &str, half: KeyPairHalf) -> Result<String, String> {
+    let parts: Vec<&str> = content.split(':').collect();
+    if parts.len() != 2 {
+        return Err("the key file must hold exactly one line 'APIkey: secret'".into());
+    }
+    let value = match half {
+        KeyPairHalf::Key => parts[0],
+        KeyPairHalf::Secret => parts[1],
+    };
+    Ok(value.trim_matches([' ', '\r', '\n', '\t']).to_owned())
+}
+
+fn parse_secret(raw: String) -> Result<Secret, String> {
+    let secret = raw.trim().to_owned();
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "the API secret is {} bytes long; it must be at least {MIN_SECRET_LEN} bytes \
+             (generate one with: openssl rand -base64 48)",
+            secret.len()
+        ));
+    }
+    Ok(Secret::new(secret))
+}
+
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!("'{other}' is not a boolean (use true or false)")),
+    }
+}
+
+fn error(key: SettingKey, origin: Origin, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: key.env_name(),
+        origin,
+        message: message.into(),
+    }
+}
+
+fn missing(key: SettingKey) -> ConfigError {
+    error(
+        key,
+        Origin::Default,
+        "has no value and none is stored (is the data directory writable?)",
+    )
+}
+
+#[cfg(test)]
+mod tests;

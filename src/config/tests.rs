@@ -1,0 +1,307 @@
+use std::collections::{BTreeMap, HashMap};
+
+use super::*;
+
+const SECRET_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const SECRET_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+/// A stored layer as first start leaves it: a generated key pair and nothing else.
+fn stored_pair() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("api_key".to_owned(), "APIstored".to_owned()),
+        ("api_secret".to_owned(), SECRET_A.to_owned()),
+    ])
+}
+
+fn resolve_with(
+    flags: &[(SettingKey, &str)],
+    env: &[(&str, &str)],
+    stored: BTreeMap<String, String>,
+) -> Result<Settings, ConfigError> {
+    let flags: BTreeMap<SettingKey, String> =
+        flags.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let env_fn = move |name: &str| env.get(name).cloned();
+    resolve(&Layers {
+        flags: &flags,
+        env: &env_fn,
+        stored: &stored,
+    })
+}
+
+#[test]
+fn defaults_apply_when_nothing_is_set() {
+    let s = resolve_with(&[], &[], stored_pair()).unwrap();
+    assert_eq!(s.http_bind.to_string(), "0.0.0.0:8880");
+    assert_eq!(s.public_url.as_str(), "ws://localhost:8880");
+    assert_eq!(s.api_key.as_str(), "APIstored");
+    assert_eq!(s.origins[&SettingKey::ApiKey], Origin::Stored);
+    assert_eq!(s.origins[&SettingKey::HttpBind], Origin::Default);
+    assert!(s.full_access_homeservers.is_none());
+    assert!(
+        s.full_access().is_err(),
+        "serve must refuse to start without the list"
+    );
+    assert!(!s.dangerous_allow_private_homeservers);
+}
+
+#[test]
+fn flag_beats_environment_beats_stored_beats_default() {
+    let mut stored = stored_pair();
+    stored.insert("http_bind".into(), "127.0.0.1:1000".into());
+    let check = |flags: &[(SettingKey, &str)], env: &[(&str, &str)], want: &str, origin: Origin| {
+        let s = resolve_with(flags, env, stored.clone()).unwrap();
+        assert_eq!(s.http_bind.to_string(), want);
+        assert_eq!(s.origins[&SettingKey::HttpBind], origin);
+    };
+    check(&[], &[], "127.0.0.1:1000", Origin::Stored);
+    check(
+        &[],
+        &[("RTCBOX_HTTP_BIND", "127.0.0.1:2000")],
+        "127.0.0.1:2000",
+        Origin::Env("RTCBOX_HTTP_BIND"),
+    );
+    check(
+        &[(SettingKey::HttpBind, "127.0.0.1:3000")],
+        &[("RTCBOX_HTTP_BIND", "127.0.0.1:2000")],
+        "127.0.0.1:3000",
+        Origin::Flag("--http-bind"),
+    );
+    // The default is used only when no layer has a value.
+    let s = resolve_with(&[], &[], stored_pair()).unwrap();
+    assert_eq!(s.http_bind.to_string(), DEFAULT_HTTP_BIND);
+}
+
+#[test]
+fn own_names_beat_lk_jwt_service_aliases() {
+    let s = resolve_with(
+        &[],
+        &[
+            ("LIVEKIT_URL", "wss://alias.example/livekit/sfu"),
+            ("RTCBOX_PUBLIC_URL", "wss://own.example"),
+        ],
+        stored_pair(),
+    )
+    .unwrap();
+    assert_eq!(s.public_url.as_str(), "wss://own.example");
+    assert_eq!(
+        s.origins[&SettingKey::PublicUrl],
+        Origin::Env("RTCBOX_PUBLIC_URL")
+    );
+}
+
+#[test]
+fn lk_jwt_service_environment_is_accepted_unchanged() {
+    let s = resolve_with(
+        &[],
+        &[
+            ("LIVEKIT_URL", "wss://rtc.example.org/livekit/sfu"),
+            ("LIVEKIT_KEY", "devkey"),
+            ("LIVEKIT_SECRET", SECRET_B),
+            (
+                "LIVEKIT_FULL_ACCESS_HOMESERVERS",
+                "example.org, example.com",
+            ),
+            ("LIVEKIT_JWT_BIND", ":8080"),
+        ],
+        stored_pair(),
+    )
+    .unwrap();
+    assert_eq!(s.public_url.as_str(), "wss://rtc.example.org/livekit/sfu");
+    assert_eq!(s.api_key.as_str(), "devkey");
+    assert_eq!(s.api_secret.expose(), SECRET_B);
+    assert_eq!(s.http_bind.to_string(), "0.0.0.0:8080");
+    let full = s.full_access().unwrap();
+    assert!(full.contains("example.org") && full.contains("example.com"));
+    assert!(!full.contains("example.net"));
+    assert_eq!(
+        s.origins[&SettingKey::ApiSecret],
+        Origin::Env("LIVEKIT_SECRET")
+    );
+}
+
+#[test]
+fn deprecated_port_variable_binds_all_interfaces() {
+    let s = resolve_with(&[], &[("LIVEKIT_JWT_PORT", "8081")], stored_pair()).unwrap();
+    assert_eq!(s.http_bind.to_string(), "0.0.0.0:8081");
+    let err = resolve_with(&[], &[("LIVEKIT_JWT_PORT", "eighty")], stored_pair()).unwrap_err();
+    assert_eq!(err.origin, Origin::Env("LIVEKIT_JWT_PORT"));
+}
+
+#[test]
+fn key_files_are_read_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = dir.path().join("keys.yaml");
+    std::fs::write(&pair, format!("filekey: {SECRET_B}\n")).unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "  fromfile\r\n").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("{SECRET_A}\n")).unwrap();
+
+    // The combined file beats the per-value files and the plain values, as in lk-jwt-service.
+    let s = resolve_with(
+        &[],
+        &[
+            ("LIVEKIT_KEY_FILE", pair.to_str().unwrap()),
+            ("LIVEKIT_KEY_FROM_FILE", key.to_str().unwrap()),
+            ("LIVEKIT_KEY", "plain"),
+        ],
+        BTreeMap::new(),
+    )
+    .unwrap();
+    assert_eq!(s.api_key.as_str(), "filekey");
+    assert_eq!(s.api_secret.expose(), SECRET_B);
+
+    let s = resolve_with(
+        &[],
+        &[
+            ("LIVEKIT_KEY_FROM_FILE", key.to_str().unwrap()),
+            ("LIVEKIT_SECRET_FROM_FILE", secret.to_str().unwrap()),
+        ],
+        BTreeMap::new(),
+    )
+    .unwrap();
+    assert_eq!(s.api_key.as_str(), "fromfile");
+    assert_eq!(s.api_secret.expose(), SECRET_A);
+}
+
+#[test]
+fn unreadable_or_malformed_key_files_name_the_variable() {
+    let err = resolve_with(
+        &[],
+        &[("LIVEKIT_KEY_FILE", "/nonexistent/keys")],
+        stored_pair(),
+    )
+    .unwrap_err();
+    assert_eq!(err.setting, "RTCBOX_API_KEY");
+    assert_eq!(err.origin, Origin::Env("LIVEKIT_KEY_FILE"));
+    assert!(err.to_string().contains("cannot read file"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("keys");
+    std::fs::write(&bad, "a: b: c").unwrap();
+    let err = resolve_with(
+        &[],
+        &[("LIVEKIT_KEY_FILE", bad.to_str().unwrap())],
+        stored_pair(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("exactly one line"), "{err}");
+}
+
+#[test]
+fn short_secret_is_refused_with_a_clear_message() {
+    let err = resolve_with(&[], &[("LIVEKIT_SECRET", "tooshort")], stored_pair()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("RTCBOX_API_SECRET (from environment variable LIVEKIT_SECRET)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("8 bytes") && text.contains("at least 32 bytes"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("tooshort"),
+        "the secret itself must not be echoed: {text}"
+    );
+    // Exactly 32 bytes is enough.
+    let ok = "x".repeat(32);
+    assert!(resolve_with(&[], &[("RTCBOX_API_SECRET", &ok)], stored_pair()).is_ok());
+}
+
+#[test]
+fn empty_environment_values_count_as_unset() {
+    let s = resolve_with(
+        &[],
+        &[("RTCBOX_API_KEY", ""), ("LIVEKIT_KEY", "  ")],
+        stored_pair(),
+    )
+    .unwrap();
+    assert_eq!(s.api_key.as_str(), "APIstored");
+}
+
+#[test]
+fn bad_values_are_refused_with_their_origin() {
+    let check = |env: (&'static str, &str), needle: &str| {
+        let err = resolve_with(&[], &[env], stored_pair()).unwrap_err();
+        assert_eq!(err.origin, Origin::Env(env.0));
+        assert!(err.to_string().contains(needle), "{err}");
+    };
+    check(("RTCBOX_HTTP_BIND", "everywhere"), "not a listen address");
+    check(("LIVEKIT_URL", "rtc.example.org"), "must start with wss://");
+    check(
+        ("LIVEKIT_URL", "ftp://rtc.example.org"),
+        "must start with wss://",
+    );
+    check(("LIVEKIT_KEY", "has space"), "must not contain");
+    check(
+        ("LIVEKIT_FULL_ACCESS_HOMESERVERS", "*,example.org"),
+        "cannot be combined",
+    );
+    check(
+        (
+            "LIVEKIT_FULL_ACCESS_HOMESERVERS",
+            "https://matrix.example.org",
+        ),
+        "looks like a URL",
+    );
+    check(
+        ("LIVEKIT_FULL_ACCESS_HOMESERVERS", "@alice:example.org"),
+        "looks like a Matrix ID",
+    );
+    check(("LIVEKIT_FULL_ACCESS_HOMESERVERS", " , "), "empty");
+    check(
+        ("RTCBOX_DANGEROUS_ALLOW_PRIVATE_HOMESERVERS", "maybe"),
+        "not a boolean",
+    );
+}
+
+#[test]
+fn full_access_star_alone_means_everyone() {
+    assert_eq!(FullAccess::parse("*").unwrap(), FullAccess::Any);
+    assert!(FullAccess::parse("*").unwrap().contains("anything.example"));
+    let list = FullAccess::parse("a.example b.example,c.example:8448").unwrap();
+    assert!(list.contains("c.example:8448"));
+    assert!(!list.contains("c.example"), "a port is compared literally");
+    assert_eq!(list.to_string(), "a.example,b.example,c.example:8448");
+}
+
+#[test]
+fn bind_forms() {
+    let check =
+        |raw: &str, want: &str| assert_eq!(parse_bind(raw).unwrap().to_string(), want, "{raw}");
+    check("127.0.0.1:8880", "127.0.0.1:8880");
+    check("[::1]:8880", "[::1]:8880");
+    check(":8080", "0.0.0.0:8080");
+    check("8080", "0.0.0.0:8080");
+    check("localhost:9", "127.0.0.1:9");
+    assert!(parse_bind("example.org:80").is_err());
+    assert!(parse_bind(":99999").is_err());
+}
+
+#[test]
+fn data_dir_precedence() {
+    let env = |name: &str| (name == "RTCBOX_DATA_DIR").then(|| "/from/env".to_owned());
+    let none = |_: &str| None;
+    assert_eq!(
+        data_dir(Some(Path::new("/flag")), &env),
+        PathBuf::from("/flag")
+    );
+    assert_eq!(data_dir(None, &env), PathBuf::from("/from/env"));
+    assert_eq!(data_dir(None, &none), PathBuf::from("./data"));
+}
+
+#[test]
+fn ignored_variables_are_reported() {
+    let env = |name: &str| {
+        (name == "LIVEKIT_INSECURE_SKIP_VERIFY_TLS")
+            .then(|| "YES_I_KNOW_WHAT_I_AM_DOING".to_owned())
+    };
+    let warnings = ignored_env_warnings(&env);
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("RTCBOX_MATRIX_CA_FILE"));
+}

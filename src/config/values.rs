@@ -1,0 +1,172 @@
+//! Typed setting values, each parsed once ("parse, don't validate").
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use axum::http::Uri;
+
+/// A listen address. Accepts `host:port`, `[v6]:port`, Go's `:port` (all interfaces, as
+/// `LIVEKIT_JWT_BIND` allows), a bare port, and `localhost:port`.
+pub fn parse_bind(raw: &str) -> Result<SocketAddr, String> {
+    let raw = raw.trim();
+    if let Ok(addr) = raw.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let port_of = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("'{raw}' has no valid port"))
+    };
+    if let Some(port) = raw.strip_prefix(':') {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port_of(port)?)));
+    }
+    if let Some(port) = raw.strip_prefix("localhost:") {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port_of(port)?)));
+    }
+    if let Ok(port) = raw.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    }
+    Err(format!(
+        "'{raw}' is not a listen address (expected e.g. 0.0.0.0:8880, [::]:8880 or :8880)"
+    ))
+}
+
+/// The LiveKit URL handed to clients in token responses (`LIVEKIT_URL`), returned verbatim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let uri: Uri = raw.parse().map_err(|_| {
+            format!("'{raw}' is not a URL (expected e.g. wss://rtc.example.org/livekit/sfu)")
+        })?;
+        match uri.scheme_str() {
+            Some("ws" | "wss" | "http" | "https") => {}
+            _ => {
+                return Err(format!(
+                    "'{raw}' must start with wss:// (or ws://, https://, http://), \
+                     e.g. wss://rtc.example.org/livekit/sfu"
+                ));
+            }
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(format!("'{raw}' has no host name"));
+        }
+        if uri.query().is_some() {
+            return Err(format!("'{raw}' must not have a query string"));
+        }
+        Ok(PublicUrl(raw.to_owned()))
+    }
+
+    /// Without configuration, clients on this machine can reach the SFU on the HTTP listener.
+    pub fn default_for(http_bind: SocketAddr) -> Self {
+        PublicUrl(format!("ws://localhost:{}", http_bind.port()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A LiveKit API key: the `iss` of every token we mint and accept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let key = raw.trim();
+        if key.is_empty() || key.len() > 256 {
+            return Err("the API key must be 1 to 256 characters".into());
+        }
+        if key
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':')
+        {
+            return Err("the API key must not contain spaces, control characters or ':'".into());
+        }
+        Ok(ApiKey(key.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The homeservers whose users may create rooms on this SFU (`LIVEKIT_FULL_ACCESS_HOMESERVERS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FullAccess {
+    /// `*` alone: every homeserver.
+    Any,
+    /// Exact `server_name`s, compared byte for byte with the OpenID token's `matrix_server_name`.
+    Only(BTreeSet<String>),
+}
+
+impl FullAccess {
+    /// A comma- and/or whitespace-separated list of server names, or `*` alone.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let names: Vec<&str> = raw
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Err("the list of full-access homeservers is empty".into());
+        }
+        if names.contains(&"*") {
+            return if names.len() == 1 {
+                Ok(FullAccess::Any)
+            } else {
+                Err("'*' allows every homeserver and cannot be combined with names".into())
+            };
+        }
+        for name in &names {
+            if name.contains("://") || name.contains('/') {
+                return Err(format!(
+                    "'{name}' looks like a URL; give the homeserver's server_name, e.g. example.org"
+                ));
+            }
+            if name.starts_with('@') || name.starts_with('!') || name.starts_with('#') {
+                return Err(format!(
+                    "'{name}' looks like a Matrix ID; give only the server_name after the ':', e.g. example.org"
+                ));
+            }
+            if crate::matrix::ServerName::parse(name).is_err() {
+                return Err(format!("'{name}' is not a valid Matrix server name"));
+            }
+        }
+        Ok(FullAccess::Only(
+            names.into_iter().map(str::to_owned).collect(),
+        ))
+    }
+
+    pub fn contains(&self, server_name: &str) -> bool {
+        match self {
+            FullAccess::Any => true,
+            FullAccess::Only(names) => names.contains(server_name),
+        }
+    }
+}
+
+impl fmt::Display for FullAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FullAccess::Any => f.write_str("*"),
+            FullAccess::Only(names) => {
+                let list: Vec<&str> = names.iter().map(String::as_str).collect();
+                f.write_str(&list.join(","))
+            }
+        }
+    }
+}

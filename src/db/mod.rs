@@ -1,0 +1,94 @@
+//! The SQLite database in the data directory: the only module with SQL.
+//!
+//! `open` creates the data directory (mode 0700: the database holds secrets) and the database,
+//! and applies the forward-only migrations in migrations/ (embedded at build time).
+
+pub mod settings;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "rtcbox.db";
+
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// Opens (creating if needed) the database in `data_dir` and migrates it to the current schema.
+pub async fn open(data_dir: &Path) -> anyhow::Result<SqlitePool> {
+    create_private_dir(data_dir)?;
+    let path = db_path(data_dir);
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    restrict_permissions(&path)?;
+    sqlx::migrate!("./migrations")
+        .run(&pool)
+        .await
+        .with_context(|| format!("cannot migrate the database {}", path.display()))?;
+    Ok(pool)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+fn restrict_permissions(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict the permissions of {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_creates_a_private_directory_and_migrates_twice_safely() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("nested/data");
+        let pool = open(&dir).await.unwrap();
+        settings::set(&pool, "k", "v").await.unwrap();
+        pool.close().await;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let mode = std::fs::metadata(db_path(&dir))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let pool = open(&dir).await.unwrap();
+        assert_eq!(
+            settings::all(&pool)
+                .await
+                .unwrap()
+                .get("k")
+                .map(String::as_str),
+            Some("v")
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! HTTP: the public listener's router and the connection loop that serves it.
+//!
+//! `public_service(state)` is the whole public application as a tower service; tests drive it
+//! with `oneshot`, and [`serve`] runs it on a socket. Limits are enforced here, once:
+//! header read timeout, request timeout, body cap (in the handlers), connection cap, per-client
+//! rate limit.
+
+mod auth_routes;
+pub mod ratelimit;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{Request, Response, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tower::ServiceExt as _;
+use tower::util::MapRequest;
+
+use crate::auth::AuthService;
+use ratelimit::RateLimiter;
+
+/// Time allowed for a client to send a request's headers (slow-loris protection).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for one request, body and our work included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request body accepted by the token endpoints.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most simultaneous connections on one listener.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// How long in-flight requests may finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What the public listener's handlers share.
+pub struct PublicState {
+    pub auth: Arc<AuthService>,
+    pub limiter: Mutex<RateLimiter>,
+}
+
+impl PublicState {
+    pub fn new(auth: Arc<AuthService>) -> Self {
+        // Element Call makes a few token requests per join; a NAT may hide a whole office.
+        PublicState {
+            auth,
+            limiter: Mutex::new(RateLimiter::new(30, 2.0)),
+        }
+    }
+}
+
+/// The public application with path normalisation in front of routing.
+pub type PublicService = MapRequest<Router, fn(Request<Body>) -> Request<Body>>;
+
+pub fn public_service(state: Arc<PublicState>) -> PublicService {
+    public_router(state).map_request(normalize_path as fn(Request<Body>) -> Request<Body>)
+}
+
+/// Routes of the public listener: the authorization service at `/` and under `/livekit/jwt/`, so
+/// it works behind a proxy whether or not the proxy strips the prefix.
+pub fn public_router(state: Arc<PublicState>) -> Router {
+    let auth = auth_routes::routes();
+    Router::new()
+        .merge(auth.clone())
+        .nest("/livekit/jwt", auth)
+        .layer(middleware::from_fn(request_timeout))
+        .with_state(state)
+}
+
+/// Collapses repeated slashes and drops a trailing one, so `//get_token` and `/sfu/get/` (common
+/// results of a `livekit_service_url` with a trailing slash) reach their handlers.
+fn normalize_path(mut request: Request<Body>) -> Request<Body> {
+    let path = request.uri().path();
+    if !path.contains("//") && (path.len() <= 1 || !path.ends_with('/')) {
+        return request;
+    }
+    let mut clean = String::with_capacity(path.len());
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        clean.push('/');
+        clean.push_str(segment);
+    }
+    if clean.is_empty() {
+        clean.push('/');
+    }
+    if let Some(query) = request.uri().query() {
+        clean.push('?');
+        clean.push_str(query);
+    }
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(path_and_query) = clean.parse() {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+async fn request_timeout(request: Request<Body>, next: Next) -> Response<Body> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(Body::from("request timed out"))
+            .expect("static response"),
+    }
+}
+
+/// The client's address for rate limiting. Behind a reverse proxy on this machine or the LAN,
+/// the rightmost `X-Forwarded-For` entry (the address the proxy saw); otherwise the peer.
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if crate::net::is_public(peer) {
+            return Ok(ClientIp(peer));
+        }
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+            .last();
+        Ok(ClientIp(forwarded.unwrap_or(peer)))
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// for a grace period. HTTP/1.1 with upgrades (the SFU's WebSocket will need them).
+pub async fn serve<S>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>)
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let service = service.clone();
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let hyper_service =
+                hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    service.clone().oneshot(request.map(Body::new))
+                });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), hyper_service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => log_connection_end(result),
+                _ = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    log_connection_end(connection.await);
+                }
+            }
+        });
+    }
+
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = connections.len(),
+            "closing connections still busy after the grace period"
+        );
+        connections.abort_all();
+    }
+}
+
+fn log_connection_end(result: Result<(), hyper::Error>) {
+    if let Err(error) = result {
+        // Resets, timeouts and garbage from clients are normal on a public port.
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! The public router through `oneshot`: paths, methods, CORS, limits, garbage.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::http::header;
+use http_body_util::BodyExt as _;
+
+use super::*;
+use crate::auth::{AuthConfig, OpenIdVerifier};
+use crate::config::{ApiKey, FullAccess, PublicUrl};
+use crate::matrix::{AddressPolicy, UserInfoError};
+use crate::rooms::RoomRegistry;
+use crate::secret::Secret;
+
+/// Confirms exactly one token, "good", as @alice:home.example.
+struct OneUser;
+
+impl OpenIdVerifier for OneUser {
+    fn verify<'a>(
+        &'a self,
+        server_name: &'a str,
+        access_token: &'a Secret,
+        _: AddressPolicy,
+    ) -> Pin<Box<dyn Future<Output = Result<String, UserInfoError>> + Send + 'a>> {
+        let answer = if access_token.expose() == "good" {
+            crate::matrix::parse_userinfo(br#"{"sub":"@alice:home.example"}"#, server_name)
+        } else {
+            Err(UserInfoError::Status(401))
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+fn app() -> PublicService {
+    let auth = AuthService::new(
+        AuthConfig {
+            public_url: PublicUrl::parse("wss://rtc.home.example").unwrap(),
+            api_key: ApiKey::parse("APItest").unwrap(),
+            api_secret: Secret::new("x".repeat(32)),
+            full_access: FullAccess::parse("home.example").unwrap(),
+            dangerous_allow_private_homeservers: false,
+        },
+        Arc::new(OneUser),
+        Arc::new(Mutex::new(RoomRegistry::new())),
+    );
+    public_service(Arc::new(PublicState::new(Arc::new(auth))))
+}
+
+struct Answer {
+    status: u16,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {:?}", self.body))
+    }
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+}
+
+async fn call_on(app: &PublicService, method: &str, path: &str, body: impl Into<Body>) -> Answer {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(body.into())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+async fn call(method: &str, path: &str, body: impl Into<Body>) -> Answer {
+    call_on(&app(), method, path, body).await
+}
+
+fn good_body() -> String {
+    serde_json::json!({
+        "room": "!r:home.example", "device_id": "D",
+        "openid_token": {"access_token": "good", "matrix_server_name": "home.example"},
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn token_endpoints_answer_at_root_and_under_the_prefix() {
+    for path in [
+        "/sfu/get",
+        "/livekit/jwt/sfu/get",
+        "//sfu/get",
+        "/livekit/jwt//sfu/get",
+        "/sfu/get/",
+    ] {
+        let answer = call("POST", path, good_body()).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        assert_eq!(answer.json()["url"], "wss://rtc.home.example");
+        assert_eq!(answer.header("content-type"), "application/json");
+        assert_eq!(answer.header("access-control-allow-origin"), "*");
+    }
+    for path in ["/get_token", "/livekit/jwt/get_token"] {
+        let answer = call("POST", path, "{}").await;
+        assert_eq!(answer.status, 400, "{path}");
+        assert_eq!(answer.json()["errcode"], "M_BAD_JSON");
+    }
+}
+
+#[tokio::test]
+async fn preflight_and_wrong_methods() {
+    for path in ["/sfu/get", "/get_token", "/livekit/jwt/get_token"] {
+        let answer = call("OPTIONS", path, Body::empty()).await;
+        assert_eq!(answer.status, 200, "{path}");
+        assert_eq!(answer.body, "");
+        assert_eq!(answer.header("access-control-allow-origin"), "*");
+        assert_eq!(answer.header("access-control-allow-methods"), "POST");
+        assert!(
+            answer
+                .header("access-control-allow-headers")
+                .contains("Content-Type")
+        );
+        for method in ["GET", "PUT", "DELETE", "PATCH"] {
+            let answer = call(method, path, Body::empty()).await;
+            assert_eq!(answer.status, 405, "{method} {path}");
+            assert_eq!(answer.header("access-control-allow-origin"), "*");
+        }
+    }
+}
+
+#[tokio::test]
+async fn healthz() {
+    for path in ["/healthz", "/livekit/jwt/healthz"] {
+        assert_eq!(call("GET", path, Body::empty()).await.status, 200);
+        let head = call("HEAD", path, Body::empty()).await;
+        assert_eq!((head.status, head.body.as_str()), (200, ""));
+        assert_eq!(call("POST", path, Body::empty()).await.status, 405);
+    }
+    assert_eq!(
+        call("GET", "/nothing-here", Body::empty()).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn errors_are_json_with_cors() {
+    let check = |answer: Answer, status: u16, errcode: &str| {
+        assert_eq!(answer.status, status, "{}", answer.body);
+        assert_eq!(answer.json()["errcode"], errcode);
+        assert_eq!(answer.header("access-control-allow-origin"), "*");
+    };
+    check(
+        call("POST", "/sfu/get", "{not json").await,
+        400,
+        "M_NOT_JSON",
+    );
+    check(
+        call("POST", "/sfu/get", vec![0xff, 0xfe, 0x00]).await,
+        400,
+        "M_NOT_JSON",
+    );
+    let forged = good_body().replace("\"good\"", "\"forged\"");
+    check(
+        call("POST", "/sfu/get", forged).await,
+        401,
+        "M_UNAUTHORIZED",
+    );
+    check(
+        call("POST", "/get_token", vec![b'{'; MAX_BODY_BYTES + 1]).await,
+        413,
+        "M_TOO_LARGE",
+    );
+}
+
+#[tokio::test]
+async fn clients_are_rate_limited_with_a_retry_hint() {
+    let app = app();
+    let mut limited = None;
+    for _ in 0..100 {
+        let answer = call_on(&app, "POST", "/get_token", "{}").await;
+        if answer.status == 429 {
+            limited = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status, 400);
+    }
+    let answer = limited.expect("the limiter must engage within 100 requests");
+    assert_eq!(answer.json()["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(answer.json()["retry_after_ms"].as_u64().unwrap() > 0);
+    assert!(answer.headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(answer.header("access-control-allow-origin"), "*");
+    // Health checks are never limited.
+    assert_eq!(
+        call_on(&app, "GET", "/healthz", Body::empty()).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn client_ip_behind_a_local_proxy_comes_from_x_forwarded_for() {
+    let ip = |peer: &str, forwarded: Option<&str>| {
+        let mut request = Request::builder().uri("/");
+        if let Some(value) = forwarded {
+            request = request.header("x-forwarded-for", value);
+        }
+        let (mut parts, _) = request.body(()).unwrap().into_parts();
+        parts
+            .extensions
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        async move {
+            ClientIp::from_request_parts(&mut parts, &())
+                .await
+                .unwrap()
+                .0
+                .to_string()
+        }
+    };
+    assert_eq!(
+        ip("127.0.0.1:5000", Some("9.9.9.9, 1.1.1.1")).await,
+        "1.1.1.1"
+    );
+    assert_eq!(ip("192.168.1.2:5000", Some("garbage")).await, "192.168.1.2");
+    assert_eq!(
+        ip("8.8.8.8:5000", Some("1.1.1.1")).await,
+        "8.8.8.8",
+        "public peers cannot spoof"
+    );
+    assert_eq!(ip("127.0.0.1:5000", None).await, "127.0.0.1");
+}
+
+#[test]
+fn path_normalisation() {
+    let check = |from: &str, to: &str| {
+        let request = normalize_path(Request::builder().uri(from).body(Body::empty()).unwrap());
+        assert_eq!(request.uri().to_string(), to, "{from}");
+    };
+    check("/get_token", "/get_token");
+    check("//get_token", "/get_token");
+    check("/livekit/jwt//sfu/get/", "/livekit/jwt/sfu/get");
+    check("/a//b?x=1//", "/a/b?x=1//");
+    check("/", "/");
+    check("//", "/");
+}

@@ -1,0 +1,203 @@
+"""Fixtures for end-to-end tests: a real Synapse and real rtcbox processes, all on loopback.
+
+Synapse runs with server name ``localhost:<port>``: its federation listener (TLS, certificate from
+a test CA made here with openssl) is on that port, so federation discovery reaches it without
+DNS. rtcbox trusts the test CA through RTCBOX_MATRIX_CA_FILE.
+"""
+
+import hashlib
+import hmac
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+RTCBOX_BIN = os.environ.get("RTCBOX_BIN", "")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:  # noqa: BLE001 - any failure means "not yet"
+            last = e
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not ready after {timeout} s (last error: {last})")
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> dict:
+    """A test CA and a server certificate for localhost and 127.0.0.1."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def run(*args):
+        subprocess.run(args, cwd=d, check=True, capture_output=True)
+
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=rtcbox test CA")
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+        "-out", "server.csr", "-subj", "/CN=localhost")
+    (d / "ext.cnf").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "extendedKeyUsage=serverAuth\n")
+    run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "ext.cnf")
+    return {"ca": str(d / "ca.pem"), "cert": str(d / "server.pem"), "key": str(d / "server.key")}
+
+
+@dataclass
+class Synapse:
+    server_name: str
+    client_url: str
+    federation_port: int
+    shared_secret: str
+    log: Path
+
+    def register(self, localpart: str, password: str = "correct horse battery") -> dict:
+        """Registers a user with the shared-secret admin API; returns the login response."""
+        url = f"{self.client_url}/_synapse/admin/v1/register"
+        nonce = requests.get(url, timeout=10).json()["nonce"]
+        mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
+        mac.update(b"\x00".join([nonce.encode(), localpart.encode(), password.encode(), b"notadmin"]))
+        body = {"nonce": nonce, "username": localpart, "password": password, "admin": False,
+                "mac": mac.hexdigest()}
+        response = requests.post(url, json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def openid_token(self, user: dict) -> dict:
+        """What Element Call gets from /openid/request_token, verbatim."""
+        response = requests.post(
+            f"{self.client_url}/_matrix/client/v3/user/{user['user_id']}/openid/request_token",
+            headers={"Authorization": f"Bearer {user['access_token']}"}, json={}, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory, pki) -> Synapse:
+    d = tmp_path_factory.mktemp("synapse")
+    client_port, fed_port = free_port(), free_port()
+    server_name = f"localhost:{fed_port}"
+    config = d / "homeserver.yaml"
+    subprocess.run(
+        [sys.executable, "-m", "synapse.app.homeserver", "--server-name", server_name,
+         "--config-path", str(config), "--data-directory", str(d), "--generate-config",
+         "--report-stats=no"],
+        cwd=d, check=True, capture_output=True)
+    hs = yaml.safe_load(config.read_text())
+    hs["listeners"] = [
+        {"port": client_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
+         "resources": [{"names": ["client"], "compress": False}]},
+        {"port": fed_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": True,
+         "resources": [{"names": ["federation", "openid"], "compress": False}]},
+    ]
+    hs["tls_certificate_path"] = pki["cert"]
+    hs["tls_private_key_path"] = pki["key"]
+    hs["trusted_key_servers"] = []
+    hs["suppress_key_server_warning"] = True
+    hs["report_stats"] = False
+    hs["enable_registration"] = False
+    for limit in ("rc_registration", "rc_login", "rc_message"):
+        hs[limit] = {"per_second": 1000, "burst_count": 1000}
+    hs["rc_login"] = {"address": {"per_second": 1000, "burst_count": 1000},
+                      "account": {"per_second": 1000, "burst_count": 1000},
+                      "failed_attempts": {"per_second": 1000, "burst_count": 1000}}
+    config.write_text(yaml.safe_dump(hs))
+    log = d / "synapse.out"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "synapse.app.homeserver", "--config-path", str(config)],
+            cwd=d, stdout=out, stderr=subprocess.STDOUT)
+    client_url = f"http://127.0.0.1:{client_port}"
+    try:
+        wait_until(lambda: process.poll() is None
+                   and requests.get(f"{client_url}/_matrix/client/versions", timeout=2).ok,
+                   90, "Synapse")
+    except TimeoutError:
+        process.kill()
+        raise RuntimeError(f"Synapse did not start:\n{log.read_text()[-4000:]}")
+    yield Synapse(server_name, client_url, fed_port, hs["registration_shared_secret"], log)
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@dataclass
+class Rtcbox:
+    url: str
+    data_dir: Path
+    public_url: str
+    log: Path
+    process: subprocess.Popen = field(repr=False)
+
+    def stored(self) -> dict:
+        with sqlite3.connect(self.data_dir / "rtcbox.db") as db:
+            return dict(db.execute("SELECT key, value FROM settings"))
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def post(self, path: str, body) -> requests.Response:
+        data = body if isinstance(body, (str, bytes)) else None
+        return requests.post(f"{self.url}{path}", data=data,
+                             json=None if data is not None else body, timeout=15)
+
+
+@pytest.fixture
+def start_rtcbox(tmp_path, pki):
+    """Starts rtcbox with the given environment; every process is stopped after the test."""
+    assert RTCBOX_BIN and Path(RTCBOX_BIN).is_file(), "set RTCBOX_BIN to the built rtcbox binary"
+    started = []
+
+    def start(env: dict, name: str = "rtcbox") -> Rtcbox:
+        port = free_port()
+        data_dir = tmp_path / name
+        public_url = env.get("LIVEKIT_URL") or env.get("RTCBOX_PUBLIC_URL") or "wss://rtc.test/livekit/sfu"
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith(("RTCBOX_", "LIVEKIT_"))}
+        base.update({"RTCBOX_DATA_DIR": str(data_dir), "RTCBOX_HTTP_BIND": f"127.0.0.1:{port}",
+                     "RTCBOX_MATRIX_CA_FILE": pki["ca"], "RTCBOX_PUBLIC_URL": public_url,
+                     "RTCBOX_LOG": "info"})
+        base.update(env)
+        log = tmp_path / f"{name}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen([RTCBOX_BIN, "serve"], env=base, stdout=out,
+                                       stderr=subprocess.STDOUT)
+        started.append(process)
+        box = Rtcbox(f"http://127.0.0.1:{port}", data_dir, public_url, log, process)
+        try:
+            wait_until(lambda: process.poll() is None
+                       and requests.get(f"{box.url}/healthz", timeout=2).status_code == 200,
+                       30, "rtcbox")
+        except TimeoutError:
+            raise RuntimeError(f"rtcbox did not start:\n{box.log_text()[-4000:]}")
+        return box
+
+    yield start
+    for process in started:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
