@@ -137,7 +137,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-            .last();
+            .next_back();
         Ok(ClientIp(forwarded.unwrap_or(peer)))
     }
 }

@@ -210,13 +210,12 @@ impl FederationClient {
         let addrs = resolve(&endpoint.host, endpoint.port)
             .await
             .map_err(unreachable)?;
-        if policy == AddressPolicy::PublicOnly {
-            if let Some(bad) = addrs.iter().find(|a| !crate::net::is_public(a.ip())) {
-                return Err(UserInfoError::PrivateAddress {
-                    host: endpoint.host.to_string(),
-                    ip: bad.ip(),
-                });
-            }
+        let refused = addrs.iter().find(|a| !crate::net::is_public(a.ip()));
+        if let (AddressPolicy::PublicOnly, Some(bad)) = (policy, refused) {
+            return Err(UserInfoError::PrivateAddress {
+                host: endpoint.host.to_string(),
+                ip: bad.ip(),
+            });
         }
         let tcp = connect_any(&addrs).await.map_err(unreachable)?;
         let tls_name = TlsServerName::try_from(endpoint.tls_name.clone())
@@ -263,11 +262,14 @@ impl FederationClient {
 
     async fn fetch_well_known(&self, host: &str, policy: AddressPolicy) -> Option<ServerName> {
         let now = Instant::now();
-        if let Some((expires, cached)) = self.well_known_cache.lock().expect("cache lock").get(host)
-        {
-            if *expires > now {
-                return cached.clone();
-            }
+        let cached = self
+            .well_known_cache
+            .lock()
+            .expect("cache lock")
+            .get(host)
+            .cloned();
+        if let Some((_, delegated)) = cached.filter(|(expires, _)| *expires > now) {
+            return delegated;
         }
         let endpoint = Endpoint {
             host: Host::Dns(host.to_owned()),
@@ -357,7 +359,6 @@ pub fn parse_userinfo(body: &[u8], expected_server: &str) -> Result<String, User
         .sub
         .strip_prefix('@')
         .and_then(|rest| rest.split_once(':'))
-        .map(|(localpart, server)| (localpart, server))
         .filter(|(localpart, server)| !localpart.is_empty() && !server.is_empty())
         .map(|(_, server)| server)
         .ok_or_else(|| UserInfoError::BadResponse(format!("'{}' is not a user ID", info.sub)))?;

@@ -1,0 +1,294 @@
+//! The binary as an operator runs it: first start, restart, health check, refusals.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rtcbox::config::ApiKey;
+use rtcbox::livekit::token;
+use rtcbox::secret::Secret;
+
+fn rtcbox(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rtcbox"));
+    // Only what the test sets: no RTCBOX_* or LIVEKIT_* from the developer's shell.
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command.arg("--data-dir").arg(data_dir);
+    command
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    bind: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let bind = format!("127.0.0.1:{}", free_port());
+        let child = rtcbox(data_dir)
+            .args([
+                "serve",
+                "--http-bind",
+                &bind,
+                "--full-access-homeservers",
+                "example.org",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut server = Server { child, bind };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !server.healthy(data_dir) {
+            assert!(
+                server.child.try_wait().unwrap().is_none(),
+                "rtcbox serve exited early"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "rtcbox serve did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn healthy(&self, data_dir: &Path) -> bool {
+        rtcbox(data_dir)
+            .args(["healthcheck", "--http-bind", &self.bind])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// SIGTERM, as systemd, Docker and DSM stop services; returns whether it exited cleanly.
+    fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rtcbox did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stored_pair(data_dir: &Path) -> (String, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = rtcbox::db::open(data_dir).await.unwrap();
+        let stored = rtcbox::db::settings::all(&pool).await.unwrap();
+        pool.close().await;
+        (stored["api_key"].clone(), stored["api_secret"].clone())
+    })
+}
+
+fn minted_token(data_dir: &Path) -> String {
+    let out = rtcbox(data_dir)
+        .args([
+            "token",
+            "--room",
+            "lobby",
+            "--identity",
+            "bot",
+            "--ttl",
+            "10m",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn restart_keeps_the_key_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+
+    let server = Server::start(&data_dir);
+    let (key, secret) = stored_pair(&data_dir);
+    assert!(key.starts_with("API"));
+    assert!(secret.len() >= 32);
+    let bind = server.bind.clone();
+    assert!(
+        server.terminate(),
+        "SIGTERM must stop rtcbox with exit code 0"
+    );
+
+    // Stopped: the health check fails.
+    let out = rtcbox(&data_dir)
+        .args(["healthcheck", "--http-bind", &bind])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unhealthy"));
+
+    let server = Server::start(&data_dir);
+    assert_eq!(
+        stored_pair(&data_dir),
+        (key.clone(), secret.clone()),
+        "the key pair must survive a restart"
+    );
+
+    // `rtcbox token` mints with the stored pair.
+    let claims = token::verify(
+        &minted_token(&data_dir),
+        &ApiKey::parse(&key).unwrap(),
+        &Secret::new(&secret),
+    )
+    .unwrap();
+    assert_eq!(claims.sub, "bot");
+    assert_eq!(claims.exp - claims.nbf.unwrap(), 600);
+    let video = claims.video.unwrap();
+    assert_eq!((video.room.as_str(), video.room_join), ("lobby", true));
+    drop(server);
+}
+
+#[test]
+fn token_works_without_a_running_server_and_generates_the_pair_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = minted_token(tmp.path());
+    let (key, secret) = stored_pair(tmp.path());
+    let second = minted_token(tmp.path());
+    for jwt in [first, second] {
+        token::verify(&jwt, &ApiKey::parse(&key).unwrap(), &Secret::new(&secret)).unwrap();
+    }
+}
+
+#[test]
+fn environment_key_pair_overrides_the_stored_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = "e".repeat(40);
+    let out = rtcbox(tmp.path())
+        .env("LIVEKIT_KEY", "envkey")
+        .env("LIVEKIT_SECRET", &secret)
+        .args(["token", "--room", "r", "--identity", "i"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jwt = String::from_utf8(out.stdout).unwrap();
+    token::verify(
+        jwt.trim(),
+        &ApiKey::parse("envkey").unwrap(),
+        &Secret::new(&secret),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_short_secret_is_refused_clearly_and_not_echoed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = rtcbox(tmp.path())
+        .env("RTCBOX_API_SECRET", "shortsecret")
+        .args([
+            "serve",
+            "--full-access-homeservers",
+            "example.org",
+            "--http-bind",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert!(
+        text.contains("RTCBOX_API_SECRET") && text.contains("at least 32 bytes"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("shortsecret"),
+        "the secret must not be printed: {text}"
+    );
+}
+
+#[test]
+fn serve_requires_the_full_access_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = rtcbox(tmp.path())
+        .args(["serve", "--http-bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("RTCBOX_FULL_ACCESS_HOMESERVERS"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_busy_port_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = taken.local_addr().unwrap().to_string();
+    let out = rtcbox(tmp.path())
+        .args([
+            "serve",
+            "--full-access-homeservers",
+            "example.org",
+            "--http-bind",
+            &bind,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("cannot listen on {bind}")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn version_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rtcbox"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("rtcbox {}", env!("CARGO_PKG_VERSION"))
+    );
+}

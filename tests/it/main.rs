@@ -1,0 +1,3 @@
+//! Integration tests that run the real `rtcbox` binary.
+
+mod binary;

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: formatting, lints, Rust unit and integration
+# tests, then the end-to-end suite against real peers (Synapse today) on loopback.
+#
+# Needs: the Rust toolchain (with rustfmt and clippy), python3 with venv, openssl.
+# Installs the Python test peers into a venv (default ~/.cache/rtcbox-venv, reused when the
+# requirements did not change). Cargo's target dir defaults to ~/.cache/rtcbox-target so a fresh
+# clone reuses earlier builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rtcbox-target}"
+venv="${RTCBOX_TEST_VENV:-$HOME/.cache/rtcbox-venv}"
+requirements=tests/e2e/requirements.txt
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Python test peers ($venv)"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --upgrade pip
+    "$venv/bin/pip" install --quiet -r "$requirements"
+    echo "$want" > "$stamp"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --locked
+
+step "end-to-end tests (real peers, loopback only)"
+RTCBOX_BIN="$CARGO_TARGET_DIR/debug/rtcbox" "$venv/bin/python" -m pytest tests/e2e -v
