@@ -176,13 +176,28 @@ impl SettingKey {
 }
 
 /// A setting that could not be resolved, with the place it came from so the operator knows what to fix.
-#[derive(Debug, thiserror::Error)]
-#[error("{setting} (from {origin}): {message}")]
+#[derive(Debug)]
 pub struct ConfigError {
     pub setting: &'static str,
     pub origin: Origin,
     pub message: String,
 }
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.origin {
+            // Nothing supplied a value: there is no origin worth naming.
+            Origin::Default => write!(f, "{} {}", self.setting, self.message),
+            _ => write!(
+                f,
+                "{} (from {}): {}",
+                self.setting, self.origin, self.message
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// The inputs of resolution. Tests build this by hand; `app` builds it from the process.
 pub struct Layers<'a> {

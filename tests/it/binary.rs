@@ -292,3 +292,25 @@ fn version_flag() {
         format!("rtcbox {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use std::io::{Read as _, Write as _};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let mut stream = std::net::TcpStream::connect(&server.bind).unwrap();
+    stream
+        .write_all(b"POST /sfu/get HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Far beyond the header read timeout, so this only fails if the server never hangs up.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let result = stream.read_to_end(&mut buf);
+    assert!(
+        result.is_ok(),
+        "the server must close the connection, not leave it hanging: {result:?}"
+    );
+    assert!(server.healthy(tmp.path()), "and keep serving others");
+}

@@ -1,3 +1,4 @@
 //! Integration tests that run the real `rtcbox` binary.
 
 mod binary;
+mod fuzz;
