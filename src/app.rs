@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use sqlx::SqlitePool;
@@ -16,10 +16,11 @@ use tracing_subscriber::EnvFilter;
 use crate::auth::{AuthConfig, AuthService};
 use crate::cli::{Cli, Command, HealthcheckArgs, TokenArgs};
 use crate::config::{self, Layers, Origin, SettingKey, Settings};
+use crate::livekit::signal::SignalState;
 use crate::livekit::token::{self, VideoGrant};
 use crate::matrix::FederationClient;
-use crate::rooms::RoomRegistry;
-use crate::{db, http};
+use crate::sfu::{SfuHandle, SfuSockets};
+use crate::{db, http, livekit};
 
 /// Logs go to stderr (stdout carries command output such as `token`). `RTCBOX_LOG` or `RUST_LOG`
 /// set the filter; the default is `info`.
@@ -79,7 +80,21 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     log_settings(&settings);
 
     let federation = FederationClient::new(settings.matrix_ca_file.as_deref())?;
-    let rooms = Arc::new(Mutex::new(RoomRegistry::new()));
+    str0m::crypto::from_feature_flags().install_process_default();
+    let sockets = SfuSockets::bind(
+        settings.http_bind.ip(),
+        settings.node_ip,
+        settings.rtc_udp_port,
+        settings.rtc_tcp_port,
+    )
+    .await?;
+    tracing::info!(
+        udp = ?sockets.udp_advertised(),
+        tcp = ?sockets.tcp_advertised(),
+        auto_create_rooms = settings.auto_create_rooms,
+        "media candidates"
+    );
+    let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms);
     let auth = AuthService::new(
         AuthConfig {
             public_url: settings.public_url.clone(),
@@ -89,7 +104,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
             dangerous_allow_private_homeservers: settings.dangerous_allow_private_homeservers,
         },
         Arc::new(federation),
-        rooms.clone(),
+        Arc::new(sfu.clone()),
     );
     let listener = TcpListener::bind(settings.http_bind)
         .await
@@ -105,10 +120,14 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         "listening on http://{bound}"
     );
 
-    let expiry = tokio::spawn(expire_rooms(rooms));
-    let state = Arc::new(http::PublicState::new(Arc::new(auth)));
+    let signaling = livekit::signal::router(Arc::new(SignalState {
+        sfu: sfu.clone(),
+        key: settings.api_key.clone(),
+        secret: settings.api_secret.clone(),
+    }));
+    let rtc = signaling;
+    let state = Arc::new(http::PublicState::new(Arc::new(auth)).with_rtc(rtc));
     http::serve(listener, http::public_service(state), shutdown_signal()).await;
-    expiry.abort();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -152,21 +171,6 @@ fn log_settings(settings: &Settings) {
             "RTCBOX_DANGEROUS_ALLOW_PRIVATE_HOMESERVERS is on: requests naming any homeserver can make \
              rtcbox connect to loopback and LAN addresses"
         );
-    }
-}
-
-/// Removes timed-out rooms every few seconds.
-async fn expire_rooms(rooms: Arc<Mutex<RoomRegistry>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tick.tick().await;
-        let expired = rooms
-            .lock()
-            .expect("room registry lock")
-            .expire(Instant::now());
-        for room in expired {
-            tracing::info!(room, "room closed: timed out empty");
-        }
     }
 }
 

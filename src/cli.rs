@@ -80,6 +80,18 @@ pub struct SettingFlags {
     /// Let the OpenID check reach any homeserver on loopback or LAN addresses [env: RTCBOX_DANGEROUS_ALLOW_PRIVATE_HOMESERVERS]
     #[arg(long, global = true)]
     pub dangerous_allow_private_homeservers: bool,
+    /// UDP port for WebRTC media, shared by every peer [env: RTCBOX_RTC_UDP_PORT] [default: 8882]
+    #[arg(long, global = true, value_name = "PORT")]
+    pub rtc_udp_port: Option<String>,
+    /// TCP port for ICE-TCP media fallback [env: RTCBOX_RTC_TCP_PORT] [default: 8881]
+    #[arg(long, global = true, value_name = "PORT")]
+    pub rtc_tcp_port: Option<String>,
+    /// IP address advertised to clients for media, e.g. the public IP [env: RTCBOX_NODE_IP] [default: the host's addresses]
+    #[arg(long, global = true, value_name = "IP")]
+    pub node_ip: Option<String>,
+    /// Create rooms on join instead of requiring the auth service or the API to create them [env: RTCBOX_AUTO_CREATE_ROOMS]
+    #[arg(long, global = true)]
+    pub auto_create_rooms: bool,
 }
 
 impl SettingFlags {
@@ -100,6 +112,12 @@ impl SettingFlags {
             &self.full_access_homeservers,
         );
         put(SettingKey::MatrixCaFile, &self.matrix_ca_file);
+        put(SettingKey::RtcUdpPort, &self.rtc_udp_port);
+        put(SettingKey::RtcTcpPort, &self.rtc_tcp_port);
+        put(SettingKey::NodeIp, &self.node_ip);
+        if self.auto_create_rooms {
+            map.insert(SettingKey::AutoCreateRooms, "true".into());
+        }
         if self.dangerous_allow_private_homeservers {
             map.insert(SettingKey::DangerousAllowPrivateHomeservers, "true".into());
         }

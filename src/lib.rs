@@ -14,3 +14,4 @@ pub mod matrix;
 pub mod net;
 pub mod rooms;
 pub mod secret;
+pub mod sfu;

@@ -30,6 +30,13 @@ impl RoomOptions {
         departure_timeout: Duration::from_secs(20),
         max_participants: 0,
     };
+
+    /// A room created because someone joined it (auto-create on): LiveKit's defaults.
+    pub const AUTO_CREATED: RoomOptions = RoomOptions {
+        empty_timeout: Duration::from_secs(300),
+        departure_timeout: Duration::from_secs(20),
+        max_participants: 0,
+    };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +51,44 @@ pub enum RoomError {
     Full,
     #[error("no such room")]
     NotFound,
+    #[error("the SFU is not running")]
+    Unavailable,
+}
+
+/// A boxed future, so [`RoomDirectory`] can be a trait object.
+pub type RoomFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What the authorization service needs from whoever owns the rooms: the SFU in production,
+/// a bare registry in tests.
+pub trait RoomDirectory: Send + Sync {
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+        options: RoomOptions,
+    ) -> RoomFuture<'a, Result<CreateOutcome, RoomError>>;
+    fn exists<'a>(&'a self, name: &'a str) -> RoomFuture<'a, bool>;
+}
+
+impl RoomDirectory for std::sync::Mutex<RoomRegistry> {
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+        options: RoomOptions,
+    ) -> RoomFuture<'a, Result<CreateOutcome, RoomError>> {
+        let result = self
+            .lock()
+            .expect("room registry lock")
+            .create(name, options, Instant::now());
+        Box::pin(std::future::ready(result))
+    }
+
+    fn exists<'a>(&'a self, name: &'a str) -> RoomFuture<'a, bool> {
+        let exists = self
+            .lock()
+            .expect("room registry lock")
+            .exists(name, Instant::now());
+        Box::pin(std::future::ready(exists))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +138,16 @@ impl RoomRegistry {
             },
         );
         Ok(CreateOutcome::Created)
+    }
+
+    /// Whether `name` is listed, timed out or not (until the next [`Self::expire`]).
+    pub fn contains(&self, name: &str) -> bool {
+        self.rooms.contains_key(name)
+    }
+
+    /// Closes `name` now (Twirp `DeleteRoom`).
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.rooms.remove(name).is_some()
     }
 
     /// Whether `name` exists and has not timed out.

@@ -17,8 +17,8 @@ pub mod derive;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ApiKey, FullAccess, PublicUrl};
 use crate::livekit::token::{self, VideoGrant};
 use crate::matrix::{AddressPolicy, FederationClient, UserInfoError};
-use crate::rooms::{CreateOutcome, RoomOptions, RoomRegistry};
+use crate::rooms::{CreateOutcome, RoomDirectory, RoomOptions};
 use crate::secret::Secret;
 
 /// Lifetime of the tokens we hand out, as lk-jwt-service.
@@ -67,7 +67,7 @@ pub struct AuthConfig {
 pub struct AuthService {
     config: AuthConfig,
     verifier: Arc<dyn OpenIdVerifier>,
-    rooms: Arc<Mutex<RoomRegistry>>,
+    rooms: Arc<dyn RoomDirectory>,
 }
 
 /// The successful answer of both endpoints.
@@ -164,7 +164,7 @@ impl AuthService {
     pub fn new(
         config: AuthConfig,
         verifier: Arc<dyn OpenIdVerifier>,
-        rooms: Arc<Mutex<RoomRegistry>>,
+        rooms: Arc<dyn RoomDirectory>,
     ) -> Self {
         AuthService {
             config,
@@ -201,7 +201,7 @@ impl AuthService {
         let device_id = request.device_id.as_deref().unwrap_or("");
         let alias = derive::room_alias(room, derive::CALL_SLOT);
         let identity = derive::legacy_identity(&user_id, device_id);
-        self.grant(&alias, &identity, &user_id, full_access)
+        self.grant(&alias, &identity, &user_id, full_access).await
     }
 
     /// `POST /get_token`: identity hashed from user, claimed device and membership id.
@@ -255,7 +255,7 @@ impl AuthService {
         }
         let alias = derive::room_alias(room_id, slot_id);
         let identity = derive::rtc_identity(&user_id, claimed_device_id, member_id);
-        self.grant(&alias, &identity, &user_id, full_access)
+        self.grant(&alias, &identity, &user_id, full_access).await
     }
 
     async fn check_openid(
@@ -282,18 +282,17 @@ impl AuthService {
     }
 
     /// Creates the room for full-access users, checks it exists for the others, and mints the token.
-    fn grant(
+    async fn grant(
         &self,
         alias: &str,
         identity: &str,
         user_id: &str,
         full_access: bool,
     ) -> Result<TokenResponse, AuthError> {
-        let now = Instant::now();
         {
-            let mut rooms = self.rooms.lock().expect("room registry lock");
+            let rooms = &self.rooms;
             if full_access {
-                match rooms.create(alias, RoomOptions::MATRIX_RTC, now) {
+                match rooms.create(alias, RoomOptions::MATRIX_RTC).await {
                     Ok(CreateOutcome::Created) => {
                         tracing::info!(room = alias, user_id, "room created")
                     }
@@ -309,7 +308,7 @@ impl AuthService {
                         ));
                     }
                 }
-            } else if !rooms.exists(alias, now) {
+            } else if !rooms.exists(alias).await {
                 tracing::info!(
                     room = alias,
                     user_id,

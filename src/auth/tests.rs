@@ -3,9 +3,12 @@
 
 use std::collections::HashMap;
 
+use std::sync::Mutex;
+
 use serde_json::json;
 
 use super::*;
+use crate::rooms::RoomRegistry;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -38,6 +41,12 @@ impl OpenIdVerifier for Canned {
 }
 
 fn service() -> (AuthService, Arc<Canned>) {
+    let (service, canned, _) = service_with_rooms();
+    (service, canned)
+}
+
+/// The service and the registry it creates rooms in, for tests that look at the rooms.
+fn service_with_rooms() -> (AuthService, Arc<Canned>, Arc<Mutex<RoomRegistry>>) {
     let canned = Arc::new(Canned {
         users: HashMap::from([
             ("alice-token", "@alice:home.example"),
@@ -52,12 +61,9 @@ fn service() -> (AuthService, Arc<Canned>) {
         full_access: FullAccess::parse("home.example").unwrap(),
         dangerous_allow_private_homeservers: false,
     };
-    let service = AuthService::new(
-        config,
-        canned.clone(),
-        Arc::new(Mutex::new(RoomRegistry::new())),
-    );
-    (service, canned)
+    let rooms = Arc::new(Mutex::new(RoomRegistry::new()));
+    let service = AuthService::new(config, canned.clone(), rooms.clone());
+    (service, canned, rooms)
 }
 
 fn openid(token: &str, server: &str) -> serde_json::Value {
@@ -273,7 +279,7 @@ fn unknown_fields_and_delay_params_from_full_access_users_are_accepted() {
 
 #[test]
 fn restricted_users_join_only_rooms_that_exist_and_never_create_them() {
-    let (service, _) = service();
+    let (service, _, rooms) = service_with_rooms();
     let bob = || msc4195("bob-token", "remote.example", "@bob:remote.example");
     check_error(
         run(service.get_token(bob().to_string().as_bytes())),
@@ -282,7 +288,7 @@ fn restricted_users_join_only_rooms_that_exist_and_never_create_them() {
         "not been started",
     );
     assert!(
-        service.rooms.lock().unwrap().is_empty(),
+        rooms.lock().unwrap().is_empty(),
         "a restricted user must not create the room"
     );
 
@@ -299,7 +305,7 @@ fn restricted_users_join_only_rooms_that_exist_and_never_create_them() {
 
     // Once a full-access user has started the call, the restricted user gets a token for it.
     run(service.sfu_get(legacy("alice-token", "home.example").to_string().as_bytes())).unwrap();
-    assert_eq!(service.rooms.lock().unwrap().len(), 1);
+    assert_eq!(rooms.lock().unwrap().len(), 1);
     let response = run(service.get_token(bob().to_string().as_bytes())).unwrap();
     assert_eq!(
         claims(&response).video.unwrap().room,

@@ -13,7 +13,7 @@ mod values;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use values::{ApiKey, FullAccess, PublicUrl, parse_bind};
@@ -26,6 +26,10 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_HTTP_BIND: &str = "0.0.0.0:8880";
 /// LiveKit refuses API secrets shorter than this; so do we.
 pub const MIN_SECRET_LEN: usize = 32;
+/// WebRTC media over UDP, every peer on this one port.
+pub const DEFAULT_RTC_UDP_PORT: u16 = 8882;
+/// Passive ICE-TCP, for clients whose network blocks UDP.
+pub const DEFAULT_RTC_TCP_PORT: u16 = 8881;
 
 /// A setting that can come from a flag, the environment, the settings store or a default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -37,6 +41,10 @@ pub enum SettingKey {
     FullAccessHomeservers,
     MatrixCaFile,
     DangerousAllowPrivateHomeservers,
+    RtcUdpPort,
+    RtcTcpPort,
+    NodeIp,
+    AutoCreateRooms,
 }
 
 /// Where a resolved value came from; shown in logs and (later) as "locked by environment" in the panel.
@@ -90,7 +98,7 @@ impl EnvSource {
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 7] = [
+    pub const ALL: [SettingKey; 11] = [
         SettingKey::HttpBind,
         SettingKey::PublicUrl,
         SettingKey::ApiKey,
@@ -98,6 +106,10 @@ impl SettingKey {
         SettingKey::FullAccessHomeservers,
         SettingKey::MatrixCaFile,
         SettingKey::DangerousAllowPrivateHomeservers,
+        SettingKey::RtcUdpPort,
+        SettingKey::RtcTcpPort,
+        SettingKey::NodeIp,
+        SettingKey::AutoCreateRooms,
     ];
 
     /// The key of this setting in the settings table.
@@ -110,6 +122,10 @@ impl SettingKey {
             SettingKey::FullAccessHomeservers => "full_access_homeservers",
             SettingKey::MatrixCaFile => "matrix_ca_file",
             SettingKey::DangerousAllowPrivateHomeservers => "dangerous_allow_private_homeservers",
+            SettingKey::RtcUdpPort => "rtc_udp_port",
+            SettingKey::RtcTcpPort => "rtc_tcp_port",
+            SettingKey::NodeIp => "node_ip",
+            SettingKey::AutoCreateRooms => "auto_create_rooms",
         }
     }
 
@@ -128,6 +144,10 @@ impl SettingKey {
             SettingKey::FullAccessHomeservers => "--full-access-homeservers",
             SettingKey::MatrixCaFile => "--matrix-ca-file",
             SettingKey::DangerousAllowPrivateHomeservers => "--dangerous-allow-private-homeservers",
+            SettingKey::RtcUdpPort => "--rtc-udp-port",
+            SettingKey::RtcTcpPort => "--rtc-tcp-port",
+            SettingKey::NodeIp => "--node-ip",
+            SettingKey::AutoCreateRooms => "--auto-create-rooms",
         }
     }
 
@@ -166,6 +186,10 @@ impl SettingKey {
             SettingKey::DangerousAllowPrivateHomeservers => {
                 &[Value("RTCBOX_DANGEROUS_ALLOW_PRIVATE_HOMESERVERS")]
             }
+            SettingKey::RtcUdpPort => &[Value("RTCBOX_RTC_UDP_PORT")],
+            SettingKey::RtcTcpPort => &[Value("RTCBOX_RTC_TCP_PORT")],
+            SettingKey::NodeIp => &[Value("RTCBOX_NODE_IP")],
+            SettingKey::AutoCreateRooms => &[Value("RTCBOX_AUTO_CREATE_ROOMS")],
         }
     }
 
@@ -218,6 +242,13 @@ pub struct Settings {
     pub matrix_ca_file: Option<PathBuf>,
     /// Lets the OpenID check reach homeservers on private addresses that are not full-access.
     pub dangerous_allow_private_homeservers: bool,
+    pub rtc_udp_port: u16,
+    pub rtc_tcp_port: u16,
+    /// The address advertised in ICE candidates; `None` means the host's own addresses.
+    pub node_ip: Option<IpAddr>,
+    /// Whether joining a room that does not exist creates it (LiveKit's `room.auto_create`).
+    /// Off by default: in MatrixRTC only full-access homeservers create rooms.
+    pub auto_create_rooms: bool,
     pub origins: BTreeMap<SettingKey, Origin>,
 }
 
@@ -282,6 +313,28 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
                 .map_err(|m| error(SettingKey::DangerousAllowPrivateHomeservers, origin, m))?,
             None => false,
         };
+    let rtc_udp_port = parse_port(
+        pick(SettingKey::RtcUdpPort)?,
+        SettingKey::RtcUdpPort,
+        DEFAULT_RTC_UDP_PORT,
+    )?;
+    let rtc_tcp_port = parse_port(
+        pick(SettingKey::RtcTcpPort)?,
+        SettingKey::RtcTcpPort,
+        DEFAULT_RTC_TCP_PORT,
+    )?;
+    let node_ip = match pick(SettingKey::NodeIp)? {
+        Some((raw, origin)) => {
+            Some(parse_node_ip(&raw).map_err(|m| error(SettingKey::NodeIp, origin, m))?)
+        }
+        None => None,
+    };
+    let auto_create_rooms = match pick(SettingKey::AutoCreateRooms)? {
+        Some((raw, origin)) => {
+            parse_bool(&raw).map_err(|m| error(SettingKey::AutoCreateRooms, origin, m))?
+        }
+        None => false,
+    };
     for key in SettingKey::ALL {
         origins.entry(key).or_insert(Origin::Default);
     }
@@ -294,6 +347,10 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         full_access_homeservers,
         matrix_ca_file,
         dangerous_allow_private_homeservers,
+        rtc_udp_port,
+        rtc_tcp_port,
+        node_ip,
+        auto_create_rooms,
         origins,
     })
 }
@@ -418,6 +475,38 @@ fn parse_secret(raw: String) -> Result<Secret, String> {
         ));
     }
     Ok(Secret::new(secret))
+}
+
+fn parse_port(
+    raw: Option<(String, Origin)>,
+    key: SettingKey,
+    default: u16,
+) -> Result<u16, ConfigError> {
+    let Some((raw, origin)) = raw else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(error(
+            key,
+            origin,
+            format!("'{}' is not a port number (1-65535)", raw.trim()),
+        )),
+    }
+}
+
+/// The advertised address must be one a client can send to: not unspecified or multicast.
+fn parse_node_ip(raw: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{}' is not an IP address (e.g. 203.0.113.7)", raw.trim()))?;
+    if ip.is_unspecified() || ip.is_multicast() {
+        return Err(format!(
+            "{ip} cannot be advertised to clients; give the address they should reach"
+        ));
+    }
+    Ok(ip)
 }
 
 fn parse_bool(raw: &str) -> Result<bool, String> {

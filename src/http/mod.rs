@@ -45,6 +45,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct PublicState {
     pub auth: Arc<AuthService>,
     pub limiter: Mutex<RateLimiter>,
+    /// The SFU's routes (signaling, room service), served at `/` and under `/livekit/sfu/`.
+    pub rtc: Option<Router>,
 }
 
 impl PublicState {
@@ -53,7 +55,13 @@ impl PublicState {
         PublicState {
             auth,
             limiter: Mutex::new(RateLimiter::new(30, 2.0)),
+            rtc: None,
         }
+    }
+
+    pub fn with_rtc(mut self, rtc: Router) -> Self {
+        self.rtc = Some(rtc);
+        self
     }
 }
 
@@ -64,15 +72,19 @@ pub fn public_service(state: Arc<PublicState>) -> PublicService {
     public_router(state).map_request(normalize_path as fn(Request<Body>) -> Request<Body>)
 }
 
-/// Routes of the public listener: the authorization service at `/` and under `/livekit/jwt/`, so
-/// it works behind a proxy whether or not the proxy strips the prefix.
+/// Routes of the public listener: the authorization service at `/` and under `/livekit/jwt/`, the
+/// SFU at `/` and under `/livekit/sfu/`, so one hostname works behind a proxy whether or not the
+/// proxy strips the prefixes.
 pub fn public_router(state: Arc<PublicState>) -> Router {
     let auth = auth_routes::routes();
-    Router::new()
+    let mut router: Router = Router::new()
         .merge(auth.clone())
         .nest("/livekit/jwt", auth)
-        .layer(middleware::from_fn(request_timeout))
-        .with_state(state)
+        .with_state(state.clone());
+    if let Some(rtc) = &state.rtc {
+        router = router.merge(rtc.clone()).nest("/livekit/sfu", rtc.clone());
+    }
+    router.layer(middleware::from_fn(request_timeout))
 }
 
 /// Collapses repeated slashes and drops a trailing one, so `//get_token` and `/sfu/get/` (common

@@ -1,3 +1,6 @@
-//! The LiveKit wire format. Today: access tokens. Signaling and Twirp arrive with the SFU.
+//! The LiveKit wire format: access tokens, signaling sessions (WebSocket + protobuf) and the
+//! Twirp room service. The SFU core uses the protocol's message types as its vocabulary; the
+//! encoding, the HTTP surface and the token rules live here.
 
+pub mod signal;
 pub mod token;

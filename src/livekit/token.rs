@@ -59,6 +59,8 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video: Option<VideoGrant>,
 }
 
@@ -86,11 +88,17 @@ pub fn mint(
         nbf: Some(now_unix),
         exp: now_unix + ttl.as_secs(),
         name: None,
+        metadata: None,
         video: Some(video),
     };
+    sign(&claims, secret)
+}
+
+/// Signs arbitrary claims with HS256 (the caller sets `iss` to the key).
+pub fn sign(claims: &Claims, secret: &Secret) -> Result<String, TokenError> {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &claims,
+        claims,
         &EncodingKey::from_secret(secret.expose().as_bytes()),
     )
     .map_err(TokenError::Sign)

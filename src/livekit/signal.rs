@@ -1,0 +1,351 @@
+//! LiveKit signaling over WebSocket: `/rtc` (v0, two peer connections), `/rtc/validate`, and
+//! the v1 paths answered with the 404 that makes both SDKs fall back to `/rtc`.
+//!
+//! Everything that can be refused is refused *before* the upgrade, with LiveKit's statuses and
+//! bodies (clients classify errors by them): 401 for a missing or bad token, 400 for a token
+//! without identity or room, 404 `requested room does not exist`. After the upgrade, one binary
+//! protobuf `SignalRequest` per frame comes in and one `SignalResponse` per frame goes out; a
+//! frame that does not decode ends the session with a `leave`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use axum::routing::any;
+use livekit_protocol as proto;
+use prost::Message as _;
+use proto::{signal_request, signal_response};
+use tokio::sync::mpsc;
+
+use super::token::{self, Claims};
+use crate::config::ApiKey;
+use crate::secret::Secret;
+use crate::sfu::core::PING_TIMEOUT_SECS;
+use crate::sfu::{JoinError, JoinRequest, SfuHandle};
+
+/// Largest signaling message accepted (SDP offers with many m-lines are tens of KiB).
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Messages queued towards one client.
+const SEND_QUEUE: usize = 256;
+/// A frame that cannot be written in this time means the client is gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// LiveKit refreshes tokens this often so reconnects after the original expiry still work.
+const TOKEN_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+const MIN_REFRESHED_TTL: Duration = Duration::from_secs(10 * 60);
+
+pub struct SignalState {
+    pub sfu: SfuHandle,
+    pub key: ApiKey,
+    pub secret: Secret,
+}
+
+/// The signaling routes, relative to the SFU's URL (served at `/` and under `/livekit/sfu`).
+pub fn router(state: Arc<SignalState>) -> Router {
+    Router::new()
+        .route("/rtc", any(rtc))
+        .route("/rtc/validate", any(validate))
+        .route("/rtc/v1", any(v1_not_supported))
+        .route("/rtc/v1/validate", any(v1_not_supported))
+        .with_state(state)
+}
+
+/// A refusal before upgrade: plain text, CORS open (the browser must be able to read it).
+fn plain(status: StatusCode, body: &str) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_owned()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Until single-PC signaling exists: a 404 whose body does not say the room is missing, so the
+/// JS SDK classifies it as "service not found" and retries on `/rtc`, and the Rust/Python SDK
+/// (which falls back on any 404 of the upgrade) does the same.
+async fn v1_not_supported() -> Response<Body> {
+    plain(
+        StatusCode::NOT_FOUND,
+        "not found: this server speaks signaling v0 at /rtc",
+    )
+}
+
+async fn validate(
+    State(state): State<Arc<SignalState>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    match admit(&state, &params, &headers).await {
+        Ok(_) => plain(StatusCode::OK, "success"),
+        Err(refusal) => refusal,
+    }
+}
+
+async fn rtc(
+    State(state): State<Arc<SignalState>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response<Body> {
+    let Ok(upgrade) = upgrade else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: /rtc needs a WebSocket upgrade",
+        );
+    };
+    let admitted = match admit(&state, &params, &headers).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
+    };
+    let upgrade = upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES);
+    if flag(&params, "reconnect").unwrap_or(false) {
+        // Resume is not implemented: ask for a full reconnect, which both SDKs then do.
+        return upgrade.on_upgrade(refuse_resume);
+    }
+    upgrade.on_upgrade(move |socket| session(state, admitted, params, socket))
+}
+
+struct Admitted {
+    claims: Claims,
+    room: String,
+}
+
+/// LiveKit's validation order: token present, token valid, join grant, identity, room.
+async fn admit(
+    state: &SignalState,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Admitted, Response<Body>> {
+    let token = match headers.get(header::AUTHORIZATION) {
+        Some(value) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(token) => token.trim().to_owned(),
+            None => {
+                return Err(plain(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid authorization header. Must start with Bearer",
+                ));
+            }
+        },
+        None => match params.get("access_token") {
+            Some(token) if !token.is_empty() => token.clone(),
+            _ => return Err(plain(StatusCode::UNAUTHORIZED, "no authorization token")),
+        },
+    };
+    let claims = match token::verify(&token, &state.key, &state.secret) {
+        Ok(claims) => claims,
+        Err(error) => {
+            tracing::debug!(%error, "signaling token refused");
+            return Err(plain(
+                StatusCode::UNAUTHORIZED,
+                "invalid authorization token",
+            ));
+        }
+    };
+    let Some(video) = claims.video.as_ref().filter(|v| v.room_join) else {
+        return Err(plain(StatusCode::UNAUTHORIZED, "permissions denied"));
+    };
+    if claims.sub.is_empty() {
+        return Err(plain(StatusCode::BAD_REQUEST, "identity cannot be empty"));
+    }
+    if video.room.is_empty() {
+        return Err(plain(StatusCode::BAD_REQUEST, "no room name"));
+    }
+    let room = video.room.clone();
+    let name = room.clone();
+    let joinable = state
+        .sfu
+        .call(move |sfu, now| sfu.can_join(&name, now))
+        .await;
+    match joinable {
+        Ok(true) => Ok(Admitted { claims, room }),
+        Ok(false) => Err(plain(
+            StatusCode::NOT_FOUND,
+            "requested room does not exist",
+        )),
+        Err(_) => Err(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the SFU is shutting down",
+        )),
+    }
+}
+
+fn flag(params: &HashMap<String, String>, name: &str) -> Option<bool> {
+    params
+        .get(name)
+        .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+async fn refuse_resume(mut socket: WebSocket) {
+    let leave = signal_response::Message::Leave(proto::LeaveRequest {
+        reason: proto::DisconnectReason::StateMismatch as i32,
+        action: proto::leave_request::Action::Reconnect as i32,
+        can_reconnect: true,
+        ..Default::default()
+    });
+    let _ = send(&mut socket, leave).await;
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+async fn send(socket: &mut WebSocket, message: signal_response::Message) -> Result<(), ()> {
+    let bytes = proto::SignalResponse {
+        message: Some(message),
+    }
+    .encode_to_vec();
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Binary(bytes.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// One participant's signaling session, from upgrade to close.
+async fn session(
+    state: Arc<SignalState>,
+    admitted: Admitted,
+    params: HashMap<String, String>,
+    mut socket: WebSocket,
+) {
+    let conn = state.sfu.next_conn();
+    let claims = admitted.claims;
+    let grant = claims.video.clone().unwrap_or_default();
+    let (tx, mut rx) = mpsc::channel(SEND_QUEUE);
+    let request = JoinRequest {
+        conn,
+        room: admitted.room,
+        identity: claims.sub.clone(),
+        name: claims.name.clone().unwrap_or_default(),
+        metadata: claims.metadata.clone().unwrap_or_default(),
+        grant: grant.clone(),
+        auto_subscribe: flag(&params, "auto_subscribe").unwrap_or(true),
+        client_protocol: params
+            .get("client_protocol")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    };
+    match state.sfu.join(request, tx).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            let reason = match error {
+                JoinError::RoomNotFound => proto::DisconnectReason::RoomClosed,
+                _ => proto::DisconnectReason::JoinFailure,
+            };
+            let _ = send(&mut socket, leave(reason)).await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+        Err(_) => return,
+    }
+
+    let ping_timeout = Duration::from_secs(PING_TIMEOUT_SECS as u64);
+    let mut deadline = tokio::time::Instant::now() + ping_timeout;
+    let mut refresh = tokio::time::interval(TOKEN_REFRESH_INTERVAL);
+    let reason = loop {
+        tokio::select! {
+            outgoing = rx.recv() => match outgoing {
+                Some(message) => {
+                    if send(&mut socket, message).await.is_err() {
+                        break proto::DisconnectReason::SignalClose;
+                    }
+                }
+                // The SFU closed the session (leave sent, or the participant was removed).
+                None => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    break proto::DisconnectReason::ClientInitiated;
+                }
+            },
+            _ = refresh.tick() => {
+                if let Some(token) = refreshed_token(&state, &claims) {
+                    let _ = send(&mut socket, signal_response::Message::RefreshToken(token)).await;
+                }
+            }
+            incoming = tokio::time::timeout_at(deadline, socket.recv()) => {
+                let frame = match incoming {
+                    Err(_) => {
+                        tracing::info!(identity = claims.sub, "signaling timed out (no ping)");
+                        break proto::DisconnectReason::ConnectionTimeout;
+                    }
+                    Ok(None) | Ok(Some(Err(_))) => break proto::DisconnectReason::SignalClose,
+                    Ok(Some(Ok(frame))) => frame,
+                };
+                deadline = tokio::time::Instant::now() + ping_timeout;
+                let bytes = match frame {
+                    Message::Binary(bytes) => bytes,
+                    Message::Close(_) => break proto::DisconnectReason::ClientInitiated,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    Message::Text(_) => {
+                        // JSON signaling is optional in LiveKit and no supported SDK uses it.
+                        let _ = send(&mut socket, leave(proto::DisconnectReason::StateMismatch)).await;
+                        break proto::DisconnectReason::StateMismatch;
+                    }
+                };
+                let Some(message) = proto::SignalRequest::decode(bytes.as_ref()).ok().and_then(|r| r.message) else {
+                    tracing::debug!(identity = claims.sub, "undecodable signaling frame; ending the session");
+                    let _ = send(&mut socket, leave(proto::DisconnectReason::StateMismatch)).await;
+                    break proto::DisconnectReason::StateMismatch;
+                };
+                match message {
+                    // Answered here: liveness must not wait behind media work.
+                    signal_request::Message::PingReq(ping) => {
+                        let pong = signal_response::Message::PongResp(proto::Pong {
+                            last_ping_timestamp: ping.timestamp,
+                            timestamp: unix_ms(),
+                        });
+                        if send(&mut socket, pong).await.is_err() {
+                            break proto::DisconnectReason::SignalClose;
+                        }
+                    }
+                    signal_request::Message::Ping(_) => {
+                        if send(&mut socket, signal_response::Message::Pong(unix_ms())).await.is_err() {
+                            break proto::DisconnectReason::SignalClose;
+                        }
+                    }
+                    message => state.sfu.signal(conn, message).await,
+                }
+            }
+        }
+    };
+    state.sfu.disconnected(conn, reason).await;
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+fn leave(reason: proto::DisconnectReason) -> signal_response::Message {
+    signal_response::Message::Leave(proto::LeaveRequest {
+        reason: reason as i32,
+        action: proto::leave_request::Action::Disconnect as i32,
+        ..Default::default()
+    })
+}
+
+/// A token with the same grants, valid for the rest of the original lifetime but at least
+/// ten minutes, signed with our key (what LiveKit sends as `refresh_token`).
+fn refreshed_token(state: &SignalState, claims: &Claims) -> Option<String> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let remaining = Duration::from_secs(claims.exp.saturating_sub(now));
+    let ttl = remaining.max(MIN_REFRESHED_TTL);
+    let refreshed = Claims {
+        iss: state.key.as_str().to_owned(),
+        iat: Some(now),
+        nbf: Some(now),
+        exp: now + ttl.as_secs(),
+        ..claims.clone()
+    };
+    token::sign(&refreshed, &state.secret).ok()
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,475 @@
+//! The SFU's IO: sockets, timers and the channels to signaling sessions. It drives the sans-IO
+//! [`Sfu`] and is the only code that does.
+//!
+//! - UDP: one socket per advertised address, all on the one media port; every peer shares them.
+//! - TCP: one passive ICE-TCP listener; each connection carries RFC 4571 frames (2-byte length).
+//! - Everything else reaches the core as a closure run on the driver task ([`SfuHandle::call`]),
+//!   so the core has exactly one owner and no lock.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use livekit_protocol as proto;
+use proto::signal_response;
+use str0m::net::Protocol;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+
+use super::core::{ConnId, JoinError, JoinRequest, Output, Sfu, SfuConfig};
+use crate::rooms::{CreateOutcome, RoomDirectory, RoomError, RoomFuture, RoomOptions};
+
+/// Most concurrent ICE-TCP connections.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+/// An ICE-TCP connection that sends nothing for this long is closed.
+const TCP_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The media sockets, bound before anything starts so a busy port stops start-up with a clear
+/// message.
+pub struct SfuSockets {
+    udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    tcp: TcpListener,
+    tcp_advertised: Vec<SocketAddr>,
+}
+
+impl SfuSockets {
+    /// Binds the UDP and TCP media ports. `bind_ip` is the public listener's address (media
+    /// listens where signaling does); `node_ip` is the address to advertise, if configured.
+    pub async fn bind(
+        bind_ip: IpAddr,
+        node_ip: Option<IpAddr>,
+        udp_port: u16,
+        tcp_port: u16,
+    ) -> anyhow::Result<SfuSockets> {
+        let advertised: Vec<IpAddr> = match node_ip {
+            Some(ip) => vec![ip],
+            None if !bind_ip.is_unspecified() => vec![bind_ip],
+            None => host_addresses(),
+        };
+        if advertised.is_empty() {
+            anyhow::bail!(
+                "no network address to advertise for media; set RTCBOX_NODE_IP to the address clients reach"
+            );
+        }
+        let mut udp = Vec::new();
+        for ip in &advertised {
+            let advertised_addr = SocketAddr::new(*ip, udp_port);
+            // Bind the advertised address itself when it is ours; behind 1:1 NAT (a public
+            // RTCBOX_NODE_IP the host does not have) bind the listener's address instead.
+            let socket = match UdpSocket::bind(advertised_addr).await {
+                Ok(socket) => socket,
+                Err(_) if node_ip.is_some() => UdpSocket::bind(SocketAddr::new(bind_ip, udp_port))
+                    .await
+                    .with_context(|| {
+                        format!("cannot bind the media UDP port {bind_ip}:{udp_port}")
+                    })?,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot bind the media UDP port {advertised_addr} (RTCBOX_RTC_UDP_PORT)"
+                        )
+                    });
+                }
+            };
+            udp.push((Arc::new(socket), advertised_addr));
+        }
+        let tcp_bind = SocketAddr::new(bind_ip, tcp_port);
+        let tcp = TcpListener::bind(tcp_bind).await.with_context(|| {
+            format!("cannot bind the ICE-TCP port {tcp_bind} (RTCBOX_RTC_TCP_PORT)")
+        })?;
+        let tcp_advertised = advertised
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, tcp_port))
+            .collect();
+        Ok(SfuSockets {
+            udp,
+            tcp,
+            tcp_advertised,
+        })
+    }
+
+    pub fn udp_advertised(&self) -> Vec<SocketAddr> {
+        self.udp.iter().map(|(_, a)| *a).collect()
+    }
+
+    pub fn tcp_advertised(&self) -> &[SocketAddr] {
+        &self.tcp_advertised
+    }
+}
+
+/// The host's own addresses for candidates when none is configured: everything but loopback,
+/// link-local and unspecified.
+fn host_addresses() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast())
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_link_local(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    ips
+}
+
+type Call = Box<dyn FnOnce(&mut Core, Instant) + Send>;
+
+enum Event {
+    Call(Call),
+    Udp {
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    TcpOpened {
+        remote: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    TcpFrame {
+        remote: SocketAddr,
+        local: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    TcpClosed {
+        remote: SocketAddr,
+    },
+}
+
+/// What the driver task owns: the core and the ways out of it.
+pub struct Core {
+    pub sfu: Sfu,
+    signals: HashMap<ConnId, mpsc::Sender<signal_response::Message>>,
+}
+
+/// A cloneable handle to the SFU task. Dropping every handle stops the task.
+#[derive(Clone)]
+pub struct SfuHandle {
+    events: mpsc::Sender<Event>,
+    next_conn: Arc<AtomicU64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the SFU has stopped")]
+pub struct SfuGone;
+
+impl SfuHandle {
+    /// Starts the SFU task on the current runtime.
+    pub fn spawn(sockets: SfuSockets, auto_create_rooms: bool) -> SfuHandle {
+        let (events, rx) = mpsc::channel(8192);
+        let config = SfuConfig {
+            udp_candidates: sockets.udp_advertised(),
+            tcp_candidates: sockets.tcp_advertised.clone(),
+            auto_create_rooms,
+            node_id: format!("ND_{}", &super::ids::room_sid()[3..]),
+        };
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let core = Core {
+            sfu: Sfu::new(config, Instant::now(), unix_ms),
+            signals: HashMap::new(),
+        };
+        for (socket, advertised) in &sockets.udp {
+            tokio::spawn(read_udp(socket.clone(), *advertised, events.clone()));
+        }
+        let tcp_local = sockets.tcp_advertised.first().copied();
+        tokio::spawn(accept_tcp(sockets.tcp, tcp_local, events.clone()));
+        tokio::spawn(run(core, sockets.udp, rx));
+        SfuHandle {
+            events,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Runs `f` on the SFU task with the core and the current time, and returns its result.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Sfu, Instant) -> R + Send + 'static,
+    ) -> Result<R, SfuGone> {
+        let (tx, rx) = oneshot::channel();
+        let call: Call = Box::new(move |core, now| {
+            let _ = tx.send(f(&mut core.sfu, now));
+        });
+        self.events
+            .send(Event::Call(call))
+            .await
+            .map_err(|_| SfuGone)?;
+        rx.await.map_err(|_| SfuGone)
+    }
+
+    /// A fresh id for a signaling connection.
+    pub fn next_conn(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Admits a participant; its signaling messages arrive on `signals`.
+    pub async fn join(
+        &self,
+        request: JoinRequest,
+        signals: mpsc::Sender<signal_response::Message>,
+    ) -> Result<Result<(), JoinError>, SfuGone> {
+        let (tx, rx) = oneshot::channel();
+        let call: Call = Box::new(move |core, now| {
+            let conn = request.conn;
+            core.signals.insert(conn, signals);
+            let result = core.sfu.join(now, request);
+            if result.is_err() {
+                core.signals.remove(&conn);
+            }
+            let _ = tx.send(result);
+        });
+        self.events
+            .send(Event::Call(call))
+            .await
+            .map_err(|_| SfuGone)?;
+        rx.await.map_err(|_| SfuGone)
+    }
+
+    /// A signaling request from `conn` (fire and forget; ordering per connection is kept).
+    pub async fn signal(&self, conn: ConnId, message: proto::signal_request::Message) {
+        let call: Call = Box::new(move |core, now| core.sfu.handle_signal(now, conn, message));
+        let _ = self.events.send(Event::Call(call)).await;
+    }
+
+    /// The signaling connection of `conn` ended.
+    pub async fn disconnected(&self, conn: ConnId, reason: proto::DisconnectReason) {
+        let call: Call = Box::new(move |core, now| {
+            core.signals.remove(&conn);
+            core.sfu.leave(now, conn, reason);
+        });
+        let _ = self.events.send(Event::Call(call)).await;
+    }
+}
+
+async fn run(
+    mut core: Core,
+    udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    mut rx: mpsc::Receiver<Event>,
+) {
+    let sockets: HashMap<SocketAddr, Arc<UdpSocket>> =
+        udp.into_iter().map(|(s, a)| (a, s)).collect();
+    let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    loop {
+        flush(&mut core, &sockets, &tcp_writers).await;
+        let deadline = core.sfu.poll_timeout();
+        let event = tokio::select! {
+            event = rx.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                core.sfu.handle_timeout(Instant::now());
+                continue;
+            }
+        };
+        let now = Instant::now();
+        match event {
+            Event::Call(call) => call(&mut core, now),
+            Event::Udp {
+                source,
+                destination,
+                bytes,
+            } => core
+                .sfu
+                .handle_receive(now, Protocol::Udp, source, destination, &bytes),
+            Event::TcpOpened { remote, writer } => {
+                tcp_writers.insert(remote, writer);
+            }
+            Event::TcpFrame {
+                remote,
+                local,
+                bytes,
+            } => core
+                .sfu
+                .handle_receive(now, Protocol::Tcp, remote, local, &bytes),
+            Event::TcpClosed { remote } => {
+                tcp_writers.remove(&remote);
+            }
+        }
+    }
+    tracing::debug!("SFU task stopped");
+}
+
+/// Sends everything the core produced.
+async fn flush(
+    core: &mut Core,
+    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    tcp_writers: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+) {
+    let mut stuck = Vec::new();
+    while let Some(output) = core.sfu.poll_output() {
+        match output {
+            Output::Transmit(t) => match t.proto {
+                Protocol::Udp => {
+                    let socket = sockets.get(&t.source).or_else(|| sockets.values().next());
+                    if let Some(socket) = socket
+                        && let Err(error) = socket.try_send_to(&t.contents, t.destination)
+                    {
+                        tracing::trace!(%error, destination = %t.destination, "UDP send failed");
+                    }
+                }
+                Protocol::Tcp => {
+                    if let Some(writer) = tcp_writers.get(&t.destination) {
+                        let _ = writer.try_send(t.contents.into());
+                    }
+                }
+                _ => {}
+            },
+            Output::Signal(conn, message) => {
+                if let Some(tx) = core.signals.get(&conn)
+                    && tx.try_send(message).is_err()
+                {
+                    stuck.push(conn);
+                }
+            }
+            Output::Close(conn) => {
+                // Dropping the sender ends the session's writer after what is queued.
+                core.signals.remove(&conn);
+            }
+        }
+    }
+    let now = Instant::now();
+    for conn in stuck {
+        if core.signals.remove(&conn).is_some() {
+            tracing::info!(conn, "signaling client too slow; disconnecting it");
+            core.sfu
+                .leave(now, conn, proto::DisconnectReason::SignalClose);
+        }
+    }
+}
+
+async fn read_udp(socket: Arc<UdpSocket>, advertised: SocketAddr, events: mpsc::Sender<Event>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, source)) => {
+                let event = Event::Udp {
+                    source,
+                    destination: advertised,
+                    bytes: buf[..n].to_vec(),
+                };
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP errors from earlier sends surface here on some systems; keep reading.
+            Err(error) => tracing::trace!(%error, "UDP receive error"),
+        }
+    }
+}
+
+async fn accept_tcp(listener: TcpListener, local: Option<SocketAddr>, events: mpsc::Sender<Event>) {
+    let Some(local) = local else {
+        return;
+    };
+    let open = Arc::new(AtomicU64::new(0));
+    loop {
+        let Ok((stream, remote)) = listener.accept().await else {
+            continue;
+        };
+        if open.load(Ordering::Relaxed) as usize >= MAX_TCP_CONNECTIONS {
+            drop(stream);
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let events = events.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            serve_tcp(stream, remote, local, &events).await;
+            let _ = events.send(Event::TcpClosed { remote }).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// One ICE-TCP connection: RFC 4571 frames in both directions.
+async fn serve_tcp(
+    stream: TcpStream,
+    remote: SocketAddr,
+    local: SocketAddr,
+    events: &mpsc::Sender<Event>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(512);
+    if events
+        .send(Event::TcpOpened { remote, writer: tx })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let write = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            let Ok(len) = u16::try_from(frame.len()) else {
+                continue;
+            };
+            let mut framed = Vec::with_capacity(frame.len() + 2);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(&frame);
+            if writer.write_all(&framed).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        let len = u16::from_be_bytes(len) as usize;
+        if len == 0 {
+            continue;
+        }
+        match tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut buf[..len])).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        let event = Event::TcpFrame {
+            remote,
+            local,
+            bytes: buf[..len].to_vec(),
+        };
+        if events.send(event).await.is_err() {
+            break;
+        }
+    }
+    write.abort();
+}
+
+impl RoomDirectory for SfuHandle {
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+        options: RoomOptions,
+    ) -> RoomFuture<'a, Result<CreateOutcome, RoomError>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            self.call(move |sfu, now| sfu.create_room(now, &name, options, None).map(|(o, _)| o))
+                .await
+                .unwrap_or(Err(RoomError::Unavailable))
+        })
+    }
+
+    fn exists<'a>(&'a self, name: &'a str) -> RoomFuture<'a, bool> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            self.call(move |sfu, now| sfu.room_exists(&name, now))
+                .await
+                .unwrap_or(false)
+        })
+    }
+}
