@@ -87,8 +87,8 @@ pub enum JoinError {
 pub enum Output {
     /// A datagram (UDP) or an RFC 4571 frame's payload (TCP) to send.
     Transmit(Transmit),
-    /// A signaling message for one connection.
-    Signal(ConnId, signal_response::Message),
+    /// A signaling message for one connection (boxed: join responses are large).
+    Signal(ConnId, Box<signal_response::Message>),
     /// The connection's participant is gone; close the signaling connection after the queued
     /// messages.
     Close(ConnId),
@@ -344,13 +344,11 @@ impl Sfu {
     ) -> Option<proto::TrackInfo> {
         let conn = self.find(room, identity)?;
         let info = self.set_muted(conn, track_sid, muted)?;
-        self.outputs.push_back(Output::Signal(
-            conn,
-            signal_response::Message::Mute(proto::MuteTrackRequest {
-                sid: track_sid.to_owned(),
-                muted,
-            }),
-        ));
+        let mute = signal_response::Message::Mute(proto::MuteTrackRequest {
+            sid: track_sid.to_owned(),
+            muted,
+        });
+        self.signal(conn, mute);
         self.drain(now);
         Some(info)
     }
@@ -490,8 +488,10 @@ impl Sfu {
             fast_publish: participant.permission.can_publish,
             ..Default::default()
         };
-        self.outputs
-            .push_back(Output::Signal(conn, signal_response::Message::Join(join)));
+        self.outputs.push_back(Output::Signal(
+            conn,
+            Box::new(signal_response::Message::Join(join)),
+        ));
         let hidden = participant.permission.hidden;
         let info = participant.info();
         self.participants.insert(conn, participant);
@@ -560,7 +560,8 @@ impl Sfu {
                     id: offer.id,
                     mid_to_track_id,
                 });
-                self.outputs.push_back(Output::Signal(conn, message));
+                self.outputs
+                    .push_back(Output::Signal(conn, Box::new(message)));
                 self.mark(conn, Pc::Publisher);
             }
             Some(Err(error)) => {
@@ -670,7 +671,7 @@ impl Sfu {
                 proto::request_response::Reason::NotAllowed,
                 "not allowed to publish",
             );
-            self.outputs.push_back(Output::Signal(conn, message));
+            self.signal(conn, message);
             return;
         }
         if let Some(existing) = p.tracks.iter().find(|t| t.cid == request.cid) {
@@ -678,7 +679,7 @@ impl Sfu {
                 cid: request.cid.clone(),
                 track: Some(existing.info.clone()),
             });
-            self.outputs.push_back(Output::Signal(conn, message));
+            self.signal(conn, message);
             return;
         }
         if p.tracks.len() >= MAX_TRACKS_PER_PARTICIPANT {
@@ -686,7 +687,7 @@ impl Sfu {
                 proto::request_response::Reason::LimitExceeded,
                 "too many tracks",
             );
-            self.outputs.push_back(Output::Signal(conn, message));
+            self.signal(conn, message);
             return;
         }
         let video = request.r#type == proto::TrackType::Video as i32;
@@ -695,7 +696,7 @@ impl Sfu {
                 proto::request_response::Reason::UnsupportedType,
                 "unsupported track type",
             );
-            self.outputs.push_back(Output::Signal(conn, message));
+            self.signal(conn, message);
             return;
         }
         let sid = ids::track_sid(video, request.source);
@@ -752,7 +753,8 @@ impl Sfu {
             cid: request.cid,
             track: Some(info),
         });
-        self.outputs.push_back(Output::Signal(conn, message));
+        self.outputs
+            .push_back(Output::Signal(conn, Box::new(message)));
     }
 
     fn set_muted(
@@ -824,7 +826,7 @@ impl Sfu {
                 message: "does not have permission to update own metadata".into(),
                 ..Default::default()
             });
-            self.outputs.push_back(Output::Signal(conn, message));
+            self.signal(conn, message);
             return;
         }
         if !update.name.is_empty() {
@@ -995,7 +997,8 @@ impl Sfu {
                     .map(|s| (s.mid.to_string(), s.track_sid.clone()))
                     .collect(),
             });
-            self.outputs.push_back(Output::Signal(conn, message));
+            self.outputs
+                .push_back(Output::Signal(conn, Box::new(message)));
         }
         self.mark(conn, Pc::Subscriber);
     }
@@ -1019,14 +1022,12 @@ impl Sfu {
             "participant left"
         );
         if notify {
-            self.outputs.push_back(Output::Signal(
-                conn,
-                signal_response::Message::Leave(proto::LeaveRequest {
-                    reason: reason as i32,
-                    action: proto::leave_request::Action::Disconnect as i32,
-                    ..Default::default()
-                }),
-            ));
+            let leave = signal_response::Message::Leave(proto::LeaveRequest {
+                reason: reason as i32,
+                action: proto::leave_request::Action::Disconnect as i32,
+                ..Default::default()
+            });
+            self.signal(conn, leave);
             self.outputs.push_back(Output::Close(conn));
         }
         let _ = guard(|| {
@@ -1059,11 +1060,16 @@ impl Sfu {
                 o.negotiation.to_remove.extend(mids);
                 if !p.permission.hidden {
                     self.outputs
-                        .push_back(Output::Signal(other, update(vec![info.clone()])));
+                        .push_back(Output::Signal(other, Box::new(update(vec![info.clone()]))));
                 }
                 self.negotiate_subscriber(now, other);
             }
         }
+    }
+
+    fn signal(&mut self, conn: ConnId, message: signal_response::Message) {
+        self.outputs
+            .push_back(Output::Signal(conn, Box::new(message)));
     }
 
     fn fail(&mut self, conn: ConnId, why: &str) {
@@ -1083,7 +1089,7 @@ impl Sfu {
         let hidden = p.permission.hidden;
         // The participant itself gets its own snapshot too: JS compares its local state to it.
         self.outputs
-            .push_back(Output::Signal(conn, update(vec![info.clone()])));
+            .push_back(Output::Signal(conn, Box::new(update(vec![info.clone()]))));
         if !hidden {
             self.send_to_room(&room, Some(conn), update(vec![info]));
         }
@@ -1101,7 +1107,7 @@ impl Sfu {
         for conn in &room.members {
             if Some(*conn) != except {
                 self.outputs
-                    .push_back(Output::Signal(*conn, message.clone()));
+                    .push_back(Output::Signal(*conn, Box::new(message.clone())));
             }
         }
     }
@@ -1325,10 +1331,8 @@ impl Sfu {
                     self.relay_data(conn, kind, &data.data);
                 }
             }
-            Event::IceConnectionStateChange(state) => {
-                if state == IceConnectionState::Disconnected {
-                    tracing::debug!(conn, ?pc, "ICE disconnected");
-                }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                tracing::debug!(conn, ?pc, "ICE disconnected");
             }
             Event::Connected => {
                 let Some(p) = self.participants.get_mut(&conn) else {

@@ -328,7 +328,7 @@ async fn flush(
             },
             Output::Signal(conn, message) => {
                 if let Some(tx) = core.signals.get(&conn)
-                    && tx.try_send(message).is_err()
+                    && tx.try_send(*message).is_err()
                 {
                     stuck.push(conn);
                 }

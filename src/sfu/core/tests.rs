@@ -41,7 +41,7 @@ fn signals(sfu: &mut Sfu) -> Vec<(ConnId, Out)> {
     let mut out = Vec::new();
     while let Some(o) = sfu.poll_output() {
         if let Output::Signal(conn, m) = o {
-            out.push((conn, m));
+            out.push((conn, *m));
         }
     }
     out
