@@ -125,7 +125,11 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         key: settings.api_key.clone(),
         secret: settings.api_secret.clone(),
     }));
-    let rtc = signaling;
+    let rtc = signaling.merge(livekit::twirp::router(
+        Arc::new(sfu),
+        settings.api_key.clone(),
+        settings.api_secret.clone(),
+    ));
     let state = Arc::new(http::PublicState::new(Arc::new(auth)).with_rtc(rtc));
     http::serve(listener, http::public_service(state), shutdown_signal()).await;
     tracing::info!("stopped");

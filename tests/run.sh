@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: formatting, lints, Rust unit and integration
-# tests, then the end-to-end suite against real peers (Synapse today) on loopback.
+# tests, then the end-to-end suite against real peers (Synapse, livekit-client in headless
+# Chromium) on loopback.
 #
-# Needs: the Rust toolchain (with rustfmt and clippy), python3 with venv, openssl.
+# Needs: the Rust toolchain (with rustfmt and clippy), python3 with venv, openssl; for the browser
+# test also node >= 20 with npm and Debian's chromium (/usr/bin/chromium, or $RTCBOX_CHROMIUM).
 # Installs the Python test peers into a venv (default ~/.cache/rtcbox-venv, reused when the
-# requirements did not change). Cargo's target dir defaults to ~/.cache/rtcbox-target so a fresh
-# clone reuses earlier builds.
+# requirements did not change) and the browser test's npm packages into tests/browser/node_modules
+# (reused while package-lock.json is unchanged; playwright-core never downloads a browser). Cargo's
+# target dir defaults to ~/.cache/rtcbox-target so a fresh clone reuses earlier builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,20 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     "$venv/bin/pip" install --quiet --upgrade pip
     "$venv/bin/pip" install --quiet -r "$requirements"
     echo "$want" > "$stamp"
+fi
+
+step "Browser test peers (tests/browser)"
+browser=tests/browser
+if command -v npm >/dev/null 2>&1; then
+    # npm ci empties node_modules first, so the stamp only survives a completed install.
+    npm_stamp="$browser/node_modules/.package-lock.sha256"
+    npm_want=$(cat "$browser/package-lock.json" "$browser/package.json" | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_want" ]; then
+        (cd "$browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+        echo "$npm_want" > "$npm_stamp"
+    fi
+else
+    echo "npm not found: the browser end-to-end test will be skipped (fails under CI=true)"
 fi
 
 step "cargo fmt --check"

@@ -29,6 +29,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_until(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     last = None
@@ -150,6 +156,15 @@ class Rtcbox:
     public_url: str
     log: Path
     process: subprocess.Popen = field(repr=False)
+    # The signaling URL a LiveKit SDK connects to directly (no proxy): ws://127.0.0.1:<port>.
+    ws_url: str = ""
+    udp_port: int = 0
+    tcp_port: int = 0
+
+    def key_pair(self) -> tuple[str, str]:
+        """The API key and secret rtcbox signs and verifies LiveKit tokens with."""
+        stored = self.stored()
+        return stored["api_key"], stored["api_secret"]
 
     def stored(self) -> dict:
         with sqlite3.connect(self.data_dir / "rtcbox.db") as db:
@@ -170,22 +185,30 @@ def start_rtcbox(tmp_path, pki):
     assert RTCBOX_BIN and Path(RTCBOX_BIN).is_file(), "set RTCBOX_BIN to the built rtcbox binary"
     started = []
 
-    def start(env: dict, name: str = "rtcbox") -> Rtcbox:
-        port = free_port()
+    def start(env: dict, name: str = "rtcbox", public_url: str | None = None) -> Rtcbox:
+        """``public_url="self"`` sets RTCBOX_PUBLIC_URL to this instance's own ws:// URL, so the
+        ``url`` that /sfu/get hands out points a LiveKit SDK straight at it; any other string is
+        used as RTCBOX_PUBLIC_URL verbatim."""
+        port, udp_port, tcp_port = free_port(), free_udp_port(), free_port()
+        if public_url is not None:
+            own = f"ws://127.0.0.1:{port}"
+            env = dict(env, RTCBOX_PUBLIC_URL=own if public_url == "self" else public_url)
         data_dir = tmp_path / name
         public_url = env.get("LIVEKIT_URL") or env.get("RTCBOX_PUBLIC_URL") or "wss://rtc.test/livekit/sfu"
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("RTCBOX_", "LIVEKIT_"))}
         base.update({"RTCBOX_DATA_DIR": str(data_dir), "RTCBOX_HTTP_BIND": f"127.0.0.1:{port}",
                      "RTCBOX_MATRIX_CA_FILE": pki["ca"], "RTCBOX_PUBLIC_URL": public_url,
-                     "RTCBOX_LOG": "info"})
+                     "RTCBOX_RTC_UDP_PORT": str(udp_port), "RTCBOX_RTC_TCP_PORT": str(tcp_port),
+                     "RTCBOX_NODE_IP": "127.0.0.1", "RTCBOX_LOG": "info"})
         base.update(env)
         log = tmp_path / f"{name}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen([RTCBOX_BIN, "serve"], env=base, stdout=out,
                                        stderr=subprocess.STDOUT)
         started.append(process)
-        box = Rtcbox(f"http://127.0.0.1:{port}", data_dir, public_url, log, process)
+        box = Rtcbox(f"http://127.0.0.1:{port}", data_dir, public_url, log, process,
+                     ws_url=f"ws://127.0.0.1:{port}", udp_port=udp_port, tcp_port=tcp_port)
         try:
             wait_until(lambda: process.poll() is None
                        and requests.get(f"{box.url}/healthz", timeout=2).status_code == 200,

@@ -1,0 +1,155 @@
+"""Browser end-to-end: two livekit-client pages (the SDK Element Call uses) in headless Debian
+Chromium hold a call through rtcbox; each decodes the other's camera and receives its microphone.
+
+The pages are driven by tests/browser/run.mjs (playwright-core), served from their own loopback
+HTTP server, so they are cross-origin to rtcbox as Element Call is. The Room options are Element
+Call's (adaptive stream, dynacast, VP8 simulcast h180/h360/h720, Opus with DTX, no RED).
+Needs: node, `npm ci` in tests/browser (tests/run.sh does it) and Debian's chromium (.ci/run
+installs it). Outside CI a missing prerequisite skips the test; in CI it fails it.
+"""
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+BROWSER_DIR = Path(__file__).resolve().parents[1] / "browser"
+CHROMIUM = os.environ.get("RTCBOX_CHROMIUM", "/usr/bin/chromium")
+RUNNER_DEADLINE_S = 90
+
+# Identities and room as lk-jwt-service mints them for Element Call: Matrix user ID plus device.
+ROOM = "!browsercall:localhost"
+PEERS = ["@alice:localhost:ALICEDEVICE", "@bob:localhost:BOBDEVICE"]
+
+
+def require_browser_tooling():
+    problems = []
+    if not shutil.which("node"):
+        problems.append("node is not installed")
+    for package in ("livekit-client", "playwright-core"):
+        if not (BROWSER_DIR / "node_modules" / package / "package.json").is_file():
+            problems.append(f"{package} is missing: run `npm ci` in tests/browser (tests/run.sh does)")
+    if not Path(CHROMIUM).is_file():
+        problems.append(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    if problems:
+        message = "browser test prerequisites: " + "; ".join(problems)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+async def create_room(url: str, key: str, secret: str, name: str):
+    from livekit import api
+
+    async with api.LiveKitAPI(url, key, secret) as lk:
+        return await asyncio.wait_for(lk.room.create_room(api.CreateRoomRequest(name=name)), 30)
+
+
+def token(key: str, secret: str, identity: str, room: str) -> str:
+    from livekit import api
+
+    return (api.AccessToken(key, secret)
+            .with_identity(identity)
+            .with_name(identity.split(":")[0].lstrip("@"))
+            .with_grants(api.VideoGrants(room_join=True, room=room, can_publish=True,
+                                         can_subscribe=True, can_publish_data=True))
+            .to_jwt())
+
+
+def run_browsers(config: dict, tmp_path: Path) -> tuple[dict, str]:
+    """Runs the node runner; returns its JSON report and its stderr (progress lines)."""
+    config_file = tmp_path / "browser-config.json"
+    config_file.write_text(json.dumps(config))
+    env = dict(os.environ, RTCBOX_CHROMIUM=CHROMIUM)
+    try:
+        done = subprocess.run(["node", "run.mjs", str(config_file)], cwd=BROWSER_DIR, env=env,
+                              capture_output=True, text=True, timeout=RUNNER_DEADLINE_S + 30)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"browser runner hung past its own deadline; stderr:\n{e.stderr}")
+    (tmp_path / "browser-report.json").write_text(done.stdout)
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"browser runner exited {done.returncode} without a report:\n"
+                    f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}")
+    return report, done.stderr
+
+
+def explain(report: dict, stderr: str, box, report_file: Path) -> str:
+    """What to read when the call failed: verdict, each page's errors, events and network."""
+    lines = [f"full report: {report_file}",
+             "runner errors: " + json.dumps(report.get("errors"), indent=1),
+             "hints: " + json.dumps(report.get("hints"), indent=1), "runner steps:", stderr]
+    for peer in report.get("peers", []):
+        lines.append(f"--- {peer.get('identity')}: connected={peer.get('connected')} "
+                     f"published={peer.get('published')} remote={peer.get('remoteIdentities')}")
+        lines.append("errors: " + json.dumps(peer.get("errors"), indent=1))
+        lines.append("from peers: " + json.dumps(peer.get("fromPeers"), indent=1))
+        lines.append("network: " + json.dumps(peer.get("network"), indent=1))
+        lines.append("events (last 80): " + json.dumps((peer.get("events") or [])[-80:], indent=1))
+        lines.append("console errors/warnings: " + json.dumps(peer.get("consoleErrors"), indent=1))
+        lines.append("last stats: " + json.dumps(peer.get("lastStats"), indent=1))
+    lines.append("--- rtcbox log (tail):\n" + box.log_text()[-6000:])
+    return "\n".join(lines)
+
+
+def test_browser_environment(tmp_path):
+    """No server: the page loads livekit-client, the fake camera and microphone give live tracks,
+    and a call between two RTCPeerConnections in one page decodes video and receives audio. When
+    this fails, the call test below says nothing about rtcbox."""
+    require_browser_tooling()
+    env = dict(os.environ, RTCBOX_CHROMIUM=CHROMIUM)
+    done = subprocess.run(["node", "run.mjs", "--selftest"], cwd=BROWSER_DIR, env=env,
+                          capture_output=True, text=True, timeout=RUNNER_DEADLINE_S + 30)
+    (tmp_path / "selftest-report.json").write_text(done.stdout)
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"runner exited {done.returncode} without a report:\n{done.stdout[-4000:]}\n"
+                    f"{done.stderr[-4000:]}")
+    assert report["versions"].get("livekitClient"), report
+    assert report["ok"], json.dumps({k: report.get(k) for k in (
+        "errors", "localTracks", "loopbackGrowth", "peers")}, indent=1)[:20000]
+
+
+def test_two_browsers_call_through_rtcbox(start_rtcbox, tmp_path):
+    require_browser_tooling()
+    key, secret = "APIbrowsertest", secrets.token_urlsafe(32)
+    box = start_rtcbox({"RTCBOX_API_KEY": key, "RTCBOX_API_SECRET": secret,
+                        "RTCBOX_FULL_ACCESS_HOMESERVERS": "*"})
+    try:
+        asyncio.run(create_room(box.url, key, secret, ROOM))
+    except Exception as e:  # noqa: BLE001 - report what the Twirp call got, with the server's log
+        pytest.fail(f"Twirp CreateRoom failed: {e!r}\nrtcbox log:\n{box.log_text()[-4000:]}")
+
+    config = {
+        "wsUrl": box.ws_url,
+        "peers": [{"identity": p, "token": token(key, secret, p, ROOM)} for p in PEERS],
+        "profile": "element-call",
+        "observeMs": 6000,
+        "minFrames": 10,
+        "minAudioPackets": 10,
+        "deadlineMs": RUNNER_DEADLINE_S * 1000,
+    }
+    report, stderr = run_browsers(config, tmp_path)
+    why = explain(report, stderr, box, tmp_path / "browser-report.json")
+
+    peers = {p["identity"]: p for p in report["peers"]}
+    assert sorted(peers) == sorted(PEERS), why
+    for me in PEERS:
+        (other,) = [p for p in PEERS if p != me]
+        peer = peers[me]
+        assert peer["connected"], f"{me} did not connect\n{why}"
+        assert peer["published"], f"{me} could not publish camera and microphone\n{why}"
+        assert other in peer["remoteIdentities"], f"{me} does not see {other}\n{why}"
+        received = (peer.get("fromPeers") or {}).get(other, {})
+        frames = received.get("videoFramesDecoded", [0, 0])
+        assert frames[1] - frames[0] >= 10, f"{me} decoded too few frames of {other}: {frames}\n{why}"
+        packets = received.get("audioPacketsReceived", [0, 0])
+        assert packets[1] - packets[0] >= 10, f"{me} got too few audio packets of {other}: {packets}\n{why}"
+    assert report["ok"], why
