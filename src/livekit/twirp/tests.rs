@@ -642,23 +642,20 @@ async fn missing_grants_are_permission_denied() {
     let sfu = Arc::new(FakeSfu::default());
     sfu.seed("r1", "alice", "TR_1");
     let app = app(&sfu);
-    let no_video = {
-        let claims = Claims {
+    let no_video = token::sign(
+        &Claims {
             iss: key().as_str().to_owned(),
             sub: "sdk".into(),
             iat: None,
             nbf: None,
             exp: now() + 600,
             name: None,
+            metadata: None,
             video: None,
-        };
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(secret().expose().as_bytes()),
-        )
-        .unwrap()
-    };
+        },
+        &secret(),
+    )
+    .unwrap();
     let join_r1 = token_with(VideoGrant {
         room_join: true,
         room: "r1".into(),
