@@ -1,6 +1,6 @@
 //! The binary as an operator runs it: first start, restart, health check, refusals.
 
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -12,11 +12,22 @@ use rtcbox::secret::Secret;
 fn rtcbox(data_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rtcbox"));
     // Only what the test sets: no RTCBOX_* or LIVEKIT_* from the developer's shell.
+    // Media on free ports, so parallel tests do not fight over 8882/8881.
     command
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RTCBOX_RTC_UDP_PORT", free_udp_port().to_string())
+        .env("RTCBOX_RTC_TCP_PORT", free_port().to_string());
     command.arg("--data-dir").arg(data_dir);
     command
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn free_port() -> u16 {
@@ -254,6 +265,32 @@ fn serve_requires_the_full_access_list() {
         stderr(&out).contains("RTCBOX_FULL_ACCESS_HOMESERVERS"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn a_busy_media_port_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let bind = format!("127.0.0.1:{}", free_port());
+    let out = rtcbox(tmp.path())
+        .env("RTCBOX_RTC_UDP_PORT", &port)
+        .args([
+            "serve",
+            "--full-access-homeservers",
+            "example.org",
+            "--http-bind",
+            &bind,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("cannot bind the media UDP port 127.0.0.1:{port}"))
+            && message.contains("RTCBOX_RTC_UDP_PORT"),
+        "{message}"
     );
 }
 
