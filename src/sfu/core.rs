@@ -879,14 +879,7 @@ impl Sfu {
             return;
         };
         p.negotiation.to_add.retain(|(_, s)| s != track_sid);
-        let mids: Vec<Mid> = p
-            .subs
-            .iter()
-            .filter(|s| s.track_sid == track_sid)
-            .map(|s| s.mid)
-            .collect();
-        p.subs.retain(|s| s.track_sid != track_sid);
-        p.negotiation.to_remove.extend(mids);
+        p.unsubscribe_where(|s| s.track_sid == track_sid);
     }
 
     /// Sends the next subscriber offer if something changed and no offer is outstanding (str0m
@@ -1050,14 +1043,7 @@ impl Sfu {
                 o.negotiation
                     .to_add
                     .retain(|(publisher, _)| *publisher != conn);
-                let mids: Vec<Mid> = o
-                    .subs
-                    .iter()
-                    .filter(|s| s.publisher == conn)
-                    .map(|s| s.mid)
-                    .collect();
-                o.subs.retain(|s| s.publisher != conn);
-                o.negotiation.to_remove.extend(mids);
+                o.unsubscribe_where(|s| s.publisher == conn);
                 if !p.permission.hidden {
                     self.outputs
                         .push_back(Output::Signal(other, Box::new(update(vec![info.clone()]))));
@@ -1731,6 +1717,18 @@ impl Participant {
             client_protocol: self.client_protocol,
             ..Default::default()
         }
+    }
+
+    /// Drops the subscriptions matching `which`; the next offer stops their m-lines.
+    fn unsubscribe_where(&mut self, which: impl Fn(&Subscription) -> bool) {
+        let mids: Vec<Mid> = self
+            .subs
+            .iter()
+            .filter(|s| which(s))
+            .map(|s| s.mid)
+            .collect();
+        self.subs.retain(|s| !which(s));
+        self.negotiation.to_remove.extend(mids);
     }
 
     fn mid_to_track_id(&self) -> HashMap<String, String> {
