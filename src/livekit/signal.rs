@@ -249,13 +249,26 @@ async fn session(
 
     let ping_timeout = Duration::from_secs(PING_TIMEOUT_SECS as u64);
     let mut deadline = tokio::time::Instant::now() + ping_timeout;
-    let mut refresh = tokio::time::interval(TOKEN_REFRESH_INTERVAL);
+    // The JoinResponse must be the first message; the first refreshed token follows it, then
+    // one every interval.
+    let mut refresh = tokio::time::interval_at(
+        tokio::time::Instant::now() + TOKEN_REFRESH_INTERVAL,
+        TOKEN_REFRESH_INTERVAL,
+    );
+    let mut refreshed_once = false;
     let reason = loop {
         tokio::select! {
+            biased;
             outgoing = rx.recv() => match outgoing {
                 Some(message) => {
                     if send(&mut socket, message).await.is_err() {
                         break proto::DisconnectReason::SignalClose;
+                    }
+                    if !refreshed_once {
+                        refreshed_once = true;
+                        if let Some(token) = refreshed_token(&state, &claims) {
+                            let _ = send(&mut socket, signal_response::Message::RefreshToken(token)).await;
+                        }
                     }
                 }
                 // The SFU closed the session (leave sent, or the participant was removed).
