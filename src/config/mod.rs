@@ -486,11 +486,12 @@ fn parse_port(
         return Ok(default);
     };
     match raw.trim().parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
+        // 0 lets the system pick a free port (tests); the advertised candidates use the real one.
+        Ok(port) => Ok(port),
         _ => Err(error(
             key,
             origin,
-            format!("'{}' is not a port number (1-65535)", raw.trim()),
+            format!("'{}' is not a port number (0-65535)", raw.trim()),
         )),
     }
 }

@@ -75,12 +75,14 @@ impl SfuSockets {
                     });
                 }
             };
-            udp.push((Arc::new(socket), advertised_addr));
+            let port = socket.local_addr().map(|a| a.port()).unwrap_or(udp_port);
+            udp.push((Arc::new(socket), SocketAddr::new(*ip, port)));
         }
         let tcp_bind = SocketAddr::new(bind_ip, tcp_port);
         let tcp = TcpListener::bind(tcp_bind).await.with_context(|| {
             format!("cannot bind the ICE-TCP port {tcp_bind} (RTCBOX_RTC_TCP_PORT)")
         })?;
+        let tcp_port = tcp.local_addr().map(|a| a.port()).unwrap_or(tcp_port);
         let tcp_advertised = advertised
             .iter()
             .map(|ip| SocketAddr::new(*ip, tcp_port))
