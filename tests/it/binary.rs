@@ -38,6 +38,8 @@ struct Server {
 impl Server {
     fn start(data_dir: &Path) -> Server {
         let bind = format!("127.0.0.1:{}", free_port());
+        // Beside the data directory, so a failed start can say why.
+        let log = data_dir.with_extension("serve.log");
         let child = rtcbox(data_dir)
             .args([
                 "serve",
@@ -47,7 +49,7 @@ impl Server {
                 "example.org",
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let mut server = Server { child, bind };
@@ -55,7 +57,8 @@ impl Server {
         while !server.healthy(data_dir) {
             assert!(
                 server.child.try_wait().unwrap().is_none(),
-                "rtcbox serve exited early"
+                "rtcbox serve exited early:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
             assert!(
                 Instant::now() < deadline,
