@@ -14,4 +14,5 @@ pub mod matrix;
 pub mod net;
 pub mod rooms;
 pub mod secret;
+pub mod setup;
 pub mod sfu;
