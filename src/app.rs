@@ -14,11 +14,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing_subscriber::EnvFilter;
 
 use crate::auth::{AuthConfig, AuthService};
-use crate::cli::{Cli, Command, HealthcheckArgs, TokenArgs};
+use crate::cli::{AdminCommand, Cli, Command, HealthcheckArgs, TokenArgs};
 use crate::config::{self, Layers, Origin, SettingKey, Settings};
 use crate::livekit::signal::SignalState;
 use crate::livekit::token::{self, VideoGrant};
 use crate::matrix::FederationClient;
+use crate::setup::fetch::HttpClient;
 use crate::sfu::{SfuHandle, SfuSockets};
 use crate::{db, http, livekit};
 
@@ -30,10 +31,21 @@ pub fn init_tracing() {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     // Colours only on a terminal: docker, systemd and DSM logs would show escape codes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr),
+        )
+        // The admin panel's log page reads the same lines, uncoloured.
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(crate::logbuf::global().clone()),
+        )
         .init();
 }
 
@@ -42,6 +54,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve(&cli).await,
         Command::Healthcheck(args) => healthcheck(&cli, args).await,
         Command::Token(args) => print_token(&cli, args).await,
+        Command::Admin(AdminCommand::ResetPassword) => reset_password(&cli).await,
     }
 }
 
@@ -75,11 +88,11 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     for warning in config::ignored_env_warnings(&process_env) {
         tracing::warn!("{warning}");
     }
-    let (_pool, settings) = open_and_resolve(cli).await?;
+    let (pool, settings) = open_and_resolve(cli).await?;
     let full_access = settings.full_access()?.clone();
     log_settings(&settings);
 
-    let federation = FederationClient::new(settings.matrix_ca_file.as_deref())?;
+    let federation = Arc::new(FederationClient::new(settings.matrix_ca_file.as_deref())?);
     str0m::crypto::from_feature_flags().install_process_default();
     let sockets = SfuSockets::bind(
         settings.http_bind.ip(),
@@ -94,6 +107,10 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         auto_create_rooms = settings.auto_create_rooms,
         "media candidates"
     );
+    let media = http::admin::MediaAddresses {
+        udp: sockets.udp_advertised(),
+        tcp: sockets.tcp_advertised().to_vec(),
+    };
     let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms);
     let auth = AuthService::new(
         AuthConfig {
@@ -103,7 +120,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
             full_access,
             dangerous_allow_private_homeservers: settings.dangerous_allow_private_homeservers,
         },
-        Arc::new(federation),
+        federation.clone(),
         Arc::new(sfu.clone()),
     );
     let listener = TcpListener::bind(settings.http_bind)
@@ -126,13 +143,109 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         secret: settings.api_secret.clone(),
     }));
     let rtc = signaling.merge(livekit::twirp::router(
-        Arc::new(sfu),
+        Arc::new(sfu.clone()),
         settings.api_key.clone(),
         settings.api_secret.clone(),
     ));
     let state = Arc::new(http::PublicState::new(Arc::new(auth)).with_rtc(rtc));
-    http::serve(listener, http::public_service(state), shutdown_signal()).await;
+
+    let admin_listener = TcpListener::bind(settings.admin_bind)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the admin panel (choose another address with RTCBOX_ADMIN_BIND)",
+                settings.admin_bind
+            )
+        })?;
+    let admin_bound = admin_listener
+        .local_addr()
+        .context("admin listener address")?;
+    tracing::info!("admin panel on http://{admin_bound}");
+    announce_setup_token(&pool, admin_bound).await?;
+    let mut admin = http::admin::AdminState::new(pool, settings.clone(), cli.settings.to_map());
+    admin.sfu = Some(sfu);
+    admin.media = media;
+    admin.logs = crate::logbuf::global().clone();
+    admin.net = Some(http::admin::NetClients {
+        http: Arc::new(HttpClient::new(settings.matrix_ca_file.as_deref())?),
+        federation,
+    });
+
+    // One shutdown signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    tokio::join!(
+        http::serve(
+            listener,
+            http::public_service(state),
+            stopped(stop_rx.clone())
+        ),
+        http::serve(
+            admin_listener,
+            http::admin::router(Arc::new(admin)),
+            stopped(stop_rx)
+        ),
+    );
     tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// While no admin password exists, prints a fresh one-time setup token (or the one preset in
+/// `RTCBOX_SETUP_TOKEN`, e.g. by the Synology install wizard) with where to use it.
+async fn announce_setup_token(pool: &SqlitePool, admin: SocketAddr) -> anyhow::Result<()> {
+    let preset = process_env("RTCBOX_SETUP_TOKEN").filter(|t| !t.trim().is_empty());
+    if let Some(preset) = &preset
+        && (preset.trim().len() < 16 || !preset.trim().chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        anyhow::bail!(
+            "RTCBOX_SETUP_TOKEN must be at least 16 letters and digits (or unset, so rtcbox generates one)"
+        );
+    }
+    let token = http::admin::ensure_setup_token(pool, preset.as_deref().map(str::trim))
+        .await
+        .context("cannot store the admin setup token")?;
+    if let Some(token) = token {
+        let host = if admin.ip().is_unspecified() {
+            "<this machine's address>".to_owned()
+        } else {
+            admin.ip().to_string()
+        };
+        tracing::warn!(
+            "admin panel setup: open http://{host}:{}/setup and enter the one-time setup token {token} (valid for 24 hours; restarting rtcbox before a password is set prints a new one)",
+            admin.port()
+        );
+    }
+    Ok(())
+}
+
+/// `rtcbox admin reset-password`: works while rtcbox runs (SQLite in WAL mode).
+async fn reset_password(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
+    if !db::db_path(&data_dir).exists() {
+        anyhow::bail!(
+            "no rtcbox database in {} (give the data directory with --data-dir or RTCBOX_DATA_DIR)",
+            data_dir.display()
+        );
+    }
+    let pool = db::open(&data_dir).await?;
+    let token = http::admin::new_setup_token();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("system clock")?
+        .as_secs() as i64;
+    db::admin::reset_password(&pool, &token, now + http::admin::SETUP_TOKEN_TTL_SECS, now)
+        .await
+        .context("cannot reset the admin password")?;
+    println!(
+        "The admin password was removed and every browser was logged out.\n\
+         Open the admin panel's /setup page and enter this one-time setup token (valid for 24 hours):\n\n    {token}\n"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

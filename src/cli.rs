@@ -28,12 +28,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run rtcbox: the authorization service on the public HTTP listener.
+    /// Run rtcbox: SFU, authorization service and admin panel.
     Serve,
     /// Exit 0 when the running server answers /healthz (for container health checks).
     Healthcheck(HealthcheckArgs),
     /// Print a LiveKit access token minted with the stored key pair.
     Token(TokenArgs),
+    /// Admin panel maintenance.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Forget the admin password, log every browser out, and print a new one-time setup token
+    /// for the panel's /setup page.
+    ResetPassword,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +102,15 @@ pub struct SettingFlags {
     /// Create rooms on join instead of requiring the auth service or the API to create them [env: RTCBOX_AUTO_CREATE_ROOMS]
     #[arg(long, global = true)]
     pub auto_create_rooms: bool,
+    /// Admin panel listener [env: RTCBOX_ADMIN_BIND] [default: 0.0.0.0:8089]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub admin_bind: Option<String>,
+    /// STUN servers for public IP detection, host:port, comma-separated [env: RTCBOX_STUN_SERVERS]
+    #[arg(long, global = true, value_name = "LIST")]
+    pub stun_servers: Option<String>,
+    /// TURN REST shared secret for Synapse's turn_shared_secret; prefer the environment [env: RTCBOX_TURN_SHARED_SECRET, RTCBOX_TURN_SHARED_SECRET_FILE]
+    #[arg(long, global = true, value_name = "SECRET")]
+    pub turn_shared_secret: Option<String>,
 }
 
 impl SettingFlags {
@@ -115,6 +134,9 @@ impl SettingFlags {
         put(SettingKey::RtcUdpPort, &self.rtc_udp_port);
         put(SettingKey::RtcTcpPort, &self.rtc_tcp_port);
         put(SettingKey::NodeIp, &self.node_ip);
+        put(SettingKey::AdminBind, &self.admin_bind);
+        put(SettingKey::StunServers, &self.stun_servers);
+        put(SettingKey::TurnSharedSecret, &self.turn_shared_secret);
         if self.auto_create_rooms {
             map.insert(SettingKey::AutoCreateRooms, "true".into());
         }

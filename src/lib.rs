@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod livekit;
+pub mod logbuf;
 pub mod matrix;
 pub mod net;
 pub mod rooms;

@@ -30,6 +30,10 @@ pub const MIN_SECRET_LEN: usize = 32;
 pub const DEFAULT_RTC_UDP_PORT: u16 = 8882;
 /// Passive ICE-TCP, for clients whose network blocks UDP.
 pub const DEFAULT_RTC_TCP_PORT: u16 = 8881;
+/// The admin panel: on every interface, because it is opened from another machine on the LAN.
+pub const DEFAULT_ADMIN_BIND: &str = "0.0.0.0:8089";
+/// Public STUN servers asked for this network's public IP address.
+pub const DEFAULT_STUN_SERVERS: [&str; 2] = ["stun.cloudflare.com:3478", "stun.l.google.com:19302"];
 
 /// A setting that can come from a flag, the environment, the settings store or a default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,6 +49,9 @@ pub enum SettingKey {
     RtcTcpPort,
     NodeIp,
     AutoCreateRooms,
+    AdminBind,
+    StunServers,
+    TurnSharedSecret,
 }
 
 /// Where a resolved value came from; shown in logs and (later) as "locked by environment" in the panel.
@@ -98,7 +105,7 @@ impl EnvSource {
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 11] = [
+    pub const ALL: [SettingKey; 14] = [
         SettingKey::HttpBind,
         SettingKey::PublicUrl,
         SettingKey::ApiKey,
@@ -110,6 +117,9 @@ impl SettingKey {
         SettingKey::RtcTcpPort,
         SettingKey::NodeIp,
         SettingKey::AutoCreateRooms,
+        SettingKey::AdminBind,
+        SettingKey::StunServers,
+        SettingKey::TurnSharedSecret,
     ];
 
     /// The key of this setting in the settings table.
@@ -126,6 +136,9 @@ impl SettingKey {
             SettingKey::RtcTcpPort => "rtc_tcp_port",
             SettingKey::NodeIp => "node_ip",
             SettingKey::AutoCreateRooms => "auto_create_rooms",
+            SettingKey::AdminBind => "admin_bind",
+            SettingKey::StunServers => "stun_servers",
+            SettingKey::TurnSharedSecret => "turn_shared_secret",
         }
     }
 
@@ -148,6 +161,9 @@ impl SettingKey {
             SettingKey::RtcTcpPort => "--rtc-tcp-port",
             SettingKey::NodeIp => "--node-ip",
             SettingKey::AutoCreateRooms => "--auto-create-rooms",
+            SettingKey::AdminBind => "--admin-bind",
+            SettingKey::StunServers => "--stun-servers",
+            SettingKey::TurnSharedSecret => "--turn-shared-secret",
         }
     }
 
@@ -190,12 +206,18 @@ impl SettingKey {
             SettingKey::RtcTcpPort => &[Value("RTCBOX_RTC_TCP_PORT")],
             SettingKey::NodeIp => &[Value("RTCBOX_NODE_IP")],
             SettingKey::AutoCreateRooms => &[Value("RTCBOX_AUTO_CREATE_ROOMS")],
+            SettingKey::AdminBind => &[Value("RTCBOX_ADMIN_BIND")],
+            SettingKey::StunServers => &[Value("RTCBOX_STUN_SERVERS")],
+            SettingKey::TurnSharedSecret => &[
+                Value("RTCBOX_TURN_SHARED_SECRET"),
+                File("RTCBOX_TURN_SHARED_SECRET_FILE"),
+            ],
         }
     }
 
     /// Secrets are never logged, not even their origin's value.
     pub fn is_secret(self) -> bool {
-        matches!(self, SettingKey::ApiSecret)
+        matches!(self, SettingKey::ApiSecret | SettingKey::TurnSharedSecret)
     }
 }
 
@@ -249,10 +271,56 @@ pub struct Settings {
     /// Whether joining a room that does not exist creates it (LiveKit's `room.auto_create`).
     /// Off by default: in MatrixRTC only full-access homeservers create rooms.
     pub auto_create_rooms: bool,
+    /// The admin panel's listener.
+    pub admin_bind: SocketAddr,
+    /// `host:port` of STUN servers that tell rtcbox its public IP address.
+    pub stun_servers: Vec<String>,
+    /// coturn's REST secret for Synapse's `turn_shared_secret` (legacy 1:1 calls).
+    pub turn_shared_secret: Option<Secret>,
     pub origins: BTreeMap<SettingKey, Origin>,
 }
 
 impl Settings {
+    /// The value of one setting as text, in the form the settings store holds it; `None` when
+    /// unset. Secrets included: use [`Settings::display`] for anything shown.
+    pub fn value(&self, key: SettingKey) -> Option<String> {
+        Some(match key {
+            SettingKey::HttpBind => self.http_bind.to_string(),
+            SettingKey::PublicUrl => self.public_url.to_string(),
+            SettingKey::ApiKey => self.api_key.to_string(),
+            SettingKey::ApiSecret => self.api_secret.expose().to_owned(),
+            SettingKey::FullAccessHomeservers => self.full_access_homeservers.as_ref()?.to_string(),
+            SettingKey::MatrixCaFile => self.matrix_ca_file.as_ref()?.display().to_string(),
+            SettingKey::DangerousAllowPrivateHomeservers => {
+                self.dangerous_allow_private_homeservers.to_string()
+            }
+            SettingKey::RtcUdpPort => self.rtc_udp_port.to_string(),
+            SettingKey::RtcTcpPort => self.rtc_tcp_port.to_string(),
+            SettingKey::NodeIp => self.node_ip?.to_string(),
+            SettingKey::AutoCreateRooms => self.auto_create_rooms.to_string(),
+            SettingKey::AdminBind => self.admin_bind.to_string(),
+            SettingKey::StunServers => self.stun_servers.join(","),
+            SettingKey::TurnSharedSecret => self.turn_shared_secret.as_ref()?.expose().to_owned(),
+        })
+    }
+
+    /// The value as shown to an admin: secrets only say whether they are set.
+    pub fn display(&self, key: SettingKey) -> String {
+        match self.value(key) {
+            Some(_) if key.is_secret() => "(set, hidden)".to_owned(),
+            Some(value) => value,
+            None => "(not set)".to_owned(),
+        }
+    }
+
+    /// Whether a flag or the environment sets this key, so the panel cannot change it.
+    pub fn is_pinned(&self, key: SettingKey) -> bool {
+        matches!(
+            self.origins.get(&key),
+            Some(Origin::Flag(_) | Origin::Env(_))
+        )
+    }
+
     /// The full-access list, or the error `serve` stops with when it is missing.
     pub fn full_access(&self) -> Result<&FullAccess, ConfigError> {
         self.full_access_homeservers
@@ -335,6 +403,27 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         }
         None => false,
     };
+    let admin_bind = match pick(SettingKey::AdminBind)? {
+        Some((raw, origin)) => {
+            parse_bind(&raw).map_err(|m| error(SettingKey::AdminBind, origin, m))?
+        }
+        None => DEFAULT_ADMIN_BIND.parse().expect("the default bind parses"),
+    };
+    let stun_servers = match pick(SettingKey::StunServers)? {
+        Some((raw, origin)) => {
+            parse_stun_servers(&raw).map_err(|m| error(SettingKey::StunServers, origin, m))?
+        }
+        None => DEFAULT_STUN_SERVERS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+    };
+    let turn_shared_secret = match pick(SettingKey::TurnSharedSecret)? {
+        Some((raw, origin)) => {
+            Some(parse_secret(raw).map_err(|m| error(SettingKey::TurnSharedSecret, origin, m))?)
+        }
+        None => None,
+    };
     for key in SettingKey::ALL {
         origins.entry(key).or_insert(Origin::Default);
     }
@@ -351,6 +440,9 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         rtc_tcp_port,
         node_ip,
         auto_create_rooms,
+        admin_bind,
+        stun_servers,
+        turn_shared_secret,
         origins,
     })
 }
@@ -469,12 +561,37 @@ fn parse_secret(raw: String) -> Result<Secret, String> {
     let secret = raw.trim().to_owned();
     if secret.len() < MIN_SECRET_LEN {
         return Err(format!(
-            "the API secret is {} bytes long; it must be at least {MIN_SECRET_LEN} bytes \
+            "the secret is {} bytes long; it must be at least {MIN_SECRET_LEN} bytes \
              (generate one with: openssl rand -base64 48)",
             secret.len()
         ));
     }
     Ok(Secret::new(secret))
+}
+
+/// Comma- or space-separated `host:port` entries (`[v6]:port` for IPv6 literals).
+fn parse_stun_servers(raw: &str) -> Result<Vec<String>, String> {
+    let servers: Vec<String> = raw
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if servers.is_empty() {
+        return Err("the list of STUN servers is empty".into());
+    }
+    for server in &servers {
+        let valid = server.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+                && crate::matrix::ServerName::parse(server).is_ok()
+        });
+        if !valid {
+            return Err(format!(
+                "'{server}' is not host:port (e.g. stun.cloudflare.com:3478)"
+            ));
+        }
+    }
+    Ok(servers)
 }
 
 fn parse_port(

@@ -30,6 +30,60 @@ pub async fn set(pool: &SqlitePool, key: &str, value: &str) -> sqlx::Result<()> 
     Ok(())
 }
 
+/// Forgets a stored setting, so the default applies again.
+pub async fn delete(pool: &SqlitePool, key: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM settings WHERE key = ?1")
+        .bind(key)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Writes several settings (a `None` value deletes the key) in one transaction: all or nothing.
+pub async fn set_many(pool: &SqlitePool, values: &[(&str, Option<String>)]) -> sqlx::Result<()> {
+    let now = unix_now();
+    let mut tx = pool.begin().await?;
+    for (key, value) in values {
+        match value {
+            Some(value) => {
+                sqlx::query(
+                    "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .bind(key)
+                .bind(value)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM settings WHERE key = ?1")
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    tx.commit().await
+}
+
+/// Replaces the stored LiveKit key pair with a new random one (key rotation).
+pub async fn rotate_key_pair(pool: &SqlitePool) -> sqlx::Result<String> {
+    let key = format!("API{}", random_alphanumeric(12));
+    set_many(
+        pool,
+        &[
+            (SettingKey::ApiKey.db_key(), Some(key.clone())),
+            (
+                SettingKey::ApiSecret.db_key(),
+                Some(random_alphanumeric(48)),
+            ),
+        ],
+    )
+    .await?;
+    Ok(key)
+}
+
 /// First start: generates and stores the LiveKit API key and secret if they are not stored yet.
 /// Returns true when it generated them. Both are written in one transaction, so a crash never
 /// leaves a key without its secret; an existing pair is never replaced.

@@ -5,6 +5,7 @@
 //! header read timeout, request timeout, body cap (in the handlers), connection cap, per-client
 //! rate limit.
 
+pub mod admin;
 mod auth_routes;
 pub mod ratelimit;
 

@@ -15,3 +15,4 @@ pub mod fetch;
 pub mod model;
 pub mod outputs;
 pub mod verify;
+pub mod wizard;

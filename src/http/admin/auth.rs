@@ -1,0 +1,434 @@
+//! Who may use the panel: the one-time setup token, the password, sessions and CSRF tokens.
+//!
+//! - Before a password exists, only `/setup` works; it needs the setup token from the log.
+//! - Login forms (no session yet) carry a CSRF token that must equal the `rtcbox_csrf` cookie
+//!   (double submit, with SameSite=Strict cookies); forms of a logged-in session carry the
+//!   session's own token, stored with the session.
+//! - Passwords are hashed with argon2id on a blocking thread; a failed login costs as much as
+//!   a good one and is rate-limited per client address.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse as _, Redirect, Response};
+
+use super::views::{self, Layout, LoginPage, SetupPage};
+use super::{AdminState, unix_now};
+use crate::db::admin::{self as db, AccountState};
+use crate::http::ClientIp;
+use crate::secret::random_alphanumeric;
+
+/// How long a setup token stays valid.
+pub const SETUP_TOKEN_TTL_SECS: i64 = 24 * 3600;
+/// How long a login lasts.
+const SESSION_TTL_SECS: i64 = 12 * 3600;
+const SESSION_COOKIE: &str = "rtcbox_session";
+const CSRF_COOKIE: &str = "rtcbox_csrf";
+/// Passwords shorter than this are refused; long passphrases are welcome.
+pub const MIN_PASSWORD_CHARS: usize = 10;
+/// Longer passwords are refused, so hashing cannot be made arbitrarily expensive.
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A random setup token: 32 alphanumerics (190 bits), easy to copy from a log.
+pub fn new_setup_token() -> String {
+    random_alphanumeric(32)
+}
+
+/// At start: when no password is set yet, stores a fresh setup token and returns it (to be
+/// printed to the log). Each start without a password replaces the previous token, because only
+/// its hash was kept.
+pub async fn ensure_setup_token(
+    pool: &sqlx::SqlitePool,
+    preset: Option<&str>,
+) -> sqlx::Result<Option<String>> {
+    if let AccountState::Ready { .. } = db::account(pool).await? {
+        return Ok(None);
+    }
+    let token = preset.map_or_else(new_setup_token, str::to_owned);
+    let now = unix_now();
+    let stored = db::store_setup_token(pool, &token, now + SETUP_TOKEN_TTL_SECS, now).await?;
+    Ok(stored.then_some(token))
+}
+
+/// A logged-in browser. Extracting it from a request that has no valid session redirects to
+/// the login page (or to the setup page while no password exists).
+pub struct Session {
+    pub id: String,
+    pub csrf: String,
+}
+
+impl Session {
+    /// The form's `csrf` field must be this session's token.
+    pub fn check_csrf(&self, form: &HashMap<String, String>) -> Result<(), Response> {
+        let sent = form.get("csrf").map(String::as_str).unwrap_or_default();
+        if constant_time_eq(sent.as_bytes(), self.csrf.as_bytes()) {
+            Ok(())
+        } else {
+            Err(csrf_rejected())
+        }
+    }
+
+    pub fn layout(&self, title: &str, active: &'static str) -> Layout {
+        Layout {
+            title: title.to_owned(),
+            active,
+            csrf: self.csrf.clone(),
+            logged_in: true,
+        }
+    }
+}
+
+pub fn csrf_rejected() -> Response {
+    views::error_response(
+        StatusCode::FORBIDDEN,
+        "The form expired or did not come from this panel (missing or wrong security token). \
+         Reload the page and submit it again; nothing was changed.",
+    )
+}
+
+impl FromRequestParts<Arc<AdminState>> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AdminState>,
+    ) -> Result<Self, Self::Rejection> {
+        let now = unix_now();
+        if let Some(id) = cookie(&parts.headers, SESSION_COOKIE) {
+            match db::session(&state.pool, &id, now).await {
+                Ok(Some(row)) => return Ok(Session { id, csrf: row.csrf }),
+                Ok(None) => {}
+                Err(error) => return Err(views::internal_error("reading a session", &error)),
+            }
+        }
+        match db::account(&state.pool).await {
+            Ok(AccountState::Ready { .. }) => Err(Redirect::to("/login").into_response()),
+            Ok(AccountState::AwaitingSetup { .. }) => Err(Redirect::to("/setup").into_response()),
+            Err(error) => Err(views::internal_error("reading the admin account", &error)),
+        }
+    }
+}
+
+pub async fn setup_page(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    match db::account(&state.pool).await {
+        Ok(AccountState::Ready { .. }) => Redirect::to("/login").into_response(),
+        Ok(AccountState::AwaitingSetup { expires, .. }) => {
+            let (csrf, set_cookie) = pre_login_csrf(&headers);
+            let page = SetupPage {
+                layout: Layout::public("Set up rtcbox", &csrf),
+                expired: expires <= unix_now(),
+                error: None,
+                errors: Default::default(),
+            };
+            with_cookie(views::render(&page), set_cookie)
+        }
+        Err(error) => views::internal_error("reading the admin account", &error),
+    }
+}
+
+pub async fn setup_submit(
+    State(state): State<Arc<AdminState>>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+    form: views::FormData,
+) -> Response {
+    let form = form.0;
+    if let Err(rejected) = check_pre_login_csrf(&headers, &form) {
+        return rejected;
+    }
+    if let Err(wait) = rate_limit(&state, client) {
+        return wait;
+    }
+    let csrf = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+    let render_error = |status: StatusCode, error: Option<String>, errors| {
+        let page = SetupPage {
+            layout: Layout::public("Set up rtcbox", &csrf),
+            expired: false,
+            error,
+            errors,
+        };
+        let mut response = views::render(&page);
+        *response.status_mut() = status;
+        response
+    };
+    let (stored_hash, expires) = match db::account(&state.pool).await {
+        Ok(AccountState::Ready { .. }) => return Redirect::to("/login").into_response(),
+        Ok(AccountState::AwaitingSetup {
+            token_hash,
+            expires,
+        }) => (token_hash, expires),
+        Err(error) => return views::internal_error("reading the admin account", &error),
+    };
+    let token = form.get("token").map(|t| t.trim()).unwrap_or_default();
+    let token_hash = db::hash_token(token);
+    let token_ok = stored_hash
+        .as_deref()
+        .is_some_and(|stored| constant_time_eq(stored.as_bytes(), token_hash.as_bytes()));
+    if !token_ok || expires <= unix_now() {
+        let message = if token_ok {
+            "This setup token has expired. Restart rtcbox (a new token is printed to its log) or run \
+             `rtcbox admin reset-password`."
+        } else {
+            "That is not the current setup token. Copy it from rtcbox's log (the line that says \
+             \"setup token\"), or run `rtcbox admin reset-password` to get a new one."
+        };
+        let errors = [("token", message.to_owned())].into_iter().collect();
+        return render_error(StatusCode::BAD_REQUEST, None, errors);
+    }
+    let password = form.get("password").cloned().unwrap_or_default();
+    let confirm = form.get("confirm").cloned().unwrap_or_default();
+    if let Some(errors) = password_problems(&password, &confirm) {
+        return render_error(StatusCode::BAD_REQUEST, None, errors);
+    }
+    let hash = match hash_password(password).await {
+        Ok(hash) => hash,
+        Err(error) => return views::internal_error("hashing the new password", &error),
+    };
+    match db::set_first_password(&state.pool, &token_hash, &hash, unix_now()).await {
+        Ok(true) => {
+            tracing::info!("admin password set with the setup token");
+            start_session(&state, &headers).await
+        }
+        Ok(false) => render_error(
+            StatusCode::CONFLICT,
+            Some("The setup token was used or replaced meanwhile; nothing was changed.".into()),
+            Default::default(),
+        ),
+        Err(error) => views::internal_error("storing the password", &error),
+    }
+}
+
+pub async fn login_page(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    match db::account(&state.pool).await {
+        Ok(AccountState::AwaitingSetup { .. }) => Redirect::to("/setup").into_response(),
+        Ok(AccountState::Ready { .. }) => {
+            let (csrf, set_cookie) = pre_login_csrf(&headers);
+            let page = LoginPage {
+                layout: Layout::public("Log in", &csrf),
+                error: None,
+            };
+            with_cookie(views::render(&page), set_cookie)
+        }
+        Err(error) => views::internal_error("reading the admin account", &error),
+    }
+}
+
+pub async fn login_submit(
+    State(state): State<Arc<AdminState>>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+    form: views::FormData,
+) -> Response {
+    let form = form.0;
+    if let Err(rejected) = check_pre_login_csrf(&headers, &form) {
+        return rejected;
+    }
+    if let Err(wait) = rate_limit(&state, client) {
+        return wait;
+    }
+    let password_hash = match db::account(&state.pool).await {
+        Ok(AccountState::Ready { password_hash }) => password_hash,
+        Ok(AccountState::AwaitingSetup { .. }) => return Redirect::to("/setup").into_response(),
+        Err(error) => return views::internal_error("reading the admin account", &error),
+    };
+    let password = form.get("password").cloned().unwrap_or_default();
+    match verify_password(password, password_hash).await {
+        Ok(true) => {
+            tracing::info!(client = %client, "admin logged in");
+            start_session(&state, &headers).await
+        }
+        Ok(false) => {
+            tracing::info!(client = %client, "admin login failed: wrong password");
+            let csrf = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+            let page = LoginPage {
+                layout: Layout::public("Log in", &csrf),
+                error: Some("Wrong password.".into()),
+            };
+            let mut response = views::render(&page);
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+        }
+        Err(error) => views::internal_error("checking the password", &error),
+    }
+}
+
+pub async fn logout(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    form: views::FormData,
+) -> Response {
+    if let Err(rejected) = session.check_csrf(&form.0) {
+        return rejected;
+    }
+    if let Err(error) = db::delete_session(&state.pool, &session.id).await {
+        return views::internal_error("ending a session", &error);
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("rtcbox_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
+    );
+    response
+}
+
+/// Problems with a new password and its confirmation, by field.
+pub fn password_problems(
+    password: &str,
+    confirm: &str,
+) -> Option<std::collections::BTreeMap<&'static str, String>> {
+    let mut errors = std::collections::BTreeMap::new();
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        errors.insert(
+            "password",
+            format!("Choose a password of at least {MIN_PASSWORD_CHARS} characters."),
+        );
+    } else if password.len() > MAX_PASSWORD_BYTES {
+        errors.insert(
+            "password",
+            format!("Choose a password of at most {MAX_PASSWORD_BYTES} bytes."),
+        );
+    } else if password != confirm {
+        errors.insert("confirm", "The two passwords differ.".to_owned());
+    }
+    (!errors.is_empty()).then_some(errors)
+}
+
+pub async fn hash_password(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|hash| hash.to_string())
+            .map_err(|e| anyhow::anyhow!("argon2: {e}"))
+    })
+    .await?
+}
+
+/// Whether `password` matches the stored PHC string. An unreadable stored hash is an error.
+pub async fn verify_password(password: String, stored: String) -> anyhow::Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Ok(false);
+        }
+        match Argon2::default().verify_password(password.as_bytes(), stored.as_str()) {
+            Ok(()) => Ok(true),
+            Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
+            Err(e) => Err(anyhow::anyhow!("argon2: {e}")),
+        }
+    })
+    .await?
+}
+
+/// Creates a session and redirects to the dashboard with its cookie.
+async fn start_session(state: &AdminState, headers: &HeaderMap) -> Response {
+    let id = random_alphanumeric(43);
+    let csrf = random_alphanumeric(32);
+    let now = unix_now();
+    if let Err(error) =
+        db::create_session(&state.pool, &id, &csrf, now, now + SESSION_TTL_SECS).await
+    {
+        return views::internal_error("starting a session", &error);
+    }
+    let cookie = format!(
+        "{SESSION_COOKIE}={id}; Path=/; Max-Age={SESSION_TTL_SECS}; HttpOnly; SameSite=Strict{}",
+        secure_suffix(headers)
+    );
+    let mut response = Redirect::to("/").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Cookies get `Secure` when the browser reached the panel over https. The admin listener
+/// itself is plain HTTP on the LAN (where a Secure cookie would be dropped), so that means a
+/// TLS-terminating proxy in front of it that says `X-Forwarded-Proto: https`.
+fn secure_suffix(headers: &HeaderMap) -> &'static str {
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    if https { "; Secure" } else { "" }
+}
+
+fn rate_limit(state: &AdminState, client: std::net::IpAddr) -> Result<(), Response> {
+    let checked = state
+        .login_limiter
+        .lock()
+        .expect("limiter lock")
+        .check(client, Instant::now());
+    checked.map_err(|wait| {
+        tracing::warn!(client = %client, "admin login rate limit reached");
+        let mut response = views::error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Too many attempts. Wait {} seconds and try again.",
+                wait.as_secs().max(1)
+            ),
+        );
+        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    })
+}
+
+/// The pre-login CSRF token: the cookie's if the browser has one, otherwise a new one to set.
+fn pre_login_csrf(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    match cookie(headers, CSRF_COOKIE) {
+        Some(token) if token.len() == 32 => (token, None),
+        _ => {
+            let token = random_alphanumeric(32);
+            let value = HeaderValue::from_str(&format!(
+                "{CSRF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            ))
+            .ok();
+            (token, value)
+        }
+    }
+}
+
+fn check_pre_login_csrf(
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(), Response> {
+    let cookie = cookie(headers, CSRF_COOKIE).unwrap_or_default();
+    let sent = form.get("csrf").map(String::as_str).unwrap_or_default();
+    if !cookie.is_empty() && constant_time_eq(cookie.as_bytes(), sent.as_bytes()) {
+        Ok(())
+    } else {
+        Err(csrf_rejected())
+    }
+}
+
+fn with_cookie(mut response: Response, cookie: Option<HeaderValue>) -> Response {
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The value of cookie `name` from the request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

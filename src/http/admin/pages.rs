@@ -1,0 +1,682 @@
+//! The panel's pages other than login and the wizard: dashboard, generated configuration,
+//! verification, logs and settings.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse as _, Redirect, Response};
+use livekit_protocol as proto;
+
+use super::auth::{self, Session};
+use super::views::{self, Errors, Field, FormData, Layout};
+use super::wizard::{deployment, load_steps};
+use super::{AdminState, unix_now};
+use crate::config::{self, Layers, Origin, SettingKey, Settings};
+use crate::db;
+use crate::setup::outputs::{self, Output};
+use crate::setup::verify::{Check, Status as CheckStatus};
+use crate::setup::wizard::Step;
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+pub struct DashboardPage {
+    pub layout: Layout,
+    pub setup_done: bool,
+    pub next_step: Step,
+    pub pending_restart: Vec<&'static str>,
+    pub rooms: Option<Vec<RoomView>>,
+    pub facts: Vec<(String, String)>,
+}
+
+pub struct RoomView {
+    pub name: String,
+    pub created: String,
+    pub participants: Vec<ParticipantView>,
+}
+
+pub struct ParticipantView {
+    pub identity: String,
+    pub joined: String,
+    pub tracks: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "outputs.html")]
+pub struct OutputsPage {
+    pub layout: Layout,
+    pub applied: bool,
+    pub missing: Vec<Step>,
+    pub outputs: Vec<Output>,
+    pub forwards: Vec<outputs::ports::PortForward>,
+}
+
+#[derive(Template)]
+#[template(path = "logs.html")]
+pub struct LogsPage {
+    pub layout: Layout,
+    pub lines: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+pub struct SettingsPage {
+    pub layout: Layout,
+    pub rows: Vec<SettingRow>,
+    pub pending_restart: Vec<&'static str>,
+    pub flash: Option<String>,
+    pub keys_pinned: bool,
+    pub api_key: String,
+    pub password_errors: Errors,
+}
+
+pub struct SettingRow {
+    pub key: &'static str,
+    pub env_name: &'static str,
+    pub description: &'static str,
+    pub value: String,
+    pub origin: String,
+    pub locked: bool,
+    pub editable: bool,
+    pub error: Option<String>,
+    /// What the form shows: the stored value, or what was typed when it was rejected.
+    pub entered: String,
+}
+
+pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -> Response {
+    let steps = match load_steps(&state).await {
+        Ok(steps) => steps,
+        Err(response) => return response,
+    };
+    let pending_restart = match pending_restart(&state).await {
+        Ok(keys) => keys,
+        Err(response) => return response,
+    };
+    let rooms = match &state.sfu {
+        Some(sfu) => sfu.call(|core, _| snapshot(core)).await.ok(),
+        None => None,
+    };
+    let now_ms = unix_now() * 1000;
+    let rooms = rooms.map(|rooms| {
+        rooms
+            .into_iter()
+            .map(|(room, participants)| RoomView {
+                name: room.name,
+                created: ago(now_ms, room.creation_time_ms.max(room.creation_time * 1000)),
+                participants: participants
+                    .into_iter()
+                    .map(|p| ParticipantView {
+                        identity: p.identity,
+                        joined: ago(now_ms, p.joined_at_ms.max(p.joined_at * 1000)),
+                        tracks: p.tracks.iter().map(track_label).collect(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    });
+    let mut facts = vec![(
+        "rtcbox version".to_owned(),
+        env!("CARGO_PKG_VERSION").to_owned(),
+    )];
+    if let Some(hs) = &steps.homeserver {
+        facts.push(("Homeserver".to_owned(), hs.server_name.clone()));
+        let version = if hs.synapse_version.is_empty() {
+            hs.discovered
+                .synapse_version
+                .clone()
+                .unwrap_or_else(|| "unknown".into())
+        } else {
+            hs.synapse_version.clone()
+        };
+        facts.push(("Synapse version".to_owned(), version));
+    }
+    facts.push((
+        "Public URL for clients".to_owned(),
+        state.settings.public_url.to_string(),
+    ));
+    facts.push((
+        "Advertised public IP".to_owned(),
+        state.settings.node_ip.map_or_else(
+            || "not set (the host's own addresses)".to_owned(),
+            |ip| ip.to_string(),
+        ),
+    ));
+    let addresses = |list: &[std::net::SocketAddr]| {
+        if list.is_empty() {
+            "—".to_owned()
+        } else {
+            list.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    facts.push(("Media (UDP)".to_owned(), addresses(&state.media.udp)));
+    facts.push(("Media (ICE-TCP)".to_owned(), addresses(&state.media.tcp)));
+    facts.push((
+        "Bitrates".to_owned(),
+        "not measured yet (arrives with bandwidth estimation)".to_owned(),
+    ));
+    views::render(&DashboardPage {
+        layout: session.layout("Dashboard", "dashboard"),
+        setup_done: steps.is_complete(Step::Review),
+        next_step: steps.first_incomplete(),
+        pending_restart,
+        rooms,
+        facts,
+    })
+}
+
+type RoomSnapshot = Vec<(proto::Room, Vec<proto::ParticipantInfo>)>;
+
+fn snapshot(core: &crate::sfu::Sfu) -> RoomSnapshot {
+    core.list_rooms(&[])
+        .into_iter()
+        .map(|room| {
+            let participants = core.participants_of(&room.name).unwrap_or_default();
+            (room, participants)
+        })
+        .collect()
+}
+
+fn track_label(track: &proto::TrackInfo) -> String {
+    let kind = match proto::TrackType::try_from(track.r#type) {
+        Ok(proto::TrackType::Audio) => "audio",
+        Ok(proto::TrackType::Video) => "video",
+        Ok(proto::TrackType::Data) => "data",
+        Err(_) => "track",
+    };
+    let mut label = kind.to_owned();
+    if !track.mime_type.is_empty() {
+        label.push_str(&format!(" ({})", track.mime_type));
+    }
+    let layers = track
+        .codecs
+        .iter()
+        .map(|c| c.layers.len())
+        .max()
+        .unwrap_or(0);
+    if layers > 1 {
+        label.push_str(&format!(", {layers} simulcast layers"));
+    }
+    if track.muted {
+        label.push_str(", muted");
+    }
+    label
+}
+
+fn ago(now_ms: i64, then_ms: i64) -> String {
+    if then_ms <= 0 {
+        return "—".to_owned();
+    }
+    let secs = (now_ms - then_ms).max(0) / 1000;
+    match secs {
+        0..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        _ => format!("{} h {} min ago", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+/// Settings stored since start that the running process does not use yet.
+async fn pending_restart(state: &AdminState) -> Result<Vec<&'static str>, Response> {
+    let next = next_start_settings(state, None).await?;
+    let Ok(next) = next else {
+        return Ok(Vec::new());
+    };
+    Ok(SettingKey::ALL
+        .into_iter()
+        .filter(|key| next.value(*key) != state.settings.value(*key))
+        .map(SettingKey::env_name)
+        .collect())
+}
+
+/// What the next start would resolve, optionally with one stored setting replaced
+/// (`Some((key, None))` deletes it).
+async fn next_start_settings(
+    state: &AdminState,
+    replace: Option<(SettingKey, Option<&str>)>,
+) -> Result<Result<Settings, config::ConfigError>, Response> {
+    let mut stored = db::settings::all(&state.pool)
+        .await
+        .map_err(|e| views::internal_error("reading the settings", &e))?;
+    if let Some((key, value)) = replace {
+        match value {
+            Some(value) => stored.insert(key.db_key().to_owned(), value.to_owned()),
+            None => stored.remove(key.db_key()),
+        };
+    }
+    let env = state.env.clone();
+    Ok(config::resolve(&Layers {
+        flags: &state.flags,
+        env: &move |name| env(name),
+        stored: &stored,
+    }))
+}
+
+#[derive(serde::Deserialize)]
+pub struct OutputsQuery {
+    applied: Option<String>,
+}
+
+pub async fn outputs(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    Query(query): Query<OutputsQuery>,
+) -> Response {
+    let (outputs, forwards, missing) = match deployment(&state).await {
+        Ok(d) => (
+            outputs::all(&d),
+            outputs::ports::port_forwards(&d),
+            Vec::new(),
+        ),
+        Err(missing) => (Vec::new(), Vec::new(), missing),
+    };
+    views::render(&OutputsPage {
+        layout: session.layout("Configuration", "outputs"),
+        applied: query.applied.is_some(),
+        missing,
+        outputs,
+        forwards,
+    })
+}
+
+/// One generated file as a download.
+pub async fn download(
+    State(state): State<Arc<AdminState>>,
+    _session: Session,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(d) = deployment(&state).await else {
+        return views::error_response(
+            StatusCode::CONFLICT,
+            "Finish the setup wizard first; the configuration files are generated from its answers.",
+        );
+    };
+    let Some(output) = outputs::by_id(&d, &id) else {
+        return views::error_response(
+            StatusCode::NOT_FOUND,
+            "There is no such configuration file.",
+        );
+    };
+    let mut response = output.text.into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&format!("{}; charset=utf-8", output.media_type)) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    if let Ok(value) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", output.filename))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+pub async fn logs(State(state): State<Arc<AdminState>>, session: Session) -> Response {
+    views::render(&LogsPage {
+        layout: session.layout("Logs", "logs"),
+        lines: state.logs.recent(500),
+    })
+}
+
+/// Settings the panel may change; the rest come from the environment, a flag or a dedicated form.
+const EDITABLE: [SettingKey; 10] = [
+    SettingKey::PublicUrl,
+    SettingKey::FullAccessHomeservers,
+    SettingKey::HttpBind,
+    SettingKey::AdminBind,
+    SettingKey::RtcUdpPort,
+    SettingKey::RtcTcpPort,
+    SettingKey::NodeIp,
+    SettingKey::AutoCreateRooms,
+    SettingKey::StunServers,
+    SettingKey::MatrixCaFile,
+];
+
+fn describe(key: SettingKey) -> &'static str {
+    match key {
+        SettingKey::HttpBind => "Public HTTP listener (behind the reverse proxy)",
+        SettingKey::PublicUrl => "LiveKit URL handed to clients (wss://…/livekit/sfu)",
+        SettingKey::ApiKey => "LiveKit API key (rotate below)",
+        SettingKey::ApiSecret => "LiveKit API secret (rotate below)",
+        SettingKey::FullAccessHomeservers => "Homeservers whose users may start calls",
+        SettingKey::MatrixCaFile => "Extra CA certificates (PEM file) for homeservers' TLS",
+        SettingKey::DangerousAllowPrivateHomeservers => {
+            "Let any homeserver name reach LAN addresses (environment only)"
+        }
+        SettingKey::RtcUdpPort => "WebRTC media UDP port",
+        SettingKey::RtcTcpPort => "WebRTC ICE-TCP port",
+        SettingKey::NodeIp => "IP address advertised for media (the public IP)",
+        SettingKey::AutoCreateRooms => "Create rooms when someone joins (true/false)",
+        SettingKey::AdminBind => "Admin panel listener",
+        SettingKey::StunServers => {
+            "STUN servers for public IP detection (host:port, comma-separated)"
+        }
+        SettingKey::TurnSharedSecret => "TURN REST secret for Synapse (set by the wizard)",
+    }
+}
+
+pub async fn settings(State(state): State<Arc<AdminState>>, session: Session) -> Response {
+    render_settings(&state, &session, None, None, Errors::new(), StatusCode::OK).await
+}
+
+async fn render_settings(
+    state: &AdminState,
+    session: &Session,
+    flash: Option<String>,
+    rejected: Option<(SettingKey, String, String)>,
+    password_errors: Errors,
+    status: StatusCode,
+) -> Response {
+    let stored = match db::settings::all(&state.pool).await {
+        Ok(stored) => stored,
+        Err(error) => return views::internal_error("reading the settings", &error),
+    };
+    let pending_restart = match pending_restart(state).await {
+        Ok(keys) => keys,
+        Err(response) => return response,
+    };
+    let s = &state.settings;
+    let rows = SettingKey::ALL
+        .into_iter()
+        .map(|key| {
+            let origin = s.origins.get(&key).cloned().unwrap_or(Origin::Default);
+            let (error, entered) = match &rejected {
+                Some((k, typed, message)) if *k == key => (Some(message.clone()), typed.clone()),
+                _ if key.is_secret() => (None, String::new()),
+                _ => (None, stored.get(key.db_key()).cloned().unwrap_or_default()),
+            };
+            SettingRow {
+                key: key.db_key(),
+                env_name: key.env_name(),
+                description: describe(key),
+                value: s.display(key),
+                origin: origin.to_string(),
+                locked: s.is_pinned(key),
+                editable: EDITABLE.contains(&key) && !s.is_pinned(key),
+                error,
+                entered,
+            }
+        })
+        .collect();
+    let mut response = views::render(&SettingsPage {
+        layout: session.layout("Settings", "settings"),
+        rows,
+        pending_restart,
+        flash,
+        keys_pinned: s.is_pinned(SettingKey::ApiKey) || s.is_pinned(SettingKey::ApiSecret),
+        api_key: s.api_key.to_string(),
+        password_errors,
+    });
+    if response.status() == StatusCode::OK {
+        *response.status_mut() = status;
+    }
+    response
+}
+
+/// One setting changed from the settings page: validated by resolving the whole configuration
+/// as the next start would; a value that does not resolve is refused and nothing is stored.
+pub async fn settings_submit(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    form: FormData,
+) -> Response {
+    let form = form.0;
+    if let Err(rejected) = session.check_csrf(&form) {
+        return rejected;
+    }
+    let key_name = form.get("key").map(String::as_str).unwrap_or_default();
+    let Some(key) = SettingKey::ALL.into_iter().find(|k| k.db_key() == key_name) else {
+        return views::error_response(StatusCode::BAD_REQUEST, "There is no such setting.");
+    };
+    if !EDITABLE.contains(&key) || state.settings.is_pinned(key) {
+        return views::error_response(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "{} cannot be changed here (it is locked by the environment or command line, or has its own form).",
+                key.env_name()
+            ),
+        );
+    }
+    let value = form
+        .get("value")
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default();
+    let replacement = (!value.is_empty()).then_some(value.as_str());
+    let resolved = match next_start_settings(&state, Some((key, replacement))).await {
+        Ok(resolved) => resolved,
+        Err(response) => return response,
+    };
+    if let Err(error) = resolved {
+        return render_settings(
+            &state,
+            &session,
+            None,
+            Some((key, value, error.message)),
+            Errors::new(),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    let stored = match replacement {
+        Some(value) => db::settings::set(&state.pool, key.db_key(), value).await,
+        None => db::settings::delete(&state.pool, key.db_key()).await,
+    };
+    if let Err(error) = stored {
+        return views::internal_error("saving a setting", &error);
+    }
+    tracing::info!(
+        setting = key.env_name(),
+        "setting changed in the admin panel"
+    );
+    render_settings(
+        &state,
+        &session,
+        Some(format!(
+            "Saved {}. It takes effect when rtcbox restarts.",
+            key.env_name()
+        )),
+        None,
+        Errors::new(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// A new LiveKit key pair, used from the next start (tokens signed with the old one stop working then).
+pub async fn rotate_keys(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    form: FormData,
+) -> Response {
+    if let Err(rejected) = session.check_csrf(&form.0) {
+        return rejected;
+    }
+    if state.settings.is_pinned(SettingKey::ApiKey)
+        || state.settings.is_pinned(SettingKey::ApiSecret)
+    {
+        return views::error_response(
+            StatusCode::FORBIDDEN,
+            "The API key or secret is set in rtcbox's environment or command line; rotate it there.",
+        );
+    }
+    let key = match db::settings::rotate_key_pair(&state.pool).await {
+        Ok(key) => key,
+        Err(error) => return views::internal_error("storing a new key pair", &error),
+    };
+    tracing::info!(api_key = %key, "API key pair rotated in the admin panel; used from the next start");
+    render_settings(
+        &state,
+        &session,
+        Some(format!(
+            "Generated the new API key {key} and its secret. Restart rtcbox to use them; until then \
+             the current pair stays in use."
+        )),
+        None,
+        Errors::new(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn change_password(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    form: FormData,
+) -> Response {
+    let form = form.0;
+    if let Err(rejected) = session.check_csrf(&form) {
+        return rejected;
+    }
+    let current_hash = match db::admin::account(&state.pool).await {
+        Ok(db::admin::AccountState::Ready { password_hash }) => password_hash,
+        Ok(_) => return Redirect::to("/setup").into_response(),
+        Err(error) => return views::internal_error("reading the admin account", &error),
+    };
+    let field = |name: &str| form.get(name).cloned().unwrap_or_default();
+    let mut errors = Errors::new();
+    match auth::verify_password(field("current"), current_hash).await {
+        Ok(true) => {}
+        Ok(false) => {
+            errors.insert("current", "That is not the current password.".into());
+        }
+        Err(error) => return views::internal_error("checking the password", &error),
+    }
+    if let Some(problems) = auth::password_problems(&field("password"), &field("confirm")) {
+        errors.extend(problems);
+    }
+    if !errors.is_empty() {
+        return render_settings(
+            &state,
+            &session,
+            None,
+            None,
+            errors,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    let hash = match auth::hash_password(field("password")).await {
+        Ok(hash) => hash,
+        Err(error) => return views::internal_error("hashing the new password", &error),
+    };
+    if let Err(error) =
+        db::admin::change_password(&state.pool, &hash, &session.id, unix_now()).await
+    {
+        return views::internal_error("storing the password", &error);
+    }
+    tracing::info!("admin password changed; other sessions ended");
+    render_settings(
+        &state,
+        &session,
+        Some("Password changed. Other browsers were logged out.".into()),
+        None,
+        Errors::new(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn not_found() -> Response {
+    views::error_response(StatusCode::NOT_FOUND, "There is no such page.")
+}
+
+/// Field models for the password form, shared by the template.
+pub fn password_fields(errors: &Errors) -> Vec<Field> {
+    vec![
+        Field::text("current", "Current password", "")
+            .kind("password")
+            .with_errors(errors),
+        Field::text("password", "New password", "")
+            .kind("password")
+            .help("At least 10 characters.")
+            .with_errors(errors),
+        Field::text("confirm", "Repeat the new password", "")
+            .kind("password")
+            .with_errors(errors),
+    ]
+}
+
+#[derive(Template)]
+#[template(path = "verify.html")]
+pub struct VerifyPage {
+    pub layout: Layout,
+    pub missing: Vec<Step>,
+    pub checks: Vec<CheckView>,
+    pub token_given: bool,
+}
+
+pub struct CheckView {
+    pub title: &'static str,
+    /// `pass`, `fail`, `warn` or `unavailable` (CSS class and badge).
+    pub status: &'static str,
+    pub label: &'static str,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+impl From<Check> for CheckView {
+    fn from(check: Check) -> Self {
+        let (status, label) = match check.status {
+            CheckStatus::Pass => ("pass", "pass"),
+            CheckStatus::Fail => ("fail", "fail"),
+            CheckStatus::Warn => ("warn", "warning"),
+            CheckStatus::Unavailable => ("unavailable", "not checked"),
+        };
+        CheckView {
+            title: check.title,
+            status,
+            label,
+            detail: check.detail,
+            fix: check.fix,
+        }
+    }
+}
+
+pub async fn verify(State(state): State<Arc<AdminState>>, session: Session) -> Response {
+    render_verify(&state, &session, None).await
+}
+
+/// The checks again, with an access token for the rtc/transports check (never stored).
+pub async fn verify_with_token(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    form: FormData,
+) -> Response {
+    let form = form.0;
+    if let Err(rejected) = session.check_csrf(&form) {
+        return rejected;
+    }
+    let token = form
+        .get("access_token")
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty() && t.len() <= 1024)
+        .map(crate::secret::Secret::new);
+    render_verify(&state, &session, token).await
+}
+
+async fn render_verify(
+    state: &AdminState,
+    session: &Session,
+    access_token: Option<crate::secret::Secret>,
+) -> Response {
+    let token_given = access_token.is_some();
+    let (checks, missing) = match deployment(state).await {
+        Ok(d) => (run_checks(state, d, access_token).await, Vec::new()),
+        Err(missing) => (Vec::new(), missing),
+    };
+    views::render(&VerifyPage {
+        layout: session.layout("Verify", "verify"),
+        missing,
+        checks: checks.into_iter().map(CheckView::from).collect(),
+        token_given,
+    })
+}
+
+async fn run_checks(
+    _state: &AdminState,
+    _deployment: crate::setup::model::Deployment,
+    _access_token: Option<crate::secret::Secret>,
+) -> Vec<Check> {
+    Vec::new()
+}

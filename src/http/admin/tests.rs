@@ -1,0 +1,1042 @@
+//! The admin panel through its router (`oneshot`): every page and form, with and without a
+//! session, with bad CSRF tokens and bad input. Discovery and the live checks are covered by
+//! their own modules and by the end-to-end suite against a real Synapse.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::config::{self, Layers};
+use crate::db;
+
+struct Panel {
+    _tmp: tempfile::TempDir,
+    state: Arc<AdminState>,
+    router: Router,
+}
+
+/// A panel on a fresh database; `flags` pin settings as the command line would.
+async fn panel_with(flags: &[(SettingKey, &str)]) -> Panel {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = db::open(tmp.path()).await.unwrap();
+    db::settings::ensure_key_pair(&pool).await.unwrap();
+    let flags: BTreeMap<SettingKey, String> =
+        flags.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    let stored = db::settings::all(&pool).await.unwrap();
+    let settings = config::resolve(&Layers {
+        flags: &flags,
+        env: &|_| None,
+        stored: &stored,
+    })
+    .unwrap();
+    let mut state = AdminState::new(pool, settings, flags);
+    state.env = Arc::new(|_| None);
+    let state = Arc::new(state);
+    Panel {
+        _tmp: tmp,
+        router: router(state.clone()),
+        state,
+    }
+}
+
+async fn panel() -> Panel {
+    panel_with(&[(SettingKey::FullAccessHomeservers, "example.org")]).await
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// `name=value` of a Set-Cookie header for `name`.
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
+    }
+
+    /// The value of the first hidden `csrf` input.
+    fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let start = self.body.find(marker).expect("page has a csrf field") + marker.len();
+        self.body[start..start + 32].to_owned()
+    }
+}
+
+async fn reply(response: Response<Body>) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+impl Panel {
+    async fn get(&self, path: &str, cookie: &str) -> Reply {
+        let mut request = Request::get(path);
+        if !cookie.is_empty() {
+            request = request.header(header::COOKIE, cookie);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        reply(response).await
+    }
+
+    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> Reply {
+        let body: Vec<String> = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        self.post_raw(path, cookie, body.join("&").into_bytes())
+            .await
+    }
+
+    async fn post_raw(&self, path: &str, cookie: &str, body: Vec<u8>) -> Reply {
+        let mut request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::HOST, "panel.test");
+        if !cookie.is_empty() {
+            request = request.header(header::COOKIE, cookie);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        reply(response).await
+    }
+
+    /// Goes through first-run setup and returns the session cookie and its CSRF token.
+    async fn logged_in(&self) -> (String, String) {
+        let token = ensure_setup_token(&self.state.pool, None)
+            .await
+            .unwrap()
+            .unwrap();
+        let page = self.get("/setup", "").await;
+        let pre = page.cookie("rtcbox_csrf").unwrap();
+        let pre = pre.split(';').next().unwrap().to_owned();
+        let csrf = page.csrf();
+        let done = self
+            .post(
+                "/setup",
+                &pre,
+                &[
+                    ("csrf", &csrf),
+                    ("token", &token),
+                    ("password", "correct horse battery"),
+                    ("confirm", "correct horse battery"),
+                ],
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        let session = done.cookie("rtcbox_session").unwrap();
+        let session = session.split(';').next().unwrap().to_owned();
+        let dashboard = self.get("/", &session).await;
+        assert_eq!(dashboard.status, StatusCode::OK);
+        let csrf = dashboard.csrf();
+        (session, csrf)
+    }
+
+    async fn stored(&self) -> BTreeMap<String, String> {
+        db::settings::all(&self.state.pool).await.unwrap()
+    }
+
+    async fn wizard(&self) -> BTreeMap<String, db::admin::StoredStep> {
+        db::admin::wizard_steps(&self.state.pool).await.unwrap()
+    }
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+const PAGES: [&str; 9] = [
+    "/",
+    "/wizard",
+    "/wizard/homeserver",
+    "/wizard/review",
+    "/outputs",
+    "/outputs/homeserver-yaml",
+    "/verify",
+    "/logs",
+    "/settings",
+];
+
+const FORMS: [&str; 8] = [
+    "/wizard/homeserver",
+    "/wizard/network",
+    "/wizard/review",
+    "/verify",
+    "/settings",
+    "/settings/keys",
+    "/settings/password",
+    "/logout",
+];
+
+#[tokio::test]
+async fn before_a_password_exists_everything_leads_to_setup() {
+    let panel = panel().await;
+    for path in PAGES {
+        let reply = panel.get(path, "").await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(reply.location(), "/setup", "{path}");
+    }
+    for path in FORMS {
+        let reply = panel.post(path, "", &[("csrf", "x")]).await;
+        assert_eq!(reply.location(), "/setup", "{path}");
+    }
+    assert_eq!(panel.get("/login", "").await.location(), "/setup");
+    assert!(panel.wizard().await.is_empty());
+}
+
+#[tokio::test]
+async fn setup_needs_the_token_a_good_password_and_the_csrf_cookie() {
+    let panel = panel().await;
+    let token = ensure_setup_token(&panel.state.pool, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let page = panel.get("/setup", "").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let cookie = page.cookie("rtcbox_csrf").unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pre = cookie.split(';').next().unwrap().to_owned();
+    let csrf = page.csrf();
+    let good = [
+        ("csrf", csrf.as_str()),
+        ("token", token.as_str()),
+        ("password", "a long enough password"),
+        ("confirm", "a long enough password"),
+    ];
+    let with = |changes: &[(&'static str, &'static str)]| {
+        let mut form: Vec<(&str, &str)> = good.to_vec();
+        for (k, v) in changes {
+            form.retain(|(name, _)| name != k);
+            form.push((k, v));
+        }
+        form
+    };
+    // No cookie, wrong CSRF: refused before anything is looked at.
+    assert_eq!(
+        panel.post("/setup", "", &good).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let wrong_csrf = panel
+        .post(
+            "/setup",
+            &pre,
+            &with(&[("csrf", "0123456789abcdef0123456789abcdef")]),
+        )
+        .await;
+    assert_eq!(wrong_csrf.status, StatusCode::FORBIDDEN);
+    assert!(wrong_csrf.body.contains("nothing was changed"));
+    let wrong_token = panel
+        .post("/setup", &pre, &with(&[("token", "NotTheToken")]))
+        .await;
+    assert_eq!(wrong_token.status, StatusCode::BAD_REQUEST);
+    assert!(
+        wrong_token.body.contains("not the current setup token"),
+        "{}",
+        wrong_token.body
+    );
+    let short = panel
+        .post(
+            "/setup",
+            &pre,
+            &with(&[("password", "short"), ("confirm", "short")]),
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert!(short.body.contains("at least 10 characters"));
+    let differ = panel
+        .post(
+            "/setup",
+            &pre,
+            &with(&[("confirm", "something else entirely")]),
+        )
+        .await;
+    assert!(differ.body.contains("The two passwords differ"));
+    assert!(matches!(
+        db::admin::account(&panel.state.pool).await.unwrap(),
+        db::admin::AccountState::AwaitingSetup { .. }
+    ));
+
+    let done = panel.post("/setup", &pre, &good).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(done.location(), "/");
+    let session = done.cookie("rtcbox_session").unwrap();
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict"));
+    assert!(
+        !session.contains("Secure"),
+        "plain HTTP cannot keep a Secure cookie"
+    );
+    // The token is used up; setup now leads to login.
+    assert_eq!(panel.get("/setup", "").await.location(), "/login");
+    assert_eq!(panel.post("/setup", &pre, &good).await.location(), "/login");
+}
+
+#[tokio::test]
+async fn an_expired_setup_token_is_refused_with_what_to_do() {
+    let panel = panel().await;
+    db::admin::store_setup_token(&panel.state.pool, "expiredtoken", 10, 1)
+        .await
+        .unwrap();
+    let page = panel.get("/setup", "").await;
+    assert!(page.body.contains("expired"));
+    let pre = page.cookie("rtcbox_csrf").unwrap();
+    let pre = pre.split(';').next().unwrap();
+    let reply = panel
+        .post(
+            "/setup",
+            pre,
+            &[
+                ("csrf", &page.csrf()),
+                ("token", "expiredtoken"),
+                ("password", "long password here"),
+                ("confirm", "long password here"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body.contains("reset-password"));
+}
+
+#[tokio::test]
+async fn login_logout_and_the_rate_limit() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    // Log out: the session ends.
+    let out = panel.post("/logout", &session, &[("csrf", &csrf)]).await;
+    assert_eq!(out.location(), "/login");
+    assert_eq!(panel.get("/", &session).await.location(), "/login");
+
+    let page = panel.get("/login", "").await;
+    let pre = page.cookie("rtcbox_csrf").unwrap();
+    let pre = pre.split(';').next().unwrap().to_owned();
+    let csrf = page.csrf();
+    let wrong = panel
+        .post(
+            "/login",
+            &pre,
+            &[("csrf", &csrf), ("password", "wrong password")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("Wrong password"));
+    assert!(wrong.cookie("rtcbox_session").is_none());
+    assert_eq!(
+        panel
+            .post(
+                "/login",
+                "",
+                &[("csrf", &csrf), ("password", "correct horse battery")]
+            )
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let good = panel
+        .post(
+            "/login",
+            &pre,
+            &[("csrf", &csrf), ("password", "correct horse battery")],
+        )
+        .await;
+    assert_eq!(good.status, StatusCode::SEE_OTHER);
+    assert!(good.cookie("rtcbox_session").is_some());
+    // Five attempts in a burst are allowed (two were used above), then the limit answers.
+    let mut limited = None;
+    for _ in 0..5 {
+        let reply = panel
+            .post(
+                "/login",
+                &pre,
+                &[("csrf", &csrf), ("password", "guess guess guess")],
+            )
+            .await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(reply);
+            break;
+        }
+    }
+    let limited = limited.expect("the rate limit answers");
+    assert!(limited.headers.contains_key(header::RETRY_AFTER));
+    assert!(limited.body.contains("Too many attempts"));
+}
+
+#[tokio::test]
+async fn every_page_needs_a_session_and_renders_with_one() {
+    let panel = panel().await;
+    let (session, _) = panel.logged_in().await;
+    for path in PAGES {
+        let anonymous = panel.get(path, "").await;
+        assert_eq!(anonymous.location(), "/login", "{path}");
+        let forged = panel
+            .get(
+                path,
+                "rtcbox_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            )
+            .await;
+        assert_eq!(forged.location(), "/login", "{path}");
+        let reply = panel.get(path, &session).await;
+        assert!(
+            reply.status.is_success()
+                || reply.status.is_redirection()
+                || reply.status == StatusCode::CONFLICT,
+            "{path}: {}",
+            reply.status
+        );
+        assert_eq!(reply.headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert!(
+            reply.headers[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+        assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store", "{path}");
+    }
+    for path in FORMS {
+        let reply = panel.post(path, "", &[("csrf", "x")]).await;
+        assert_eq!(reply.location(), "/login", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn every_form_refuses_a_wrong_csrf_token_and_changes_nothing() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let settings_before = panel.stored().await;
+    for path in FORMS {
+        for bad in ["", "0123456789abcdef0123456789abcdef"] {
+            let reply = panel
+                .post(
+                    path,
+                    &session,
+                    &[
+                        ("csrf", bad),
+                        ("server_name", "example.org"),
+                        ("key", "public_url"),
+                        ("value", "wss://x.example.org"),
+                        ("action", "apply"),
+                    ],
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+        }
+    }
+    assert_eq!(panel.stored().await, settings_before);
+    assert!(panel.wizard().await.is_empty());
+    // Still logged in: the refused logout did nothing.
+    assert_eq!(panel.get("/", &session).await.status, StatusCode::OK);
+    // The right token works.
+    let reply = panel
+        .post(
+            "/wizard/tls",
+            &session,
+            &[("csrf", &csrf), ("mode", "self-signed")],
+        )
+        .await;
+    assert_eq!(reply.location(), "/wizard/network");
+}
+
+#[tokio::test]
+async fn a_cross_site_post_is_refused() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let request = Request::post("/wizard/tls")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::HOST, "panel.test")
+        .header(header::ORIGIN, "https://evil.example")
+        .header(header::COOKIE, &session)
+        .body(Body::from(format!("csrf={csrf}&mode=self-signed")))
+        .unwrap();
+    let reply = reply(panel.router.clone().oneshot(request).await.unwrap()).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(panel.wizard().await.is_empty());
+}
+
+#[tokio::test]
+async fn bad_wizard_input_re_renders_with_messages_and_stores_nothing() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let cases: [(&str, &[(&str, &str)], &str); 6] = [
+        (
+            "homeserver",
+            &[("server_name", "https://example.org")],
+            "looks like a URL",
+        ),
+        (
+            "homeserver",
+            &[("server_name", "example.org")],
+            "could not discover the client URL",
+        ),
+        (
+            "endpoints",
+            &[("mode", "one"), ("rtc_url", "http://rtc.example.org")],
+            "uses plain http://",
+        ),
+        (
+            "tls",
+            &[("mode", "acme"), ("challenge", "dns-01"), ("email", "nope")],
+            "e-mail address",
+        ),
+        (
+            "network",
+            &[("lan_ip", "nas"), ("http", "80")],
+            "is not an IP address",
+        ),
+        ("turn", &[("legacy_turn", "maybe")], "Choose whether"),
+    ];
+    for (step, form, message) in cases {
+        let mut fields = vec![("csrf", csrf.as_str())];
+        fields.extend_from_slice(form);
+        let reply = panel
+            .post(&format!("/wizard/{step}"), &session, &fields)
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{step}");
+        assert!(
+            reply.body.contains(message),
+            "{step}: {message}\n{}",
+            reply.body
+        );
+        assert!(
+            reply.body.contains("aria-invalid=\"true\"") || reply.body.contains("role=\"alert\""),
+            "{step}"
+        );
+        // What was typed is shown again.
+        for (name, value) in form
+            .iter()
+            .filter(|(n, _)| !["mode", "challenge", "legacy_turn"].contains(n))
+        {
+            assert!(
+                reply
+                    .body
+                    .contains(&format!("value=\"{}\"", askama_escape(value))),
+                "{step}: {name}"
+            );
+        }
+    }
+    assert!(panel.wizard().await.is_empty());
+    assert_eq!(
+        panel.get("/wizard/nope", &session).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+fn askama_escape(value: &str) -> String {
+    value
+        .replace('&', "&#38;")
+        .replace('<', "&#60;")
+        .replace('>', "&#62;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
+}
+
+/// The wizard from the first step to Apply, as a browser without JavaScript would go.
+async fn complete_wizard(panel: &Panel, session: &str, csrf: &str) {
+    let steps: [(&str, Vec<(&str, &str)>, &str); 5] = [
+        (
+            "homeserver",
+            vec![
+                ("server_name", "example.org"),
+                ("client_base_url", "https://matrix.example.org/"),
+                ("synapse_version", "1.163.2"),
+            ],
+            "/wizard/endpoints",
+        ),
+        (
+            "endpoints",
+            vec![
+                ("mode", "one"),
+                ("rtc_url", "https://matrixrtc.example.org"),
+            ],
+            "/wizard/tls",
+        ),
+        (
+            "tls",
+            vec![("mode", "reverse-proxy"), ("proxy", "synology-dsm")],
+            "/wizard/network",
+        ),
+        (
+            "network",
+            vec![
+                ("lan_ip", "192.168.1.20"),
+                ("public_ip", "203.0.113.7"),
+                ("http", "8880"),
+                ("https", "8443"),
+                ("admin", "8089"),
+                ("rtc_udp", "8882"),
+                ("rtc_tcp", "8881"),
+                ("turn", "3478"),
+                ("turns", "5349"),
+                ("relay_min", "49160"),
+                ("relay_max", "49200"),
+            ],
+            "/wizard/turn",
+        ),
+        ("turn", vec![("legacy_turn", "on")], "/wizard/review"),
+    ];
+    for (step, form, next) in steps {
+        let mut fields = vec![("csrf", csrf)];
+        fields.extend(form);
+        let reply = panel
+            .post(&format!("/wizard/{step}"), session, &fields)
+            .await;
+        assert_eq!(reply.location(), next, "{step}: {}", reply.body);
+    }
+    let review = panel.get("/wizard/review", session).await;
+    assert_eq!(review.status, StatusCode::OK);
+    assert!(
+        review
+            .body
+            .contains("https://matrixrtc.example.org/livekit/jwt"),
+        "{}",
+        review.body
+    );
+    assert!(review.body.contains("RTCBOX_PUBLIC_URL"));
+    assert!(review.body.contains("(a generated secret)"));
+    let applied = panel
+        .post(
+            "/wizard/review",
+            session,
+            &[("csrf", csrf), ("action", "apply")],
+        )
+        .await;
+    assert_eq!(applied.location(), "/outputs?applied=1");
+}
+
+#[tokio::test]
+async fn the_wizard_is_resumable_and_apply_writes_the_settings() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    assert_eq!(
+        panel.get("/wizard", &session).await.location(),
+        "/wizard/homeserver"
+    );
+    // The outputs and checks wait for the wizard.
+    assert!(
+        panel
+            .get("/outputs", &session)
+            .await
+            .body
+            .contains("Still missing")
+    );
+    assert_eq!(
+        panel.get("/outputs/homeserver-yaml", &session).await.status,
+        StatusCode::CONFLICT
+    );
+    // Review before the other steps lists what is missing, and Apply refuses.
+    assert!(
+        panel
+            .get("/wizard/review", &session)
+            .await
+            .body
+            .contains("still need an answer")
+    );
+    let early = panel
+        .post(
+            "/wizard/review",
+            &session,
+            &[("csrf", &csrf), ("action", "apply")],
+        )
+        .await;
+    assert_eq!(early.status, StatusCode::BAD_REQUEST);
+
+    complete_wizard(&panel, &session, &csrf).await;
+    assert_eq!(
+        panel.get("/wizard", &session).await.location(),
+        "/wizard/review"
+    );
+    let stored = panel.stored().await;
+    assert_eq!(
+        stored["public_url"],
+        "wss://matrixrtc.example.org/livekit/sfu"
+    );
+    assert_eq!(stored["node_ip"], "203.0.113.7");
+    assert!(stored["turn_shared_secret"].len() >= 32);
+    // Pinned by the command line in this panel: not written.
+    assert!(!stored.contains_key("full_access_homeservers"));
+    // The secret is kept when the TURN step is saved again.
+    let secret = stored["turn_shared_secret"].clone();
+    panel
+        .post(
+            "/wizard/turn",
+            &session,
+            &[("csrf", &csrf), ("legacy_turn", "on")],
+        )
+        .await;
+    let turn = &panel.wizard().await["turn"];
+    assert!(turn.data.contains(&secret));
+    // Back goes back without saving.
+    let back = panel
+        .post(
+            "/wizard/tls",
+            &session,
+            &[("csrf", &csrf), ("action", "back"), ("mode", "bogus")],
+        )
+        .await;
+    assert_eq!(back.location(), "/wizard/endpoints");
+    assert!(panel.wizard().await["tls"].data.contains("synology-dsm"));
+
+    // The dashboard tells that a restart is pending.
+    let dashboard = panel.get("/", &session).await;
+    assert!(
+        dashboard.body.contains("RTCBOX_PUBLIC_URL"),
+        "{}",
+        dashboard.body
+    );
+    let outputs = panel.get("/outputs?applied=1", &session).await;
+    assert_eq!(outputs.status, StatusCode::OK);
+    assert!(outputs.body.contains("Settings saved"));
+}
+
+#[tokio::test]
+async fn outputs_are_shown_and_downloadable() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    complete_wizard(&panel, &session, &csrf).await;
+    let page = panel.get("/outputs", &session).await;
+    let d = super::wizard::deployment(&panel.state).await.unwrap();
+    let all = crate::setup::outputs::all(&d);
+    assert!(!all.is_empty());
+    for output in &all {
+        assert!(
+            page.body.contains(&format!("id=\"{}\"", output.id)),
+            "{}",
+            output.id
+        );
+        let download = panel
+            .get(&format!("/outputs/{}", output.id), &session)
+            .await;
+        assert_eq!(download.status, StatusCode::OK, "{}", output.id);
+        assert_eq!(download.body, output.text, "{}", output.id);
+        let disposition = download.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap();
+        assert_eq!(
+            disposition,
+            format!("attachment; filename=\"{}\"", output.filename)
+        );
+    }
+    assert_eq!(
+        panel
+            .get("/outputs/../../etc/passwd", &session)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        panel.get("/outputs/nope", &session).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // The API secret never appears in the generated configuration.
+    let secret = panel.state.settings.api_secret.expose().to_owned();
+    assert!(!page.body.contains(&secret));
+}
+
+#[tokio::test]
+async fn settings_are_validated_pinned_ones_locked() {
+    let panel = panel_with(&[
+        (SettingKey::FullAccessHomeservers, "example.org"),
+        (SettingKey::NodeIp, "203.0.113.9"),
+    ])
+    .await;
+    let (session, csrf) = panel.logged_in().await;
+    let page = panel.get("/settings", &session).await;
+    assert!(page.body.contains("RTCBOX_NODE_IP"));
+    assert!(page.body.contains("locked"));
+    let before = panel.stored().await;
+
+    let bad = panel
+        .post(
+            "/settings",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("key", "public_url"),
+                ("value", "ftp://x.example.org"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("must start with wss://"), "{}", bad.body);
+    assert!(bad.body.contains("value=\"ftp://x.example.org\""));
+    let pinned = panel
+        .post(
+            "/settings",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("key", "node_ip"),
+                ("value", "203.0.113.1"),
+            ],
+        )
+        .await;
+    assert_eq!(pinned.status, StatusCode::FORBIDDEN);
+    for key in [
+        "api_secret",
+        "turn_shared_secret",
+        "dangerous_allow_private_homeservers",
+        "nope",
+    ] {
+        let reply = panel
+            .post(
+                "/settings",
+                &session,
+                &[("csrf", &csrf), ("key", key), ("value", "x")],
+            )
+            .await;
+        assert!(reply.status.is_client_error(), "{key}");
+    }
+    assert_eq!(panel.stored().await, before);
+
+    let good = panel
+        .post(
+            "/settings",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("key", "public_url"),
+                ("value", "wss://rtc.example.org/livekit/sfu"),
+            ],
+        )
+        .await;
+    assert_eq!(good.status, StatusCode::OK);
+    assert!(good.body.contains("Saved RTCBOX_PUBLIC_URL"));
+    assert!(good.body.contains("Waiting for a restart"));
+    assert_eq!(
+        panel.stored().await["public_url"],
+        "wss://rtc.example.org/livekit/sfu"
+    );
+    // Empty goes back to the default.
+    panel
+        .post(
+            "/settings",
+            &session,
+            &[("csrf", &csrf), ("key", "public_url"), ("value", "")],
+        )
+        .await;
+    assert!(!panel.stored().await.contains_key("public_url"));
+}
+
+#[tokio::test]
+async fn key_rotation_and_password_change() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let old_key = panel.stored().await["api_key"].clone();
+    let old_secret = panel.stored().await["api_secret"].clone();
+    let rotated = panel
+        .post("/settings/keys", &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    let stored = panel.stored().await;
+    assert_ne!(stored["api_key"], old_key);
+    assert_ne!(stored["api_secret"], old_secret);
+    assert!(rotated.body.contains(&stored["api_key"]));
+    assert!(
+        !rotated.body.contains(&stored["api_secret"]),
+        "the secret is never shown"
+    );
+
+    let wrong = panel
+        .post(
+            "/settings/password",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("current", "nope nope nope"),
+                ("password", "another good password"),
+                ("confirm", "another good password"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    assert!(wrong.body.contains("not the current password"));
+    let changed = panel
+        .post(
+            "/settings/password",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("current", "correct horse battery"),
+                ("password", "another good password"),
+                ("confirm", "another good password"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    let db::admin::AccountState::Ready { password_hash } =
+        db::admin::account(&panel.state.pool).await.unwrap()
+    else {
+        panic!("a password is set");
+    };
+    assert!(
+        auth::verify_password("another good password".into(), password_hash)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn pinned_keys_cannot_be_rotated() {
+    let panel = panel_with(&[
+        (SettingKey::FullAccessHomeservers, "example.org"),
+        (SettingKey::ApiKey, "APIpinned"),
+    ])
+    .await;
+    let (session, csrf) = panel.logged_in().await;
+    let before = panel.stored().await;
+    assert_eq!(
+        panel
+            .post("/settings/keys", &session, &[("csrf", &csrf)])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(panel.stored().await, before);
+}
+
+#[tokio::test]
+async fn assets_logs_and_unknown_pages() {
+    let panel = panel().await;
+    let names = assets::names();
+    assert!(names.iter().any(|n| n == "app.css") && names.iter().any(|n| n == "app.js"));
+    for name in names {
+        let reply = panel.get(&format!("/static/{name}"), "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{name}");
+        assert_ne!(
+            reply.headers[header::CONTENT_TYPE],
+            "application/octet-stream",
+            "{name}"
+        );
+    }
+    assert_eq!(
+        panel.get("/static/../Cargo.toml", "").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let (session, _) = panel.logged_in().await;
+    panel
+        .state
+        .logs
+        .push("INFO rtcbox: a line <b>with markup</b>");
+    let logs = panel.get("/logs", &session).await;
+    assert!(
+        logs.body
+            .contains("a line &#60;b&#62;with markup&#60;/b&#62;"),
+        "{}",
+        logs.body
+    );
+    let missing = panel.get("/no/such/page", &session).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("There is no such page"));
+}
+
+#[tokio::test]
+async fn garbage_forms_never_cause_a_server_error() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let paths = [
+        "/wizard/endpoints",
+        "/wizard/tls",
+        "/wizard/network",
+        "/wizard/turn",
+        "/wizard/review",
+        "/settings",
+        "/settings/password",
+        "/login",
+        "/setup",
+    ];
+    let fields = [
+        "mode",
+        "rtc_url",
+        "lan_ip",
+        "http",
+        "legacy_turn",
+        "key",
+        "value",
+        "current",
+        "password",
+        "action",
+        "proxy",
+        "email",
+    ];
+    for round in 0..300 {
+        let path = paths[(next() % paths.len() as u64) as usize];
+        let mut body = format!("csrf={csrf}");
+        for _ in 0..(next() % 6) {
+            let name = fields[(next() % fields.len() as u64) as usize];
+            let len = (next() % 40) as usize;
+            let value: Vec<u8> = (0..len).map(|_| (next() % 256) as u8).collect();
+            body.push('&');
+            body.push_str(name);
+            body.push('=');
+            if round % 3 == 0 {
+                // Raw bytes: not valid URL encoding at all.
+                body.push_str(&String::from_utf8_lossy(&value));
+            } else {
+                body.push_str(
+                    &value
+                        .iter()
+                        .map(|b| format!("%{b:02X}"))
+                        .collect::<String>(),
+                );
+            }
+        }
+        let reply = panel.post_raw(path, &session, body.into_bytes()).await;
+        assert!(!reply.status.is_server_error(), "{path}: {}", reply.status);
+        assert!(!reply.body.contains("panicked"), "{path}");
+    }
+    // A body that is not a form at all.
+    let request = Request::post("/settings")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::COOKIE, &session)
+        .body(Body::from("{}"))
+        .unwrap();
+    let reply = reply(panel.router.clone().oneshot(request).await.unwrap()).await;
+    assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(reply.body.contains("could not be read"));
+}

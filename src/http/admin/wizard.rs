@@ -1,0 +1,730 @@
+//! The setup wizard's pages: one form per step, stored in SQLite as entered, validated with
+//! field-level messages, resumable (`/wizard` opens the first step that still needs an answer).
+//! A rejected form re-renders as typed and changes nothing; Review's "Apply" writes the
+//! settings the deployment implies, all in one transaction.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Redirect, Response};
+
+use super::auth::Session;
+use super::views::{self, Errors, Field, FormData, Layout};
+use super::{AdminState, unix_now};
+use crate::config::SettingKey;
+use crate::db;
+use crate::secret::random_alphanumeric;
+use crate::setup::discover;
+use crate::setup::model::{AcmeChallenge, Deployment, Ports, ProxyKind};
+use crate::setup::wizard::{
+    EndpointsStep, FieldErrors, HomeserverStep, NetworkStep, PORT_FIELDS, Step, Steps, TlsStep,
+    TurnStep, warnings,
+};
+
+#[derive(Template)]
+#[template(path = "wizard.html")]
+pub struct StepPage {
+    pub layout: Layout,
+    pub step: Step,
+    pub progress: Vec<ProgressItem>,
+    pub intro: Vec<String>,
+    /// Facts found out for this step (discovery results), shown above the form.
+    pub facts: Vec<(String, String)>,
+    pub notes: Vec<String>,
+    pub fields: Vec<Field>,
+    /// A message for the whole form (e.g. "public IP detected").
+    pub flash: Option<String>,
+    pub has_errors: bool,
+    /// Extra submit buttons: (action value, label).
+    pub actions: Vec<(String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "review.html")]
+pub struct ReviewPage {
+    pub layout: Layout,
+    pub progress: Vec<ProgressItem>,
+    pub summary: Vec<(String, String)>,
+    pub warnings: Vec<String>,
+    pub changes: Vec<SettingChange>,
+    pub missing: Vec<Step>,
+}
+
+pub struct ProgressItem {
+    pub step: Step,
+    pub complete: bool,
+    pub current: bool,
+}
+
+/// One setting that Apply writes (or cannot, because the environment pins it).
+pub struct SettingChange {
+    pub env_name: &'static str,
+    pub value: String,
+    pub current: String,
+    pub pinned: bool,
+}
+
+/// `/wizard`: where the admin left off.
+pub async fn resume(State(state): State<Arc<AdminState>>, _session: Session) -> Response {
+    match load_steps(&state).await {
+        Ok(steps) => {
+            Redirect::to(&format!("/wizard/{}", steps.first_incomplete().id())).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+pub async fn show(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    Path(step): Path<String>,
+) -> Response {
+    let Some(step) = Step::from_id(&step) else {
+        return views::error_response(StatusCode::NOT_FOUND, "There is no such wizard step.");
+    };
+    let steps = match load_steps(&state).await {
+        Ok(steps) => steps,
+        Err(response) => return response,
+    };
+    render_step(
+        &state,
+        &session,
+        &steps,
+        step,
+        None,
+        &Errors::new(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn submit(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    Path(step): Path<String>,
+    form: FormData,
+) -> Response {
+    let form = form.0;
+    if let Err(rejected) = session.check_csrf(&form) {
+        return rejected;
+    }
+    let Some(step) = Step::from_id(&step) else {
+        return views::error_response(StatusCode::NOT_FOUND, "There is no such wizard step.");
+    };
+    let mut steps = match load_steps(&state).await {
+        Ok(steps) => steps,
+        Err(response) => return response,
+    };
+    if form.get("action").map(String::as_str) == Some("back") {
+        let back = step.previous().unwrap_or(step);
+        return Redirect::to(&format!("/wizard/{}", back.id())).into_response();
+    }
+    let saved: Result<String, FieldErrors> = match step {
+        Step::Homeserver => {
+            let mut entered = HomeserverStep::from_form(&form);
+            match entered.validate_server_name() {
+                Err(errors) => {
+                    steps.homeserver = Some(entered);
+                    Err(errors)
+                }
+                Ok(_) => {
+                    entered.discovered = discover_homeserver(&state, &entered).await;
+                    let result = entered.validate().map(|_| ());
+                    steps.homeserver = Some(entered.clone());
+                    result.map(|()| json(&entered))
+                }
+            }
+        }
+        Step::Endpoints => {
+            let entered = EndpointsStep::from_form(&form);
+            let result = entered.validate().map(|_| json(&entered));
+            steps.endpoints = Some(entered);
+            result
+        }
+        Step::Tls => {
+            let entered = TlsStep::from_form(&form);
+            let result = entered.validate().map(|_| json(&entered));
+            steps.tls = Some(entered);
+            result
+        }
+        Step::Network => {
+            let mut entered = NetworkStep::from_form(&form);
+            if form.get("action").map(String::as_str) == Some("detect") {
+                let flash = match detect_public_ip(&state).await {
+                    Ok(ip) => {
+                        entered.public_ip = ip.to_string();
+                        format!("Detected public IP {ip}. Check the other fields, then save.")
+                    }
+                    Err(why) => format!("The public IP could not be detected: {why}"),
+                };
+                steps.network = Some(entered);
+                return render_step(
+                    &state,
+                    &session,
+                    &steps,
+                    step,
+                    Some(flash),
+                    &Errors::new(),
+                    StatusCode::OK,
+                )
+                .await;
+            }
+            let result = entered.validate().map(|_| json(&entered));
+            steps.network = Some(entered);
+            result
+        }
+        Step::Turn => {
+            let previous = steps
+                .turn
+                .as_ref()
+                .map(|t| t.shared_secret.clone())
+                .filter(|s| s.len() >= 32)
+                .unwrap_or_else(|| random_alphanumeric(48));
+            let entered = TurnStep::from_form(&form, &previous);
+            let result = entered.validate().map(|_| json(&entered));
+            steps.turn = Some(entered);
+            result
+        }
+        Step::Review => return apply(&state, &steps).await,
+    };
+    match saved {
+        Ok(data) => {
+            if let Err(error) =
+                db::admin::save_wizard_step(&state.pool, step.id(), &data, true, unix_now()).await
+            {
+                return views::internal_error("saving a wizard step", &error);
+            }
+            let next = step.next().unwrap_or(Step::Review);
+            Redirect::to(&format!("/wizard/{}", next.id())).into_response()
+        }
+        Err(errors) => {
+            let errors: Errors = errors.into_iter().collect();
+            render_step(
+                &state,
+                &session,
+                &steps,
+                step,
+                None,
+                &errors,
+                StatusCode::BAD_REQUEST,
+            )
+            .await
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("wizard steps serialise")
+}
+
+pub async fn load_steps(state: &AdminState) -> Result<Steps, Response> {
+    match db::admin::wizard_steps(&state.pool).await {
+        Ok(stored) => {
+            let data: BTreeMap<String, String> =
+                stored.into_iter().map(|(k, v)| (k, v.data)).collect();
+            Ok(Steps::from_stored(&data))
+        }
+        Err(error) => Err(views::internal_error(
+            "reading the wizard's answers",
+            &error,
+        )),
+    }
+}
+
+/// The deployment the finished wizard describes, or a page saying which steps are missing.
+pub async fn deployment(state: &AdminState) -> Result<Deployment, Vec<Step>> {
+    match load_steps(state).await {
+        Ok(steps) => steps.deployment(),
+        Err(_) => Err(Step::ALL[..5].to_vec()),
+    }
+}
+
+async fn discover_homeserver(
+    state: &AdminState,
+    entered: &HomeserverStep,
+) -> crate::setup::wizard::Discovered {
+    let Some(net) = &state.net else {
+        return crate::setup::wizard::Discovered {
+            notes: vec![
+                "Discovery is not available here; enter the client URL and version.".into(),
+            ],
+            ..Default::default()
+        };
+    };
+    let base_override =
+        (!entered.client_base_url.is_empty()).then_some(entered.client_base_url.as_str());
+    let info = discover::homeserver(
+        &net.http,
+        &net.federation,
+        &entered.server_name,
+        base_override,
+    )
+    .await;
+    crate::setup::wizard::Discovered {
+        client_base_url: info.client_base_url,
+        synapse_version: info.synapse_version.map(|v| v.to_string()),
+        server_software: info.server_software,
+        well_known: info.well_known,
+        versions: info.versions,
+        unstable_features: info.unstable_features,
+        notes: info.notes,
+    }
+}
+
+async fn detect_public_ip(state: &AdminState) -> Result<IpAddr, String> {
+    discover::public_ip(&state.settings.stun_servers).await
+}
+
+/// What the running configuration says the ports are.
+fn running_ports(state: &AdminState) -> Ports {
+    let udp = state
+        .media
+        .udp
+        .first()
+        .map_or(state.settings.rtc_udp_port, |a| a.port());
+    let tcp = state
+        .media
+        .tcp
+        .first()
+        .map_or(state.settings.rtc_tcp_port, |a| a.port());
+    Ports {
+        http: state.settings.http_bind.port(),
+        admin: state.settings.admin_bind.port(),
+        rtc_udp: udp,
+        rtc_tcp: tcp,
+        ..Ports::default()
+    }
+}
+
+async fn render_step(
+    state: &AdminState,
+    session: &Session,
+    steps: &Steps,
+    step: Step,
+    flash: Option<String>,
+    errors: &Errors,
+    status: StatusCode,
+) -> Response {
+    let progress = Step::ALL
+        .iter()
+        .map(|s| ProgressItem {
+            step: *s,
+            complete: steps.is_complete(*s),
+            current: *s == step,
+        })
+        .collect();
+    let layout = session.layout(&format!("Setup: {}", step.title()), "wizard");
+    if step == Step::Review {
+        return review(state, layout, steps, progress);
+    }
+    let mut facts = Vec::new();
+    let mut notes = Vec::new();
+    let mut actions = Vec::new();
+    let (intro, fields): (Vec<&str>, Vec<Field>) = match step {
+        Step::Homeserver => {
+            let s = steps.homeserver.clone().unwrap_or_default();
+            let d = &s.discovered;
+            if let Some(url) = &d.client_base_url {
+                facts.push(("Client URL found".into(), url.clone()));
+            }
+            if let Some(software) = &d.server_software {
+                facts.push(("Server software".into(), software.clone()));
+            }
+            if let Some(version) = &d.synapse_version {
+                facts.push(("Synapse version found".into(), version.clone()));
+            }
+            if !d.versions.is_empty() {
+                facts.push(("Matrix versions".into(), d.versions.join(", ")));
+            }
+            let enabled: Vec<&str> = d
+                .unstable_features
+                .iter()
+                .filter(|(k, v)| **v && is_relevant_feature(k))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            if !d.unstable_features.is_empty() {
+                facts.push((
+                    "Call-related features on".into(),
+                    if enabled.is_empty() {
+                        "none".into()
+                    } else {
+                        enabled.join(", ")
+                    },
+                ));
+            }
+            notes.extend(d.notes.iter().cloned());
+            (
+                vec![
+                    "rtcbox needs to know your Matrix homeserver. Enter its server name: the part after the ':' in your user IDs (for @alice:example.org it is example.org).",
+                    "rtcbox then looks up https://<server name>/.well-known/matrix/client, the client API's /versions, and the Synapse version. Fill in the optional fields only if that lookup fails or is wrong.",
+                ],
+                vec![
+                    Field::text("server_name", "Server name", &s.server_name).placeholder("example.org").required(),
+                    Field::text("client_base_url", "Client URL (optional)", &s.client_base_url)
+                        .placeholder("https://matrix.example.org")
+                        .help("Where your Matrix clients reach the homeserver. Leave empty to use what the well-known file says."),
+                    Field::text("synapse_version", "Synapse version (optional)", &s.synapse_version)
+                        .placeholder("1.163.2")
+                        .help("Leave empty to use the detected version. It decides which homeserver.yaml settings are generated."),
+                ],
+            )
+        }
+        Step::Endpoints => {
+            let server_name = steps
+                .homeserver
+                .as_ref()
+                .map(|h| h.server_name.clone())
+                .unwrap_or_default();
+            let s = steps
+                .endpoints
+                .clone()
+                .unwrap_or_else(|| EndpointsStep::suggested(&server_name));
+            (
+                vec![
+                    "Calls reach rtcbox over HTTPS at a public hostname that points at your network. One hostname is simplest: the authorization service answers under /livekit/jwt and the media server (SFU) under /livekit/sfu.",
+                    "The hostname must not be your server name's own domain if that already serves other things through a different machine; a subdomain such as matrixrtc.example.org is typical. Create its DNS record (A/AAAA to your public IP, or CNAME to your dynamic DNS name).",
+                ],
+                vec![
+                    Field::choice(
+                        "mode",
+                        "radio",
+                        "Hostnames",
+                        &s.mode,
+                        &[
+                            ("one", "One hostname (recommended)"),
+                            (
+                                "two",
+                                "Two hostnames: one for the authorization service, one for the SFU",
+                            ),
+                        ],
+                    ),
+                    Field::text("rtc_url", "Public URL", &s.rtc_url)
+                        .placeholder("https://matrixrtc.example.org")
+                        .show_when("mode=one")
+                        .help("Scheme and hostname only (add :port if it is not 443)."),
+                    Field::text("jwt_url", "Authorization service URL", &s.jwt_url)
+                        .placeholder("https://matrix-jwt.example.org")
+                        .show_when("mode=two"),
+                    Field::text("sfu_url", "SFU URL", &s.sfu_url)
+                        .placeholder("https://matrix-sfu.example.org")
+                        .show_when("mode=two"),
+                ],
+            )
+        }
+        Step::Tls => {
+            let s = steps.tls.clone().unwrap_or_else(TlsStep::suggested);
+            let proxies: Vec<(&str, &str)> = ProxyKind::ALL
+                .iter()
+                .map(|p| (p.slug(), p.label()))
+                .collect();
+            let challenges: Vec<(&str, &str)> = AcmeChallenge::ALL
+                .iter()
+                .map(|c| (c.slug(), c.label()))
+                .collect();
+            (
+                vec![
+                    "Browsers only place calls over HTTPS. Either a reverse proxy you already run (Synology DSM's, nginx, Caddy, Traefik, Apache) terminates TLS and forwards to rtcbox, or rtcbox gets its own certificate.",
+                    "On a Synology NAS the DSM reverse proxy with DSM's Let's Encrypt certificate is the easiest choice. Built-in certificates arrive in a later rtcbox version; the choice is recorded now.",
+                ],
+                vec![
+                    Field::choice(
+                        "mode",
+                        "radio",
+                        "HTTPS is provided by",
+                        &s.mode,
+                        &[
+                            ("reverse-proxy", "A reverse proxy in front of rtcbox"),
+                            ("acme", "rtcbox itself, with a Let's Encrypt certificate"),
+                            (
+                                "self-signed",
+                                "rtcbox itself, self-signed (testing only: browsers warn)",
+                            ),
+                        ],
+                    ),
+                    Field::choice("proxy", "select", "Reverse proxy", &s.proxy, &proxies)
+                        .show_when("mode=reverse-proxy"),
+                    Field::choice(
+                        "challenge",
+                        "select",
+                        "How Let's Encrypt checks the name",
+                        &s.challenge,
+                        &challenges,
+                    )
+                    .show_when("mode=acme"),
+                    Field::text("email", "E-mail for Let's Encrypt", &s.email)
+                        .kind("email")
+                        .placeholder("admin@example.org")
+                        .show_when("mode=acme"),
+                ],
+            )
+        }
+        Step::Network => {
+            let lan = discover::lan_addresses();
+            let s = steps.network.clone().unwrap_or_else(|| {
+                NetworkStep::suggested(
+                    discover::suggested_lan_ip(),
+                    state.settings.node_ip,
+                    &running_ports(state),
+                )
+            });
+            let lan_help = if lan.is_empty() {
+                "This machine's address on your LAN: your router forwards ports to it.".to_owned()
+            } else {
+                format!(
+                    "This machine's address on your LAN: your router forwards ports to it. Addresses found here: {}.",
+                    lan.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            actions.push(("detect".to_owned(), "Detect public IP".to_owned()));
+            let mut fields = vec![
+                Field::text("lan_ip", "LAN address", &s.lan_ip).placeholder("192.168.1.20").required().help(&lan_help),
+                Field::text("public_ip", "Public IP address", &s.public_ip)
+                    .placeholder("203.0.113.7")
+                    .help("Your router's internet address, advertised to callers for media. \"Detect public IP\" asks a STUN server. Leave empty if it changes often and set up dynamic detection later."),
+            ];
+            for (name, label) in PORT_FIELDS {
+                fields.push(Field::text(name, label, s.value(name)).kind("number"));
+            }
+            (
+                vec![
+                    "Media (audio and video) does not go through the reverse proxy: callers send it straight to rtcbox's UDP port (or the ICE-TCP port when UDP is blocked). Your router must forward those ports to this machine, with the same port number outside and inside.",
+                    "The defaults avoid the ports Synology DSM and its High Availability service use. Changing a port here changes rtcbox's setting when you apply the wizard.",
+                ],
+                fields,
+            )
+        }
+        Step::Turn => {
+            let s = steps.turn.clone().unwrap_or_else(|| TurnStep {
+                legacy_turn: "off".into(),
+                shared_secret: String::new(),
+            });
+            (
+                vec![
+                    "Element Call and Element X do not need this: their media goes through rtcbox's SFU. Older 1:1 calls (Element Web/Desktop's legacy calls, Element Classic on mobile) need a TURN server that Synapse hands out credentials for; rtcbox can be that server, replacing coturn.",
+                    "When on, rtcbox generates a shared secret and the homeserver.yaml snippet gets turn_uris and turn_shared_secret. The embedded TURN server itself arrives in a later rtcbox version.",
+                ],
+                vec![Field::choice(
+                    "legacy_turn",
+                    "radio",
+                    "Legacy 1:1 calls through rtcbox's TURN server",
+                    &s.legacy_turn,
+                    &[("off", "Off"), ("on", "On")],
+                )],
+            )
+        }
+        Step::Review => unreachable!("handled above"),
+    };
+    let has_errors = !errors.is_empty();
+    let fields = fields.into_iter().map(|f| f.with_errors(errors)).collect();
+    let page = StepPage {
+        layout,
+        step,
+        progress,
+        intro: intro.into_iter().map(str::to_owned).collect(),
+        facts,
+        notes,
+        fields,
+        flash,
+        has_errors,
+        actions,
+    };
+    let mut response = views::render(&page);
+    if response.status() == StatusCode::OK {
+        *response.status_mut() = status;
+    }
+    response
+}
+
+fn is_relevant_feature(name: &str) -> bool {
+    [
+        "org.matrix.msc4140",
+        "org.matrix.msc4222",
+        "org.matrix.msc4143",
+        "org.matrix.msc3266",
+        "org.matrix.msc4354",
+    ]
+    .contains(&name)
+}
+
+fn review(
+    state: &AdminState,
+    layout: Layout,
+    steps: &Steps,
+    progress: Vec<ProgressItem>,
+) -> Response {
+    let (summary, warnings, changes, missing) = match steps.deployment() {
+        Ok(d) => (
+            summary(&d),
+            warnings(&d),
+            setting_changes(state, &d),
+            Vec::new(),
+        ),
+        Err(missing) => (Vec::new(), Vec::new(), Vec::new(), missing),
+    };
+    views::render(&ReviewPage {
+        layout,
+        progress,
+        summary,
+        warnings,
+        changes,
+        missing,
+    })
+}
+
+fn summary(d: &Deployment) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("Server name".to_owned(), d.server_name.clone()),
+        ("Client URL".to_owned(), d.client_base_url.clone()),
+        (
+            "Synapse version".to_owned(),
+            d.synapse_version.map_or_else(
+                || "unknown (a current Synapse is assumed)".to_owned(),
+                |v| v.to_string(),
+            ),
+        ),
+        (
+            "Authorization service (livekit_service_url)".to_owned(),
+            d.endpoints.livekit_service_url(),
+        ),
+        (
+            "SFU URL handed to clients".to_owned(),
+            d.endpoints.sfu_url(),
+        ),
+        (
+            "HTTPS".to_owned(),
+            match &d.tls {
+                crate::setup::model::TlsMode::ReverseProxy { proxy } => {
+                    format!("reverse proxy: {}", proxy.label())
+                }
+                crate::setup::model::TlsMode::Acme { challenge, email } => {
+                    format!("Let's Encrypt, {} ({email})", challenge.label())
+                }
+                crate::setup::model::TlsMode::SelfSigned => "self-signed".to_owned(),
+            },
+        ),
+        ("LAN address".to_owned(), d.network.lan_ip.to_string()),
+        (
+            "Public IP".to_owned(),
+            d.network
+                .public_ip
+                .map_or_else(|| "not set".to_owned(), |ip| ip.to_string()),
+        ),
+        (
+            "Media ports".to_owned(),
+            format!(
+                "UDP {}, ICE-TCP {}",
+                d.network.ports.rtc_udp, d.network.ports.rtc_tcp
+            ),
+        ),
+        (
+            "Legacy 1:1 calls via TURN".to_owned(),
+            if d.legacy_turn.is_some() { "on" } else { "off" }.to_owned(),
+        ),
+    ];
+    out.retain(|(_, v)| !v.is_empty());
+    out
+}
+
+/// The settings the deployment implies: (setting, value).
+fn implied_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, String)> {
+    let running = &state.settings;
+    let ports = &d.network.ports;
+    let mut implied = vec![
+        (SettingKey::PublicUrl, d.endpoints.sfu_url()),
+        (SettingKey::FullAccessHomeservers, d.server_name.clone()),
+        (SettingKey::RtcUdpPort, ports.rtc_udp.to_string()),
+        (SettingKey::RtcTcpPort, ports.rtc_tcp.to_string()),
+    ];
+    if let Some(ip) = d.network.public_ip {
+        implied.push((SettingKey::NodeIp, ip.to_string()));
+    }
+    if ports.http != running.http_bind.port() {
+        let bind = std::net::SocketAddr::new(running.http_bind.ip(), ports.http);
+        implied.push((SettingKey::HttpBind, bind.to_string()));
+    }
+    if ports.admin != running.admin_bind.port() {
+        let bind = std::net::SocketAddr::new(running.admin_bind.ip(), ports.admin);
+        implied.push((SettingKey::AdminBind, bind.to_string()));
+    }
+    if let Some(turn) = &d.legacy_turn {
+        implied.push((
+            SettingKey::TurnSharedSecret,
+            turn.shared_secret.expose().to_owned(),
+        ));
+    }
+    implied
+}
+
+/// The implied settings that differ from what rtcbox runs with.
+fn changed_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, String)> {
+    implied_settings(state, d)
+        .into_iter()
+        .filter(|(key, value)| {
+            let current = state.settings.value(*key);
+            // Media ports of 0 (system-picked, in tests) count as already matching.
+            let picked = matches!(key, SettingKey::RtcUdpPort | SettingKey::RtcTcpPort)
+                && current.as_deref() == Some("0");
+            current.as_deref() != Some(value.as_str()) && !picked
+        })
+        .collect()
+}
+
+fn setting_changes(state: &AdminState, d: &Deployment) -> Vec<SettingChange> {
+    changed_settings(state, d)
+        .into_iter()
+        .map(|(key, value)| SettingChange {
+            env_name: key.env_name(),
+            value: if key.is_secret() {
+                "(a generated secret)".to_owned()
+            } else {
+                value
+            },
+            current: state.settings.display(key),
+            pinned: state.settings.is_pinned(key),
+        })
+        .collect()
+}
+
+/// Review → Apply: every setting the deployment implies, in one transaction, skipping those
+/// the environment pins; then on to the generated configuration.
+async fn apply(state: &AdminState, steps: &Steps) -> Response {
+    let d = match steps.deployment() {
+        Ok(d) => d,
+        Err(missing) => {
+            let names: Vec<&str> = missing.iter().map(|s| s.title()).collect();
+            return views::error_response(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "Finish these steps first: {}. Nothing was changed.",
+                    names.join(", ")
+                ),
+            );
+        }
+    };
+    let writes: Vec<(SettingKey, String)> = changed_settings(state, &d)
+        .into_iter()
+        .filter(|(key, _)| !state.settings.is_pinned(*key))
+        .collect();
+    let rows: Vec<(&str, Option<String>)> = writes
+        .iter()
+        .map(|(key, value)| (key.db_key(), Some(value.clone())))
+        .collect();
+    if let Err(error) = db::settings::set_many(&state.pool, &rows).await {
+        return views::internal_error("saving the settings", &error);
+    }
+    if let Err(error) =
+        db::admin::save_wizard_step(&state.pool, Step::Review.id(), "{}", true, unix_now()).await
+    {
+        return views::internal_error("saving the wizard", &error);
+    }
+    let names: Vec<&str> = writes.iter().map(|(key, _)| key.env_name()).collect();
+    tracing::info!(settings = ?names, "setup wizard applied");
+    Redirect::to("/outputs?applied=1").into_response()
+}

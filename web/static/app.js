@@ -1,0 +1,70 @@
+// rtcbox admin panel: progressive enhancement only. Every page works without this file.
+"use strict";
+
+// Fields that matter only for one choice of a radio group or select ("mode=acme").
+function updateConditionalFields() {
+  document.querySelectorAll("[data-show-when]").forEach((el) => {
+    const [name, value] = el.dataset.showWhen.split("=");
+    const form = el.closest("form");
+    if (!form) return;
+    const control = form.elements[name];
+    if (!control) return;
+    const current = control instanceof RadioNodeList ? control.value : control.value;
+    el.hidden = current !== value;
+  });
+}
+
+// "Copy" buttons next to generated files.
+function setUpCopyButtons() {
+  if (!navigator.clipboard) return;
+  document.querySelectorAll("button.copy").forEach((button) => {
+    button.hidden = false;
+    button.addEventListener("click", async () => {
+      const pre = document.getElementById(button.dataset.copy);
+      try {
+        await navigator.clipboard.writeText(pre.innerText);
+        const label = button.textContent;
+        button.textContent = "Copied";
+        setTimeout(() => { button.textContent = label; }, 1500);
+      } catch {
+        button.textContent = "Select the text and copy it";
+      }
+    });
+  });
+}
+
+// The verification page: run the checks again without reloading.
+function setUpLiveChecks() {
+  const button = document.getElementById("rerun");
+  if (!button) return;
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    const list = document.getElementById("checks");
+    const status = document.getElementById("check-status");
+    button.disabled = true;
+    status.textContent = "Running the checks…";
+    try {
+      const response = await fetch("/verify", {
+        method: "POST",
+        headers: { "Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html" },
+        body: new URLSearchParams({ csrf: button.dataset.csrf, access_token: document.getElementById("f-access_token")?.value || "" }),
+        credentials: "same-origin",
+      });
+      const html = await response.text();
+      const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("checks");
+      if (fresh) list.replaceWith(fresh);
+      status.textContent = "Checked again at " + new Date().toLocaleTimeString() + ".";
+    } catch (e) {
+      status.textContent = "The checks could not be run: " + e;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  updateConditionalFields();
+  document.querySelectorAll("form").forEach((f) => f.addEventListener("change", updateConditionalFields));
+  setUpCopyButtons();
+  setUpLiveChecks();
+});
