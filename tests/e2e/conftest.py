@@ -160,6 +160,15 @@ class Rtcbox:
     ws_url: str = ""
     udp_port: int = 0
     tcp_port: int = 0
+    # The admin panel: http://127.0.0.1:<port>.
+    admin_url: str = ""
+
+    def setup_token(self) -> str:
+        """The one-time setup token rtcbox printed to its log at start."""
+        import re
+        found = re.findall(r"setup token ([A-Za-z0-9]{16,})", self.log_text())
+        assert found, f"no setup token in the log:\n{self.log_text()[-2000:]}"
+        return found[-1]
 
     def key_pair(self) -> tuple[str, str]:
         """The API key and secret rtcbox signs and verifies LiveKit tokens with."""
@@ -190,6 +199,7 @@ def start_rtcbox(tmp_path, pki):
         ``url`` that /sfu/get hands out points a LiveKit SDK straight at it; any other string is
         used as RTCBOX_PUBLIC_URL verbatim."""
         port, udp_port, tcp_port = free_port(), free_udp_port(), free_port()
+        admin_port = free_port()
         if public_url is not None:
             own = f"ws://127.0.0.1:{port}"
             env = dict(env, RTCBOX_PUBLIC_URL=own if public_url == "self" else public_url)
@@ -200,7 +210,10 @@ def start_rtcbox(tmp_path, pki):
         base.update({"RTCBOX_DATA_DIR": str(data_dir), "RTCBOX_HTTP_BIND": f"127.0.0.1:{port}",
                      "RTCBOX_MATRIX_CA_FILE": pki["ca"], "RTCBOX_PUBLIC_URL": public_url,
                      "RTCBOX_RTC_UDP_PORT": str(udp_port), "RTCBOX_RTC_TCP_PORT": str(tcp_port),
-                     "RTCBOX_NODE_IP": "127.0.0.1", "RTCBOX_LOG": "info"})
+                     "RTCBOX_NODE_IP": "127.0.0.1", "RTCBOX_LOG": "info",
+                     "RTCBOX_ADMIN_BIND": f"127.0.0.1:{admin_port}",
+                     # No internet here: rtcbox's own media port answers STUN binding requests.
+                     "RTCBOX_STUN_SERVERS": f"127.0.0.1:{udp_port}"})
         base.update(env)
         log = tmp_path / f"{name}.log"
         with open(log, "wb") as out:
@@ -208,7 +221,8 @@ def start_rtcbox(tmp_path, pki):
                                        stderr=subprocess.STDOUT)
         started.append(process)
         box = Rtcbox(f"http://127.0.0.1:{port}", data_dir, public_url, log, process,
-                     ws_url=f"ws://127.0.0.1:{port}", udp_port=udp_port, tcp_port=tcp_port)
+                     ws_url=f"ws://127.0.0.1:{port}", udp_port=udp_port, tcp_port=tcp_port,
+                     admin_url=f"http://127.0.0.1:{admin_port}")
         try:
             wait_until(lambda: process.poll() is None
                        and requests.get(f"{box.url}/healthz", timeout=2).status_code == 200,

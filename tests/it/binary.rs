@@ -17,7 +17,8 @@ fn rtcbox(data_dir: &Path) -> Command {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RTCBOX_RTC_UDP_PORT", "0")
-        .env("RTCBOX_RTC_TCP_PORT", "0");
+        .env("RTCBOX_RTC_TCP_PORT", "0")
+        .env("RTCBOX_ADMIN_BIND", "127.0.0.1:0");
     command.arg("--data-dir").arg(data_dir);
     command
 }
@@ -33,6 +34,7 @@ fn free_port() -> u16 {
 struct Server {
     child: Child,
     bind: String,
+    log: std::path::PathBuf,
 }
 
 impl Server {
@@ -52,7 +54,11 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut server = Server { child, bind };
+        let mut server = Server {
+            child,
+            bind,
+            log: log.clone(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !server.healthy(data_dir) {
             assert!(
@@ -141,6 +147,57 @@ fn minted_token(data_dir: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The setup token and the admin panel's address from a server's log.
+fn setup_token_and_admin(server: &Server) -> (String, String) {
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    let after = |marker: &str| -> Option<String> {
+        let start = log.rfind(marker)? + marker.len();
+        Some(
+            log[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == ':')
+                .collect(),
+        )
+    };
+    let token = after("setup token ").unwrap_or_else(|| panic!("no setup token in:\n{log}"));
+    let admin =
+        after("admin panel on http://").unwrap_or_else(|| panic!("no admin address in:\n{log}"));
+    (token, admin)
+}
+
+/// The status of `GET path` on `addr`, over a plain TCP connection.
+fn http_status(addr: &str, path: &str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+}
+
+fn stored_setup_hash(data_dir: &Path) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = rtcbox::db::open(data_dir).await.unwrap();
+        let account = rtcbox::db::admin::account(&pool).await.unwrap();
+        pool.close().await;
+        match account {
+            rtcbox::db::admin::AccountState::AwaitingSetup { token_hash, .. } => token_hash,
+            rtcbox::db::admin::AccountState::Ready { .. } => None,
+        }
+    })
 }
 
 fn stderr(out: &Output) -> String {
@@ -309,6 +366,63 @@ fn a_busy_port_is_reported() {
         stderr(&out).contains(&format!("cannot listen on {bind}")),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn first_start_prints_a_setup_token_and_reset_password_replaces_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    // Without a database there is nothing to reset, and it says where it looked.
+    let out = rtcbox(&data_dir)
+        .args(["admin", "reset-password"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no rtcbox database"),
+        "{}",
+        stderr(&out)
+    );
+
+    let server = Server::start(&data_dir);
+    let (first, admin) = setup_token_and_admin(&server);
+    assert_eq!(first.len(), 32);
+    assert_eq!(
+        stored_setup_hash(&data_dir),
+        Some(rtcbox::db::admin::hash_token(&first))
+    );
+    assert_eq!(http_status(&admin, "/setup"), 200);
+    assert_eq!(http_status(&admin, "/"), 303);
+    // The public listener does not serve the panel.
+    assert_eq!(http_status(&server.bind, "/setup"), 404);
+
+    let out = rtcbox(&data_dir)
+        .args(["admin", "reset-password"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let second = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 32 && l.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| panic!("no token in:\n{printed}"))
+        .to_owned();
+    assert_ne!(first, second);
+    assert_eq!(
+        stored_setup_hash(&data_dir),
+        Some(rtcbox::db::admin::hash_token(&second))
+    );
+    assert!(server.terminate());
+
+    // A restart while no password is set prints a fresh token.
+    let server = Server::start(&data_dir);
+    let (third, _) = setup_token_and_admin(&server);
+    assert_ne!(third, second);
+    assert_eq!(
+        stored_setup_hash(&data_dir),
+        Some(rtcbox::db::admin::hash_token(&third))
     );
 }
 
