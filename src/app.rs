@@ -89,7 +89,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         tracing::warn!("{warning}");
     }
     let (pool, settings) = open_and_resolve(cli).await?;
-    let full_access = settings.full_access()?.clone();
+    let full_access = settings.full_access();
     log_settings(&settings);
 
     let federation = Arc::new(FederationClient::new(settings.matrix_ca_file.as_deref())?);
@@ -281,6 +281,13 @@ fn log_settings(settings: &Settings) {
              verify when both belong to the same pair",
             origin(SettingKey::ApiKey),
             origin(SettingKey::ApiSecret)
+        );
+    }
+    if settings.full_access_homeservers.is_none() {
+        tracing::warn!(
+            "RTCBOX_FULL_ACCESS_HOMESERVERS is not set: no homeserver's users can start calls (they \
+             can only join rooms that exist). Finish the admin panel's setup wizard, or set it to \
+             your homeserver's server_name (the part after ':' in user IDs), e.g. example.org"
         );
     }
     if settings.dangerous_allow_private_homeservers {

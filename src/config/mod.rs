@@ -259,7 +259,7 @@ pub struct Settings {
     pub public_url: PublicUrl,
     pub api_key: ApiKey,
     pub api_secret: Secret,
-    /// Required by `serve`; see [`Settings::full_access`].
+    /// `None` when unset; see [`Settings::full_access`].
     pub full_access_homeservers: Option<FullAccess>,
     pub matrix_ca_file: Option<PathBuf>,
     /// Lets the OpenID check reach homeservers on private addresses that are not full-access.
@@ -321,19 +321,13 @@ impl Settings {
         )
     }
 
-    /// The full-access list, or the error `serve` stops with when it is missing.
-    pub fn full_access(&self) -> Result<&FullAccess, ConfigError> {
+    /// The full-access list. Unset means no homeserver has full access: users can join rooms
+    /// that exist but nobody can create one, which is safe until the operator (or the setup
+    /// wizard) names the homeserver.
+    pub fn full_access(&self) -> FullAccess {
         self.full_access_homeservers
-            .as_ref()
-            .ok_or_else(|| ConfigError {
-                setting: SettingKey::FullAccessHomeservers.env_name(),
-                origin: Origin::Default,
-                message:
-                    "is required: set it to your homeserver's server_name (the part after ':' in \
-                      your user IDs), e.g. RTCBOX_FULL_ACCESS_HOMESERVERS=example.org; several are \
-                      separated by commas; '*' alone allows every homeserver to create rooms"
-                        .into(),
-            })
+            .clone()
+            .unwrap_or_else(FullAccess::none)
     }
 }
 

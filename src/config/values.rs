@@ -115,6 +115,11 @@ pub enum FullAccess {
 }
 
 impl FullAccess {
+    /// No homeserver: nobody creates rooms.
+    pub fn none() -> Self {
+        FullAccess::Only(BTreeSet::new())
+    }
+
     /// A comma- and/or whitespace-separated list of server names, or `*` alone.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let names: Vec<&str> = raw

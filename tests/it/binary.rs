@@ -306,18 +306,37 @@ fn a_short_secret_is_refused_clearly_and_not_echoed() {
 }
 
 #[test]
-fn serve_requires_the_full_access_list() {
+fn serve_without_the_full_access_list_starts_and_says_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = rtcbox(tmp.path())
-        .args(["serve", "--http-bind", "127.0.0.1:0"])
-        .output()
+    let data_dir = tmp.path().join("data");
+    let bind = format!("127.0.0.1:{}", free_port());
+    let log = data_dir.with_extension("serve.log");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let child = rtcbox(&data_dir)
+        .args(["serve", "--http-bind", &bind])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
+    let server = Server {
+        child,
+        bind,
+        log: log.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.healthy(&data_dir) {
+        assert!(
+            Instant::now() < deadline,
+            "rtcbox serve did not become healthy"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        stderr(&out).contains("RTCBOX_FULL_ACCESS_HOMESERVERS"),
-        "{}",
-        stderr(&out)
+        text.contains("RTCBOX_FULL_ACCESS_HOMESERVERS is not set") && text.contains("setup wizard"),
+        "{text}"
     );
+    assert!(server.terminate());
 }
 
 #[test]
