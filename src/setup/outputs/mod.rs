@@ -238,3 +238,6 @@ fn underline(text: &str, ch: char) -> String {
     out.push('\n');
     out
 }
+
+#[cfg(test)]
+mod tests;
