@@ -1,16 +1,507 @@
-//! (being written on branch wt-outputs; this placeholder only lets the admin panel compile)
-use super::super::model::Deployment;
+//! The router's port forwards and the DSM firewall rules, both from the configured ports.
+//!
+//! Media ports are forwarded to the same port number: rtcbox announces its address and port in
+//! ICE candidates, so a router that translates the port sends callers nowhere.
 
+use std::net::IpAddr;
+
+use super::{Output, public_origins, socket, underline, wrap};
+use crate::setup::model::{AcmeChallenge, Deployment, ProxyKind, TlsMode};
+
+pub const FORWARDS_ID: &str = "port-forwards";
+pub const FIREWALL_ID: &str = "dsm-firewall";
+
+/// One row of the router's port-forward table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortForward {
+    /// `"UDP"` or `"TCP"`.
     pub protocol: &'static str,
+    /// The port on the router's public address: `"8882"` or a range `"49160-49200"`.
     pub external: String,
+    /// Where it goes: `"192.168.1.20:8882"`, `"192.168.1.20:49160-49200"`, or a description
+    /// when the target is not rtcbox's machine (a reverse proxy elsewhere).
     pub internal: String,
+    /// What the port carries.
     pub purpose: String,
+    /// What the user sees when it is missing.
     pub breaks_without: String,
+    /// Whether the configured features need it (otherwise it is recommended or optional).
     pub required: bool,
 }
 
-pub fn port_forwards(_d: &Deployment) -> Vec<PortForward> {
-    Vec::new()
+/// The forwards this deployment needs, HTTPS first, then media, then TURN.
+pub fn port_forwards(d: &Deployment) -> Vec<PortForward> {
+    rows(d).into_iter().map(|row| row.forward).collect()
+}
+
+pub fn forwards(d: &Deployment) -> Output {
+    Output {
+        id: FORWARDS_ID,
+        title: "Router port forwards".to_owned(),
+        filename: "port-forwards.txt".to_owned(),
+        media_type: "text/plain",
+        intro: format!(
+            "Create these port forwards on your internet router; rtcbox runs on {}. Media ports \
+             keep the same number outside and inside.",
+            d.network.lan_ip
+        ),
+        text: forwards_text(d),
+    }
+}
+
+pub fn dsm_firewall(d: &Deployment) -> Output {
+    Output {
+        id: FIREWALL_ID,
+        title: "Synology DSM firewall".to_owned(),
+        filename: "dsm-firewall.txt".to_owned(),
+        media_type: "text/plain",
+        intro: "If DSM's firewall is on, add these allow rules (Control Panel > Security > \
+                Firewall) and place them above any rule that denies."
+            .to_owned(),
+        text: firewall_text(d),
+    }
+}
+
+/// A forward plus, when it ends on rtcbox's machine, the local port or range (for the firewall).
+struct Row {
+    forward: PortForward,
+    local_port: Option<String>,
+}
+
+fn rows(d: &Deployment) -> Vec<Row> {
+    let ip = d.network.lan_ip;
+    let ports = d.network.ports;
+    let mut rows = Vec::new();
+
+    let mut web_ports: Vec<(u16, bool)> = Vec::new();
+    for origin in public_origins(d) {
+        let entry = (origin.effective_port(), origin.tls);
+        if !web_ports.contains(&entry) {
+            web_ports.push(entry);
+        }
+    }
+    let later = "(built-in TLS arrives in a later rtcbox version)";
+    for &(port, tls) in &web_ports {
+        let (internal, local_port, how) = match &d.tls {
+            TlsMode::ReverseProxy {
+                proxy: ProxyKind::SynologyDsm,
+            } => (
+                socket(ip, port),
+                Some(port.to_string()),
+                "through DSM's reverse proxy on the NAS".to_owned(),
+            ),
+            TlsMode::ReverseProxy { proxy } => (
+                format!("your reverse proxy's address, port {port}"),
+                None,
+                format!("through your reverse proxy ({})", proxy.label()),
+            ),
+            TlsMode::Acme { challenge, .. } => {
+                let alpn = if *challenge == AcmeChallenge::TlsAlpn01 {
+                    ", which also proves the domain to Let's Encrypt (TLS-ALPN-01)"
+                } else {
+                    ""
+                };
+                let local = if tls { ports.https } else { ports.http };
+                (
+                    socket(ip, local),
+                    Some(local.to_string()),
+                    format!("served by rtcbox itself{alpn} {later}"),
+                )
+            }
+            TlsMode::SelfSigned => {
+                let local = if tls { ports.https } else { ports.http };
+                (
+                    socket(ip, local),
+                    Some(local.to_string()),
+                    format!("served by rtcbox itself with a self-signed certificate {later}"),
+                )
+            }
+        };
+        rows.push(Row {
+            forward: PortForward {
+                protocol: "TCP",
+                external: port.to_string(),
+                internal,
+                purpose: format!(
+                    "{} for the authorization service and the SFU's signaling, {how}",
+                    if tls { "HTTPS" } else { "HTTP" }
+                ),
+                breaks_without: "Clients cannot get a call token or open the SFU's WebSocket: \
+                                 no call starts (\"Failed to connect\")."
+                    .to_owned(),
+                required: true,
+            },
+            local_port,
+        });
+    }
+
+    if !web_ports.iter().any(|&(port, _)| port == 80) {
+        let port_80 = match &d.tls {
+            TlsMode::Acme {
+                challenge: AcmeChallenge::Http01,
+                ..
+            } => Some((
+                socket(ip, ports.http),
+                Some(ports.http.to_string()),
+                format!(
+                    "Let's Encrypt's HTTP-01 check for rtcbox's certificate, answered by rtcbox \
+                     on port {} (built-in ACME arrives in a later rtcbox version)",
+                    ports.http
+                ),
+                "rtcbox cannot get or renew its certificate.".to_owned(),
+                true,
+            )),
+            TlsMode::ReverseProxy {
+                proxy: ProxyKind::SynologyDsm,
+            } => Some((
+                socket(ip, 80),
+                Some("80".to_owned()),
+                "Let's Encrypt's check for DSM's certificate (DSM answers on port 80)".to_owned(),
+                "DSM cannot get or renew a Let's Encrypt certificate (not needed if you bring \
+                 your own)."
+                    .to_owned(),
+                false,
+            )),
+            TlsMode::ReverseProxy { .. } => Some((
+                "your reverse proxy's address, port 80".to_owned(),
+                None,
+                "Let's Encrypt's HTTP-01 check for your proxy's certificate (certbot, Caddy, \
+                 Traefik), and the redirect to HTTPS"
+                    .to_owned(),
+                "The proxy cannot get or renew a certificate by HTTP-01 (not needed with DNS-01 \
+                 or your own certificates)."
+                    .to_owned(),
+                false,
+            )),
+            TlsMode::Acme { .. } | TlsMode::SelfSigned => None,
+        };
+        if let Some((internal, local_port, purpose, breaks_without, required)) = port_80 {
+            rows.push(Row {
+                forward: PortForward {
+                    protocol: "TCP",
+                    external: "80".to_owned(),
+                    internal,
+                    purpose,
+                    breaks_without,
+                    required,
+                },
+                local_port,
+            });
+        }
+    }
+
+    let mut to_rtcbox = |protocol, port: String, purpose: &str, breaks: &str, required| {
+        rows.push(Row {
+            forward: PortForward {
+                protocol,
+                external: port.clone(),
+                internal: format!("{}{port}", socket_prefix(ip)),
+                purpose: purpose.to_owned(),
+                breaks_without: breaks.to_owned(),
+                required,
+            },
+            local_port: Some(port),
+        });
+    };
+    to_rtcbox(
+        "UDP",
+        ports.rtc_udp.to_string(),
+        "WebRTC media (audio, video, screen sharing), every caller on this one port",
+        "Calls connect but stay black and silent (\"Waiting for media\"): no audio or video \
+         reaches anyone outside your network.",
+        true,
+    );
+    to_rtcbox(
+        "TCP",
+        ports.rtc_tcp.to_string(),
+        "WebRTC media over TCP (ICE-TCP), the fallback when UDP is blocked",
+        "Callers on networks that block UDP (some offices, hotels, mobile carriers) get no \
+         media. Strongly recommended.",
+        false,
+    );
+
+    if d.legacy_turn.is_some() {
+        let later = "rtcbox's TURN server arrives in a later version";
+        let breaks = "Legacy 1:1 calls between two callers behind strict NATs cannot connect \
+                      (once rtcbox's TURN server ships).";
+        to_rtcbox(
+            "UDP",
+            ports.turn.to_string(),
+            &format!("TURN/STUN for legacy 1:1 calls ({later})"),
+            breaks,
+            true,
+        );
+        to_rtcbox(
+            "TCP",
+            ports.turn.to_string(),
+            &format!("TURN over TCP for legacy 1:1 calls ({later})"),
+            "Legacy 1:1 calls from networks that block UDP cannot use TURN.",
+            false,
+        );
+        to_rtcbox(
+            "TCP",
+            ports.turns.to_string(),
+            &format!("TURN over TLS for legacy 1:1 calls ({later})"),
+            "Legacy 1:1 calls from networks that only allow TLS cannot use TURN.",
+            false,
+        );
+        to_rtcbox(
+            "UDP",
+            format!("{}-{}", ports.relay_min, ports.relay_max),
+            &format!("TURN relay ports for legacy 1:1 calls ({later})"),
+            breaks,
+            true,
+        );
+    }
+    rows
+}
+
+/// Where the plain-text files wrap their prose.
+const WIDTH: usize = 92;
+
+/// `192.168.1.20:` or `[2001:db8::20]:`, to put a port or a port range after.
+fn socket_prefix(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:"),
+        IpAddr::V6(v6) => format!("[{v6}]:"),
+    }
+}
+
+/// A plain-text table with columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        let last = cells.len() - 1;
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                out += cell;
+            } else {
+                out += &format!("{cell:<w$}  ");
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| (*h).to_owned()).collect());
+    out += &line(widths.iter().map(|w| "-".repeat(*w)).collect());
+    for row in rows {
+        out += &line(row.clone());
+    }
+    out
+}
+
+fn forwards_text(d: &Deployment) -> String {
+    let forwards = port_forwards(d);
+    let ip = d.network.lan_ip;
+    let ports = d.network.ports;
+    let mut out = underline("Router port forwards for rtcbox", '=');
+    out += &format!(
+        "\n\
+         On your internet router (often under \"Port forwarding\", \"Virtual servers\" or \"NAT\"),\n\
+         forward these ports. rtcbox runs on {ip}.\n\
+         \n"
+    );
+    let rows: Vec<Vec<String>> = forwards
+        .iter()
+        .map(|f| {
+            vec![
+                f.protocol.to_owned(),
+                f.external.clone(),
+                f.internal.clone(),
+                if f.required { "required" } else { "optional" }.to_owned(),
+            ]
+        })
+        .collect();
+    out += &table(&["Protocol", "External", "Internal", "Needed"], &rows);
+    out += "\n";
+    out += &underline("What each one is for, and what breaks without it", '-');
+    for f in &forwards {
+        out += &format!("\n{} {} -> {}\n", f.protocol, f.external, f.internal);
+        out += &wrap(&f.purpose, WIDTH, "  For:     ", "           ");
+        out += &wrap(&f.breaks_without, WIDTH, "  Without: ", "           ");
+    }
+    out += "\n";
+    out += &underline("Notes", '-');
+    let note = |text: &str| wrap(text, WIDTH, "- ", "  ");
+    out += &note(&format!(
+        "For media (UDP {}, TCP {}) the external and internal port numbers must be equal: \
+         rtcbox announces its address and port to callers (ICE candidates), and a router that \
+         maps to another port sends them to a port nobody listens on.",
+        ports.rtc_udp, ports.rtc_tcp,
+    ));
+    let whose = if ip.is_ipv6() {
+        "this machine's public IPv6 address"
+    } else {
+        "your router's public address"
+    };
+    out += &note(&match d.network.public_ip {
+        Some(public) => format!(
+            "rtcbox tells callers to send media to {public} (RTCBOX_NODE_IP). That must be \
+             {whose}; if your provider changes it, change RTCBOX_NODE_IP too."
+        ),
+        None => format!(
+            "The public address was not detected. rtcbox has to tell callers where to send \
+             media, so set RTCBOX_NODE_IP (or the wizard's public IP) to {whose}."
+        ),
+    });
+    if ip.is_ipv4() {
+        out += &note(
+            "If the router's own internet-side address is private (10.x.x.x, 172.16-31.x.x, \
+             192.168.x.x, or 100.64-127.x.x: carrier-grade NAT), no forward can reach you. Ask \
+             your provider for a public IPv4 address, or use IPv6.",
+        );
+    }
+    if d.legacy_turn.is_some() {
+        out += &note(
+            "The TURN rows serve rtcbox's embedded TURN server, which arrives in a later rtcbox \
+             version. Forward them now so legacy 1:1 calls can use it as soon as it does; until \
+             then nothing answers on them.",
+        );
+    }
+    let hosts: Vec<&str> = public_origins(d).iter().map(|o| o.host.as_str()).collect();
+    out += &note(&format!(
+        "Inside your network, {hosts} {verb} to the public address. If calls work from outside \
+         but not from home, the router lacks \"NAT loopback\" (hairpin NAT): turn it on, or make \
+         your local DNS answer {ip} for {hosts}.",
+        hosts = hosts.join(" and "),
+        verb = if hosts.len() == 1 {
+            "resolves"
+        } else {
+            "resolve"
+        },
+    ));
+    out += &note(&format!(
+        "Never forward the admin panel's port {}: it belongs on your LAN only.",
+        ports.admin
+    ));
+    if ip.is_ipv6() {
+        out += &note(
+            "IPv6 usually has no NAT: instead of forwarding, open the Internal ports for this \
+             address in the router's IPv6 firewall. Where External and Internal differ, clients \
+             can only reach the Internal port unless your router translates ports for IPv6.",
+        );
+    }
+    out
+}
+
+/// Who a firewall rule admits.
+enum Source {
+    All,
+    Lan,
+}
+
+fn firewall_text(d: &Deployment) -> String {
+    let ip = d.network.lan_ip;
+    let ports = d.network.ports;
+    let (subnet, subnet_ui) = lan_subnet(ip);
+    let mut rules: Vec<(&'static str, String, Source, String)> = Vec::new();
+    for row in rows(d) {
+        if let Some(port) = row.local_port {
+            let purpose = row.forward.purpose;
+            let short = purpose.split([';', '(']).next().unwrap_or(&purpose).trim();
+            rules.push((row.forward.protocol, port, Source::All, short.to_owned()));
+        }
+    }
+    let proxy_elsewhere =
+        matches!(&d.tls, TlsMode::ReverseProxy { proxy } if *proxy != ProxyKind::SynologyDsm);
+    if proxy_elsewhere {
+        rules.push((
+            "TCP",
+            ports.http.to_string(),
+            Source::Lan,
+            "rtcbox's HTTP port, for your reverse proxy (skip if it runs on this NAS)".to_owned(),
+        ));
+    }
+    rules.push((
+        "TCP",
+        ports.admin.to_string(),
+        Source::Lan,
+        "rtcbox's admin panel, LAN only".to_owned(),
+    ));
+
+    let mut out = underline("Synology DSM firewall rules for rtcbox", '=');
+    out += &format!(
+        "\n\
+         Only needed when DSM's firewall is on (Control Panel > Security > Firewall >\n\
+         Enable firewall). DSM checks the rules from the top and applies the first that matches,\n\
+         so these must come before any rule that denies.\n\
+         \n\
+         1. Control Panel > Security > Firewall. Choose the firewall profile in use and click\n\
+         \x20  Edit Rules.\n\
+         2. For each row below, click Create and set:\n\
+         \x20    Ports:     Custom > Custom: Type \"Destination port\", the Protocol and Ports shown\n\
+         \x20    Source IP: All; for \"LAN\" rows Specific IP > Select > Subnet,\n\
+         \x20               {subnet_ui}\n\
+         \x20    Action:    Allow\n\
+         \x20  then OK.\n\
+         \n"
+    );
+    let table_rows: Vec<Vec<String>> = rules
+        .iter()
+        .map(|(protocol, port, source, purpose)| {
+            vec![
+                (*protocol).to_owned(),
+                port.clone(),
+                match source {
+                    Source::All => "All".to_owned(),
+                    Source::Lan => format!("LAN ({subnet})"),
+                },
+                purpose.clone(),
+            ]
+        })
+        .collect();
+    out += &table(&["Protocol", "Ports", "Source IP", "For"], &table_rows);
+    out += "\n\
+            3. Drag the new rules above every rule whose action is Deny, then click OK.\n\
+            4. Below the rules, \"If no rules are matched\" may stay on Deny access: the rules above\n\
+            \x20  still let rtcbox's traffic in.\n\
+            \n";
+    out += &wrap(
+        &format!(
+            "The LAN subnet {subnet} is a guess from rtcbox's address {ip}; use your network's \
+             real subnet if it differs."
+        ),
+        WIDTH,
+        "",
+        "",
+    );
+    if matches!(
+        &d.tls,
+        TlsMode::ReverseProxy {
+            proxy: ProxyKind::SynologyDsm
+        }
+    ) {
+        out += &format!(
+            "rtcbox's HTTP port {} needs no rule: DSM's reverse proxy reaches it on the NAS itself.\n",
+            ports.http
+        );
+    }
+    out
+}
+
+/// A suggested LAN subnet around `ip`: the /24 of an IPv4 address, the /64 of an IPv6 one, as
+/// CIDR and as DSM's subnet dialog wants it.
+fn lan_subnet(ip: IpAddr) -> (String, String) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            (
+                format!("{a}.{b}.{c}.0/24"),
+                format!("IP address {a}.{b}.{c}.0, Subnet mask 255.255.255.0"),
+            )
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            (
+                format!("{prefix}/64"),
+                format!("IP address {prefix}, Prefix length 64"),
+            )
+        }
+    }
 }

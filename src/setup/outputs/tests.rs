@@ -1,0 +1,976 @@
+//! Golden files for four deployments, plus properties the goldens alone would not guard.
+//!
+//! The goldens are written by the code: `UPDATE_GOLDEN=1 cargo test --lib setup::outputs`
+//! rewrites them; review the diff and commit it.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::secret::Secret;
+use crate::setup::model::{
+    AcmeChallenge, Endpoints, LegacyTurn, Network, Ports, ProxyKind, PublicOrigin, SynapseVersion,
+    TlsMode,
+};
+
+const TURN_SECRET_A: &str = "TurnSecretAlphaOnlyInHomeserverYaml0123456789";
+const TURN_SECRET_D: &str = "tricky\"secret\\with:yaml#chars";
+
+fn origin(host: &str, port: Option<u16>) -> PublicOrigin {
+    PublicOrigin {
+        tls: true,
+        host: host.to_owned(),
+        port,
+    }
+}
+
+fn ip(raw: &str) -> IpAddr {
+    raw.parse().expect("test addresses are valid")
+}
+
+fn object(value: Value) -> serde_json::Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// (a) One host behind DSM's reverse proxy, Synapse 1.163.2, legacy TURN on, an existing
+/// well-known document with extra keys, a foreign focus and rtcbox's own URL with a slash.
+fn one_host_dsm() -> Deployment {
+    Deployment {
+        server_name: "example.org".into(),
+        client_base_url: "https://matrix.example.org".into(),
+        synapse_version: Some(SynapseVersion::new(1, 163, 2)),
+        existing_well_known: Some(object(json!({
+            "m.homeserver": {"base_url": "https://matrix.example.org"},
+            "m.identity_server": {"base_url": "https://vector.im"},
+            "io.element.e2ee": {"default": true, "secure_backup_required": false},
+            "org.matrix.msc4143.rtc_foci": [
+                {"type": "livekit", "livekit_service_url": "https://livekit-jwt.call.example.net"},
+                {"type": "livekit", "livekit_service_url": "https://rtc.example.org/livekit/jwt/"}
+            ]
+        }))),
+        endpoints: Endpoints::OneHost(origin("rtc.example.org", None)),
+        tls: TlsMode::ReverseProxy {
+            proxy: ProxyKind::SynologyDsm,
+        },
+        network: Network {
+            lan_ip: ip("192.168.1.20"),
+            public_ip: Some(ip("203.0.113.10")),
+            ports: Ports::default(),
+        },
+        legacy_turn: Some(LegacyTurn {
+            shared_secret: Secret::new(TURN_SECRET_A),
+        }),
+    }
+}
+
+/// (b) Two hosts behind nginx, Synapse 1.145.0 (rtc/transports yes, MSC3266 still a flag),
+/// legacy TURN off, no well-known yet, public IP unknown.
+fn two_hosts_nginx() -> Deployment {
+    Deployment {
+        server_name: "example.net".into(),
+        client_base_url: "https://synapse.example.net".into(),
+        synapse_version: Some(SynapseVersion::new(1, 145, 0)),
+        existing_well_known: None,
+        endpoints: Endpoints::TwoHosts {
+            jwt: origin("jwt.example.net", None),
+            sfu: origin("sfu.example.net", None),
+        },
+        tls: TlsMode::ReverseProxy {
+            proxy: ProxyKind::Nginx,
+        },
+        network: Network {
+            lan_ip: ip("10.0.0.5"),
+            public_ip: None,
+            ports: Ports::default(),
+        },
+        legacy_turn: None,
+    }
+}
+
+/// (c) Synapse 1.130.0 (no rtc/transports endpoint), rtcbox's own ACME certificate by HTTP-01,
+/// a well-known document with only m.homeserver (without base_url).
+fn old_synapse_acme() -> Deployment {
+    Deployment {
+        server_name: "example.com".into(),
+        client_base_url: "https://example.com".into(),
+        synapse_version: Some(SynapseVersion::new(1, 130, 0)),
+        existing_well_known: Some(object(json!({"m.homeserver": {}}))),
+        endpoints: Endpoints::OneHost(origin("call.example.com", None)),
+        tls: TlsMode::Acme {
+            challenge: AcmeChallenge::Http01,
+            email: "admin@example.com".into(),
+        },
+        network: Network {
+            lan_ip: ip("192.168.178.40"),
+            public_ip: Some(ip("198.51.100.7")),
+            ports: Ports::default(),
+        },
+        legacy_turn: None,
+    }
+}
+
+/// (d) Synapse version unknown, IPv6, self-signed, a public port other than 443, every port
+/// moved, and a TURN secret full of YAML syntax.
+fn ipv6_self_signed() -> Deployment {
+    Deployment {
+        server_name: "example.dev".into(),
+        client_base_url: "https://hs.example.dev:8448".into(),
+        synapse_version: None,
+        existing_well_known: Some(object(json!({
+            "m.homeserver": {"base_url": "https://hs.example.dev:8448"},
+            "org.example.custom": "it's $5 {literally} `ok`\n"
+        }))),
+        endpoints: Endpoints::OneHost(origin("rtc.example.dev", Some(8444))),
+        tls: TlsMode::SelfSigned,
+        network: Network {
+            lan_ip: ip("2001:db8:10::20"),
+            public_ip: Some(ip("2001:db8:10::20")),
+            ports: Ports {
+                http: 9080,
+                https: 9443,
+                admin: 9089,
+                rtc_udp: 50000,
+                rtc_tcp: 50001,
+                turn: 3479,
+                turns: 5350,
+                relay_min: 40000,
+                relay_max: 40099,
+            },
+        },
+        legacy_turn: Some(LegacyTurn {
+            shared_secret: Secret::new(TURN_SECRET_D),
+        }),
+    }
+}
+
+fn cases() -> Vec<(&'static str, Deployment)> {
+    vec![
+        ("one-host-dsm", one_host_dsm()),
+        ("two-hosts-nginx", two_hosts_nginx()),
+        ("old-synapse-acme", old_synapse_acme()),
+        ("ipv6-self-signed", ipv6_self_signed()),
+    ]
+}
+
+// ---- goldens ----
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/setup/outputs/golden")
+}
+
+/// The golden file name of an output: its id plus the download's extension (or the whole
+/// download name when it has none, as `Caddyfile`).
+fn golden_name(output: &Output) -> String {
+    let ext = match output.filename.rsplit_once('.') {
+        Some((_, ext)) => ext,
+        None => output.filename.as_str(),
+    };
+    format!("{}.{ext}", output.id)
+}
+
+/// Extra generated fragments kept next to the outputs, for tests outside Rust (e.g. `nginx -t`
+/// on the well-known location block alone).
+fn fragments(d: &Deployment) -> Vec<(&'static str, String)> {
+    vec![(
+        "well-known-nginx-location.conf",
+        well_known::nginx_location(d),
+    )]
+}
+
+fn updating() -> bool {
+    std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1")
+}
+
+fn check(case: &str, name: &str, actual: &str) {
+    let path = golden_dir().join(case).join(name);
+    if updating() {
+        std::fs::create_dir_all(
+            path.parent()
+                .expect("golden files live in a case directory"),
+        )
+        .expect("create the golden directory");
+        std::fs::write(&path, actual).expect("write the golden file");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run UPDATE_GOLDEN=1 cargo test --lib setup::outputs",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(e, a)| e != a)
+            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{} differs from the generated text, first at line {}:\n  golden:    {:?}\n  generated: {:?}\n\
+             If the change is intended, run UPDATE_GOLDEN=1 cargo test --lib setup::outputs \
+             and review the diff.",
+            path.display(),
+            line + 1,
+            expected.lines().nth(line),
+            actual.lines().nth(line),
+        );
+    }
+}
+
+fn check_case(case: &str, d: &Deployment) {
+    for output in all(d) {
+        check(case, &golden_name(&output), &output.text);
+    }
+    for (name, text) in fragments(d) {
+        check(case, name, &text);
+    }
+}
+
+#[test]
+fn golden_one_host_dsm() {
+    check_case("one-host-dsm", &one_host_dsm());
+}
+
+#[test]
+fn golden_two_hosts_nginx() {
+    check_case("two-hosts-nginx", &two_hosts_nginx());
+}
+
+#[test]
+fn golden_old_synapse_acme() {
+    check_case("old-synapse-acme", &old_synapse_acme());
+}
+
+#[test]
+fn golden_ipv6_self_signed() {
+    check_case("ipv6-self-signed", &ipv6_self_signed());
+}
+
+#[test]
+fn golden_directory_has_no_stale_files() {
+    if updating() {
+        return;
+    }
+    let expected_cases: BTreeSet<String> = cases().iter().map(|(c, _)| (*c).to_owned()).collect();
+    let mut found_cases = BTreeSet::new();
+    for entry in std::fs::read_dir(golden_dir()).expect("the golden directory exists") {
+        let entry = entry.expect("readable directory entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            entry.path().is_dir(),
+            "{name}: only case directories belong in golden/"
+        );
+        found_cases.insert(name);
+    }
+    assert_eq!(found_cases, expected_cases, "golden case directories");
+    for (case, d) in cases() {
+        let mut expected: BTreeSet<String> = all(&d).iter().map(golden_name).collect();
+        expected.extend(fragments(&d).into_iter().map(|(n, _)| n.to_owned()));
+        let found: BTreeSet<String> = std::fs::read_dir(golden_dir().join(case))
+            .expect("the case directory exists")
+            .map(|e| {
+                e.expect("readable directory entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(found, expected, "files in golden/{case}");
+    }
+}
+
+// ---- the output list ----
+
+#[test]
+fn outputs_have_the_documented_ids_filenames_and_order() {
+    let d = one_host_dsm();
+    let outputs = all(&d);
+    let ids: Vec<&str> = outputs.iter().map(|o| o.id).collect();
+    assert_eq!(ids, IDS);
+    let filenames: Vec<&str> = outputs.iter().map(|o| o.filename.as_str()).collect();
+    assert_eq!(
+        filenames,
+        [
+            "homeserver-rtcbox.yaml",
+            "matrix-client-well-known.json",
+            "well-known-serving.txt",
+            "synology-dsm-reverse-proxy.txt",
+            "rtcbox-nginx.conf",
+            "Caddyfile",
+            "rtcbox-traefik.yml",
+            "rtcbox-apache.conf",
+            "port-forwards.txt",
+            "dsm-firewall.txt",
+            "compose.yaml",
+        ]
+    );
+    for output in &outputs {
+        assert!(
+            !output.title.is_empty() && !output.intro.is_empty(),
+            "{}",
+            output.id
+        );
+        assert!(
+            output.text.ends_with('\n'),
+            "{} ends with a newline",
+            output.id
+        );
+        assert!(
+            !output.text.contains('\t') || output.id == proxy::CADDY_ID,
+            "{}: tabs only in the Caddyfile",
+            output.id
+        );
+        assert!(
+            output.text.lines().all(|l| l == l.trim_end()),
+            "{}: no trailing spaces",
+            output.id
+        );
+        assert_eq!(by_id(&d, output.id).as_ref(), Some(output));
+    }
+    assert_eq!(by_id(&d, "nope"), None);
+}
+
+// ---- homeserver.yaml ----
+
+/// The keys set by lines that are not comments, with their indentation.
+fn yaml_keys(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let indent = l.len() - l.trim_start().len();
+            let body = l.trim_start().trim_start_matches("- ");
+            let (key, _) = body.split_once(':')?;
+            Some((indent, key.to_owned()))
+        })
+        .collect()
+}
+
+fn with_version(version: Option<SynapseVersion>) -> Deployment {
+    Deployment {
+        synapse_version: version,
+        ..one_host_dsm()
+    }
+}
+
+fn versions() -> Vec<Option<SynapseVersion>> {
+    let mut out = vec![None];
+    for (minor, patch) in [
+        (99, 0),
+        (130, 0),
+        (139, 9),
+        (140, 0),
+        (145, 0),
+        (152, 3),
+        (153, 0),
+        (153, 1),
+        (157, 1),
+        (163, 2),
+    ] {
+        out.push(Some(SynapseVersion::new(1, minor, patch)));
+    }
+    out.push(Some(SynapseVersion::new(2, 0, 0)));
+    out
+}
+
+#[test]
+fn msc3266_only_before_1_153() {
+    for version in versions() {
+        let text = synapse::homeserver_yaml(&with_version(version)).text;
+        let has = yaml_keys(&text).iter().any(|(_, k)| k == "msc3266_enabled");
+        let expected = version.is_some_and(|v| v < SynapseVersion::new(1, 153, 0));
+        assert_eq!(has, expected, "msc3266_enabled for {version:?}");
+    }
+}
+
+#[test]
+fn msc4143_always_comes_with_a_non_empty_transport_list() {
+    for version in versions() {
+        let d = with_version(version);
+        let text = synapse::homeserver_yaml(&d).text;
+        let keys = yaml_keys(&text);
+        let enabled = keys.iter().any(|(_, k)| k == "msc4143_enabled");
+        let expected = version.is_none_or(|v| v >= SynapseVersion::new(1, 140, 0));
+        assert_eq!(enabled, expected, "msc4143_enabled for {version:?}");
+        let has_matrix_rtc = keys.iter().any(|(i, k)| *i == 0 && k == "matrix_rtc");
+        assert_eq!(has_matrix_rtc, enabled, "matrix_rtc for {version:?}");
+        if enabled {
+            let block = format!(
+                "matrix_rtc:\n  transports:\n    - type: livekit\n      livekit_service_url: \"{}\"\n",
+                d.endpoints.livekit_service_url()
+            );
+            assert!(text.contains(&block), "transports for {version:?}:\n{text}");
+        } else {
+            assert!(text.contains("needs Synapse 1.140.0 or newer.\n"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn synapse_keys_sit_where_synapse_reads_them() {
+    for (case, d) in cases() {
+        let text = synapse::homeserver_yaml(&d).text;
+        let keys = yaml_keys(&text);
+        let top: Vec<&str> = keys
+            .iter()
+            .filter(|(i, _)| *i == 0)
+            .map(|(_, k)| k.as_str())
+            .collect();
+        assert!(
+            text.lines().any(|l| l == "max_event_delay_duration: 24h"),
+            "{case}: max_event_delay_duration at column 0"
+        );
+        for key in [
+            "max_event_delay_duration",
+            "experimental_features",
+            "rc_message",
+        ] {
+            assert_eq!(
+                top.iter().filter(|k| **k == key).count(),
+                1,
+                "{case}: {key} once, at the top level"
+            );
+        }
+        assert!(
+            !keys
+                .iter()
+                .any(|(i, k)| *i > 0 && k == "max_event_delay_duration"),
+            "{case}: never nested"
+        );
+        assert!(
+            text.contains("experimental_features:\n  # MSC4222"),
+            "{case}: msc4222 under experimental_features"
+        );
+        assert!(text.contains("  msc4222_enabled: true\n"), "{case}");
+        assert!(text.contains("rc_message:\n  per_second: 0.5\n  burst_count: 30\n"));
+        assert!(text.contains("rc_delayed_event_mgmt:\n  per_second: 1\n  burst_count: 20\n"));
+        let mut unique = top.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            top.len(),
+            "{case}: no duplicate top-level keys"
+        );
+        let turn_keys = top.iter().filter(|k| k.starts_with("turn_")).count();
+        assert_eq!(
+            turn_keys,
+            if d.legacy_turn.is_some() { 4 } else { 0 },
+            "{case}: turn keys only with legacy TURN"
+        );
+    }
+}
+
+#[test]
+fn turn_settings_use_the_sfu_host_and_the_configured_ports() {
+    let text = synapse::homeserver_yaml(&ipv6_self_signed()).text;
+    assert!(text.contains("  - \"turn:rtc.example.dev:3479?transport=udp\"\n"));
+    assert!(text.contains("  - \"turn:rtc.example.dev:3479?transport=tcp\"\n"));
+    assert!(text.contains("  - \"turns:rtc.example.dev:5350?transport=tcp\"\n"));
+    assert!(text.contains("turn_shared_secret: \"tricky\\\"secret\\\\with:yaml#chars\"\n"));
+    assert!(text.lines().any(|l| l == "turn_user_lifetime: 1h"));
+    assert!(text.lines().any(|l| l == "turn_allow_guests: false"));
+}
+
+#[test]
+fn version_comment_names_the_version_or_says_it_is_unknown() {
+    let known = synapse::homeserver_yaml(&one_host_dsm()).text;
+    assert!(known.contains("# Generated for Synapse 1.163.2.\n"));
+    let unknown = synapse::homeserver_yaml(&ipv6_self_signed()).text;
+    assert!(unknown.contains("# Synapse version unknown: assuming a current Synapse"));
+    for text in [known, unknown] {
+        assert!(text.contains("the last\n# one silently wins"));
+        assert!(text.contains("`openid` resource"));
+    }
+}
+
+#[test]
+fn yaml_strings_are_escaped() {
+    let check = |raw: &str, expected: &str| assert_eq!(yaml_str(raw), expected, "{raw:?}");
+    check("", "\"\"");
+    check(
+        "https://rtc.example.org/livekit/jwt",
+        "\"https://rtc.example.org/livekit/jwt\"",
+    );
+    check("say \"hi\"", "\"say \\\"hi\\\"\"");
+    check("a\\b", "\"a\\\\b\"");
+    check("line\nbreak: key", "\"line\\nbreak: key\"");
+    check("tab\there", "\"tab\\there\"");
+    check("bell\u{7}", "\"bell\\u0007\"");
+    check("nel\u{85}", "\"nel\\u0085\"");
+    check("sep\u{2028}", "\"sep\\u2028\"");
+    check("yes", "\"yes\"");
+    check("# not a comment", "\"# not a comment\"");
+    check("grüße", "\"grüße\"");
+}
+
+#[test]
+fn json_values_become_block_yaml() {
+    let mut out = String::new();
+    yaml_entry(
+        &mut out,
+        0,
+        "extra",
+        &json!({"list": [{"a": 1, "b": {"c": "x"}}, "s", []], "yes": null, "empty": {}}),
+    );
+    assert_eq!(
+        out,
+        "extra:\n  empty: {}\n  list:\n    - a: 1\n      b:\n        c: \"x\"\n    - \"s\"\n    - []\n  \"yes\": null\n"
+    );
+}
+
+// ---- well-known ----
+
+#[test]
+fn well_known_keeps_existing_keys_and_puts_rtcbox_first() {
+    let d = one_host_dsm();
+    let doc = well_known::well_known_json(&d);
+    let existing = d.existing_well_known.clone().expect("fixture has one");
+    for key in existing.keys() {
+        assert!(doc.get(key).is_some(), "kept {key}");
+    }
+    assert_eq!(doc["m.identity_server"], existing["m.identity_server"]);
+    assert_eq!(doc["io.element.e2ee"], existing["io.element.e2ee"]);
+    assert_eq!(
+        doc["m.homeserver"]["base_url"],
+        "https://matrix.example.org"
+    );
+    let foci = doc[well_known::RTC_FOCI_KEY]
+        .as_array()
+        .expect("rtc_foci is a list");
+    assert_eq!(
+        foci,
+        &vec![
+            json!({"type": "livekit", "livekit_service_url": "https://rtc.example.org/livekit/jwt"}),
+            json!({"type": "livekit", "livekit_service_url": "https://livekit-jwt.call.example.net"}),
+        ],
+        "ours first, the foreign one kept, our old spelling (trailing slash) dropped"
+    );
+
+    let text = well_known::client_json(&d).text;
+    let parsed: Value = serde_json::from_str(&text).expect("the output is JSON");
+    assert_eq!(parsed, doc);
+    assert!(text.ends_with("}\n") && text.contains("\n  \"m.homeserver\": {\n"));
+}
+
+#[test]
+fn well_known_base_url_is_kept_or_filled_in() {
+    let check = |existing: Option<Value>, expected: Value| {
+        let d = Deployment {
+            existing_well_known: existing.map(object),
+            ..two_hosts_nginx()
+        };
+        let doc = well_known::well_known_json(&d);
+        assert_eq!(doc["m.homeserver"], expected);
+        assert_eq!(
+            doc[well_known::RTC_FOCI_KEY][0]["livekit_service_url"],
+            "https://jwt.example.net"
+        );
+    };
+    let ours = json!({"base_url": "https://synapse.example.net"});
+    check(None, ours.clone());
+    check(Some(json!({})), ours.clone());
+    check(Some(json!({"m.homeserver": {}})), ours.clone());
+    check(Some(json!({"m.homeserver": "nonsense"})), ours.clone());
+    check(
+        Some(json!({"m.homeserver": {"base_url": "https://other.example", "x": 1}})),
+        json!({"base_url": "https://other.example", "x": 1}),
+    );
+    check(
+        Some(json!({"m.homeserver": {"server_name": "example.net"}})),
+        json!({"base_url": "https://synapse.example.net", "server_name": "example.net"}),
+    );
+}
+
+#[test]
+fn duplicate_foci_are_dropped_once_each() {
+    let foreign = json!({"type": "livekit", "livekit_service_url": "https://f.example"});
+    let other_kind = json!({"type": "nextgen", "url": "https://n.example"});
+    let d = Deployment {
+        existing_well_known: Some(object(json!({
+            "org.matrix.msc4143.rtc_foci": [
+                foreign, other_kind, foreign,
+                {"type": "livekit", "livekit_service_url": "https://rtc.example.org/livekit/jwt"}
+            ]
+        }))),
+        ..one_host_dsm()
+    };
+    let doc = well_known::well_known_json(&d);
+    assert_eq!(
+        doc[well_known::RTC_FOCI_KEY],
+        json!([well_known::our_focus(&d), foreign, other_kind])
+    );
+}
+
+/// What nginx makes of a single-quoted string: `\\`, `\'` and `\"` lose the backslash, `\n`,
+/// `\r` and `\t` become control characters, anything else stays.
+fn nginx_unquote(quoted: &str) -> String {
+    let mut out = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some(n @ ('\\' | '\'' | '"')) => out.push(n),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[test]
+fn nginx_location_answers_with_the_exact_document() {
+    for (case, d) in cases() {
+        let block = well_known::nginx_location(&d);
+        assert!(block.starts_with("location = /.well-known/matrix/client {\n"));
+        assert!(block.ends_with("}\n"));
+        assert!(block.contains("    default_type application/json;\n"));
+        assert!(block.contains("    add_header Access-Control-Allow-Origin \"*\" always;\n"));
+        let start = block.find("return 200 '").expect("a return line") + "return 200 '".len();
+        let end = block.rfind("';\n").expect("the string ends");
+        let quoted = &block[start..end];
+        assert!(!quoted.contains('$'), "{case}: no nginx variables");
+        let mut prev_backslashes = 0;
+        for c in quoted.chars() {
+            assert!(
+                c != '\'' || prev_backslashes % 2 == 1,
+                "{case}: no unescaped quote"
+            );
+            prev_backslashes = if c == '\\' { prev_backslashes + 1 } else { 0 };
+        }
+        let served: Value =
+            serde_json::from_str(&nginx_unquote(quoted)).expect("nginx serves valid JSON");
+        assert_eq!(served, well_known::well_known_json(&d), "{case}");
+    }
+}
+
+#[test]
+fn caddy_respond_answers_with_the_exact_document() {
+    for (case, d) in cases() {
+        let text = well_known::serving(&d).text;
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("respond `"))
+            .expect("a respond line");
+        let body = line
+            .trim()
+            .strip_prefix("respond `")
+            .and_then(|l| l.strip_suffix("` 200"))
+            .expect("respond `...` 200");
+        assert!(!body.contains('`'), "{case}");
+        assert!(!body.contains("{$"), "{case}: no environment placeholders");
+        let served: Value = serde_json::from_str(body).expect("Caddy serves valid JSON");
+        assert_eq!(served, well_known::well_known_json(&d), "{case}");
+    }
+}
+
+#[test]
+fn serving_instructions_name_the_base_domain() {
+    let text = well_known::serving(&one_host_dsm()).text;
+    assert!(text.contains("https://example.org/.well-known/matrix/client"));
+    assert!(text.contains("NOT looked up on the host"));
+    for header in [
+        "Access-Control-Allow-Origin: *",
+        "Content-Type: application/json",
+    ] {
+        assert!(text.contains(header), "{header}");
+    }
+    assert!(text.contains("extra_well_known_client_content:\n  org.matrix.msc4143.rtc_foci:\n    - livekit_service_url: \"https://rtc.example.org/livekit/jwt\"\n      type: \"livekit\"\n"));
+}
+
+// ---- proxies ----
+
+#[test]
+fn proxies_forward_whole_hosts_to_the_http_port() {
+    for (case, d) in cases() {
+        let upstream = upstream(&d);
+        let nginx = proxy::nginx(&d).text;
+        assert!(
+            nginx.contains(&format!("proxy_pass http://{upstream};")),
+            "{case}"
+        );
+        assert!(nginx.contains("proxy_set_header Upgrade $http_upgrade;"));
+        assert!(nginx.contains("proxy_set_header Connection $rtcbox_connection_upgrade;"));
+        assert!(nginx.starts_with("# rtcbox behind nginx"));
+        assert_eq!(
+            nginx.matches("server {\n").count(),
+            public_origins(&d).len()
+                + usize::from(public_origins(&d).iter().any(|o| o.effective_port() == 443)),
+            "{case}: one server per host plus the redirect"
+        );
+        assert!(
+            proxy::caddy(&d)
+                .text
+                .contains(&format!("\treverse_proxy {upstream}\n"))
+        );
+        assert!(
+            proxy::traefik(&d)
+                .text
+                .contains(&format!("- url: \"http://{upstream}\"\n"))
+        );
+        let apache = proxy::apache(&d).text;
+        assert!(apache.contains(&format!(
+            "ProxyPass \"/\" \"http://{upstream}/\" upgrade=websocket timeout=3600"
+        )));
+        let dsm = proxy::synology_dsm(&d).text;
+        assert!(dsm.contains(&format!(
+            "Hostname localhost, Port {}",
+            d.network.ports.http
+        )));
+        assert!(dsm.contains("Create > WebSocket"));
+        for origin in public_origins(&d) {
+            assert!(
+                nginx.contains(&format!("server_name {};", origin.host)),
+                "{case}"
+            );
+            assert!(
+                dsm.contains(&format!("Hostname {}, Port", origin.host)),
+                "{case}"
+            );
+        }
+    }
+}
+
+#[test]
+fn two_hosts_get_two_rules() {
+    let d = two_hosts_nginx();
+    let dsm = proxy::synology_dsm(&d).text;
+    assert!(dsm.contains("Rule 1 of 2: jwt.example.net (authorization service)"));
+    assert!(dsm.contains("Rule 2 of 2: sfu.example.net (SFU)"));
+    let traefik = proxy::traefik(&d).text;
+    assert!(traefik.contains("rule: \"Host(`jwt.example.net`)\""));
+    assert!(traefik.contains("rule: \"Host(`sfu.example.net`)\""));
+    assert!(
+        proxy::caddy(&d)
+            .text
+            .contains("\njwt.example.net, sfu.example.net {\n")
+    );
+    let nginx = proxy::nginx(&d).text;
+    assert!(nginx.contains("    server_name jwt.example.net sfu.example.net;\n"));
+    assert!(nginx.contains("        return 301 https://$host$request_uri;\n"));
+}
+
+#[test]
+fn ipv6_upstreams_are_bracketed() {
+    let d = ipv6_self_signed();
+    assert_eq!(upstream(&d), "[2001:db8:10::20]:9080");
+    assert!(proxy::nginx(&d).text.contains("listen 8444 ssl;"));
+    assert!(proxy::caddy(&d).text.contains("\nrtc.example.dev:8444 {\n"));
+}
+
+// ---- ports ----
+
+#[test]
+fn port_forwards_follow_the_configured_ports() {
+    let d = ipv6_self_signed();
+    let rows: Vec<(&str, String, String, bool)> = ports::port_forwards(&d)
+        .into_iter()
+        .map(|f| (f.protocol, f.external, f.internal, f.required))
+        .collect();
+    let v6 = "[2001:db8:10::20]";
+    assert_eq!(
+        rows,
+        vec![
+            ("TCP", "8444".into(), format!("{v6}:9443"), true),
+            ("UDP", "50000".into(), format!("{v6}:50000"), true),
+            ("TCP", "50001".into(), format!("{v6}:50001"), false),
+            ("UDP", "3479".into(), format!("{v6}:3479"), true),
+            ("TCP", "3479".into(), format!("{v6}:3479"), false),
+            ("TCP", "5350".into(), format!("{v6}:5350"), false),
+            (
+                "UDP",
+                "40000-40099".into(),
+                format!("{v6}:40000-40099"),
+                true
+            ),
+        ]
+    );
+
+    let mut moved = one_host_dsm();
+    moved.network.ports.rtc_udp = 12345;
+    moved.network.ports.rtc_tcp = 12346;
+    let forwards = ports::port_forwards(&moved);
+    assert!(forwards.iter().any(|f| f.protocol == "UDP"
+        && f.external == "12345"
+        && f.internal == "192.168.1.20:12345"));
+    assert!(forwards.iter().any(|f| f.protocol == "TCP"
+        && f.external == "12346"
+        && f.internal == "192.168.1.20:12346"));
+    let text = ports::forwards(&moved).text;
+    assert!(
+        text.lines().any(|l| l.split_whitespace().eq([
+            "UDP",
+            "12345",
+            "192.168.1.20:12345",
+            "required"
+        ])),
+        "{text}"
+    );
+    assert!(!text.contains("8882"));
+    let firewall = ports::dsm_firewall(&moved).text;
+    assert!(
+        firewall
+            .lines()
+            .any(|l| l.starts_with("UDP") && l.split_whitespace().nth(1) == Some("12345")),
+        "{firewall}"
+    );
+}
+
+#[test]
+fn port_forwards_depend_on_the_tls_mode() {
+    let external = |d: &Deployment| -> Vec<(&'static str, String, String)> {
+        ports::port_forwards(d)
+            .into_iter()
+            .filter(|f| f.protocol == "TCP" && matches!(f.external.as_str(), "80" | "443"))
+            .map(|f| (f.protocol, f.external, f.internal))
+            .collect()
+    };
+    assert_eq!(
+        external(&one_host_dsm()),
+        vec![
+            ("TCP", "443".into(), "192.168.1.20:443".into()),
+            ("TCP", "80".into(), "192.168.1.20:80".into()),
+        ]
+    );
+    assert_eq!(
+        external(&old_synapse_acme()),
+        vec![
+            ("TCP", "443".into(), "192.168.178.40:8443".into()),
+            ("TCP", "80".into(), "192.168.178.40:8880".into()),
+        ]
+    );
+    for (challenge, rows) in [(AcmeChallenge::TlsAlpn01, 1), (AcmeChallenge::Dns01, 1)] {
+        let d = Deployment {
+            tls: TlsMode::Acme {
+                challenge,
+                email: "a@example.com".into(),
+            },
+            ..old_synapse_acme()
+        };
+        assert_eq!(external(&d).len(), rows, "{challenge:?}: no port 80");
+    }
+    let proxied = external(&two_hosts_nginx());
+    assert_eq!(proxied[0].2, "your reverse proxy's address, port 443");
+    assert!(
+        ports::port_forwards(&two_hosts_nginx())
+            .iter()
+            .all(|f| !f.protocol.is_empty() && !f.breaks_without.is_empty()),
+    );
+    assert!(
+        !ports::port_forwards(&two_hosts_nginx())
+            .iter()
+            .any(|f| f.purpose.contains("TURN")),
+        "no TURN rows without legacy TURN"
+    );
+}
+
+#[test]
+fn firewall_restricts_the_admin_port_to_the_lan() {
+    let text = ports::dsm_firewall(&one_host_dsm()).text;
+    assert!(
+        text.lines().any(|l| l.starts_with("TCP")
+            && l.contains(" 8089 ")
+            && l.contains("LAN (192.168.1.0/24)")),
+        "{text}"
+    );
+    assert!(text.contains("IP address 192.168.1.0, Subnet mask 255.255.255.0"));
+    let v6 = ports::dsm_firewall(&ipv6_self_signed()).text;
+    assert!(v6.contains("LAN (2001:db8:10::/64)"), "{v6}");
+}
+
+// ---- compose ----
+
+#[test]
+fn compose_pins_the_deployment_and_no_secrets() {
+    let d = one_host_dsm();
+    let text = compose::compose_yaml(&d).text;
+    for line in [
+        format!(
+            "    image: \"{}:{}\"",
+            compose::CONTAINER_IMAGE,
+            env!("CARGO_PKG_VERSION")
+        ),
+        "    network_mode: host".to_owned(),
+        "    restart: unless-stopped".to_owned(),
+        "      - ./data:/data".to_owned(),
+        "      RTCBOX_PUBLIC_URL: \"wss://rtc.example.org/livekit/sfu\"".to_owned(),
+        "      RTCBOX_FULL_ACCESS_HOMESERVERS: \"example.org\"".to_owned(),
+        "      RTCBOX_HTTP_BIND: \"0.0.0.0:8880\"".to_owned(),
+        "      RTCBOX_ADMIN_BIND: \"0.0.0.0:8089\"".to_owned(),
+        "      RTCBOX_RTC_UDP_PORT: \"8882\"".to_owned(),
+        "      RTCBOX_RTC_TCP_PORT: \"8881\"".to_owned(),
+        "      RTCBOX_NODE_IP: \"203.0.113.10\"".to_owned(),
+        "      test: [\"CMD\", \"rtcbox\", \"healthcheck\"]".to_owned(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+    }
+    let no_ip = compose::compose_yaml(&two_hosts_nginx()).text;
+    assert!(no_ip.contains("      # RTCBOX_NODE_IP: "));
+    assert!(!no_ip.lines().any(|l| l.starts_with("      RTCBOX_NODE_IP")));
+    let v6 = compose::compose_yaml(&ipv6_self_signed()).text;
+    assert!(v6.contains("RTCBOX_HTTP_BIND: \"[::]:9080\""));
+}
+
+// ---- secrets ----
+
+#[test]
+fn only_the_homeserver_snippet_carries_the_turn_secret() {
+    for (case, d) in cases() {
+        let secret = d
+            .legacy_turn
+            .as_ref()
+            .map(|t| t.shared_secret.expose().to_owned());
+        for output in all(&d) {
+            let mut texts = vec![
+                output.text.clone(),
+                output.intro.clone(),
+                output.title.clone(),
+            ];
+            texts.extend(fragments(&d).into_iter().map(|(_, t)| t));
+            for text in texts {
+                for forbidden in ["API_SECRET", "LIVEKIT_SECRET", "api_secret"] {
+                    assert!(
+                        !text.contains(forbidden),
+                        "{case}/{}: {forbidden}",
+                        output.id
+                    );
+                }
+                if let Some(secret) = &secret
+                    && output.id != synapse::ID
+                {
+                    assert!(!text.contains(secret.as_str()), "{case}/{}", output.id);
+                    let escaped = yaml_str(secret);
+                    assert!(
+                        !text.contains(&escaped[1..escaped.len() - 1]),
+                        "{case}/{}",
+                        output.id
+                    );
+                }
+            }
+        }
+        let snippet = synapse::homeserver_yaml(&d).text;
+        match secret {
+            Some(secret) => assert_eq!(
+                snippet
+                    .matches(&format!("turn_shared_secret: {}", yaml_str(&secret)))
+                    .count(),
+                1,
+                "{case}"
+            ),
+            None => assert!(!snippet.contains("turn_shared_secret"), "{case}"),
+        }
+    }
+}
