@@ -85,7 +85,10 @@ pub enum Endpoints {
     /// One origin: the authorization service under `/livekit/jwt`, the SFU under `/livekit/sfu`.
     OneHost(PublicOrigin),
     /// Two origins, each serving its service at the root.
-    TwoHosts { jwt: PublicOrigin, sfu: PublicOrigin },
+    TwoHosts {
+        jwt: PublicOrigin,
+        sfu: PublicOrigin,
+    },
 }
 
 impl Endpoints {
