@@ -76,7 +76,7 @@ impl Fetched {
 }
 
 /// Why there is no response. Each message says what failed in words an admin can act on.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("'{url}' is not a usable URL: {reason}")]
     BadUrl { url: String, reason: String },

@@ -261,7 +261,7 @@ impl Rng {
     }
     fn address(&mut self) -> SocketAddr {
         let port = self.next() as u16;
-        if self.next() % 2 == 0 {
+        if self.next().is_multiple_of(2) {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::from(self.next() as u32)), port)
         } else {
             let ip = Ipv6Addr::from(u128::from(self.next()) << 64 | u128::from(self.next()));
