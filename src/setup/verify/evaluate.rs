@@ -850,8 +850,10 @@ pub fn media_port(
          ({lan_ip}) in the network step."
     );
     let forward_fix = format!(
-        "Forward {p} {port} on the router to {lan_ip}, port {port} (the same port). If it is \
-         forwarded already, test a call from a phone on mobile data."
+        "Forward {p} {port} on the router to {lan_ip}, port {port} (the same port), and allow it \
+         in this machine's firewall (DSM: Control Panel → Security → Firewall; this machine's \
+         probes of itself may not pass through it). If both are done, test a call from a phone on \
+         mobile data."
     );
     match (public, lan_result) {
         (PublicProbe::Probed(addr, Ok(_)), _) => {
