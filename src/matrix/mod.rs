@@ -70,6 +70,15 @@ pub enum UserInfoError {
     ServerMismatch { sub: String, expected: String },
     #[error("no answer within {} s", USERINFO_TIMEOUT.as_secs())]
     Timeout,
+    #[error("the homeserver's version answer is invalid: {0}")]
+    BadVersion(String),
+}
+
+/// What a homeserver says it runs (`/_matrix/federation/v1/version`), e.g. Synapse 1.163.2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSoftware {
+    pub name: String,
+    pub version: String,
 }
 
 /// Talks to other Matrix servers over federation. Cheap to share (`Arc`); one per process.
@@ -82,46 +91,11 @@ pub struct FederationClient {
 impl FederationClient {
     /// A client trusting the system's root certificates plus those in `extra_ca_file` (PEM).
     pub fn new(extra_ca_file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(native.certs);
-        if let Some(path) = extra_ca_file {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("cannot read RTCBOX_MATRIX_CA_FILE '{}'", path.display()))?
-                .collect::<Result<_, _>>()
-                .with_context(|| {
-                    format!(
-                        "RTCBOX_MATRIX_CA_FILE '{}' is not valid PEM",
-                        path.display()
-                    )
-                })?;
-            if certs.is_empty() {
-                anyhow::bail!(
-                    "RTCBOX_MATRIX_CA_FILE '{}' holds no certificate",
-                    path.display()
-                );
-            }
-            for cert in certs {
-                roots.add(cert).with_context(|| {
-                    format!(
-                        "RTCBOX_MATRIX_CA_FILE '{}' holds an unusable certificate",
-                        path.display()
-                    )
-                })?;
-            }
-        } else if added == 0 {
-            tracing::warn!(
-                "no system root certificates found: homeservers with public certificates cannot be verified"
-            );
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("TLS setup")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self::with_tls_config(tls_client_config(extra_ca_file)?))
+    }
 
+    /// A client using `config` (from [`tls_client_config`]) for every connection.
+    pub fn with_tls_config(config: Arc<rustls::ClientConfig>) -> Self {
         let dns = match hickory_resolver::TokioResolver::builder_tokio() {
             Ok(mut builder) => {
                 let opts = builder.options_mut();
@@ -135,11 +109,11 @@ impl FederationClient {
             }
         };
 
-        Ok(FederationClient {
-            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        FederationClient {
+            tls: tokio_rustls::TlsConnector::from(config),
             dns,
             well_known_cache: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// Confirms an OpenID access token with the homeserver of `server_name` and returns the
@@ -187,6 +161,44 @@ impl FederationClient {
                 Ok((status, _)) => return Err(UserInfoError::Status(status)),
                 // A refused private address is a policy decision: do not try further endpoints.
                 Err(error @ UserInfoError::PrivateAddress { .. }) => return Err(error),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.expect("discover returns at least one endpoint"))
+    }
+
+    /// Asks `server_name`'s homeserver what it runs (`GET /_matrix/federation/v1/version`),
+    /// found through federation discovery. Private addresses are allowed: the setup wizard asks
+    /// about the admin's own homeserver, which is often on the LAN. Bounded by
+    /// [`USERINFO_TIMEOUT`].
+    pub async fn server_version(&self, server_name: &str) -> Result<ServerSoftware, UserInfoError> {
+        let name = ServerName::parse(server_name)?;
+        tokio::time::timeout(USERINFO_TIMEOUT, self.server_version_inner(&name))
+            .await
+            .map_err(|_| UserInfoError::Timeout)?
+    }
+
+    async fn server_version_inner(
+        &self,
+        name: &ServerName,
+    ) -> Result<ServerSoftware, UserInfoError> {
+        let policy = AddressPolicy::AllowPrivate;
+        let endpoints = discover(
+            name,
+            &LiveLookup {
+                client: self,
+                policy,
+            },
+        )
+        .await;
+        let mut last_error = None;
+        for endpoint in &endpoints {
+            match self
+                .https_get(endpoint, "/_matrix/federation/v1/version", policy)
+                .await
+            {
+                Ok((200, body)) => return parse_server_version(&body),
+                Ok((status, _)) => return Err(UserInfoError::Status(status)),
                 Err(error) => last_error = Some(error),
             }
         }
@@ -332,6 +344,54 @@ impl FederationClient {
     }
 }
 
+/// The TLS client configuration every outgoing HTTPS connection uses: the system's root
+/// certificates plus those in `extra_ca_file` (PEM, `RTCBOX_MATRIX_CA_FILE`), HTTP/1.1 by ALPN.
+/// Verification cannot be turned off.
+pub fn tls_client_config(
+    extra_ca_file: Option<&Path>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = extra_ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("cannot read RTCBOX_MATRIX_CA_FILE '{}'", path.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| {
+                format!(
+                    "RTCBOX_MATRIX_CA_FILE '{}' is not valid PEM",
+                    path.display()
+                )
+            })?;
+        if certs.is_empty() {
+            anyhow::bail!(
+                "RTCBOX_MATRIX_CA_FILE '{}' holds no certificate",
+                path.display()
+            );
+        }
+        for cert in certs {
+            roots.add(cert).with_context(|| {
+                format!(
+                    "RTCBOX_MATRIX_CA_FILE '{}' holds an unusable certificate",
+                    path.display()
+                )
+            })?;
+        }
+    } else if added == 0 {
+        tracing::warn!(
+            "no system root certificates found: servers with public certificates cannot be verified"
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Discovery's questions answered over the network, under the same address policy.
 struct LiveLookup<'a> {
     client: &'a FederationClient,
@@ -369,6 +429,33 @@ pub fn parse_userinfo(body: &[u8], expected_server: &str) -> Result<String, User
         });
     }
     Ok(info.sub)
+}
+
+/// `{"server": {"name": "Synapse", "version": "1.163.2"}}` → the software and its version.
+pub fn parse_server_version(body: &[u8]) -> Result<ServerSoftware, UserInfoError> {
+    #[derive(Deserialize)]
+    struct Version {
+        server: Server,
+    }
+    #[derive(Deserialize)]
+    struct Server {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        version: String,
+    }
+    let parsed: Version = serde_json::from_slice(body).map_err(|e| {
+        UserInfoError::BadVersion(format!(
+            "not {{\"server\": {{\"name\", \"version\"}}}}: {e}"
+        ))
+    })?;
+    if parsed.server.name.is_empty() && parsed.server.version.is_empty() {
+        return Err(UserInfoError::BadVersion("no name and no version".into()));
+    }
+    Ok(ServerSoftware {
+        name: parsed.server.name,
+        version: parsed.server.version,
+    })
 }
 
 /// `{"m.server": "host[:port]"}` → the delegated server name.
@@ -476,6 +563,25 @@ mod tests {
         assert_eq!(check(r#"{"m.server":"https://matrix.example.org"}"#), None);
         assert_eq!(check(r#"{"m.homeserver":{}}"#), None);
         assert_eq!(check("<html>"), None);
+    }
+
+    #[test]
+    fn version_answers() {
+        let check = |body: &str| parse_server_version(body.as_bytes()).map_err(|e| e.to_string());
+        assert_eq!(
+            check(r#"{"server":{"name":"Synapse","version":"1.163.2"}}"#),
+            Ok(ServerSoftware {
+                name: "Synapse".into(),
+                version: "1.163.2".into()
+            })
+        );
+        assert_eq!(
+            check(r#"{"server":{"name":"conduwuit"}}"#).map(|s| s.name),
+            Ok("conduwuit".into())
+        );
+        for bad in [r#"{"server":{}}"#, "{}", "<html>", r#"{"server":"x"}"#] {
+            assert!(check(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! - TCP: one passive ICE-TCP listener; each connection carries RFC 4571 frames (2-byte length).
 //! - Everything else reaches the core as a closure run on the driver task ([`SfuHandle::call`]),
 //!   so the core has exactly one owner and no lock.
+//! - A plain STUN Binding Request (no USERNAME) on either media port is answered right where it
+//!   is read, with the sender's address, without reaching the core or creating any state: the
+//!   setup checks use it to test port forwards and to learn the public address. ICE checks always
+//!   carry USERNAME, so this never takes a datagram a session wants; they still go to str0m.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use super::core::{ConnId, JoinError, JoinRequest, Output, Sfu, SfuConfig};
+use crate::net::stun;
 use crate::rooms::{CreateOutcome, RoomDirectory, RoomError, RoomFuture, RoomOptions};
 
 /// Most concurrent ICE-TCP connections.
@@ -356,6 +361,14 @@ async fn read_udp(socket: Arc<UdpSocket>, advertised: SocketAddr, events: mpsc::
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, source)) => {
+                // The answer is a fixed-size message at most 32 bytes larger than the request
+                // (no amplification) and nothing is remembered (see `stun::answer_plain_binding`).
+                if let Some(answer) = stun::answer_plain_binding(&buf[..n], source) {
+                    if let Err(error) = socket.try_send_to(&answer, source) {
+                        tracing::trace!(%error, %source, "STUN binding answer not sent");
+                    }
+                    continue;
+                }
                 let event = Event::Udp {
                     source,
                     destination: advertised,
@@ -405,6 +418,7 @@ async fn serve_tcp(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(512);
+    let answers = tx.clone();
     if events
         .send(Event::TcpOpened { remote, writer: tx })
         .await
@@ -440,6 +454,13 @@ async fn serve_tcp(
             Ok(Ok(_)) => {}
             _ => break,
         }
+        // As on UDP: a plain binding request is answered here (framed by the writer), no state.
+        if let Some(answer) = stun::answer_plain_binding(&buf[..len], remote) {
+            if answers.try_send(answer).is_err() {
+                break;
+            }
+            continue;
+        }
         let event = Event::TcpFrame {
             remote,
             local,
@@ -473,5 +494,60 @@ impl RoomDirectory for SfuHandle {
                 .await
                 .unwrap_or(false)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Both media ports answer a plain binding request with the sender's address.
+    #[tokio::test]
+    async fn media_ports_answer_plain_stun_binding() {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let sockets = SfuSockets::bind(localhost, None, 0, 0).await.unwrap();
+        let udp = sockets.udp_advertised()[0];
+        let tcp = sockets.tcp_advertised()[0];
+        let _sfu = SfuHandle::spawn(sockets, false);
+        let wait = Duration::from_secs(5);
+
+        let client = UdpSocket::bind((localhost, 0)).await.unwrap();
+        let tid = stun::new_transaction_id();
+        client
+            .send_to(&stun::binding_request(&tid), udp)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, from) = tokio::time::timeout(wait, client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from, udp);
+        assert_eq!(
+            stun::parse_binding_success(&buf[..n], &tid),
+            Ok(client.local_addr().unwrap())
+        );
+
+        let mut stream = TcpStream::connect(tcp).await.unwrap();
+        let tid = stun::new_transaction_id();
+        let request = stun::binding_request(&tid);
+        let mut framed = (request.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&request);
+        stream.write_all(&framed).await.unwrap();
+        let mut len = [0u8; 2];
+        tokio::time::timeout(wait, stream.read_exact(&mut len))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut answer).await.unwrap();
+        assert_eq!(
+            stun::parse_binding_success(&answer, &tid),
+            Ok(stream.local_addr().unwrap())
+        );
     }
 }

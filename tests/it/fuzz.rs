@@ -11,6 +11,7 @@ use rtcbox::auth::{AuthConfig, AuthService, OpenIdVerifier};
 use rtcbox::config::{ApiKey, FullAccess, PublicUrl, parse_bind};
 use rtcbox::livekit::token;
 use rtcbox::matrix::{AddressPolicy, ServerName, UserInfoError, parse_userinfo};
+use rtcbox::net::stun;
 use rtcbox::rooms::RoomRegistry;
 use rtcbox::secret::Secret;
 
@@ -228,4 +229,74 @@ fn token_request_bodies() {
         }
     });
     assert!(accepted > 0, "the seeds must reach the success path");
+}
+
+#[test]
+fn stun_messages() {
+    let tid = [7u8; 12];
+    let request = stun::binding_request(&tid);
+    let answer = stun::binding_success(&tid, "203.0.113.9:4000".parse().unwrap());
+    let answer_v6 = stun::binding_success(&tid, "[2001:db8::9]:4000".parse().unwrap());
+    let source = "192.0.2.1:5000".parse().unwrap();
+    fuzz("stun", &[&request, &answer, &answer_v6], |input| {
+        let _ = stun::parse_binding_request(input);
+        let _ = stun::parse_binding_success(input, &tid);
+        if let Some(reply) = stun::answer_plain_binding(input, source) {
+            // No amplification, and the reply says where the request came from.
+            assert!(reply.len() <= input.len() + 32);
+            let tid: [u8; 12] = input[8..20].try_into().unwrap();
+            assert_eq!(stun::parse_binding_success(&reply, &tid), Ok(source));
+        }
+    });
+}
+
+#[test]
+fn verification_answers() {
+    use rtcbox::setup::fetch::Fetched;
+    use rtcbox::setup::model::SynapseVersion;
+    use rtcbox::setup::verify::evaluate;
+
+    let ours = "https://rtc.example.org/livekit/jwt";
+    let expect = evaluate::WellKnownExpect {
+        url: "https://example.org/.well-known/matrix/client",
+        host: "example.org",
+        livekit_service_url: ours,
+        client_base_url: "https://matrix.example.org",
+    };
+    let answer = |body: &[u8]| {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.insert("access-control-allow-origin", "*".parse().unwrap());
+        Ok(Fetched {
+            status: 200,
+            headers,
+            body: body.to_vec().into(),
+        })
+    };
+    let synapse = Some(SynapseVersion::new(1, 163, 2));
+    fuzz(
+        "verification answers",
+        &[
+            br#"{"m.homeserver":{"base_url":"https://matrix.example.org"},"org.matrix.msc4143.rtc_foci":[{"type":"livekit","livekit_service_url":"https://rtc.example.org/livekit/jwt"}]}"#,
+            br#"{"versions":["v1.12"],"unstable_features":{"org.matrix.msc4140":true,"org.matrix.msc4222":true}}"#,
+            br#"{"rtc_transports":[{"type":"livekit","livekit_service_url":"https://rtc.example.org/livekit/jwt"}]}"#,
+            br#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
+        ],
+        |input| {
+            let fetched = answer(input);
+            let followed = evaluate::Followed {
+                redirects: &[],
+                result: &fetched,
+            };
+            let alternate = Some(("https://matrix.example.org/.well-known/matrix/client", &fetched));
+            let checks = [
+                evaluate::well_known(&expect, followed, alternate),
+                evaluate::synapse_versions("u", &fetched, synapse),
+                evaluate::rtc_transports("u", &fetched, true, synapse, ours),
+            ];
+            for check in checks {
+                assert!(!check.detail.is_empty());
+            }
+        },
+    );
 }

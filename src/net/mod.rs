@@ -1,6 +1,12 @@
-//! Address classification shared by everything that connects out or relays on someone's behalf
-//! (the OpenID check today, TURN later): a request from the internet must not be able to make us
-//! talk to loopback, the LAN or other special-purpose ranges unless the operator allowed it.
+//! Network helpers shared across services.
+//!
+//! - Address classification for everything that connects out or relays on someone's behalf (the
+//!   OpenID check today, TURN later): a request from the internet must not be able to make us
+//!   talk to loopback, the LAN or other special-purpose ranges unless the operator allowed it.
+//! - [`stun`]: the STUN Binding codec (sans-IO) the media ports answer with and the setup checks
+//!   probe with.
+
+pub mod stun;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

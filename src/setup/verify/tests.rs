@@ -1,0 +1,1272 @@
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, options};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use super::evaluate::*;
+use super::*;
+use crate::setup::model::{
+    Endpoints, Network, Ports, ProxyKind, PublicOrigin, SynapseVersion, TlsMode,
+};
+use crate::sfu::SfuSockets;
+
+/// What a check observed: a response or why there is none.
+type Observed = Result<Fetched, FetchError>;
+/// name, redirects followed, answer, the same file on the client API's host, expected, needle.
+type WellKnownCase<'a> = (
+    &'a str,
+    &'a [String],
+    Observed,
+    Option<Observed>,
+    Status,
+    &'a str,
+);
+
+const OURS: &str = "https://rtc.example.org/livekit/jwt";
+const WELL_KNOWN: &str = "https://example.org/.well-known/matrix/client";
+const BASE: &str = "https://matrix.example.org";
+
+fn deployment() -> Deployment {
+    Deployment {
+        server_name: "example.org".into(),
+        client_base_url: BASE.into(),
+        synapse_version: Some(SynapseVersion::new(1, 163, 2)),
+        existing_well_known: None,
+        endpoints: Endpoints::OneHost(PublicOrigin {
+            tls: true,
+            host: "rtc.example.org".into(),
+            port: None,
+        }),
+        tls: TlsMode::ReverseProxy {
+            proxy: ProxyKind::Nginx,
+        },
+        network: Network {
+            lan_ip: "192.168.1.20".parse().unwrap(),
+            public_ip: Some("203.0.113.7".parse().unwrap()),
+            ports: Ports::default(),
+        },
+        legacy_turn: None,
+    }
+}
+
+fn with_proxy(proxy: ProxyKind) -> Deployment {
+    Deployment {
+        tls: TlsMode::ReverseProxy { proxy },
+        ..deployment()
+    }
+}
+
+fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Observed {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    Ok(Fetched {
+        status,
+        headers: map,
+        body: body.to_owned().into(),
+    })
+}
+
+fn json_response(status: u16, body: serde_json::Value) -> Observed {
+    response(
+        status,
+        &[
+            ("content-type", "application/json"),
+            ("access-control-allow-origin", "*"),
+        ],
+        &body.to_string(),
+    )
+}
+
+fn refused() -> Observed {
+    Err(FetchError::Refused {
+        addr: "203.0.113.7:443".parse().unwrap(),
+    })
+}
+
+/// The status is `expected`, and the detail or the fix mentions `needle`.
+#[track_caller]
+fn check(check: Check, expected: Status, needle: &str) {
+    let text = format!("{}\n{}", check.detail, check.fix.as_deref().unwrap_or(""));
+    assert_eq!(check.status, expected, "{text}");
+    assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    assert_eq!(check.title, title(check.id));
+    if check.status != Status::Pass {
+        assert!(!check.detail.is_empty());
+    }
+}
+
+fn good_well_known() -> serde_json::Value {
+    json!({
+        "m.homeserver": {"base_url": "https://matrix.example.org/"},
+        "org.matrix.msc4143.rtc_foci": [{"type": "livekit", "livekit_service_url": "https://rtc.example.org/livekit/jwt/"}],
+        "io.element.e2ee": {"default": true}
+    })
+}
+
+#[test]
+fn well_known_cases() {
+    let expect = WellKnownExpect {
+        url: WELL_KNOWN,
+        host: "example.org",
+        livekit_service_url: OURS,
+        client_base_url: BASE,
+    };
+    let alt_url = "https://matrix.example.org/.well-known/matrix/client";
+    let foci = |list: serde_json::Value| {
+        let mut body = good_well_known();
+        body["org.matrix.msc4143.rtc_foci"] = list;
+        json_response(200, body)
+    };
+    let without = |key: &str| {
+        let mut body = good_well_known();
+        body.as_object_mut().unwrap().remove(key);
+        json_response(200, body)
+    };
+    let body = good_well_known().to_string();
+    let old =
+        json!([{"type": "livekit", "livekit_service_url": "https://old.example.org/livekit/jwt"}]);
+    let ours_second = json!([
+        {"type": "livekit", "livekit_service_url": "https://old.example.org/livekit/jwt"},
+        {"type": "livekit", "livekit_service_url": OURS}
+    ]);
+    let alias_only = {
+        let mut body = good_well_known();
+        let list = body
+            .as_object_mut()
+            .unwrap()
+            .remove("org.matrix.msc4143.rtc_foci")
+            .unwrap();
+        body["m.rtc_foci"] = list;
+        json_response(200, body)
+    };
+    let mut other_base = good_well_known();
+    other_base["m.homeserver"]["base_url"] = json!("https://other.example.org");
+    let no_redirects: &[String] = &[];
+    let one_redirect = ["https://www.example.org/.well-known/matrix/client".to_owned()];
+
+    let table: Vec<WellKnownCase> = vec![
+        (
+            "good",
+            no_redirects,
+            json_response(200, good_well_known()),
+            None,
+            Status::Pass,
+            "lists https://rtc.example.org/livekit/jwt in rtc_foci",
+        ),
+        (
+            "404",
+            no_redirects,
+            response(404, &[], "nope"),
+            None,
+            Status::Fail,
+            "does not exist (HTTP 404)",
+        ),
+        (
+            "published on the base host",
+            no_redirects,
+            response(404, &[], ""),
+            Some(json_response(200, good_well_known())),
+            Status::Fail,
+            "published at https://matrix.example.org/.well-known/matrix/client instead",
+        ),
+        (
+            "foci missing, present on base host",
+            no_redirects,
+            without("org.matrix.msc4143.rtc_foci"),
+            Some(json_response(200, good_well_known())),
+            Status::Fail,
+            "Move the well-known to the web server for example.org",
+        ),
+        (
+            "unreachable",
+            no_redirects,
+            refused(),
+            None,
+            Status::Fail,
+            "forward TCP 443",
+        ),
+        (
+            "no DNS",
+            no_redirects,
+            Err(FetchError::Dns {
+                host: "example.org".into(),
+                reason: "NXDOMAIN".into(),
+            }),
+            None,
+            Status::Fail,
+            "Create a DNS record for example.org",
+        ),
+        (
+            "bad certificate",
+            no_redirects,
+            Err(FetchError::Certificate {
+                host: "example.org".into(),
+                reason: "it has expired: renew it".into(),
+            }),
+            None,
+            Status::Fail,
+            "the certificate for example.org is not trusted: it has expired",
+        ),
+        (
+            "500",
+            no_redirects,
+            response(500, &[], ""),
+            None,
+            Status::Fail,
+            "answered HTTP 500",
+        ),
+        (
+            "too many redirects",
+            no_redirects,
+            response(302, &[], ""),
+            None,
+            Status::Fail,
+            "redirects (HTTP 302)",
+        ),
+        (
+            "text/plain",
+            no_redirects,
+            response(
+                200,
+                &[
+                    ("content-type", "text/plain"),
+                    ("access-control-allow-origin", "*"),
+                ],
+                &body,
+            ),
+            None,
+            Status::Warn,
+            "served as text/plain",
+        ),
+        (
+            "no content type",
+            no_redirects,
+            response(200, &[("access-control-allow-origin", "*")], &body),
+            None,
+            Status::Warn,
+            "without a Content-Type",
+        ),
+        (
+            "json with charset",
+            no_redirects,
+            response(
+                200,
+                &[
+                    ("content-type", "application/json; charset=utf-8"),
+                    ("access-control-allow-origin", "*"),
+                ],
+                &body,
+            ),
+            None,
+            Status::Pass,
+            "served as JSON",
+        ),
+        (
+            "no CORS",
+            no_redirects,
+            response(200, &[("content-type", "application/json")], &body),
+            None,
+            Status::Fail,
+            "has no Access-Control-Allow-Origin header",
+        ),
+        (
+            "CORS twice",
+            no_redirects,
+            response(
+                200,
+                &[
+                    ("content-type", "application/json"),
+                    ("access-control-allow-origin", "*"),
+                    ("access-control-allow-origin", "*"),
+                ],
+                &body,
+            ),
+            None,
+            Status::Fail,
+            "carries Access-Control-Allow-Origin twice",
+        ),
+        (
+            "CORS joined",
+            no_redirects,
+            response(
+                200,
+                &[
+                    ("content-type", "application/json"),
+                    ("access-control-allow-origin", "*, *"),
+                ],
+                &body,
+            ),
+            None,
+            Status::Fail,
+            "twice",
+        ),
+        (
+            "CORS one origin",
+            no_redirects,
+            response(
+                200,
+                &[
+                    ("content-type", "application/json"),
+                    ("access-control-allow-origin", "https://app.element.io"),
+                ],
+                &body,
+            ),
+            None,
+            Status::Fail,
+            "https://app.element.io, not *",
+        ),
+        (
+            "not JSON",
+            no_redirects,
+            response(
+                200,
+                &[
+                    ("content-type", "application/json"),
+                    ("access-control-allow-origin", "*"),
+                ],
+                "<html>",
+            ),
+            None,
+            Status::Fail,
+            "not valid JSON",
+        ),
+        (
+            "JSON list",
+            no_redirects,
+            json_response(200, json!([1])),
+            None,
+            Status::Fail,
+            "not an object",
+        ),
+        (
+            "no base_url",
+            no_redirects,
+            without("m.homeserver"),
+            None,
+            Status::Fail,
+            "no m.homeserver.base_url",
+        ),
+        (
+            "other base_url",
+            no_redirects,
+            json_response(200, other_base),
+            None,
+            Status::Warn,
+            "m.homeserver.base_url is https://other.example.org",
+        ),
+        (
+            "no foci",
+            no_redirects,
+            without("org.matrix.msc4143.rtc_foci"),
+            None,
+            Status::Fail,
+            "has no org.matrix.msc4143.rtc_foci",
+        ),
+        (
+            "old foci",
+            no_redirects,
+            foci(old),
+            None,
+            Status::Fail,
+            "rtc_foci points at https://old.example.org/livekit/jwt instead of",
+        ),
+        (
+            "ours second",
+            no_redirects,
+            foci(ours_second),
+            None,
+            Status::Warn,
+            "before https://rtc.example.org/livekit/jwt; clients use the first",
+        ),
+        (
+            "foci not a list",
+            no_redirects,
+            foci(json!({"type": "livekit"})),
+            None,
+            Status::Fail,
+            "rtc_foci is not a list",
+        ),
+        (
+            "no livekit focus",
+            no_redirects,
+            foci(json!([{"type": "nextgen"}])),
+            None,
+            Status::Fail,
+            "lists no livekit focus",
+        ),
+        (
+            "alias only",
+            no_redirects,
+            alias_only,
+            None,
+            Status::Warn,
+            "only under m.rtc_foci",
+        ),
+        (
+            "redirected",
+            &one_redirect,
+            json_response(200, good_well_known()),
+            None,
+            Status::Warn,
+            "redirects (https://www.example.org/.well-known/matrix/client)",
+        ),
+    ];
+    for (name, redirects, primary, alternate, status, needle) in table {
+        let alternate = alternate.as_ref().map(|a| (alt_url, a));
+        let result = well_known(
+            &expect,
+            Followed {
+                redirects,
+                result: &primary,
+            },
+            alternate,
+        );
+        assert_eq!(result.id, ids::WELL_KNOWN);
+        assert_eq!(result.status, status, "case {name}: {}", result.detail);
+        check(result, status, needle);
+    }
+}
+
+#[test]
+fn versions_cases() {
+    let url = "https://matrix.example.org/_matrix/client/versions";
+    let features = |features: serde_json::Value| {
+        json_response(
+            200,
+            json!({"versions": ["v1.12"], "unstable_features": features}),
+        )
+    };
+    let all =
+        json!({"org.matrix.msc4140": true, "org.matrix.msc4222": true, "org.matrix.msc4143": true});
+    let v = |minor| Some(SynapseVersion::new(1, minor, 0));
+    let table: Vec<(Observed, Option<SynapseVersion>, Status, &str)> = vec![
+        (
+            features(all.clone()),
+            v(163),
+            Status::Pass,
+            "msc4140 and org.matrix.msc4222 and org.matrix.msc4143",
+        ),
+        (
+            features(
+                json!({"org.matrix.msc4140": false, "org.matrix.msc4222": true, "org.matrix.msc4143": true}),
+            ),
+            v(163),
+            Status::Fail,
+            "`max_event_delay_duration: 24h` at the top level",
+        ),
+        (
+            features(json!({"org.matrix.msc4140": true, "org.matrix.msc4143": true})),
+            v(163),
+            Status::Fail,
+            "`msc4222_enabled: true`",
+        ),
+        (
+            features(json!({"org.matrix.msc4140": true, "org.matrix.msc4222": true})),
+            v(156),
+            Status::Fail,
+            "`msc4143_enabled: true`",
+        ),
+        (
+            features(json!({"org.matrix.msc4140": true, "org.matrix.msc4222": true})),
+            v(150),
+            Status::Pass,
+            "advertises",
+        ),
+        (
+            features(json!({"org.matrix.msc4140": true, "org.matrix.msc4222": true})),
+            None,
+            Status::Pass,
+            "advertises",
+        ),
+        (
+            features(json!({"org.matrix.msc4140": "yes", "org.matrix.msc4222": true})),
+            None,
+            Status::Fail,
+            "Delayed events",
+        ),
+        (
+            json_response(200, json!({"versions": []})),
+            None,
+            Status::Fail,
+            "Delayed events",
+        ),
+        (
+            response(404, &[], ""),
+            None,
+            Status::Fail,
+            "answered HTTP 404",
+        ),
+        (
+            response(200, &[], "<html>"),
+            None,
+            Status::Fail,
+            "is this a Matrix homeserver?",
+        ),
+        (refused(), None, Status::Fail, "cannot be fetched"),
+    ];
+    for (result, synapse, status, needle) in table {
+        check(synapse_versions(url, &result, synapse), status, needle);
+    }
+}
+
+#[test]
+fn transports_cases() {
+    let url =
+        "https://matrix.example.org/_matrix/client/unstable/org.matrix.msc4143/rtc/transports";
+    let synapse = Some(SynapseVersion::new(1, 163, 2));
+    let transports = |list: serde_json::Value| json_response(200, json!({"rtc_transports": list}));
+    let livekit = |u: &str| json!({"type": "livekit", "livekit_service_url": u});
+    let unrecognized = json_response(
+        404,
+        json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}),
+    );
+    let missing_token = json_response(401, json!({"errcode": "M_MISSING_TOKEN"}));
+    let unknown_token = json_response(401, json!({"errcode": "M_UNKNOWN_TOKEN"}));
+    let table: Vec<(Observed, bool, Option<SynapseVersion>, Status, &str)> = vec![
+        (
+            transports(json!([livekit(OURS)])),
+            true,
+            synapse,
+            Status::Pass,
+            "publishes https://rtc.example.org/livekit/jwt",
+        ),
+        (
+            transports(json!([livekit("https://rtc.example.org/livekit/jwt/")])),
+            true,
+            synapse,
+            Status::Pass,
+            "publishes",
+        ),
+        (
+            transports(json!([livekit("https://old.example.org"), livekit(OURS)])),
+            true,
+            synapse,
+            Status::Warn,
+            "lists https://old.example.org before",
+        ),
+        (
+            transports(json!([livekit("https://old.example.org")])),
+            true,
+            synapse,
+            Status::Fail,
+            "lists https://old.example.org instead of",
+        ),
+        (
+            json_response(200, json!({})),
+            true,
+            synapse,
+            Status::Fail,
+            "answers 200 with no transports ({})",
+        ),
+        (
+            transports(json!([{"type": "other"}])),
+            true,
+            synapse,
+            Status::Fail,
+            "lists no livekit transport",
+        ),
+        (
+            unrecognized.clone(),
+            false,
+            synapse,
+            Status::Fail,
+            "HTTP 404 M_UNRECOGNIZED: the endpoint is off (msc4143_enabled is not set).",
+        ),
+        (
+            unrecognized,
+            false,
+            None,
+            Status::Fail,
+            "or Synapse is older than 1.140.0",
+        ),
+        (
+            missing_token,
+            false,
+            synapse,
+            Status::Warn,
+            "give an access token",
+        ),
+        (
+            unknown_token,
+            true,
+            synapse,
+            Status::Fail,
+            "refused the access token (HTTP 401 M_UNKNOWN_TOKEN)",
+        ),
+        (
+            response(502, &[], "bad gateway"),
+            true,
+            synapse,
+            Status::Fail,
+            "answered HTTP 502",
+        ),
+        (refused(), true, synapse, Status::Fail, "cannot be fetched"),
+    ];
+    for (result, had_token, synapse, status, needle) in table {
+        let result = rtc_transports(url, &result, had_token, synapse, OURS);
+        assert_eq!(result.id, ids::RTC_TRANSPORTS);
+        check(result, status, needle);
+    }
+    check(
+        transports_unavailable(Some(SynapseVersion::new(1, 139, 9))).unwrap(),
+        Status::Unavailable,
+        "Synapse 1.139.9 has no rtc/transports endpoint (it arrived in 1.140.0)",
+    );
+    assert_eq!(
+        transports_unavailable(Some(SynapseVersion::new(1, 140, 0))),
+        None
+    );
+    assert_eq!(transports_unavailable(None), None);
+}
+
+#[test]
+fn healthz_cases() {
+    let url = "https://rtc.example.org/livekit/jwt/healthz";
+    let ok = response(200, &[("access-control-allow-origin", "*")], "");
+    let cors = |values: &[&str]| {
+        let headers: Vec<(&str, &str)> = values
+            .iter()
+            .map(|v| ("access-control-allow-origin", *v))
+            .collect();
+        response(200, &headers, "")
+    };
+    let table: Vec<(Deployment, Observed, Option<Observed>, Status, &str)> = vec![
+        (
+            deployment(),
+            ok.clone(),
+            Some(cors(&["*"])),
+            Status::Pass,
+            "answers 200 through the proxy",
+        ),
+        (deployment(), ok.clone(), None, Status::Pass, "answers 200"),
+        (
+            deployment(),
+            response(404, &[], ""),
+            None,
+            Status::Fail,
+            "In nginx, forward https://rtc.example.org/livekit/jwt (and everything below it) to rtcbox at http://192.168.1.20:8880",
+        ),
+        (
+            with_proxy(ProxyKind::SynologyDsm),
+            response(404, &[], ""),
+            None,
+            Status::Fail,
+            "Synology DSM reverse proxy",
+        ),
+        (
+            deployment(),
+            response(502, &[], ""),
+            None,
+            Status::Fail,
+            "cannot reach rtcbox",
+        ),
+        (
+            deployment(),
+            response(503, &[], ""),
+            None,
+            Status::Fail,
+            "Point the reverse proxy at http://192.168.1.20:8880",
+        ),
+        (
+            deployment(),
+            response(401, &[], ""),
+            None,
+            Status::Fail,
+            "HTTP 401 instead of 200",
+        ),
+        (
+            deployment(),
+            refused(),
+            None,
+            Status::Fail,
+            "forward TCP 443",
+        ),
+        (
+            deployment(),
+            ok.clone(),
+            Some(cors(&[])),
+            Status::Fail,
+            "preflight has no Access-Control-Allow-Origin",
+        ),
+        (
+            deployment(),
+            ok.clone(),
+            Some(cors(&["*", "*"])),
+            Status::Fail,
+            "remove them from the reverse proxy",
+        ),
+        (
+            deployment(),
+            ok.clone(),
+            Some(response(405, &[], "")),
+            Status::Fail,
+            "pass OPTIONS requests to rtcbox",
+        ),
+        (
+            deployment(),
+            ok,
+            Some(refused()),
+            Status::Warn,
+            "preflight (OPTIONS) of /sfu/get failed",
+        ),
+    ];
+    for (deployment, healthz, preflight, status, needle) in table {
+        check(
+            auth_healthz(&deployment, url, &healthz, preflight.as_ref()),
+            status,
+            needle,
+        );
+    }
+}
+
+#[test]
+fn websocket_cases() {
+    let url = "wss://rtc.example.org/livekit/sfu/rtc";
+    let table: Vec<(Deployment, Observed, Status, &str)> = vec![
+        (
+            deployment(),
+            response(101, &[("upgrade", "websocket")], ""),
+            Status::Pass,
+            "switches to WebSocket (101)",
+        ),
+        (
+            deployment(),
+            response(200, &[], "<html>"),
+            Status::Fail,
+            "proxy_set_header Upgrade $http_upgrade;",
+        ),
+        (
+            with_proxy(ProxyKind::SynologyDsm),
+            response(200, &[], ""),
+            Status::Fail,
+            "edit the rule for rtc.example.org → Custom Header → Create → WebSocket",
+        ),
+        (
+            with_proxy(ProxyKind::Apache),
+            response(400, &[], ""),
+            Status::Fail,
+            "mod_proxy_wstunnel",
+        ),
+        (
+            with_proxy(ProxyKind::Caddy),
+            response(426, &[], ""),
+            Status::Fail,
+            "Caddy passes WebSocket upgrades by itself",
+        ),
+        (
+            with_proxy(ProxyKind::Traefik),
+            response(200, &[], ""),
+            Status::Fail,
+            "Traefik",
+        ),
+        (
+            deployment(),
+            response(404, &[], "not found: /rtc needs a WebSocket upgrade"),
+            Status::Fail,
+            "reached rtcbox without the Upgrade headers",
+        ),
+        (
+            deployment(),
+            response(404, &[], "nginx 404"),
+            Status::Fail,
+            "forward https://rtc.example.org/livekit/sfu (and everything below it)",
+        ),
+        (
+            deployment(),
+            response(401, &[], "invalid authorization token"),
+            Status::Fail,
+            "a different LiveKit server",
+        ),
+        (
+            deployment(),
+            response(502, &[], ""),
+            Status::Fail,
+            "cannot reach rtcbox",
+        ),
+        (deployment(), refused(), Status::Fail, "cannot be reached"),
+    ];
+    for (deployment, result, status, needle) in table {
+        check(sfu_websocket(&deployment, url, &result), status, needle);
+    }
+}
+
+#[test]
+fn tls_cases() {
+    let ok = response(200, &[], "");
+    let bad_cert = Err(FetchError::Certificate {
+        host: "rtc.example.org".into(),
+        reason: "it has expired: renew it".into(),
+    });
+    let acme = Deployment {
+        tls: TlsMode::Acme {
+            challenge: crate::setup::model::AcmeChallenge::Http01,
+            email: "a@example.org".into(),
+        },
+        ..deployment()
+    };
+    let self_signed = Deployment {
+        tls: TlsMode::SelfSigned,
+        ..deployment()
+    };
+    let plain = |host: &str| Deployment {
+        endpoints: Endpoints::OneHost(PublicOrigin {
+            tls: false,
+            host: host.into(),
+            port: Some(8880),
+        }),
+        ..deployment()
+    };
+    check(
+        tls(&acme, &ok, Some(&ok)),
+        Status::Unavailable,
+        "later version",
+    );
+    check(
+        tls(&self_signed, &ok, None),
+        Status::Unavailable,
+        "reverse proxy",
+    );
+    check(
+        tls(&deployment(), &ok, Some(&ok)),
+        Status::Pass,
+        "rtc.example.org answer over HTTPS",
+    );
+    check(tls(&deployment(), &ok, None), Status::Pass, "trusts");
+    check(
+        tls(&deployment(), &ok, Some(&bad_cert)),
+        Status::Fail,
+        "Give nginx a certificate for rtc.example.org",
+    );
+    check(
+        tls(
+            &deployment(),
+            &Err(FetchError::Tls {
+                host: "rtc.example.org".into(),
+                reason: "x".into(),
+            }),
+            None,
+        ),
+        Status::Fail,
+        "serve HTTPS",
+    );
+    check(
+        tls(&deployment(), &refused(), Some(&ok)),
+        Status::Unavailable,
+        "could not be reached",
+    );
+    check(
+        tls(&plain("rtc.example.org"), &ok, None),
+        Status::Fail,
+        "http://rtc.example.org:8880 is plain HTTP",
+    );
+    check(
+        tls(&plain("127.0.0.1"), &ok, None),
+        Status::Warn,
+        "plain HTTP",
+    );
+}
+
+#[test]
+fn public_ip_cases() {
+    let public: IpAddr = "203.0.113.7".parse().unwrap();
+    let advertised = ["203.0.113.7:8882".parse().unwrap()];
+    let lan_only = ["192.168.1.20:8882".parse().unwrap()];
+    check(
+        public_ip(&Ok(public), Some(public), &advertised),
+        Status::Pass,
+        "sees this machine as 203.0.113.7",
+    );
+    check(
+        public_ip(&Ok(public), Some(public), &[]),
+        Status::Pass,
+        "the wizard and the SFU use it",
+    );
+    check(
+        public_ip(
+            &Err("no STUN server answered (a: no answer)".into()),
+            Some(public),
+            &advertised,
+        ),
+        Status::Unavailable,
+        "could not be detected: no STUN server answered (a: no answer). The wizard's public address is 203.0.113.7.",
+    );
+    check(
+        public_ip(&Ok(public), None, &advertised),
+        Status::Warn,
+        "Enter 203.0.113.7 as the public address",
+    );
+    check(
+        public_ip(
+            &Ok(public),
+            Some("198.51.100.1".parse().unwrap()),
+            &advertised,
+        ),
+        Status::Fail,
+        "but the wizard says 198.51.100.1",
+    );
+    check(
+        public_ip(&Ok(public), Some(public), &lan_only),
+        Status::Fail,
+        "Set RTCBOX_NODE_IP=203.0.113.7",
+    );
+}
+
+#[test]
+fn media_cases() {
+    let public: SocketAddr = "203.0.113.7:8882".parse().unwrap();
+    let lan: SocketAddr = "192.168.1.20:8882".parse().unwrap();
+    let mapped: Result<SocketAddr, String> = Ok("203.0.113.7:40000".parse().unwrap());
+    let silent: Result<SocketAddr, String> = Err("no answer within 2 s".into());
+    let probed = |r: &Result<SocketAddr, String>| PublicProbe::Probed(public, r.clone());
+    let unknown = || PublicProbe::Unknown("no STUN server answered".into());
+
+    check(
+        media_port(
+            Proto::Udp,
+            8882,
+            Some(8882),
+            &probed(&mapped),
+            (lan, &mapped),
+        ),
+        Status::Pass,
+        "UDP 203.0.113.7:8882 (the public address) answers: the router forwards the port",
+    );
+    check(
+        media_port(
+            Proto::Udp,
+            8882,
+            Some(8882),
+            &probed(&silent),
+            (lan, &mapped),
+        ),
+        Status::Warn,
+        "Either the router does not forward UDP 8882 to 192.168.1.20, or it lacks hairpin NAT",
+    );
+    check(
+        media_port(Proto::Tcp, 8882, None, &probed(&silent), (lan, &mapped)),
+        Status::Warn,
+        "test from a phone on mobile data",
+    );
+    check(
+        media_port(
+            Proto::Udp,
+            8882,
+            Some(8882),
+            &probed(&silent),
+            (lan, &silent),
+        ),
+        Status::Fail,
+        "Control Panel → Security → Firewall",
+    );
+    check(
+        media_port(Proto::Udp, 8882, Some(8882), &unknown(), (lan, &mapped)),
+        Status::Unavailable,
+        "the public address is unknown (no STUN server answered)",
+    );
+    check(
+        media_port(Proto::Tcp, 8881, Some(8881), &unknown(), (lan, &silent)),
+        Status::Fail,
+        "does not answer on its own TCP port",
+    );
+    check(
+        media_port(
+            Proto::Udp,
+            8882,
+            Some(9000),
+            &probed(&mapped),
+            (lan, &mapped),
+        ),
+        Status::Fail,
+        "set RTCBOX_RTC_UDP_PORT=8882 or change the wizard's port to 9000",
+    );
+    check(
+        media_port(Proto::Tcp, 8881, Some(9001), &unknown(), (lan, &mapped)),
+        Status::Fail,
+        "RTCBOX_RTC_TCP_PORT=8881",
+    );
+    // No NAT: the LAN address is the public one.
+    let direct = PublicProbe::Probed(lan, mapped.clone());
+    check(
+        media_port(Proto::Udp, 8882, Some(8882), &direct, (lan, &mapped)),
+        Status::Pass,
+        "this machine has the public address itself",
+    );
+}
+
+#[test]
+fn fixed_checks() {
+    check(turn(), Status::Unavailable, "later version");
+    check(timed_out(ids::TLS), Status::Unavailable, "within 6 s");
+    assert_eq!(ids::ALL.len(), 10);
+    assert!(ids::ALL.iter().all(|id| title(id) != "Check"));
+}
+
+#[test]
+fn urls_compare_and_resolve() {
+    assert!(same_url("https://RTC.example.org/livekit/jwt/", OURS));
+    assert!(same_url(" https://rtc.example.org/livekit/jwt ", OURS));
+    assert!(!same_url("https://rtc.example.org/LiveKit/jwt", OURS));
+    assert!(!same_url("http://rtc.example.org/livekit/jwt", OURS));
+    assert!(!same_url("https://rtc.example.org", OURS));
+
+    let base = "https://example.org/.well-known/matrix/client";
+    assert_eq!(resolve_location(base, "/x"), "https://example.org/x");
+    assert_eq!(
+        resolve_location(base, "https://www.example.org/y"),
+        "https://www.example.org/y"
+    );
+    assert_eq!(resolve_location(base, "z"), "https://example.org/z");
+}
+
+#[test]
+fn targets_of_a_deployment() {
+    let targets = Targets::of(&deployment());
+    assert_eq!(targets.well_known_url, WELL_KNOWN);
+    assert_eq!(targets.server_host, "example.org");
+    assert_eq!(
+        targets.alternate_well_known_url.as_deref(),
+        Some("https://matrix.example.org/.well-known/matrix/client")
+    );
+    assert_eq!(targets.livekit_service_url, OURS);
+    assert_eq!(targets.sfu_url, "wss://rtc.example.org/livekit/sfu");
+
+    let same_host = Deployment {
+        server_name: "example.org:8448".into(),
+        client_base_url: "https://example.org/".into(),
+        ..deployment()
+    };
+    let targets = Targets::of(&same_host);
+    assert_eq!(targets.well_known_url, WELL_KNOWN);
+    assert_eq!(targets.alternate_well_known_url, None);
+    assert_eq!(targets.client_base_url, "https://example.org");
+}
+
+#[test]
+fn run_all_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let input = VerifyInput {
+        deployment: deployment(),
+        access_token: None,
+        advertised_udp: Vec::new(),
+        advertised_tcp: Vec::new(),
+        stun_servers: Vec::new(),
+    };
+    let http = HttpClient::new(None).unwrap();
+    let future = run_all(&input, &http, None);
+    assert_send(&future);
+}
+
+/// A homeserver, proxy and rtcbox in one local server: canned Synapse answers, rtcbox's real
+/// signaling routes under /livekit/sfu and a real SFU, so every check runs its real fetch path.
+struct Stage {
+    addr: SocketAddr,
+    sfu: SfuAccess,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+}
+
+/// What the staged homeserver's rtc/transports endpoint publishes.
+#[derive(Clone, Copy)]
+enum Published {
+    Ours,
+    Nothing,
+}
+
+async fn stage(published: Published) -> Stage {
+    str0m::crypto::from_feature_flags().install_process_default();
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let sockets = SfuSockets::bind(localhost, None, 0, 0).await.unwrap();
+    let udp = sockets.udp_advertised()[0];
+    let tcp = sockets.tcp_advertised()[0];
+    let handle = SfuHandle::spawn(sockets, false);
+    let sfu = SfuAccess {
+        handle: handle.clone(),
+        api_key: ApiKey::parse("checkkey").unwrap(),
+        api_secret: Secret::new("check-secret-check-secret-check-secret"),
+    };
+    let signal = crate::livekit::signal::router(Arc::new(crate::livekit::signal::SignalState {
+        sfu: handle,
+        key: sfu.api_key.clone(),
+        secret: sfu.api_secret.clone(),
+    }));
+
+    let listener = TcpListener::bind((localhost, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service_url = format!("http://{addr}/livekit/jwt");
+    let well_known = json!({
+        "m.homeserver": {"base_url": format!("http://{addr}")},
+        "org.matrix.msc4143.rtc_foci": [{"type": "livekit", "livekit_service_url": service_url}]
+    });
+    let transports = match published {
+        Published::Ours => {
+            json!({"rtc_transports": [{"type": "livekit", "livekit_service_url": service_url}]})
+        }
+        Published::Nothing => json!({}),
+    };
+    let cors = [("access-control-allow-origin", "*")];
+    let router = Router::new()
+        .route(
+            "/.well-known/matrix/client",
+            get(move || async move { (cors, axum::Json(well_known)) }),
+        )
+        .route(
+            "/_matrix/client/versions",
+            get(|| async {
+                axum::Json(json!({"versions": ["v1.12"], "unstable_features": {
+                    "org.matrix.msc4140": true, "org.matrix.msc4222": true, "org.matrix.msc4143": true
+                }}))
+            }),
+        )
+        .route(
+            "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports",
+            get(move |headers: HeaderMap| async move {
+                match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                    Some("Bearer good-token") => axum::Json(transports).into_response(),
+                    _ => (
+                        StatusCode::UNAUTHORIZED,
+                        axum::Json(json!({"errcode": "M_MISSING_TOKEN"})),
+                    )
+                        .into_response(),
+                }
+            }),
+        )
+        .route("/livekit/jwt/healthz", get(move || async move { (cors, "") }))
+        .route("/livekit/jwt/sfu/get", options(move || async move { (cors, "") }))
+        .nest("/livekit/sfu", signal);
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    Stage {
+        addr,
+        sfu,
+        udp,
+        tcp,
+    }
+}
+
+fn staged_input(stage: &Stage, access_token: Option<&str>) -> (Targets, VerifyInput) {
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let deployment = Deployment {
+        server_name: "localhost".into(),
+        client_base_url: format!("http://{}", stage.addr),
+        endpoints: Endpoints::OneHost(PublicOrigin {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: Some(stage.addr.port()),
+        }),
+        network: Network {
+            lan_ip: localhost,
+            public_ip: Some(localhost),
+            ports: Ports {
+                http: stage.addr.port(),
+                rtc_udp: stage.udp.port(),
+                rtc_tcp: stage.tcp.port(),
+                ..Ports::default()
+            },
+        },
+        ..deployment()
+    };
+    let mut targets = Targets::of(&deployment);
+    targets.well_known_url = format!("http://{}/.well-known/matrix/client", stage.addr);
+    targets.alternate_well_known_url = None;
+    let input = VerifyInput {
+        deployment,
+        access_token: access_token.map(Secret::new),
+        advertised_udp: vec![stage.udp],
+        advertised_tcp: vec![stage.tcp],
+        stun_servers: vec![stage.udp.to_string()],
+    };
+    (targets, input)
+}
+
+async fn rooms(sfu: &SfuAccess) -> Vec<String> {
+    sfu.handle
+        .call(|core, _| core.list_rooms(&[]).into_iter().map(|r| r.name).collect())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_working_deployment_passes_end_to_end() {
+    let stage = stage(Published::Ours).await;
+    let (targets, input) = staged_input(&stage, Some("good-token"));
+    let http = HttpClient::new(None).unwrap();
+    let started = std::time::Instant::now();
+    let checks = run_with(&targets, &input, &http, Some(&stage.sfu)).await;
+    assert!(started.elapsed() < CHECK_TIMEOUT);
+    let got: Vec<&str> = checks.iter().map(|c| c.id).collect();
+    assert_eq!(got, ids::ALL);
+    for c in &checks {
+        let expected = match c.id {
+            // Plain http on loopback: honest, not fatal.
+            ids::TLS => Status::Warn,
+            ids::TURN => Status::Unavailable,
+            _ => Status::Pass,
+        };
+        assert_eq!(c.status, expected, "{c:#?}");
+    }
+    // The throwaway room is gone again.
+    for _ in 0..50 {
+        if rooms(&stage.sfu).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rooms(&stage.sfu).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn problems_show_up_end_to_end() {
+    let stage = stage(Published::Nothing).await;
+    let http = HttpClient::new(None).unwrap();
+
+    // Empty transports, a wizard port that is not the SFU's, a wrong public address.
+    let (targets, mut input) = staged_input(&stage, Some("good-token"));
+    input.deployment.network.ports.rtc_tcp = 8881;
+    input.deployment.network.public_ip = Some("127.0.0.2".parse().unwrap());
+    let checks = run_with(&targets, &input, &http, Some(&stage.sfu)).await;
+    let by_id = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
+    check(by_id(ids::RTC_TRANSPORTS), Status::Fail, "no transports");
+    check(
+        by_id(ids::MEDIA_TCP),
+        Status::Fail,
+        "RTCBOX_RTC_TCP_PORT=8881",
+    );
+    check(
+        by_id(ids::PUBLIC_IP),
+        Status::Fail,
+        "but the wizard says 127.0.0.2",
+    );
+    // The SFU listens on 127.0.0.1 only: the "public" 127.0.0.2 stays silent, the LAN answers.
+    check(
+        by_id(ids::MEDIA_UDP),
+        Status::Warn,
+        "or it lacks hairpin NAT",
+    );
+
+    // No token; no SFU in this process.
+    let (targets, input) = staged_input(&stage, None);
+    let checks = run_with(&targets, &input, &http, None).await;
+    let by_id = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
+    check(
+        by_id(ids::RTC_TRANSPORTS),
+        Status::Warn,
+        "give an access token",
+    );
+    check(
+        by_id(ids::SFU_WEBSOCKET),
+        Status::Unavailable,
+        "not running in this process",
+    );
+    check(by_id(ids::TLS), Status::Warn, "plain HTTP");
+}
