@@ -20,7 +20,7 @@ use crate::matrix::{FederationClient, Host, ServerName};
 use crate::net::stun;
 
 /// Public STUN servers asked for this machine's public address, unless the admin sets others.
-pub const DEFAULT_STUN_SERVERS: &[&str] = &["stun.cloudflare.com:3478", "stun.l.google.com:19302"];
+pub const DEFAULT_STUN_SERVERS: &[&str] = &crate::config::DEFAULT_STUN_SERVERS;
 /// One STUN server (or one probed media port) gets this long to answer.
 pub const STUN_TIMEOUT: Duration = Duration::from_secs(2);
 

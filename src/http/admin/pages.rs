@@ -16,7 +16,7 @@ use super::{AdminState, unix_now};
 use crate::config::{self, Layers, Origin, SettingKey, Settings};
 use crate::db;
 use crate::setup::outputs::{self, Output};
-use crate::setup::verify::{Check, Status as CheckStatus};
+use crate::setup::verify::{self, Check, Status as CheckStatus};
 use crate::setup::wizard::Step;
 
 #[derive(Template)]
@@ -674,9 +674,30 @@ async fn render_verify(
 }
 
 async fn run_checks(
-    _state: &AdminState,
-    _deployment: crate::setup::model::Deployment,
-    _access_token: Option<crate::secret::Secret>,
+    state: &AdminState,
+    deployment: crate::setup::model::Deployment,
+    access_token: Option<crate::secret::Secret>,
 ) -> Vec<Check> {
-    Vec::new()
+    let Some(net) = &state.net else {
+        return vec![Check {
+            id: "network",
+            title: "Live checks",
+            status: CheckStatus::Unavailable,
+            detail: "This panel runs without network access, so nothing can be checked.".into(),
+            fix: None,
+        }];
+    };
+    let input = verify::VerifyInput {
+        deployment,
+        access_token,
+        advertised_udp: state.media.udp.clone(),
+        advertised_tcp: state.media.tcp.clone(),
+        stun_servers: state.settings.stun_servers.clone(),
+    };
+    let sfu = state.sfu.as_ref().map(|handle| verify::SfuAccess {
+        handle: handle.clone(),
+        api_key: state.settings.api_key.clone(),
+        api_secret: state.settings.api_secret.clone(),
+    });
+    verify::run_all(&input, &net.http, sfu.as_ref()).await
 }

@@ -184,6 +184,10 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// A form's fields as (name, value).
+type Field<'a> = (&'a str, &'a str);
+type Fields<'a> = &'a [Field<'a>];
+
 const PAGES: [&str; 9] = [
     "/",
     "/wizard",
@@ -496,7 +500,7 @@ async fn a_cross_site_post_is_refused() {
 async fn bad_wizard_input_re_renders_with_messages_and_stores_nothing() {
     let panel = panel().await;
     let (session, csrf) = panel.logged_in().await;
-    let cases: [(&str, &[(&str, &str)], &str); 6] = [
+    let cases: [(&str, Fields, &str); 6] = [
         (
             "homeserver",
             &[("server_name", "https://example.org")],
@@ -571,7 +575,7 @@ fn askama_escape(value: &str) -> String {
 
 /// The wizard from the first step to Apply, as a browser without JavaScript would go.
 async fn complete_wizard(panel: &Panel, session: &str, csrf: &str) {
-    let steps: [(&str, Vec<(&str, &str)>, &str); 5] = [
+    let steps: [(&str, Vec<Field>, &str); 5] = [
         (
             "homeserver",
             vec![
