@@ -21,7 +21,6 @@ use axum::response::{IntoResponse as _, Redirect, Response};
 use super::views::{self, Layout, LoginPage, SetupPage};
 use super::{AdminState, unix_now};
 use crate::db::admin::{self as db, AccountState};
-use crate::http::ClientIp;
 use crate::secret::random_alphanumeric;
 
 /// How long a setup token stays valid.
@@ -134,7 +133,7 @@ pub async fn setup_page(State(state): State<Arc<AdminState>>, headers: HeaderMap
 
 pub async fn setup_submit(
     State(state): State<Arc<AdminState>>,
-    ClientIp(client): ClientIp,
+    AdminClient(client): AdminClient,
     headers: HeaderMap,
     form: views::FormData,
 ) -> Response {
@@ -221,7 +220,7 @@ pub async fn login_page(State(state): State<Arc<AdminState>>, headers: HeaderMap
 
 pub async fn login_submit(
     State(state): State<Arc<AdminState>>,
-    ClientIp(client): ClientIp,
+    AdminClient(client): AdminClient,
     headers: HeaderMap,
     form: views::FormData,
 ) -> Response {
@@ -275,6 +274,36 @@ pub async fn logout(
         HeaderValue::from_static("rtcbox_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
     );
     response
+}
+
+/// The address a login attempt is counted against. Browsers reach the panel directly on the
+/// LAN, so the peer address is the client; `X-Forwarded-For` is believed only from a proxy on
+/// this machine. (The public listener's `ClientIp` trusts any private peer's header, which here
+/// would let someone on the LAN dodge the login rate limit by inventing addresses.)
+pub struct AdminClient(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminClient {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|axum::extract::ConnectInfo(addr)| addr.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        if !peer.is_loopback() {
+            return Ok(AdminClient(peer));
+        }
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|entry| entry.trim().parse().ok())
+            .next_back();
+        Ok(AdminClient(forwarded.unwrap_or(peer)))
+    }
 }
 
 /// Problems with a new password and its confirmation, by field.

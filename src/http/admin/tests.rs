@@ -1044,3 +1044,38 @@ async fn garbage_forms_never_cause_a_server_error() {
     assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(reply.body.contains("could not be read"));
 }
+
+#[tokio::test]
+async fn a_lan_client_cannot_dodge_the_login_limit_with_forwarded_headers() {
+    use axum::extract::ConnectInfo;
+    let panel = panel().await;
+    panel.logged_in().await;
+    let page = panel.get("/login", "").await;
+    let pre = page.cookie("rtcbox_csrf").unwrap();
+    let pre = pre.split(';').next().unwrap().to_owned();
+    let csrf = page.csrf();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let mut request = Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, &pre)
+            .header("x-forwarded-for", format!("10.9.8.{i}"))
+            .body(Body::from(format!("csrf={csrf}&password=guess")))
+            .unwrap();
+        let peer: std::net::SocketAddr = "192.168.1.50:40000".parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        statuses.push(
+            panel
+                .router
+                .clone()
+                .oneshot(request)
+                .await
+                .unwrap()
+                .status(),
+        );
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+}
