@@ -235,10 +235,7 @@ async fn reset_password(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     let pool = db::open(&data_dir).await?;
     let token = http::admin::new_setup_token();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("system clock")?
-        .as_secs() as i64;
+    let now = db::unix_now();
     db::admin::reset_password(&pool, &token, now + http::admin::SETUP_TOKEN_TTL_SECS, now)
         .await
         .context("cannot reset the admin password")?;

@@ -1,10 +1,10 @@
 //! The `settings` table: key → text value.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::SqlitePool;
 
+use super::unix_now;
 use crate::config::SettingKey;
 use crate::secret::random_alphanumeric;
 
@@ -110,13 +110,6 @@ pub async fn ensure_key_pair(pool: &SqlitePool) -> sqlx::Result<bool> {
     }
     tx.commit().await?;
     Ok(generated)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

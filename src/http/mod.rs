@@ -143,16 +143,19 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
         if crate::net::is_public(peer) {
             return Ok(ClientIp(peer));
         }
-        let forwarded = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-            .next_back();
-        Ok(ClientIp(forwarded.unwrap_or(peer)))
+        Ok(ClientIp(last_forwarded_for(&parts.headers).unwrap_or(peer)))
     }
+}
+
+/// The rightmost `X-Forwarded-For` entry: the address the nearest proxy saw.
+pub fn last_forwarded_for(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .next_back()
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then lets in-flight requests finish

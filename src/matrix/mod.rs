@@ -146,25 +146,8 @@ impl FederationClient {
             "/_matrix/federation/v1/openid/userinfo?access_token={}",
             percent_encode(access_token.expose())
         );
-        let endpoints = discover(
-            name,
-            &LiveLookup {
-                client: self,
-                policy,
-            },
-        )
-        .await;
-        let mut last_error = None;
-        for endpoint in &endpoints {
-            match self.https_get(endpoint, &path, policy).await {
-                Ok((200, body)) => return parse_userinfo(&body, name.as_str()),
-                Ok((status, _)) => return Err(UserInfoError::Status(status)),
-                // A refused private address is a policy decision: do not try further endpoints.
-                Err(error @ UserInfoError::PrivateAddress { .. }) => return Err(error),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        Err(last_error.expect("discover returns at least one endpoint"))
+        let body = self.federation_get(name, &path, policy).await?;
+        parse_userinfo(&body, name.as_str())
     }
 
     /// Asks `server_name`'s homeserver what it runs (`GET /_matrix/federation/v1/version`),
@@ -182,7 +165,25 @@ impl FederationClient {
         &self,
         name: &ServerName,
     ) -> Result<ServerSoftware, UserInfoError> {
-        let policy = AddressPolicy::AllowPrivate;
+        let body = self
+            .federation_get(
+                name,
+                "/_matrix/federation/v1/version",
+                AddressPolicy::AllowPrivate,
+            )
+            .await?;
+        parse_server_version(&body)
+    }
+
+    /// GET `path` from the homeserver of `name`, found by federation discovery: the body of the
+    /// first endpoint that answers 200. Another status ends the search (the server answered);
+    /// a connection failure tries the next endpoint, a refused private address does not.
+    async fn federation_get(
+        &self,
+        name: &ServerName,
+        path: &str,
+        policy: AddressPolicy,
+    ) -> Result<Bytes, UserInfoError> {
         let endpoints = discover(
             name,
             &LiveLookup {
@@ -193,12 +194,11 @@ impl FederationClient {
         .await;
         let mut last_error = None;
         for endpoint in &endpoints {
-            match self
-                .https_get(endpoint, "/_matrix/federation/v1/version", policy)
-                .await
-            {
-                Ok((200, body)) => return parse_server_version(&body),
+            match self.https_get(endpoint, path, policy).await {
+                Ok((200, body)) => return Ok(body),
                 Ok((status, _)) => return Err(UserInfoError::Status(status)),
+                // A refused private address is a policy decision: do not try further endpoints.
+                Err(error @ UserInfoError::PrivateAddress { .. }) => return Err(error),
                 Err(error) => last_error = Some(error),
             }
         }

@@ -138,11 +138,8 @@ pub async fn setup_submit(
     form: views::FormData,
 ) -> Response {
     let form = form.0;
-    if let Err(rejected) = check_pre_login_csrf(&headers, &form) {
-        return rejected;
-    }
-    if let Err(wait) = rate_limit(&state, client) {
-        return wait;
+    if let Err(refused) = pre_login_gate(&state, client, &headers, &form) {
+        return refused;
     }
     let csrf = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
     let render_error = |status: StatusCode, error: Option<String>, errors| {
@@ -225,11 +222,8 @@ pub async fn login_submit(
     form: views::FormData,
 ) -> Response {
     let form = form.0;
-    if let Err(rejected) = check_pre_login_csrf(&headers, &form) {
-        return rejected;
-    }
-    if let Err(wait) = rate_limit(&state, client) {
-        return wait;
+    if let Err(refused) = pre_login_gate(&state, client, &headers, &form) {
+        return refused;
     }
     let password_hash = match db::account(&state.pool).await {
         Ok(AccountState::Ready { password_hash }) => password_hash,
@@ -294,15 +288,9 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminClient {
         if !peer.is_loopback() {
             return Ok(AdminClient(peer));
         }
-        let forwarded = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|entry| entry.trim().parse().ok())
-            .next_back();
-        Ok(AdminClient(forwarded.unwrap_or(peer)))
+        Ok(AdminClient(
+            crate::http::last_forwarded_for(&parts.headers).unwrap_or(peer),
+        ))
     }
 }
 
@@ -383,6 +371,18 @@ fn secure_suffix(headers: &HeaderMap) -> &'static str {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
     if https { "; Secure" } else { "" }
+}
+
+/// Both forms without a session (setup and login): the double-submit CSRF check, then one
+/// token from the client's login bucket.
+fn pre_login_gate(
+    state: &AdminState,
+    client: std::net::IpAddr,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(), Response> {
+    check_pre_login_csrf(headers, form)?;
+    rate_limit(state, client)
 }
 
 fn rate_limit(state: &AdminState, client: std::net::IpAddr) -> Result<(), Response> {

@@ -24,7 +24,6 @@ mod wizard;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -183,12 +182,7 @@ async fn security_headers(request: Request<Body>, next: Next) -> Response<Body> 
     response
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::db::unix_now;
 
 #[cfg(test)]
 mod tests;

@@ -414,6 +414,19 @@ async fn render_settings(
     response
 }
 
+/// The settings page after a successful change, with a message saying what happened.
+async fn settings_saved(state: &AdminState, session: &Session, message: String) -> Response {
+    render_settings(
+        state,
+        session,
+        Some(message),
+        None,
+        Errors::new(),
+        StatusCode::OK,
+    )
+    .await
+}
+
 /// One setting changed from the settings page: validated by resolving the whole configuration
 /// as the next start would; a value that does not resolve is refused and nothing is stored.
 pub async fn settings_submit(
@@ -469,16 +482,13 @@ pub async fn settings_submit(
         setting = key.env_name(),
         "setting changed in the admin panel"
     );
-    render_settings(
+    settings_saved(
         &state,
         &session,
-        Some(format!(
+        format!(
             "Saved {}. It takes effect when rtcbox restarts.",
             key.env_name()
-        )),
-        None,
-        Errors::new(),
-        StatusCode::OK,
+        ),
     )
     .await
 }
@@ -505,18 +515,10 @@ pub async fn rotate_keys(
         Err(error) => return views::internal_error("storing a new key pair", &error),
     };
     tracing::info!(api_key = %key, "API key pair rotated in the admin panel; used from the next start");
-    render_settings(
-        &state,
-        &session,
-        Some(format!(
+    settings_saved(&state, &session, format!(
             "Generated the new API key {key} and its secret. Restart rtcbox to use them; until then \
              the current pair stays in use."
-        )),
-        None,
-        Errors::new(),
-        StatusCode::OK,
-    )
-    .await
+        )).await
 }
 
 pub async fn change_password(
@@ -566,13 +568,10 @@ pub async fn change_password(
         return views::internal_error("storing the password", &error);
     }
     tracing::info!("admin password changed; other sessions ended");
-    render_settings(
+    settings_saved(
         &state,
         &session,
-        Some("Password changed. Other browsers were logged out.".into()),
-        None,
-        Errors::new(),
-        StatusCode::OK,
+        "Password changed. Other browsers were logged out.".into(),
     )
     .await
 }
