@@ -76,6 +76,9 @@ class Synapse:
     federation_port: int
     shared_secret: str
     log: Path
+    # The homeserver.yaml it runs with, and its process.
+    config: Path | None = None
+    process: subprocess.Popen | None = field(default=None, repr=False)
 
     def register(self, localpart: str, password: str = "correct horse battery") -> dict:
         """Registers a user with the shared-secret admin API; returns the login response."""
@@ -98,9 +101,22 @@ class Synapse:
         return response.json()
 
 
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory, pki) -> Synapse:
-    d = tmp_path_factory.mktemp("synapse")
+def merge_config(base: dict, overlay: dict) -> dict:
+    """``overlay`` merged into ``base`` the way a snippet is merged into homeserver.yaml: maps are
+    merged key by key (recursively), anything else in ``overlay`` replaces what ``base`` had."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def start_synapse(d: Path, pki: dict, extra_config: dict | None = None) -> Synapse:
+    """Generates a Synapse config in ``d`` (test listeners, TLS from the test CA, high rate
+    limits), merges ``extra_config`` into it, starts Synapse and waits for its client API.
+    Stop it with ``stop_synapse``."""
     client_port, fed_port = free_port(), free_port()
     server_name = f"localhost:{fed_port}"
     config = d / "homeserver.yaml"
@@ -127,6 +143,8 @@ def synapse(tmp_path_factory, pki) -> Synapse:
     hs["rc_login"] = {"address": {"per_second": 1000, "burst_count": 1000},
                       "account": {"per_second": 1000, "burst_count": 1000},
                       "failed_attempts": {"per_second": 1000, "burst_count": 1000}}
+    if extra_config:
+        hs = merge_config(hs, extra_config)
     config.write_text(yaml.safe_dump(hs))
     log = d / "synapse.out"
     with open(log, "wb") as out:
@@ -141,12 +159,23 @@ def synapse(tmp_path_factory, pki) -> Synapse:
     except TimeoutError:
         process.kill()
         raise RuntimeError(f"Synapse did not start:\n{log.read_text()[-4000:]}")
-    yield Synapse(server_name, client_url, fed_port, hs["registration_shared_secret"], log)
-    process.terminate()
+    return Synapse(server_name, client_url, fed_port, hs["registration_shared_secret"], log,
+                   config=config, process=process)
+
+
+def stop_synapse(synapse: Synapse):
+    synapse.process.terminate()
     try:
-        process.wait(20)
+        synapse.process.wait(20)
     except subprocess.TimeoutExpired:
-        process.kill()
+        synapse.process.kill()
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory, pki) -> Synapse:
+    hs = start_synapse(tmp_path_factory.mktemp("synapse"), pki)
+    yield hs
+    stop_synapse(hs)
 
 
 @dataclass
@@ -188,53 +217,78 @@ class Rtcbox:
                              json=None if data is not None else body, timeout=15)
 
 
-@pytest.fixture
-def start_rtcbox(tmp_path, pki):
-    """Starts rtcbox with the given environment; every process is stopped after the test."""
+def launch_rtcbox(directory: Path, pki: dict, started: list, env: dict, name: str = "rtcbox",
+                  public_url: str | None = None) -> Rtcbox:
+    """Starts rtcbox with its data and log under ``directory``; appends the process to
+    ``started``. See ``start_rtcbox`` for ``public_url``."""
     assert RTCBOX_BIN and Path(RTCBOX_BIN).is_file(), "set RTCBOX_BIN to the built rtcbox binary"
-    started = []
+    port, udp_port, tcp_port = free_port(), free_udp_port(), free_port()
+    admin_port = free_port()
+    if public_url is not None:
+        own = f"ws://127.0.0.1:{port}"
+        env = dict(env, RTCBOX_PUBLIC_URL=own if public_url == "self" else public_url)
+    data_dir = directory / name
+    public_url = env.get("LIVEKIT_URL") or env.get("RTCBOX_PUBLIC_URL") or "wss://rtc.test/livekit/sfu"
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("RTCBOX_", "LIVEKIT_"))}
+    base.update({"RTCBOX_DATA_DIR": str(data_dir), "RTCBOX_HTTP_BIND": f"127.0.0.1:{port}",
+                 "RTCBOX_MATRIX_CA_FILE": pki["ca"], "RTCBOX_PUBLIC_URL": public_url,
+                 "RTCBOX_RTC_UDP_PORT": str(udp_port), "RTCBOX_RTC_TCP_PORT": str(tcp_port),
+                 "RTCBOX_NODE_IP": "127.0.0.1", "RTCBOX_LOG": "info",
+                 "RTCBOX_ADMIN_BIND": f"127.0.0.1:{admin_port}",
+                 # No internet here: rtcbox's own media port answers STUN binding requests.
+                 "RTCBOX_STUN_SERVERS": f"127.0.0.1:{udp_port}"})
+    base.update(env)
+    log = directory / f"{name}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([RTCBOX_BIN, "serve"], env=base, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    started.append(process)
+    box = Rtcbox(f"http://127.0.0.1:{port}", data_dir, public_url, log, process,
+                 ws_url=f"ws://127.0.0.1:{port}", udp_port=udp_port, tcp_port=tcp_port,
+                 admin_url=f"http://127.0.0.1:{admin_port}")
+    try:
+        wait_until(lambda: process.poll() is None
+                   and requests.get(f"{box.url}/healthz", timeout=2).status_code == 200,
+                   30, "rtcbox")
+    except TimeoutError:
+        raise RuntimeError(f"rtcbox did not start:\n{box.log_text()[-4000:]}")
+    return box
 
-    def start(env: dict, name: str = "rtcbox", public_url: str | None = None) -> Rtcbox:
-        """``public_url="self"`` sets RTCBOX_PUBLIC_URL to this instance's own ws:// URL, so the
-        ``url`` that /sfu/get hands out points a LiveKit SDK straight at it; any other string is
-        used as RTCBOX_PUBLIC_URL verbatim."""
-        port, udp_port, tcp_port = free_port(), free_udp_port(), free_port()
-        admin_port = free_port()
-        if public_url is not None:
-            own = f"ws://127.0.0.1:{port}"
-            env = dict(env, RTCBOX_PUBLIC_URL=own if public_url == "self" else public_url)
-        data_dir = tmp_path / name
-        public_url = env.get("LIVEKIT_URL") or env.get("RTCBOX_PUBLIC_URL") or "wss://rtc.test/livekit/sfu"
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("RTCBOX_", "LIVEKIT_"))}
-        base.update({"RTCBOX_DATA_DIR": str(data_dir), "RTCBOX_HTTP_BIND": f"127.0.0.1:{port}",
-                     "RTCBOX_MATRIX_CA_FILE": pki["ca"], "RTCBOX_PUBLIC_URL": public_url,
-                     "RTCBOX_RTC_UDP_PORT": str(udp_port), "RTCBOX_RTC_TCP_PORT": str(tcp_port),
-                     "RTCBOX_NODE_IP": "127.0.0.1", "RTCBOX_LOG": "info",
-                     "RTCBOX_ADMIN_BIND": f"127.0.0.1:{admin_port}",
-                     # No internet here: rtcbox's own media port answers STUN binding requests.
-                     "RTCBOX_STUN_SERVERS": f"127.0.0.1:{udp_port}"})
-        base.update(env)
-        log = tmp_path / f"{name}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen([RTCBOX_BIN, "serve"], env=base, stdout=out,
-                                       stderr=subprocess.STDOUT)
-        started.append(process)
-        box = Rtcbox(f"http://127.0.0.1:{port}", data_dir, public_url, log, process,
-                     ws_url=f"ws://127.0.0.1:{port}", udp_port=udp_port, tcp_port=tcp_port,
-                     admin_url=f"http://127.0.0.1:{admin_port}")
-        try:
-            wait_until(lambda: process.poll() is None
-                       and requests.get(f"{box.url}/healthz", timeout=2).status_code == 200,
-                       30, "rtcbox")
-        except TimeoutError:
-            raise RuntimeError(f"rtcbox did not start:\n{box.log_text()[-4000:]}")
-        return box
 
-    yield start
+def stop_processes(started: list):
     for process in started:
         process.terminate()
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def start_rtcbox(tmp_path, pki):
+    """Starts rtcbox with the given environment; every process is stopped after the test.
+
+    ``public_url="self"`` sets RTCBOX_PUBLIC_URL to this instance's own ws:// URL, so the
+    ``url`` that /sfu/get hands out points a LiveKit SDK straight at it; any other string is
+    used as RTCBOX_PUBLIC_URL verbatim."""
+    started = []
+
+    def start(env: dict, name: str = "rtcbox", public_url: str | None = None) -> Rtcbox:
+        return launch_rtcbox(tmp_path, pki, started, env, name, public_url)
+
+    yield start
+    stop_processes(started)
+
+
+@pytest.fixture(scope="module")
+def start_module_rtcbox(tmp_path_factory, pki):
+    """``start_rtcbox`` for module-scoped fixtures: the processes live until the module ends."""
+    directory = tmp_path_factory.mktemp("rtcbox")
+    started = []
+
+    def start(env: dict, name: str = "rtcbox", public_url: str | None = None) -> Rtcbox:
+        return launch_rtcbox(directory, pki, started, env, name, public_url)
+
+    yield start
+    stop_processes(started)
