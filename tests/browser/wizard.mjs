@@ -1,0 +1,317 @@
+#!/usr/bin/env node
+// Browser end-to-end test of the admin panel: headless Debian Chromium, driven by playwright-core,
+// walks the first run as an admin would: setup token and password, every wizard step (fields
+// found by their labels, "Save and continue"), Review → Apply, the generated configuration and
+// the verification page. It takes a screenshot of each page.
+//
+//   node wizard.mjs CONFIG.json      (or the config itself as a JSON argument, or on stdin)
+//
+// Config: {
+//   "adminUrl": "http://127.0.0.1:PORT",   the admin panel
+//   "setupToken": "...", "password": "...",
+//   "serverName": "localhost:PORT", "clientUrl": "http://127.0.0.1:PORT",   the homeserver
+//   "rtcUrl": "http://127.0.0.1:PORT",     the public URL (one hostname)
+//   "network": {"lan_ip": "127.0.0.1", "http": 8880, ...},   the Network step's fields
+//   "expectPublicIp": "127.0.0.1",         what "Detect public IP" must fill in
+//   "accessToken": "...",                  optional: given to the verification page
+//   "outDir": "/path", "prefix": "admin",  screenshots: OUTDIR/PREFIX-NN-NAME.png
+//   "deadlineMs": 120000
+// }
+// Prints one JSON report on stdout (progress on stderr); exits 0 when every step worked, 1 when
+// one did not, 2 when the runner itself could not run. Nothing is downloaded: Chromium is
+// /usr/bin/chromium or $RTCBOX_CHROMIUM.
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const t0 = Date.now();
+const log = (...args) => console.error(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...args);
+
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const DESKTOP = { width: 1200, height: 800 };
+const PHONE = { width: 390, height: 844 };
+// Screenshots of long pages stop here, so the images stay a sensible size.
+const MAX_SHOT_HEIGHT = 2400;
+const VERIFY_TIMEOUT_MS = 120000;
+
+function readConfig() {
+  const arg = process.argv[2];
+  if (arg && arg.trimStart().startsWith('{')) return JSON.parse(arg);
+  return JSON.parse(readFileSync(arg && arg !== '-' ? arg : 0, 'utf8'));
+}
+
+class Walk {
+  constructor(opts, report) {
+    this.opts = opts;
+    this.report = report;
+    this.shots = 0;
+  }
+
+  step(name, extra = {}) {
+    this.report.steps.push({ name, url: this.page?.url(), ms: Date.now() - t0, ...extra });
+    log(name, Object.keys(extra).length ? JSON.stringify(extra) : '');
+  }
+
+  check(condition, message) {
+    if (!condition) throw new Error(message);
+  }
+
+  watch(page, label) {
+    page.on('console', (m) => {
+      // A form the test submits wrong on purpose answers 400, which Chromium logs.
+      if (this.rejecting && /status of 400/.test(m.text())) return;
+      if (m.type() === 'error' || m.type() === 'warning') {
+        this.report.console.push(`${label} ${m.type()}: ${m.text()}`.slice(0, 500));
+      }
+    });
+    page.on('pageerror', (e) => this.report.console.push(`${label} page error: ${e.message}`));
+  }
+
+  // OUTDIR/PREFIX-NN-NAME.png: the whole page up to MAX_SHOT_HEIGHT.
+  async shot(page, name) {
+    this.shots += 1;
+    const file = join(this.opts.outDir, `${this.opts.prefix}-${String(this.shots).padStart(2, '0')}-${name}.png`);
+    const size = await page.evaluate(() => ({
+      width: document.documentElement.clientWidth,
+      height: document.documentElement.scrollHeight,
+    }));
+    await page.screenshot({
+      path: file, fullPage: true, animations: 'disabled', caret: 'hide',
+      clip: { x: 0, y: 0, width: size.width, height: Math.min(size.height, MAX_SHOT_HEIGHT) },
+    });
+    this.report.screenshots.push(file);
+    return file;
+  }
+
+  // Clicks a form's submit button; the POST to `action` must redirect (303) to `next`. When it
+  // does not, the error names the status, the page's message and the Origin the browser sent.
+  async submit(button, action, next) {
+    const page = this.page;
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === action),
+      page.getByRole('button', { name: button, exact: true }).click(),
+    ]);
+    if (response.status() !== 303) {
+      await page.waitForLoadState();
+      const sent = await response.request().allHeaders();
+      const policy = response.headers()['referrer-policy'];
+      const message = (await page.locator('main').innerText().catch(() => '')).trim().slice(0, 500);
+      throw new Error(`"${button}" (POST ${action}) answered ${response.status()}, not a redirect to ${next}: `
+        + `${JSON.stringify(message)}; the browser sent Origin: ${sent.origin ?? '(none)'}, Host: ${sent.host}; `
+        + `the page's Referrer-Policy is ${policy ?? '(none)'}`);
+    }
+    await page.waitForURL((url) => url.pathname === next);
+  }
+
+  async saveAndContinue(next) {
+    const current = new URL(this.page.url()).pathname;
+    await this.submit('Save and continue', current, `/wizard/${next}`);
+  }
+
+  label(text) {
+    return this.page.getByLabel(text, { exact: true });
+  }
+
+  // Tab from the top of the page: the skip link comes first, and following it, Tab reaches
+  // `field` within a few presses. Returns how many presses that took.
+  async keyboardToField(fieldId, maxTabs) {
+    const page = this.page;
+    await page.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
+    await page.keyboard.press('Tab');
+    const first = await page.evaluate(() => {
+      const el = document.activeElement;
+      const box = el.getBoundingClientRect();
+      return { text: el.textContent.trim(), href: el.getAttribute('href'), visible: box.left >= 0 && box.width > 0 };
+    });
+    this.check(first.text === 'Skip to content' && first.href === '#main',
+      `the first Tab stop is not the skip link: ${JSON.stringify(first)}`);
+    this.check(first.visible, 'the skip link is not visible when it has focus');
+    await page.keyboard.press('Enter');
+    for (let tabs = 1; tabs <= maxTabs; tabs += 1) {
+      await page.keyboard.press('Tab');
+      const id = await page.evaluate(() => document.activeElement?.id);
+      if (id === fieldId) return tabs;
+    }
+    throw new Error(`${maxTabs} Tab presses after the skip link did not reach #${fieldId}`);
+  }
+
+  async run(browser) {
+    const o = this.opts;
+    const context = await browser.newContext({ viewport: DESKTOP, colorScheme: 'light', deviceScaleFactor: 1 });
+    const page = await context.newPage();
+    this.page = page;
+    page.setDefaultTimeout(30000);
+    this.watch(page, 'desktop');
+
+    // First run: the panel sends a new browser to /setup.
+    await page.goto(`${o.adminUrl}/`);
+    this.check(new URL(page.url()).pathname === '/setup', `the first page is ${page.url()}, not /setup`);
+    this.report.keyboard.setupTabsToToken = await this.keyboardToField('f-token', 3);
+    await this.label('Setup token').fill(o.setupToken);
+    await this.label('New password').fill(o.password);
+    await this.label('Repeat the password').fill(o.password);
+    await this.shot(page, 'setup');
+    await this.submit('Set password and continue', '/setup', '/');
+    this.step('setup: password set');
+    await this.shot(page, 'dashboard');
+
+    await Promise.all([
+      page.waitForURL((url) => url.pathname === '/wizard/homeserver'),
+      page.getByRole('link', { name: /Continue with/ }).click(),
+    ]);
+    this.report.keyboard.homeserverTabsToServerName = await this.keyboardToField('f-server_name', 12);
+
+    // Homeserver: a URL where the server name belongs is refused with a message at the field.
+    await this.label('Server name').fill('https://example.org');
+    this.rejecting = true;
+    await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/wizard/homeserver') && r.status() === 400),
+      page.getByRole('button', { name: 'Save and continue' }).click(),
+    ]);
+    const fieldError = page.locator('#f-server_name-note [role="alert"]');
+    await fieldError.waitFor();
+    this.rejecting = false;
+    this.check((await fieldError.textContent()).includes('looks like a URL'), 'no field message for a URL as server name');
+    this.check(await this.label('Server name').getAttribute('aria-invalid') === 'true', 'the rejected field is not aria-invalid');
+    await this.shot(page, 'homeserver-error');
+    await this.label('Server name').fill(o.serverName);
+    await this.label('Client URL (optional)').fill(o.clientUrl);
+    await this.shot(page, 'homeserver');
+    await this.saveAndContinue('endpoints');
+    this.step('homeserver');
+
+    await page.getByLabel('One hostname (recommended)').check();
+    await this.label('Public URL').fill(o.rtcUrl);
+    this.check(!(await this.label('SFU URL').isVisible()), 'two-hostname fields are shown in one-hostname mode');
+    await this.shot(page, 'endpoints');
+    await this.saveAndContinue('tls');
+    this.step('endpoints');
+
+    await page.getByLabel('A reverse proxy in front of rtcbox').check();
+    await this.label('Reverse proxy').selectOption('nginx');
+    this.check(!(await this.label("E-mail for Let's Encrypt").isVisible()), "the Let's Encrypt e-mail is shown for a reverse proxy");
+    await this.shot(page, 'tls');
+    await this.saveAndContinue('network');
+    this.step('tls');
+
+    for (const [name, value] of Object.entries(o.network)) {
+      await page.locator(`#f-${name}`).fill(String(value));
+    }
+    await this.label('Public IP address').fill('');
+    const [detectResponse] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/wizard/network') && r.request().method() === 'POST'),
+      page.getByRole('button', { name: 'Detect public IP' }).click(),
+    ]);
+    await page.waitForLoadState();
+    this.check(detectResponse.status() === 200, `"Detect public IP" answered ${detectResponse.status()}`);
+    const detected = await this.label('Public IP address').inputValue();
+    const flash = (await page.locator('[role="status"]').first().textContent())?.trim();
+    this.step('network: detect public IP', { detected, flash });
+    this.check(detected === o.expectPublicIp, `"Detect public IP" filled in '${detected}', not ${o.expectPublicIp} (${flash})`);
+    await this.shot(page, 'network');
+    await this.saveAndContinue('turn');
+    this.step('network');
+
+    // The same wizard on a phone: a step must fit the screen without sideways scrolling.
+    const phone = await browser.newContext({
+      viewport: PHONE, colorScheme: 'light', deviceScaleFactor: 1, isMobile: true, hasTouch: true,
+      storageState: await context.storageState(),
+    });
+    const phonePage = await phone.newPage();
+    this.watch(phonePage, 'phone');
+    await phonePage.goto(`${o.adminUrl}/wizard/network`);
+    this.report.phone = await phonePage.evaluate(() => ({
+      innerWidth: window.innerWidth, scrollWidth: document.documentElement.scrollWidth,
+    }));
+    await this.shot(phonePage, 'network-phone');
+    await phone.close();
+
+    await page.getByLabel('Off', { exact: true }).check();
+    await this.shot(page, 'turn');
+    await this.saveAndContinue('review');
+    this.step('turn');
+
+    await this.shot(page, 'review');
+    await this.submit('Apply and show the configuration', '/wizard/review', '/outputs');
+    this.step('review: applied');
+    const snippet = await page.locator('#code-homeserver-yaml').textContent({ timeout: 5000 }).catch(() => null);
+    this.report.outputs = await page.locator('pre[id^="code-"]').evaluateAll((els) => els.map((e) => e.id.slice(5)));
+    this.check(snippet?.includes('max_event_delay_duration'),
+      `the homeserver.yaml snippet on /outputs lacks max_event_delay_duration: ${JSON.stringify(snippet?.slice(0, 300))}`);
+    await this.shot(page, 'outputs');
+
+    // The checks run while the page loads; each has its own time limit, so allow for them.
+    await Promise.all([
+      page.waitForURL((url) => url.pathname === '/verify', { timeout: VERIFY_TIMEOUT_MS }),
+      page.getByRole('link', { name: 'Verify', exact: true }).first().click(),
+    ]);
+    if (o.accessToken) {
+      await page.getByLabel('Matrix access token (optional)').fill(o.accessToken);
+      const [verified] = await Promise.all([
+        page.waitForResponse((r) => r.url().endsWith('/verify') && r.request().method() === 'POST', { timeout: VERIFY_TIMEOUT_MS }),
+        page.getByRole('button', { name: 'Run the checks' }).click(),
+      ]);
+      this.check(verified.status() === 200, `"Run the checks" answered ${verified.status()}`);
+      // The page rendered for the POST says that a token was used.
+      await page.waitForFunction(() => document.getElementById('f-access_token-note')?.textContent.includes('A token was used'));
+    }
+    this.report.checks = await page.locator('li.check').evaluateAll((els) => els.map((e) => ({
+      status: e.classList[1], title: e.querySelector('h2')?.textContent.trim(),
+    })));
+    this.step('verify', { checks: this.report.checks.length });
+    this.check(this.report.checks.length > 0, 'the verification page shows no check results');
+    await this.shot(page, 'verify');
+    await context.close();
+  }
+}
+
+async function main() {
+  const report = { ok: false, steps: [], screenshots: [], keyboard: {}, console: [], errors: [] };
+  let browser = null;
+  let code = 2;
+  const finish = async (exitCode) => {
+    if (browser) await browser.close().catch(() => {});
+    report.totalMs = Date.now() - t0;
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    process.exit(exitCode);
+  };
+  let opts;
+  try {
+    opts = { prefix: 'admin', deadlineMs: 120000, expectPublicIp: '127.0.0.1', ...readConfig() };
+  } catch (e) {
+    report.errors.push(`config: ${e.message}`);
+    return finish(2);
+  }
+  const deadline = setTimeout(() => {
+    report.errors.push(`runner deadline of ${opts.deadlineMs} ms exceeded`);
+    finish(1);
+  }, opts.deadlineMs);
+  deadline.unref?.();
+  const executablePath = process.env.RTCBOX_CHROMIUM || opts.chromium || '/usr/bin/chromium';
+  const walk = new Walk(opts, report);
+  try {
+    if (!existsSync(executablePath)) throw new Error(`no Chromium at ${executablePath} (apt-get install chromium)`);
+    mkdirSync(opts.outDir, { recursive: true });
+    browser = await chromium.launch({ executablePath, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
+    report.chromium = browser.version();
+    code = 1;
+    await walk.run(browser);
+    report.ok = true;
+    code = 0;
+  } catch (e) {
+    report.errors.push(e.stack ?? String(e));
+    log('failed:', e.message);
+    if (walk.page && !walk.page.isClosed()) {
+      report.failedAt = walk.page.url();
+      report.failedPage = (await walk.page.locator('main').innerText().catch(() => '')).slice(0, 3000);
+      await walk.shot(walk.page, 'failure').catch(() => {});
+    }
+  }
+  clearTimeout(deadline);
+  return finish(code);
+}
+
+main();

@@ -1,0 +1,106 @@
+"""The admin panel in a real browser: headless Debian Chromium (tests/browser/wizard.mjs, driven
+by playwright-core) walks the first run the way an admin does, from the setup token in the log to
+the verification page, pointing the wizard at the session's real Synapse, and takes a screenshot
+of every page (docs/images/admin-*.png come from this test).
+
+Screenshots go to the test's temporary directory; set RTCBOX_SCREENSHOT_DIR (e.g. docs/images)
+to keep them. Needs node, `npm ci` in tests/browser and Debian's chromium, like
+test_sfu_browser.py: outside CI a missing prerequisite skips the test, in CI it fails it.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+from test_admin_synapse import relay_range
+
+BROWSER_DIR = Path(__file__).resolve().parents[1] / "browser"
+CHROMIUM = os.environ.get("RTCBOX_CHROMIUM", "/usr/bin/chromium")
+RUNNER_DEADLINE_S = 150
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Every page the walk photographs, in order (NN is the position, counting from 01).
+SHOTS = ["setup", "dashboard", "homeserver-error", "homeserver", "endpoints", "tls", "network",
+         "network-phone", "turn", "review", "outputs", "verify"]
+
+
+def require_browser_tooling():
+    problems = []
+    if not shutil.which("node"):
+        problems.append("node is not installed")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").is_file():
+        problems.append("playwright-core is missing: run `npm ci` in tests/browser (tests/run.sh does)")
+    if not Path(CHROMIUM).is_file():
+        problems.append(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    if problems:
+        message = "browser test prerequisites: " + "; ".join(problems)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
+    require_browser_tooling()
+    box = start_rtcbox({}, name="browser-wizard")
+    out_dir = Path(os.environ.get("RTCBOX_SCREENSHOT_DIR") or tmp_path / "screenshots").resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("admin-*.png"):
+        old.unlink()
+    relay_min, relay_max = relay_range([box.udp_port, 3478])
+    config = {
+        "adminUrl": box.admin_url,
+        "setupToken": box.setup_token(),
+        "password": "correct horse battery staple",
+        "serverName": synapse.server_name,
+        "clientUrl": synapse.client_url,
+        "rtcUrl": box.url,
+        "network": {"lan_ip": "127.0.0.1", "http": urllib.parse.urlsplit(box.url).port,
+                    "https": free_port(), "admin": urllib.parse.urlsplit(box.admin_url).port,
+                    "rtc_udp": box.udp_port, "rtc_tcp": box.tcp_port, "turn": 3478, "turns": 5349,
+                    "relay_min": relay_min, "relay_max": relay_max},
+        "expectPublicIp": "127.0.0.1",
+        "accessToken": synapse.register("browser-admin")["access_token"],
+        "outDir": str(out_dir),
+        "prefix": "admin",
+        "deadlineMs": RUNNER_DEADLINE_S * 1000,
+    }
+    config_file = tmp_path / "wizard-config.json"
+    config_file.write_text(json.dumps(config))
+    try:
+        done = subprocess.run(["node", "wizard.mjs", str(config_file)], cwd=BROWSER_DIR,
+                              env=dict(os.environ, RTCBOX_CHROMIUM=CHROMIUM), capture_output=True,
+                              text=True, timeout=RUNNER_DEADLINE_S + 30)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the wizard runner hung past its own deadline; stderr:\n{e.stderr}")
+    (tmp_path / "wizard-report.json").write_text(done.stdout)
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"wizard runner exited {done.returncode} without a report:\n"
+                    f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}")
+    why = (f"report: {tmp_path / 'wizard-report.json'}\nerrors: {report.get('errors')}\n"
+           f"failed at: {report.get('failedAt')}\n{report.get('failedPage', '')[:2000]}\n"
+           f"steps:\n{done.stderr[-3000:]}\n--- rtcbox log (tail):\n{box.log_text()[-3000:]}")
+    assert done.returncode == 0 and report["ok"], why
+
+    expected = [out_dir / f"admin-{i:02d}-{name}.png" for i, name in enumerate(SHOTS, start=1)]
+    assert [Path(p) for p in report["screenshots"]] == expected, report["screenshots"]
+    for png in expected:
+        data = png.read_bytes()
+        assert data.startswith(PNG_MAGIC), f"{png} is not a PNG"
+        assert len(data) > 10_000, f"{png} is only {len(data)} bytes: a blank page?"
+
+    # Keyboard: skip link first; on the setup page the token field follows it directly.
+    assert report["keyboard"]["setupTabsToToken"] == 1, report["keyboard"]
+    # A phone-width wizard step fits without sideways scrolling.
+    phone = report["phone"]
+    assert phone["scrollWidth"] <= phone["innerWidth"], phone
+    # The panel's own scripts and styles load under its content security policy.
+    assert not report["console"], report["console"]
+    assert "homeserver-yaml" in report["outputs"], report["outputs"]
+    assert report["checks"], report
