@@ -35,6 +35,13 @@ const DESKTOP = { width: 1200, height: 800 };
 const PHONE = { width: 390, height: 844 };
 // Screenshots of long pages stop here, so the images stay a sensible size.
 const MAX_SHOT_HEIGHT = 2400;
+// Screenshot names, numbered by their place here (docs/admin-panel.md shows some of them by
+// name): the main path first, then the extra views.
+const SHOTS = [
+  'setup', 'dashboard', 'wizard-homeserver', 'wizard-endpoints', 'wizard-tls', 'wizard-network',
+  'wizard-turn', 'wizard-review', 'outputs', 'verify', 'wizard-homeserver-error',
+  'wizard-network-phone',
+];
 const VERIFY_TIMEOUT_MS = 120000;
 
 function readConfig() {
@@ -47,7 +54,6 @@ class Walk {
   constructor(opts, report) {
     this.opts = opts;
     this.report = report;
-    this.shots = 0;
   }
 
   step(name, extra = {}) {
@@ -70,10 +76,10 @@ class Walk {
     page.on('pageerror', (e) => this.report.console.push(`${label} page error: ${e.message}`));
   }
 
-  // OUTDIR/PREFIX-NN-NAME.png: the whole page up to MAX_SHOT_HEIGHT.
+  // OUTDIR/PREFIX-NN-NAME.png (NN: NAME's place in SHOTS): the whole page up to MAX_SHOT_HEIGHT.
   async shot(page, name) {
-    this.shots += 1;
-    const file = join(this.opts.outDir, `${this.opts.prefix}-${String(this.shots).padStart(2, '0')}-${name}.png`);
+    const number = SHOTS.indexOf(name) + 1 || SHOTS.length + 1;
+    const file = join(this.opts.outDir, `${this.opts.prefix}-${String(number).padStart(2, '0')}-${name}.png`);
     const size = await page.evaluate(() => ({
       width: document.documentElement.clientWidth,
       height: document.documentElement.scrollHeight,
@@ -103,6 +109,8 @@ class Walk {
         + `${JSON.stringify(message)}; the browser sent Origin: ${sent.origin ?? '(none)'}, Host: ${sent.host}; `
         + `the page's Referrer-Policy is ${policy ?? '(none)'}`);
     }
+    const location = new URL(response.headers().location ?? '', page.url()).pathname;
+    if (location !== next) throw new Error(`"${button}" (POST ${action}) redirected to ${location}, not ${next}`);
     await page.waitForURL((url) => url.pathname === next);
   }
 
@@ -176,24 +184,24 @@ class Walk {
     this.rejecting = false;
     this.check((await fieldError.textContent()).includes('looks like a URL'), 'no field message for a URL as server name');
     this.check(await this.label('Server name').getAttribute('aria-invalid') === 'true', 'the rejected field is not aria-invalid');
-    await this.shot(page, 'homeserver-error');
+    await this.shot(page, 'wizard-homeserver-error');
     await this.label('Server name').fill(o.serverName);
     await this.label('Client URL (optional)').fill(o.clientUrl);
-    await this.shot(page, 'homeserver');
+    await this.shot(page, 'wizard-homeserver');
     await this.saveAndContinue('endpoints');
     this.step('homeserver');
 
     await page.getByLabel('One hostname (recommended)').check();
     await this.label('Public URL').fill(o.rtcUrl);
     this.check(!(await this.label('SFU URL').isVisible()), 'two-hostname fields are shown in one-hostname mode');
-    await this.shot(page, 'endpoints');
+    await this.shot(page, 'wizard-endpoints');
     await this.saveAndContinue('tls');
     this.step('endpoints');
 
     await page.getByLabel('A reverse proxy in front of rtcbox').check();
     await this.label('Reverse proxy').selectOption('nginx');
     this.check(!(await this.label("E-mail for Let's Encrypt").isVisible()), "the Let's Encrypt e-mail is shown for a reverse proxy");
-    await this.shot(page, 'tls');
+    await this.shot(page, 'wizard-tls');
     await this.saveAndContinue('network');
     this.step('tls');
 
@@ -211,7 +219,7 @@ class Walk {
     const flash = (await page.locator('[role="status"]').first().textContent())?.trim();
     this.step('network: detect public IP', { detected, flash });
     this.check(detected === o.expectPublicIp, `"Detect public IP" filled in '${detected}', not ${o.expectPublicIp} (${flash})`);
-    await this.shot(page, 'network');
+    await this.shot(page, 'wizard-network');
     await this.saveAndContinue('turn');
     this.step('network');
 
@@ -226,15 +234,15 @@ class Walk {
     this.report.phone = await phonePage.evaluate(() => ({
       innerWidth: window.innerWidth, scrollWidth: document.documentElement.scrollWidth,
     }));
-    await this.shot(phonePage, 'network-phone');
+    await this.shot(phonePage, 'wizard-network-phone');
     await phone.close();
 
     await page.getByLabel('Off', { exact: true }).check();
-    await this.shot(page, 'turn');
+    await this.shot(page, 'wizard-turn');
     await this.saveAndContinue('review');
     this.step('turn');
 
-    await this.shot(page, 'review');
+    await this.shot(page, 'wizard-review');
     await this.submit('Apply and show the configuration', '/wizard/review', '/outputs');
     this.step('review: applied');
     const snippet = await page.locator('#code-homeserver-yaml').textContent({ timeout: 5000 }).catch(() => null);
