@@ -156,7 +156,8 @@ async fn same_origin_posts(request: Request<Body>, next: Next) -> Response<Body>
     next.run(request).await
 }
 
-/// Headers on every admin response: no framing, no sniffing, no referrer, no caching of pages,
+/// Headers on every admin response: no framing, no sniffing, no referrer to other sites, no
+/// caching of pages,
 /// and a content security policy that allows only the panel's own files.
 async fn security_headers(request: Request<Body>, next: Next) -> Response<Body> {
     let is_asset = request.uri().path().starts_with("/static/");
@@ -175,7 +176,9 @@ async fn security_headers(request: Request<Body>, next: Next) -> Response<Body> 
     );
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(headers, header::REFERRER_POLICY, "no-referrer");
+    // Not `no-referrer`: under it Chromium sends `Origin: null` with form POSTs, which the
+    // same-origin check must refuse. `same-origin` still sends nothing to other sites.
+    set(headers, header::REFERRER_POLICY, "same-origin");
     if !is_asset {
         set(headers, header::CACHE_CONTROL, "no-store");
     }
