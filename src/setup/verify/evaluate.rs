@@ -340,13 +340,6 @@ pub fn synapse_versions(
              experimental_features) and restart Synapse.",
         );
     }
-    if !on("org.matrix.msc4222") {
-        findings.fail(
-            "org.matrix.msc4222 (state_after in sync) is off: clients can miss who is in a call.",
-            "Add `msc4222_enabled: true` under `experimental_features:` in homeserver.yaml and \
-             restart Synapse.",
-        );
-    }
     let expects_4143 = synapse.is_some_and(|v| v >= MSC4143_FLAG_SINCE);
     if expects_4143 && !on("org.matrix.msc4143") {
         findings.fail(
@@ -356,12 +349,27 @@ pub fn synapse_versions(
              Synapse.",
         );
     }
-    let mut pass = format!("{url} advertises org.matrix.msc4140 and org.matrix.msc4222");
+    // Synapse never lists msc4222 in unstable_features, even when it is on (seen on 1.163), so
+    // its absence proves nothing; it is only named, never judged.
+    let msc4222 = if on("org.matrix.msc4222") {
+        "org.matrix.msc4222 (state_after in sync) is advertised as on."
+    } else {
+        "org.matrix.msc4222 (state_after in sync) cannot be seen from outside: Synapse does not \
+         advertise it. Make sure homeserver.yaml has `msc4222_enabled: true` under \
+         experimental_features, as the wizard's snippet does."
+    };
+    let mut pass = format!("{url} advertises org.matrix.msc4140");
     if on("org.matrix.msc4143") {
         pass.push_str(" and org.matrix.msc4143");
     }
-    pass.push('.');
-    findings.finish(ids::SYNAPSE_VERSIONS, pass)
+    pass.push_str(".\n");
+    pass.push_str(msc4222);
+    let mut check = findings.finish(ids::SYNAPSE_VERSIONS, pass);
+    if check.status != Status::Pass {
+        check.detail.push('\n');
+        check.detail.push_str(msc4222);
+    }
+    check
 }
 
 /// `rtc-transports` before fetching: Synapse older than 1.140 has no such endpoint.
