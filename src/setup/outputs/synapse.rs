@@ -49,6 +49,19 @@ pub fn homeserver_yaml(d: &Deployment) -> Output {
     }
 }
 
+/// How federation finds the homeserver of `server_name`: a name with an explicit port is
+/// contacted there directly; otherwise well-known, then SRV records, then port 8448.
+fn federation_discovery(server_name: &str) -> String {
+    match crate::matrix::ServerName::parse(server_name) {
+        Ok(name) if name.port().is_some() => format!("directly at {server_name}"),
+        Ok(name) => format!(
+            "https://{}/.well-known/matrix/server, SRV records, or port 8448",
+            name.host()
+        ),
+        Err(_) => "well-known, SRV records, or port 8448".to_owned(),
+    }
+}
+
 fn snippet(d: &Deployment) -> String {
     let version = d.synapse_version;
     let service_url = d.endpoints.livekit_service_url();
@@ -71,14 +84,15 @@ fn snippet(d: &Deployment) -> String {
          #\n\
          # rtcbox checks every caller's OpenID token by asking the caller's homeserver at\n\
          # /_matrix/federation/v1/openid/userinfo, found the way federation finds it\n\
-         # (https://{server}/.well-known/matrix/server, SRV records, or port 8448).\n\
+         # ({discovery}).\n\
          # The listener that answers there must serve the `openid` resource: a listener with\n\
          # `federation` in its resource names does. With federation turned off, add `openid` to\n\
          # the names of a listener rtcbox can reach, e.g. `names: [client, openid]`.\n\
          #\n\
          # Restart Synapse after editing.\n\
          \n",
-        server = d.server_name
+        server = d.server_name,
+        discovery = federation_discovery(&d.server_name),
     );
 
     out += "# Delayed events (MSC4140): a call member who vanishes (crash, lost network) is removed\n\

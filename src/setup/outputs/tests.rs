@@ -73,7 +73,7 @@ fn one_host_dsm() -> Deployment {
 /// legacy TURN off, no well-known yet, public IP unknown.
 fn two_hosts_nginx() -> Deployment {
     Deployment {
-        server_name: "example.net".into(),
+        server_name: "example.net:8448".into(),
         client_base_url: "https://synapse.example.net".into(),
         synapse_version: Some(SynapseVersion::new(1, 145, 0)),
         existing_well_known: None,
@@ -972,5 +972,24 @@ fn only_the_homeserver_snippet_carries_the_turn_secret() {
             ),
             None => assert!(!snippet.contains("turn_shared_secret"), "{case}"),
         }
+    }
+}
+
+#[test]
+fn the_well_known_is_served_on_the_host_without_the_federation_port() {
+    let d = two_hosts_nginx();
+    assert_eq!(d.server_name, "example.net:8448");
+    for output in [well_known::client_json(&d), well_known::serving(&d)] {
+        let all = format!("{}\n{}", output.intro, output.text);
+        assert!(
+            all.contains("https://example.net/.well-known/matrix/client"),
+            "{}",
+            output.id
+        );
+        assert!(
+            !all.contains("example.net:8448/.well-known"),
+            "{}",
+            output.id
+        );
     }
 }

@@ -83,7 +83,7 @@ pub fn client_json(d: &Deployment) -> Output {
             "Serve this document at https://{}/.well-known/matrix/client (the server_name's own \
              domain), replacing the current one: it keeps every existing entry and adds rtcbox as \
              the first MatrixRTC focus.",
-            d.server_name
+            well_known_host(d)
         ),
         text,
     }
@@ -98,7 +98,7 @@ pub fn serving(d: &Deployment) -> Output {
         intro: format!(
             "How to publish the well-known document on https://{}/ with the content type and \
              CORS headers clients need, for nginx, Apache, Caddy, Synology DSM and Synapse itself.",
-            d.server_name
+            well_known_host(d)
         ),
         text: serving_text(d),
     }
@@ -178,8 +178,17 @@ fn compact_json(value: &Value, escape: impl Fn(char) -> bool + Copy) -> String {
     }
 }
 
+/// Where clients fetch the well-known: the server name's host on port 443, whatever port the
+/// server name carries (a port there is for federation only).
+pub fn well_known_host(d: &Deployment) -> String {
+    crate::matrix::ServerName::parse(&d.server_name)
+        .map(|name| name.host().to_string())
+        .unwrap_or_else(|_| d.server_name.clone())
+}
+
 fn serving_text(d: &Deployment) -> String {
-    let server = &d.server_name;
+    let server = &well_known_host(d);
+    let server_name = &d.server_name;
     let doc = well_known_json(d);
     let mut out = underline(
         &format!("Serving https://{server}/.well-known/matrix/client"),
@@ -187,8 +196,8 @@ fn serving_text(d: &Deployment) -> String {
     );
     out += &format!(
         "\n\
-         Clients look for this document on the server_name's own domain, {server}: the part\n\
-         after the colon in user IDs such as @alice:{server}. It is NOT looked up on the host\n\
+         Clients look for this document on the server_name's own domain, {server}, port 443\n\
+         (user IDs look like @alice:{server_name}). It is NOT looked up on the host\n\
          Synapse runs on (often matrix.{server}); publishing rtc_foci only there is the most\n\
          common reason calls fail with MISSING_MATRIX_RTC_FOCUS or \"Call is not supported\".\n\
          \n\
