@@ -33,29 +33,31 @@ function setUpCopyButtons() {
   });
 }
 
-// The verification page: run the checks again without reloading.
+// The verification page: run the checks in place, so the access token stays in its field and
+// the results update without leaving the page. Without JavaScript the form posts normally.
 function setUpLiveChecks() {
-  const button = document.getElementById("rerun");
-  if (!button) return;
-  button.hidden = false;
-  button.addEventListener("click", async () => {
-    const list = document.getElementById("checks");
-    const status = document.getElementById("check-status");
+  const form = document.getElementById("verify-form");
+  if (!form) return;
+  const status = document.getElementById("check-status");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     status.textContent = "Running the checks…";
     try {
       const response = await fetch("/verify", {
         method: "POST",
-        headers: { "Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html" },
-        body: new URLSearchParams({ csrf: button.dataset.csrf, access_token: document.getElementById("f-access_token")?.value || "" }),
+        headers: { "Content-Type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams(new FormData(form)),
         credentials: "same-origin",
       });
       const html = await response.text();
       const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("checks");
-      if (fresh) list.replaceWith(fresh);
-      status.textContent = "Checked again at " + new Date().toLocaleTimeString() + ".";
+      if (!response.ok || !fresh) throw new Error("the panel answered " + response.status);
+      document.getElementById("checks").replaceWith(fresh);
+      status.textContent = "Checked at " + new Date().toLocaleTimeString() + ".";
     } catch (e) {
-      status.textContent = "The checks could not be run: " + e;
+      status.textContent = "The checks could not be run: " + e.message + ". Reload the page and try again.";
     } finally {
       button.disabled = false;
     }

@@ -15,6 +15,7 @@ use super::wizard::{deployment, load_steps};
 use super::{AdminState, unix_now};
 use crate::config::{self, Layers, Origin, SettingKey, Settings};
 use crate::db;
+use crate::setup::model::TlsMode;
 use crate::setup::outputs::{self, Output};
 use crate::setup::verify::{self, Check, Status as CheckStatus};
 use crate::setup::wizard::Step;
@@ -49,6 +50,8 @@ pub struct OutputsPage {
     pub applied: bool,
     pub missing: Vec<Step>,
     pub outputs: Vec<Output>,
+    /// Reverse-proxy configurations other than the chosen one, shown folded.
+    pub others: Vec<Output>,
     pub forwards: Vec<outputs::ports::PortForward>,
 }
 
@@ -264,19 +267,30 @@ pub async fn outputs(
     session: Session,
     Query(query): Query<OutputsQuery>,
 ) -> Response {
-    let (outputs, forwards, missing) = match deployment(&state).await {
-        Ok(d) => (
-            outputs::all(&d),
-            outputs::ports::port_forwards(&d),
-            Vec::new(),
-        ),
-        Err(missing) => (Vec::new(), Vec::new(), missing),
+    let (all, forwards, chosen_proxy, missing) = match deployment(&state).await {
+        Ok(d) => {
+            let chosen = match &d.tls {
+                TlsMode::ReverseProxy { proxy } => Some(format!("proxy-{}", proxy.slug())),
+                _ => None,
+            };
+            (
+                outputs::all(&d),
+                outputs::ports::port_forwards(&d),
+                chosen,
+                Vec::new(),
+            )
+        }
+        Err(missing) => (Vec::new(), Vec::new(), None, missing),
     };
+    let (outputs, others): (Vec<Output>, Vec<Output>) = all
+        .into_iter()
+        .partition(|o| !o.id.starts_with("proxy-") || chosen_proxy.as_deref() == Some(o.id));
     views::render(&OutputsPage {
         layout: session.layout("Configuration", "outputs"),
         applied: query.applied.is_some(),
         missing,
         outputs,
+        others,
         forwards,
     })
 }

@@ -309,11 +309,16 @@ async fn render_step(
     errors: &Errors,
     status: StatusCode,
 ) -> Response {
+    // Progress shows what is saved, not what this (possibly rejected) form holds.
+    let saved = match load_steps(state).await {
+        Ok(saved) => saved,
+        Err(response) => return response,
+    };
     let progress = Step::ALL
         .iter()
         .map(|s| ProgressItem {
             step: *s,
-            complete: steps.is_complete(*s),
+            complete: saved.is_complete(*s),
             current: *s == step,
         })
         .collect();
@@ -363,12 +368,12 @@ async fn render_step(
                     "rtcbox then looks up https://<server name>/.well-known/matrix/client, the client API's /versions, and the Synapse version. Fill in the optional fields only if that lookup fails or is wrong.",
                 ],
                 vec![
-                    Field::text("server_name", "Server name", &s.server_name).placeholder("example.org").required(),
+                    Field::text("server_name", "Server name", &s.server_name).placeholder("e.g. example.org").required(),
                     Field::text("client_base_url", "Client URL (optional)", &s.client_base_url)
-                        .placeholder("https://matrix.example.org")
+                        .placeholder("e.g. https://matrix.example.org")
                         .help("Where your Matrix clients reach the homeserver. Leave empty to use what the well-known file says."),
                     Field::text("synapse_version", "Synapse version (optional)", &s.synapse_version)
-                        .placeholder("1.163.2")
+                        .placeholder("e.g. 1.163.2")
                         .help("Leave empty to use the detected version. It decides which homeserver.yaml settings are generated."),
                 ],
             )
@@ -383,6 +388,18 @@ async fn render_step(
                 .endpoints
                 .clone()
                 .unwrap_or_else(|| EndpointsStep::suggested(&server_name));
+            // What the homeserver step found, so the admin sees it before going on.
+            if let Some(hs) = &steps.homeserver {
+                if let Ok(valid) = hs.validate() {
+                    facts.push(("Homeserver".into(), valid.server_name.clone()));
+                    facts.push(("Client URL".into(), valid.client_base_url.clone()));
+                    let version = valid
+                        .synapse_version
+                        .map_or_else(|| "unknown".to_owned(), |v| v.to_string());
+                    facts.push(("Synapse version".into(), version));
+                }
+                notes.extend(hs.discovered.notes.iter().cloned());
+            }
             (
                 vec![
                     "Calls reach rtcbox over HTTPS at a public hostname that points at your network. One hostname is simplest: the authorization service answers under /livekit/jwt and the media server (SFU) under /livekit/sfu.",
@@ -403,14 +420,14 @@ async fn render_step(
                         ],
                     ),
                     Field::text("rtc_url", "Public URL", &s.rtc_url)
-                        .placeholder("https://matrixrtc.example.org")
+                        .placeholder("e.g. https://matrixrtc.example.org")
                         .show_when("mode=one")
                         .help("Scheme and hostname only (add :port if it is not 443)."),
                     Field::text("jwt_url", "Authorization service URL", &s.jwt_url)
-                        .placeholder("https://matrix-jwt.example.org")
+                        .placeholder("e.g. https://matrix-jwt.example.org")
                         .show_when("mode=two"),
                     Field::text("sfu_url", "SFU URL", &s.sfu_url)
-                        .placeholder("https://matrix-sfu.example.org")
+                        .placeholder("e.g. https://matrix-sfu.example.org")
                         .show_when("mode=two"),
                 ],
             )
@@ -457,7 +474,7 @@ async fn render_step(
                     .show_when("mode=acme"),
                     Field::text("email", "E-mail for Let's Encrypt", &s.email)
                         .kind("email")
-                        .placeholder("admin@example.org")
+                        .placeholder("e.g. admin@example.org")
                         .show_when("mode=acme"),
                 ],
             )
@@ -484,9 +501,9 @@ async fn render_step(
             };
             actions.push(("detect".to_owned(), "Detect public IP".to_owned()));
             let mut fields = vec![
-                Field::text("lan_ip", "LAN address", &s.lan_ip).placeholder("192.168.1.20").required().help(&lan_help),
+                Field::text("lan_ip", "LAN address", &s.lan_ip).placeholder("e.g. 192.168.1.20").required().help(&lan_help),
                 Field::text("public_ip", "Public IP address", &s.public_ip)
-                    .placeholder("203.0.113.7")
+                    .placeholder("e.g. 203.0.113.7")
                     .help("Your router's internet address, advertised to callers for media. \"Detect public IP\" asks a STUN server. Leave empty if it changes often and set up dynamic detection later."),
             ];
             for (name, label) in PORT_FIELDS {
