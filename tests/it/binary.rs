@@ -39,17 +39,17 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &["--full-access-homeservers", "example.org"])
+    }
+
+    /// `rtcbox serve` on a free loopback port with extra arguments, once it is healthy.
+    fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let bind = format!("127.0.0.1:{}", free_port());
         // Beside the data directory, so a failed start can say why.
         let log = data_dir.with_extension("serve.log");
         let child = rtcbox(data_dir)
-            .args([
-                "serve",
-                "--http-bind",
-                &bind,
-                "--full-access-homeservers",
-                "example.org",
-            ])
+            .args(["serve", "--http-bind", &bind])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -308,30 +308,8 @@ fn a_short_secret_is_refused_clearly_and_not_echoed() {
 #[test]
 fn serve_without_the_full_access_list_starts_and_says_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
-    let data_dir = tmp.path().join("data");
-    let bind = format!("127.0.0.1:{}", free_port());
-    let log = data_dir.with_extension("serve.log");
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let child = rtcbox(&data_dir)
-        .args(["serve", "--http-bind", &bind])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        bind,
-        log: log.clone(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !server.healthy(&data_dir) {
-        assert!(
-            Instant::now() < deadline,
-            "rtcbox serve did not become healthy"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let text = std::fs::read_to_string(&log).unwrap();
+    let server = Server::start_with(&tmp.path().join("data"), &[]);
+    let text = std::fs::read_to_string(&server.log).unwrap();
     assert!(
         text.contains("RTCBOX_FULL_ACCESS_HOMESERVERS is not set") && text.contains("setup wizard"),
         "{text}"
