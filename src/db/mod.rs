@@ -31,6 +31,11 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 /// Opens (creating if needed) the database in `data_dir` and migrates it to the current schema.
 pub async fn open(data_dir: &Path) -> anyhow::Result<SqlitePool> {
     create_private_dir(data_dir)?;
+    // Several rtcbox processes may open the same database at once (a container's health check
+    // or `admin reset-password` while `serve` starts). Creating the file, switching it to WAL and
+    // SQLite's migrator do not wait for each other, so two first starts could both try to create
+    // the tables ("table settings already exists"); a file lock serialises opening.
+    let lock = open_lock(data_dir).await?;
     let path = db_path(data_dir);
     let options = SqliteConnectOptions::new()
         .filename(&path)
@@ -44,11 +49,33 @@ pub async fn open(data_dir: &Path) -> anyhow::Result<SqlitePool> {
         .await
         .with_context(|| format!("cannot open the database {}", path.display()))?;
     restrict_permissions(&path)?;
-    sqlx::migrate!("./migrations")
+    let migrated = sqlx::migrate!("./migrations")
         .run(&pool)
         .await
-        .with_context(|| format!("cannot migrate the database {}", path.display()))?;
+        .with_context(|| format!("cannot migrate the database {}", path.display()));
+    drop(lock);
+    migrated?;
     Ok(pool)
+}
+
+/// The lock file held while opening and migrating; released when the returned file is dropped.
+const OPEN_LOCK_FILE: &str = "rtcbox.db.open-lock";
+
+async fn open_lock(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join(OPEN_LOCK_FILE);
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(file)
+    })
+    .await
+    .context("the database lock task failed")?
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -72,6 +99,23 @@ fn restrict_permissions(path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_first_opens_do_not_race_the_migrations() {
+        for _ in 0..10 {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("data");
+            let opens: Vec<_> = (0..4)
+                .map(|_| {
+                    let dir = dir.clone();
+                    tokio::spawn(async move { open(&dir).await.map(|_| ()) })
+                })
+                .collect();
+            for open in opens {
+                open.await.unwrap().unwrap();
+            }
+        }
+    }
 
     #[tokio::test]
     async fn open_creates_a_private_directory_and_migrates_twice_safely() {
