@@ -195,7 +195,14 @@ class Walk {
     await this.label('Public URL').fill(o.rtcUrl);
     this.check(!(await this.label('SFU URL').isVisible()), 'two-hostname fields are shown in one-hostname mode');
     await this.shot(page, 'wizard-endpoints');
-    await this.saveAndContinue('tls');
+    // Enter in a field saves and continues (it must not press "Back", the first visible button).
+    const [entered] = await Promise.all([
+      page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/wizard/endpoints'),
+      this.label('Public URL').press('Enter'),
+    ]);
+    this.check(entered.status() === 303 && entered.headers().location === '/wizard/tls',
+      `Enter in the Public URL field answered ${entered.status()} → ${entered.headers().location}, not a save`);
+    await page.waitForURL((url) => url.pathname === '/wizard/tls');
     this.step('endpoints');
 
     await page.getByLabel('A reverse proxy in front of rtcbox').check();

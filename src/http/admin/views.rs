@@ -121,6 +121,25 @@ impl Field {
         }
     }
 
+    /// A heading that groups the fields after it.
+    pub fn heading(label: &str) -> Self {
+        Field {
+            label: label.to_owned(),
+            kind: "heading",
+            ..Field::default()
+        }
+    }
+
+    /// An extra submit button in the flow of the form (`action=<value>`).
+    pub fn action(value: &str, label: &str) -> Self {
+        Field {
+            label: label.to_owned(),
+            kind: "action",
+            value: value.to_owned(),
+            ..Field::default()
+        }
+    }
+
     pub fn help(mut self, help: &str) -> Self {
         self.help = help.to_owned();
         self

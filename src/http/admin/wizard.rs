@@ -39,8 +39,6 @@ pub struct StepPage {
     /// A message for the whole form (e.g. "public IP detected").
     pub flash: Option<String>,
     pub has_errors: bool,
-    /// Extra submit buttons: (action value, label).
-    pub actions: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -328,7 +326,6 @@ async fn render_step(
     }
     let mut facts = Vec::new();
     let mut notes = Vec::new();
-    let mut actions = Vec::new();
     let (intro, fields): (Vec<&str>, Vec<Field>) = match step {
         Step::Homeserver => {
             let s = steps.homeserver.clone().unwrap_or_default();
@@ -499,16 +496,32 @@ async fn render_step(
                         .join(", ")
                 )
             };
-            actions.push(("detect".to_owned(), "Detect public IP".to_owned()));
-            let mut fields = vec![
+            let port = |name: &'static str| {
+                let label = PORT_FIELDS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(name, |(_, label)| label);
+                Field::text(name, label, s.value(name)).kind("number")
+            };
+            let fields = vec![
+                Field::heading("Addresses"),
                 Field::text("lan_ip", "LAN address", &s.lan_ip).placeholder("e.g. 192.168.1.20").required().help(&lan_help),
                 Field::text("public_ip", "Public IP address", &s.public_ip)
                     .placeholder("e.g. 203.0.113.7")
                     .help("Your router's internet address, advertised to callers for media. \"Detect public IP\" asks a STUN server. Leave empty if it changes often and set up dynamic detection later."),
+                Field::action("detect", "Detect public IP"),
+                Field::heading("rtcbox's ports"),
+                port("http"),
+                port("https").help("Used only when rtcbox serves HTTPS itself (not behind a reverse proxy)."),
+                port("admin").help("This panel. Keep it on the LAN: never forward it."),
+                port("rtc_udp"),
+                port("rtc_tcp"),
+                Field::heading("TURN ports (used only for legacy 1:1 calls)"),
+                port("turn"),
+                port("turns"),
+                port("relay_min"),
+                port("relay_max"),
             ];
-            for (name, label) in PORT_FIELDS {
-                fields.push(Field::text(name, label, s.value(name)).kind("number"));
-            }
             (
                 vec![
                     "Media (audio and video) does not go through the reverse proxy: callers send it straight to rtcbox's UDP port (or the ICE-TCP port when UDP is blocked). Your router must forward those ports to this machine, with the same port number outside and inside.",
@@ -550,7 +563,6 @@ async fn render_step(
         fields,
         flash,
         has_errors,
-        actions,
     };
     let mut response = views::render(&page);
     if response.status() == StatusCode::OK {
