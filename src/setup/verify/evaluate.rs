@@ -659,7 +659,7 @@ pub fn tls(
             return Check::new(
                 ids::TLS,
                 Status::Unavailable,
-                "Built-in HTTPS (Let's Encrypt or self-signed) arrives in a later version; use a \
+                "Not available yet: built-in HTTPS (Let's Encrypt or self-signed) arrives in a later version; use a \
                  reverse proxy for now."
                     .into(),
                 Some("Choose \"reverse proxy\" in the wizard's HTTPS step.".into()),
@@ -919,7 +919,7 @@ pub fn turn() -> Check {
     Check::new(
         ids::TURN,
         Status::Unavailable,
-        "The embedded TURN server arrives in a later version.".into(),
+        "Not available yet: the embedded TURN server arrives in a later version of rtcbox.".into(),
         None,
     )
 }

@@ -1006,7 +1006,7 @@ fn media_cases() {
 
 #[test]
 fn fixed_checks() {
-    check(turn(), Status::Unavailable, "later version");
+    check(turn(), Status::Unavailable, "Not available yet");
     check(timed_out(ids::TLS), Status::Unavailable, "within 6 s");
     assert_eq!(ids::ALL.len(), 10);
     assert!(ids::ALL.iter().all(|id| title(id) != "Check"));
