@@ -17,3 +17,4 @@ pub mod rooms;
 pub mod secret;
 pub mod setup;
 pub mod sfu;
+pub mod turn;

@@ -11,47 +11,126 @@ pub mod stun;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// True for globally routable unicast addresses; false for loopback, private (RFC 1918, ULA),
-/// link-local, CGNAT, unspecified, multicast, broadcast, documentation and reserved ranges.
+/// link-local, CGNAT, unspecified, multicast, broadcast, documentation and reserved ranges, and
+/// for IPv6 forms that carry an arbitrary IPv4 address (compatible, NAT64, 6to4) whatever it is.
+/// IPv4-mapped addresses are judged by the IPv4 address they carry.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => is_public_v6(v6),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() && embedded_ipv4(v6).is_some() => false,
+        _ => special(canonical(ip)).is_none(),
     }
 }
 
-fn is_public_v4(ip: Ipv4Addr) -> bool {
+/// A special-purpose address class: where traffic on someone else's behalf must not go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Special {
+    Unspecified,
+    Loopback,
+    Private,
+    SharedCgnat,
+    LinkLocal,
+    Multicast,
+    Reserved,
+}
+
+impl std::fmt::Display for Special {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Special::Unspecified => "unspecified address",
+            Special::Loopback => "loopback address",
+            Special::Private => "private (LAN) address",
+            Special::SharedCgnat => "carrier-grade NAT address (100.64.0.0/10)",
+            Special::LinkLocal => "link-local address",
+            Special::Multicast => "multicast or broadcast address",
+            Special::Reserved => "reserved or documentation address",
+        })
+    }
+}
+
+/// The special class of `ip` as written (see [`canonical`] for IPv4 inside IPv6), or `None`
+/// for globally routable unicast.
+pub fn special(ip: IpAddr) -> Option<Special> {
+    match ip {
+        IpAddr::V4(v4) => special_v4(v4),
+        IpAddr::V6(v6) => special_v6(v6),
+    }
+}
+
+/// The IPv4 address an IPv6 address carries: mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`
+/// (not `::` and `::1`), NAT64 `64:ff9b::a.b.c.d` or 6to4 `2002:aabb:ccdd::/48`.
+pub fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if let Some(mapped) = v6.to_ipv4_mapped() {
+        Some(mapped)
+    } else if (s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1))
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4])
+    {
+        // Compatible, or NAT64: the IPv4 address is the last 32 bits.
+        Some(v4(s[6], s[7]))
+    } else if s[0] == 0x2002 {
+        Some(v4(s[1], s[2]))
+    } else {
+        None
+    }
+}
+
+/// IPv4 written inside IPv6 becomes the IPv4 address it carries ([`embedded_ipv4`]).
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => embedded_ipv4(v6).map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+fn special_v4(ip: Ipv4Addr) -> Option<Special> {
     let [a, b, c, _] = ip.octets();
-    let special = ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_multicast()
-        || ip.is_broadcast()
+    if ip.is_unspecified() {
+        Some(Special::Unspecified)
+    } else if ip.is_loopback() {
+        Some(Special::Loopback)
+    } else if ip.is_private() {
+        Some(Special::Private)
+    } else if a == 100 && (64..128).contains(&b) {
+        Some(Special::SharedCgnat) // RFC 6598
+    } else if ip.is_link_local() {
+        Some(Special::LinkLocal)
+    } else if ip.is_multicast() || ip.is_broadcast() {
+        Some(Special::Multicast)
+    } else if a == 0 // "this network"
+        || a >= 240 // reserved
         || ip.is_documentation()
-        || a == 0 // "this network"
-        || (a == 100 && (64..128).contains(&b)) // CGNAT, RFC 6598
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 198 && (18..20).contains(&b)) // benchmarking, RFC 2544
-        || a >= 240; // reserved
-    !special
+        || (a == 198 && (18..20).contains(&b))
+    // benchmarking, RFC 2544
+    {
+        Some(Special::Reserved)
+    } else {
+        None
+    }
 }
 
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_public_v4(v4);
+fn special_v6(ip: Ipv6Addr) -> Option<Special> {
+    let s = ip.segments();
+    if ip.is_unspecified() {
+        Some(Special::Unspecified)
+    } else if ip.is_loopback() {
+        Some(Special::Loopback)
+    } else if (s[0] & 0xfe00) == 0xfc00 {
+        Some(Special::Private) // unique local, fc00::/7
+    } else if (s[0] & 0xffc0) == 0xfe80 {
+        Some(Special::LinkLocal)
+    } else if ip.is_multicast() {
+        Some(Special::Multicast)
+    } else if (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])
+    // discard-only
+    {
+        Some(Special::Reserved)
+    } else {
+        None
     }
-    let first = ip.segments()[0];
-    let special = ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local, fc00::/7
-        || (first & 0xffc0) == 0xfe80 // link-local, fe80::/10
-        || (first & 0xffc0) == 0xfec0 // site-local (deprecated), fec0::/10
-        || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
-        || first == 0x0064 && ip.segments()[1] == 0xff9b // NAT64, may reach private IPv4
-        || first == 0x2002 // 6to4, embeds an arbitrary IPv4
-        || ip.segments()[..6] == [0, 0, 0, 0, 0, 0]; // IPv4-compatible (deprecated)
-    !special
 }
 
 #[cfg(test)]

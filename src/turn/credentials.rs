@@ -1,0 +1,151 @@
+//! TURN credentials in coturn's REST scheme (`use-auth-secret`), which Synapse's
+//! `turn_shared_secret` produces for legacy 1:1 calls and which the SFU will mint for LiveKit
+//! clients:
+//!
+//! - username `"<unix expiry>:<user>"` (coturn also accepts `"<user>:<expiry>"` and a bare
+//!   `"<expiry>"`);
+//! - password `base64(HMAC-SHA1(secret, username))`, standard alphabet with padding;
+//! - the long-term key for MESSAGE-INTEGRITY is `MD5(username ":" realm ":" password)`
+//!   (RFC 8489 §9.2.2).
+//!
+//! Pure functions of their inputs; `now` is an argument.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac as _};
+use md5::{Digest as _, Md5};
+use sha1::Sha1;
+
+use crate::secret::Secret;
+
+/// Longest username accepted (coturn's limit is 512 bytes).
+pub const MAX_USERNAME_LEN: usize = 512;
+
+/// Why a REST username is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("the username is empty or longer than {MAX_USERNAME_LEN} bytes")]
+    Length,
+    #[error("the username has no expiry timestamp")]
+    NoTimestamp,
+    #[error("the credentials expired at {0}")]
+    Expired(u64),
+}
+
+/// The expiry (unix seconds) in a REST username, coturn's way: if the part before the first
+/// `:` is all digits it is the timestamp; otherwise the part after the last `:` must be.
+pub fn expiry(username: &str) -> Result<u64, CredentialError> {
+    if username.is_empty() || username.len() > MAX_USERNAME_LEN {
+        return Err(CredentialError::Length);
+    }
+    let digits = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (first, rest) = username.split_once(':').unwrap_or((username, ""));
+    if let Some(ts) = digits(first) {
+        return Ok(ts);
+    }
+    if rest.is_empty() {
+        return Err(CredentialError::NoTimestamp);
+    }
+    username
+        .rsplit_once(':')
+        .and_then(|(_, last)| digits(last))
+        .ok_or(CredentialError::NoTimestamp)
+}
+
+/// The password coturn (and Synapse) derive for `username` from the shared secret.
+pub fn rest_password(secret: &Secret, username: &str) -> String {
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The password for `username` if it has not expired at `now` (unix seconds).
+pub fn check_rest_username(
+    secret: &Secret,
+    username: &str,
+    now: u64,
+) -> Result<Secret, CredentialError> {
+    let expires = expiry(username)?;
+    if expires < now {
+        return Err(CredentialError::Expired(expires));
+    }
+    Ok(Secret::new(rest_password(secret, username)))
+}
+
+/// A username valid until `expires` for `user` (what the SFU will hand out).
+pub fn rest_username(expires: u64, user: &str) -> String {
+    format!("{expires}:{user}")
+}
+
+/// RFC 8489 long-term credential key: MD5 of `username:realm:password`.
+pub fn long_term_key(username: &str, realm: &str, password: &Secret) -> [u8; 16] {
+    let mut md5 = Md5::new();
+    md5.update(username.as_bytes());
+    md5.update(b":");
+    md5.update(realm.as_bytes());
+    md5.update(b":");
+    md5.update(password.expose().as_bytes());
+    md5.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synapse_and_coturn_agree_on_the_password() {
+        // The example from ../shared/reference/matrixrtc-auth.md §5 (Synapse's voip.py scheme).
+        let secret = Secret::new("s3cret");
+        assert_eq!(
+            rest_password(&secret, "1700000000:@alice:example.com"),
+            "XNVV4PFVMP9mroyuQ+NRSCZQ6xw="
+        );
+    }
+
+    #[test]
+    fn expiry_forms() {
+        let check = |username: &str, expected: Result<u64, CredentialError>| {
+            assert_eq!(expiry(username), expected, "{username}");
+        };
+        check("1700000000:@alice:example.com", Ok(1_700_000_000));
+        check("1700000000", Ok(1_700_000_000));
+        check("bob:1700000000", Ok(1_700_000_000));
+        check("@alice:example.com:1700000000", Ok(1_700_000_000));
+        check("@alice:example.com", Err(CredentialError::NoTimestamp));
+        check("alice", Err(CredentialError::NoTimestamp));
+        check(":", Err(CredentialError::NoTimestamp));
+        check(
+            "99999999999999999999999:x",
+            Err(CredentialError::NoTimestamp),
+        );
+        check("", Err(CredentialError::Length));
+        check(&"1".repeat(600), Err(CredentialError::Length));
+    }
+
+    #[test]
+    fn expired_usernames_are_refused() {
+        let secret = Secret::new("s3cret");
+        let username = rest_username(1000, "bob");
+        assert_eq!(username, "1000:bob");
+        assert_eq!(
+            check_rest_username(&secret, &username, 1000).unwrap(),
+            Secret::new(rest_password(&secret, &username))
+        );
+        assert_eq!(
+            check_rest_username(&secret, &username, 1001),
+            Err(CredentialError::Expired(1000))
+        );
+    }
+
+    #[test]
+    fn long_term_key_is_md5_of_the_triple() {
+        // MD5("user:realm:pass") computed independently (RFC 8489 §9.2.2's construction).
+        let key = long_term_key("user", "realm", &Secret::new("pass"));
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "8493fbc53ba582fb4c044c456bdc40eb");
+    }
+}
