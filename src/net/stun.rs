@@ -166,7 +166,7 @@ pub fn answer_plain_binding(bytes: &[u8], source: SocketAddr) -> Option<Vec<u8>>
 }
 
 /// Validates the header and decodes the attributes; checks FINGERPRINT when present.
-fn decode(bytes: &[u8]) -> Result<Message, StunError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StunError> {
     if bytes.len() < HEADER_LEN || bytes[0] & 0xC0 != 0 || !has_cookie(bytes) {
         return Err(StunError::NotStun);
     }

@@ -1,6 +1,7 @@
-//! The embedded TURN server (RFC 8656), replacing coturn. Being built: so far the pure parts
-//! that the sans-IO core will use: credentials ([`credentials`]) and the relay policy
-//! ([`policy`]). Listeners and the allocation state machine follow.
+//! The embedded TURN server (RFC 8656), replacing coturn. Being built: the sans-IO core
+//! ([`server`]) and the pure parts it uses: credentials ([`credentials`]) and the relay policy
+//! ([`policy`]). The listeners (the driver) follow.
 
 pub mod credentials;
 pub mod policy;
+pub mod server;
