@@ -62,6 +62,8 @@ const TRANSPORT_UDP: u8 = 17;
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 /// Channel bindings last ten minutes (RFC 8656 §12).
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// Most peers one allocation may hold permissions for (bounds the state one credential creates).
+pub const MAX_PERMISSIONS: usize = 1000;
 /// Valid channel numbers (RFC 8656 §12).
 pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
 
@@ -536,7 +538,18 @@ impl Server {
                 return;
             }
         }
-        if let Some(allocation) = self.allocations.get_mut(&from) {
+        let Some(allocation) = self.allocations.get_mut(&from) else {
+            return;
+        };
+        let new_peers = peers
+            .iter()
+            .filter(|p| !allocation.permissions.contains_key(&canonical(p.ip())))
+            .count();
+        if allocation.permissions.len() + new_peers > MAX_PERMISSIONS {
+            self.reply_error(from, request, CODE_INSUFFICIENT_CAPACITY, Some(&auth.key));
+            return;
+        }
+        {
             for peer in peers {
                 allocation
                     .permissions
