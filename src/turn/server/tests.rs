@@ -542,3 +542,21 @@ fn garbage_never_panics_nor_allocates() {
         "the STUN paths were reached: {answered} answers"
     );
 }
+
+#[test]
+fn server_capacity_is_508() {
+    let check = |config: Config| {
+        let mut h = Harness::new(config);
+        h.allocate();
+        let request = h.request(METHOD_ALLOCATE, &[udp()]);
+        let (answers, others) = h.send_from("203.0.113.9:1".parse().unwrap(), &request);
+        assert_eq!(error_code(&answers[0]), Some(508));
+        assert!(others.is_empty());
+    };
+    let mut total = config();
+    total.max_allocations_total = 1;
+    check(total);
+    let mut ports = config();
+    ports.relay_ports = 50000..50001;
+    check(ports);
+}
