@@ -30,14 +30,14 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac as _};
 use rtc_stun::attributes::{
     ATTR_CHANNEL_NUMBER, ATTR_DATA, ATTR_LIFETIME, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM,
-    ATTR_REQUESTED_TRANSPORT, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS, ATTR_XOR_RELAYED_ADDRESS,
-    ATTR_XORMAPPED_ADDRESS, AttrType,
+    ATTR_REQUESTED_TRANSPORT, ATTR_UNKNOWN_ATTRIBUTES, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS,
+    ATTR_XOR_RELAYED_ADDRESS, ATTR_XORMAPPED_ADDRESS, AttrType,
 };
 use rtc_stun::crypto::providers::RingCrypto;
 use rtc_stun::error_code::{
     CODE_ALLOC_MISMATCH, CODE_ALLOC_QUOTA_REACHED, CODE_BAD_REQUEST, CODE_FORBIDDEN,
-    CODE_INSUFFICIENT_CAPACITY, CODE_STALE_NONCE, CODE_UNAUTHORIZED, CODE_UNSUPPORTED_TRANS_PROTO,
-    CODE_WRONG_CREDENTIALS, ErrorCode, ErrorCodeAttribute,
+    CODE_INSUFFICIENT_CAPACITY, CODE_STALE_NONCE, CODE_UNAUTHORIZED, CODE_UNKNOWN_ATTRIBUTE,
+    CODE_UNSUPPORTED_TRANS_PROTO, CODE_WRONG_CREDENTIALS, ErrorCode, ErrorCodeAttribute,
 };
 use rtc_stun::fingerprint::FINGERPRINT;
 use rtc_stun::integrity::MessageIntegrity;
@@ -64,6 +64,19 @@ pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// Most peers one allocation may hold permissions for (bounds the state one credential creates).
 pub const MAX_PERMISSIONS: usize = 1000;
+/// The comprehension-required attributes (below 0x8000) this server implements; a request with
+/// any other gets 420 Unknown Attribute.
+const UNDERSTOOD: [u16; 9] = [
+    0x0006, // USERNAME
+    0x0008, // MESSAGE-INTEGRITY
+    0x000C, // CHANNEL-NUMBER
+    0x000D, // LIFETIME
+    0x0012, // XOR-PEER-ADDRESS
+    0x0013, // DATA
+    0x0014, // REALM
+    0x0015, // NONCE
+    0x0019, // REQUESTED-TRANSPORT
+];
 /// Valid channel numbers (RFC 8656 §12).
 pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
 
@@ -336,6 +349,27 @@ impl Server {
         let Some(auth) = self.authenticate(now_unix, from, &mut message) else {
             return;
         };
+        let unknown: Vec<u8> = message
+            .attributes
+            .0
+            .iter()
+            .map(|a| a.typ.value())
+            .filter(|t| *t < 0x8000 && !UNDERSTOOD.contains(t))
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        if !unknown.is_empty() {
+            // RFC 8489 §6.3.1.1: a comprehension-required attribute this server does not
+            // implement (EVEN-PORT, RESERVATION-TOKEN, DONT-FRAGMENT, REQUESTED-ADDRESS-FAMILY…).
+            let mut reply = response(&message, CLASS_ERROR_RESPONSE);
+            if error_attribute(CODE_UNKNOWN_ATTRIBUTE)
+                .add_to(&mut reply)
+                .is_ok()
+            {
+                reply.add(ATTR_UNKNOWN_ATTRIBUTES, &unknown);
+                self.finish(from, reply, Some(&auth.key));
+            }
+            return;
+        }
         if method == METHOD_ALLOCATE {
             self.handle_allocate(now, from, &message, auth);
             return;
@@ -856,6 +890,7 @@ fn error_attribute(code: ErrorCode) -> ErrorCodeAttribute {
         400 => b"Bad Request",
         401 => b"Unauthorized",
         403 => b"Forbidden",
+        420 => b"Unknown Attribute",
         437 => b"Allocation Mismatch",
         438 => b"Stale Nonce",
         441 => b"Wrong Credentials",

@@ -560,3 +560,17 @@ fn server_capacity_is_508() {
     ports.relay_ports = 50000..50001;
     check(ports);
 }
+
+#[test]
+fn unknown_comprehension_required_attributes_are_420() {
+    let mut h = Harness::new(config());
+    let even_port = (AttrType(0x0018), vec![0x80, 0, 0, 0]);
+    let (answer, others) = h.call(METHOD_ALLOCATE, &[udp(), even_port]);
+    assert_eq!(error_code(&answer), Some(420));
+    assert_eq!(answer.get(ATTR_UNKNOWN_ATTRIBUTES).unwrap(), [0x00, 0x18]);
+    assert!(others.is_empty());
+    // Comprehension-optional ones (SOFTWARE) are ignored.
+    let software = (AttrType(0x8022), b"test".to_vec());
+    let (answer, _) = h.call(METHOD_ALLOCATE, &[udp(), software]);
+    assert_eq!(answer.typ.class, CLASS_SUCCESS_RESPONSE);
+}
