@@ -7,6 +7,8 @@ DNS. rtcbox trusts the test CA through RTCBOX_MATRIX_CA_FILE.
 
 import hashlib
 import hmac
+import json
+import shutil
 import os
 import socket
 import sqlite3
@@ -292,3 +294,46 @@ def start_module_rtcbox(tmp_path_factory, pki):
 
     yield start
     stop_processes(started)
+
+
+# The node runners in tests/browser drive Debian's Chromium with playwright-core.
+BROWSER_DIR = Path(__file__).resolve().parents[1] / "browser"
+CHROMIUM = os.environ.get("RTCBOX_CHROMIUM", "/usr/bin/chromium")
+
+
+def require_browser_tooling(packages: tuple[str, ...]):
+    """Fails under CI (skips elsewhere) when node, the npm packages or Chromium are missing."""
+    problems = []
+    if not shutil.which("node"):
+        problems.append("node is not installed")
+    for package in packages:
+        if not (BROWSER_DIR / "node_modules" / package / "package.json").is_file():
+            problems.append(f"{package} is missing: run `npm ci` in tests/browser (tests/run.sh does)")
+    if not Path(CHROMIUM).is_file():
+        problems.append(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    if problems:
+        message = "browser test prerequisites: " + "; ".join(problems)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def run_node_runner(script: str, config: dict, tmp_path: Path, name: str,
+                    deadline_s: int) -> tuple[dict, str, int]:
+    """Runs tests/browser/<script> with `config`; returns its JSON report, its stderr (progress
+    lines) and its exit status. The report is also kept as <tmp_path>/<name>-report.json."""
+    config_file = tmp_path / f"{name}-config.json"
+    config_file.write_text(json.dumps(config))
+    env = dict(os.environ, RTCBOX_CHROMIUM=CHROMIUM)
+    try:
+        done = subprocess.run(["node", script, str(config_file)], cwd=BROWSER_DIR, env=env,
+                              capture_output=True, text=True, timeout=deadline_s + 30)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{name} runner hung past its own deadline; stderr:\n{e.stderr}")
+    (tmp_path / f"{name}-report.json").write_text(done.stdout)
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        pytest.fail(f"{name} runner exited {done.returncode} without a report:\n"
+                    f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}")
+    return report, done.stderr, done.returncode

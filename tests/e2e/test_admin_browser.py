@@ -8,20 +8,13 @@ to keep them. Needs node, `npm ci` in tests/browser and Debian's chromium, like
 test_sfu_browser.py: outside CI a missing prerequisite skips the test, in CI it fails it.
 """
 
-import json
 import os
-import shutil
-import subprocess
 import urllib.parse
 from pathlib import Path
 
-import pytest
-
-from conftest import free_port
+from conftest import free_port, require_browser_tooling, run_node_runner
 from test_admin_synapse import relay_range
 
-BROWSER_DIR = Path(__file__).resolve().parents[1] / "browser"
-CHROMIUM = os.environ.get("RTCBOX_CHROMIUM", "/usr/bin/chromium")
 RUNNER_DEADLINE_S = 150
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Every page the walk photographs, numbered as wizard.mjs numbers them (admin-NN-NAME.png, NN
@@ -31,23 +24,8 @@ SHOTS = ["setup", "dashboard", "wizard-homeserver", "wizard-endpoints", "wizard-
          "wizard-homeserver-error", "wizard-network-phone"]
 
 
-def require_browser_tooling():
-    problems = []
-    if not shutil.which("node"):
-        problems.append("node is not installed")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").is_file():
-        problems.append("playwright-core is missing: run `npm ci` in tests/browser (tests/run.sh does)")
-    if not Path(CHROMIUM).is_file():
-        problems.append(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
-    if problems:
-        message = "browser test prerequisites: " + "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
-    require_browser_tooling()
+    require_browser_tooling(("playwright-core",))
     box = start_rtcbox({}, name="browser-wizard")
     out_dir = Path(os.environ.get("RTCBOX_SCREENSHOT_DIR") or tmp_path / "screenshots").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,24 +49,12 @@ def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
         "prefix": "admin",
         "deadlineMs": RUNNER_DEADLINE_S * 1000,
     }
-    config_file = tmp_path / "wizard-config.json"
-    config_file.write_text(json.dumps(config))
-    try:
-        done = subprocess.run(["node", "wizard.mjs", str(config_file)], cwd=BROWSER_DIR,
-                              env=dict(os.environ, RTCBOX_CHROMIUM=CHROMIUM), capture_output=True,
-                              text=True, timeout=RUNNER_DEADLINE_S + 30)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"the wizard runner hung past its own deadline; stderr:\n{e.stderr}")
-    (tmp_path / "wizard-report.json").write_text(done.stdout)
-    try:
-        report = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"wizard runner exited {done.returncode} without a report:\n"
-                    f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}")
+    report, stderr, status = run_node_runner("wizard.mjs", config, tmp_path, "wizard",
+                                             RUNNER_DEADLINE_S)
     why = (f"report: {tmp_path / 'wizard-report.json'}\nerrors: {report.get('errors')}\n"
            f"failed at: {report.get('failedAt')}\n{report.get('failedPage', '')[:2000]}\n"
-           f"steps:\n{done.stderr[-3000:]}\n--- rtcbox log (tail):\n{box.log_text()[-3000:]}")
-    assert done.returncode == 0 and report["ok"], why
+           f"steps:\n{stderr[-3000:]}\n--- rtcbox log (tail):\n{box.log_text()[-3000:]}")
+    assert status == 0 and report["ok"], why
 
     expected = [out_dir / f"admin-{i:02d}-{name}.png" for i, name in enumerate(SHOTS, start=1)]
     assert sorted(Path(p) for p in report["screenshots"]) == expected, report["screenshots"]

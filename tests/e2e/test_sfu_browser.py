@@ -12,35 +12,18 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-BROWSER_DIR = Path(__file__).resolve().parents[1] / "browser"
-CHROMIUM = os.environ.get("RTCBOX_CHROMIUM", "/usr/bin/chromium")
+from conftest import BROWSER_DIR, CHROMIUM, require_browser_tooling, run_node_runner
+
 RUNNER_DEADLINE_S = 90
 
 # Identities and room as lk-jwt-service mints them for Element Call: Matrix user ID plus device.
 ROOM = "!browsercall:localhost"
 PEERS = ["@alice:localhost:ALICEDEVICE", "@bob:localhost:BOBDEVICE"]
-
-
-def require_browser_tooling():
-    problems = []
-    if not shutil.which("node"):
-        problems.append("node is not installed")
-    for package in ("livekit-client", "playwright-core"):
-        if not (BROWSER_DIR / "node_modules" / package / "package.json").is_file():
-            problems.append(f"{package} is missing: run `npm ci` in tests/browser (tests/run.sh does)")
-    if not Path(CHROMIUM).is_file():
-        problems.append(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
-    if problems:
-        message = "browser test prerequisites: " + "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 async def create_room(url: str, key: str, secret: str, name: str):
@@ -59,25 +42,6 @@ def token(key: str, secret: str, identity: str, room: str) -> str:
             .with_grants(api.VideoGrants(room_join=True, room=room, can_publish=True,
                                          can_subscribe=True, can_publish_data=True))
             .to_jwt())
-
-
-def run_browsers(config: dict, tmp_path: Path) -> tuple[dict, str]:
-    """Runs the node runner; returns its JSON report and its stderr (progress lines)."""
-    config_file = tmp_path / "browser-config.json"
-    config_file.write_text(json.dumps(config))
-    env = dict(os.environ, RTCBOX_CHROMIUM=CHROMIUM)
-    try:
-        done = subprocess.run(["node", "run.mjs", str(config_file)], cwd=BROWSER_DIR, env=env,
-                              capture_output=True, text=True, timeout=RUNNER_DEADLINE_S + 30)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"browser runner hung past its own deadline; stderr:\n{e.stderr}")
-    (tmp_path / "browser-report.json").write_text(done.stdout)
-    try:
-        report = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"browser runner exited {done.returncode} without a report:\n"
-                    f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}")
-    return report, done.stderr
 
 
 def explain(report: dict, stderr: str, box, report_file: Path) -> str:
@@ -102,7 +66,7 @@ def test_browser_environment(tmp_path):
     """No server: the page loads livekit-client, the fake camera and microphone give live tracks,
     and a call between two RTCPeerConnections in one page decodes video and receives audio. When
     this fails, the call test below says nothing about rtcbox."""
-    require_browser_tooling()
+    require_browser_tooling(("livekit-client", "playwright-core"))
     env = dict(os.environ, RTCBOX_CHROMIUM=CHROMIUM)
     done = subprocess.run(["node", "run.mjs", "--selftest"], cwd=BROWSER_DIR, env=env,
                           capture_output=True, text=True, timeout=RUNNER_DEADLINE_S + 30)
@@ -118,7 +82,7 @@ def test_browser_environment(tmp_path):
 
 
 def test_two_browsers_call_through_rtcbox(start_rtcbox, tmp_path):
-    require_browser_tooling()
+    require_browser_tooling(("livekit-client", "playwright-core"))
     key, secret = "APIbrowsertest", secrets.token_urlsafe(32)
     box = start_rtcbox({"RTCBOX_API_KEY": key, "RTCBOX_API_SECRET": secret,
                         "RTCBOX_FULL_ACCESS_HOMESERVERS": "*"})
@@ -136,7 +100,8 @@ def test_two_browsers_call_through_rtcbox(start_rtcbox, tmp_path):
         "minAudioPackets": 10,
         "deadlineMs": RUNNER_DEADLINE_S * 1000,
     }
-    report, stderr = run_browsers(config, tmp_path)
+    report, stderr, _ = run_node_runner("run.mjs", config, tmp_path, "browser",
+                                        RUNNER_DEADLINE_S)
     why = explain(report, stderr, box, tmp_path / "browser-report.json")
 
     peers = {p["identity"]: p for p in report["peers"]}
