@@ -111,6 +111,18 @@ pub struct SettingFlags {
     /// TURN REST shared secret for Synapse's turn_shared_secret; prefer the environment [env: RTCBOX_TURN_SHARED_SECRET, RTCBOX_TURN_SHARED_SECRET_FILE]
     #[arg(long, global = true, value_name = "SECRET")]
     pub turn_shared_secret: Option<String>,
+    /// TURN over UDP and TCP; 0 = off [env: RTCBOX_TURN_PORT] [default: 3478]
+    #[arg(long, global = true, value_name = "PORT")]
+    pub turn_port: Option<String>,
+    /// TURN over TLS; 0 = off [env: RTCBOX_TURN_TLS_PORT] [default: 5349]
+    #[arg(long, global = true, value_name = "PORT")]
+    pub turn_tls_port: Option<String>,
+    /// TURN relay ports for legacy 1:1 calls [env: RTCBOX_TURN_RELAY_PORTS] [default: 49160-49200]
+    #[arg(long, global = true, value_name = "FIRST-LAST")]
+    pub turn_relay_ports: Option<String>,
+    /// Address blocks TURN may relay to although they are private or loopback, comma-separated CIDRs [env: RTCBOX_TURN_ALLOW_PEERS]
+    #[arg(long, global = true, value_name = "CIDRS")]
+    pub turn_allow_peers: Option<String>,
 }
 
 impl SettingFlags {
@@ -137,6 +149,10 @@ impl SettingFlags {
         put(SettingKey::AdminBind, &self.admin_bind);
         put(SettingKey::StunServers, &self.stun_servers);
         put(SettingKey::TurnSharedSecret, &self.turn_shared_secret);
+        put(SettingKey::TurnPort, &self.turn_port);
+        put(SettingKey::TurnTlsPort, &self.turn_tls_port);
+        put(SettingKey::TurnRelayPorts, &self.turn_relay_ports);
+        put(SettingKey::TurnAllowPeers, &self.turn_allow_peers);
         if self.auto_create_rooms {
             map.insert(SettingKey::AutoCreateRooms, "true".into());
         }

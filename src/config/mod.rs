@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use values::{ApiKey, FullAccess, PublicUrl, parse_bind};
 
 use crate::secret::Secret;
+use crate::turn::policy::Cidr;
 
 /// The data directory when neither `--data-dir` nor `RTCBOX_DATA_DIR` is given.
 pub const DEFAULT_DATA_DIR: &str = "./data";
@@ -34,6 +35,12 @@ pub const DEFAULT_RTC_TCP_PORT: u16 = 8881;
 pub const DEFAULT_ADMIN_BIND: &str = "0.0.0.0:8089";
 /// Public STUN servers asked for this network's public IP address.
 pub const DEFAULT_STUN_SERVERS: [&str; 2] = ["stun.cloudflare.com:3478", "stun.l.google.com:19302"];
+/// TURN over UDP and TCP.
+pub const DEFAULT_TURN_PORT: u16 = 3478;
+/// TURN over TLS.
+pub const DEFAULT_TURN_TLS_PORT: u16 = 5349;
+/// Relay ports for legacy 1:1 calls (inclusive), forwarded by the router.
+pub const DEFAULT_TURN_RELAY_PORTS: (u16, u16) = (49160, 49200);
 
 /// A setting that can come from a flag, the environment, the settings store or a default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -52,6 +59,10 @@ pub enum SettingKey {
     AdminBind,
     StunServers,
     TurnSharedSecret,
+    TurnPort,
+    TurnTlsPort,
+    TurnRelayPorts,
+    TurnAllowPeers,
 }
 
 /// Where a resolved value came from; shown in logs and (later) as "locked by environment" in the panel.
@@ -105,7 +116,7 @@ impl EnvSource {
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 14] = [
+    pub const ALL: [SettingKey; 18] = [
         SettingKey::HttpBind,
         SettingKey::PublicUrl,
         SettingKey::ApiKey,
@@ -120,6 +131,10 @@ impl SettingKey {
         SettingKey::AdminBind,
         SettingKey::StunServers,
         SettingKey::TurnSharedSecret,
+        SettingKey::TurnPort,
+        SettingKey::TurnTlsPort,
+        SettingKey::TurnRelayPorts,
+        SettingKey::TurnAllowPeers,
     ];
 
     /// The key of this setting in the settings table.
@@ -139,6 +154,10 @@ impl SettingKey {
             SettingKey::AdminBind => "admin_bind",
             SettingKey::StunServers => "stun_servers",
             SettingKey::TurnSharedSecret => "turn_shared_secret",
+            SettingKey::TurnPort => "turn_port",
+            SettingKey::TurnTlsPort => "turn_tls_port",
+            SettingKey::TurnRelayPorts => "turn_relay_ports",
+            SettingKey::TurnAllowPeers => "turn_allow_peers",
         }
     }
 
@@ -164,6 +183,10 @@ impl SettingKey {
             SettingKey::AdminBind => "--admin-bind",
             SettingKey::StunServers => "--stun-servers",
             SettingKey::TurnSharedSecret => "--turn-shared-secret",
+            SettingKey::TurnPort => "--turn-port",
+            SettingKey::TurnTlsPort => "--turn-tls-port",
+            SettingKey::TurnRelayPorts => "--turn-relay-ports",
+            SettingKey::TurnAllowPeers => "--turn-allow-peers",
         }
     }
 
@@ -212,6 +235,10 @@ impl SettingKey {
                 Value("RTCBOX_TURN_SHARED_SECRET"),
                 File("RTCBOX_TURN_SHARED_SECRET_FILE"),
             ],
+            SettingKey::TurnPort => &[Value("RTCBOX_TURN_PORT")],
+            SettingKey::TurnTlsPort => &[Value("RTCBOX_TURN_TLS_PORT")],
+            SettingKey::TurnRelayPorts => &[Value("RTCBOX_TURN_RELAY_PORTS")],
+            SettingKey::TurnAllowPeers => &[Value("RTCBOX_TURN_ALLOW_PEERS")],
         }
     }
 
@@ -277,6 +304,14 @@ pub struct Settings {
     pub stun_servers: Vec<String>,
     /// coturn's REST secret for Synapse's `turn_shared_secret` (legacy 1:1 calls).
     pub turn_shared_secret: Option<Secret>,
+    /// TURN over UDP and TCP; 0 turns both listeners off.
+    pub turn_port: u16,
+    /// TURN over TLS; 0 turns the listener off.
+    pub turn_tls_port: u16,
+    /// Relay ports for peers other than the SFU, inclusive.
+    pub turn_relay_ports: (u16, u16),
+    /// Peers TURN may relay to although the relay policy refuses them (e.g. loopback in tests).
+    pub turn_allow_peers: Vec<Cidr>,
     pub origins: BTreeMap<SettingKey, Origin>,
 }
 
@@ -301,6 +336,19 @@ impl Settings {
             SettingKey::AdminBind => self.admin_bind.to_string(),
             SettingKey::StunServers => self.stun_servers.join(","),
             SettingKey::TurnSharedSecret => self.turn_shared_secret.as_ref()?.expose().to_owned(),
+            SettingKey::TurnPort => self.turn_port.to_string(),
+            SettingKey::TurnTlsPort => self.turn_tls_port.to_string(),
+            SettingKey::TurnRelayPorts => {
+                format!("{}-{}", self.turn_relay_ports.0, self.turn_relay_ports.1)
+            }
+            SettingKey::TurnAllowPeers => {
+                if self.turn_allow_peers.is_empty() {
+                    return None;
+                }
+                let blocks: Vec<String> =
+                    self.turn_allow_peers.iter().map(Cidr::to_string).collect();
+                blocks.join(",")
+            }
         })
     }
 
@@ -418,6 +466,28 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         }
         None => None,
     };
+    let turn_port = parse_turn_port(
+        pick(SettingKey::TurnPort)?,
+        SettingKey::TurnPort,
+        DEFAULT_TURN_PORT,
+    )?;
+    let turn_tls_port = parse_turn_port(
+        pick(SettingKey::TurnTlsPort)?,
+        SettingKey::TurnTlsPort,
+        DEFAULT_TURN_TLS_PORT,
+    )?;
+    let turn_relay_ports = match pick(SettingKey::TurnRelayPorts)? {
+        Some((raw, origin)) => {
+            parse_port_range(&raw).map_err(|m| error(SettingKey::TurnRelayPorts, origin, m))?
+        }
+        None => DEFAULT_TURN_RELAY_PORTS,
+    };
+    let turn_allow_peers = match pick(SettingKey::TurnAllowPeers)? {
+        Some((raw, origin)) => {
+            parse_cidrs(&raw).map_err(|m| error(SettingKey::TurnAllowPeers, origin, m))?
+        }
+        None => Vec::new(),
+    };
     for key in SettingKey::ALL {
         origins.entry(key).or_insert(Origin::Default);
     }
@@ -437,6 +507,10 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         admin_bind,
         stun_servers,
         turn_shared_secret,
+        turn_port,
+        turn_tls_port,
+        turn_relay_ports,
+        turn_allow_peers,
         origins,
     })
 }
@@ -605,6 +679,51 @@ fn parse_port(
             format!("'{}' is not a port number (0-65535)", raw.trim()),
         )),
     }
+}
+
+/// A TURN listener port: 0 means the listener is off (an operator who keeps coturn on 3478).
+fn parse_turn_port(
+    raw: Option<(String, Origin)>,
+    key: SettingKey,
+    default: u16,
+) -> Result<u16, ConfigError> {
+    let Some((raw, origin)) = raw else {
+        return Ok(default);
+    };
+    raw.trim().parse::<u16>().map_err(|_| {
+        error(
+            key,
+            origin,
+            format!(
+                "'{}' is not a port number (1-65535, or 0 for off)",
+                raw.trim()
+            ),
+        )
+    })
+}
+
+/// `first-last`, inclusive, e.g. `49160-49200`.
+fn parse_port_range(raw: &str) -> Result<(u16, u16), String> {
+    let raw = raw.trim();
+    let bad = || format!("'{raw}' is not a port range (expected e.g. 49160-49200)");
+    let (first, last) = raw.split_once('-').ok_or_else(bad)?;
+    let first: u16 = first.trim().parse().map_err(|_| bad())?;
+    let last: u16 = last.trim().parse().map_err(|_| bad())?;
+    if first == 0 || first > last {
+        return Err(format!(
+            "'{raw}' must name the first port, then a last port not below it (e.g. 49160-49200)"
+        ));
+    }
+    Ok((first, last))
+}
+
+/// Comma-separated address blocks; empty entries are ignored.
+fn parse_cidrs(raw: &str) -> Result<Vec<Cidr>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Cidr::parse)
+        .collect()
 }
 
 /// The advertised address must be one a client can send to: not unspecified or multicast.

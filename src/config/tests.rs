@@ -306,3 +306,46 @@ fn ignored_variables_are_reported() {
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].contains("RTCBOX_MATRIX_CA_FILE"));
 }
+
+#[test]
+fn turn_settings_parse_and_refuse_garbage() {
+    let s = resolve_with(&[], &[], stored_pair()).unwrap();
+    assert_eq!((s.turn_port, s.turn_tls_port), (3478, 5349));
+    assert_eq!(s.turn_relay_ports, (49160, 49200));
+    assert!(s.turn_allow_peers.is_empty());
+    assert_eq!(s.value(SettingKey::TurnAllowPeers), None);
+
+    let s = resolve_with(
+        &[],
+        &[
+            ("RTCBOX_TURN_PORT", "0"),
+            ("RTCBOX_TURN_RELAY_PORTS", " 50000 - 50010 "),
+            ("RTCBOX_TURN_ALLOW_PEERS", "127.0.0.1/32, ::1,"),
+        ],
+        stored_pair(),
+    )
+    .unwrap();
+    assert_eq!(s.turn_port, 0);
+    assert_eq!(s.turn_relay_ports, (50000, 50010));
+    assert_eq!(
+        s.value(SettingKey::TurnAllowPeers).as_deref(),
+        Some("127.0.0.1/32,::1/128")
+    );
+    assert_eq!(
+        s.value(SettingKey::TurnRelayPorts).as_deref(),
+        Some("50000-50010")
+    );
+
+    for (name, raw, says) in [
+        ("RTCBOX_TURN_PORT", "70000", "not a port number"),
+        ("RTCBOX_TURN_RELAY_PORTS", "49200-49160", "not below it"),
+        ("RTCBOX_TURN_RELAY_PORTS", "0-10", "not below it"),
+        ("RTCBOX_TURN_RELAY_PORTS", "49160", "not a port range"),
+        ("RTCBOX_TURN_ALLOW_PEERS", "10.0.0.0/33", "prefix length"),
+        ("RTCBOX_TURN_ALLOW_PEERS", "lan", "not an address block"),
+    ] {
+        let error = resolve_with(&[], &[(name, raw)], stored_pair()).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains(name) && text.contains(says), "{name}={raw}: {text}");
+    }
+}

@@ -67,6 +67,15 @@ impl PublicUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The host clients reach rtcbox by (an IPv6 literal keeps its brackets).
+    pub fn host(&self) -> String {
+        self.0
+            .parse::<Uri>()
+            .ok()
+            .and_then(|uri| uri.host().map(str::to_owned))
+            .unwrap_or_default()
+    }
 }
 
 impl fmt::Display for PublicUrl {

@@ -76,9 +76,42 @@ pub fn check_rest_username(
     Ok(Secret::new(rest_password(secret, username)))
 }
 
-/// A username valid until `expires` for `user` (what the SFU will hand out).
+/// A username valid until `expires` for `user`.
 pub fn rest_username(expires: u64, user: &str) -> String {
     format!("{expires}:{user}")
+}
+
+/// The user part that marks credentials the SFU minted for one participant
+/// (`"<expiry>:sfu:<identity>"`). They are checked against the server's participant secret, not
+/// the shared secret, and may relay only to the SFU's own media sockets. Synapse's usernames are
+/// `"<expiry>:@user:server"`, so the two never collide.
+pub const PARTICIPANT_PREFIX: &str = "sfu:";
+
+/// Whose secret signs a username.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CredentialKind {
+    /// Minted by the SFU for a LiveKit participant: relays only to the SFU.
+    Participant,
+    /// coturn's REST scheme with the shared secret (Synapse, legacy 1:1 calls).
+    Rest,
+}
+
+/// A participant username valid until `expires`.
+pub fn participant_username(expires: u64, identity: &str) -> String {
+    rest_username(expires, &format!("{PARTICIPANT_PREFIX}{identity}"))
+}
+
+/// Which secret `username` must be checked against.
+pub fn kind(username: &str) -> CredentialKind {
+    let user = match username.split_once(':') {
+        Some((first, rest)) if first.bytes().all(|b| b.is_ascii_digit()) => rest,
+        _ => "",
+    };
+    if user.starts_with(PARTICIPANT_PREFIX) {
+        CredentialKind::Participant
+    } else {
+        CredentialKind::Rest
+    }
 }
 
 /// RFC 8489 long-term credential key: MD5 of `username:realm:password`.
@@ -95,6 +128,18 @@ pub fn long_term_key(username: &str, realm: &str, password: &Secret) -> [u8; 16]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn participant_usernames_are_told_apart() {
+        let name = participant_username(1_700_000_000, "alice");
+        assert_eq!(name, "1700000000:sfu:alice");
+        assert_eq!(kind(&name), CredentialKind::Participant);
+        assert_eq!(expiry(&name), Ok(1_700_000_000));
+        assert_eq!(kind("1700000000:@bob:example.org"), CredentialKind::Rest);
+        assert_eq!(kind("1700000000"), CredentialKind::Rest);
+        // Only the part after the timestamp counts.
+        assert_eq!(kind("sfu:alice:1700000000"), CredentialKind::Rest);
+    }
 
     #[test]
     fn synapse_and_coturn_agree_on_the_password() {

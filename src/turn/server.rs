@@ -55,6 +55,7 @@ use crate::net::stun::{MAGIC_COOKIE, binding_success, decode};
 use crate::secret::Secret;
 use crate::turn::credentials::{check_rest_username, long_term_key};
 use crate::turn::policy::{Denied, RelayPolicy};
+pub use crate::turn::status::Stats;
 
 /// IANA protocol number of UDP, the only REQUESTED-TRANSPORT supported.
 const TRANSPORT_UDP: u8 = 17;
@@ -131,16 +132,6 @@ pub enum Output {
     Bind(SocketAddr),
     /// Close this relay socket.
     Unbind(SocketAddr),
-}
-
-/// Counters for the admin panel.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub allocations: usize,
-    /// Payload bytes relayed in either direction.
-    pub bytes_relayed: u64,
-    /// Peers refused, per reason.
-    pub denials: BTreeMap<Denied, u64>,
 }
 
 /// The TURN server state machine.
@@ -313,6 +304,7 @@ impl Server {
             allocations: self.allocations.len(),
             bytes_relayed: self.bytes_relayed,
             denials: self.denials.clone(),
+            ..Stats::default()
         }
     }
 

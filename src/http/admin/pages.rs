@@ -367,6 +367,10 @@ fn describe(key: SettingKey) -> &'static str {
             "STUN servers for public IP detection (host:port, comma-separated)"
         }
         SettingKey::TurnSharedSecret => "TURN REST secret for Synapse (set by the wizard)",
+        SettingKey::TurnPort => "TURN over UDP and TCP (0 = off)",
+        SettingKey::TurnTlsPort => "TURN over TLS (0 = off)",
+        SettingKey::TurnRelayPorts => "TURN relay ports for legacy 1:1 calls",
+        SettingKey::TurnAllowPeers => "Private or loopback blocks TURN may relay to anyway",
     }
 }
 
