@@ -128,6 +128,12 @@ impl HttpClient {
         }
     }
 
+    /// The TLS connector with this client's trust store, for other TLS probes of the deployment
+    /// (TURN over TLS).
+    pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {
+        self.tls.clone()
+    }
+
     /// GET `url` (`http://` or `https://`) with extra `headers`.
     pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<Fetched, FetchError> {
         self.request(Method::GET, url, headers).await
@@ -396,7 +402,7 @@ async fn read_body(
 }
 
 /// Certificate problems get their own message: they are the ones an admin fixes.
-fn tls_error(host: &str, error: std::io::Error) -> FetchError {
+pub(crate) fn tls_error(host: &str, error: std::io::Error) -> FetchError {
     let host = host.to_owned();
     let rustls_error = error
         .get_ref()

@@ -2,6 +2,7 @@
 //! pure parts it uses (credentials, relay policy), and the types it shares with its driver and
 //! the admin panel ([`status`]).
 
+pub mod client;
 pub mod credentials;
 pub mod handle;
 pub mod policy;
