@@ -5,7 +5,9 @@
 //! well-known, Synapse's `/versions` and `rtc/transports`, the authorization service and the
 //! SFU's WebSocket through the reverse proxy, the certificates, the public address (STUN), and
 //! the media ports (STUN binding to rtcbox's own UDP and ICE-TCP ports, at the public address and
-//! on the LAN). The checks run concurrently; each is bounded by [`CHECK_TIMEOUT`], so the whole
+//! on the LAN), and the TURN server (a real TURN client, [`crate::turn::client`], allocating over
+//! UDP, TCP and TLS with the SFU's participant credentials and, for legacy 1:1 calls, with
+//! Synapse-style credentials; at the public address and on the LAN). The checks run concurrently; each is bounded by [`CHECK_TIMEOUT`], so the whole
 //! run takes at most that long. The judgement lives in [`evaluate`] as pure functions of what was
 //! observed; this file only gathers the observations.
 
@@ -18,7 +20,9 @@ use axum::http::Method;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-use self::evaluate::{Followed, Proto, PublicProbe, WellKnownExpect};
+use self::evaluate::{
+    Followed, LegacyExpect, Proto, PublicProbe, TurnExpect, TurnPublic, WellKnownExpect,
+};
 use super::discover::{self, STUN_TIMEOUT};
 use super::fetch::{FetchError, Fetched, HttpClient};
 use super::model::Deployment;
@@ -28,6 +32,9 @@ use crate::matrix::ServerName;
 use crate::rooms::RoomOptions;
 use crate::secret::Secret;
 use crate::sfu::SfuHandle;
+use crate::turn::client::{self as turn_client, Dial, ProbeReport, ProbeSpec};
+use crate::turn::credentials::{rest_password, rest_username};
+use crate::turn::{Transport, TurnHandle};
 
 /// No check takes longer than this.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(6);
@@ -43,10 +50,13 @@ pub mod ids {
     pub const PUBLIC_IP: &str = "public-ip";
     pub const MEDIA_UDP: &str = "media-udp";
     pub const MEDIA_TCP: &str = "media-tcp";
-    pub const TURN: &str = "turn";
+    pub const TURN_UDP: &str = "turn-udp";
+    pub const TURN_TCP: &str = "turn-tcp";
+    pub const TURN_TLS: &str = "turn-tls";
+    pub const TURN_LEGACY: &str = "turn-legacy";
 
     /// Every id, in order.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 13] = [
         WELL_KNOWN,
         SYNAPSE_VERSIONS,
         RTC_TRANSPORTS,
@@ -56,7 +66,10 @@ pub mod ids {
         PUBLIC_IP,
         MEDIA_UDP,
         MEDIA_TCP,
-        TURN,
+        TURN_UDP,
+        TURN_TCP,
+        TURN_TLS,
+        TURN_LEGACY,
     ];
 }
 
@@ -72,7 +85,10 @@ pub fn title(id: &str) -> &'static str {
         ids::PUBLIC_IP => "Public IP address",
         ids::MEDIA_UDP => "Media port (UDP)",
         ids::MEDIA_TCP => "Media port (ICE-TCP)",
-        ids::TURN => "TURN server",
+        ids::TURN_UDP => "TURN over UDP",
+        ids::TURN_TCP => "TURN over TCP",
+        ids::TURN_TLS => "TURN over TLS (turns:)",
+        ids::TURN_LEGACY => "TURN for legacy 1:1 calls (Synapse's credentials)",
         _ => "Check",
     }
 }
@@ -157,14 +173,28 @@ pub struct SfuAccess {
     pub api_secret: Secret,
 }
 
+/// The running TURN server and the shared secret rtcbox runs with, for the TURN checks: they
+/// allocate with credentials minted for the check (`rtcbox-verify`, valid for five minutes) and
+/// end each allocation again.
+#[derive(Clone)]
+pub struct TurnAccess {
+    pub handle: TurnHandle,
+    /// `RTCBOX_TURN_SHARED_SECRET` as rtcbox runs with it (legacy 1:1 calls).
+    pub shared_secret: Option<Secret>,
+    /// Whether the environment or the command line sets it.
+    pub shared_secret_pinned: bool,
+}
+
 /// Runs every check concurrently and returns them in the order of [`ids::ALL`]. Takes at most
-/// [`CHECK_TIMEOUT`] (plus scheduling). Without `sfu`, `sfu-websocket` is `Unavailable`.
+/// [`CHECK_TIMEOUT`] (plus scheduling). Without `sfu`, `sfu-websocket` is `Unavailable`; without
+/// `turn`, the TURN checks are.
 pub async fn run_all(
     input: &VerifyInput,
     http: &HttpClient,
     sfu: Option<&SfuAccess>,
+    turn: Option<&TurnAccess>,
 ) -> Vec<Check> {
-    run_with(&Targets::of(&input.deployment), input, http, sfu).await
+    run_with(&Targets::of(&input.deployment), input, http, sfu, turn).await
 }
 
 /// The URLs the checks fetch.
@@ -217,12 +247,22 @@ async fn run_with(
     input: &VerifyInput,
     http: &HttpClient,
     sfu: Option<&SfuAccess>,
+    turn: Option<&TurnAccess>,
 ) -> Vec<Check> {
     // Detected at most once, shared by the public-ip and media checks.
     let detected: OnceCell<Result<IpAddr, String>> = OnceCell::new();
     let detect = || detected.get_or_init(|| discover::public_ip(&input.stun_servers));
 
-    let (well_known, versions, transports, proxied, public_ip, udp, tcp) = tokio::join!(
+    let (
+        well_known,
+        versions,
+        transports,
+        proxied,
+        public_ip,
+        udp,
+        tcp,
+        (turn_udp, turn_tcp, turn_tls, turn_legacy),
+    ) = tokio::join!(
         bounded(ids::WELL_KNOWN, check_well_known(targets, http)),
         bounded(ids::SYNAPSE_VERSIONS, check_versions(targets, input, http)),
         bounded(ids::RTC_TRANSPORTS, check_transports(targets, input, http)),
@@ -247,6 +287,24 @@ async fn run_with(
         }),
         bounded(ids::MEDIA_UDP, check_media(Proto::Udp, input, detect)),
         bounded(ids::MEDIA_TCP, check_media(Proto::Tcp, input, detect)),
+        // Boxed: the four probes' futures (TLS state included) are large.
+        Box::pin(async {
+            tokio::join!(
+                bounded(
+                    ids::TURN_UDP,
+                    check_turn(Transport::Udp, input, http, turn, detect)
+                ),
+                bounded(
+                    ids::TURN_TCP,
+                    check_turn(Transport::Tcp, input, http, turn, detect)
+                ),
+                bounded(
+                    ids::TURN_TLS,
+                    check_turn(Transport::Tls, input, http, turn, detect)
+                ),
+                bounded(ids::TURN_LEGACY, check_turn_legacy(input, turn, detect)),
+            )
+        }),
     );
     let [healthz, websocket, tls] = proxied;
     vec![
@@ -259,7 +317,10 @@ async fn run_with(
         public_ip,
         udp,
         tcp,
-        evaluate::turn(),
+        turn_udp,
+        turn_tcp,
+        turn_tls,
+        turn_legacy,
     ]
 }
 
@@ -551,6 +612,207 @@ where
         &public,
         (lan, &lan_result),
     )
+}
+
+/// How long a TURN probe may take: within [`CHECK_TIMEOUT`], with room to judge and return.
+const TURN_PROBE_TIME: Duration = Duration::from_secs(5);
+/// The internet peer Synapse-style credentials must be allowed to reach. Nothing is sent to it:
+/// a permission is only state on the TURN server.
+const INTERNET_PEER: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(1, 1, 1, 1)), 443);
+/// Who the check's credentials are for (shown in the TURN allocations on the dashboard).
+const CHECK_IDENTITY: &str = "rtcbox-verify";
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `turn-udp` / `turn-tcp` / `turn-tls`: allocate with the SFU's participant credentials at the
+/// public address and on the LAN; ask for the SFU's media address (allowed) and the admin panel's
+/// (refused).
+async fn check_turn<'a, F, Fut>(
+    transport: Transport,
+    input: &'a VerifyInput,
+    http: &HttpClient,
+    turn: Option<&TurnAccess>,
+    detect: F,
+) -> Check
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = &'a Result<IpAddr, String>>,
+{
+    let deadline = tokio::time::Instant::now() + TURN_PROBE_TIME;
+    let id = match transport {
+        Transport::Udp => ids::TURN_UDP,
+        Transport::Tcp => ids::TURN_TCP,
+        Transport::Tls => ids::TURN_TLS,
+    };
+    let Some(turn) = turn else {
+        return evaluate::turn_not_running(id);
+    };
+    let urls = turn.handle.urls();
+    let network = &input.deployment.network;
+    let (listening, wizard_port) = match transport {
+        Transport::Udp | Transport::Tcp => (urls.port, network.ports.turn),
+        Transport::Tls => (urls.tls_port, network.ports.turns),
+    };
+    let Some(port) = listening else {
+        return evaluate::turn_off(transport);
+    };
+    let status = turn.handle.status();
+    let mine: Vec<_> = status
+        .listeners
+        .iter()
+        .filter(|l| l.transport == transport)
+        .collect();
+    // Errors count when no listener of this transport runs (one of two address families may
+    // fail alone).
+    let listener_errors: Vec<String> = if mine.iter().any(|l| l.error.is_none()) {
+        Vec::new()
+    } else {
+        mine.iter()
+            .filter_map(|l| Some(format!("{} {}: {}", l.transport, l.addr, l.error.as_ref()?)))
+            .collect()
+    };
+    let (username, password) = turn
+        .handle
+        .participant_credentials(CHECK_IDENTITY, unix_now() + 300);
+    let dial = match transport {
+        Transport::Udp => Dial::Udp,
+        Transport::Tcp => Dial::Tcp,
+        Transport::Tls => Dial::Tls {
+            connector: http.tls_connector(),
+            server_name: urls.host.clone(),
+        },
+    };
+    let spec = ProbeSpec {
+        target: SocketAddr::new(network.lan_ip, port),
+        dial,
+        username,
+        password,
+        allowed_peer: input.advertised_udp.first().copied(),
+        denied_peer: Some(SocketAddr::new(network.lan_ip, network.ports.admin)),
+    };
+    let public_ip = match network.public_ip {
+        Some(ip) => Ok(ip),
+        None => detect().await.clone(),
+    };
+    let (public, lan) = probe_turn(&spec, public_ip, deadline).await;
+    evaluate::turn_listener(
+        &TurnExpect {
+            transport,
+            wizard_port,
+            listening_port: port,
+            listener_errors: &listener_errors,
+            host: &urls.host,
+            allow_peers: &status.allow_peers,
+        },
+        &public,
+        &lan,
+    )
+}
+
+/// `turn-legacy`: allocate over UDP with credentials made from the shared secret as Synapse
+/// makes them; ask for an internet address (allowed) and the admin panel's (refused).
+async fn check_turn_legacy<'a, F, Fut>(
+    input: &'a VerifyInput,
+    turn: Option<&TurnAccess>,
+    detect: F,
+) -> Check
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = &'a Result<IpAddr, String>>,
+{
+    let deadline = tokio::time::Instant::now() + TURN_PROBE_TIME;
+    let Some(turn) = turn else {
+        return evaluate::turn_not_running(ids::TURN_LEGACY);
+    };
+    let network = &input.deployment.network;
+    let wizard_secret = input
+        .deployment
+        .legacy_turn
+        .as_ref()
+        .map(|t| &t.shared_secret);
+    let running_secret = turn.shared_secret.as_ref();
+    let same_secret =
+        matches!((wizard_secret, running_secret), (Some(a), Some(b)) if a.expose() == b.expose());
+    let listening_port = turn.handle.urls().port;
+    let status = turn.handle.status();
+    let probe_with = match (wizard_secret, running_secret, listening_port) {
+        (Some(secret), Some(_), Some(port)) if same_secret => Some((secret, port)),
+        (None, Some(secret), Some(port)) => Some((secret, port)),
+        _ => None,
+    };
+    let mut public_ip = network.public_ip;
+    let probes = match probe_with {
+        None => None,
+        Some((secret, port)) => {
+            let user = format!("@{CHECK_IDENTITY}:{}", input.deployment.server_name);
+            let username = rest_username(unix_now() + 300, &user);
+            let password = Secret::new(rest_password(secret, &username));
+            let spec = ProbeSpec {
+                target: SocketAddr::new(network.lan_ip, port),
+                dial: Dial::Udp,
+                username,
+                password,
+                allowed_peer: Some(INTERNET_PEER),
+                denied_peer: Some(SocketAddr::new(network.lan_ip, network.ports.admin)),
+            };
+            let detected = match network.public_ip {
+                Some(ip) => Ok(ip),
+                None => detect().await.clone(),
+            };
+            public_ip = detected.as_ref().ok().copied();
+            Some(probe_turn(&spec, detected, deadline).await)
+        }
+    };
+    evaluate::turn_legacy(
+        &LegacyExpect {
+            wizard_on: wizard_secret.is_some(),
+            running_on: running_secret.is_some(),
+            same_secret,
+            pinned: turn.shared_secret_pinned,
+            listening_port,
+            public_ip,
+            relay_range: (network.ports.relay_min, network.ports.relay_max),
+            allow_peers: &status.allow_peers,
+        },
+        probes.as_ref().map(|(public, lan)| (public, lan)),
+    )
+}
+
+/// `spec` (aimed at the LAN address) at the public address and on the LAN, concurrently; once
+/// when the two are one.
+async fn probe_turn(
+    spec: &ProbeSpec,
+    public_ip: Result<IpAddr, String>,
+    deadline: tokio::time::Instant,
+) -> (TurnPublic, ProbeReport) {
+    let lan_ip = spec.target.ip();
+    match public_ip {
+        Ok(ip) if ip == lan_ip => {
+            let lan = turn_client::probe(spec, deadline).await;
+            (TurnPublic::Probed(Box::new(lan.clone())), lan)
+        }
+        Ok(ip) => {
+            let public_spec = ProbeSpec {
+                target: SocketAddr::new(ip, spec.target.port()),
+                ..spec.clone()
+            };
+            let (public, lan) = tokio::join!(
+                turn_client::probe(&public_spec, deadline),
+                turn_client::probe(spec, deadline)
+            );
+            (TurnPublic::Probed(Box::new(public)), lan)
+        }
+        Err(why) => (
+            TurnPublic::Unknown(why),
+            turn_client::probe(spec, deadline).await,
+        ),
+    }
 }
 
 #[cfg(test)]

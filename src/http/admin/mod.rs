@@ -38,6 +38,7 @@ use crate::logbuf::LogBuffer;
 use crate::matrix::FederationClient;
 use crate::setup::fetch::HttpClient;
 use crate::sfu::SfuHandle;
+use crate::turn::TurnHandle;
 
 use super::ratelimit::RateLimiter;
 
@@ -55,6 +56,9 @@ pub struct AdminState {
     pub flags: BTreeMap<SettingKey, String>,
     /// The SFU, for the dashboard and the WebSocket check; absent in tests of the panel alone.
     pub sfu: Option<SfuHandle>,
+    /// The TURN server, for the dashboard and the TURN checks; absent in tests of the panel
+    /// alone and when it does not run.
+    pub turn: Option<TurnHandle>,
     /// Where the SFU's media sockets are advertised.
     pub media: MediaAddresses,
     pub logs: LogBuffer,
@@ -88,6 +92,7 @@ impl AdminState {
             settings,
             flags,
             sfu: None,
+            turn: None,
             media: MediaAddresses::default(),
             logs: LogBuffer::new(),
             net: None,

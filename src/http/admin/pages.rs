@@ -716,5 +716,10 @@ async fn run_checks(
         api_key: state.settings.api_key.clone(),
         api_secret: state.settings.api_secret.clone(),
     });
-    verify::run_all(&input, &net.http, sfu.as_ref()).await
+    let turn = state.turn.as_ref().map(|handle| verify::TurnAccess {
+        handle: handle.clone(),
+        shared_secret: state.settings.turn_shared_secret.clone(),
+        shared_secret_pinned: state.settings.is_pinned(SettingKey::TurnSharedSecret),
+    });
+    verify::run_all(&input, &net.http, sfu.as_ref(), turn.as_ref()).await
 }

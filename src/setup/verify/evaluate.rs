@@ -8,6 +8,9 @@ use serde_json::{Map, Value};
 use super::{Check, Status, ids};
 use crate::setup::fetch::{FetchError, Fetched};
 use crate::setup::model::{Deployment, ProxyKind, SynapseVersion, TlsMode};
+use crate::turn::client::{Allocated, Answer, ProbeError, ProbeReport};
+use crate::turn::policy::Cidr;
+use crate::turn::status::Transport;
 
 /// Synapse serves `rtc/transports` from this release on.
 pub const TRANSPORTS_SINCE: SynapseVersion = SynapseVersion::new(1, 140, 0);
@@ -38,6 +41,14 @@ impl Findings {
         self.details.push(detail);
         if let Some(fix) = fix.filter(|f| !f.is_empty() && !self.fixes.contains(f)) {
             self.fixes.push(fix);
+        }
+    }
+
+    /// What worked, added to the details when only warnings were found (a failure speaks for
+    /// itself; a pass shows it anyway).
+    fn context(&mut self, what_worked: &str) {
+        if self.status == Some(Status::Warn) {
+            self.details.push(what_worked.to_owned());
         }
     }
 
@@ -914,14 +925,559 @@ pub fn media_port(
     findings.finish(id, String::new())
 }
 
-/// `turn`: not part of this version.
-pub fn turn() -> Check {
+/// What was probed at the public address for a TURN check.
+#[derive(Clone, Debug)]
+pub enum TurnPublic {
+    /// No public address to probe, and why.
+    Unknown(String),
+    /// The probe of the public address (the LAN probe again when both addresses are one).
+    Probed(Box<ProbeReport>),
+}
+
+/// What a TURN listener check compares against.
+pub struct TurnExpect<'a> {
+    pub transport: Transport,
+    /// The wizard's port for this listener (the router forwards it).
+    pub wizard_port: u16,
+    /// The port rtcbox's listener runs on.
+    pub listening_port: u16,
+    /// Why rtcbox's listeners for this transport are not running, as the TURN server says.
+    pub listener_errors: &'a [String],
+    /// The public host: turns: URLs name it and TLS certificates must be valid for it.
+    pub host: &'a str,
+    /// `RTCBOX_TURN_ALLOW_PEERS` as configured.
+    pub allow_peers: &'a [String],
+}
+
+fn turn_id(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Udp => ids::TURN_UDP,
+        Transport::Tcp => ids::TURN_TCP,
+        Transport::Tls => ids::TURN_TLS,
+    }
+}
+
+/// The protocol a router forwards for `transport`.
+fn ip_protocol(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Udp => "UDP",
+        Transport::Tcp | Transport::Tls => "TCP",
+    }
+}
+
+fn port_setting(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Udp | Transport::Tcp => "RTCBOX_TURN_PORT",
+        Transport::Tls => "RTCBOX_TURN_TLS_PORT",
+    }
+}
+
+/// Every TURN check when no TURN server runs in this process.
+pub fn turn_not_running(id: &'static str) -> Check {
     Check::new(
-        ids::TURN,
+        id,
         Status::Unavailable,
-        "Not available yet: the embedded TURN server arrives in a later version of rtcbox.".into(),
+        "The TURN server is not running in this process, so it cannot be tested.".into(),
         None,
     )
+}
+
+/// `turn-udp` / `turn-tcp` / `turn-tls` when the listener is turned off (port 0).
+pub fn turn_off(transport: Transport) -> Check {
+    let setting = port_setting(transport);
+    let detail = match transport {
+        Transport::Tls => "TURN over TLS is turned off (RTCBOX_TURN_TLS_PORT=0): callers on \
+                           networks that allow only HTTPS-like traffic cannot use TURN."
+            .to_owned(),
+        _ => format!(
+            "TURN over UDP and TCP is turned off ({setting}=0): callers whose network blocks \
+             rtcbox's media ports have no relay."
+        ),
+    };
+    Check::new(
+        turn_id(transport),
+        Status::Unavailable,
+        detail,
+        Some(format!(
+            "To turn it on, remove {setting}=0 (or set it to the wizard's port) and restart rtcbox."
+        )),
+    )
+}
+
+/// `turn-udp` / `turn-tcp` / `turn-tls`: rtcbox's own participant credentials get an allocation
+/// at the public address (else on the LAN: port forward or hairpin NAT missing), relaying to the
+/// SFU is allowed and to the LAN refused.
+pub fn turn_listener(expect: &TurnExpect<'_>, public: &TurnPublic, lan: &ProbeReport) -> Check {
+    let transport = expect.transport;
+    let id = turn_id(transport);
+    let p = transport.to_string();
+    let proto = ip_protocol(transport);
+    let port = expect.listening_port;
+    let setting = port_setting(transport);
+    let mut findings = Findings::default();
+    if !expect.listener_errors.is_empty() {
+        let answering = answering_software(public, lan)
+            .map(|s| format!(" Another program answers on {proto} {port}: \"{s}\"."))
+            .unwrap_or_default();
+        findings.fail(
+            format!(
+                "rtcbox's TURN listener for {p} is not running: {}.{answering}",
+                expect.listener_errors.join("; ")
+            ),
+            format!(
+                "Free {proto} port {port}: stop the program holding it (often a coturn left from \
+                 an earlier setup: `systemctl disable --now coturn`, or stop its container or \
+                 package), then restart rtcbox. Or move rtcbox's TURN to a free port with \
+                 {setting} and the wizard's network step, and forward that port instead."
+            ),
+        );
+        return findings.finish(id, String::new());
+    }
+    if expect.wizard_port != port {
+        findings.fail(
+            format!(
+                "rtcbox's TURN listens on {p} {port}, but the wizard's port table uses {}.",
+                expect.wizard_port
+            ),
+            format!(
+                "Use one port everywhere: apply the wizard (Review → Apply) and restart rtcbox, \
+                 which sets {setting}={wizard}; if {setting} is set in rtcbox's environment, \
+                 change it there, or change the wizard's port to {port}.",
+                wizard = expect.wizard_port
+            ),
+        );
+    }
+    let forwarded = format!("{proto} {port}");
+    let (report, at_public) = turn_reach(&mut findings, &p, &forwarded, public, lan);
+    let addr = report.target;
+    let allocated = match &report.outcome {
+        Ok(allocated) => allocated,
+        Err(ProbeError::Untrusted(why)) => {
+            findings.warn(
+                format!(
+                    "The TLS listener answers at {addr}, but its certificate is not trusted: \
+                     {why}. Browsers will not use turns: with it."
+                ),
+                format!(
+                    "TURN over TLS needs a certificate for {} that browsers trust (from a public \
+                     CA such as Let's Encrypt). Until rtcbox has one, callers use TURN over UDP \
+                     and TCP, which most networks allow.",
+                    expect.host
+                ),
+            );
+            return findings.finish(id, String::new());
+        }
+        Err(error) => {
+            turn_failure(&mut findings, &p, &forwarded, setting, report, error);
+            return findings.finish(id, String::new());
+        }
+    };
+    let mut pass = if at_public {
+        format!("TURN over {p} at {addr} (the public address) works")
+    } else {
+        format!("TURN over {p} at {addr} works")
+    };
+    pass.push_str(&format!(
+        ": rtcbox's own credentials get relay {}",
+        allocated.relayed
+    ));
+    match &allocated.allowed {
+        Some((peer, Answer::Success)) => {
+            pass.push_str(&format!(", relaying to the SFU ({peer}) is allowed"));
+        }
+        Some((peer, answer)) => findings.fail(
+            format!(
+                "The TURN server does not let a caller relay to the SFU's media address {peer} \
+                 ({answer}): callers who need TURN get no audio or video."
+            ),
+            "The SFU's advertised media address must be one of the TURN server's own: set \
+             RTCBOX_NODE_IP to the public address the SFU advertises and restart rtcbox.",
+        ),
+        None => {
+            pass.push_str(" (the SFU's media address is unknown, so relaying to it was not tried)")
+        }
+    }
+    judge_lan_peer(&mut findings, &mut pass, allocated, expect.allow_peers);
+    judge_release(&mut findings, allocated);
+    pass.push('.');
+    findings.context(&pass);
+    if !at_public {
+        // Reached only on the LAN: turn_reach recorded why; a public address was not known.
+        if let (TurnPublic::Unknown(why), false) = (public, findings.is_failed()) {
+            return Check::new(
+                id,
+                Status::Unavailable,
+                format!(
+                    "{pass}\nThe public address is unknown ({why}), so the port forward cannot be checked."
+                ),
+                Some("Enter the public address in the wizard's network step.".into()),
+            );
+        }
+    }
+    findings.finish(id, pass)
+}
+
+/// What the legacy check compares against.
+pub struct LegacyExpect<'a> {
+    /// The wizard turned legacy 1:1 calls on (Synapse got turn_uris and the shared secret).
+    pub wizard_on: bool,
+    /// rtcbox runs with a shared secret (`RTCBOX_TURN_SHARED_SECRET`).
+    pub running_on: bool,
+    /// The running secret is the wizard's.
+    pub same_secret: bool,
+    /// `RTCBOX_TURN_SHARED_SECRET` is set by the environment or the command line.
+    pub pinned: bool,
+    /// The TURN UDP/TCP port rtcbox listens on; `None` when turned off.
+    pub listening_port: Option<u16>,
+    /// The address the internet sees this machine as, when known.
+    pub public_ip: Option<IpAddr>,
+    /// The relay range the wizard's port table forwards, inclusive.
+    pub relay_range: (u16, u16),
+    pub allow_peers: &'a [String],
+}
+
+/// `turn-legacy`: credentials made from the shared secret the way Synapse makes them get an
+/// allocation whose relay the internet can reach, may relay to the internet and not to the LAN.
+/// `probes` is `None` when nothing was probed (legacy calls off, or no TURN listener).
+pub fn turn_legacy(
+    expect: &LegacyExpect<'_>,
+    probes: Option<(&TurnPublic, &ProbeReport)>,
+) -> Check {
+    let id = ids::TURN_LEGACY;
+    let mut findings = Findings::default();
+    if !expect.wizard_on && !expect.running_on {
+        return Check::new(
+            id,
+            Status::Unavailable,
+            "Legacy 1:1 calls through rtcbox's TURN server are off (the wizard's last step), so \
+             Synapse hands out no credentials for it."
+                .into(),
+            None,
+        );
+    }
+    let apply = "Apply the wizard (Review → Apply) and restart rtcbox.";
+    if expect.wizard_on && !expect.running_on {
+        findings.fail(
+            "The wizard turned legacy 1:1 calls on, but rtcbox runs without the shared secret, so \
+             it refuses the TURN credentials Synapse hands out.",
+            apply,
+        );
+        return findings.finish(id, String::new());
+    }
+    if expect.wizard_on && !expect.same_secret {
+        let fix = if expect.pinned {
+            "RTCBOX_TURN_SHARED_SECRET is set in rtcbox's environment or command line: put its \
+             value into Synapse's turn_shared_secret, or set it to the wizard's secret (in the \
+             homeserver.yaml snippet), and restart."
+        } else {
+            apply
+        };
+        findings.fail(
+            "rtcbox runs with another TURN shared secret than the one in the wizard's \
+             homeserver.yaml snippet, so it refuses the credentials Synapse hands out.",
+            fix,
+        );
+        return findings.finish(id, String::new());
+    }
+    let Some(port) = expect.listening_port else {
+        findings.fail(
+            "TURN over UDP and TCP is turned off (RTCBOX_TURN_PORT=0): legacy 1:1 calls have no \
+             TURN server.",
+            "Set RTCBOX_TURN_PORT to the wizard's TURN port (3478 by default) and restart rtcbox.",
+        );
+        return findings.finish(id, String::new());
+    };
+    let Some((public, lan)) = probes else {
+        return Check::new(id, Status::Unavailable, "Nothing was probed.".into(), None);
+    };
+    let (min, max) = expect.relay_range;
+    let forwarded = format!("UDP {port} and the relay ports UDP {min}-{max}");
+    let (report, at_public) = turn_reach(&mut findings, "UDP", &forwarded, public, lan);
+    let allocated = match &report.outcome {
+        Ok(allocated) => allocated,
+        Err(ProbeError::Rejected { code: 401, .. }) if report.software.is_none() => {
+            findings.fail(
+                "The TURN server refuses credentials made from the shared secret the way Synapse \
+                 makes them (error 401).",
+                "Make Synapse's turn_shared_secret and rtcbox's RTCBOX_TURN_SHARED_SECRET the \
+                 same: apply the wizard (Review → Apply), restart rtcbox, and use the wizard's \
+                 homeserver.yaml snippet.",
+            );
+            return findings.finish(id, String::new());
+        }
+        Err(error) => {
+            turn_failure(
+                &mut findings,
+                "UDP",
+                &format!("UDP {port}"),
+                "RTCBOX_TURN_PORT",
+                report,
+                error,
+            );
+            return findings.finish(id, String::new());
+        }
+    };
+    let relayed = allocated.relayed;
+    let mut pass = format!(
+        "Credentials made from the shared secret as Synapse makes them get relay {relayed} at {}",
+        report.target
+    );
+    if at_public {
+        pass.push_str(" (the public address)");
+    }
+    if let Some(public_ip) = expect.public_ip
+        && relayed.ip().to_canonical() != public_ip.to_canonical()
+    {
+        findings.fail(
+            format!(
+                "The relay address is {}, but the internet sees this machine as {public_ip}: the \
+                 other caller cannot reach the relay.",
+                relayed.ip()
+            ),
+            format!(
+                "Set RTCBOX_NODE_IP={public_ip} (the wizard's public address) and restart rtcbox."
+            ),
+        );
+    }
+    if !(min..=max).contains(&relayed.port()) {
+        findings.warn(
+            format!(
+                "The relay port {} is outside the range the router forwards ({min}-{max}).",
+                relayed.port()
+            ),
+            format!(
+                "Apply the wizard (Review → Apply) and restart rtcbox, which sets \
+                 RTCBOX_TURN_RELAY_PORTS={min}-{max}; if that is set in rtcbox's environment, \
+                 change it there."
+            ),
+        );
+    }
+    match &allocated.allowed {
+        Some((peer, Answer::Success)) => {
+            pass.push_str(&format!(", may relay to the internet ({peer})"));
+        }
+        Some((peer, answer)) => findings.fail(
+            format!(
+                "Synapse's credentials may not relay to the internet address {peer} ({answer}): \
+                 legacy calls through TURN fail."
+            ),
+            "Check RTCBOX_TURN_ALLOW_PEERS and rtcbox's log.",
+        ),
+        None => {}
+    }
+    judge_lan_peer(&mut findings, &mut pass, allocated, expect.allow_peers);
+    judge_release(&mut findings, allocated);
+    pass.push('.');
+    findings.context(&pass);
+    if !expect.wizard_on {
+        pass.push_str(
+            "\nRTCBOX_TURN_SHARED_SECRET is set, but the wizard's homeserver.yaml snippet has no \
+             TURN settings: make sure Synapse's turn_shared_secret is the same.",
+        );
+    }
+    findings.finish(id, pass)
+}
+
+/// The probe to judge, and whether it is the public one: the public probe when rtcbox's TURN
+/// answered there, else the LAN probe. Records a warning when only the LAN answers (port forward
+/// or hairpin NAT missing).
+fn turn_reach<'a>(
+    findings: &mut Findings,
+    p: &str,
+    forwarded: &str,
+    public: &'a TurnPublic,
+    lan: &'a ProbeReport,
+) -> (&'a ProbeReport, bool) {
+    let reached = |report: &ProbeReport| {
+        matches!(
+            report.outcome,
+            Ok(_) | Err(ProbeError::Untrusted(_) | ProbeError::Rejected { .. })
+        )
+    };
+    let lan_addr = lan.target;
+    let lan_ip = lan_addr.ip();
+    let TurnPublic::Probed(report) = public else {
+        return (lan, false);
+    };
+    let report: &ProbeReport = report;
+    let elsewhere = report.target.ip() != lan_ip;
+    if reached(report) {
+        return (report, elsewhere);
+    }
+    if elsewhere && reached(lan) {
+        let why = report
+            .outcome
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        findings.warn(
+            format!(
+                "rtcbox's TURN answers over {p} on the LAN at {lan_addr} but not at the public \
+                 address {} ({why}). Either the router does not forward {forwarded} to {lan_ip}, \
+                 or it lacks hairpin NAT; then this cannot be checked from inside your network: \
+                 test from a phone on mobile data.",
+                report.target
+            ),
+            format!(
+                "Forward {forwarded} on the router to {lan_ip} (the same port numbers), and allow \
+                 them in this machine's firewall (DSM: Control Panel → Security → Firewall)."
+            ),
+        );
+    }
+    (lan, false)
+}
+
+/// Why no allocation was made, and what to change.
+fn turn_failure(
+    findings: &mut Findings,
+    p: &str,
+    forwarded: &str,
+    setting: &str,
+    report: &ProbeReport,
+    error: &ProbeError,
+) {
+    let addr = report.target;
+    let other_program = |what: String| -> (String, String) {
+        let software = report
+            .software
+            .as_ref()
+            .map(|s| format!(" (it calls itself \"{s}\")"))
+            .unwrap_or_default();
+        (
+            format!(
+                "Something other than rtcbox's TURN server answers on {p} {addr}{software}: {what}."
+            ),
+            format!(
+                "Stop the program holding {forwarded} (often a coturn left from an earlier setup: \
+                 `systemctl disable --now coturn`, or stop its container or package), then \
+                 restart rtcbox."
+            ),
+        )
+    };
+    let firewall = format!(
+        "Allow {forwarded} in this machine's firewall (DSM: Control Panel → Security → Firewall → \
+         Edit Rules → Create), and check on the dashboard that rtcbox's TURN listener runs."
+    );
+    let (detail, fix) = match error {
+        ProbeError::Refused => (
+            format!("Nothing listens for TURN over {p} at {addr} (the connection was refused)."),
+            format!(
+                "Check on the dashboard that rtcbox's TURN listener runs on this port ({setting}), \
+                 and that this machine's firewall does not reject {forwarded}."
+            ),
+        ),
+        ProbeError::ConnectTimeout | ProbeError::NoAnswer | ProbeError::Connect(_) => (
+            format!(
+                "rtcbox's TURN does not answer over {p} at {addr} ({error}): a firewall on this \
+                 machine blocks it, or rtcbox does not listen on that address."
+            ),
+            firewall,
+        ),
+        ProbeError::Tls(why) => (
+            format!("The TLS handshake with {addr} failed: {why}."),
+            format!(
+                "Check that {setting} is rtcbox's TURN-over-TLS port and that no other program \
+                 holds it."
+            ),
+        ),
+        ProbeError::NotTurn(what) | ProbeError::NoChallenge(what) => other_program(what.clone()),
+        ProbeError::Rejected { code: 401, .. } if report.software.is_some() => {
+            other_program("it refuses rtcbox's credentials".into())
+        }
+        ProbeError::Rejected { code: 401, .. } => (
+            format!(
+                "rtcbox's TURN server refuses the SFU's own participant credentials over {p} \
+                 (error 401)."
+            ),
+            "Restart rtcbox; if this stays, report it as an rtcbox bug with the log.".into(),
+        ),
+        ProbeError::Rejected {
+            code: 486 | 508, ..
+        } => (
+            format!("The TURN server at {addr} refused the allocation: {error}."),
+            "It is at its allocation limit: see the TURN allocations on the dashboard.".into(),
+        ),
+        ProbeError::Rejected { .. } | ProbeError::Broken(_) => (
+            format!("TURN over {p} at {addr}: {error}."),
+            "Check rtcbox's log; if another program (e.g. coturn) holds the port, stop it.".into(),
+        ),
+        ProbeError::Untrusted(why) => (
+            format!("The certificate of {addr} is not trusted: {why}."),
+            "Give rtcbox a certificate from a public CA.".into(),
+        ),
+    };
+    findings.fail(detail, fix);
+}
+
+/// The LAN peer must be refused with 403, unless the operator's allow-list lets it through.
+fn judge_lan_peer(
+    findings: &mut Findings,
+    pass: &mut String,
+    allocated: &Allocated,
+    allow_peers: &[String],
+) {
+    let Some((peer, answer)) = &allocated.denied else {
+        return;
+    };
+    match answer {
+        Answer::Error { code: 403, .. } => {
+            pass.push_str(&format!(", and relaying to {peer} on the LAN is refused"));
+        }
+        Answer::Success => {
+            let allowing: Vec<&String> = allow_peers
+                .iter()
+                .filter(|raw| Cidr::parse(raw).is_ok_and(|cidr| cidr.contains(peer.ip())))
+                .collect();
+            if allowing.is_empty() {
+                findings.fail(
+                    format!(
+                        "The TURN server relays to {peer} on your LAN: anyone with TURN \
+                         credentials could reach this machine's and your network's services."
+                    ),
+                    "Turn TURN off until this is fixed (RTCBOX_TURN_PORT=0 and \
+                     RTCBOX_TURN_TLS_PORT=0) and report it as an rtcbox bug.",
+                );
+            } else {
+                let list: Vec<&str> = allowing.iter().map(|s| s.as_str()).collect();
+                findings.warn(
+                    format!(
+                        "RTCBOX_TURN_ALLOW_PEERS ({}) lets anyone with TURN credentials relay to \
+                         {peer} on your LAN.",
+                        list.join(", ")
+                    ),
+                    "Remove private and loopback blocks from RTCBOX_TURN_ALLOW_PEERS unless you \
+                     really need them.",
+                );
+            }
+        }
+        other => findings.warn(
+            format!("Relaying to {peer} on the LAN was not refused with 403 as expected: {other}."),
+            "Check rtcbox's log.",
+        ),
+    }
+}
+
+fn judge_release(findings: &mut Findings, allocated: &Allocated) {
+    if allocated.released != Answer::Success {
+        findings.add(
+            Status::Warn,
+            format!(
+                "Ending the test allocation (Refresh with lifetime 0) got {}; it stays until it \
+                 expires.",
+                allocated.released
+            ),
+            None,
+        );
+    }
+}
+
+/// The SOFTWARE another server named in its answers.
+fn answering_software<'a>(public: &'a TurnPublic, lan: &'a ProbeReport) -> Option<&'a str> {
+    lan.software.as_deref().or(match public {
+        TurnPublic::Probed(report) => report.software.as_deref(),
+        TurnPublic::Unknown(_) => None,
+    })
 }
 
 /// A check that did not finish in time.

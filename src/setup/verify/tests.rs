@@ -14,6 +14,7 @@ use crate::setup::model::{
     Endpoints, Network, Ports, ProxyKind, PublicOrigin, SynapseVersion, TlsMode,
 };
 use crate::sfu::SfuSockets;
+use crate::turn::client::{Allocated, Answer, ProbeError, ProbeReport};
 
 /// What a check observed: a response or why there is none.
 type Observed = Result<Fetched, FetchError>;
@@ -1004,11 +1005,504 @@ fn media_cases() {
     );
 }
 
+fn turn_report(
+    transport: Transport,
+    target: &str,
+    outcome: Result<Allocated, ProbeError>,
+) -> ProbeReport {
+    ProbeReport {
+        transport,
+        target: target.parse().unwrap(),
+        software: None,
+        outcome,
+    }
+}
+
+const TURN_SFU: &str = "203.0.113.7:8882";
+const TURN_ADMIN: &str = "192.168.1.20:8089";
+
+fn allocated() -> Allocated {
+    Allocated {
+        relayed: "203.0.113.7:49170".parse().unwrap(),
+        mapped: Some("203.0.113.7:50000".parse().unwrap()),
+        allowed: Some((TURN_SFU.parse().unwrap(), Answer::Success)),
+        denied: Some((
+            TURN_ADMIN.parse().unwrap(),
+            Answer::Error {
+                code: 403,
+                reason: "Forbidden".into(),
+            },
+        )),
+        released: Answer::Success,
+    }
+}
+
+fn turn_expect<'a>(
+    transport: Transport,
+    errors: &'a [String],
+    allow: &'a [String],
+) -> TurnExpect<'a> {
+    let port = if transport == Transport::Tls {
+        5349
+    } else {
+        3478
+    };
+    TurnExpect {
+        transport,
+        wizard_port: port,
+        listening_port: port,
+        listener_errors: errors,
+        host: "rtc.example.org",
+        allow_peers: allow,
+    }
+}
+
+#[test]
+fn turn_listener_cases() {
+    use Transport::{Tcp, Tls, Udp};
+    let public = |transport: Transport, outcome: Result<Allocated, ProbeError>| {
+        let port = if transport == Tls { 5349 } else { 3478 };
+        TurnPublic::Probed(Box::new(turn_report(
+            transport,
+            &format!("203.0.113.7:{port}"),
+            outcome,
+        )))
+    };
+    let lan = |transport: Transport, outcome: Result<Allocated, ProbeError>| {
+        let port = if transport == Tls { 5349 } else { 3478 };
+        turn_report(transport, &format!("192.168.1.20:{port}"), outcome)
+    };
+    let none: &[String] = &[];
+    let good = || Ok(allocated());
+    let silent = || Err(ProbeError::NoAnswer);
+    let run = |transport, public: &TurnPublic, lan: &ProbeReport| {
+        turn_listener(&turn_expect(transport, none, none), public, lan)
+    };
+
+    let c = run(Udp, &public(Udp, good()), &lan(Udp, good()));
+    check(
+        c.clone(),
+        Status::Pass,
+        "TURN over UDP at 203.0.113.7:3478 (the public address) works",
+    );
+    check(
+        c.clone(),
+        Status::Pass,
+        "relaying to the SFU (203.0.113.7:8882) is allowed",
+    );
+    check(
+        c,
+        Status::Pass,
+        "relaying to 192.168.1.20:8089 on the LAN is refused",
+    );
+    check(
+        run(Tcp, &public(Tcp, silent()), &lan(Tcp, good())),
+        Status::Warn,
+        "Either the router does not forward TCP 3478 to 192.168.1.20, or it lacks hairpin NAT",
+    );
+    check(
+        run(Udp, &public(Udp, silent()), &lan(Udp, silent())),
+        Status::Fail,
+        "a firewall on this machine blocks it",
+    );
+    check(
+        run(
+            Tcp,
+            &public(Tcp, Err(ProbeError::Refused)),
+            &lan(Tcp, Err(ProbeError::Refused)),
+        ),
+        Status::Fail,
+        "Nothing listens for TURN over TCP at 192.168.1.20:3478",
+    );
+    // No NAT: one probe is both.
+    let direct = lan(Udp, good());
+    check(
+        run(Udp, &TurnPublic::Probed(Box::new(direct.clone())), &direct),
+        Status::Pass,
+        "TURN over UDP at 192.168.1.20:3478 works",
+    );
+    check(
+        run(
+            Udp,
+            &TurnPublic::Unknown("no STUN server answered".into()),
+            &lan(Udp, good()),
+        ),
+        Status::Unavailable,
+        "The public address is unknown (no STUN server answered)",
+    );
+
+    // The listener could not open its port; something else answers there.
+    let errors = vec!["UDP 0.0.0.0:3478: port 3478 in use — is coturn still running?".to_owned()];
+    let mut other = lan(
+        Udp,
+        Err(ProbeError::Rejected {
+            code: 401,
+            reason: "Unauthorized".into(),
+        }),
+    );
+    other.software = Some("Coturn-4.6.2 'Gorst'".into());
+    let c = turn_listener(
+        &turn_expect(Udp, &errors, none),
+        &public(Udp, silent()),
+        &other,
+    );
+    check(
+        c.clone(),
+        Status::Fail,
+        "port 3478 in use — is coturn still running?",
+    );
+    check(
+        c.clone(),
+        Status::Fail,
+        "Another program answers on UDP 3478: \"Coturn-4.6.2 'Gorst'\"",
+    );
+    check(c, Status::Fail, "systemctl disable --now coturn");
+    check(
+        run(Udp, &public(Udp, silent()), &other),
+        Status::Fail,
+        "Something other than rtcbox's TURN server answers on UDP 192.168.1.20:3478 (it calls itself",
+    );
+    check(
+        run(
+            Tcp,
+            &public(Tcp, silent()),
+            &lan(
+                Tcp,
+                Err(ProbeError::NotTurn(
+                    "an HTTP server answers on this port".into(),
+                )),
+            ),
+        ),
+        Status::Fail,
+        "an HTTP server answers on this port",
+    );
+    check(
+        run(
+            Udp,
+            &public(
+                Udp,
+                Err(ProbeError::Rejected {
+                    code: 401,
+                    reason: String::new(),
+                }),
+            ),
+            &lan(Udp, silent()),
+        ),
+        Status::Fail,
+        "refuses the SFU's own participant credentials over UDP (error 401)",
+    );
+    check(
+        run(
+            Udp,
+            &public(
+                Udp,
+                Err(ProbeError::Rejected {
+                    code: 508,
+                    reason: "Insufficient Capacity".into(),
+                }),
+            ),
+            &lan(Udp, silent()),
+        ),
+        Status::Fail,
+        "allocation limit",
+    );
+
+    // The wizard and the listener disagree on the port.
+    let mut moved = turn_expect(Udp, none, none);
+    moved.wizard_port = 3479;
+    check(
+        turn_listener(&moved, &public(Udp, good()), &lan(Udp, good())),
+        Status::Fail,
+        "which sets RTCBOX_TURN_PORT=3479",
+    );
+
+    // TLS: an untrusted certificate is a warning about turns:, not a dead port.
+    let untrusted = || {
+        Err(ProbeError::Untrusted(
+            "it is issued by an unknown authority (self-signed…)".into(),
+        ))
+    };
+    let c = run(Tls, &public(Tls, untrusted()), &lan(Tls, untrusted()));
+    check(
+        c.clone(),
+        Status::Warn,
+        "The TLS listener answers at 203.0.113.7:5349, but its certificate is not trusted",
+    );
+    check(c.clone(), Status::Warn, "Browsers will not use turns:");
+    check(c, Status::Warn, "a certificate for rtc.example.org");
+    let c = run(
+        Tls,
+        &public(Tls, Err(ProbeError::ConnectTimeout)),
+        &lan(Tls, untrusted()),
+    );
+    check(c.clone(), Status::Warn, "does not forward TCP 5349");
+    check(c, Status::Warn, "Browsers will not use turns:");
+    check(
+        run(
+            Tls,
+            &public(Tls, silent()),
+            &lan(Tls, Err(ProbeError::Tls("the answer is not TLS".into()))),
+        ),
+        Status::Fail,
+        "RTCBOX_TURN_TLS_PORT is rtcbox's TURN-over-TLS port",
+    );
+    check(
+        run(Tls, &public(Tls, good()), &lan(Tls, good())),
+        Status::Pass,
+        "TURN over TLS",
+    );
+
+    // Relay policy.
+    let with = |f: &dyn Fn(&mut Allocated)| {
+        let mut a = allocated();
+        f(&mut a);
+        Ok(a)
+    };
+    check(
+        run(
+            Udp,
+            &public(
+                Udp,
+                with(&|a| {
+                    a.allowed = Some((
+                        TURN_SFU.parse().unwrap(),
+                        Answer::Error {
+                            code: 403,
+                            reason: "Forbidden".into(),
+                        },
+                    ))
+                }),
+            ),
+            &lan(Udp, good()),
+        ),
+        Status::Fail,
+        "callers who need TURN get no audio or video",
+    );
+    check(
+        run(
+            Udp,
+            &public(Udp, with(&|a| a.allowed = None)),
+            &lan(Udp, good()),
+        ),
+        Status::Pass,
+        "the SFU's media address is unknown",
+    );
+    let open = with(&|a| a.denied = Some((TURN_ADMIN.parse().unwrap(), Answer::Success)));
+    check(
+        run(Udp, &public(Udp, open.clone()), &lan(Udp, good())),
+        Status::Fail,
+        "The TURN server relays to 192.168.1.20:8089 on your LAN",
+    );
+    let allow = vec!["192.168.0.0/16".to_owned(), "127.0.0.0/8".to_owned()];
+    check(
+        turn_listener(
+            &turn_expect(Udp, none, &allow),
+            &public(Udp, open),
+            &lan(Udp, good()),
+        ),
+        Status::Warn,
+        "RTCBOX_TURN_ALLOW_PEERS (192.168.0.0/16) lets anyone with TURN credentials relay to 192.168.1.20:8089",
+    );
+    check(
+        run(
+            Udp,
+            &public(
+                Udp,
+                with(&|a| a.released = Answer::Failed("no answer within 2 s".into())),
+            ),
+            &lan(Udp, good()),
+        ),
+        Status::Warn,
+        "it stays until it expires",
+    );
+
+    check(turn_off(Tls), Status::Unavailable, "RTCBOX_TURN_TLS_PORT=0");
+    check(turn_off(Udp), Status::Unavailable, "RTCBOX_TURN_PORT=0");
+}
+
+#[test]
+fn turn_legacy_cases() {
+    let none: &[String] = &[];
+    let expect = || LegacyExpect {
+        wizard_on: true,
+        running_on: true,
+        same_secret: true,
+        pinned: false,
+        listening_port: Some(3478),
+        public_ip: Some("203.0.113.7".parse().unwrap()),
+        relay_range: (49160, 49200),
+        allow_peers: none,
+    };
+    let internet = || {
+        let mut a = allocated();
+        a.allowed = Some(("1.1.1.1:443".parse().unwrap(), Answer::Success));
+        a
+    };
+    let public = |outcome| {
+        TurnPublic::Probed(Box::new(turn_report(
+            Transport::Udp,
+            "203.0.113.7:3478",
+            outcome,
+        )))
+    };
+    let lan = |outcome| turn_report(Transport::Udp, "192.168.1.20:3478", outcome);
+    let good_public = public(Ok(internet()));
+    let good_lan = lan(Ok(internet()));
+
+    let c = turn_legacy(&expect(), Some((&good_public, &good_lan)));
+    check(
+        c.clone(),
+        Status::Pass,
+        "get relay 203.0.113.7:49170 at 203.0.113.7:3478 (the public address)",
+    );
+    check(
+        c.clone(),
+        Status::Pass,
+        "may relay to the internet (1.1.1.1:443)",
+    );
+    check(
+        c,
+        Status::Pass,
+        "relaying to 192.168.1.20:8089 on the LAN is refused",
+    );
+
+    let off = LegacyExpect {
+        wizard_on: false,
+        running_on: false,
+        ..expect()
+    };
+    check(turn_legacy(&off, None), Status::Unavailable, "are off");
+    let not_applied = LegacyExpect {
+        running_on: false,
+        same_secret: false,
+        ..expect()
+    };
+    check(
+        turn_legacy(&not_applied, None),
+        Status::Fail,
+        "Apply the wizard (Review → Apply) and restart rtcbox",
+    );
+    let other_secret = LegacyExpect {
+        same_secret: false,
+        ..expect()
+    };
+    check(
+        turn_legacy(&other_secret, None),
+        Status::Fail,
+        "another TURN shared secret",
+    );
+    let pinned = LegacyExpect {
+        same_secret: false,
+        pinned: true,
+        ..expect()
+    };
+    check(
+        turn_legacy(&pinned, None),
+        Status::Fail,
+        "put its value into Synapse's turn_shared_secret",
+    );
+    let no_listener = LegacyExpect {
+        listening_port: None,
+        ..expect()
+    };
+    check(
+        turn_legacy(&no_listener, None),
+        Status::Fail,
+        "RTCBOX_TURN_PORT=0",
+    );
+
+    // The secret is set by hand, without the wizard's snippet.
+    let by_hand = LegacyExpect {
+        wizard_on: false,
+        same_secret: false,
+        ..expect()
+    };
+    check(
+        turn_legacy(&by_hand, Some((&good_public, &good_lan))),
+        Status::Pass,
+        "make sure Synapse's turn_shared_secret is the same",
+    );
+
+    let lan_relay = {
+        let mut a = internet();
+        a.relayed = "192.168.1.20:49170".parse().unwrap();
+        a
+    };
+    check(
+        turn_legacy(&expect(), Some((&public(Ok(lan_relay)), &good_lan))),
+        Status::Fail,
+        "Set RTCBOX_NODE_IP=203.0.113.7",
+    );
+    let outside = {
+        let mut a = internet();
+        a.relayed = "203.0.113.7:60000".parse().unwrap();
+        a
+    };
+    check(
+        turn_legacy(&expect(), Some((&public(Ok(outside)), &good_lan))),
+        Status::Warn,
+        "RTCBOX_TURN_RELAY_PORTS=49160-49200",
+    );
+    let closed_to_internet = {
+        let mut a = internet();
+        a.allowed = Some((
+            "1.1.1.1:443".parse().unwrap(),
+            Answer::Error {
+                code: 403,
+                reason: String::new(),
+            },
+        ));
+        a
+    };
+    check(
+        turn_legacy(
+            &expect(),
+            Some((&public(Ok(closed_to_internet)), &good_lan)),
+        ),
+        Status::Fail,
+        "may not relay to the internet address 1.1.1.1:443",
+    );
+    let refused = || {
+        Err(ProbeError::Rejected {
+            code: 401,
+            reason: "Unauthorized".into(),
+        })
+    };
+    check(
+        turn_legacy(&expect(), Some((&public(refused()), &lan(refused())))),
+        Status::Fail,
+        "Make Synapse's turn_shared_secret and rtcbox's RTCBOX_TURN_SHARED_SECRET the same",
+    );
+    check(
+        turn_legacy(
+            &expect(),
+            Some((&public(Err(ProbeError::NoAnswer)), &good_lan)),
+        ),
+        Status::Warn,
+        "Forward UDP 3478 and the relay ports UDP 49160-49200 on the router to 192.168.1.20",
+    );
+    check(
+        turn_legacy(
+            &expect(),
+            Some((
+                &public(Err(ProbeError::NoAnswer)),
+                &lan(Err(ProbeError::NoAnswer)),
+            )),
+        ),
+        Status::Fail,
+        "a firewall on this machine blocks it",
+    );
+}
+
 #[test]
 fn fixed_checks() {
-    check(turn(), Status::Unavailable, "Not available yet");
+    check(
+        turn_not_running(ids::TURN_TCP),
+        Status::Unavailable,
+        "not running in this process",
+    );
     check(timed_out(ids::TLS), Status::Unavailable, "within 6 s");
-    assert_eq!(ids::ALL.len(), 10);
+    assert_eq!(ids::ALL.len(), 13);
     assert!(ids::ALL.iter().all(|id| title(id) != "Check"));
 }
 
@@ -1063,7 +1557,7 @@ fn run_all_is_send() {
         stun_servers: Vec::new(),
     };
     let http = HttpClient::new(None).unwrap();
-    let future = run_all(&input, &http, None);
+    let future = run_all(&input, &http, None, None);
     assert_send(&future);
 }
 
@@ -1203,7 +1697,7 @@ async fn a_working_deployment_passes_end_to_end() {
     let (targets, input) = staged_input(&stage, Some("good-token"));
     let http = HttpClient::new(None).unwrap();
     let started = std::time::Instant::now();
-    let checks = run_with(&targets, &input, &http, Some(&stage.sfu)).await;
+    let checks = run_with(&targets, &input, &http, Some(&stage.sfu), None).await;
     assert!(started.elapsed() < CHECK_TIMEOUT);
     let got: Vec<&str> = checks.iter().map(|c| c.id).collect();
     assert_eq!(got, ids::ALL);
@@ -1211,7 +1705,8 @@ async fn a_working_deployment_passes_end_to_end() {
         let expected = match c.id {
             // Plain http on loopback: honest, not fatal.
             ids::TLS => Status::Warn,
-            ids::TURN => Status::Unavailable,
+            // No TURN server in this stage (the TURN stage below has one).
+            ids::TURN_UDP | ids::TURN_TCP | ids::TURN_TLS | ids::TURN_LEGACY => Status::Unavailable,
             _ => Status::Pass,
         };
         assert_eq!(c.status, expected, "{c:#?}");
@@ -1235,7 +1730,7 @@ async fn problems_show_up_end_to_end() {
     let (targets, mut input) = staged_input(&stage, Some("good-token"));
     input.deployment.network.ports.rtc_tcp = 8881;
     input.deployment.network.public_ip = Some("127.0.0.2".parse().unwrap());
-    let checks = run_with(&targets, &input, &http, Some(&stage.sfu)).await;
+    let checks = run_with(&targets, &input, &http, Some(&stage.sfu), None).await;
     let by_id = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
     check(by_id(ids::RTC_TRANSPORTS), Status::Fail, "no transports");
     check(
@@ -1257,7 +1752,7 @@ async fn problems_show_up_end_to_end() {
 
     // No token; no SFU in this process.
     let (targets, input) = staged_input(&stage, None);
-    let checks = run_with(&targets, &input, &http, None).await;
+    let checks = run_with(&targets, &input, &http, None, None).await;
     let by_id = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
     check(
         by_id(ids::RTC_TRANSPORTS),
