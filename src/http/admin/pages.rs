@@ -15,10 +15,15 @@ use super::wizard::{deployment, load_steps};
 use super::{AdminState, unix_now};
 use crate::config::{self, Layers, Origin, SettingKey, Settings};
 use crate::db;
+use crate::net::{Special, special};
 use crate::setup::model::TlsMode;
 use crate::setup::outputs::{self, Output};
 use crate::setup::verify::{self, Check, Status as CheckStatus};
 use crate::setup::wizard::Step;
+use crate::turn::TurnStatus;
+use crate::turn::credentials::{CredentialKind, PARTICIPANT_PREFIX};
+use crate::turn::policy::Cidr;
+use crate::turn::status::AllocationInfo;
 
 #[derive(Template)]
 #[template(path = "dashboard.html")]
@@ -29,6 +34,40 @@ pub struct DashboardPage {
     pub pending_restart: Vec<&'static str>,
     pub rooms: Option<Vec<RoomView>>,
     pub facts: Vec<(String, String)>,
+    /// The TURN server; `None` when it does not run in this process.
+    pub turn: Option<TurnView>,
+}
+
+/// The TURN section of the dashboard. No secrets: usernames only (a participant identity or a
+/// Matrix user ID), never passwords.
+pub struct TurnView {
+    pub listeners: Vec<ListenerView>,
+    pub relay: String,
+    pub legacy_calls: bool,
+    pub allow_peers: Vec<String>,
+    /// Allow-list entries that open private, loopback or link-local addresses to credential
+    /// holders.
+    pub risky_allow: Vec<String>,
+    pub counters: Vec<(String, String)>,
+    pub allocations: Vec<AllocationView>,
+}
+
+pub struct ListenerView {
+    pub transport: String,
+    pub addr: String,
+    /// Why it is not running.
+    pub error: Option<String>,
+}
+
+pub struct AllocationView {
+    pub client: String,
+    pub user: String,
+    pub kind: &'static str,
+    pub relay: String,
+    pub age: String,
+    pub expires_in: String,
+    pub bytes: String,
+    pub state: String,
 }
 
 pub struct RoomView {
@@ -168,7 +207,175 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
         pending_restart,
         rooms,
         facts,
+        turn: state.turn.as_ref().map(|turn| turn_view(&turn.status())),
     })
+}
+
+/// What the dashboard shows of the TURN server's status.
+pub fn turn_view(status: &TurnStatus) -> TurnView {
+    let listeners = status
+        .listeners
+        .iter()
+        .map(|l| ListenerView {
+            transport: l.transport.to_string(),
+            addr: l.addr.to_string(),
+            error: l.error.as_ref().map(|e| listener_problem(e, l.addr.port())),
+        })
+        .collect();
+    let (min, max) = status.relay_ports;
+    let relay = match (status.relay_ip, min, max) {
+        (_, 0, 0) => "—".to_owned(),
+        (Some(ip), ..) => format!("{ip}, UDP ports {min}-{max}"),
+        (None, ..) => format!("address not known yet, UDP ports {min}-{max}"),
+    };
+    let stats = &status.stats;
+    let mut counters = vec![
+        ("Allocations now".to_owned(), stats.allocations.to_string()),
+        ("Relayed".to_owned(), human_bytes(stats.bytes_relayed)),
+    ];
+    if stats.denials.is_empty() {
+        counters.push(("Peers refused".to_owned(), "none".to_owned()));
+    }
+    for (reason, count) in &stats.denials {
+        counters.push((format!("Peers refused: {reason}"), count.to_string()));
+    }
+    counters.push((
+        "Failed logins (bad or expired credentials)".to_owned(),
+        stats.auth_failures.to_string(),
+    ));
+    counters.push((
+        "Error answers held back (rate limit)".to_owned(),
+        stats.errors_suppressed.to_string(),
+    ));
+    counters.push((
+        "Packets dropped over the bandwidth cap".to_owned(),
+        stats.dropped_over_bandwidth.to_string(),
+    ));
+    let mut allocations: Vec<&AllocationInfo> = status.allocations.iter().collect();
+    allocations.sort_by_key(|a| std::cmp::Reverse(a.age));
+    TurnView {
+        listeners,
+        relay,
+        legacy_calls: status.legacy_calls,
+        allow_peers: status.allow_peers.clone(),
+        risky_allow: status
+            .allow_peers
+            .iter()
+            .filter(|raw| opens_the_lan(raw))
+            .cloned()
+            .collect(),
+        counters,
+        allocations: allocations.into_iter().map(allocation_view).collect(),
+    }
+}
+
+fn allocation_view(a: &AllocationInfo) -> AllocationView {
+    let (user, kind) = match a.kind {
+        CredentialKind::Participant => (
+            a.user
+                .strip_prefix(PARTICIPANT_PREFIX)
+                .unwrap_or(&a.user)
+                .to_owned(),
+            "call participant (LiveKit)",
+        ),
+        CredentialKind::Rest => (a.user.clone(), "legacy 1:1 call (Synapse)"),
+    };
+    let plural = |n: usize, one: &str, many: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {many}")
+        }
+    };
+    AllocationView {
+        client: a.client.to_string(),
+        user,
+        kind,
+        relay: a.relay.to_string(),
+        age: duration(a.age),
+        expires_in: duration(a.expires_in),
+        bytes: human_bytes(a.bytes),
+        state: format!(
+            "{}, {}",
+            plural(a.permissions, "permission", "permissions"),
+            plural(a.channels, "channel", "channels")
+        ),
+    }
+}
+
+/// A listener's error, with the likely cause when the port is taken.
+fn listener_problem(error: &str, port: u16) -> String {
+    let lower = error.to_ascii_lowercase();
+    if lower.contains("in use") && !lower.contains("coturn") {
+        format!("{error} (port {port} is taken: is coturn still running?)")
+    } else {
+        error.to_owned()
+    }
+}
+
+/// Whether an allow-list entry reaches loopback, private, carrier-grade NAT, link-local or
+/// unspecified addresses.
+fn opens_the_lan(raw: &str) -> bool {
+    let Ok(cidr) = Cidr::parse(raw) else {
+        return false;
+    };
+    let inside = [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.0.1",
+        "192.168.0.1",
+        "192.168.1.1",
+        "100.64.0.1",
+        "169.254.169.254",
+        "::1",
+        "fd00::1",
+        "fe80::1",
+    ];
+    let network = cidr
+        .to_string()
+        .split('/')
+        .next()
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+    let lan_class = network.and_then(special).is_some_and(|class| {
+        matches!(
+            class,
+            Special::Loopback
+                | Special::Private
+                | Special::SharedCgnat
+                | Special::LinkLocal
+                | Special::Unspecified
+        )
+    });
+    lan_class
+        || inside
+            .iter()
+            .filter_map(|ip| ip.parse().ok())
+            .any(|ip| cidr.contains(ip))
+}
+
+/// `512 B`, `1.5 KiB`, `12.3 MiB`, `4.0 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `45 s`, `3 min 5 s`, `2 h 4 min`.
+fn duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+    }
 }
 
 type RoomSnapshot = Vec<(proto::Room, Vec<proto::ParticipantInfo>)>;
@@ -722,4 +929,73 @@ async fn run_checks(
         shared_secret_pinned: state.settings.is_pinned(SettingKey::TurnSharedSecret),
     });
     verify::run_all(&input, &net.http, sfu.as_ref(), turn.as_ref()).await
+}
+
+#[cfg(test)]
+mod turn_view_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn allow_list_entries_that_open_the_lan() {
+        for risky in [
+            "127.0.0.0/8",
+            "192.168.1.50",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "100.64.0.0/10",
+            "169.254.0.0/16",
+            "0.0.0.0/0",
+            "::1",
+            "fd00::/8",
+            "::/0",
+            "192.0.0.0/2",
+        ] {
+            assert!(opens_the_lan(risky), "{risky}");
+        }
+        for harmless in ["8.8.8.8", "203.0.113.0/24", "2606:4700::/32", "not a block"] {
+            assert!(!opens_the_lan(harmless), "{harmless}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations_read_well() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
+        assert_eq!(duration(Duration::from_secs(0)), "0 s");
+        assert_eq!(duration(Duration::from_secs(605)), "10 min 5 s");
+        assert_eq!(duration(Duration::from_secs(3 * 3600 + 120)), "3 h 2 min");
+    }
+
+    #[test]
+    fn listener_errors_suggest_coturn_only_when_the_port_is_taken() {
+        assert_eq!(
+            listener_problem("Address already in use (os error 98)", 3478),
+            "Address already in use (os error 98) (port 3478 is taken: is coturn still running?)"
+        );
+        assert_eq!(
+            listener_problem("port 3478 in use — is coturn still running?", 3478),
+            "port 3478 in use — is coturn still running?"
+        );
+        assert_eq!(
+            listener_problem("Permission denied (os error 13)", 443),
+            "Permission denied (os error 13)"
+        );
+    }
+
+    #[test]
+    fn an_unpublished_status_reads_as_empty() {
+        let view = turn_view(&TurnStatus::default());
+        assert!(view.listeners.is_empty() && view.allocations.is_empty());
+        assert_eq!(view.relay, "—");
+        assert!(
+            view.counters
+                .contains(&("Peers refused".into(), "none".into()))
+        );
+        assert!(view.risky_allow.is_empty());
+    }
 }

@@ -23,6 +23,14 @@ struct Panel {
 
 /// A panel on a fresh database; `flags` pin settings as the command line would.
 async fn panel_with(flags: &[(SettingKey, &str)]) -> Panel {
+    panel_configured(flags, |_| {}).await
+}
+
+/// Like [`panel_with`], with the state changed by `configure` before the router is built.
+async fn panel_configured(
+    flags: &[(SettingKey, &str)],
+    configure: impl FnOnce(&mut AdminState),
+) -> Panel {
     let tmp = tempfile::tempdir().unwrap();
     let pool = db::open(tmp.path()).await.unwrap();
     db::settings::ensure_key_pair(&pool).await.unwrap();
@@ -37,6 +45,7 @@ async fn panel_with(flags: &[(SettingKey, &str)]) -> Panel {
     .unwrap();
     let mut state = AdminState::new(pool, settings, flags);
     state.env = Arc::new(|_| None);
+    configure(&mut state);
     let state = Arc::new(state);
     Panel {
         _tmp: tmp,
@@ -1078,4 +1087,146 @@ async fn a_lan_client_cannot_dodge_the_login_limit_with_forwarded_headers() {
         statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
         "{statuses:?}"
     );
+}
+
+/// A TURN server as the driver would publish it: two listeners (TLS failed), legacy calls on, a
+/// LAN block allowed, two allocations.
+fn busy_turn() -> crate::turn::TurnHandle {
+    use crate::turn::credentials::CredentialKind;
+    use crate::turn::policy::Denied;
+    use crate::turn::status::{AllocationInfo, ListenerStatus};
+    use crate::turn::{Client, Transport, TurnHandle, TurnUrls};
+    use std::time::Duration;
+
+    let handle = TurnHandle::new(
+        crate::secret::Secret::new("participant-secret-never-shown"),
+        TurnUrls {
+            host: "rtc.example.org".into(),
+            port: Some(3478),
+            tls_port: Some(5349),
+        },
+    );
+    handle.publish(|status| {
+        status.listeners = vec![
+            ListenerStatus {
+                transport: Transport::Udp,
+                addr: "0.0.0.0:3478".parse().unwrap(),
+                error: None,
+            },
+            ListenerStatus {
+                transport: Transport::Tls,
+                addr: "0.0.0.0:5349".parse().unwrap(),
+                error: Some("Address in use (os error 98)".into()),
+            },
+        ];
+        status.relay_ip = Some("203.0.113.7".parse().unwrap());
+        status.relay_ports = (49160, 49200);
+        status.legacy_calls = true;
+        status.allow_peers = vec!["192.168.1.0/24".into(), "8.8.8.8".into()];
+        status.stats.allocations = 2;
+        status.stats.bytes_relayed = 5 * 1024 * 1024 + 300 * 1024;
+        status
+            .stats
+            .denials
+            .insert(Denied::Special(crate::net::Special::Loopback), 3);
+        status.stats.denials.insert(Denied::ThisHost, 1);
+        status.stats.auth_failures = 4;
+        status.stats.errors_suppressed = 5;
+        status.stats.dropped_over_bandwidth = 6;
+        status.allocations = vec![
+            AllocationInfo {
+                client: Client::udp("198.51.100.4:51000".parse().unwrap()),
+                user: "sfu:alice".into(),
+                kind: CredentialKind::Participant,
+                relay: "203.0.113.7:49161".parse().unwrap(),
+                age: Duration::from_secs(75),
+                expires_in: Duration::from_secs(525),
+                bytes: 2048,
+                permissions: 1,
+                channels: 1,
+            },
+            AllocationInfo {
+                client: Client {
+                    transport: Transport::Tcp,
+                    addr: "[2001:db8::4]:40000".parse().unwrap(),
+                },
+                user: "@bob:example.org".into(),
+                kind: CredentialKind::Rest,
+                relay: "203.0.113.7:49162".parse().unwrap(),
+                age: Duration::from_secs(7300),
+                expires_in: Duration::from_secs(42),
+                bytes: 0,
+                permissions: 2,
+                channels: 0,
+            },
+        ];
+    });
+    handle
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_turn_server() {
+    // No TURN server in this process.
+    let panel = panel().await;
+    let (session, _) = panel.logged_in().await;
+    let page = panel.get("/", &session).await;
+    assert!(
+        page.body
+            .contains("The TURN server is not running in this process."),
+        "{}",
+        page.body
+    );
+
+    // Running, nothing published yet: empty states.
+    let idle = crate::turn::TurnHandle::new(
+        crate::secret::Secret::new("s"),
+        crate::turn::TurnUrls {
+            host: "h".into(),
+            port: None,
+            tls_port: None,
+        },
+    );
+    let panel = panel_configured(&[(SettingKey::FullAccessHomeservers, "example.org")], |s| {
+        s.turn = Some(idle)
+    })
+    .await;
+    let (session, _) = panel.logged_in().await;
+    let body = panel.get("/", &session).await.body;
+    assert!(body.contains("No TURN listener is running"), "{body}");
+    assert!(body.contains("No allocations right now."), "{body}");
+    assert!(body.contains("off: only call participants"), "{body}");
+    assert!(body.contains("nothing (private, loopback"), "{body}");
+
+    // Busy.
+    let panel = panel_configured(&[(SettingKey::FullAccessHomeservers, "example.org")], |s| {
+        s.turn = Some(busy_turn())
+    })
+    .await;
+    let (session, _) = panel.logged_in().await;
+    let page = panel.get("/", &session).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let text = page.body.replace("&#39;", "'").replace("&quot;", "\"");
+    for needle in [
+        "UDP <code>0.0.0.0:3478</code>: running",
+        "TLS <code>0.0.0.0:5349</code>: <strong>not running</strong>: Address in use (os error 98) (port 5349 is taken: is coturn still running?)",
+        "203.0.113.7, UDP ports 49160-49200",
+        "on: Synapse's TURN credentials (shared secret) are accepted",
+        "192.168.1.0/24, 8.8.8.8",
+        "RTCBOX_TURN_ALLOW_PEERS opens 192.168.1.0/24 to TURN",
+        "<dt>Relayed</dt><dd>5.3 MiB</dd>",
+        "<dt>Peers refused: loopback address</dt><dd>3</dd>",
+        "<dt>Peers refused: this host's own address</dt><dd>1</dd>",
+        "<dt>Failed logins (bad or expired credentials)</dt><dd>4</dd>",
+        "<dt>Error answers held back (rate limit)</dt><dd>5</dd>",
+        "<dt>Packets dropped over the bandwidth cap</dt><dd>6</dd>",
+        "<code class=\"break\">UDP 198.51.100.4:51000</code></td><td><code class=\"break\">alice</code></td><td>call participant (LiveKit)</td><td><code>203.0.113.7:49161</code></td><td>1 min 15 s</td><td>8 min 45 s</td><td>2.0 KiB</td><td>1 permission, 1 channel</td>",
+        "<code class=\"break\">TCP [2001:db8::4]:40000</code></td><td><code class=\"break\">@bob:example.org</code></td><td>legacy 1:1 call (Synapse)</td>",
+        "2 h 1 min",
+        "2 permissions, 0 channels",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    // The oldest allocation first.
+    assert!(text.find("@bob:example.org") < text.find(">alice<"));
+    assert!(!text.contains("participant-secret-never-shown"));
 }
