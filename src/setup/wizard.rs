@@ -820,13 +820,6 @@ pub fn warnings(deployment: &Deployment) -> Vec<String> {
                 .to_owned(),
         );
     }
-    if deployment.legacy_turn.is_some() {
-        out.push(
-            "The embedded TURN server arrives in a later rtcbox version; the Synapse TURN settings \
-             are generated now so legacy calls work as soon as it does."
-                .to_owned(),
-        );
-    }
     out
 }
 

@@ -617,10 +617,10 @@ async fn complete_wizard(panel: &Panel, session: &str, csrf: &str) {
                 ("admin", "8089"),
                 ("rtc_udp", "8882"),
                 ("rtc_tcp", "8881"),
-                ("turn", "3478"),
+                ("turn", "3479"),
                 ("turns", "5349"),
                 ("relay_min", "49160"),
-                ("relay_max", "49200"),
+                ("relay_max", "49300"),
             ],
             "/wizard/turn",
         ),
@@ -704,6 +704,10 @@ async fn the_wizard_is_resumable_and_apply_writes_the_settings() {
     );
     assert_eq!(stored["node_ip"], "203.0.113.7");
     assert!(stored["turn_shared_secret"].len() >= 32);
+    // The TURN ports that differ from the running ones; 5349 is already in use.
+    assert_eq!(stored["turn_port"], "3479");
+    assert_eq!(stored["turn_relay_ports"], "49160-49300");
+    assert!(!stored.contains_key("turn_tls_port"));
     // Pinned by the command line in this panel: not written.
     assert!(!stored.contains_key("full_access_homeservers"));
     // The secret is kept when the TURN step is saved again.

@@ -289,12 +289,20 @@ fn running_ports(state: &AdminState) -> Ports {
         .tcp
         .first()
         .map_or(state.settings.rtc_tcp_port, |a| a.port());
+    let defaults = Ports::default();
+    let s = &state.settings;
+    // A TURN listener turned off (0) is suggested at its default port.
+    let on = |port: u16, default: u16| if port == 0 { default } else { port };
     Ports {
-        http: state.settings.http_bind.port(),
-        admin: state.settings.admin_bind.port(),
+        http: s.http_bind.port(),
+        admin: s.admin_bind.port(),
         rtc_udp: udp,
         rtc_tcp: tcp,
-        ..Ports::default()
+        turn: on(s.turn_port, defaults.turn),
+        turns: on(s.turn_tls_port, defaults.turns),
+        relay_min: s.turn_relay_ports.0,
+        relay_max: s.turn_relay_ports.1,
+        ..defaults
     }
 }
 
@@ -516,10 +524,10 @@ async fn render_step(
                 port("admin").help("This panel. Keep it on the LAN: never forward it."),
                 port("rtc_udp"),
                 port("rtc_tcp"),
-                Field::heading("TURN ports (used only for legacy 1:1 calls)"),
-                port("turn"),
-                port("turns"),
-                port("relay_min"),
+                Field::heading("TURN ports"),
+                port("turn").help("rtcbox's TURN server: callers whose network blocks the media ports relay through it, and legacy 1:1 calls use it."),
+                port("turns").help("TURN over TLS, for networks that let only encrypted traffic through."),
+                port("relay_min").help("Only legacy 1:1 calls need the relay range forwarded: for Element Call, rtcbox relays to its own media port inside this machine."),
                 port("relay_max"),
             ];
             (
@@ -538,7 +546,7 @@ async fn render_step(
             (
                 vec![
                     "Element Call and Element X do not need this: their media goes through rtcbox's SFU. Older 1:1 calls (Element Web/Desktop's legacy calls, Element Classic on mobile) need a TURN server that Synapse hands out credentials for; rtcbox can be that server, replacing coturn.",
-                    "When on, rtcbox generates a shared secret and the homeserver.yaml snippet gets turn_uris and turn_shared_secret. The embedded TURN server itself arrives in a later rtcbox version.",
+                    "When on, rtcbox generates a shared secret and the homeserver.yaml snippet gets turn_uris and turn_shared_secret, so Synapse hands out credentials for rtcbox's own TURN server.",
                 ],
                 vec![Field::choice(
                     "legacy_turn",
@@ -682,6 +690,13 @@ fn implied_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, Stri
         let bind = std::net::SocketAddr::new(running.admin_bind.ip(), ports.admin);
         implied.push((SettingKey::AdminBind, bind.to_string()));
     }
+    // The TURN listeners and relay range the port table forwards.
+    implied.push((SettingKey::TurnPort, ports.turn.to_string()));
+    implied.push((SettingKey::TurnTlsPort, ports.turns.to_string()));
+    implied.push((
+        SettingKey::TurnRelayPorts,
+        format!("{}-{}", ports.relay_min, ports.relay_max),
+    ));
     if let Some(turn) = &d.legacy_turn {
         implied.push((
             SettingKey::TurnSharedSecret,

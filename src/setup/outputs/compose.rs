@@ -89,10 +89,17 @@ fn text(d: &Deployment) -> String {
          \x20     RTCBOX_ADMIN_BIND: {}\n\
          \x20     # WebRTC media: one UDP port for every caller, and the ICE-TCP fallback.\n\
          \x20     RTCBOX_RTC_UDP_PORT: {}\n\
-         \x20     RTCBOX_RTC_TCP_PORT: {}\n",
+         \x20     RTCBOX_RTC_TCP_PORT: {}\n\
+         \x20     # TURN over UDP and TCP, TURN over TLS, and the relay ports for legacy 1:1 calls.\n\
+         \x20     RTCBOX_TURN_PORT: {}\n\
+         \x20     RTCBOX_TURN_TLS_PORT: {}\n\
+         \x20     RTCBOX_TURN_RELAY_PORTS: {}\n",
         yaml_str(&any_address(ip, ports.admin)),
         yaml_str(&ports.rtc_udp.to_string()),
         yaml_str(&ports.rtc_tcp.to_string()),
+        yaml_str(&ports.turn.to_string()),
+        yaml_str(&ports.turns.to_string()),
+        yaml_str(&format!("{}-{}", ports.relay_min, ports.relay_max)),
     );
     match d.network.public_ip {
         Some(public) => {

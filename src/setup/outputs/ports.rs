@@ -29,7 +29,8 @@ pub struct PortForward {
     pub required: bool,
 }
 
-/// The forwards this deployment needs, HTTPS first, then media, then TURN.
+/// The forwards this deployment needs, HTTPS first, then media, then TURN (its relay range
+/// only for legacy 1:1 calls).
 pub fn port_forwards(d: &Deployment) -> Vec<PortForward> {
     rows(d).into_iter().map(|row| row.forward).collect()
 }
@@ -220,36 +221,47 @@ fn rows(d: &Deployment) -> Vec<Row> {
         false,
     );
 
-    if d.legacy_turn.is_some() {
-        let later = "rtcbox's TURN server arrives in a later version";
-        let breaks = "Legacy 1:1 calls between two callers behind strict NATs cannot connect \
-                      (once rtcbox's TURN server ships).";
-        to_rtcbox(
-            "UDP",
-            ports.turn.to_string(),
-            &format!("TURN/STUN for legacy 1:1 calls ({later})"),
-            breaks,
-            true,
-        );
-        to_rtcbox(
-            "TCP",
-            ports.turn.to_string(),
-            &format!("TURN over TCP for legacy 1:1 calls ({later})"),
-            "Legacy 1:1 calls from networks that block UDP cannot use TURN.",
-            false,
-        );
-        to_rtcbox(
-            "TCP",
-            ports.turns.to_string(),
-            &format!("TURN over TLS for legacy 1:1 calls ({later})"),
-            "Legacy 1:1 calls from networks that only allow TLS cannot use TURN.",
-            false,
-        );
+    // TURN: for callers whose network blocks the media ports (the SFU hands every participant
+    // TURN credentials), and for legacy 1:1 calls, which also need the relay range.
+    let legacy = d.legacy_turn.is_some();
+    let for_whom = if legacy {
+        "for callers behind strict firewalls and for legacy 1:1 calls"
+    } else {
+        "for callers behind strict firewalls"
+    };
+    to_rtcbox(
+        "UDP",
+        ports.turn.to_string(),
+        &format!("TURN/STUN {for_whom}"),
+        if legacy {
+            "Legacy 1:1 calls between two callers behind strict NATs cannot connect; callers \
+             whose network blocks the media ports have no relay."
+        } else {
+            "Callers whose network blocks the media ports but allows TURN have no relay (most \
+             still connect over the ICE-TCP port)."
+        },
+        legacy,
+    );
+    to_rtcbox(
+        "TCP",
+        ports.turn.to_string(),
+        &format!("TURN over TCP {for_whom}"),
+        "Callers on networks that block UDP cannot use TURN.",
+        false,
+    );
+    to_rtcbox(
+        "TCP",
+        ports.turns.to_string(),
+        &format!("TURN over TLS {for_whom}"),
+        "Callers on networks that only allow encrypted connections cannot use TURN.",
+        false,
+    );
+    if legacy {
         to_rtcbox(
             "UDP",
             format!("{}-{}", ports.relay_min, ports.relay_max),
-            &format!("TURN relay ports for legacy 1:1 calls ({later})"),
-            breaks,
+            "TURN relay ports for legacy 1:1 calls (the other caller sends media to them)",
+            "Legacy 1:1 calls that need TURN connect but carry no audio or video.",
             true,
         );
     }
@@ -356,13 +368,11 @@ fn forwards_text(d: &Deployment) -> String {
              your provider for a public IPv4 address, or use IPv6.",
         );
     }
-    if d.legacy_turn.is_some() {
-        out += &note(
-            "The TURN rows serve rtcbox's embedded TURN server, which arrives in a later rtcbox \
-             version. Forward them now so legacy 1:1 calls can use it as soon as it does; until \
-             then nothing answers on them.",
-        );
-    }
+    out += &note(&format!(
+        "TURN ports (UDP and TCP {}, TLS {}) keep their numbers too: callers are told them in \
+         their TURN URLs.",
+        ports.turn, ports.turns,
+    ));
     let hosts: Vec<&str> = public_origins(d).iter().map(|o| o.host.as_str()).collect();
     out += &note(&format!(
         "Inside your network, {hosts} {verb} to the public address. If calls work from outside \

@@ -163,10 +163,8 @@ fn snippet(d: &Deployment) -> String {
             out += &format!(
                 "# Legacy 1:1 calls (the older, non-Element-Call calls): Synapse hands clients\n\
                  # short-lived credentials for rtcbox's TURN server, signed with this shared secret.\n\
-                 # Element Call does not use these settings.\n\
-                 # Note: the embedded TURN server arrives in a later rtcbox version. Until then\n\
-                 # nothing answers on these URIs and 1:1 calls try direct connections only, as\n\
-                 # without TURN; once it ships they work with no change here. Keep the secret private.\n\
+                 # Element Call does not use these settings. Keep the secret private: it must be\n\
+                 # the same as rtcbox's RTCBOX_TURN_SHARED_SECRET (the wizard sets both).\n\
                  turn_uris:\n\
                  \x20 - {}\n\
                  \x20 - {}\n\

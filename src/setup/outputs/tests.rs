@@ -869,11 +869,30 @@ fn port_forwards_depend_on_the_tls_mode() {
             .iter()
             .all(|f| !f.protocol.is_empty() && !f.breaks_without.is_empty()),
     );
-    assert!(
-        !ports::port_forwards(&two_hosts_nginx())
-            .iter()
-            .any(|f| f.purpose.contains("TURN")),
-        "no TURN rows without legacy TURN"
+    // Without legacy TURN: the TURN listeners as optional rows, no relay range.
+    let turn_rows = |d: &Deployment| -> Vec<(&'static str, String, bool)> {
+        ports::port_forwards(d)
+            .into_iter()
+            .filter(|f| f.purpose.contains("TURN"))
+            .map(|f| (f.protocol, f.external, f.required))
+            .collect()
+    };
+    assert_eq!(
+        turn_rows(&two_hosts_nginx()),
+        vec![
+            ("UDP", "3478".into(), false),
+            ("TCP", "3478".into(), false),
+            ("TCP", "5349".into(), false),
+        ]
+    );
+    assert_eq!(
+        turn_rows(&one_host_dsm()),
+        vec![
+            ("UDP", "3478".into(), true),
+            ("TCP", "3478".into(), false),
+            ("TCP", "5349".into(), false),
+            ("UDP", "49160-49200".into(), true),
+        ]
     );
 }
 
