@@ -3,6 +3,7 @@
 //! the admin panel ([`status`]).
 
 pub mod credentials;
+pub mod framing;
 pub mod handle;
 pub mod policy;
 pub mod server;
