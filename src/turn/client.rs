@@ -40,10 +40,11 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use crate::net::stun::{HEADER_LEN, MAGIC_COOKIE, decode, new_transaction_id};
+use crate::net::stun::{MAGIC_COOKIE, decode, new_transaction_id};
 use crate::secret::Secret;
 use crate::setup::fetch::{FetchError, tls_error};
 use crate::turn::credentials::long_term_key;
+use crate::turn::framing::{Frame, next_frame};
 use crate::turn::status::Transport;
 
 /// Longest wait for one answer (a lost UDP request is retransmitted inside it).
@@ -436,9 +437,9 @@ enum TxError {
 }
 
 /// What a server sends, as it arrives.
-enum Frame {
+enum Received {
     Stun(Vec<u8>),
-    /// ChannelData, indications and anything else that is no answer to a request.
+    /// ChannelData and anything else that is no answer to a request.
     Other,
 }
 
@@ -588,7 +589,7 @@ impl Conn {
                 }
                 Ok(Err(e)) => return Err(e),
             };
-            let Frame::Stun(bytes) = frame else {
+            let Received::Stun(bytes) = frame else {
                 continue;
             };
             match parse_reply(&bytes, &tid, request.method, key.as_ref()) {
@@ -612,7 +613,7 @@ impl Conn {
     }
 
     /// The next datagram, or the next whole frame of the stream.
-    async fn receive(&mut self) -> Result<Frame, TxError> {
+    async fn receive(&mut self) -> Result<Received, TxError> {
         match self {
             Conn::Udp(socket) => {
                 let mut buf = vec![0u8; 2048];
@@ -654,39 +655,25 @@ impl Conn {
     }
 }
 
-fn classify(bytes: Vec<u8>) -> Frame {
+fn classify(bytes: Vec<u8>) -> Received {
     match bytes.first() {
-        Some(0x00..=0x3F) => Frame::Stun(bytes),
-        _ => Frame::Other,
+        Some(0x00..=0x3F) => Received::Stun(bytes),
+        _ => Received::Other,
     }
 }
 
-/// How long the frame at the start of `buffer` is, once its header is there: STUN is a 20-byte
-/// header plus its length field, ChannelData 4 bytes plus its length, padded to 4.
+/// How long the frame at the start of `buffer` is, once that is known ([`next_frame`], as the
+/// server frames it); an error naming what answers when it is not TURN.
 fn frame_length(buffer: &[u8]) -> Result<Option<usize>, String> {
-    // "HTTP/…" begins like ChannelData ('H' is 0x48), so it is recognised first.
-    // A TLS record (type 20-23, version 3.x) is not a STUN answer either.
-    let tls_record = matches!(buffer, [0x14..=0x17, 0x03, ..]);
-    if buffer.starts_with(b"HTTP/") || tls_record {
+    // "HTTP/…" begins like ChannelData ('H' is 0x48) and a TLS record (type 20-23, version 3.x)
+    // like STUN, so both are recognised first.
+    if buffer.starts_with(b"HTTP/") || matches!(buffer, [0x14..=0x17, 0x03, ..]) {
         return Err(describe_foreign(buffer));
     }
-    let Some(header) = buffer.get(..4) else {
-        return Ok(None);
-    };
-    let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    match header[0] {
-        0x00..=0x3F => {
-            if buffer.len() >= 8
-                && u32::from_be_bytes([buffer[4], buffer[5], buffer[6], buffer[7]]) != MAGIC_COOKIE
-            {
-                return Err(
-                    "the server sent something that is neither STUN nor ChannelData".into(),
-                );
-            }
-            Ok(Some(HEADER_LEN + length))
-        }
-        0x40..=0x4F => Ok(Some(4 + length.div_ceil(4) * 4)),
-        _ => Err(describe_foreign(buffer)),
+    match next_frame(buffer) {
+        Frame::Incomplete => Ok(None),
+        Frame::Complete(length) => Ok(Some(length)),
+        Frame::Invalid => Err(describe_foreign(buffer)),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::setup::outputs::{self, Output};
 use crate::setup::verify::{self, Check, Status as CheckStatus};
 use crate::setup::wizard::Step;
 use crate::turn::TurnStatus;
-use crate::turn::credentials::{CredentialKind, PARTICIPANT_PREFIX};
+use crate::turn::credentials::CredentialKind;
 use crate::turn::policy::Cidr;
 use crate::turn::status::AllocationInfo;
 
@@ -270,15 +270,15 @@ pub fn turn_view(status: &TurnStatus) -> TurnView {
 }
 
 fn allocation_view(a: &AllocationInfo) -> AllocationView {
-    let (user, kind) = match a.kind {
-        CredentialKind::Participant => (
-            a.user
-                .strip_prefix(PARTICIPANT_PREFIX)
-                .unwrap_or(&a.user)
-                .to_owned(),
-            "call participant (LiveKit)",
-        ),
-        CredentialKind::Rest => (a.user.clone(), "legacy 1:1 call (Synapse)"),
+    // The status names users as people read them (a participant's identity, a Matrix user ID).
+    let user = if a.user.is_empty() {
+        "—".to_owned()
+    } else {
+        a.user.clone()
+    };
+    let kind = match a.kind {
+        CredentialKind::Participant => "call participant (LiveKit)",
+        CredentialKind::Rest => "legacy 1:1 call (Synapse)",
     };
     let plural = |n: usize, one: &str, many: &str| {
         if n == 1 {

@@ -1140,7 +1140,7 @@ fn busy_turn() -> crate::turn::TurnHandle {
         status.allocations = vec![
             AllocationInfo {
                 client: Client::udp("198.51.100.4:51000".parse().unwrap()),
-                user: "sfu:alice".into(),
+                user: "alice".into(),
                 kind: CredentialKind::Participant,
                 relay: "203.0.113.7:49161".parse().unwrap(),
                 age: Duration::from_secs(75),

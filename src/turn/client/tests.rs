@@ -622,11 +622,21 @@ fn frames_on_a_stream() {
     assert_eq!(frame_length(&[0, 1]), Ok(None));
     let mut stun = vec![0x01, 0x01, 0x00, 0x08];
     stun.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    assert_eq!(frame_length(&stun), Ok(None));
+    stun.resize(28, 0);
     assert_eq!(frame_length(&stun), Ok(Some(28)));
-    assert_eq!(frame_length(&[0x40, 0x00, 0x00, 0x05]), Ok(Some(12)));
+    stun.resize(40, 0);
+    assert_eq!(frame_length(&stun), Ok(Some(28)));
+    assert_eq!(
+        frame_length(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0]),
+        Ok(Some(12))
+    );
     assert_eq!(frame_length(&[0x4F, 0xFF, 0x00, 0x00]), Ok(Some(4)));
     assert!(frame_length(&[0x00, 0x01, 0x00, 0x00, 1, 2, 3, 4]).is_err());
-    assert!(frame_length(b"HTTP/1.1").is_err());
+    let http = frame_length(b"HTTP/1.1").unwrap_err();
+    assert!(http.contains("HTTP server"), "{http}");
+    let tls = frame_length(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]).unwrap_err();
+    assert!(tls.contains("TLS server"), "{tls}");
     assert!(frame_length(&[0x80, 0, 0, 0]).is_err());
 }
 
