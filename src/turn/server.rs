@@ -57,10 +57,10 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac as _};
 use rtc_stun::attributes::{
-    ATTR_CHANNEL_NUMBER, ATTR_DATA, ATTR_LIFETIME, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM,
-    ATTR_REQUESTED_ADDRESS_FAMILY, ATTR_REQUESTED_TRANSPORT, ATTR_UNKNOWN_ATTRIBUTES,
-    ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS, ATTR_XOR_RELAYED_ADDRESS, ATTR_XORMAPPED_ADDRESS,
-    AttrType,
+    ATTR_CHANNEL_NUMBER, ATTR_DATA, ATTR_EVEN_PORT, ATTR_LIFETIME, ATTR_MESSAGE_INTEGRITY,
+    ATTR_NONCE, ATTR_REALM, ATTR_REQUESTED_ADDRESS_FAMILY, ATTR_REQUESTED_TRANSPORT,
+    ATTR_UNKNOWN_ATTRIBUTES, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS, ATTR_XOR_RELAYED_ADDRESS,
+    ATTR_XORMAPPED_ADDRESS, AttrType,
 };
 use rtc_stun::crypto::providers::RingCrypto;
 use rtc_stun::error_code::{
@@ -92,8 +92,11 @@ pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// Most peers one allocation may hold permissions for (bounds the state one credential creates).
 pub const MAX_PERMISSIONS: usize = 1000;
-/// Valid channel numbers (RFC 8656 §12).
-pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
+/// Valid channel numbers: RFC 5766's range. RFC 8656 §12 narrowed it to 0x4000-0x4FFF so that
+/// ChannelData can share a port with DTLS, RTP and QUIC (RFC 7983); the TURN listeners carry
+/// nothing else, so the old numbers, which RFC 5766 clients such as coturn's own still use, are
+/// kept working as coturn does.
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFE;
 /// Relay ports one Allocate may try before it is answered 508 Insufficient Capacity.
 pub const MAX_BIND_ATTEMPTS: usize = 8;
 /// Answers per second (and burst) to one UDP source that did not authenticate successfully:
@@ -108,7 +111,11 @@ pub const ANSWER_SOURCES_TRACKED: usize = 4096;
 const TRANSPORT_UDP: u8 = 17;
 /// The comprehension-required attributes (below 0x8000) this server implements; a request with
 /// any other gets 420 Unknown Attribute.
-const UNDERSTOOD: [u16; 10] = [
+///
+/// DONT-FRAGMENT is honoured by the platform: Linux sends UDP with the DF bit set by default
+/// (path-MTU discovery, `IP_PMTUDISC_WANT`), so relayed datagrams that fit the path go out
+/// unfragmented, which is what the client asks for; coturn's test client sends it by default.
+const UNDERSTOOD: [u16; 12] = [
     0x0006, // USERNAME
     0x0008, // MESSAGE-INTEGRITY
     0x000C, // CHANNEL-NUMBER
@@ -119,6 +126,8 @@ const UNDERSTOOD: [u16; 10] = [
     0x0015, // NONCE
     0x0017, // REQUESTED-ADDRESS-FAMILY
     0x0019, // REQUESTED-TRANSPORT
+    0x0018, // EVEN-PORT (without reservation)
+    0x001A, // DONT-FRAGMENT
 ];
 /// The most peer data a Data indication carries: a STUN message holds 65532 attribute bytes, of
 /// which XOR-PEER-ADDRESS (IPv6) takes 24 and the DATA header 4.
@@ -235,6 +244,8 @@ struct PendingBind {
     key: [u8; 16],
     /// Ports the driver could not bind for this allocation.
     failed: Vec<u16>,
+    /// EVEN-PORT asked for an even port.
+    even: bool,
 }
 
 struct Channel {
@@ -293,7 +304,7 @@ impl Server {
     pub fn handle_client(&mut self, now: Instant, now_unix: u64, client: Client, bytes: &[u8]) {
         match bytes.first() {
             Some(0x00..=0x3F) => self.handle_stun(now, now_unix, client, bytes),
-            Some(0x40..=0x4F) => self.handle_channel_data(now, client, bytes),
+            Some(0x40..=0x7F) => self.handle_channel_data(now, client, bytes),
             _ => {}
         }
     }
@@ -416,7 +427,7 @@ impl Server {
         self.relays.remove(&relay);
         pending.failed.push(relay.port());
         let next = if pending.failed.len() < MAX_BIND_ATTEMPTS {
-            self.free_relay(&pending.failed)
+            self.free_relay(&pending.failed, pending.even)
         } else {
             None
         };
@@ -559,7 +570,7 @@ impl Server {
             .collect();
         if !unknown.is_empty() {
             // RFC 8489 §6.3.1.1: a comprehension-required attribute this server does not
-            // implement (EVEN-PORT, RESERVATION-TOKEN, DONT-FRAGMENT…).
+            // implement (EVEN-PORT, RESERVATION-TOKEN…).
             if self.suppressed(now, client) {
                 return;
             }
@@ -695,6 +706,16 @@ impl Server {
             _ => Some(CODE_BAD_REQUEST),
         }
         .or_else(|| self.address_family_refusal(request));
+        // EVEN-PORT (RFC 8656 §7.2): an even port is easy; reserving the next one (the R bit,
+        // for RTP/RTCP pairs, which WebRTC never asks for) is not offered, which is a 508.
+        let (even, refusal) = match request.get(ATTR_EVEN_PORT) {
+            Err(_) => (false, refusal),
+            Ok(value) => match value.first() {
+                Some(flags) if value.len() == 1 && flags & 0x80 == 0 => (true, refusal),
+                Some(_) if value.len() == 1 => (true, refusal.or(Some(CODE_INSUFFICIENT_CAPACITY))),
+                _ => (false, refusal.or(Some(CODE_BAD_REQUEST))),
+            },
+        };
         if let Some(code) = refusal {
             self.reply_error(now, client, transaction, code, Some(&key));
             return;
@@ -714,7 +735,7 @@ impl Server {
             return;
         }
         let relay = if self.allocations.len() < self.config.max_allocations_total {
-            self.free_relay(&[])
+            self.free_relay(&[], even)
         } else {
             None
         };
@@ -742,6 +763,7 @@ impl Server {
                 pending: Some(PendingBind {
                     key,
                     failed: Vec::new(),
+                    even,
                 }),
                 permissions: HashMap::new(),
                 channels: HashMap::new(),
@@ -1061,7 +1083,7 @@ impl Server {
     }
 
     /// A relay port no allocation uses and not in `excluded`, round-robin through the range.
-    fn free_relay(&mut self, excluded: &[u16]) -> Option<SocketAddr> {
+    fn free_relay(&mut self, excluded: &[u16], even: bool) -> Option<SocketAddr> {
         let Range { start, end } = self.config.relay_ports.clone();
         let count = end.saturating_sub(start);
         for _ in 0..count {
@@ -1072,7 +1094,10 @@ impl Server {
             };
             self.next_port = port.wrapping_add(1);
             let relay = SocketAddr::new(self.config.relay_ip, port);
-            if !self.relays.contains_key(&relay) && !excluded.contains(&port) {
+            if !self.relays.contains_key(&relay)
+                && !excluded.contains(&port)
+                && (!even || port % 2 == 0)
+            {
                 return Some(relay);
             }
         }

@@ -500,7 +500,10 @@ fn peer_data_comes_back_as_data_indication_then_channel_data() {
     assert_eq!(h.channel_bind(0x4002, peer), Some(400));
     assert_eq!(h.channel_bind(0x4001, peer), None);
     assert_eq!(h.channel_bind(0x3FFF, other), Some(400));
-    assert_eq!(h.channel_bind(0x5000, other), Some(400));
+    assert_eq!(h.channel_bind(0x7FFF, other), Some(400));
+    assert_eq!(h.channel_bind(0x8000, other), Some(400));
+    // RFC 5766's numbers above 0x4FFF still work (coturn's client uses them).
+    assert_eq!(h.channel_bind(0x61A9, other), None);
 }
 
 #[test]
@@ -1225,13 +1228,32 @@ fn server_capacity_is_508() {
 #[test]
 fn unknown_comprehension_required_attributes_are_420() {
     let mut h = Harness::new(config());
-    let even_port = (AttrType(0x0018), vec![0x80, 0, 0, 0]);
-    let (answer, others) = h.call(METHOD_ALLOCATE, &[udp(), even_port]);
+    let reservation_token = (AttrType(0x0022), vec![0; 8]);
+    let (answer, others) = h.call(METHOD_ALLOCATE, &[udp(), reservation_token]);
     assert_eq!(error_code(&answer), Some(420));
-    assert_eq!(answer.get(ATTR_UNKNOWN_ATTRIBUTES).unwrap(), [0x00, 0x18]);
+    assert_eq!(answer.get(ATTR_UNKNOWN_ATTRIBUTES).unwrap(), [0x00, 0x22]);
     assert!(others.is_empty());
+    // DONT-FRAGMENT is understood (the platform sets DF on relayed datagrams).
+    let dont_fragment = (AttrType(0x001A), Vec::new());
+    let (answer, _) = h.call(METHOD_ALLOCATE, &[udp(), dont_fragment]);
+    assert_eq!(answer.typ.class, CLASS_SUCCESS_RESPONSE);
+    let mut h = Harness::new(config());
     // Comprehension-optional ones (SOFTWARE) are ignored.
     let software = (AttrType(0x8022), b"test".to_vec());
     let (answer, _) = h.call(METHOD_ALLOCATE, &[udp(), software]);
     assert_eq!(answer.typ.class, CLASS_SUCCESS_RESPONSE);
+}
+
+#[test]
+fn even_port_gets_an_even_port_but_no_reservation() {
+    let mut h = Harness::new(config());
+    let (answer, _) = h.call(METHOD_ALLOCATE, &[udp(), (AttrType(0x0018), vec![0x00])]);
+    let relay = xor(&answer, ATTR_XOR_RELAYED_ADDRESS).expect("allocated");
+    assert_eq!(relay.port() % 2, 0, "{relay}");
+    // The R bit asks to reserve the next port too: not offered.
+    let mut h = Harness::new(config());
+    let (answer, others) = h.call(METHOD_ALLOCATE, &[udp(), (AttrType(0x0018), vec![0x80])]);
+    assert_eq!(error_code(&answer), Some(508));
+    assert!(others.is_empty());
+    assert_eq!(h.server.stats().allocations, 0);
 }
