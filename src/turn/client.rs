@@ -493,6 +493,11 @@ impl Conn {
                     Err(_) => Err(ProbeError::Tls(
                         "no TLS answer in time: the port may serve plain TURN".into(),
                     )),
+                    Ok(Err(error)) if unknown_issuer(&error) => Err(ProbeError::Untrusted(
+                        "it is self-signed or issued by a private CA, not by a public one such \
+                         as Let's Encrypt"
+                            .into(),
+                    )),
                     Ok(Err(error)) => Err(match tls_error(server_name, error) {
                         FetchError::Certificate { reason, .. } => ProbeError::Untrusted(reason),
                         FetchError::Tls { reason, .. } => ProbeError::Tls(reason),
@@ -824,6 +829,19 @@ fn xor_pad(tid: &[u8; 12]) -> [u8; 16] {
     pad[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
     pad[4..].copy_from_slice(tid);
     pad
+}
+
+/// A certificate no public CA vouches for. (The HTTP checks' wording suggests adding a CA to
+/// rtcbox's trust store, which would not make browsers trust a TURN server.)
+fn unknown_issuer(error: &std::io::Error) -> bool {
+    matches!(
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer
+        ))
+    )
 }
 
 async fn connect_tcp(target: SocketAddr, deadline: Instant) -> Result<TcpStream, ProbeError> {

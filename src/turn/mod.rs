@@ -11,6 +11,8 @@ pub mod handle;
 pub mod policy;
 pub mod server;
 pub mod status;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use handle::{TurnHandle, TurnUrls};
 pub use status::{Client, Transport, TurnStatus};

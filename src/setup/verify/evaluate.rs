@@ -1078,7 +1078,7 @@ pub fn turn_listener(expect: &TurnExpect<'_>, public: &TurnPublic, lan: &ProbeRe
         format!("TURN over {p} at {addr} works")
     };
     pass.push_str(&format!(
-        ": rtcbox's own credentials get relay {}",
+        ": credentials like a call participant's get relay {}",
         allocated.relayed
     ));
     match &allocated.allowed {

@@ -1767,3 +1767,78 @@ async fn problems_show_up_end_to_end() {
     );
     check(by_id(ids::TLS), Status::Warn, "plain HTTP");
 }
+
+#[tokio::test]
+async fn the_turn_checks_against_the_real_turn_server() {
+    let stage = stage(Published::Ours).await;
+    let secret = Secret::new("legacy-shared-secret-legacy-shared-secret");
+    let turn = crate::turn::testing::loopback_turn(vec![stage.udp], Some(secret.clone())).await;
+    let (targets, mut input) = staged_input(&stage, Some("good-token"));
+    input.deployment.legacy_turn = Some(crate::setup::model::LegacyTurn {
+        shared_secret: secret.clone(),
+    });
+    let ports = &mut input.deployment.network.ports;
+    ports.turn = turn.port;
+    ports.turns = turn.tls_port;
+    (ports.relay_min, ports.relay_max) = turn.relay_ports;
+    let access = TurnAccess {
+        handle: turn.handle.clone(),
+        shared_secret: Some(secret.clone()),
+        shared_secret_pinned: false,
+    };
+    let http = HttpClient::new(None).unwrap();
+    let started = std::time::Instant::now();
+    let checks = run_with(&targets, &input, &http, Some(&stage.sfu), Some(&access)).await;
+    assert!(started.elapsed() < CHECK_TIMEOUT);
+    let by_id = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
+    let sfu = stage.udp;
+    check(
+        by_id(ids::TURN_UDP),
+        Status::Pass,
+        &format!(
+            "relaying to the SFU ({sfu}) is allowed, and relaying to 127.0.0.1:8089 on the LAN is refused"
+        ),
+    );
+    check(
+        by_id(ids::TURN_TCP),
+        Status::Pass,
+        "TURN over TCP at 127.0.0.1:",
+    );
+    // Its certificate is self-signed: the listener answers, browsers would not trust it.
+    check(
+        by_id(ids::TURN_TLS),
+        Status::Warn,
+        "The TLS listener answers at 127.0.0.1:",
+    );
+    check(
+        by_id(ids::TURN_LEGACY),
+        Status::Pass,
+        "may relay to the internet (1.1.1.1:443), and relaying to 127.0.0.1:8089 on the LAN is refused",
+    );
+    // The check's allocations are gone again.
+    for _ in 0..50 {
+        if turn.handle.status().stats.allocations == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(turn.handle.status().stats.allocations, 0);
+
+    // The wizard's secret is not the one rtcbox runs with; the wizard's TURN port is another.
+    input.deployment.legacy_turn = Some(crate::setup::model::LegacyTurn {
+        shared_secret: Secret::new("another-secret-another-secret-another"),
+    });
+    input.deployment.network.ports.turn = turn.port.wrapping_add(1);
+    let checks = run_with(&targets, &input, &http, Some(&stage.sfu), Some(&access)).await;
+    let by_id = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
+    check(
+        by_id(ids::TURN_LEGACY),
+        Status::Fail,
+        "another TURN shared secret",
+    );
+    check(
+        by_id(ids::TURN_UDP),
+        Status::Fail,
+        &format!("which sets RTCBOX_TURN_PORT={}", turn.port.wrapping_add(1)),
+    );
+}
