@@ -425,8 +425,9 @@ def test_verification_tells_the_truth(deployment, synapse, configured_synapse):
         "authorization service /healthz": (("authori",), ("jwt",), ("healthz",)),
         "SFU WebSocket": (("websocket",), ("sfu",)),
         "public IP": (("public", "ip"),),
-        "media UDP": (("udp",),),
-        "media ICE-TCP": (("tcp",),),
+        # "TURN over UDP" and "TURN over TCP" are checks too.
+        "media UDP": (("media", "udp"),),
+        "media ICE-TCP": (("media", "tcp"),),
     }
     failed = []
     for name, alternatives in expect_pass.items():
