@@ -260,19 +260,19 @@ def start_coturn(tmp_path_factory, pki):
     def start(name: str, allow_loopback: bool) -> Coturn:
         d = tmp_path_factory.mktemp(name)
         port, tls_port = free_udp_tcp_port(), free_port()
-        relay = free_udp_port()
+        relay_min, relay_max = free_relay_range(40)
         log = d / "turnserver.log"
+        # Everything on the command line (-n: no config file), state in the test's directory.
+        # TLS versions stay coturn's defaults: uclient -S picks SSLv23, TLSv1, TLSv1.1 or TLSv1.2
+        # at random per connection and retries another when one is refused, but coturn does not
+        # refuse a disabled version, it stalls the handshake until its 60 s timeout.
         command = [TURNSERVER, "-n", "--no-cli", "--simple-log", f"--log-file={log}",
+                   f"--pidfile={d / 'turnserver.pid'}", f"--userdb={d / 'turndb'}",
                    "--use-auth-secret", f"--static-auth-secret={SECRET}", "--realm=rtcbox.test",
                    "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
                    f"--listening-port={port}", f"--tls-listening-port={tls_port}",
-                   # coturn wants a range; a small one around a port that was just free.
-                   f"--min-port={relay}", f"--max-port={min(relay + 20, 65535)}",
-                   f"--cert={pki['cert']}", f"--pkey={pki['key']}", f"--userdb={d / 'turndb'}",
-                   # uclient -S picks SSLv23, TLSv1, TLSv1.1 or TLSv1.2 at random per connection
-                   # and retries another on a refusal; coturn stays silent at a refused version
-                   # until its 60 s timeout, so coturn keeps its default versions here.
-                   "--no-dtls"]
+                   f"--min-port={relay_min}", f"--max-port={relay_max}",
+                   f"--cert={pki['cert']}", f"--pkey={pki['key']}", "--no-dtls"]
         if allow_loopback:
             command.append("--allow-loopback-peers")
         with open(d / "turnserver.out", "wb") as out:
@@ -317,7 +317,8 @@ def turn_box(start_module_rtcbox):
     """rtcbox with the REST secret and loopback allowed as a relay peer (an SFU too, so the
     participant-credential test can join it)."""
     box = start_module_rtcbox(dict(sfu_env(), **relay_env(), RTCBOX_TURN_SHARED_SECRET=SECRET,
-                                   RTCBOX_TURN_ALLOW_PEERS="127.0.0.1/32"), name="turn")
+                                   RTCBOX_TURN_ALLOW_PEERS="127.0.0.1/32"), name="turn",
+                              public_url="self")
     wait_turn_ready("rtcbox", turn_ports(box), box.log)
     return box
 
@@ -444,8 +445,9 @@ def test_synapse_turn_credentials_from_the_wizard_snippet_work(start_rtcbox, syn
         except AssertionError as e:
             raise AssertionError(f"over {uri}: {e}") from None
 
+    wrong_password = ("A" if password[0] != "A" else "B") + password[1:]
     wrong = uclient(box.turn_port, echo_peer, "udp", "channel", user=username, secret=None,
-                    password=password[:-2] + ("A=" if not password.endswith("A=") else "B="))
+                    password=wrong_password)
     assert_allocation_refused(wrong, box.log)
 
 
