@@ -111,6 +111,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         udp: sockets.udp_advertised(),
         tcp: sockets.tcp_advertised().to_vec(),
     };
+    let turn = start_turn(&pool, &settings, &sockets).await?;
     let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms);
     let auth = AuthService::new(
         AuthConfig {
@@ -141,6 +142,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         sfu: sfu.clone(),
         key: settings.api_key.clone(),
         secret: settings.api_secret.clone(),
+        turn: Some(turn.clone()),
     }));
     let rtc = signaling.merge(livekit::twirp::router(
         Arc::new(sfu.clone()),
@@ -164,6 +166,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     announce_setup_token(&pool, admin_bound).await?;
     let mut admin = http::admin::AdminState::new(pool, settings.clone(), cli.settings.to_map());
     admin.sfu = Some(sfu);
+    admin.turn = Some(turn);
     admin.media = media;
     admin.logs = crate::logbuf::global().clone();
     admin.net = Some(http::admin::NetClients {
@@ -194,6 +197,85 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     );
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the embedded TURN server on the public listener's IP. Relays are advertised on the
+/// node IP (the public IP behind a NAT) and may always reach the SFU's media sockets; every
+/// address of this host (and the node IP, the router, whose forwarded ports lead back here) is
+/// otherwise refused, as are private and special addresses unless RTCBOX_TURN_ALLOW_PEERS says.
+async fn start_turn(
+    pool: &SqlitePool,
+    settings: &Settings,
+    sockets: &SfuSockets,
+) -> anyhow::Result<crate::turn::TurnHandle> {
+    use crate::turn::driver::{TurnSetup, start};
+    use crate::turn::policy::RelayPolicy;
+
+    let bind_ip = settings.http_bind.ip();
+    let public_host = settings.public_url.host();
+    let certificates = if settings.turn_tls_port != 0 {
+        let mut names = vec![public_host.clone()];
+        names.extend(settings.node_ip.map(|ip| ip.to_string()));
+        Some(crate::tls::TlsCertificates::load_or_create(pool, &names).await?)
+    } else {
+        None
+    };
+    let interfaces = interface_addresses();
+    let relay_ip = settings
+        .node_ip
+        .or_else(|| (!bind_ip.is_unspecified()).then_some(bind_ip))
+        .or_else(|| {
+            let usable = |ip: &&IpAddr| {
+                !ip.is_loopback()
+                    && crate::net::special(**ip) != Some(crate::net::Special::LinkLocal)
+            };
+            interfaces
+                .iter()
+                .filter(usable)
+                .find(|ip| ip.is_ipv4())
+                .or_else(|| interfaces.iter().find(usable))
+                .copied()
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut host_addresses = interfaces;
+    host_addresses.extend(settings.node_ip);
+    host_addresses.push(bind_ip);
+    let policy = RelayPolicy {
+        allow: settings.turn_allow_peers.clone(),
+        host_addresses,
+        sfu_media: sockets.udp_advertised(),
+    };
+    let realm = if public_host.is_empty() {
+        "rtcbox".to_owned()
+    } else {
+        public_host.trim_matches(['[', ']']).to_owned()
+    };
+    Ok(start(TurnSetup {
+        bind_ip,
+        port: settings.turn_port,
+        tls_port: settings.turn_tls_port,
+        certificates,
+        public_host,
+        realm,
+        shared_secret: settings.turn_shared_secret.clone(),
+        relay_ip,
+        relay_ports: settings.turn_relay_ports,
+        policy,
+        sfu_routes: sockets.udp_routes(),
+    })
+    .await)
+}
+
+/// Every address of this host's interfaces, loopback included.
+fn interface_addresses() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 /// While no admin password exists, prints a fresh one-time setup token (or the one preset in

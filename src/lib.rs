@@ -17,4 +17,5 @@ pub mod rooms;
 pub mod secret;
 pub mod setup;
 pub mod sfu;
+pub mod tls;
 pub mod turn;

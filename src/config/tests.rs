@@ -346,6 +346,9 @@ fn turn_settings_parse_and_refuse_garbage() {
     ] {
         let error = resolve_with(&[], &[(name, raw)], stored_pair()).unwrap_err();
         let text = error.to_string();
-        assert!(text.contains(name) && text.contains(says), "{name}={raw}: {text}");
+        assert!(
+            text.contains(name) && text.contains(says),
+            "{name}={raw}: {text}"
+        );
     }
 }

@@ -27,6 +27,7 @@ use crate::config::ApiKey;
 use crate::secret::Secret;
 use crate::sfu::core::PING_TIMEOUT_SECS;
 use crate::sfu::{JoinError, JoinRequest, SfuHandle};
+use crate::turn::TurnHandle;
 
 /// Largest signaling message accepted (SDP offers with many m-lines are tens of KiB).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -42,6 +43,8 @@ pub struct SignalState {
     pub sfu: SfuHandle,
     pub key: ApiKey,
     pub secret: Secret,
+    /// The embedded TURN server, whose per-participant credentials go into the JoinResponse.
+    pub turn: Option<TurnHandle>,
 }
 
 /// The signaling routes, relative to the SFU's URL (served at `/` and under `/livekit/sfu`).
@@ -220,7 +223,14 @@ async fn session(
     let claims = admitted.claims;
     let grant = claims.video.clone().unwrap_or_default();
     let (tx, mut rx) = mpsc::channel(SEND_QUEUE);
+    // TURN credentials last as long as the token that admitted the participant, no longer.
+    let ice_servers = state
+        .turn
+        .as_ref()
+        .map(|turn| turn.ice_servers(&claims.sub, claims.exp))
+        .unwrap_or_default();
     let request = JoinRequest {
+        ice_servers,
         conn,
         room: admitted.room,
         identity: claims.sub.clone(),

@@ -71,6 +71,8 @@ pub struct JoinRequest {
     pub grant: VideoGrant,
     pub auto_subscribe: bool,
     pub client_protocol: i32,
+    /// TURN servers with this participant's credentials, for the JoinResponse.
+    pub ice_servers: Vec<proto::IceServer>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -468,7 +470,7 @@ impl Sfu {
             participant: Some(participant.info()),
             other_participants: others,
             server_version: SERVER_VERSION.into(),
-            ice_servers: Vec::new(),
+            ice_servers: request.ice_servers.clone(),
             subscriber_primary: true,
             client_configuration: Some(proto::ClientConfiguration {
                 // Resume is answered with leave{RECONNECT}; tell JS to reconnect fully right away.

@@ -103,6 +103,27 @@ impl SfuSockets {
         self.udp.iter().map(|(_, a)| *a).collect()
     }
 
+    /// For each advertised UDP address that is not this socket's own (a public IP behind a
+    /// NAT), where a process on this host reaches the socket instead: the embedded TURN server
+    /// relays there rather than counting on the router's hairpin NAT.
+    pub fn udp_routes(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.udp
+            .iter()
+            .filter_map(|(socket, advertised)| {
+                let local = socket.local_addr().ok()?;
+                let ip = match local.ip() {
+                    IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(ip) if ip.is_unspecified() => {
+                        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+                    }
+                    ip => ip,
+                };
+                let local = SocketAddr::new(ip, local.port());
+                (local != *advertised).then_some((*advertised, local))
+            })
+            .collect()
+    }
+
     pub fn tcp_advertised(&self) -> &[SocketAddr] {
         &self.tcp_advertised
     }

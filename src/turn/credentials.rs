@@ -104,7 +104,7 @@ pub fn participant_username(expires: u64, identity: &str) -> String {
 /// Which secret `username` must be checked against.
 pub fn kind(username: &str) -> CredentialKind {
     let user = match username.split_once(':') {
-        Some((first, rest)) if first.bytes().all(|b| b.is_ascii_digit()) => rest,
+        Some((first, rest)) if all_digits(first) => rest,
         _ => "",
     };
     if user.starts_with(PARTICIPANT_PREFIX) {
@@ -112,6 +112,27 @@ pub fn kind(username: &str) -> CredentialKind {
     } else {
         CredentialKind::Rest
     }
+}
+
+/// Who a username names, for people to read: without its expiry, and for participants the
+/// identity without [`PARTICIPANT_PREFIX`]. Empty for a bare timestamp.
+pub fn user(username: &str) -> &str {
+    let user = match username.split_once(':') {
+        Some((first, rest)) if all_digits(first) => rest,
+        _ => match username.rsplit_once(':') {
+            Some((head, last)) if all_digits(last) => head,
+            _ if all_digits(username) => "",
+            _ => username,
+        },
+    };
+    match kind(username) {
+        CredentialKind::Participant => user.strip_prefix(PARTICIPANT_PREFIX).unwrap_or(user),
+        CredentialKind::Rest => user,
+    }
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// RFC 8489 long-term credential key: MD5 of `username:realm:password`.
@@ -139,6 +160,19 @@ mod tests {
         assert_eq!(kind("1700000000"), CredentialKind::Rest);
         // Only the part after the timestamp counts.
         assert_eq!(kind("sfu:alice:1700000000"), CredentialKind::Rest);
+        assert_eq!(kind(":sfu:alice"), CredentialKind::Rest);
+    }
+
+    #[test]
+    fn user_parts() {
+        let check = |username: &str, expected: &str| assert_eq!(user(username), expected);
+        check("1700000000:sfu:alice", "alice");
+        check("1700000000:@bob:example.org", "@bob:example.org");
+        check("@bob:example.org:1700000000", "@bob:example.org");
+        check("bob:1700000000", "bob");
+        check("1700000000", "");
+        check("sfu:alice:1700000000", "sfu:alice");
+        check("no-expiry", "no-expiry");
     }
 
     #[test]

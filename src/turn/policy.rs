@@ -4,11 +4,15 @@
 //! IPv4 inside IPv6 (mapped, compatible, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`), and so is
 //! every address of this host except the SFU's own media ports. An operator allow-list of CIDRs
 //! (`RTCBOX_TURN_ALLOW_PEERS`; tests allow loopback) overrides the refusals.
+//!
+//! Credentials the SFU mints for its participants are narrower still: they relay only to the
+//! SFU's media sockets ([`RelayPolicy::check_for`]).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::net::{Special, canonical, special};
+use crate::turn::credentials::CredentialKind;
 
 /// Why a peer is refused; counted per reason for the admin panel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -17,6 +21,8 @@ pub enum Denied {
     Special(Special),
     /// One of this host's own addresses, on a port that is not the SFU's.
     ThisHost,
+    /// Participant credentials, and a peer that is not one of the SFU's media sockets.
+    NotSfu,
 }
 
 impl fmt::Display for Denied {
@@ -24,6 +30,7 @@ impl fmt::Display for Denied {
         match self {
             Denied::Special(class) => class.fmt(f),
             Denied::ThisHost => f.write_str("this host's own address"),
+            Denied::NotSfu => f.write_str("participant credentials relay only to the SFU"),
         }
     }
 }
@@ -107,11 +114,7 @@ impl RelayPolicy {
         if self.allow.iter().any(|cidr| cidr.contains(ip)) {
             return Ok(());
         }
-        if self
-            .sfu_media
-            .iter()
-            .any(|sfu| canonical(sfu.ip()) == ip && sfu.port() == peer.port())
-        {
+        if self.is_sfu(peer) {
             return Ok(());
         }
         if let Some(class) = special(ip) {
@@ -121,6 +124,24 @@ impl RelayPolicy {
             return Err(Denied::ThisHost);
         }
         Ok(())
+    }
+
+    /// `Ok` when an allocation made with credentials of `kind` may send to `peer`: participants
+    /// only to the SFU's media sockets (exact address and port), everyone else by
+    /// [`RelayPolicy::check`].
+    pub fn check_for(&self, kind: CredentialKind, peer: SocketAddr) -> Result<(), Denied> {
+        match kind {
+            CredentialKind::Rest => self.check(peer),
+            CredentialKind::Participant if self.is_sfu(peer) => Ok(()),
+            CredentialKind::Participant => Err(Denied::NotSfu),
+        }
+    }
+
+    fn is_sfu(&self, peer: SocketAddr) -> bool {
+        let ip = canonical(peer.ip());
+        self.sfu_media
+            .iter()
+            .any(|sfu| canonical(sfu.ip()) == ip && sfu.port() == peer.port())
     }
 }
 
@@ -218,6 +239,29 @@ mod tests {
             Err(Denied::ThisHost)
         );
         assert_eq!(policy.check(peer("1.1.1.1:8882")), Ok(()));
+    }
+
+    #[test]
+    fn participants_relay_only_to_the_sfu() {
+        let policy = RelayPolicy {
+            allow: vec![Cidr::parse("0.0.0.0/0").unwrap()],
+            host_addresses: vec!["81.2.69.160".parse().unwrap()],
+            sfu_media: vec!["81.2.69.160:8882".parse().unwrap()],
+        };
+        let participant = |raw: &str| policy.check_for(CredentialKind::Participant, peer(raw));
+        assert_eq!(participant("81.2.69.160:8882"), Ok(()));
+        assert_eq!(participant("[::ffff:81.2.69.160]:8882"), Ok(()));
+        // Not another port of the SFU's host, not the internet, whatever the allow-list says.
+        assert_eq!(participant("81.2.69.160:8883"), Err(Denied::NotSfu));
+        assert_eq!(participant("1.1.1.1:8882"), Err(Denied::NotSfu));
+        assert_eq!(
+            policy.check_for(CredentialKind::Rest, peer("1.1.1.1:8882")),
+            Ok(())
+        );
+        assert_eq!(
+            Denied::NotSfu.to_string(),
+            "participant credentials relay only to the SFU"
+        );
     }
 
     #[test]

@@ -1,20 +1,48 @@
-//! The TURN server core (RFC 8656), sans-IO: datagrams and time go in through `handle_*`,
-//! datagrams to send and sockets to open come out of [`Server::poll_output`], and
+//! The TURN server core (RFC 8656), sans-IO: messages and time go in through `handle_*`,
+//! messages to send and sockets to open or close come out of [`Server::poll_output`], and
 //! [`Server::poll_timeout`] says when [`Server::handle_timeout`] must run next. No clock, no
 //! sockets, no locks inside.
 //!
 //! Run-loop invariant for the driver: after every `handle_*` call, drain `poll_output` until it
-//! returns `None`, then re-arm the timer from `poll_timeout`.
+//! returns `None` and carry the outputs out in that order, then re-arm the timer from
+//! `poll_timeout`.
 //!
-//! Scope: UDP to clients and peers; the long-term credential mechanism with coturn's REST
-//! usernames ([`credentials`]); Allocate, Refresh, CreatePermission, ChannelBind, Send, Data and
-//! ChannelData, plus plain Binding. Every peer passes [`RelayPolicy::check`] before a permission
-//! or channel is installed and again before a Send indication is relayed.
+//! Clients are [`Client`]s: a transport (UDP, TCP, TLS) and an address. Over TCP and TLS the
+//! driver cuts the stream into messages with [`next_frame`](crate::turn::framing::next_frame),
+//! hands each to [`Server::handle_client`], and reports a closed connection with
+//! [`Server::handle_client_closed`], which ends its allocation. ChannelData to stream clients is
+//! padded to a multiple of 4 bytes. Relayed transport is UDP only, of [`Config::relay_ip`]'s
+//! address family.
 //!
-//! Relay addresses: the core picks a free port from [`Config::relay_ports`] on
-//! [`Config::relay_ip`] itself and emits [`Output::Bind`] before the success response; the driver
-//! binds it and, if that fails, calls [`Server::handle_bind_failed`], which drops the allocation
-//! again. [`Output::Unbind`] closes a relay socket when its allocation ends.
+//! Authentication is the long-term credential mechanism with coturn's REST usernames
+//! ([`credentials`]), under two secrets chosen by [`credentials::kind`]: participant credentials
+//! the SFU mints ([`Config::participant_secret`]) relay only to the SFU's media sockets
+//! ([`RelayPolicy::check_for`]); Synapse's shared-secret credentials ([`Config::shared_secret`],
+//! legacy 1:1 calls, off when `None`) relay to any peer [`RelayPolicy::check`] allows. The
+//! policy is applied to every peer: in CreatePermission and ChannelBind, and again on every Send,
+//! ChannelData and datagram arriving from a peer.
+//!
+//! Relay sockets: Allocate picks a free port from [`Config::relay_ports`] and emits
+//! [`Output::Bind`] with the advertised address ([`Config::relay_ip`] and that port), holding the
+//! answer. The driver binds that port on its own local address and calls [`Server::handle_bound`]
+//! (the success answer goes out) or [`Server::handle_bind_failed`] (the next free port is tried,
+//! up to [`MAX_BIND_ATTEMPTS`]; then 508 and the allocation is gone). A client never hears of a
+//! relay that is not open; until then requests on the allocation get 437 and peer data is
+//! dropped, and a Bind never answered waits until the allocation's lifetime ends.
+//! [`Output::Unbind`] closes a relay socket when its allocation ends (also one still being bound:
+//! outputs are carried out in order).
+//!
+//! SFU routes ([`Config::sfu_routes`]): behind a NAT the SFU advertises an address this host
+//! does not have. Datagrams to such an advertised address go to the SFU's local socket instead,
+//! and datagrams from that local socket count as coming from the advertised address everywhere.
+//!
+//! Limits: per-allocation bandwidth ([`Config::max_allocation_bitrate`], a token bucket over
+//! payload bytes in both directions). Error answers, challenges and Binding answers to UDP
+//! sources are rate-limited per source and in total ([`ANSWER_RATE_PER_SOURCE`],
+//! [`ANSWER_RATE_TOTAL`]), so spoofed requests cannot turn the server into a reflector; success
+//! answers to authenticated requests, the 508 after failed binds and everything over TCP/TLS
+//! are not. Memory stays bounded: quotas on allocations and permissions, a fixed-size table of
+//! answered sources ([`ANSWER_SOURCES_TRACKED`]).
 //!
 //! Nonces are stateless: `"<expiry hex>-<MAC>"`, the MAC keyed with a per-server random key, so
 //! unauthenticated requests never create state.
@@ -22,52 +50,72 @@
 //! Peer garbage never panics and never creates state: malformed STUN is dropped, malformed
 //! requests get an error response, indications and ChannelData are dropped.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac as _};
 use rtc_stun::attributes::{
-    ATTR_CHANNEL_NUMBER, ATTR_DATA, ATTR_LIFETIME, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM,
-    ATTR_REQUESTED_TRANSPORT, ATTR_UNKNOWN_ATTRIBUTES, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS,
-    ATTR_XOR_RELAYED_ADDRESS, ATTR_XORMAPPED_ADDRESS, AttrType,
+    ATTR_CHANNEL_NUMBER, ATTR_DATA, ATTR_EVEN_PORT, ATTR_LIFETIME, ATTR_MESSAGE_INTEGRITY,
+    ATTR_NONCE, ATTR_REALM, ATTR_REQUESTED_ADDRESS_FAMILY, ATTR_REQUESTED_TRANSPORT,
+    ATTR_UNKNOWN_ATTRIBUTES, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS, ATTR_XOR_RELAYED_ADDRESS,
+    ATTR_XORMAPPED_ADDRESS, AttrType,
 };
 use rtc_stun::crypto::providers::RingCrypto;
 use rtc_stun::error_code::{
-    CODE_ALLOC_MISMATCH, CODE_ALLOC_QUOTA_REACHED, CODE_BAD_REQUEST, CODE_FORBIDDEN,
-    CODE_INSUFFICIENT_CAPACITY, CODE_STALE_NONCE, CODE_UNAUTHORIZED, CODE_UNKNOWN_ATTRIBUTE,
-    CODE_UNSUPPORTED_TRANS_PROTO, CODE_WRONG_CREDENTIALS, ErrorCode, ErrorCodeAttribute,
+    CODE_ADDR_FAMILY_NOT_SUPPORTED, CODE_ALLOC_MISMATCH, CODE_ALLOC_QUOTA_REACHED,
+    CODE_BAD_REQUEST, CODE_FORBIDDEN, CODE_INSUFFICIENT_CAPACITY, CODE_PEER_ADDR_FAMILY_MISMATCH,
+    CODE_STALE_NONCE, CODE_UNAUTHORIZED, CODE_UNKNOWN_ATTRIBUTE, CODE_UNSUPPORTED_TRANS_PROTO,
+    CODE_WRONG_CREDENTIALS, ErrorCode, ErrorCodeAttribute,
 };
 use rtc_stun::fingerprint::FINGERPRINT;
 use rtc_stun::integrity::MessageIntegrity;
 use rtc_stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, METHOD_ALLOCATE,
     METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_DATA, METHOD_REFRESH,
-    METHOD_SEND, Message, MessageClass, MessageType, Setter as _, TransactionId,
+    METHOD_SEND, Message, MessageClass, MessageType, Method, Setter as _, TransactionId,
 };
 use rtc_stun::textattrs::TextAttribute;
 use rtc_stun::xoraddr::XorMappedAddress;
 use sha1::Sha1;
 
-use crate::net::canonical;
 use crate::net::stun::{MAGIC_COOKIE, binding_success, decode};
 use crate::secret::Secret;
-use crate::turn::credentials::{check_rest_username, long_term_key};
+use crate::turn::credentials::{self, CredentialKind, check_rest_username, long_term_key};
 use crate::turn::policy::{Denied, RelayPolicy};
-pub use crate::turn::status::Stats;
+pub use crate::turn::status::{AllocationInfo, Client, Stats, Transport};
 
-/// IANA protocol number of UDP, the only REQUESTED-TRANSPORT supported.
-const TRANSPORT_UDP: u8 = 17;
 /// Permissions last five minutes (RFC 8656 §9).
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 /// Channel bindings last ten minutes (RFC 8656 §12).
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// Most peers one allocation may hold permissions for (bounds the state one credential creates).
 pub const MAX_PERMISSIONS: usize = 1000;
+/// Valid channel numbers: RFC 5766's range. RFC 8656 §12 narrowed it to 0x4000-0x4FFF so that
+/// ChannelData can share a port with DTLS, RTP and QUIC (RFC 7983); the TURN listeners carry
+/// nothing else, so the old numbers, which RFC 5766 clients such as coturn's own still use, are
+/// kept working as coturn does.
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFE;
+/// Relay ports one Allocate may try before it is answered 508 Insufficient Capacity.
+pub const MAX_BIND_ATTEMPTS: usize = 8;
+/// Answers per second (and burst) to one UDP source that did not authenticate successfully:
+/// errors, challenges, Binding. A source is an IPv4 address or an IPv6 /64.
+pub const ANSWER_RATE_PER_SOURCE: u64 = 20;
+/// The same, all UDP sources together.
+pub const ANSWER_RATE_TOTAL: u64 = 500;
+/// Sources the rate limiter tracks one by one; beyond that, new sources share one budget.
+pub const ANSWER_SOURCES_TRACKED: usize = 4096;
+
+/// IANA protocol number of UDP, the only REQUESTED-TRANSPORT supported.
+const TRANSPORT_UDP: u8 = 17;
 /// The comprehension-required attributes (below 0x8000) this server implements; a request with
 /// any other gets 420 Unknown Attribute.
-const UNDERSTOOD: [u16; 9] = [
+///
+/// DONT-FRAGMENT is honoured by the platform: Linux sends UDP with the DF bit set by default
+/// (path-MTU discovery, `IP_PMTUDISC_WANT`), so relayed datagrams that fit the path go out
+/// unfragmented, which is what the client asks for; coturn's test client sends it by default.
+const UNDERSTOOD: [u16; 12] = [
     0x0006, // USERNAME
     0x0008, // MESSAGE-INTEGRITY
     0x000C, // CHANNEL-NUMBER
@@ -76,24 +124,38 @@ const UNDERSTOOD: [u16; 9] = [
     0x0013, // DATA
     0x0014, // REALM
     0x0015, // NONCE
+    0x0017, // REQUESTED-ADDRESS-FAMILY
     0x0019, // REQUESTED-TRANSPORT
+    0x0018, // EVEN-PORT (without reservation)
+    0x001A, // DONT-FRAGMENT
 ];
-/// Valid channel numbers (RFC 8656 §12).
-pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
+/// The most peer data a Data indication carries: a STUN message holds 65532 attribute bytes, of
+/// which XOR-PEER-ADDRESS (IPv6) takes 24 and the DATA header 4.
+const MAX_INDICATION_DATA: usize = 0xFFFC - 24 - 4;
 
 /// How one server runs.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub realm: String,
-    /// coturn's `static-auth-secret`: REST passwords are derived from it.
-    pub shared_secret: Secret,
+    /// Signs the credentials the SFU mints for its participants ([`CredentialKind::Participant`]).
+    pub participant_secret: Secret,
+    /// coturn's `static-auth-secret` (Synapse's `turn_shared_secret`), which signs
+    /// [`CredentialKind::Rest`] usernames; `None` turns legacy TURN off and such usernames are
+    /// challenged like unknown ones.
+    pub shared_secret: Option<Secret>,
     pub policy: RelayPolicy,
-    /// The address relay sockets are bound on and advertised as XOR-RELAYED-ADDRESS.
+    /// The address relays are advertised on (XOR-RELAYED-ADDRESS, [`Output::Bind`]); it also
+    /// fixes the relays' address family.
     pub relay_ip: IpAddr,
     /// Ports relay sockets may use.
     pub relay_ports: Range<u16>,
+    /// (SFU media address as advertised, local address to send to instead). Default none.
+    pub sfu_routes: Vec<(SocketAddr, SocketAddr)>,
     pub max_allocations_total: usize,
     pub max_allocations_per_username: usize,
+    /// Payload bits per second one allocation may relay, each direction counted, with a burst
+    /// of one second's worth; 0 = unlimited.
+    pub max_allocation_bitrate: u64,
     pub default_lifetime: Duration,
     pub max_lifetime: Duration,
     pub nonce_lifetime: Duration,
@@ -101,15 +163,23 @@ pub struct Config {
 
 impl Config {
     /// A configuration with the RFC's lifetimes and generous quotas.
-    pub fn new(realm: &str, shared_secret: Secret, relay_ip: IpAddr) -> Config {
+    pub fn new(
+        realm: &str,
+        participant_secret: Secret,
+        shared_secret: Option<Secret>,
+        relay_ip: IpAddr,
+    ) -> Config {
         Config {
             realm: realm.to_owned(),
+            participant_secret,
             shared_secret,
             policy: RelayPolicy::default(),
             relay_ip,
             relay_ports: 49152..65535,
+            sfu_routes: Vec::new(),
             max_allocations_total: 1000,
             max_allocations_per_username: 10,
+            max_allocation_bitrate: 20_000_000,
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3600),
             nonce_lifetime: Duration::from_secs(3600),
@@ -117,18 +187,19 @@ impl Config {
     }
 }
 
-/// What the driver must do.
+/// What the driver must do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Send `bytes` from the TURN listener to a client.
-    ToClient { to: SocketAddr, bytes: Vec<u8> },
-    /// Send `bytes` from the relay socket `relay` to a peer.
+    /// Send `bytes` from the TURN listener to a client (over TCP/TLS: on its connection).
+    ToClient { to: Client, bytes: Vec<u8> },
+    /// Send `bytes` from the relay socket `relay` (as in [`Output::Bind`]) to a peer.
     ToPeer {
         relay: SocketAddr,
         to: SocketAddr,
         bytes: Vec<u8>,
     },
-    /// Open a relay socket on this address.
+    /// Open a relay socket on this port; the address is the advertised one. Answer with
+    /// [`Server::handle_bound`] or [`Server::handle_bind_failed`].
     Bind(SocketAddr),
     /// Close this relay socket.
     Unbind(SocketAddr),
@@ -138,26 +209,43 @@ pub enum Output {
 pub struct Server {
     config: Config,
     nonce_key: [u8; 32],
-    /// By client 5-tuple (UDP: the client's address).
-    allocations: HashMap<SocketAddr, Allocation>,
-    /// Relay address → client.
-    relays: HashMap<SocketAddr, SocketAddr>,
+    /// By client (UDP: its address; TCP/TLS: its connection).
+    allocations: HashMap<Client, Allocation>,
+    /// Relay address (advertised) → client.
+    relays: HashMap<SocketAddr, Client>,
     next_port: u16,
     outputs: VecDeque<Output>,
-    bytes_relayed: u64,
-    denials: BTreeMap<Denied, u64>,
+    limiter: AnswerLimiter,
+    /// Counters; `allocations` is filled in by [`Server::stats`].
+    stats: Stats,
 }
 
 struct Allocation {
     relay: SocketAddr,
     username: String,
+    kind: CredentialKind,
+    created: Instant,
     expires: Instant,
     /// The Allocate request that created it, so a retransmission gets the same answer.
     allocate_transaction: [u8; 12],
     lifetime: Duration,
-    /// Canonical peer IP → expiry.
+    /// Waiting for the driver to bind `relay`; the Allocate answer is held until then.
+    pending: Option<PendingBind>,
+    /// Peer IP → expiry.
     permissions: HashMap<IpAddr, Instant>,
     channels: HashMap<u16, Channel>,
+    bandwidth: Bucket,
+    /// Payload bytes relayed, both directions.
+    bytes: u64,
+}
+
+struct PendingBind {
+    /// To sign the held answer.
+    key: [u8; 16],
+    /// Ports the driver could not bind for this allocation.
+    failed: Vec<u16>,
+    /// EVEN-PORT asked for an even port.
+    even: bool,
 }
 
 struct Channel {
@@ -168,16 +256,33 @@ struct Channel {
 /// A request that passed authentication.
 struct Authenticated {
     username: String,
+    kind: CredentialKind,
     key: [u8; 16],
+}
+
+/// What a response answers.
+#[derive(Clone, Copy)]
+struct Transaction {
+    method: Method,
+    id: [u8; 12],
+}
+
+impl Transaction {
+    fn of(message: &Message) -> Transaction {
+        Transaction {
+            method: message.typ.method,
+            id: message.transaction_id.0,
+        }
+    }
 }
 
 impl Server {
     pub fn new(config: Config) -> Server {
         let mut nonce_key = [0u8; 32];
         // Should the OS generator fail, nonces are still unforgeable: the key then derives from
-        // the shared secret alone.
+        // the participant secret alone.
         let _ = getrandom::fill(&mut nonce_key);
-        let mut mac = hmac_sha1(config.shared_secret.expose().as_bytes());
+        let mut mac = hmac_sha1(config.participant_secret.expose().as_bytes());
         mac.update(&nonce_key);
         nonce_key[..20].copy_from_slice(&mac.finalize().into_bytes());
         let next_port = config.relay_ports.start;
@@ -188,22 +293,28 @@ impl Server {
             relays: HashMap::new(),
             next_port,
             outputs: VecDeque::new(),
-            bytes_relayed: 0,
-            denials: BTreeMap::new(),
+            limiter: AnswerLimiter::default(),
+            stats: Stats::default(),
         }
     }
 
-    /// A datagram from a client on the TURN listener: STUN or ChannelData. `now_unix` is the
-    /// wall clock in seconds, for REST username expiry and nonces.
-    pub fn handle_client(&mut self, now: Instant, now_unix: u64, from: SocketAddr, bytes: &[u8]) {
+    /// One message from a client: a UDP datagram, or one frame of a TCP/TLS stream. STUN or
+    /// ChannelData; anything else is dropped. `now_unix` is the wall clock in seconds, for REST
+    /// username expiry and nonces.
+    pub fn handle_client(&mut self, now: Instant, now_unix: u64, client: Client, bytes: &[u8]) {
         match bytes.first() {
-            Some(0x00..=0x3F) => self.handle_stun(now, now_unix, from, bytes),
-            Some(0x40..=0x4F) => self.handle_channel_data(now, from, bytes),
+            Some(0x00..=0x3F) => self.handle_stun(now, now_unix, client, bytes),
+            Some(0x40..=0x7F) => self.handle_channel_data(now, client, bytes),
             _ => {}
         }
     }
 
-    /// A datagram that arrived on relay socket `relay` from `from_peer`.
+    /// A client's TCP or TLS connection closed: its allocation ends (RFC 8656 §3.1).
+    pub fn handle_client_closed(&mut self, client: Client) {
+        self.remove_allocation(client);
+    }
+
+    /// A datagram that arrived on relay socket `relay` (as in [`Output::Bind`]) from `from_peer`.
     pub fn handle_peer(
         &mut self,
         now: Instant,
@@ -214,61 +325,143 @@ impl Server {
         let Some(client) = self.relays.get(&relay).copied() else {
             return;
         };
+        let peer = self.advertised(normalize(from_peer));
         let Some(allocation) = self.allocations.get(&client) else {
             return;
         };
-        if now >= allocation.expires {
+        if allocation.pending.is_some() || now >= allocation.expires {
             return;
         }
-        let ip = canonical(from_peer.ip());
-        if allocation.permissions.get(&ip).is_none_or(|e| now >= *e) {
+        if allocation
+            .permissions
+            .get(&peer.ip())
+            .is_none_or(|e| now >= *e)
+        {
+            return;
+        }
+        if let Err(denied) = self.config.policy.check_for(allocation.kind, peer) {
+            self.count_denial(denied);
             return;
         }
         let channel = allocation
             .channels
             .iter()
-            .find(|(_, c)| c.peer == from_peer && now < c.expires)
+            .find(|(_, c)| c.peer == peer && now < c.expires)
             .map(|(number, _)| *number);
         let out = match channel {
             Some(number) => {
                 let Ok(length) = u16::try_from(bytes.len()) else {
                     return;
                 };
-                let mut out = Vec::with_capacity(4 + bytes.len());
+                let mut out = Vec::with_capacity(4 + bytes.len() + 3);
                 out.extend_from_slice(&number.to_be_bytes());
                 out.extend_from_slice(&length.to_be_bytes());
                 out.extend_from_slice(bytes);
+                if client.transport != Transport::Udp {
+                    // RFC 8656 §12.5: over a stream, ChannelData is padded to 4 bytes.
+                    out.resize(out.len().next_multiple_of(4), 0);
+                }
                 out
             }
             None => {
+                if bytes.len() > MAX_INDICATION_DATA {
+                    return;
+                }
                 let mut message = Message::new();
                 message.typ = MessageType::new(METHOD_DATA, CLASS_INDICATION);
                 message.transaction_id = TransactionId::new();
                 message.write_header();
-                if add_xor_address(&mut message, ATTR_XOR_PEER_ADDRESS, from_peer).is_none() {
+                if add_xor_address(&mut message, ATTR_XOR_PEER_ADDRESS, peer).is_none() {
                     return;
                 }
                 message.add(ATTR_DATA, bytes);
                 message.raw
             }
         };
-        self.bytes_relayed += bytes.len() as u64;
+        if !self.admit(now, client, bytes.len()) {
+            return;
+        }
         self.outputs.push_back(Output::ToClient {
             to: client,
             bytes: out,
         });
     }
 
-    /// The driver could not bind `relay`: the allocation using it ends.
+    /// The driver bound `relay`: the held Allocate answer goes out.
+    pub fn handle_bound(&mut self, relay: SocketAddr) {
+        let Some(client) = self.relays.get(&relay).copied() else {
+            return;
+        };
+        let Some(allocation) = self.allocations.get_mut(&client) else {
+            return;
+        };
+        if allocation.relay != relay {
+            return;
+        }
+        let Some(pending) = allocation.pending.take() else {
+            return;
+        };
+        let transaction = Transaction {
+            method: METHOD_ALLOCATE,
+            id: allocation.allocate_transaction,
+        };
+        let lifetime = allocation.lifetime;
+        self.reply_allocated(client, transaction, relay, lifetime, &pending.key);
+    }
+
+    /// The driver could not bind `relay`: the allocation waiting for it tries the next free
+    /// port, or after [`MAX_BIND_ATTEMPTS`] (or with no port left) is answered 508 and ends.
+    /// Ignored for a relay that is bound already.
     pub fn handle_bind_failed(&mut self, relay: SocketAddr) {
-        if let Some(client) = self.relays.remove(&relay) {
-            self.allocations.remove(&client);
+        let Some(client) = self.relays.get(&relay).copied() else {
+            return;
+        };
+        let Some(mut pending) = self
+            .allocations
+            .get_mut(&client)
+            .filter(|a| a.relay == relay)
+            .and_then(|a| a.pending.take())
+        else {
+            return;
+        };
+        self.relays.remove(&relay);
+        pending.failed.push(relay.port());
+        let next = if pending.failed.len() < MAX_BIND_ATTEMPTS {
+            self.free_relay(&pending.failed, pending.even)
+        } else {
+            None
+        };
+        match (next, self.allocations.get_mut(&client)) {
+            (Some(next), Some(allocation)) => {
+                allocation.relay = next;
+                allocation.pending = Some(pending);
+                self.relays.insert(next, client);
+                self.outputs.push_back(Output::Bind(next));
+            }
+            (_, allocation) => {
+                let Some(allocation) = allocation else {
+                    return;
+                };
+                let transaction = Transaction {
+                    method: METHOD_ALLOCATE,
+                    id: allocation.allocate_transaction,
+                };
+                self.allocations.remove(&client);
+                // Not rate-limited: this answers a request that passed authentication and the
+                // quotas, once.
+                self.send_error(
+                    client,
+                    transaction,
+                    CODE_INSUFFICIENT_CAPACITY,
+                    Some(&pending.key),
+                );
+            }
         }
     }
 
     /// Expires allocations, permissions and channels due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<SocketAddr> = self
+        let expired: Vec<Client> = self
             .allocations
             .iter()
             .filter(|(_, a)| now >= a.expires)
@@ -299,16 +492,39 @@ impl Server {
             .min()
     }
 
+    /// Counters since start, and the number of allocations whose relay is open.
     pub fn stats(&self) -> Stats {
         Stats {
-            allocations: self.allocations.len(),
-            bytes_relayed: self.bytes_relayed,
-            denials: self.denials.clone(),
-            ..Stats::default()
+            allocations: self.bound().count(),
+            ..self.stats.clone()
         }
     }
 
-    fn handle_stun(&mut self, now: Instant, now_unix: u64, from: SocketAddr, bytes: &[u8]) {
+    /// The allocations whose relay is open, ordered by client.
+    pub fn allocations(&self, now: Instant) -> Vec<AllocationInfo> {
+        let mut list: Vec<AllocationInfo> = self
+            .bound()
+            .map(|(client, a)| AllocationInfo {
+                client: *client,
+                user: credentials::user(&a.username).to_owned(),
+                kind: a.kind,
+                relay: a.relay,
+                age: now.saturating_duration_since(a.created),
+                expires_in: a.expires.saturating_duration_since(now),
+                bytes: a.bytes,
+                permissions: a.permissions.values().filter(|e| now < **e).count(),
+                channels: a.channels.values().filter(|c| now < c.expires).count(),
+            })
+            .collect();
+        list.sort_by_key(|info| info.client);
+        list
+    }
+
+    fn bound(&self) -> impl Iterator<Item = (&Client, &Allocation)> {
+        self.allocations.iter().filter(|(_, a)| a.pending.is_none())
+    }
+
+    fn handle_stun(&mut self, now: Instant, now_unix: u64, client: Client, bytes: &[u8]) {
         let Ok(mut message) = decode(bytes) else {
             return;
         };
@@ -316,16 +532,19 @@ impl Server {
         let method = message.typ.method;
         if class == CLASS_INDICATION {
             if method == METHOD_SEND {
-                self.handle_send(now, from, &message);
+                self.handle_send(now, client, &message);
             }
             return;
         }
         if class != CLASS_REQUEST {
             return;
         }
+        let transaction = Transaction::of(&message);
         if method == METHOD_BINDING {
-            let answer = binding_success(&message.transaction_id.0, from);
-            self.queue_to_client(from, answer);
+            if !self.suppressed(now, client) {
+                let answer = binding_success(&transaction.id, client.addr);
+                self.queue_to_client(client, answer);
+            }
             return;
         }
         let known = [
@@ -335,10 +554,10 @@ impl Server {
             METHOD_CHANNEL_BIND,
         ];
         if !known.contains(&method) {
-            self.reply_error(from, &message, CODE_BAD_REQUEST, None);
+            self.reply_error(now, client, transaction, CODE_BAD_REQUEST, None);
             return;
         }
-        let Some(auth) = self.authenticate(now_unix, from, &mut message) else {
+        let Some(auth) = self.authenticate(now, now_unix, client, &mut message) else {
             return;
         };
         let unknown: Vec<u8> = message
@@ -351,52 +570,63 @@ impl Server {
             .collect();
         if !unknown.is_empty() {
             // RFC 8489 §6.3.1.1: a comprehension-required attribute this server does not
-            // implement (EVEN-PORT, RESERVATION-TOKEN, DONT-FRAGMENT, REQUESTED-ADDRESS-FAMILY…).
-            let mut reply = response(&message, CLASS_ERROR_RESPONSE);
+            // implement (EVEN-PORT, RESERVATION-TOKEN…).
+            if self.suppressed(now, client) {
+                return;
+            }
+            let mut reply = response(transaction, CLASS_ERROR_RESPONSE);
             if error_attribute(CODE_UNKNOWN_ATTRIBUTE)
                 .add_to(&mut reply)
                 .is_ok()
             {
                 reply.add(ATTR_UNKNOWN_ATTRIBUTES, &unknown);
-                self.finish(from, reply, Some(&auth.key));
+                self.finish(client, reply, Some(&auth.key));
             }
             return;
         }
         if method == METHOD_ALLOCATE {
-            self.handle_allocate(now, from, &message, auth);
+            self.handle_allocate(now, client, &message, auth);
             return;
         }
-        let Some(allocation) = self.allocations.get(&from) else {
-            self.reply_error(from, &message, CODE_ALLOC_MISMATCH, Some(&auth.key));
+        let key = Some(&auth.key);
+        let Some(allocation) = self.allocations.get(&client) else {
+            self.reply_error(now, client, transaction, CODE_ALLOC_MISMATCH, key);
             return;
         };
+        if allocation.pending.is_some() {
+            // The client has not been told of this allocation yet.
+            self.reply_error(now, client, transaction, CODE_ALLOC_MISMATCH, key);
+            return;
+        }
         if now >= allocation.expires {
-            self.remove_allocation(from);
-            self.reply_error(from, &message, CODE_ALLOC_MISMATCH, Some(&auth.key));
+            self.remove_allocation(client);
+            self.reply_error(now, client, transaction, CODE_ALLOC_MISMATCH, key);
             return;
         }
         if allocation.username != auth.username {
-            self.reply_error(from, &message, CODE_WRONG_CREDENTIALS, Some(&auth.key));
+            self.reply_error(now, client, transaction, CODE_WRONG_CREDENTIALS, key);
             return;
         }
         if method == METHOD_REFRESH {
-            self.handle_refresh(now, from, &message, &auth);
+            self.handle_refresh(now, client, &message, &auth);
         } else if method == METHOD_CREATE_PERMISSION {
-            self.handle_create_permission(now, from, &message, &auth);
+            self.handle_create_permission(now, client, &message, &auth);
         } else {
-            self.handle_channel_bind(now, from, &message, &auth);
+            self.handle_channel_bind(now, client, &message, &auth);
         }
     }
 
     /// The long-term credential mechanism (RFC 8489 §9.2.4); answers the failures itself.
     fn authenticate(
         &mut self,
+        now: Instant,
         now_unix: u64,
-        from: SocketAddr,
+        client: Client,
         message: &mut Message,
     ) -> Option<Authenticated> {
+        let transaction = Transaction::of(message);
         if !message.contains(ATTR_MESSAGE_INTEGRITY) {
-            self.reply_challenge(now_unix, from, message, CODE_UNAUTHORIZED);
+            self.reply_challenge(now, now_unix, client, transaction, CODE_UNAUTHORIZED);
             return None;
         }
         let text = |t: AttrType| {
@@ -407,67 +637,91 @@ impl Server {
         let (Some(username), Some(realm), Some(nonce)) =
             (text(ATTR_USERNAME), text(ATTR_REALM), text(ATTR_NONCE))
         else {
-            self.reply_error(from, message, CODE_BAD_REQUEST, None);
+            self.reply_error(now, client, transaction, CODE_BAD_REQUEST, None);
             return None;
         };
         if realm != self.config.realm {
-            self.reply_challenge(now_unix, from, message, CODE_UNAUTHORIZED);
+            self.stats.auth_failures += 1;
+            self.reply_challenge(now, now_unix, client, transaction, CODE_UNAUTHORIZED);
             return None;
         }
         if !self.nonce_valid(&nonce, now_unix) {
-            self.reply_challenge(now_unix, from, message, CODE_STALE_NONCE);
+            self.reply_challenge(now, now_unix, client, transaction, CODE_STALE_NONCE);
             return None;
         }
-        let Ok(password) = check_rest_username(&self.config.shared_secret, &username, now_unix)
-        else {
-            self.reply_challenge(now_unix, from, message, CODE_UNAUTHORIZED);
-            return None;
+        let kind = credentials::kind(&username);
+        let secret = match kind {
+            CredentialKind::Participant => Some(&self.config.participant_secret),
+            CredentialKind::Rest => self.config.shared_secret.as_ref(),
         };
-        let key = long_term_key(&username, &self.config.realm, &password);
-        let integrity_ok = message
-            .get(ATTR_MESSAGE_INTEGRITY)
-            .is_ok_and(|value| value.len() == 20)
-            && integrity_is_last(message)
-            && MessageIntegrity::check(message, &key, &RingCrypto).is_ok();
-        if !integrity_ok {
-            self.reply_challenge(now_unix, from, message, CODE_UNAUTHORIZED);
-            return None;
+        let password = secret.and_then(|s| check_rest_username(s, &username, now_unix).ok());
+        let key = password.map(|p| long_term_key(&username, &self.config.realm, &p));
+        let integrity_ok = key.is_some_and(|key| {
+            message
+                .get(ATTR_MESSAGE_INTEGRITY)
+                .is_ok_and(|value| value.len() == 20)
+                && integrity_is_last(message)
+                && MessageIntegrity::check(message, &key, &RingCrypto).is_ok()
+        });
+        match key {
+            Some(key) if integrity_ok => Some(Authenticated {
+                username,
+                kind,
+                key,
+            }),
+            _ => {
+                self.stats.auth_failures += 1;
+                self.reply_challenge(now, now_unix, client, transaction, CODE_UNAUTHORIZED);
+                None
+            }
         }
-        Some(Authenticated { username, key })
     }
 
     fn handle_allocate(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        client: Client,
         request: &Message,
         auth: Authenticated,
     ) {
+        let transaction = Transaction::of(request);
         let key = auth.key;
-        if let Some(existing) = self.allocations.get(&from) {
-            if existing.allocate_transaction == request.transaction_id.0 && now < existing.expires {
-                // A retransmission: the same answer again.
-                let (relay, lifetime) = (existing.relay, existing.lifetime);
-                self.reply_allocated(from, request, relay, lifetime, &key);
+        if let Some(existing) = self.allocations.get(&client) {
+            if existing.allocate_transaction == transaction.id && now < existing.expires {
+                // A retransmission: the same answer again, or still none while the relay is
+                // being bound.
+                if existing.pending.is_none() {
+                    let (relay, lifetime) = (existing.relay, existing.lifetime);
+                    self.reply_allocated(client, transaction, relay, lifetime, &key);
+                }
             } else {
-                self.reply_error(from, request, CODE_ALLOC_MISMATCH, Some(&key));
+                self.reply_error(now, client, transaction, CODE_ALLOC_MISMATCH, Some(&key));
             }
             return;
         }
-        match request.get(ATTR_REQUESTED_TRANSPORT) {
+        let refusal = match request.get(ATTR_REQUESTED_TRANSPORT) {
             Ok(value) if value.len() == 4 => {
-                if value.first() != Some(&TRANSPORT_UDP) {
-                    self.reply_error(from, request, CODE_UNSUPPORTED_TRANS_PROTO, Some(&key));
-                    return;
-                }
+                (value.first() != Some(&TRANSPORT_UDP)).then_some(CODE_UNSUPPORTED_TRANS_PROTO)
             }
-            _ => {
-                self.reply_error(from, request, CODE_BAD_REQUEST, Some(&key));
-                return;
-            }
+            _ => Some(CODE_BAD_REQUEST),
+        }
+        .or_else(|| self.address_family_refusal(request));
+        // EVEN-PORT (RFC 8656 §7.2): an even port is easy; reserving the next one (the R bit,
+        // for RTP/RTCP pairs, which WebRTC never asks for) is not offered, which is a 508.
+        let (even, refusal) = match request.get(ATTR_EVEN_PORT) {
+            Err(_) => (false, refusal),
+            Ok(value) => match value.first() {
+                Some(flags) if value.len() == 1 && flags & 0x80 == 0 => (true, refusal),
+                Some(_) if value.len() == 1 => (true, refusal.or(Some(CODE_INSUFFICIENT_CAPACITY))),
+                _ => (false, refusal.or(Some(CODE_BAD_REQUEST))),
+            },
+        };
+        if let Some(code) = refusal {
+            self.reply_error(now, client, transaction, code, Some(&key));
+            return;
         }
         let Some(lifetime) = self.requested_lifetime(request) else {
-            self.reply_error(from, request, CODE_BAD_REQUEST, Some(&key));
+            self.reply_error(now, client, transaction, CODE_BAD_REQUEST, Some(&key));
             return;
         };
         let per_user = self
@@ -476,15 +730,18 @@ impl Server {
             .filter(|a| a.username == auth.username)
             .count();
         if per_user >= self.config.max_allocations_per_username {
-            self.reply_error(from, request, CODE_ALLOC_QUOTA_REACHED, Some(&key));
+            let code = CODE_ALLOC_QUOTA_REACHED;
+            self.reply_error(now, client, transaction, code, Some(&key));
             return;
         }
-        if self.allocations.len() >= self.config.max_allocations_total {
-            self.reply_error(from, request, CODE_INSUFFICIENT_CAPACITY, Some(&key));
-            return;
-        }
-        let Some(relay) = self.free_relay() else {
-            self.reply_error(from, request, CODE_INSUFFICIENT_CAPACITY, Some(&key));
+        let relay = if self.allocations.len() < self.config.max_allocations_total {
+            self.free_relay(&[], even)
+        } else {
+            None
+        };
+        let Some(relay) = relay else {
+            let code = CODE_INSUFFICIENT_CAPACITY;
+            self.reply_error(now, client, transaction, code, Some(&key));
             return;
         };
         let lifetime = if lifetime.is_zero() {
@@ -492,44 +749,68 @@ impl Server {
         } else {
             lifetime
         };
+        let bitrate = self.config.max_allocation_bitrate;
         self.allocations.insert(
-            from,
+            client,
             Allocation {
                 relay,
                 username: auth.username,
+                kind: auth.kind,
+                created: now,
                 expires: now + lifetime,
-                allocate_transaction: request.transaction_id.0,
+                allocate_transaction: transaction.id,
                 lifetime,
+                pending: Some(PendingBind {
+                    key,
+                    failed: Vec::new(),
+                    even,
+                }),
                 permissions: HashMap::new(),
                 channels: HashMap::new(),
+                bandwidth: Bucket::full(bitrate),
+                bytes: 0,
             },
         );
-        self.relays.insert(relay, from);
+        self.relays.insert(relay, client);
         self.outputs.push_back(Output::Bind(relay));
-        self.reply_allocated(from, request, relay, lifetime, &key);
+    }
+
+    /// REQUESTED-ADDRESS-FAMILY (RFC 8656 §18.1): only the relay address's own family.
+    fn address_family_refusal(&self, request: &Message) -> Option<ErrorCode> {
+        let value = request.get(ATTR_REQUESTED_ADDRESS_FAMILY).ok()?;
+        if value.len() != 4 {
+            return Some(CODE_BAD_REQUEST);
+        }
+        let ipv4 = self.config.relay_ip.to_canonical().is_ipv4();
+        match value.first() {
+            Some(0x01) if ipv4 => None,
+            Some(0x02) if !ipv4 => None,
+            _ => Some(CODE_ADDR_FAMILY_NOT_SUPPORTED),
+        }
     }
 
     fn handle_refresh(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        client: Client,
         request: &Message,
         auth: &Authenticated,
     ) {
+        let transaction = Transaction::of(request);
         let Some(lifetime) = self.requested_lifetime(request) else {
-            self.reply_error(from, request, CODE_BAD_REQUEST, Some(&auth.key));
+            self.reply_error(now, client, transaction, CODE_BAD_REQUEST, Some(&auth.key));
             return;
         };
         if lifetime.is_zero() {
-            self.remove_allocation(from);
-        } else if let Some(allocation) = self.allocations.get_mut(&from) {
+            self.remove_allocation(client);
+        } else if let Some(allocation) = self.allocations.get_mut(&client) {
             allocation.expires = now + lifetime;
             allocation.lifetime = lifetime;
         }
         let lifetime_secs = u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX);
         self.reply_success(
-            from,
-            request,
+            client,
+            transaction,
             &[(ATTR_LIFETIME, lifetime_secs.to_be_bytes().to_vec())],
             &auth.key,
         );
@@ -538,60 +819,58 @@ impl Server {
     fn handle_create_permission(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        client: Client,
         request: &Message,
         auth: &Authenticated,
     ) {
-        let peers: Vec<Option<SocketAddr>> = request
+        let transaction = Transaction::of(request);
+        let key = Some(&auth.key);
+        let peers: Option<Vec<SocketAddr>> = request
             .attributes
             .0
             .iter()
             .filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS)
-            .map(|a| decode_xor_address(&a.value, &request.transaction_id.0))
+            .map(|a| decode_xor_address(&a.value, &transaction.id).map(normalize))
             .collect();
-        let Some(peers) = peers.into_iter().collect::<Option<Vec<_>>>() else {
-            self.reply_error(from, request, CODE_BAD_REQUEST, Some(&auth.key));
+        let Some(peers) = peers.filter(|peers| !peers.is_empty()) else {
+            self.reply_error(now, client, transaction, CODE_BAD_REQUEST, key);
             return;
         };
-        if peers.is_empty() {
-            self.reply_error(from, request, CODE_BAD_REQUEST, Some(&auth.key));
-            return;
-        }
         for peer in &peers {
-            if let Err(denied) = self.config.policy.check(*peer) {
-                *self.denials.entry(denied).or_default() += 1;
-                self.reply_error(from, request, CODE_FORBIDDEN, Some(&auth.key));
+            if let Err(code) = self.peer_refusal(auth.kind, *peer) {
+                self.reply_error(now, client, transaction, code, key);
                 return;
             }
         }
-        let Some(allocation) = self.allocations.get_mut(&from) else {
+        let Some(allocation) = self.allocations.get_mut(&client) else {
             return;
         };
         let new_peers = peers
             .iter()
-            .filter(|p| !allocation.permissions.contains_key(&canonical(p.ip())))
+            .filter(|p| !allocation.permissions.contains_key(&p.ip()))
             .count();
         if allocation.permissions.len() + new_peers > MAX_PERMISSIONS {
-            self.reply_error(from, request, CODE_INSUFFICIENT_CAPACITY, Some(&auth.key));
+            let code = CODE_INSUFFICIENT_CAPACITY;
+            self.reply_error(now, client, transaction, code, key);
             return;
         }
-        {
-            for peer in peers {
-                allocation
-                    .permissions
-                    .insert(canonical(peer.ip()), now + PERMISSION_LIFETIME);
-            }
+        for peer in peers {
+            allocation
+                .permissions
+                .insert(peer.ip(), now + PERMISSION_LIFETIME);
         }
-        self.reply_success(from, request, &[], &auth.key);
+        self.reply_success(client, transaction, &[], &auth.key);
     }
 
     fn handle_channel_bind(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        client: Client,
         request: &Message,
         auth: &Authenticated,
     ) {
+        let transaction = Transaction::of(request);
+        let key = Some(&auth.key);
         let number = request
             .get(ATTR_CHANNEL_NUMBER)
             .ok()
@@ -601,17 +880,17 @@ impl Server {
         let peer = request
             .get(ATTR_XOR_PEER_ADDRESS)
             .ok()
-            .and_then(|v| decode_xor_address(&v, &request.transaction_id.0));
+            .and_then(|v| decode_xor_address(&v, &transaction.id))
+            .map(normalize);
         let (Some(number), Some(peer)) = (number, peer) else {
-            self.reply_error(from, request, CODE_BAD_REQUEST, Some(&auth.key));
+            self.reply_error(now, client, transaction, CODE_BAD_REQUEST, key);
             return;
         };
-        if let Err(denied) = self.config.policy.check(peer) {
-            *self.denials.entry(denied).or_default() += 1;
-            self.reply_error(from, request, CODE_FORBIDDEN, Some(&auth.key));
+        if let Err(code) = self.peer_refusal(auth.kind, peer) {
+            self.reply_error(now, client, transaction, code, key);
             return;
         }
-        let Some(allocation) = self.allocations.get_mut(&from) else {
+        let Some(allocation) = self.allocations.get_mut(&client) else {
             return;
         };
         // A channel stays with its peer and a peer with its channel (RFC 8656 §12.2).
@@ -620,7 +899,7 @@ impl Server {
             .iter()
             .any(|(n, c)| (*n == number && c.peer != peer) || (*n != number && c.peer == peer));
         if conflict {
-            self.reply_error(from, request, CODE_BAD_REQUEST, Some(&auth.key));
+            self.reply_error(now, client, transaction, CODE_BAD_REQUEST, key);
             return;
         }
         allocation.channels.insert(
@@ -632,55 +911,69 @@ impl Server {
         );
         allocation
             .permissions
-            .insert(canonical(peer.ip()), now + PERMISSION_LIFETIME);
-        self.reply_success(from, request, &[], &auth.key);
+            .insert(peer.ip(), now + PERMISSION_LIFETIME);
+        self.reply_success(client, transaction, &[], &auth.key);
     }
 
-    fn handle_send(&mut self, now: Instant, from: SocketAddr, message: &Message) {
-        let Some(allocation) = self.allocations.get(&from) else {
+    /// Why a permission or channel for `peer` is refused: 443 for the other address family,
+    /// 403 (counted) for a peer the policy denies.
+    fn peer_refusal(&mut self, kind: CredentialKind, peer: SocketAddr) -> Result<(), ErrorCode> {
+        if !self.same_family(peer) {
+            return Err(CODE_PEER_ADDR_FAMILY_MISMATCH);
+        }
+        self.config.policy.check_for(kind, peer).map_err(|denied| {
+            self.count_denial(denied);
+            CODE_FORBIDDEN
+        })
+    }
+
+    fn handle_send(&mut self, now: Instant, client: Client, message: &Message) {
+        let Some(allocation) = self.allocations.get(&client) else {
             return;
         };
-        if now >= allocation.expires {
+        if allocation.pending.is_some() || now >= allocation.expires {
             return;
         }
         let Some(peer) = message
             .get(ATTR_XOR_PEER_ADDRESS)
             .ok()
             .and_then(|v| decode_xor_address(&v, &message.transaction_id.0))
+            .map(normalize)
         else {
             return;
         };
         let Ok(data) = message.get(ATTR_DATA) else {
             return;
         };
+        if !self.same_family(peer) {
+            return;
+        }
         let permitted = allocation
             .permissions
-            .get(&canonical(peer.ip()))
+            .get(&peer.ip())
             .is_some_and(|e| now < *e);
-        let relay = allocation.relay;
-        if let Err(denied) = self.config.policy.check(peer) {
-            *self.denials.entry(denied).or_default() += 1;
+        if let Err(denied) = self.config.policy.check_for(allocation.kind, peer) {
+            self.count_denial(denied);
             return;
         }
-        if !permitted {
-            return;
+        if permitted {
+            self.relay_to_peer(now, client, peer, data);
         }
-        self.relay_to_peer(relay, peer, data);
     }
 
-    fn handle_channel_data(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        let (Some(header), Some(rest)) = (bytes.get(..4), bytes.get(4..)) else {
+    fn handle_channel_data(&mut self, now: Instant, client: Client, bytes: &[u8]) {
+        let (Some(&[n0, n1, l0, l1]), Some(rest)) = (bytes.get(..4), bytes.get(4..)) else {
             return;
         };
-        let number = u16::from_be_bytes([header[0], header[1]]);
-        let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let number = u16::from_be_bytes([n0, n1]);
+        let length = usize::from(u16::from_be_bytes([l0, l1]));
         let Some(data) = rest.get(..length) else {
             return;
         };
-        let Some(allocation) = self.allocations.get(&from) else {
+        let Some(allocation) = self.allocations.get(&client) else {
             return;
         };
-        if now >= allocation.expires {
+        if allocation.pending.is_some() || now >= allocation.expires {
             return;
         }
         let Some(channel) = allocation.channels.get(&number) else {
@@ -690,20 +983,81 @@ impl Server {
         let permitted = now < channel.expires
             && allocation
                 .permissions
-                .get(&canonical(peer.ip()))
+                .get(&peer.ip())
                 .is_some_and(|e| now < *e);
-        if permitted {
-            let relay = allocation.relay;
-            self.relay_to_peer(relay, peer, data.to_vec());
+        if !permitted {
+            return;
         }
+        if let Err(denied) = self.config.policy.check_for(allocation.kind, peer) {
+            self.count_denial(denied);
+            return;
+        }
+        self.relay_to_peer(now, client, peer, data.to_vec());
     }
 
-    fn relay_to_peer(&mut self, relay: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
-        self.bytes_relayed += bytes.len() as u64;
+    /// Queues `bytes` from `client`'s relay to `peer` (as advertised; routed here), within the
+    /// allocation's bandwidth.
+    fn relay_to_peer(&mut self, now: Instant, client: Client, peer: SocketAddr, bytes: Vec<u8>) {
+        let Some(relay) = self.allocations.get(&client).map(|a| a.relay) else {
+            return;
+        };
+        if !self.admit(now, client, bytes.len()) {
+            return;
+        }
+        let to = self.routed(peer);
         self.outputs.push_back(Output::ToPeer { relay, to, bytes });
     }
 
-    fn remove_allocation(&mut self, client: SocketAddr) {
+    /// Whether `client`'s allocation may relay `len` more payload bytes now; counts them if so
+    /// and the drop if not.
+    fn admit(&mut self, now: Instant, client: Client, len: usize) -> bool {
+        let bitrate = self.config.max_allocation_bitrate;
+        let Some(allocation) = self.allocations.get_mut(&client) else {
+            return false;
+        };
+        let len = len as u64;
+        let rate = Rate {
+            per_second: bitrate,
+            burst: bitrate,
+        };
+        if bitrate != 0 && !allocation.bandwidth.take(now, rate, len.saturating_mul(8)) {
+            self.stats.dropped_over_bandwidth += 1;
+            return false;
+        }
+        allocation.bytes += len;
+        self.stats.bytes_relayed += len;
+        true
+    }
+
+    /// Where a datagram for `peer` really goes: an advertised SFU address with a route goes to
+    /// the SFU's local socket.
+    fn routed(&self, peer: SocketAddr) -> SocketAddr {
+        self.config
+            .sfu_routes
+            .iter()
+            .find(|(advertised, _)| normalize(*advertised) == peer)
+            .map_or(peer, |(_, local)| normalize(*local))
+    }
+
+    /// Who a datagram that arrived from `from` counts as: the SFU's local socket of a route
+    /// counts as its advertised address.
+    fn advertised(&self, from: SocketAddr) -> SocketAddr {
+        self.config
+            .sfu_routes
+            .iter()
+            .find(|(_, local)| normalize(*local) == from)
+            .map_or(from, |(advertised, _)| normalize(*advertised))
+    }
+
+    fn same_family(&self, peer: SocketAddr) -> bool {
+        peer.is_ipv4() == self.config.relay_ip.to_canonical().is_ipv4()
+    }
+
+    fn count_denial(&mut self, denied: Denied) {
+        *self.stats.denials.entry(denied).or_default() += 1;
+    }
+
+    fn remove_allocation(&mut self, client: Client) {
         if let Some(allocation) = self.allocations.remove(&client) {
             self.relays.remove(&allocation.relay);
             self.outputs.push_back(Output::Unbind(allocation.relay));
@@ -728,7 +1082,8 @@ impl Server {
         )
     }
 
-    fn free_relay(&mut self) -> Option<SocketAddr> {
+    /// A relay port no allocation uses and not in `excluded`, round-robin through the range.
+    fn free_relay(&mut self, excluded: &[u16], even: bool) -> Option<SocketAddr> {
         let Range { start, end } = self.config.relay_ports.clone();
         let count = end.saturating_sub(start);
         for _ in 0..count {
@@ -739,7 +1094,10 @@ impl Server {
             };
             self.next_port = port.wrapping_add(1);
             let relay = SocketAddr::new(self.config.relay_ip, port);
-            if !self.relays.contains_key(&relay) {
+            if !self.relays.contains_key(&relay)
+                && !excluded.contains(&port)
+                && (!even || port % 2 == 0)
+            {
                 return Some(relay);
             }
         }
@@ -774,16 +1132,31 @@ impl Server {
             .collect()
     }
 
+    /// True (and counted) when an answer to `to` that did not follow a successful
+    /// authentication must not go out: UDP sources are rate-limited, streams are not (their
+    /// source address cannot be spoofed).
+    fn suppressed(&mut self, now: Instant, to: Client) -> bool {
+        if to.transport != Transport::Udp || self.limiter.allow(now, to.addr.ip()) {
+            return false;
+        }
+        self.stats.errors_suppressed += 1;
+        true
+    }
+
     fn reply_challenge(
         &mut self,
+        now: Instant,
         now_unix: u64,
-        to: SocketAddr,
-        request: &Message,
+        to: Client,
+        transaction: Transaction,
         code: ErrorCode,
     ) {
+        if self.suppressed(now, to) {
+            return;
+        }
         let nonce = self.nonce(now_unix);
         let realm = self.config.realm.clone();
-        let mut message = response(request, CLASS_ERROR_RESPONSE);
+        let mut message = response(transaction, CLASS_ERROR_RESPONSE);
         let ok = error_attribute(code).add_to(&mut message).is_ok()
             && TextAttribute::new(ATTR_REALM, realm)
                 .add_to(&mut message)
@@ -796,14 +1169,28 @@ impl Server {
         }
     }
 
+    /// An error response, within the rate limit.
     fn reply_error(
         &mut self,
-        to: SocketAddr,
-        request: &Message,
+        now: Instant,
+        to: Client,
+        transaction: Transaction,
         code: ErrorCode,
         key: Option<&[u8; 16]>,
     ) {
-        let mut message = response(request, CLASS_ERROR_RESPONSE);
+        if !self.suppressed(now, to) {
+            self.send_error(to, transaction, code, key);
+        }
+    }
+
+    fn send_error(
+        &mut self,
+        to: Client,
+        transaction: Transaction,
+        code: ErrorCode,
+        key: Option<&[u8; 16]>,
+    ) {
+        let mut message = response(transaction, CLASS_ERROR_RESPONSE);
         if error_attribute(code).add_to(&mut message).is_ok() {
             self.finish(to, message, key);
         }
@@ -811,16 +1198,16 @@ impl Server {
 
     fn reply_allocated(
         &mut self,
-        to: SocketAddr,
-        request: &Message,
+        to: Client,
+        transaction: Transaction,
         relay: SocketAddr,
         lifetime: Duration,
         key: &[u8; 16],
     ) {
-        let mut message = response(request, CLASS_SUCCESS_RESPONSE);
+        let mut message = response(transaction, CLASS_SUCCESS_RESPONSE);
         let lifetime_secs = u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX);
         let ok = add_xor_address(&mut message, ATTR_XOR_RELAYED_ADDRESS, relay).is_some()
-            && add_xor_address(&mut message, ATTR_XORMAPPED_ADDRESS, to).is_some();
+            && add_xor_address(&mut message, ATTR_XORMAPPED_ADDRESS, to.addr).is_some();
         if ok {
             message.add(ATTR_LIFETIME, &lifetime_secs.to_be_bytes());
             self.finish(to, message, Some(key));
@@ -829,12 +1216,12 @@ impl Server {
 
     fn reply_success(
         &mut self,
-        to: SocketAddr,
-        request: &Message,
+        to: Client,
+        transaction: Transaction,
         attributes: &[(AttrType, Vec<u8>)],
         key: &[u8; 16],
     ) {
-        let mut message = response(request, CLASS_SUCCESS_RESPONSE);
+        let mut message = response(transaction, CLASS_SUCCESS_RESPONSE);
         for (typ, value) in attributes {
             message.add(*typ, value);
         }
@@ -842,7 +1229,7 @@ impl Server {
     }
 
     /// Adds MESSAGE-INTEGRITY (when a key is known) and FINGERPRINT, and queues the message.
-    fn finish(&mut self, to: SocketAddr, mut message: Message, key: Option<&[u8; 16]>) {
+    fn finish(&mut self, to: Client, mut message: Message, key: Option<&[u8; 16]>) {
         if let Some(key) = key {
             let integrity =
                 MessageIntegrity::new_raw_integrity_with_provider(key.to_vec(), &RingCrypto);
@@ -856,9 +1243,144 @@ impl Server {
         self.queue_to_client(to, message.raw);
     }
 
-    fn queue_to_client(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+    fn queue_to_client(&mut self, to: Client, bytes: Vec<u8>) {
         self.outputs.push_back(Output::ToClient { to, bytes });
     }
+}
+
+/// A rate: tokens per second, and how many may accumulate.
+#[derive(Clone, Copy)]
+struct Rate {
+    per_second: u64,
+    burst: u64,
+}
+
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+
+/// A token bucket in exact integer arithmetic, starting full. Time is an input.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    /// Tokens × 10⁹, so refills for a few nanoseconds are not lost.
+    level: u128,
+    /// When `level` was last brought up to date; `None` until first used.
+    last: Option<Instant>,
+}
+
+impl Bucket {
+    fn full(burst: u64) -> Bucket {
+        Bucket {
+            level: u128::from(burst) * NANOS_PER_SECOND,
+            last: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: Rate) {
+        let cap = u128::from(rate.burst) * NANOS_PER_SECOND;
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_duration_since(last).as_nanos();
+            let added = elapsed.saturating_mul(u128::from(rate.per_second));
+            self.level = self.level.saturating_add(added).min(cap);
+        }
+        self.last = Some(self.last.map_or(now, |last| last.max(now)));
+    }
+
+    /// Takes `cost` tokens if there are that many.
+    fn take(&mut self, now: Instant, rate: Rate, cost: u64) -> bool {
+        self.refill(now, rate);
+        let cost = u128::from(cost) * NANOS_PER_SECOND;
+        if self.level >= cost {
+            self.level -= cost;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True when the bucket is full again, i.e. it would behave like a fresh one.
+    fn is_full(&mut self, now: Instant, rate: Rate) -> bool {
+        self.refill(now, rate);
+        self.level >= u128::from(rate.burst) * NANOS_PER_SECOND
+    }
+}
+
+const PER_SOURCE: Rate = Rate {
+    per_second: ANSWER_RATE_PER_SOURCE,
+    burst: ANSWER_RATE_PER_SOURCE,
+};
+const TOTAL: Rate = Rate {
+    per_second: ANSWER_RATE_TOTAL,
+    burst: ANSWER_RATE_TOTAL,
+};
+
+/// Rate limits for answers to UDP sources, per source and in total, in bounded memory: at most
+/// [`ANSWER_SOURCES_TRACKED`] sources, idle ones swept out (at most once a second) when the table
+/// is full, and sources that find it full sharing one bucket.
+struct AnswerLimiter {
+    sources: HashMap<IpAddr, Bucket>,
+    overflow: Bucket,
+    total: Bucket,
+    last_sweep: Option<Instant>,
+}
+
+impl Default for AnswerLimiter {
+    fn default() -> AnswerLimiter {
+        AnswerLimiter {
+            sources: HashMap::new(),
+            overflow: Bucket::full(PER_SOURCE.burst),
+            total: Bucket::full(TOTAL.burst),
+            last_sweep: None,
+        }
+    }
+}
+
+impl AnswerLimiter {
+    fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
+        let source = source_key(ip);
+        if !self.sources.contains_key(&source) && self.sources.len() >= ANSWER_SOURCES_TRACKED {
+            self.sweep(now);
+        }
+        let per_source = if self.sources.len() < ANSWER_SOURCES_TRACKED {
+            self.sources
+                .entry(source)
+                .or_insert_with(|| Bucket::full(PER_SOURCE.burst))
+        } else {
+            match self.sources.get_mut(&source) {
+                Some(bucket) => bucket,
+                None => &mut self.overflow,
+            }
+        };
+        per_source.take(now, PER_SOURCE, 1) && self.total.take(now, TOTAL, 1)
+    }
+
+    /// Forgets sources whose bucket has filled up again: they would start afresh anyway.
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .last_sweep
+            .is_some_and(|last| now.saturating_duration_since(last) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        self.sources
+            .retain(|_, bucket| !bucket.is_full(now, PER_SOURCE));
+    }
+}
+
+/// What the limiter counts as one source: an IPv4 address, or an IPv6 /64 (one subscriber's
+/// network, where any address is the subscriber's to use).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+/// IPv4-mapped IPv6 (as dual-stack sockets and some clients write IPv4) as plain IPv4.
+fn normalize(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -869,10 +1391,10 @@ fn hmac_sha1(key: &[u8]) -> Hmac<Sha1> {
     Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes any key length")
 }
 
-fn response(request: &Message, class: MessageClass) -> Message {
+fn response(transaction: Transaction, class: MessageClass) -> Message {
     let mut message = Message::new();
-    message.typ = MessageType::new(request.typ.method, class);
-    message.transaction_id = request.transaction_id;
+    message.typ = MessageType::new(transaction.method, class);
+    message.transaction_id = TransactionId(transaction.id);
     message.write_header();
     message
 }
@@ -885,8 +1407,10 @@ fn error_attribute(code: ErrorCode) -> ErrorCodeAttribute {
         420 => b"Unknown Attribute",
         437 => b"Allocation Mismatch",
         438 => b"Stale Nonce",
+        440 => b"Address Family not Supported",
         441 => b"Wrong Credentials",
         442 => b"Unsupported Transport Protocol",
+        443 => b"Peer Address Family Mismatch",
         486 => b"Allocation Quota Reached",
         508 => b"Insufficient Capacity",
         _ => b"Error",

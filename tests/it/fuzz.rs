@@ -1,7 +1,8 @@
 //! Deterministic mutation fuzzing of every parser that takes outside input: each must return
 //! a value or an error for any bytes, never panic. Seeds are valid inputs; mutations flip,
 //! insert, delete, duplicate and truncate bytes. The generator is seeded, so a failure
-//! reproduces exactly.
+//! reproduces exactly. The TURN core is held to more than not panicking: garbage creates no
+//! allocation, and nothing is relayed where the relay policy says no.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -299,4 +300,503 @@ fn verification_answers() {
             }
         },
     );
+}
+
+/// TURN over a stream: whatever bytes arrive, the framer says Incomplete, Invalid or a length
+/// that fits the buffer, the limit and the 4-byte alignment, and more bytes never change its
+/// mind about a frame.
+#[test]
+fn turn_stream_frames() {
+    use rtcbox::turn::framing::{Frame, MAX_FRAME_LEN, next_frame};
+
+    let (seeds, _) = turn::Seeds::new();
+    let mut stream = Vec::new();
+    for (_, seed) in &seeds.all {
+        stream.extend_from_slice(seed);
+    }
+    let mut refs: Vec<&[u8]> = seeds.all.iter().map(|(_, seed)| seed.as_slice()).collect();
+    refs.push(&stream);
+    let mut complete = 0;
+    fuzz("turn frames", &refs, |input| match next_frame(input) {
+        Frame::Complete(n) => {
+            complete += 1;
+            assert!(n >= 4 && n <= input.len() && n <= MAX_FRAME_LEN && n % 4 == 0);
+            assert_eq!(next_frame(&input[..n]), Frame::Complete(n));
+            for cut in [0, 1, 3, 4, 7, 8, 19, 20, n / 2, n - 1] {
+                if cut < n {
+                    assert_eq!(next_frame(&input[..cut]), Frame::Incomplete, "{cut} of {n}");
+                }
+            }
+        }
+        Frame::Incomplete => assert!(input.len() < MAX_FRAME_LEN),
+        Frame::Invalid => {
+            let mut longer = input.to_vec();
+            longer.extend_from_slice(&[0; 64]);
+            assert_eq!(next_frame(&longer), Frame::Invalid);
+        }
+    });
+    assert!(complete > 1000, "the seeds are frames: {complete}");
+}
+
+/// The TURN core, fed from clients on every transport (streams through the framer) and from
+/// peers: raw mutations of valid messages, mutations with a repaired FINGERPRINT (so they get
+/// past the codec), and correctly signed requests with random attribute values. It never
+/// panics; only signed Allocate requests create allocations; nothing reaches a peer the policy
+/// refuses, and participant allocations exchange data with the SFU only.
+#[test]
+fn turn_core() {
+    use rtcbox::net::is_public;
+    use rtcbox::turn::framing::{Frame, next_frame};
+    use rtcbox::turn::server::{Output, Server};
+    use rtcbox::turn::{Client, Transport};
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+    use turn::{Group, Made};
+
+    let (seeds, mut server) = turn::Seeds::new();
+    let client = |transport, addr: &str| Client {
+        transport,
+        addr: addr.parse().unwrap(),
+    };
+    let clients = |group: Group| match group {
+        Group::Common => vec![
+            client(Transport::Udp, "203.0.113.5:5000"),
+            client(Transport::Tcp, "203.0.113.6:5001"),
+        ],
+        Group::Rest => vec![
+            client(Transport::Udp, "203.0.113.5:5000"),
+            client(Transport::Tcp, "203.0.113.5:5001"),
+            client(Transport::Tls, "203.0.113.5:5002"),
+        ],
+        Group::Participant => vec![
+            client(Transport::Udp, "203.0.113.6:5000"),
+            client(Transport::Tcp, "203.0.113.6:5001"),
+        ],
+    };
+    let participant =
+        |c: &Client| c.addr.ip() == "203.0.113.6".parse::<std::net::IpAddr>().unwrap();
+    let sfu: SocketAddr = turn::SFU.parse().unwrap();
+    let sfu_local: SocketAddr = turn::SFU_LOCAL.parse().unwrap();
+    let peers: [SocketAddr; 4] = [
+        turn::PEER.parse().unwrap(),
+        sfu_local,
+        "10.0.0.1:7000".parse().unwrap(),
+        SocketAddr::new(sfu.ip(), 22),
+    ];
+    let mut now = Instant::now();
+    let mut relays: HashMap<SocketAddr, Client> = HashMap::new();
+    let mut rng = Rng(0x7075_726e_0000_0001);
+    let mut seen = HashMap::<&str, usize>::new();
+    for round in 0..ROUNDS {
+        let (group, input, made) = seeds.input(&mut rng, round);
+        let genuine = made != Made::Mutated || seeds.all.iter().any(|(_, s)| *s == input);
+        now += Duration::from_millis(5);
+        // Carries out the outputs as a driver would; binds fail now and then.
+        let drain = |server: &mut Server,
+                     from: Option<Client>,
+                     relays: &mut HashMap<SocketAddr, Client>,
+                     rng: &mut Rng,
+                     seen: &mut HashMap<&str, usize>| {
+            while let Some(output) = server.poll_output() {
+                match output {
+                    Output::Bind(relay) => {
+                        *seen.entry("bind").or_default() += 1;
+                        let from = from.expect("binds follow client requests");
+                        assert!(genuine, "an allocation from mutated bytes: {input:02x?}");
+                        assert_eq!(input.get(..2), Some(&[0x00, 0x03][..]), "not an Allocate");
+                        if rng.below(4) == 0 {
+                            server.handle_bind_failed(relay);
+                        } else {
+                            relays.insert(relay, from);
+                            server.handle_bound(relay);
+                        }
+                    }
+                    Output::Unbind(relay) => {
+                        relays.remove(&relay);
+                    }
+                    Output::ToPeer { relay, to, bytes } => {
+                        *seen.entry("to peer").or_default() += 1;
+                        assert!(bytes.len() <= input.len());
+                        if participant(&relays[&relay]) {
+                            assert_eq!(to, sfu_local, "a participant relayed elsewhere");
+                        } else {
+                            assert!(is_public(to.ip()) || to == sfu_local, "relayed to {to}");
+                        }
+                    }
+                    Output::ToClient { to, .. } => {
+                        *seen.entry("to client").or_default() += 1;
+                        if let Some(from) = from {
+                            assert_eq!(to, from, "answered someone else");
+                        }
+                    }
+                }
+            }
+        };
+        for from in clients(group) {
+            if from.transport == Transport::Udp {
+                server.handle_client(now, turn::UNIX, from, &input);
+                drain(&mut server, Some(from), &mut relays, &mut rng, &mut seen);
+            } else {
+                let mut rest = input.as_slice();
+                while let Frame::Complete(n) = next_frame(rest) {
+                    server.handle_client(now, turn::UNIX, from, &rest[..n]);
+                    drain(&mut server, Some(from), &mut relays, &mut rng, &mut seen);
+                    rest = &rest[n..];
+                }
+                server.handle_client(now, turn::UNIX, from, rest);
+                drain(&mut server, Some(from), &mut relays, &mut rng, &mut seen);
+            }
+        }
+        let known: Vec<(SocketAddr, Client)> = relays.iter().map(|(r, c)| (*r, *c)).collect();
+        for (relay, owner) in known {
+            for peer in peers {
+                server.handle_peer(now, relay, peer, &input);
+                let mut answered = false;
+                while let Some(output) = server.poll_output() {
+                    assert!(matches!(output, Output::ToClient { to, .. } if to == owner));
+                    answered = true;
+                }
+                if answered {
+                    *seen.entry("from peer").or_default() += 1;
+                    assert!(
+                        !participant(&owner) || peer == sfu_local,
+                        "{peer} reached a participant"
+                    );
+                    assert!(peer != peers[2], "{peer} reached a client");
+                }
+            }
+        }
+        if round % 1000 == 999 {
+            for gone in clients(Group::Rest).into_iter().skip(1) {
+                server.handle_client_closed(gone);
+            }
+            server.handle_timeout(now);
+            drain(&mut server, None, &mut relays, &mut rng, &mut seen);
+        }
+        assert!(server.stats().allocations <= 5);
+        let _ = server.allocations(now);
+    }
+    let stats = server.stats();
+    for (what, least) in [
+        ("bind", 20),
+        ("to peer", 200),
+        ("from peer", 200),
+        ("to client", 2000),
+    ] {
+        let count = seen.get(what).copied().unwrap_or(0);
+        assert!(count >= least, "{what}: {count} ({seen:?}, {stats:?})");
+    }
+    assert!(
+        stats.auth_failures > 20 && stats.errors_suppressed > 0,
+        "{stats:?}"
+    );
+    assert!(
+        !stats.denials.is_empty() && stats.dropped_over_bandwidth > 0,
+        "{stats:?}"
+    );
+}
+
+/// Valid TURN traffic to mutate, and the ways to mutate it.
+mod turn {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use rtc_stun::attributes::*;
+    use rtc_stun::message::*;
+    use rtcbox::secret::Secret;
+    use rtcbox::turn::credentials::{participant_username, rest_password, rest_username};
+    use rtcbox::turn::server::{Config, Output, Server};
+
+    use super::{Rng, mutate};
+
+    pub const UNIX: u64 = 1_700_000_000;
+    pub const REALM: &str = "turn.fuzz.example";
+    pub const PEER: &str = "93.184.216.34:7000";
+    pub const SFU: &str = "81.2.69.160:8882";
+    pub const SFU_LOCAL: &str = "127.0.0.1:8882";
+
+    /// Whose traffic a seed is: sent from that group's clients.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Group {
+        Common,
+        Rest,
+        Participant,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Made {
+        Seed,
+        /// Bytes changed after signing.
+        Mutated,
+        /// Random attribute values, signed with the right credentials.
+        Signed,
+    }
+
+    /// A message before encoding.
+    #[derive(Clone)]
+    struct Spec {
+        group: Group,
+        method: Method,
+        class: MessageClass,
+        attributes: Vec<(AttrType, Vec<u8>)>,
+        peer: Option<SocketAddr>,
+    }
+
+    pub struct Seeds {
+        config: Config,
+        nonce: String,
+        specs: Vec<Spec>,
+        pub all: Vec<(Group, Vec<u8>)>,
+    }
+
+    impl Seeds {
+        /// The seeds, and the server whose nonce they carry (nonces are checked under a
+        /// per-server key).
+        pub fn new() -> (Seeds, Server) {
+            let mut config = Config::new(
+                REALM,
+                Secret::new("participant"),
+                Some(Secret::new("shared")),
+                "192.0.2.1".parse().unwrap(),
+            );
+            config.relay_ports = 50000..50008;
+            config.policy.sfu_media = vec![SFU.parse().unwrap()];
+            config.sfu_routes = vec![(SFU.parse().unwrap(), SFU_LOCAL.parse().unwrap())];
+            config.max_allocation_bitrate = 300_000;
+            let mut seeds = Seeds {
+                config,
+                nonce: String::new(),
+                specs: Vec::new(),
+                all: Vec::new(),
+            };
+            // Learn a nonce the way a client does (over TCP, which is not rate-limited).
+            let challenge = Spec {
+                group: Group::Common,
+                method: METHOD_ALLOCATE,
+                class: CLASS_REQUEST,
+                attributes: vec![(ATTR_REQUESTED_TRANSPORT, vec![17, 0, 0, 0])],
+                peer: None,
+            };
+            let challenge = seeds.build(&challenge, false);
+            let mut server = Server::new(seeds.config.clone());
+            let learner = rtcbox::turn::Client {
+                transport: rtcbox::turn::Transport::Tcp,
+                addr: "198.51.100.1:1".parse().unwrap(),
+            };
+            server.handle_client(Instant::now(), UNIX, learner, &challenge);
+            let Some(Output::ToClient { bytes, .. }) = server.poll_output() else {
+                panic!("no challenge");
+            };
+            let mut answer = Message::new();
+            answer.unmarshal_binary(&bytes).unwrap();
+            seeds.nonce = rtc_stun::textattrs::TextAttribute::get_from_as(&answer, ATTR_NONCE)
+                .unwrap()
+                .text;
+
+            for (group, peer) in [(Group::Rest, PEER), (Group::Participant, SFU)] {
+                let peer = Some(peer.parse().unwrap());
+                let spec = |method, class, attributes: &[(AttrType, Vec<u8>)], peer| Spec {
+                    group,
+                    method,
+                    class,
+                    attributes: attributes.to_vec(),
+                    peer,
+                };
+                seeds.specs.extend([
+                    spec(
+                        METHOD_ALLOCATE,
+                        CLASS_REQUEST,
+                        &[
+                            (ATTR_REQUESTED_TRANSPORT, vec![17, 0, 0, 0]),
+                            (ATTR_REQUESTED_ADDRESS_FAMILY, vec![1, 0, 0, 0]),
+                            (ATTR_LIFETIME, 900u32.to_be_bytes().to_vec()),
+                        ],
+                        None,
+                    ),
+                    spec(
+                        METHOD_REFRESH,
+                        CLASS_REQUEST,
+                        &[(ATTR_LIFETIME, 600u32.to_be_bytes().to_vec())],
+                        None,
+                    ),
+                    spec(METHOD_CREATE_PERMISSION, CLASS_REQUEST, &[], peer),
+                    spec(
+                        METHOD_CHANNEL_BIND,
+                        CLASS_REQUEST,
+                        &[(ATTR_CHANNEL_NUMBER, vec![0x40, 0x01, 0, 0])],
+                        peer,
+                    ),
+                    spec(
+                        METHOD_SEND,
+                        CLASS_INDICATION,
+                        &[(ATTR_DATA, b"media".to_vec())],
+                        peer,
+                    ),
+                ]);
+            }
+            let specs = seeds.specs.clone();
+            seeds.all = specs
+                .iter()
+                .map(|spec| (spec.group, seeds.build(spec, true)))
+                .collect();
+            seeds.all.extend([
+                (Group::Common, challenge),
+                (Group::Common, rtcbox::net::stun::binding_request(&[5; 12])),
+                (
+                    Group::Common,
+                    vec![
+                        0x40, 0x01, 0x00, 0x05, b'h', b'e', b'l', b'l', b'o', 0, 0, 0,
+                    ],
+                ),
+            ]);
+            // The repaired FINGERPRINT is the codec's.
+            let (_, seed) = &seeds.all[0];
+            assert_eq!(refingerprint(seed[..seed.len() - 8].to_vec()), *seed);
+            while server.poll_output().is_some() {}
+            (seeds, server)
+        }
+
+        /// The input for one round: the seeds as they are every few hundred rounds (so the
+        /// allocation paths stay reachable), otherwise one of three kinds of mutation.
+        pub fn input(&self, rng: &mut Rng, round: usize) -> (Group, Vec<u8>, Made) {
+            if let Some((group, seed)) = self.all.get(round % 300) {
+                return (*group, seed.clone(), Made::Seed);
+            }
+            let (group, seed) = &self.all[rng.below(self.all.len())];
+            match rng.below(3) {
+                0 => (*group, mutate(rng, seed), Made::Mutated),
+                1 => (*group, refingerprint(mutate(rng, seed)), Made::Mutated),
+                _ => {
+                    let mut spec = self.specs[rng.below(self.specs.len())].clone();
+                    randomize(rng, &mut spec);
+                    let signed = spec.class == CLASS_REQUEST;
+                    (spec.group, self.build(&spec, signed), Made::Signed)
+                }
+            }
+        }
+
+        fn build(&self, spec: &Spec, signed: bool) -> Vec<u8> {
+            let mut message = Message::new();
+            message.typ = MessageType::new(spec.method, spec.class);
+            message.transaction_id = TransactionId::new();
+            message.write_header();
+            for (typ, value) in &spec.attributes {
+                message.add(*typ, value);
+            }
+            if let Some(peer) = spec.peer {
+                rtc_stun::xoraddr::XorMappedAddress {
+                    ip: peer.ip(),
+                    port: peer.port(),
+                }
+                .add_to_as(&mut message, ATTR_XOR_PEER_ADDRESS)
+                .unwrap();
+            }
+            if signed && spec.group != Group::Common {
+                let (username, secret) = match spec.group {
+                    Group::Participant => {
+                        (participant_username(UNIX + 3600, "alice"), "participant")
+                    }
+                    _ => (rest_username(UNIX + 3600, "@alice:example.org"), "shared"),
+                };
+                let password = rest_password(&Secret::new(secret), &username);
+                for (typ, text) in [
+                    (ATTR_USERNAME, username.as_str()),
+                    (ATTR_REALM, REALM),
+                    (ATTR_NONCE, self.nonce.as_str()),
+                ] {
+                    rtc_stun::textattrs::TextAttribute::new(typ, text.to_owned())
+                        .add_to(&mut message)
+                        .unwrap();
+                }
+                rtc_stun::integrity::MessageIntegrity::new_long_term_integrity_with_provider(
+                    username,
+                    REALM.to_owned(),
+                    password,
+                    &rtc_stun::crypto::providers::RingCrypto,
+                )
+                .unwrap()
+                .add_to(&mut message)
+                .unwrap();
+            }
+            rtc_stun::fingerprint::FINGERPRINT
+                .add_to(&mut message)
+                .unwrap();
+            message.raw
+        }
+    }
+
+    /// Random values for a message's attributes, its peer, and sometimes an extra attribute.
+    fn randomize(rng: &mut Rng, spec: &mut Spec) {
+        for (_, value) in spec.attributes.iter_mut() {
+            match rng.below(3) {
+                0 => {}
+                1 => *value = (0..rng.below(9)).map(|_| rng.next() as u8).collect(),
+                _ => {
+                    if let Some(byte) = value.get_mut(rng.below(4)) {
+                        *byte = rng.next() as u8;
+                    }
+                }
+            }
+        }
+        const PEERS: &[&str] = &[
+            PEER,
+            SFU,
+            SFU_LOCAL,
+            "81.2.69.160:22",
+            "10.0.0.1:7000",
+            "[::1]:7000",
+            "[::ffff:127.0.0.1]:7000",
+            "[::ffff:93.184.216.34]:7000",
+            "[2606:4700::1111]:7000",
+            "[64:ff9b::7f00:1]:7000",
+            "0.0.0.0:0",
+            "255.255.255.255:9",
+        ];
+        if rng.below(2) == 0 {
+            spec.peer = Some(PEERS[rng.below(PEERS.len())].parse().unwrap());
+        }
+        if rng.below(4) == 0 {
+            const TYPES: &[u16] = &[
+                0x000C, 0x000D, 0x0012, 0x0013, 0x0017, 0x0018, 0x0019, 0x001A, 0x0022, 0x8000,
+                0x8022, 0x7FFF,
+            ];
+            let value = (0..rng.below(9)).map(|_| rng.next() as u8).collect();
+            spec.attributes
+                .push((AttrType(TYPES[rng.below(TYPES.len())]), value));
+        }
+    }
+
+    /// Mutated bytes made to pass the codec's outer checks again: padded to 4, the length field
+    /// fixed, and a correct FINGERPRINT appended (after whatever the mutation left).
+    fn refingerprint(mut bytes: Vec<u8>) -> Vec<u8> {
+        if bytes.len() < 20 {
+            return bytes;
+        }
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        let Ok(length) = u16::try_from(bytes.len() - 20 + 8) else {
+            return bytes;
+        };
+        bytes[2..4].copy_from_slice(&length.to_be_bytes());
+        let fingerprint = crc32(&bytes) ^ 0x5354_554E;
+        bytes.extend_from_slice(&[0x80, 0x28, 0x00, 0x04]);
+        bytes.extend_from_slice(&fingerprint.to_be_bytes());
+        bytes
+    }
+
+    /// CRC-32 (IEEE), as STUN's FINGERPRINT uses.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in data {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
 }

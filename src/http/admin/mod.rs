@@ -55,6 +55,8 @@ pub struct AdminState {
     pub flags: BTreeMap<SettingKey, String>,
     /// The SFU, for the dashboard and the WebSocket check; absent in tests of the panel alone.
     pub sfu: Option<SfuHandle>,
+    /// The embedded TURN server, for the dashboard and the TURN check; absent in tests.
+    pub turn: Option<crate::turn::TurnHandle>,
     /// Where the SFU's media sockets are advertised.
     pub media: MediaAddresses,
     pub logs: LogBuffer,
@@ -88,6 +90,7 @@ impl AdminState {
             settings,
             flags,
             sfu: None,
+            turn: None,
             media: MediaAddresses::default(),
             logs: LogBuffer::new(),
             net: None,

@@ -1096,6 +1096,7 @@ async fn stage(published: Published) -> Stage {
         api_secret: Secret::new("check-secret-check-secret-check-secret"),
     };
     let signal = crate::livekit::signal::router(Arc::new(crate::livekit::signal::SignalState {
+        turn: None,
         sfu: handle,
         key: sfu.api_key.clone(),
         secret: sfu.api_secret.clone(),

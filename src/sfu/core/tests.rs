@@ -22,6 +22,7 @@ fn sfu(auto_create_rooms: bool) -> (Sfu, Instant) {
 
 fn request(conn: ConnId, room: &str, identity: &str) -> JoinRequest {
     JoinRequest {
+        ice_servers: Vec::new(),
         conn,
         room: room.into(),
         identity: identity.into(),

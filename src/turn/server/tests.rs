@@ -1,24 +1,55 @@
 use super::*;
 
-use crate::turn::credentials::{rest_password, rest_username};
+use std::collections::BTreeMap;
+
+use crate::turn::credentials::{participant_username, rest_password, rest_username};
 use crate::turn::policy::Cidr;
-use rtc_stun::message::Method;
 
 const UNIX: u64 = 1_700_000_000;
 const REALM: &str = "turn.example.org";
+const SHARED: &str = "s3cret";
+const PARTICIPANT: &str = "p4rticipant";
 
-fn client() -> SocketAddr {
-    "203.0.113.5:5000".parse().unwrap()
+fn client() -> Client {
+    Client::udp("203.0.113.5:5000".parse().unwrap())
+}
+
+fn tcp(addr: &str) -> Client {
+    Client {
+        transport: Transport::Tcp,
+        addr: addr.parse().unwrap(),
+    }
 }
 
 fn public_peer() -> SocketAddr {
     "93.184.216.34:7000".parse().unwrap()
 }
 
+/// The SFU's media socket as advertised (this host's public address).
+fn sfu() -> SocketAddr {
+    "81.2.69.160:8882".parse().unwrap()
+}
+
 fn config() -> Config {
-    let mut config = Config::new(REALM, Secret::new("s3cret"), "192.0.2.1".parse().unwrap());
+    let mut config = Config::new(
+        REALM,
+        Secret::new(PARTICIPANT),
+        Some(Secret::new(SHARED)),
+        "192.0.2.1".parse().unwrap(),
+    );
     config.relay_ports = 50000..50010;
+    config.policy.host_addresses = vec![sfu().ip()];
+    config.policy.sfu_media = vec![sfu()];
     config
+}
+
+/// The password a client holding the right secret derives for `username`.
+fn password_for(username: &str) -> String {
+    let secret = match credentials::kind(username) {
+        CredentialKind::Participant => PARTICIPANT,
+        CredentialKind::Rest => SHARED,
+    };
+    rest_password(&Secret::new(secret), username)
 }
 
 /// A test client: a virtual clock, a server and the credentials a client holds.
@@ -27,10 +58,14 @@ struct Harness {
     start: Instant,
     now: Instant,
     unix: u64,
+    /// Who sends the requests.
+    client: Client,
     username: String,
     /// The password a client uses; the right one unless a test says otherwise.
     password: Option<String>,
     nonce: Option<String>,
+    /// Answer every Bind with `handle_bound`, as a driver whose binds succeed.
+    auto_bind: bool,
 }
 
 impl Harness {
@@ -41,10 +76,18 @@ impl Harness {
             start,
             now: start,
             unix: UNIX,
+            client: client(),
             username: rest_username(UNIX + 3600, "alice"),
             password: None,
             nonce: None,
+            auto_bind: true,
         }
+    }
+
+    fn participant(config: Config) -> Harness {
+        let mut h = Harness::new(config);
+        h.username = participant_username(UNIX + 3600, "alice");
+        h
     }
 
     fn advance(&mut self, by: Duration) {
@@ -53,18 +96,31 @@ impl Harness {
         self.server.handle_timeout(self.now);
     }
 
+    /// Everything the server emitted, binding relays on the way when `auto_bind` is set.
     fn outputs(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.server.poll_output()).collect()
+        let mut all = Vec::new();
+        while let Some(output) = self.server.poll_output() {
+            if let (true, Output::Bind(relay)) = (self.auto_bind, &output) {
+                self.server.handle_bound(*relay);
+            }
+            all.push(output);
+        }
+        all
     }
 
     /// Sends `bytes` from `from`, returns the decoded STUN answers and the other outputs.
-    fn send_from(&mut self, from: SocketAddr, bytes: &[u8]) -> (Vec<Message>, Vec<Output>) {
+    fn send_from(&mut self, from: Client, bytes: &[u8]) -> (Vec<Message>, Vec<Output>) {
         self.server.handle_client(self.now, self.unix, from, bytes);
+        self.answers_to(from)
+    }
+
+    /// The pending outputs: STUN answers to `to` decoded, the rest as they are.
+    fn answers_to(&mut self, to: Client) -> (Vec<Message>, Vec<Output>) {
         let mut answers = Vec::new();
         let mut others = Vec::new();
         for output in self.outputs() {
             match &output {
-                Output::ToClient { to, bytes } if *to == from && bytes.first() < Some(&0x40) => {
+                Output::ToClient { to: t, bytes } if *t == to && bytes.first() < Some(&0x40) => {
                     answers.push(decode(bytes).expect("the server sends valid STUN"))
                 }
                 _ => others.push(output),
@@ -82,7 +138,7 @@ impl Harness {
         for (typ, value) in attributes {
             if *typ == PEER_MARKER {
                 let peer: SocketAddr = String::from_utf8_lossy(value).parse().unwrap();
-                add_xor_address(&mut message, ATTR_XOR_PEER_ADDRESS, peer).unwrap();
+                add_raw_xor_address(&mut message, peer);
             } else {
                 message.add(*typ, value);
             }
@@ -100,7 +156,7 @@ impl Harness {
             let password = self
                 .password
                 .clone()
-                .unwrap_or_else(|| rest_password(&Secret::new("s3cret"), &self.username));
+                .unwrap_or_else(|| password_for(&self.username));
             MessageIntegrity::new_long_term_integrity_with_provider(
                 self.username.clone(),
                 REALM.into(),
@@ -115,7 +171,7 @@ impl Harness {
         message.raw
     }
 
-    /// Sends a request from `client()`, learning the nonce from a 401/438 and retrying once.
+    /// Sends a request from `self.client`, learning the nonce from a 401/438 and retrying once.
     fn call(
         &mut self,
         method: Method,
@@ -123,7 +179,7 @@ impl Harness {
     ) -> (Message, Vec<Output>) {
         for _ in 0..2 {
             let request = self.request(method, attributes);
-            let (mut answers, others) = self.send_from(client(), &request);
+            let (mut answers, others) = self.send_from(self.client, &request);
             assert_eq!(answers.len(), 1, "one answer");
             let answer = answers.remove(0);
             let code = error_code(&answer);
@@ -138,6 +194,18 @@ impl Harness {
             return (answer, others);
         }
         panic!("no answer after a new nonce");
+    }
+
+    /// Learns a nonce without an answer to `self.client` (over TCP, which is never limited).
+    fn learn_nonce(&mut self) {
+        let request = self.request(METHOD_ALLOCATE, &[udp()]);
+        let other = tcp("198.51.100.77:1");
+        let (answers, _) = self.send_from(other, &request);
+        self.nonce = Some(
+            TextAttribute::get_from_as(&answers[0], ATTR_NONCE)
+                .unwrap()
+                .text,
+        );
     }
 
     fn allocate(&mut self) -> SocketAddr {
@@ -168,18 +236,27 @@ impl Harness {
         error_code(&answer)
     }
 
-    /// A Send indication; returns what the server emits.
+    /// A Send indication from `self.client`; returns what the server emits.
     fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> Vec<Output> {
         let mut message = Message::new();
         message.typ = MessageType::new(METHOD_SEND, CLASS_INDICATION);
         message.transaction_id = TransactionId::new();
         message.write_header();
-        let (_, value) = peer_attr_for(peer, &message.transaction_id.0);
-        message.add(ATTR_XOR_PEER_ADDRESS, &value);
+        add_raw_xor_address(&mut message, peer);
         message.add(ATTR_DATA, data);
         self.server
-            .handle_client(self.now, self.unix, client(), &message.raw);
+            .handle_client(self.now, self.unix, self.client, &message.raw);
         self.outputs()
+    }
+
+    /// A datagram from `peer` arriving on `relay`; returns what the server emits.
+    fn peer_sends(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) -> Vec<Output> {
+        self.server.handle_peer(self.now, relay, peer, data);
+        self.outputs()
+    }
+
+    fn denials(&self) -> u64 {
+        self.server.stats().denials.values().sum()
     }
 }
 
@@ -188,22 +265,22 @@ fn udp() -> (AttrType, Vec<u8>) {
 }
 
 /// XOR-PEER-ADDRESS values depend on the transaction id; [`Harness::request`] assigns a new
-/// one, so peer attributes are encoded through this marker and fixed up below.
+/// one, so peer attributes are encoded through this marker and fixed up there.
 fn peer_attr(peer: SocketAddr) -> (AttrType, Vec<u8>) {
     (PEER_MARKER, peer.to_string().into_bytes())
 }
 
 const PEER_MARKER: AttrType = AttrType(0x7FF0);
 
-fn peer_attr_for(peer: SocketAddr, transaction_id: &[u8; 12]) -> (AttrType, Vec<u8>) {
-    let mut message = Message::new();
-    message.transaction_id = TransactionId(*transaction_id);
-    message.write_header();
-    add_xor_address(&mut message, ATTR_XOR_PEER_ADDRESS, peer).unwrap();
-    (
-        ATTR_XOR_PEER_ADDRESS,
-        message.get(ATTR_XOR_PEER_ADDRESS).unwrap(),
-    )
+/// XOR-PEER-ADDRESS exactly as written, IPv4-mapped IPv6 included (the server's own encoder
+/// would canonicalize it).
+fn add_raw_xor_address(message: &mut Message, peer: SocketAddr) {
+    XorMappedAddress {
+        ip: peer.ip(),
+        port: peer.port(),
+    }
+    .add_to_as(message, ATTR_XOR_PEER_ADDRESS)
+    .unwrap();
 }
 
 fn error_code(message: &Message) -> Option<u16> {
@@ -226,6 +303,16 @@ fn to_peers(outputs: &[Output]) -> Vec<(SocketAddr, Vec<u8>)> {
         .collect()
 }
 
+fn to_clients(outputs: &[Output]) -> Vec<(Client, Vec<u8>)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToClient { to, bytes } => Some((*to, bytes.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn unauthenticated_allocate_is_challenged() {
     let mut h = Harness::new(config());
@@ -241,6 +328,8 @@ fn unauthenticated_allocate_is_challenged() {
     );
     assert!(TextAttribute::get_from_as(answer, ATTR_NONCE).is_ok());
     assert_eq!(h.server.stats().allocations, 0);
+    // A request without MESSAGE-INTEGRITY is not an authentication failure.
+    assert_eq!(h.server.stats().auth_failures, 0);
 }
 
 #[test]
@@ -251,13 +340,9 @@ fn authenticated_allocate_succeeds_with_integrity() {
     let relay = xor(&answer, ATTR_XOR_RELAYED_ADDRESS).unwrap();
     assert!((50000..50010).contains(&relay.port()));
     assert_eq!(relay.ip(), "192.0.2.1".parse::<IpAddr>().unwrap());
-    assert_eq!(xor(&answer, ATTR_XORMAPPED_ADDRESS), Some(client()));
+    assert_eq!(xor(&answer, ATTR_XORMAPPED_ADDRESS), Some(client().addr));
     assert_eq!(answer.get(ATTR_LIFETIME).unwrap(), 600u32.to_be_bytes());
-    let key = long_term_key(
-        &h.username,
-        REALM,
-        &Secret::new(rest_password(&Secret::new("s3cret"), &h.username)),
-    );
+    let key = long_term_key(&h.username, REALM, &Secret::new(password_for(&h.username)));
     let mut answer = answer;
     MessageIntegrity::check(&mut answer, &key, &RingCrypto).unwrap();
     assert_eq!(h.server.stats().allocations, 1);
@@ -279,7 +364,10 @@ fn binding_is_answered_without_auth() {
     let mut h = Harness::new(config());
     let request = crate::net::stun::binding_request(&[7; 12]);
     let (answers, _) = h.send_from(client(), &request);
-    assert_eq!(xor(&answers[0], ATTR_XORMAPPED_ADDRESS), Some(client()));
+    assert_eq!(
+        xor(&answers[0], ATTR_XORMAPPED_ADDRESS),
+        Some(client().addr)
+    );
 }
 
 #[test]
@@ -289,7 +377,7 @@ fn loopback_is_refused_by_default_and_allowed_by_the_allow_list() {
     h.allocate();
     assert_eq!(h.create_permission(loopback), Some(403));
     assert!(to_peers(&h.send_indication(loopback, b"hi")).is_empty());
-    assert!(h.server.stats().denials.values().sum::<u64>() >= 2);
+    assert!(h.denials() >= 2);
 
     let mut config = config();
     config.policy.allow = vec![Cidr::parse("127.0.0.0/8").unwrap()];
@@ -305,7 +393,8 @@ fn loopback_is_refused_by_default_and_allowed_by_the_allow_list() {
 
 #[test]
 fn the_denial_matrix() {
-    for raw in [
+    let this_host_other_port = SocketAddr::new(sfu().ip(), 22);
+    let special = [
         "127.0.0.1",
         "::ffff:127.0.0.1",
         "::",
@@ -316,24 +405,46 @@ fn the_denial_matrix() {
         "100.64.0.1",
         "169.254.1.1",
         "224.0.0.1",
-    ] {
-        let peer = SocketAddr::new(raw.parse().unwrap(), 4000);
-        let mut h = Harness::new(config());
-        h.allocate();
-        assert_eq!(
-            h.create_permission(peer),
-            Some(403),
-            "CreatePermission {raw}"
-        );
-        assert_eq!(h.channel_bind(0x4000, peer), Some(403), "ChannelBind {raw}");
-        assert!(
-            to_peers(&h.send_indication(peer, b"x")).is_empty(),
-            "Send {raw}"
-        );
-        let channel_data = [0x40, 0x00, 0x00, 0x01, b'x', 0, 0, 0];
-        let (_, others) = h.send_from(client(), &channel_data);
-        assert!(to_peers(&others).is_empty(), "ChannelData {raw}");
-        assert_eq!(h.server.stats().denials.values().sum::<u64>(), 3, "{raw}");
+        "192.168.1.1",
+        "172.16.0.1",
+        "fe80::",
+        "fc00::",
+        "ff02::1",
+        "240.0.0.1",
+        "255.255.255.255",
+    ]
+    .map(|raw| SocketAddr::new(raw.parse().unwrap(), 4000));
+    for peer in special.into_iter().chain([this_host_other_port]) {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            // A relay of the peer's family, so the policy (not 443) answers.
+            let mut config = config();
+            if !normalize(peer).is_ipv4() {
+                config.relay_ip = "2001:db8::1".parse().unwrap();
+            }
+            let mut h = Harness::new(config);
+            h.client.transport = transport;
+            let what = format!("{peer} over {transport}");
+            h.allocate();
+            assert_eq!(
+                h.create_permission(peer),
+                Some(403),
+                "CreatePermission {what}"
+            );
+            assert_eq!(
+                h.channel_bind(0x4000, peer),
+                Some(403),
+                "ChannelBind {what}"
+            );
+            assert!(
+                to_peers(&h.send_indication(peer, b"x")).is_empty(),
+                "Send {what}"
+            );
+            let channel_data = [0x40, 0x00, 0x00, 0x01, b'x', 0, 0, 0];
+            let (_, others) = h.send_from(h.client, &channel_data);
+            assert!(to_peers(&others).is_empty(), "ChannelData {what}");
+            assert_eq!(h.denials(), 3, "{what}");
+            assert_eq!(h.server.stats().bytes_relayed, 0, "{what}");
+        }
     }
 }
 
@@ -342,17 +453,16 @@ fn peer_data_comes_back_as_data_indication_then_channel_data() {
     let mut h = Harness::new(config());
     let relay = h.allocate();
     let peer = public_peer();
-    // No permission yet: dropped.
-    h.server.handle_peer(h.now, relay, peer, b"early");
-    assert!(h.outputs().is_empty());
+    // No permission yet: dropped, and not counted as a denial.
+    assert!(h.peer_sends(relay, peer, b"early").is_empty());
+    assert_eq!(h.denials(), 0);
 
     assert_eq!(h.create_permission(peer), None);
     assert_eq!(
         to_peers(&h.send_indication(peer, b"out")),
         [(peer, b"out".to_vec())]
     );
-    h.server.handle_peer(h.now, relay, peer, b"back");
-    let outputs = h.outputs();
+    let outputs = h.peer_sends(relay, peer, b"back");
     let [Output::ToClient { to, bytes }] = outputs.as_slice() else {
         panic!("{outputs:?}");
     };
@@ -363,16 +473,26 @@ fn peer_data_comes_back_as_data_indication_then_channel_data() {
     assert_eq!(data.get(ATTR_DATA).unwrap(), b"back");
 
     assert_eq!(h.channel_bind(0x4001, peer), None);
-    h.server.handle_peer(h.now, relay, peer, b"chan");
     assert_eq!(
-        h.outputs(),
+        h.peer_sends(relay, peer, b"chan"),
         [Output::ToClient {
             to: client(),
             bytes: vec![0x40, 0x01, 0x00, 0x04, b'c', b'h', b'a', b'n'],
         }]
     );
+    // Over UDP ChannelData is not padded.
+    assert_eq!(
+        to_clients(&h.peer_sends(relay, peer, b"odd")),
+        [(client(), vec![0x40, 0x01, 0x00, 0x03, b'o', b'd', b'd'])]
+    );
     let (_, others) = h.send_from(client(), &[0x40, 0x01, 0x00, 0x02, b'o', b'k', 0, 0]);
     assert_eq!(to_peers(&others), [(peer, b"ok".to_vec())]);
+    // A peer written as IPv4-mapped IPv6 (a dual-stack relay socket) is the same peer.
+    let mapped = SocketAddr::new(
+        IpAddr::V6(Ipv4Addr::new(93, 184, 216, 34).to_ipv6_mapped()),
+        7000,
+    );
+    assert_eq!(to_clients(&h.peer_sends(relay, mapped, b"m")).len(), 1);
 
     // Rebinding rules and bad numbers.
     let other: SocketAddr = "93.184.216.35:7000".parse().unwrap();
@@ -380,7 +500,540 @@ fn peer_data_comes_back_as_data_indication_then_channel_data() {
     assert_eq!(h.channel_bind(0x4002, peer), Some(400));
     assert_eq!(h.channel_bind(0x4001, peer), None);
     assert_eq!(h.channel_bind(0x3FFF, other), Some(400));
-    assert_eq!(h.channel_bind(0x5000, other), Some(400));
+    assert_eq!(h.channel_bind(0x7FFF, other), Some(400));
+    assert_eq!(h.channel_bind(0x8000, other), Some(400));
+    // RFC 5766's numbers above 0x4FFF still work (coturn's client uses them).
+    assert_eq!(h.channel_bind(0x61A9, other), None);
+}
+
+#[test]
+fn stream_clients_get_padded_channel_data_and_lose_their_allocation_on_close() {
+    let mut h = Harness::new(config());
+    h.client = tcp("203.0.113.5:40000");
+    let (answer, _) = h.call(METHOD_ALLOCATE, &[udp()]);
+    assert_eq!(answer.typ.class, CLASS_SUCCESS_RESPONSE);
+    // XOR-MAPPED-ADDRESS is the connection's remote end.
+    assert_eq!(xor(&answer, ATTR_XORMAPPED_ADDRESS), Some(h.client.addr));
+    let relay = xor(&answer, ATTR_XOR_RELAYED_ADDRESS).unwrap();
+    // The same address over UDP is another client.
+    let request = h.request(METHOD_REFRESH, &[]);
+    let (answers, _) = h.send_from(Client::udp(h.client.addr), &request);
+    assert_eq!(error_code(&answers[0]), Some(437));
+
+    let peer = public_peer();
+    assert_eq!(h.channel_bind(0x4001, peer), None);
+    assert_eq!(
+        to_clients(&h.peer_sends(relay, peer, b"odd")),
+        [(h.client, vec![0x40, 0x01, 0x00, 0x03, b'o', b'd', b'd', 0])]
+    );
+    assert_eq!(
+        to_clients(&h.peer_sends(relay, peer, b"four")),
+        [(
+            h.client,
+            vec![0x40, 0x01, 0x00, 0x04, b'f', b'o', b'u', b'r']
+        )]
+    );
+    // A padded frame from the client is taken without its padding.
+    let (_, others) = h.send_from(h.client, &[0x40, 0x01, 0x00, 0x03, b'o', b'k', b'!', 0]);
+    assert_eq!(to_peers(&others), [(peer, b"ok!".to_vec())]);
+
+    h.server.handle_client_closed(h.client);
+    assert_eq!(h.outputs(), [Output::Unbind(relay)]);
+    assert_eq!(h.server.stats().allocations, 0);
+    assert!(h.peer_sends(relay, peer, b"late").is_empty());
+    // Closing again, or a client without an allocation: nothing.
+    h.server.handle_client_closed(h.client);
+    h.server.handle_client_closed(tcp("198.51.100.1:1"));
+    assert!(h.outputs().is_empty());
+}
+
+#[test]
+fn the_allocate_answer_waits_for_the_bind() {
+    let mut h = Harness::new(config());
+    h.auto_bind = false;
+    h.learn_nonce();
+    let request = h.request(METHOD_ALLOCATE, &[udp()]);
+    let (answers, others) = h.send_from(client(), &request);
+    assert!(answers.is_empty(), "no answer before the relay is bound");
+    let [Output::Bind(relay)] = others.as_slice() else {
+        panic!("{others:?}");
+    };
+    let relay = *relay;
+    assert_eq!(relay.ip(), h.server.config.relay_ip);
+    assert_eq!(h.server.stats().allocations, 0);
+    assert!(h.server.allocations(h.now).is_empty());
+
+    // A retransmission while the bind is under way: no answer, no second relay.
+    let (answers, others) = h.send_from(client(), &request);
+    assert!(answers.is_empty() && others.is_empty(), "{others:?}");
+    assert_eq!(h.server.allocations.len(), 1);
+    // Another Allocate, or requests on the allocation, from that client: 437.
+    let other = h.request(METHOD_ALLOCATE, &[udp()]);
+    let (answers, _) = h.send_from(client(), &other);
+    assert_eq!(error_code(&answers[0]), Some(437));
+    let refresh = h.request(METHOD_REFRESH, &[]);
+    let (answers, _) = h.send_from(client(), &refresh);
+    assert_eq!(error_code(&answers[0]), Some(437));
+    assert!(h.peer_sends(relay, public_peer(), b"x").is_empty());
+
+    h.server.handle_bound(relay);
+    let (answers, others) = h.answers_to(client());
+    assert!(others.is_empty());
+    assert_eq!(answers[0].typ.class, CLASS_SUCCESS_RESPONSE);
+    assert_eq!(answers[0].transaction_id.0, request[8..20]);
+    assert_eq!(xor(&answers[0], ATTR_XOR_RELAYED_ADDRESS), Some(relay));
+    assert_eq!(
+        xor(&answers[0], ATTR_XORMAPPED_ADDRESS),
+        Some(client().addr)
+    );
+    assert_eq!(h.server.stats().allocations, 1);
+    // Binding twice does not answer twice; the retransmission now gets the answer again.
+    h.server.handle_bound(relay);
+    assert!(h.outputs().is_empty());
+    let (answers, others) = h.send_from(client(), &request);
+    assert!(others.is_empty());
+    assert_eq!(xor(&answers[0], ATTR_XOR_RELAYED_ADDRESS), Some(relay));
+    // A failure report for a bound relay changes nothing.
+    h.server.handle_bind_failed(relay);
+    assert!(h.outputs().is_empty());
+    assert_eq!(h.server.stats().allocations, 1);
+}
+
+#[test]
+fn a_failed_bind_tries_the_next_port() {
+    let mut h = Harness::new(config());
+    h.auto_bind = false;
+    h.learn_nonce();
+    let request = h.request(METHOD_ALLOCATE, &[udp()]);
+    let (_, others) = h.send_from(client(), &request);
+    let [Output::Bind(first)] = others.as_slice() else {
+        panic!("{others:?}");
+    };
+    let first = *first;
+    h.server.handle_bind_failed(first);
+    let (answers, others) = h.answers_to(client());
+    assert!(answers.is_empty());
+    let [Output::Bind(second)] = others.as_slice() else {
+        panic!("{others:?}");
+    };
+    let second = *second;
+    assert_ne!(first, second);
+    // A late report about the first port is ignored.
+    h.server.handle_bound(first);
+    h.server.handle_bind_failed(first);
+    assert!(h.outputs().is_empty());
+
+    h.server.handle_bound(second);
+    let (answers, _) = h.answers_to(client());
+    assert_eq!(xor(&answers[0], ATTR_XOR_RELAYED_ADDRESS), Some(second));
+    // The relay in use is the second one.
+    let peer = public_peer();
+    h.auto_bind = true;
+    assert_eq!(h.create_permission(peer), None);
+    assert!(h.peer_sends(first, peer, b"x").is_empty());
+    assert_eq!(to_clients(&h.peer_sends(second, peer, b"x")).len(), 1);
+}
+
+#[test]
+fn bind_failures_end_in_508() {
+    let check = |ports: Range<u16>, attempts: usize| {
+        let mut config = config();
+        config.relay_ports = ports;
+        let mut h = Harness::new(config);
+        h.auto_bind = false;
+        h.learn_nonce();
+        let request = h.request(METHOD_ALLOCATE, &[udp()]);
+        let (_, mut others) = h.send_from(client(), &request);
+        let mut tried = Vec::new();
+        loop {
+            let [Output::Bind(relay)] = others.as_slice() else {
+                panic!("{others:?}");
+            };
+            assert!(!tried.contains(relay), "{relay} tried twice");
+            tried.push(*relay);
+            h.server.handle_bind_failed(*relay);
+            let (answers, rest) = h.answers_to(client());
+            if let Some(answer) = answers.first() {
+                assert_eq!(error_code(answer), Some(508));
+                assert_eq!(answer.transaction_id.0, request[8..20]);
+                assert!(rest.is_empty(), "nothing was bound, nothing to unbind");
+                break;
+            }
+            others = rest;
+        }
+        assert_eq!(tried.len(), attempts);
+        assert!(h.server.allocations.is_empty() && h.server.relays.is_empty());
+        // The client may try again from scratch.
+        let request = h.request(METHOD_ALLOCATE, &[udp()]);
+        let (_, others) = h.send_from(client(), &request);
+        assert!(matches!(others.as_slice(), [Output::Bind(_)]));
+    };
+    check(50000..50100, MAX_BIND_ATTEMPTS);
+    check(50000..50003, 3);
+}
+
+#[test]
+fn a_pending_allocation_ends_with_its_connection() {
+    let mut h = Harness::new(config());
+    h.auto_bind = false;
+    h.client = tcp("203.0.113.5:40000");
+    h.learn_nonce();
+    let request = h.request(METHOD_ALLOCATE, &[udp()]);
+    let (_, others) = h.send_from(h.client, &request);
+    let [Output::Bind(relay)] = others.as_slice() else {
+        panic!("{others:?}");
+    };
+    let relay = *relay;
+    h.server.handle_client_closed(h.client);
+    // Outputs are carried out in order: the Unbind closes what the Bind opened.
+    assert_eq!(h.outputs(), [Output::Unbind(relay)]);
+    h.server.handle_bound(relay);
+    h.server.handle_bind_failed(relay);
+    assert!(h.outputs().is_empty());
+    assert!(h.server.allocations.is_empty());
+}
+
+#[test]
+fn participants_relay_only_to_the_sfu() {
+    let mut h = Harness::participant(config());
+    let relay = h.allocate();
+    let info = h.server.allocations(h.now);
+    assert_eq!(info[0].kind, CredentialKind::Participant);
+    assert_eq!(info[0].user, "alice");
+
+    assert_eq!(h.create_permission(sfu()), None);
+    assert_eq!(h.create_permission(public_peer()), Some(403));
+    assert_eq!(h.channel_bind(0x4000, public_peer()), Some(403));
+    assert_eq!(
+        h.server.stats().denials,
+        BTreeMap::from([(Denied::NotSfu, 2)])
+    );
+    assert_eq!(h.channel_bind(0x4000, sfu()), None);
+    assert_eq!(
+        to_peers(&h.send_indication(sfu(), b"media")),
+        [(sfu(), b"media".to_vec())]
+    );
+    // The SFU's host has a permission now, but only the SFU's port is reachable, either way.
+    let other_port = SocketAddr::new(sfu().ip(), 22);
+    assert!(to_peers(&h.send_indication(other_port, b"x")).is_empty());
+    assert!(h.peer_sends(relay, other_port, b"x").is_empty());
+    assert_eq!(h.server.stats().denials[&Denied::NotSfu], 4);
+    assert_eq!(to_clients(&h.peer_sends(relay, sfu(), b"x")).len(), 1);
+    // Not even a public peer the allow-list names.
+    let mut config = config();
+    config.policy.allow = vec![Cidr::parse("0.0.0.0/0").unwrap()];
+    let mut h = Harness::participant(config);
+    h.allocate();
+    assert_eq!(h.create_permission(public_peer()), Some(403));
+}
+
+#[test]
+fn shared_secret_credentials_need_a_shared_secret() {
+    let mut config = config();
+    config.shared_secret = None;
+    let mut h = Harness::new(config.clone());
+    let (answer, others) = h.call(METHOD_ALLOCATE, &[udp()]);
+    assert_eq!(error_code(&answer), Some(401));
+    assert!(TextAttribute::get_from_as(&answer, ATTR_NONCE).is_ok());
+    assert!(others.is_empty());
+    assert_eq!(h.server.stats().auth_failures, 1);
+    assert_eq!(h.server.stats().allocations, 0);
+    // Participants are unaffected.
+    let mut h = Harness::participant(config);
+    h.allocate();
+    // A participant username signed with the shared secret is refused.
+    let mut h = Harness::participant(super::tests::config());
+    h.password = Some(rest_password(&Secret::new(SHARED), &h.username));
+    let (answer, _) = h.call(METHOD_ALLOCATE, &[udp()]);
+    assert_eq!(error_code(&answer), Some(401));
+    assert_eq!(h.server.stats().auth_failures, 1);
+}
+
+#[test]
+fn sfu_routes_translate_both_ways() {
+    let local: SocketAddr = "192.168.1.10:8882".parse().unwrap();
+    let mut config = config();
+    config.sfu_routes = vec![(sfu(), local)];
+    let mut h = Harness::participant(config);
+    let relay = h.allocate();
+    assert_eq!(h.create_permission(sfu()), None);
+    // Out: to the SFU's local socket.
+    let outputs = h.send_indication(sfu(), b"out");
+    assert_eq!(
+        outputs,
+        [Output::ToPeer {
+            relay,
+            to: local,
+            bytes: b"out".to_vec()
+        }]
+    );
+    // In: from the local socket, as the advertised address.
+    let outputs = h.peer_sends(relay, local, b"in");
+    let [(_, bytes)] = to_clients(&outputs).try_into().unwrap();
+    let data = decode(&bytes).unwrap();
+    assert_eq!(xor(&data, ATTR_XOR_PEER_ADDRESS), Some(sfu()));
+    // Channels match too, both ways.
+    assert_eq!(h.channel_bind(0x4000, sfu()), None);
+    assert_eq!(
+        to_clients(&h.peer_sends(relay, local, b"ch")),
+        [(client(), vec![0x40, 0x00, 0x00, 0x02, b'c', b'h'])]
+    );
+    let (_, others) = h.send_from(client(), &[0x40, 0x00, 0x00, 0x02, b'o', b'k', 0, 0]);
+    assert_eq!(to_peers(&others), [(local, b"ok".to_vec())]);
+    // The local address itself is no SFU address for a client (a private address, and not
+    // what participants may reach).
+    assert_eq!(h.create_permission(local), Some(403));
+    assert_eq!(h.denials(), 1);
+
+    // Without a route, the advertised address is used as it is.
+    let mut h = Harness::participant(super::tests::config());
+    let relay = h.allocate();
+    assert_eq!(h.create_permission(sfu()), None);
+    assert_eq!(
+        to_peers(&h.send_indication(sfu(), b"out")),
+        [(sfu(), b"out".to_vec())]
+    );
+    assert!(h.peer_sends(relay, local, b"in").is_empty());
+    assert_eq!(to_clients(&h.peer_sends(relay, sfu(), b"in")).len(), 1);
+}
+
+#[test]
+fn the_bandwidth_cap_drops_and_counts() {
+    let mut config = config();
+    config.max_allocation_bitrate = 8_000; // 1000 payload bytes a second
+    let mut h = Harness::new(config);
+    let relay = h.allocate();
+    let peer = public_peer();
+    assert_eq!(h.create_permission(peer), None);
+    let chunk = [7u8; 200];
+    let sent = (0..6)
+        .filter(|_| !to_peers(&h.send_indication(peer, &chunk)).is_empty())
+        .count();
+    assert_eq!(sent, 5, "a second's worth passes");
+    assert_eq!(h.server.stats().dropped_over_bandwidth, 1);
+    // Both directions draw from the same budget.
+    assert!(h.peer_sends(relay, peer, &chunk).is_empty());
+    assert_eq!(h.server.stats().dropped_over_bandwidth, 2);
+    // Half a second refills half of it.
+    h.now += Duration::from_millis(500);
+    assert_eq!(to_clients(&h.peer_sends(relay, peer, &chunk)).len(), 1);
+    assert_eq!(to_peers(&h.send_indication(peer, &chunk)).len(), 1);
+    assert!(to_peers(&h.send_indication(peer, &chunk)).is_empty());
+    let stats = h.server.stats();
+    assert_eq!(stats.dropped_over_bandwidth, 3);
+    assert_eq!(stats.bytes_relayed, 7 * 200);
+    assert_eq!(h.server.allocations(h.now)[0].bytes, 7 * 200);
+    // Other allocations have their own budget.
+    let mut other = Harness::new(h.server.config.clone());
+    other.allocate();
+    assert_eq!(other.create_permission(peer), None);
+    assert_eq!(to_peers(&other.send_indication(peer, &chunk)).len(), 1);
+
+    // 0 is unlimited.
+    let mut config = super::tests::config();
+    config.max_allocation_bitrate = 0;
+    let mut h = Harness::new(config);
+    h.allocate();
+    assert_eq!(h.create_permission(peer), None);
+    let big = vec![1u8; 60_000];
+    for _ in 0..100 {
+        assert_eq!(to_peers(&h.send_indication(peer, &big)).len(), 1);
+    }
+    assert_eq!(h.server.stats().dropped_over_bandwidth, 0);
+}
+
+#[test]
+fn error_answers_to_udp_sources_are_rate_limited() {
+    let mut h = Harness::new(config());
+    let flood = h.request(METHOD_ALLOCATE, &[udp()]);
+    let attacker = Client::udp("198.51.100.9:1234".parse().unwrap());
+    let answered = (0..1000)
+        .filter(|_| !h.send_from(attacker, &flood).0.is_empty())
+        .count();
+    assert_eq!(answered as u64, ANSWER_RATE_PER_SOURCE);
+    assert_eq!(
+        h.server.stats().errors_suppressed,
+        1000 - ANSWER_RATE_PER_SOURCE
+    );
+    // Any port of that address is the same source; Binding counts too.
+    let other_port = Client::udp("198.51.100.9:999".parse().unwrap());
+    assert!(h.send_from(other_port, &flood).0.is_empty());
+    let binding = crate::net::stun::binding_request(&[3; 12]);
+    assert!(h.send_from(attacker, &binding).0.is_empty());
+    // Others are answered.
+    let (answers, _) = h.send_from(Client::udp("198.51.100.10:1".parse().unwrap()), &flood);
+    assert_eq!(answers.len(), 1);
+    // IPv6 sources are counted per /64.
+    for i in 0..ANSWER_RATE_PER_SOURCE {
+        let addr = SocketAddr::new(format!("2001:db8:1:2::{i:x}").parse().unwrap(), 1);
+        assert_eq!(h.send_from(Client::udp(addr), &flood).0.len(), 1);
+    }
+    let same_64 = Client::udp("[2001:db8:1:2:ffff::1]:1".parse().unwrap());
+    assert!(h.send_from(same_64, &flood).0.is_empty());
+    // Streams are never limited: their source cannot be spoofed.
+    let stream = tcp("198.51.100.9:1235");
+    for _ in 0..1000 {
+        assert_eq!(h.send_from(stream, &flood).0.len(), 1);
+    }
+    // The budget comes back with time.
+    h.now += Duration::from_millis(100);
+    let answered = (0..10)
+        .filter(|_| !h.send_from(attacker, &flood).0.is_empty())
+        .count();
+    assert_eq!(answered, 2);
+}
+
+#[test]
+fn answers_to_authenticated_requests_are_never_limited() {
+    let mut h = Harness::new(config());
+    let relay = h.allocate();
+    let garbage = h.request(METHOD_REFRESH, &[(ATTR_LIFETIME, vec![1])]);
+    for _ in 0..100 {
+        h.send_from(client(), &garbage);
+    }
+    assert!(h.server.stats().errors_suppressed > 0);
+    // Successful requests are answered; so is the data path.
+    assert_eq!(h.create_permission(public_peer()), None);
+    let (answer, _) = h.call(METHOD_REFRESH, &[]);
+    assert_eq!(answer.typ.class, CLASS_SUCCESS_RESPONSE);
+    assert_eq!(
+        to_clients(&h.peer_sends(relay, public_peer(), b"x")).len(),
+        1
+    );
+    // Authenticated errors are errors.
+    let suppressed = h.server.stats().errors_suppressed;
+    let request = h.request(
+        METHOD_CREATE_PERMISSION,
+        &[peer_attr("10.0.0.1:1".parse().unwrap())],
+    );
+    let (answers, _) = h.send_from(client(), &request);
+    assert!(answers.is_empty());
+    assert_eq!(h.server.stats().errors_suppressed, suppressed + 1);
+}
+
+#[test]
+fn the_rate_limiter_stays_small_under_a_spoofed_flood() {
+    let mut h = Harness::new(config());
+    let flood = h.request(METHOD_ALLOCATE, &[udp()]);
+    let mut rng = Rng(0xf100_d5ee_d000_0001);
+    let mut answered = 0u64;
+    for round in 0..5u64 {
+        for _ in 0..20_000 {
+            let ip = Ipv4Addr::from(rng.next() as u32);
+            let from = Client::udp(SocketAddr::new(IpAddr::V4(ip), 1));
+            answered += h.send_from(from, &flood).0.len() as u64;
+        }
+        assert!(h.server.limiter.sources.len() <= ANSWER_SOURCES_TRACKED);
+        // No more than the total budget, a burst plus what a second refills.
+        assert!(answered <= ANSWER_RATE_TOTAL * (round + 1), "{answered}");
+        h.now += Duration::from_secs(1);
+    }
+    assert!(answered >= ANSWER_RATE_TOTAL * 4, "{answered}");
+    assert_eq!(h.server.stats().errors_suppressed, 100_000 - answered);
+    // A legitimate client is still served once the burst has passed.
+    h.now += Duration::from_secs(1);
+    h.allocate();
+}
+
+#[test]
+fn address_families() {
+    let family = |byte: u8| (ATTR_REQUESTED_ADDRESS_FAMILY, vec![byte, 0, 0, 0]);
+    let check = |relay_ip: &str, attribute: (AttrType, Vec<u8>), expected: Option<u16>| {
+        let mut config = config();
+        config.relay_ip = relay_ip.parse().unwrap();
+        let mut h = Harness::new(config);
+        let (answer, _) = h.call(METHOD_ALLOCATE, &[udp(), attribute.clone()]);
+        assert_eq!(error_code(&answer), expected, "{relay_ip} {attribute:?}");
+        if expected.is_none() {
+            let relay = xor(&answer, ATTR_XOR_RELAYED_ADDRESS).unwrap();
+            assert_eq!(relay.ip(), h.server.config.relay_ip);
+        }
+    };
+    check("192.0.2.1", family(0x01), None);
+    check("192.0.2.1", family(0x02), Some(440));
+    check("2001:db8::1", family(0x02), None);
+    check("2001:db8::1", family(0x01), Some(440));
+    check("192.0.2.1", family(0x03), Some(440));
+    check(
+        "192.0.2.1",
+        (ATTR_REQUESTED_ADDRESS_FAMILY, vec![0x01]),
+        Some(400),
+    );
+
+    // Peers of the other family: 443, and Send drops them.
+    let v6_peer: SocketAddr = "[2606:4700::1111]:3478".parse().unwrap();
+    let mut h = Harness::new(config());
+    h.allocate();
+    assert_eq!(h.create_permission(v6_peer), Some(443));
+    assert_eq!(h.channel_bind(0x4000, v6_peer), Some(443));
+    assert!(to_peers(&h.send_indication(v6_peer, b"x")).is_empty());
+    assert_eq!(h.denials(), 0);
+    // IPv4-mapped IPv6 is IPv4: allowed when public, and sent to as IPv4.
+    let mapped: SocketAddr = "[::ffff:93.184.216.34]:7000".parse().unwrap();
+    assert_eq!(h.create_permission(mapped), None);
+    assert_eq!(
+        to_peers(&h.send_indication(mapped, b"m")),
+        [(public_peer(), b"m".to_vec())]
+    );
+    // …and on an IPv6 relay an IPv4 peer is the mismatch.
+    let mut config = config();
+    config.relay_ip = "2001:db8::1".parse().unwrap();
+    let mut h = Harness::new(config);
+    h.allocate();
+    assert_eq!(h.create_permission(public_peer()), Some(443));
+    assert_eq!(h.create_permission(mapped), Some(443));
+    assert_eq!(h.create_permission(v6_peer), None);
+}
+
+#[test]
+fn status_lists_allocations_and_counts() {
+    let mut h = Harness::new(config());
+    let relay = h.allocate();
+    let peer = public_peer();
+    assert_eq!(h.create_permission(peer), None);
+    assert_eq!(
+        h.channel_bind(0x4000, "93.184.216.35:1".parse().unwrap()),
+        None
+    );
+    h.send_indication(peer, b"12345");
+    h.peer_sends(relay, peer, b"123");
+    h.advance(Duration::from_secs(10));
+    // A participant over TCP.
+    h.username = participant_username(UNIX + 3600, "alice");
+    h.client = tcp("203.0.113.6:40000");
+    let second = h.allocate();
+
+    let list = h.server.allocations(h.now);
+    assert_eq!(
+        list,
+        [
+            AllocationInfo {
+                client: client(),
+                user: "alice".into(),
+                kind: CredentialKind::Rest,
+                relay,
+                age: Duration::from_secs(10),
+                expires_in: Duration::from_secs(590),
+                bytes: 8,
+                permissions: 2,
+                channels: 1,
+            },
+            AllocationInfo {
+                client: tcp("203.0.113.6:40000"),
+                user: "alice".into(),
+                kind: CredentialKind::Participant,
+                relay: second,
+                age: Duration::ZERO,
+                expires_in: Duration::from_secs(600),
+                bytes: 0,
+                permissions: 0,
+                channels: 0,
+            },
+        ]
+    );
+    let stats = h.server.stats();
+    assert_eq!(stats.allocations, 2);
+    assert_eq!(stats.bytes_relayed, 8);
 }
 
 #[test]
@@ -411,12 +1064,15 @@ fn stale_nonce_and_expired_username() {
     let request = h.request(METHOD_REFRESH, &[]);
     let (answers, _) = h.send_from(client(), &request);
     assert_eq!(error_code(&answers[0]), Some(438));
+    // A stale nonce is part of the normal flow, not an authentication failure.
+    assert_eq!(h.server.stats().auth_failures, 0);
 
     let mut h = Harness::new(super::tests::config());
     h.username = rest_username(UNIX - 1, "alice");
     let (answer, _) = h.call(METHOD_ALLOCATE, &[udp()]);
     assert_eq!(error_code(&answer), Some(401));
     assert_eq!(h.server.stats().allocations, 0);
+    assert_eq!(h.server.stats().auth_failures, 1);
 
     // A wrong password is 401 as well.
     let mut h = Harness::new(super::tests::config());
@@ -428,6 +1084,7 @@ fn stale_nonce_and_expired_username() {
         "the nonce was learnt, the password still refused"
     );
     assert_eq!(h.server.stats().allocations, 0);
+    assert_eq!(h.server.stats().auth_failures, 1);
 }
 
 #[test]
@@ -437,7 +1094,7 @@ fn per_username_quota() {
     let mut h = Harness::new(config);
     h.allocate();
     let request = h.request(METHOD_ALLOCATE, &[udp()]);
-    let (answers, _) = h.send_from("203.0.113.9:1".parse().unwrap(), &request);
+    let (answers, _) = h.send_from(Client::udp("203.0.113.9:1".parse().unwrap()), &request);
     assert_eq!(error_code(&answers[0]), Some(486));
 }
 
@@ -455,14 +1112,6 @@ fn allocations_expire() {
     assert_eq!(h.outputs(), [Output::Unbind(relay)]);
     assert_eq!(h.server.stats().allocations, 0);
     assert_eq!(h.server.poll_timeout(), None);
-}
-
-#[test]
-fn bind_failure_drops_the_allocation() {
-    let mut h = Harness::new(config());
-    let relay = h.allocate();
-    h.server.handle_bind_failed(relay);
-    assert_eq!(h.server.stats().allocations, 0);
 }
 
 /// A tiny deterministic generator (xorshift), so the fuzz test needs no dependency.
@@ -497,6 +1146,11 @@ fn garbage_never_panics_nor_allocates() {
     h.nonce = Some(format!("{:x}-abc", UNIX + 100));
     seeds.push(h.request(METHOD_ALLOCATE, &[udp()]));
     seeds.push(h.request(METHOD_CREATE_PERMISSION, &[]));
+    h.username = participant_username(UNIX + 3600, "mallory");
+    seeds.push(h.request(
+        METHOD_ALLOCATE,
+        &[udp(), (ATTR_REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0])],
+    ));
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let relay = SocketAddr::new(h.server.config.relay_ip, 50000);
     let mut answered = 0;
@@ -525,9 +1179,17 @@ fn garbage_never_panics_nor_allocates() {
                 }
             }
         }
-        let from = SocketAddr::new("203.0.113.50".parse().unwrap(), 1000 + (i % 7) as u16);
+        let transport = [Transport::Udp, Transport::Tcp, Transport::Tls][i % 3];
+        let addr = SocketAddr::new("203.0.113.50".parse().unwrap(), 1000 + (i % 7) as u16);
+        let from = Client { transport, addr };
+        h.now += Duration::from_millis(10);
         h.server.handle_client(h.now, h.unix, from, &bytes);
         h.server.handle_peer(h.now, relay, public_peer(), &bytes);
+        if i % 100 == 0 {
+            h.server.handle_client_closed(from);
+            h.server.handle_bound(relay);
+            h.server.handle_bind_failed(relay);
+        }
         while let Some(output) = h.server.poll_output() {
             answered += 1;
             assert!(
@@ -536,7 +1198,8 @@ fn garbage_never_panics_nor_allocates() {
             );
         }
     }
-    assert_eq!(h.server.stats().allocations, 0);
+    assert!(h.server.allocations.is_empty());
+    assert!(h.server.relays.is_empty());
     assert!(
         answered > 2000,
         "the STUN paths were reached: {answered} answers"
@@ -549,7 +1212,8 @@ fn server_capacity_is_508() {
         let mut h = Harness::new(config);
         h.allocate();
         let request = h.request(METHOD_ALLOCATE, &[udp()]);
-        let (answers, others) = h.send_from("203.0.113.9:1".parse().unwrap(), &request);
+        let (answers, others) =
+            h.send_from(Client::udp("203.0.113.9:1".parse().unwrap()), &request);
         assert_eq!(error_code(&answers[0]), Some(508));
         assert!(others.is_empty());
     };
@@ -564,13 +1228,32 @@ fn server_capacity_is_508() {
 #[test]
 fn unknown_comprehension_required_attributes_are_420() {
     let mut h = Harness::new(config());
-    let even_port = (AttrType(0x0018), vec![0x80, 0, 0, 0]);
-    let (answer, others) = h.call(METHOD_ALLOCATE, &[udp(), even_port]);
+    let reservation_token = (AttrType(0x0022), vec![0; 8]);
+    let (answer, others) = h.call(METHOD_ALLOCATE, &[udp(), reservation_token]);
     assert_eq!(error_code(&answer), Some(420));
-    assert_eq!(answer.get(ATTR_UNKNOWN_ATTRIBUTES).unwrap(), [0x00, 0x18]);
+    assert_eq!(answer.get(ATTR_UNKNOWN_ATTRIBUTES).unwrap(), [0x00, 0x22]);
     assert!(others.is_empty());
+    // DONT-FRAGMENT is understood (the platform sets DF on relayed datagrams).
+    let dont_fragment = (AttrType(0x001A), Vec::new());
+    let (answer, _) = h.call(METHOD_ALLOCATE, &[udp(), dont_fragment]);
+    assert_eq!(answer.typ.class, CLASS_SUCCESS_RESPONSE);
+    let mut h = Harness::new(config());
     // Comprehension-optional ones (SOFTWARE) are ignored.
     let software = (AttrType(0x8022), b"test".to_vec());
     let (answer, _) = h.call(METHOD_ALLOCATE, &[udp(), software]);
     assert_eq!(answer.typ.class, CLASS_SUCCESS_RESPONSE);
+}
+
+#[test]
+fn even_port_gets_an_even_port_but_no_reservation() {
+    let mut h = Harness::new(config());
+    let (answer, _) = h.call(METHOD_ALLOCATE, &[udp(), (AttrType(0x0018), vec![0x00])]);
+    let relay = xor(&answer, ATTR_XOR_RELAYED_ADDRESS).expect("allocated");
+    assert_eq!(relay.port() % 2, 0, "{relay}");
+    // The R bit asks to reserve the next port too: not offered.
+    let mut h = Harness::new(config());
+    let (answer, others) = h.call(METHOD_ALLOCATE, &[udp(), (AttrType(0x0018), vec![0x80])]);
+    assert_eq!(error_code(&answer), Some(508));
+    assert!(others.is_empty());
+    assert_eq!(h.server.stats().allocations, 0);
 }

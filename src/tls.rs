@@ -1,0 +1,302 @@
+//! The certificates rtcbox serves itself: TURN over TLS now, direct HTTPS later. Until ACME
+//! obtains a real certificate, a self-signed one (rcgen) for the public host is generated once,
+//! stored in SQLite and reused; it is made anew when the public names change or it is near its
+//! end. Listeners hold a [`TlsCertificates`] handle whose certificate can be swapped while they
+//! run (ACME renewal), so a new certificate never needs a restart.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context as _;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use sqlx::SqlitePool;
+
+use crate::db::unix_now;
+
+/// A self-signed certificate lives this long.
+const SELF_SIGNED_DAYS: i64 = 365;
+/// It is made anew when fewer days than this are left.
+const RENEW_DAYS_BEFORE: i64 = 30;
+/// The row of the certificate for the public host.
+const DEFAULT_ID: &str = "default";
+
+/// What is being served now, for the admin panel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateInfo {
+    pub source: String,
+    pub names: Vec<String>,
+    pub not_after: i64,
+}
+
+/// The live certificate; cloning shares it.
+#[derive(Clone, Debug)]
+pub struct TlsCertificates {
+    current: Arc<Resolver>,
+}
+
+#[derive(Debug)]
+struct Resolver {
+    key: RwLock<(Arc<CertifiedKey>, CertificateInfo)>,
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        match self.key.read() {
+            Ok(guard) => Some(guard.0.clone()),
+            Err(poisoned) => Some(poisoned.into_inner().0.clone()),
+        }
+    }
+}
+
+impl TlsCertificates {
+    /// The stored certificate for `names`, or a new self-signed one (stored before use).
+    pub async fn load_or_create(pool: &SqlitePool, names: &[String]) -> anyhow::Result<Self> {
+        let names = normalise(names);
+        let stored: Option<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT source, names, cert_pem, key_pem, not_after FROM certificates WHERE id = ?",
+        )
+        .bind(DEFAULT_ID)
+        .fetch_optional(pool)
+        .await
+        .context("reading the stored certificate")?;
+        let now = unix_now();
+        if let Some((source, stored_names, cert_pem, key_pem, not_after)) = stored {
+            let fresh = not_after - now > RENEW_DAYS_BEFORE * 86_400;
+            // An ACME certificate stays until ACME replaces it; a self-signed one follows the names.
+            let fits = source == "acme" || stored_names == names.join(",");
+            if fresh && fits {
+                match certified_key(&cert_pem, &key_pem) {
+                    Ok(key) => {
+                        let info = CertificateInfo {
+                            source,
+                            names: split_names(&stored_names),
+                            not_after,
+                        };
+                        return Ok(Self::serving(key, info));
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "the stored certificate is unusable ({e:#}); making a new one"
+                        )
+                    }
+                }
+            }
+        }
+        let (cert_pem, key_pem, not_after) = self_signed(&names, now)?;
+        sqlx::query(
+            "INSERT INTO certificates (id, source, names, cert_pem, key_pem, not_after, created_at) \
+             VALUES (?, 'self-signed', ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET source = excluded.source, names = excluded.names, \
+             cert_pem = excluded.cert_pem, key_pem = excluded.key_pem, \
+             not_after = excluded.not_after, created_at = excluded.created_at",
+        )
+        .bind(DEFAULT_ID)
+        .bind(names.join(","))
+        .bind(&cert_pem)
+        .bind(&key_pem)
+        .bind(not_after)
+        .bind(now)
+        .execute(pool)
+        .await
+        .context("storing the self-signed certificate")?;
+        tracing::info!(names = ?names, "made a self-signed TLS certificate (until ACME provides one)");
+        let key = certified_key(&cert_pem, &key_pem)?;
+        Ok(Self::serving(
+            key,
+            CertificateInfo {
+                source: "self-signed".into(),
+                names,
+                not_after,
+            },
+        ))
+    }
+
+    fn serving(key: CertifiedKey, info: CertificateInfo) -> Self {
+        TlsCertificates {
+            current: Arc::new(Resolver {
+                key: RwLock::new((Arc::new(key), info)),
+            }),
+        }
+    }
+
+    /// What is served now.
+    pub fn info(&self) -> CertificateInfo {
+        match self.current.key.read() {
+            Ok(guard) => guard.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+
+    /// A rustls server configuration that always serves the current certificate.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_no_client_auth()
+            .with_cert_resolver(self.current.clone());
+        Arc::new(config)
+    }
+}
+
+/// Sorted, deduplicated, lower-case names; never empty.
+fn normalise(names: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = names
+        .iter()
+        .map(|n| {
+            n.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase()
+        })
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        names.push("localhost".into());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn split_names(joined: &str) -> Vec<String> {
+    joined.split(',').map(str::to_owned).collect()
+}
+
+/// A new self-signed certificate for `names` (host names or IP addresses): (cert PEM, key PEM,
+/// not_after).
+fn self_signed(names: &[String], now: i64) -> anyhow::Result<(String, String, i64)> {
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).context("certificate parameters")?;
+    for name in names {
+        let san = match name.parse::<IpAddr>() {
+            Ok(ip) => rcgen::SanType::IpAddress(ip),
+            Err(_) => rcgen::SanType::DnsName(
+                name.clone()
+                    .try_into()
+                    .with_context(|| format!("'{name}' cannot be a certificate name"))?,
+            ),
+        };
+        params.subject_alt_names.push(san);
+    }
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, names[0].clone());
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "rtcbox (self-signed)");
+    let not_after = now + SELF_SIGNED_DAYS * 86_400;
+    params.not_before = time::OffsetDateTime::from_unix_timestamp(now - 86_400)
+        .context("certificate start date")?;
+    params.not_after =
+        time::OffsetDateTime::from_unix_timestamp(not_after).context("certificate end date")?;
+    let key = rcgen::KeyPair::generate().context("generating a key")?;
+    let cert = params
+        .self_signed(&key)
+        .context("signing the certificate")?;
+    Ok((cert.pem(), key.serialize_pem(), not_after))
+}
+
+fn certified_key(cert_pem: &str, key_pem: &str) -> anyhow::Result<CertifiedKey> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .context("reading the certificate chain")?;
+    anyhow::ensure!(!chain.is_empty(), "the certificate chain is empty");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("reading the key")?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| anyhow::anyhow!("unsupported key: {e}"))?;
+    Ok(CertifiedKey::new(chain, signing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pool() -> (tempfile::TempDir, SqlitePool) {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::open(dir.path()).await.unwrap();
+        (dir, pool)
+    }
+
+    #[tokio::test]
+    async fn self_signed_is_made_once_and_reused_until_the_names_change() {
+        let (_dir, pool) = pool().await;
+        let names = vec!["rtc.example.org".to_owned(), "192.0.2.7".to_owned()];
+        let first = TlsCertificates::load_or_create(&pool, &names)
+            .await
+            .unwrap();
+        let info = first.info();
+        assert_eq!(info.source, "self-signed");
+        assert_eq!(info.names, ["192.0.2.7", "rtc.example.org"]);
+        assert!(info.not_after > unix_now() + 300 * 86_400);
+        let stored = || async {
+            sqlx::query_scalar::<_, String>("SELECT cert_pem FROM certificates")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        let pem = stored().await;
+        // Same names in another order: the same certificate.
+        let again = vec!["192.0.2.7".to_owned(), "RTC.example.org".to_owned()];
+        TlsCertificates::load_or_create(&pool, &again)
+            .await
+            .unwrap();
+        assert_eq!(stored().await, pem);
+        // New names: a new certificate.
+        let other = vec!["other.example.org".to_owned()];
+        let third = TlsCertificates::load_or_create(&pool, &other)
+            .await
+            .unwrap();
+        assert_ne!(stored().await, pem);
+        assert_eq!(third.info().names, ["other.example.org"]);
+    }
+
+    #[tokio::test]
+    async fn a_tls_client_gets_the_certificate() {
+        let (_dir, pool) = pool().await;
+        let certs = TlsCertificates::load_or_create(&pool, &["localhost".to_owned()])
+            .await
+            .unwrap();
+        let pem: String = sqlx::query_scalar("SELECT cert_pem FROM certificates")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config());
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut tls, b"ok")
+                .await
+                .unwrap();
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let mut tls = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 2];
+        tokio::io::AsyncReadExt::read_exact(&mut tls, &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(&buf, b"ok");
+        server.await.unwrap();
+    }
+}

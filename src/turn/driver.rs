@@ -1,0 +1,522 @@
+//! The TURN server's I/O: the UDP, TCP and TLS listeners, the relay sockets, and the one task
+//! that owns the sans-IO [`Server`] and drives it.
+//!
+//! - The core task reads the UDP listener itself and receives everything else (stream
+//!   messages, stream open/close, peer datagrams on relay sockets) over one channel, so the
+//!   core sees events in the order they happened per source.
+//! - TCP and TLS connections each get a task that cuts the byte stream into messages
+//!   ([`framing::next_frame`]) and writes what the core sends back; a framing error closes the
+//!   connection, and closing a connection ends its allocation.
+//! - Relay sockets are bound when the core asks ([`Output::Bind`]), on the listeners' IP with
+//!   the port the core chose; each has a reader task. The core advertises the public relay
+//!   address; the socket binds the local one.
+//! - A listener that cannot be opened (e.g. coturn still holds 3478) is reported in the status
+//!   and the rest keeps running; ICE servers only name listeners that run.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::secret::Secret;
+use crate::tls::TlsCertificates;
+use crate::turn::framing::{Frame, next_frame};
+use crate::turn::handle::{TurnHandle, TurnUrls};
+use crate::turn::policy::RelayPolicy;
+use crate::turn::server::{Config, Output, Server};
+use crate::turn::status::{Client, ListenerStatus, Transport};
+
+/// Most TCP and TLS connections at once (each costs a task and buffers).
+const MAX_STREAM_CONNECTIONS: usize = 1024;
+/// A TLS handshake must finish within this.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A new stream must deliver its first message within this (an HTTP request or a port scan
+/// sent to the TURN port can look like the start of a long ChannelData message).
+const STREAM_FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A stream that sends nothing for this long is closed. Longer than the longest allocation
+/// lifetime, so a client that only refreshes keeps its connection.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600 + 120);
+/// How often the status the admin panel reads is refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Allocations one username may hold.
+const MAX_ALLOCATIONS_PER_USERNAME: usize = 24;
+/// Largest UDP datagram read.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Everything the TURN server needs to start.
+pub struct TurnSetup {
+    /// The address listeners and relay sockets bind (the public HTTP listener's IP).
+    pub bind_ip: IpAddr,
+    /// TURN over UDP and TCP; 0 = off.
+    pub port: u16,
+    /// TURN over TLS; 0 = off.
+    pub tls_port: u16,
+    pub certificates: Option<TlsCertificates>,
+    /// The host clients use in `turn:`/`turns:` URLs (the public URL's host).
+    pub public_host: String,
+    pub realm: String,
+    /// coturn's REST secret (Synapse); `None` refuses REST usernames.
+    pub shared_secret: Option<Secret>,
+    /// The relay address advertised to clients (the public IP behind a NAT).
+    pub relay_ip: IpAddr,
+    /// Relay ports, inclusive.
+    pub relay_ports: (u16, u16),
+    pub policy: RelayPolicy,
+    /// (advertised SFU media address, local address to send to).
+    pub sfu_routes: Vec<(SocketAddr, SocketAddr)>,
+}
+
+enum Event {
+    Stream {
+        client: Client,
+        bytes: Vec<u8>,
+    },
+    Opened {
+        client: Client,
+        to_client: mpsc::Sender<Vec<u8>>,
+    },
+    Closed(Client),
+    Peer {
+        relay: SocketAddr,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Opens the listeners and starts the server; returns the handle the SFU and the admin panel
+/// use. Never fails: listeners that cannot open are reported in the status.
+pub async fn start(setup: TurnSetup) -> TurnHandle {
+    let mut listeners = Vec::new();
+    let mut udp = None;
+    let mut tcp = None;
+    let mut tls = None;
+    if setup.port != 0 {
+        let addr = SocketAddr::new(setup.bind_ip, setup.port);
+        match UdpSocket::bind(addr).await {
+            Ok(socket) => {
+                udp = Some(Arc::new(socket));
+                listeners.push(running(Transport::Udp, addr));
+            }
+            Err(e) => listeners.push(failed(Transport::Udp, addr, &e)),
+        }
+        match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tcp = Some(listener);
+                listeners.push(running(Transport::Tcp, addr));
+            }
+            Err(e) => listeners.push(failed(Transport::Tcp, addr, &e)),
+        }
+    }
+    if setup.tls_port != 0 {
+        let addr = SocketAddr::new(setup.bind_ip, setup.tls_port);
+        match (&setup.certificates, TcpListener::bind(addr).await) {
+            (Some(certificates), Ok(listener)) => {
+                tls = Some((listener, certificates.server_config()));
+                listeners.push(running(Transport::Tls, addr));
+            }
+            (None, _) => listeners.push(ListenerStatus {
+                transport: Transport::Tls,
+                addr,
+                error: Some("no TLS certificate".into()),
+            }),
+            (_, Err(e)) => listeners.push(failed(Transport::Tls, addr, &e)),
+        }
+    }
+    for listener in &listeners {
+        match &listener.error {
+            None => {
+                tracing::info!(transport = %listener.transport, addr = %listener.addr, "TURN listening")
+            }
+            Some(error) => tracing::error!(
+                transport = %listener.transport,
+                addr = %listener.addr,
+                "TURN listener not running: {error}"
+            ),
+        }
+    }
+
+    let participant_secret = random_secret();
+    let urls = TurnUrls {
+        host: setup.public_host.clone(),
+        // One URL port serves both; advertise it when either runs.
+        port: (udp.is_some() || tcp.is_some()).then_some(setup.port),
+        tls_port: tls.is_some().then_some(setup.tls_port),
+    };
+    let handle = TurnHandle::new(participant_secret.clone(), urls);
+    let allow_peers = setup.policy.allow.iter().map(ToString::to_string).collect();
+    handle.publish(|status| {
+        status.listeners = listeners;
+        status.relay_ip = Some(setup.relay_ip);
+        status.relay_ports = setup.relay_ports;
+        status.legacy_calls = setup.shared_secret.is_some();
+        status.allow_peers = allow_peers;
+    });
+
+    let mut config = Config::new(
+        &setup.realm,
+        participant_secret,
+        setup.shared_secret,
+        setup.relay_ip,
+    );
+    config.relay_ports = setup.relay_ports.0..setup.relay_ports.1.saturating_add(1);
+    // A browser allocates per peer connection (a participant has two), per TURN URL (three) and
+    // per local network interface: room for two interfaces.
+    config.max_allocations_per_username = MAX_ALLOCATIONS_PER_USERNAME;
+    config.policy = setup.policy;
+    config.sfu_routes = setup.sfu_routes;
+
+    let (events_tx, events) = mpsc::channel(1024);
+    let open = Arc::new(AtomicUsize::new(0));
+    if let Some(listener) = tcp {
+        tokio::spawn(accept_streams(
+            listener,
+            None,
+            events_tx.clone(),
+            open.clone(),
+        ));
+    }
+    if let Some((listener, config)) = tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(accept_streams(
+            listener,
+            Some(acceptor),
+            events_tx.clone(),
+            open,
+        ));
+    }
+    let core = Core {
+        server: Server::new(config),
+        udp,
+        bind_ip: setup.bind_ip,
+        streams: HashMap::new(),
+        relays: HashMap::new(),
+        events_tx,
+        handle: handle.clone(),
+    };
+    tokio::spawn(core.run(events));
+    handle
+}
+
+fn running(transport: Transport, addr: SocketAddr) -> ListenerStatus {
+    ListenerStatus {
+        transport,
+        addr,
+        error: None,
+    }
+}
+
+fn failed(transport: Transport, addr: SocketAddr, error: &std::io::Error) -> ListenerStatus {
+    let hint = if error.kind() == std::io::ErrorKind::AddrInUse {
+        " (another program uses this port; is coturn still running? Stop it, or choose another port)"
+    } else {
+        ""
+    };
+    ListenerStatus {
+        transport,
+        addr,
+        error: Some(format!("{error}{hint}")),
+    }
+}
+
+/// Signs participant credentials; new at every start (credentials die with the process anyway).
+fn random_secret() -> Secret {
+    let mut bytes = [0u8; 32];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Without an OS generator nothing else in rtcbox works either; still never a constant.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes[..16].copy_from_slice(&nanos.to_le_bytes());
+    }
+    Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+struct Relay {
+    socket: Arc<UdpSocket>,
+    reader: JoinHandle<()>,
+}
+
+struct Core {
+    server: Server,
+    udp: Option<Arc<UdpSocket>>,
+    bind_ip: IpAddr,
+    streams: HashMap<Client, mpsc::Sender<Vec<u8>>>,
+    /// By advertised relay address.
+    relays: HashMap<SocketAddr, Relay>,
+    events_tx: mpsc::Sender<Event>,
+    handle: TurnHandle,
+}
+
+impl Core {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut status = tokio::time::interval(STATUS_INTERVAL);
+        let udp = self.udp.clone();
+        loop {
+            let deadline = self
+                .server
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                received = recv_udp(udp.as_deref(), &mut buf) => {
+                    if let Ok((n, from)) = received {
+                        let bytes = buf.get(..n).unwrap_or_default();
+                        self.server.handle_client(Instant::now(), now_unix(), Client::udp(from), bytes);
+                    }
+                }
+                event = events.recv() => match event {
+                    Some(event) => self.handle_event(event),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    self.server.handle_timeout(Instant::now());
+                }
+                _ = status.tick() => {
+                    let now = Instant::now();
+                    let (stats, allocations) = (self.server.stats(), self.server.allocations(now));
+                    self.handle.publish(|s| {
+                        s.stats = stats;
+                        s.allocations = allocations;
+                    });
+                }
+            }
+            self.drain();
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Stream { client, bytes } => {
+                self.server
+                    .handle_client(Instant::now(), now_unix(), client, &bytes);
+            }
+            Event::Opened { client, to_client } => {
+                self.streams.insert(client, to_client);
+            }
+            Event::Closed(client) => {
+                self.streams.remove(&client);
+                self.server.handle_client_closed(client);
+            }
+            Event::Peer { relay, from, bytes } => {
+                self.server.handle_peer(Instant::now(), relay, from, &bytes);
+            }
+        }
+    }
+
+    /// Carries out everything the core asked for (run-loop invariant of [`Server`]).
+    fn drain(&mut self) {
+        while let Some(output) = self.server.poll_output() {
+            match output {
+                Output::ToClient { to, bytes } => match to.transport {
+                    Transport::Udp => {
+                        if let Some(udp) = &self.udp
+                            && let Err(error) = udp.try_send_to(&bytes, to.addr)
+                        {
+                            tracing::trace!(%error, client = %to, "TURN answer not sent");
+                        }
+                    }
+                    Transport::Tcp | Transport::Tls => {
+                        // A full queue drops this message whole, so the stream stays framed.
+                        if let Some(stream) = self.streams.get(&to) {
+                            let _ = stream.try_send(bytes);
+                        }
+                    }
+                },
+                Output::ToPeer { relay, to, bytes } => {
+                    if let Some(relay) = self.relays.get(&relay)
+                        && let Err(error) = relay.socket.try_send_to(&bytes, to)
+                    {
+                        tracing::trace!(%error, %to, "relayed datagram not sent");
+                    }
+                }
+                Output::Bind(advertised) => match self.bind_relay(advertised) {
+                    Ok(relay) => {
+                        self.relays.insert(advertised, relay);
+                        self.server.handle_bound(advertised);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, port = advertised.port(), "relay port not available");
+                        self.server.handle_bind_failed(advertised);
+                    }
+                },
+                Output::Unbind(advertised) => {
+                    if let Some(relay) = self.relays.remove(&advertised) {
+                        relay.reader.abort();
+                    }
+                }
+            }
+        }
+    }
+
+    fn bind_relay(&self, advertised: SocketAddr) -> std::io::Result<Relay> {
+        let socket = std::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, advertised.port()))?;
+        socket.set_nonblocking(true)?;
+        let socket = Arc::new(UdpSocket::from_std(socket)?);
+        let reader = tokio::spawn(read_relay(
+            socket.clone(),
+            advertised,
+            self.events_tx.clone(),
+        ));
+        Ok(Relay { socket, reader })
+    }
+}
+
+async fn recv_udp(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_relay(socket: Arc<UdpSocket>, relay: SocketAddr, events: mpsc::Sender<Event>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                let bytes = buf.get(..n).unwrap_or_default().to_vec();
+                if events
+                    .send(Event::Peer { relay, from, bytes })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // ICMP errors from earlier sends surface here on some systems; keep reading.
+            Err(error) => tracing::trace!(%error, "relay receive error"),
+        }
+    }
+}
+
+async fn accept_streams(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    events: mpsc::Sender<Event>,
+    open: Arc<AtomicUsize>,
+) {
+    let transport = if tls.is_some() {
+        Transport::Tls
+    } else {
+        Transport::Tcp
+    };
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "TURN {transport} accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if open.fetch_add(1, Ordering::Relaxed) >= MAX_STREAM_CONNECTIONS {
+            open.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let client = Client {
+            transport,
+            addr: remote,
+        };
+        let events = events.clone();
+        let open = open.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_stream(stream, client, &events).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => serve_stream(stream, client, &events).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %remote, "TURN TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%remote, "TURN TLS handshake timed out"),
+                    }
+                }
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// One TCP or TLS client: messages in, answers out, until either side ends.
+async fn serve_stream<S>(stream: S, client: Client, events: &mpsc::Sender<Event>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (to_client, mut outgoing) = mpsc::channel::<Vec<u8>>(256);
+    if events
+        .send(Event::Opened { client, to_client })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let write = async {
+        while let Some(bytes) = outgoing.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    };
+    let read = async {
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut chunk = vec![0u8; 16 * 1024];
+        let first_deadline = tokio::time::Instant::now() + STREAM_FIRST_MESSAGE_TIMEOUT;
+        let mut seen_message = false;
+        loop {
+            let deadline = if seen_message {
+                tokio::time::Instant::now() + STREAM_IDLE_TIMEOUT
+            } else {
+                first_deadline
+            };
+            let n = match tokio::time::timeout_at(deadline, reader.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(n)) => n,
+            };
+            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            loop {
+                match next_frame(&buf) {
+                    Frame::Incomplete => break,
+                    Frame::Invalid => {
+                        tracing::debug!(%client, "TURN stream is not STUN or ChannelData; closing");
+                        return;
+                    }
+                    Frame::Complete(len) => {
+                        seen_message = true;
+                        let rest = buf.split_off(len);
+                        let bytes = std::mem::replace(&mut buf, rest);
+                        if events.send(Event::Stream { client, bytes }).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = write => {}
+        () = read => {}
+    }
+    let _ = events.send(Event::Closed(client)).await;
+}
