@@ -58,9 +58,8 @@ TURNSERVER = shutil.which("turnserver") or "/usr/bin/turnserver"
 # with the R bit (reserve the next port) and the RTCP one redeems the RESERVATION-TOKEN. rtcbox
 # answers the R bit with 508 (RFC 8656 §7.2 allows that; WebRTC never asks for it), and uclient
 # gives up. With -c uclient still sends EVEN-PORT without the R bit on a random half of its
-# allocations, and REQUESTED-ADDRESS-FAMILY always (-X only says IPv4 explicitly).
-# The reference command in the shared test-peers notes also has -g (DONT-FRAGMENT): left out
-# too, as RFC 8656 lets a server without DF support refuse it with 420.
+# allocations, and REQUESTED-ADDRESS-FAMILY always (-X only says IPv4 explicitly); -g adds
+# DONT-FRAGMENT. Otherwise this is the reference command of the shared test-peers notes.
 MESSAGES = 50
 CLIENTS = 3
 EXPECTED_MESSAGES = MESSAGES * CLIENTS
@@ -176,7 +175,7 @@ def uclient(port: int, peer_port: int, transport: str = "udp", mode: str = "chan
     peer_port. REST credentials (-W secret, uclient makes the time-limited user name and the
     password) unless ``password`` is given: then ``user``/``password`` are long-term credentials."""
     auth = ["-u", user] + (["-w", password] if password is not None else ["-W", secret])
-    command = [UCLIENT, "-v", "-c", "-e", "127.0.0.1", "-r", str(peer_port), "-X",
+    command = [UCLIENT, "-v", "-c", "-e", "127.0.0.1", "-r", str(peer_port), "-X", "-g",
                "-n", str(messages), "-m", str(clients), "-l", "170",
                *TRANSPORT_FLAGS[transport], *MODE_FLAGS[mode], *auth, "-p", str(port), "127.0.0.1"]
     try:
