@@ -4,7 +4,8 @@
 # Chromium) on loopback.
 #
 # Needs: the Rust toolchain (with rustfmt and clippy), python3 with venv, openssl, nginx (the
-# generated proxy config is checked with `nginx -t`); for the browser
+# generated proxy config is checked with `nginx -t`), coturn's turnutils_uclient/turnutils_peer
+# and turnserver (Debian's coturn package: the TURN test's client, echo peer and baseline); for the browser
 # test also node >= 20 with npm and Debian's chromium (/usr/bin/chromium, or $RTCBOX_CHROMIUM).
 # Installs the Python test peers into a venv (default ~/.cache/rtcbox-venv, reused when the
 # requirements did not change) and the browser test's npm packages into tests/browser/node_modules

@@ -37,6 +37,44 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+def free_udp_tcp_port() -> int:
+    """A port that is free on 127.0.0.1 for both TCP and UDP right now (TURN listens on both)."""
+    for _ in range(100):
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no port free for both TCP and UDP on 127.0.0.1")
+
+
+# TURN relay ranges handed to rtcbox instances: small, distinct per instance, below the kernel's
+# ephemeral range (where free_port() and clients' sockets come from), and spread by process id
+# so parallel pytest runs rarely meet. The server retries another port when one is taken anyway.
+RELAY_RANGE_SIZE = 10
+_RELAY_FIRST, _RELAY_LAST = 20000, 32000
+_relay_next = [_RELAY_FIRST + (os.getpid() * RELAY_RANGE_SIZE) % (_RELAY_LAST - _RELAY_FIRST)]
+
+
+def free_relay_range(size: int = RELAY_RANGE_SIZE) -> tuple[int, int]:
+    """``size`` consecutive UDP ports, all free right now, not handed out before by this process."""
+    for _ in range((_RELAY_LAST - _RELAY_FIRST) // size):
+        first = _relay_next[0]
+        _relay_next[0] = first + size if first + 2 * size <= _RELAY_LAST else _RELAY_FIRST
+        try:
+            for port in range(first, first + size):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                    udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first, first + size - 1
+    raise RuntimeError("no free TURN relay range")
+
+
 def wait_until(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     last = None
@@ -193,6 +231,11 @@ class Rtcbox:
     tcp_port: int = 0
     # The admin panel: http://127.0.0.1:<port>.
     admin_url: str = ""
+    # TURN: UDP and TCP on turn_port, TLS on turn_tls_port (0: that listener is off), relaying
+    # from the ports relay_ports[0]..=relay_ports[1]. What the environment said, not what bound.
+    turn_port: int = 0
+    turn_tls_port: int = 0
+    relay_ports: tuple[int, int] = (0, 0)
 
     def setup_token(self) -> str:
         """The one-time setup token rtcbox printed to its log at start."""
@@ -240,6 +283,11 @@ def launch_rtcbox(directory: Path, pki: dict, started: list, env: dict, name: st
                  "RTCBOX_ADMIN_BIND": f"127.0.0.1:{admin_port}",
                  # No internet here: rtcbox's own media port answers STUN binding requests.
                  "RTCBOX_STUN_SERVERS": f"127.0.0.1:{udp_port}"})
+    # Every instance gets its own TURN ports (never 3478/5349: a system coturn may hold them).
+    relay_min, relay_max = free_relay_range()
+    base.update({"RTCBOX_TURN_PORT": str(free_udp_tcp_port()),
+                 "RTCBOX_TURN_TLS_PORT": str(free_port()),
+                 "RTCBOX_TURN_RELAY_PORTS": f"{relay_min}-{relay_max}"})
     base.update(env)
     log = directory / f"{name}.log"
     with open(log, "wb") as out:
@@ -248,7 +296,10 @@ def launch_rtcbox(directory: Path, pki: dict, started: list, env: dict, name: st
     started.append(process)
     box = Rtcbox(f"http://127.0.0.1:{port}", data_dir, public_url, log, process,
                  ws_url=f"ws://127.0.0.1:{port}", udp_port=udp_port, tcp_port=tcp_port,
-                 admin_url=f"http://127.0.0.1:{admin_port}")
+                 admin_url=f"http://127.0.0.1:{admin_port}",
+                 turn_port=int(base["RTCBOX_TURN_PORT"]),
+                 turn_tls_port=int(base["RTCBOX_TURN_TLS_PORT"]),
+                 relay_ports=parse_port_range(base["RTCBOX_TURN_RELAY_PORTS"]))
     try:
         wait_until(lambda: process.poll() is None
                    and requests.get(f"{box.url}/healthz", timeout=2).status_code == 200,
@@ -256,6 +307,11 @@ def launch_rtcbox(directory: Path, pki: dict, started: list, env: dict, name: st
     except TimeoutError:
         raise RuntimeError(f"rtcbox did not start:\n{box.log_text()[-4000:]}")
     return box
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    first, _, last = text.partition("-")
+    return int(first), int(last or first)
 
 
 def stop_processes(started: list):

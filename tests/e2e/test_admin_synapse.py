@@ -192,11 +192,11 @@ def network_fields(box: Rtcbox) -> dict:
     """rtcbox's real listeners, so the checks talk to them."""
     http_port = int(urllib.parse.urlsplit(box.url).port)
     admin_port = int(urllib.parse.urlsplit(box.admin_url).port)
-    relay_min, relay_max = relay_range([box.udp_port, 3478])
+    relay_min, relay_max = relay_range([box.udp_port, box.turn_port])
     return {"lan_ip": "127.0.0.1", "public_ip": "127.0.0.1", "http": http_port,
             "https": free_port(), "admin": admin_port, "rtc_udp": box.udp_port,
-            "rtc_tcp": box.tcp_port, "turn": 3478, "turns": 5349, "relay_min": relay_min,
-            "relay_max": relay_max}
+            "rtc_tcp": box.tcp_port, "turn": box.turn_port, "turns": box.turn_tls_port,
+            "relay_min": relay_min, "relay_max": relay_max}
 
 
 def submit(panel: Panel, step: str, fields: dict, expect_next: str | None = None) -> requests.Response:
