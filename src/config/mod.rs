@@ -466,12 +466,12 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         }
         None => None,
     };
-    let turn_port = parse_turn_port(
+    let turn_port = parse_port(
         pick(SettingKey::TurnPort)?,
         SettingKey::TurnPort,
         DEFAULT_TURN_PORT,
     )?;
-    let turn_tls_port = parse_turn_port(
+    let turn_tls_port = parse_port(
         pick(SettingKey::TurnTlsPort)?,
         SettingKey::TurnTlsPort,
         DEFAULT_TURN_TLS_PORT,
@@ -671,7 +671,8 @@ fn parse_port(
         return Ok(default);
     };
     match raw.trim().parse::<u16>() {
-        // 0 lets the system pick a free port (tests); the advertised candidates use the real one.
+        // 0 means: media ports, the system picks a free one (tests; the advertised candidates
+        // use the real one); TURN listeners, off.
         Ok(port) => Ok(port),
         _ => Err(error(
             key,
@@ -679,27 +680,6 @@ fn parse_port(
             format!("'{}' is not a port number (0-65535)", raw.trim()),
         )),
     }
-}
-
-/// A TURN listener port: 0 means the listener is off (an operator who keeps coturn on 3478).
-fn parse_turn_port(
-    raw: Option<(String, Origin)>,
-    key: SettingKey,
-    default: u16,
-) -> Result<u16, ConfigError> {
-    let Some((raw, origin)) = raw else {
-        return Ok(default);
-    };
-    raw.trim().parse::<u16>().map_err(|_| {
-        error(
-            key,
-            origin,
-            format!(
-                "'{}' is not a port number (1-65535, or 0 for off)",
-                raw.trim()
-            ),
-        )
-    })
 }
 
 /// `first-last`, inclusive, e.g. `49160-49200`.
