@@ -240,7 +240,7 @@ pub fn turn_view(status: &TurnStatus) -> TurnView {
         counters.push((format!("Peers refused: {reason}"), count.to_string()));
     }
     counters.push((
-        "Failed logins (bad or expired credentials)".to_owned(),
+        "Requests with bad or expired credentials".to_owned(),
         stats.auth_failures.to_string(),
     ));
     counters.push((

@@ -1220,7 +1220,7 @@ async fn the_dashboard_shows_the_turn_server() {
         "<dt>Relayed</dt><dd>5.3 MiB</dd>",
         "<dt>Peers refused: loopback address</dt><dd>3</dd>",
         "<dt>Peers refused: this host's own address</dt><dd>1</dd>",
-        "<dt>Failed logins (bad or expired credentials)</dt><dd>4</dd>",
+        "<dt>Requests with bad or expired credentials</dt><dd>4</dd>",
         "<dt>Error answers held back (rate limit)</dt><dd>5</dd>",
         "<dt>Packets dropped over the bandwidth cap</dt><dd>6</dd>",
         "<code class=\"break\">UDP 198.51.100.4:51000</code></td><td><code class=\"break\">alice</code></td><td>call participant (LiveKit)</td><td><code>203.0.113.7:49161</code></td><td>1 min 15 s</td><td>8 min 45 s</td><td>2.0 KiB</td><td>1 permission, 1 channel</td>",
