@@ -220,24 +220,14 @@ async fn start_turn(
     } else {
         None
     };
-    let interfaces = interface_addresses();
-    let relay_ip = settings
-        .node_ip
-        .or_else(|| (!bind_ip.is_unspecified()).then_some(bind_ip))
-        .or_else(|| {
-            let usable = |ip: &&IpAddr| {
-                !ip.is_loopback()
-                    && crate::net::special(**ip) != Some(crate::net::Special::LinkLocal)
-            };
-            interfaces
-                .iter()
-                .filter(usable)
-                .find(|ip| ip.is_ipv4())
-                .or_else(|| interfaces.iter().find(usable))
-                .copied()
-        })
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let mut host_addresses = interfaces;
+    // Relays are advertised where media is: the node IP, the listener's own address, or the
+    // host's first reachable address.
+    let relay_ip = sockets
+        .udp_advertised()
+        .first()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), SocketAddr::ip);
+    // Loopback and link-local are refused as special addresses anyway.
+    let mut host_addresses = crate::net::host_addresses();
     host_addresses.extend(settings.node_ip);
     host_addresses.push(bind_ip);
     let policy = RelayPolicy {
@@ -264,18 +254,6 @@ async fn start_turn(
         sfu_routes: sockets.udp_routes(),
     })
     .await)
-}
-
-/// Every address of this host's interfaces, loopback included.
-fn interface_addresses() -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|i| i.ip())
-        .collect();
-    ips.sort();
-    ips.dedup();
-    ips
 }
 
 /// While no admin password exists, prints a fresh one-time setup token (or the one preset in

@@ -133,6 +133,27 @@ fn special_v6(ip: Ipv6Addr) -> Option<Special> {
     }
 }
 
+/// This host's addresses that another machine could reach: every interface address except
+/// loopback, link-local, unspecified and multicast; 127.0.0.1 when there is none.
+pub fn host_addresses() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast())
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_link_local(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    ips
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,7 +53,7 @@ impl SfuSockets {
         let advertised: Vec<IpAddr> = match node_ip {
             Some(ip) => vec![ip],
             None if !bind_ip.is_unspecified() => vec![bind_ip],
-            None => host_addresses(),
+            None => crate::net::host_addresses(),
         };
         if advertised.is_empty() {
             anyhow::bail!(
@@ -127,27 +127,6 @@ impl SfuSockets {
     pub fn tcp_advertised(&self) -> &[SocketAddr] {
         &self.tcp_advertised
     }
-}
-
-/// The host's own addresses for candidates when none is configured: everything but loopback,
-/// link-local and unspecified.
-fn host_addresses() -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|i| i.ip())
-        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast())
-        .filter(|ip| match ip {
-            IpAddr::V4(v4) => !v4.is_link_local(),
-            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
-        })
-        .collect();
-    ips.sort();
-    ips.dedup();
-    if ips.is_empty() {
-        ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    }
-    ips
 }
 
 type Call = Box<dyn FnOnce(&mut Core, Instant) + Send>;

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::secret::Secret;
+use crate::secret::{Secret, random_alphanumeric};
 use crate::tls::TlsCertificates;
 use crate::turn::framing::{Frame, next_frame};
 use crate::turn::handle::{TurnHandle, TurnUrls};
@@ -141,7 +141,8 @@ pub async fn start(setup: TurnSetup) -> TurnHandle {
         }
     }
 
-    let participant_secret = random_secret();
+    // Signs participant credentials; new at every start (they die with the process anyway).
+    let participant_secret = Secret::new(random_alphanumeric(48));
     let urls = TurnUrls {
         host: setup.public_host.clone(),
         // One URL port serves both; advertise it when either runs.
@@ -222,20 +223,6 @@ fn failed(transport: Transport, addr: SocketAddr, error: &std::io::Error) -> Lis
         addr,
         error: Some(format!("{error}{hint}")),
     }
-}
-
-/// Signs participant credentials; new at every start (credentials die with the process anyway).
-fn random_secret() -> Secret {
-    let mut bytes = [0u8; 32];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Without an OS generator nothing else in rtcbox works either; still never a constant.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        bytes[..16].copy_from_slice(&nanos.to_le_bytes());
-    }
-    Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 fn now_unix() -> u64 {
