@@ -461,4 +461,6 @@ fn bare_name(presented: &str) -> &str {
 }
 
 #[cfg(test)]
+pub(crate) mod testcert;
+#[cfg(test)]
 mod tests;

@@ -4,16 +4,11 @@ use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 use super::*;
-
-const CA_PEM: &[u8] = include_bytes!("testdata/ca.pem");
-const LEAF_PEM: &[u8] = include_bytes!("testdata/localhost.pem");
-const LEAF_KEY: &[u8] = include_bytes!("testdata/localhost.key");
+use crate::setup::fetch::testcert::CA_PEM;
 
 #[test]
 fn urls() {
@@ -215,19 +210,7 @@ async fn slow_server_times_out() {
 
 /// A one-shot HTTPS server presenting the test certificate for `localhost`.
 async fn tls_server() -> SocketAddr {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(LEAF_PEM)
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(LEAF_KEY).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = crate::setup::fetch::testcert::localhost_acceptor();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -5,17 +5,15 @@
 use std::sync::{Arc, Mutex};
 
 use rtc_stun::error_code::ErrorCode;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::setup::fetch::testcert::CA_PEM;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 
 const REALM: &str = "rtcbox.test";
 const PASSWORD: &str = "correct horse";
-const CA_PEM: &[u8] = include_bytes!("../../setup/fetch/testdata/ca.pem");
-const LEAF_PEM: &[u8] = include_bytes!("../../setup/fetch/testdata/localhost.pem");
-const LEAF_KEY: &[u8] = include_bytes!("../../setup/fetch/testdata/localhost.key");
 
 fn relay() -> SocketAddr {
     "198.51.100.7:49170".parse().unwrap()
@@ -320,19 +318,7 @@ async fn tcp_server(fake: Shared) -> SocketAddr {
 }
 
 async fn tls_server(fake: Shared) -> SocketAddr {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(LEAF_PEM)
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(LEAF_KEY).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = crate::setup::fetch::testcert::localhost_acceptor();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
