@@ -11,7 +11,7 @@ use crate::config::SettingKey;
 #[derive(Debug, Parser)]
 #[command(
     name = "rtcbox",
-    version,
+    version = crate::VERSION_LINE,
     about = "The MatrixRTC backend of a homeserver in one binary"
 )]
 pub struct Cli {

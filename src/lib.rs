@@ -3,6 +3,18 @@
 //! See docs/ARCHITECTURE.md for the codemap and the invariants each module keeps.
 #![forbid(unsafe_code)]
 
+/// The release, from Cargo.toml.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the binary was built from (short hash), or `unknown` (see build.rs).
+pub const GIT_COMMIT: &str = env!("RTCBOX_GIT_COMMIT");
+/// `0.1.0 (git 1a2b3c4d5e6f)`: what `rtcbox --version` prints after the name.
+pub const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("RTCBOX_GIT_COMMIT"),
+    ")"
+);
+
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -157,10 +157,7 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
             })
             .collect()
     });
-    let mut facts = vec![(
-        "rtcbox version".to_owned(),
-        env!("CARGO_PKG_VERSION").to_owned(),
-    )];
+    let mut facts = vec![("rtcbox version".to_owned(), crate::VERSION_LINE.to_owned())];
     if let Some(hs) = &steps.homeserver {
         facts.push(("Homeserver".to_owned(), hs.server_name.clone()));
         let version = if hs.synapse_version.is_empty() {
