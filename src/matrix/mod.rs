@@ -8,7 +8,7 @@ mod discovery;
 mod server_name;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,7 +84,9 @@ pub struct ServerSoftware {
 /// Talks to other Matrix servers over federation. Cheap to share (`Arc`); one per process.
 pub struct FederationClient {
     tls: tokio_rustls::TlsConnector,
-    dns: Option<hickory_resolver::TokioResolver>,
+    dns: hickory_resolver::TokioResolver,
+    /// False when the system has no resolv.conf: only /etc/hosts names resolve, no SRV.
+    dns_configured: bool,
     well_known_cache: Mutex<HashMap<String, (Instant, Option<ServerName>)>>,
 }
 
@@ -96,22 +98,17 @@ impl FederationClient {
 
     /// A client using `config` (from [`tls_client_config`]) for every connection.
     pub fn with_tls_config(config: Arc<rustls::ClientConfig>) -> Self {
-        let dns = match hickory_resolver::TokioResolver::builder_tokio() {
-            Ok(mut builder) => {
-                let opts = builder.options_mut();
-                opts.timeout = Duration::from_secs(2);
-                opts.attempts = 1;
-                Some(builder.build())
-            }
-            Err(error) => {
-                tracing::warn!(%error, "no DNS configuration; SRV discovery of homeservers is off");
-                None
-            }
-        };
+        let (dns, dns_configured) = crate::net::dns::system_resolver();
+        if !dns_configured {
+            tracing::warn!(
+                "no DNS configuration (/etc/resolv.conf); SRV discovery of homeservers is off"
+            );
+        }
 
         FederationClient {
             tls: tokio_rustls::TlsConnector::from(config),
             dns,
+            dns_configured,
             well_known_cache: Mutex::new(HashMap::new()),
         }
     }
@@ -219,7 +216,8 @@ impl FederationClient {
             reason,
         };
 
-        let addrs = resolve(&endpoint.host, endpoint.port)
+        let addrs = self
+            .resolve(&endpoint.host, endpoint.port)
             .await
             .map_err(unreachable)?;
         let refused = addrs.iter().find(|a| !crate::net::is_public(a.ip()));
@@ -323,10 +321,10 @@ impl FederationClient {
     }
 
     async fn srv_records(&self, name: &str) -> Vec<SrvRecord> {
-        let Some(dns) = &self.dns else {
+        if !self.dns_configured {
             return Vec::new();
-        };
-        match dns.srv_lookup(name).await {
+        }
+        match self.dns.srv_lookup(name).await {
             Ok(lookup) => lookup
                 .iter()
                 .map(|srv| SrvRecord {
@@ -342,10 +340,21 @@ impl FederationClient {
             }
         }
     }
+
+    async fn resolve(&self, host: &Host, port: u16) -> Result<Vec<SocketAddr>, String> {
+        match host {
+            Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+            Host::Dns(name) => {
+                crate::net::dns::lookup_with(&self.dns, self.dns_configured, name, port)
+                    .await
+                    .map_err(|e| format!("cannot resolve {name}: {e}"))
+            }
+        }
+    }
 }
 
 /// The TLS client configuration every outgoing HTTPS connection uses: the system's root
-/// certificates plus those in `extra_ca_file` (PEM, `RTCBOX_MATRIX_CA_FILE`), HTTP/1.1 by ALPN.
+/// certificates (or, where the system has none, the Mozilla roots built into the binary) plus those in `extra_ca_file` (PEM, `RTCBOX_MATRIX_CA_FILE`), HTTP/1.1 by ALPN.
 /// Verification cannot be turned off.
 pub fn tls_client_config(
     extra_ca_file: Option<&Path>,
@@ -353,6 +362,12 @@ pub fn tls_client_config(
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        // No CA bundle on this system (a scratch image, an empty root): Mozilla's roots, as
+        // compiled into the binary, so public certificates still verify.
+        tracing::debug!("no system root certificates; using the built-in Mozilla roots");
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
     if let Some(path) = extra_ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .with_context(|| format!("cannot read RTCBOX_MATRIX_CA_FILE '{}'", path.display()))?
@@ -377,10 +392,6 @@ pub fn tls_client_config(
                 )
             })?;
         }
-    } else if added == 0 {
-        tracing::warn!(
-            "no system root certificates found: servers with public certificates cannot be verified"
-        );
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -467,26 +478,6 @@ fn parse_well_known(body: &[u8]) -> Option<ServerName> {
     }
     let parsed: WellKnown = serde_json::from_slice(body).ok()?;
     ServerName::parse(&parsed.server).ok()
-}
-
-async fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, String> {
-    match host {
-        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
-        Host::Dns(name) if ServerName::parse(name).is_ok_and(|n| n.is_localhost()) => Ok(vec![
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
-        ]),
-        Host::Dns(name) => {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port))
-                .await
-                .map_err(|e| format!("cannot resolve {name}: {e}"))?
-                .collect();
-            if addrs.is_empty() {
-                return Err(format!("{name} has no address"));
-            }
-            Ok(addrs)
-        }
-    }
 }
 
 async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, String> {

@@ -353,22 +353,20 @@ pub async fn public_ip(stun_servers: &[String]) -> Result<IpAddr, String> {
 /// `host:port`, `host` (port 3478), `a.b.c.d[:port]` or `[v6][:port]` to one address, IPv4
 /// preferred (the public address that matters sits behind an IPv4 NAT).
 async fn resolve_stun_server(server: &str) -> Result<SocketAddr, String> {
-    let with_port = if let Ok(addr) = server.parse::<SocketAddr>() {
+    if let Ok(addr) = server.parse::<SocketAddr>() {
         return Ok(addr);
-    } else if let Ok(ip) = server.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 3478));
-    } else {
-        match server.rsplit_once(':') {
-            Some((_, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-                server.to_owned()
-            }
-            _ => format!("{server}:3478"),
-        }
+    }
+    let (host, port) = match server.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && !port.is_empty() => (
+            host,
+            port.parse::<u16>()
+                .map_err(|_| format!("'{port}' is not a port"))?,
+        ),
+        _ => (server, 3478),
     };
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(with_port.as_str())
+    let addrs = crate::net::dns::lookup(host, port)
         .await
-        .map_err(|e| format!("cannot resolve it ({e})"))?
-        .collect();
+        .map_err(|e| format!("cannot resolve it ({e})"))?;
     addrs
         .iter()
         .find(|a| a.is_ipv4())

@@ -305,13 +305,12 @@ fn without_query(url: &str) -> String {
 async fn connect(target: &Target) -> Result<TcpStream, FetchError> {
     let addrs: Vec<SocketAddr> = match target.host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, target.port)],
-        Err(_) => tokio::net::lookup_host((target.host.as_str(), target.port))
+        Err(_) => crate::net::dns::lookup(&target.host, target.port)
             .await
-            .map_err(|e| FetchError::Dns {
+            .map_err(|reason| FetchError::Dns {
                 host: target.host.clone(),
-                reason: e.to_string(),
-            })?
-            .collect(),
+                reason,
+            })?,
     };
     let mut last = None;
     for addr in addrs {
