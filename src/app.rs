@@ -133,10 +133,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
             )
         })?;
     let bound = listener.local_addr().context("listener address")?;
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        "listening on http://{bound}"
-    );
+    tracing::info!(version = crate::VERSION_LINE, "listening on http://{bound}");
 
     let signaling = livekit::signal::router(Arc::new(SignalState {
         sfu: sfu.clone(),
@@ -401,7 +398,7 @@ async fn print_token(cli: &Cli, args: &TokenArgs) -> anyhow::Result<ExitCode> {
 
 /// Probes `/healthz` with a plain HTTP/1.1 request; exit 0 on 200.
 async fn healthcheck(cli: &Cli, args: &HealthcheckArgs) -> anyhow::Result<ExitCode> {
-    let (addr, host, path) = match &args.url {
+    let (host, port, path) = match &args.url {
         Some(url) => parse_http_url(url)?,
         None => {
             let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
@@ -419,24 +416,29 @@ async fn healthcheck(cli: &Cli, args: &HealthcheckArgs) -> anyhow::Result<ExitCo
                 stored: &stored,
             })?;
             let addr = SocketAddr::new(loopback_for(bind.ip()), bind.port());
-            (addr, addr.to_string(), "/healthz".to_owned())
+            let host = match addr.ip() {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            (host, addr.port(), "/healthz".to_owned())
         }
     };
-    match tokio::time::timeout(Duration::from_secs(5), probe(addr, &host, &path)).await {
+    let shown = format!("{host}:{port}");
+    match tokio::time::timeout(Duration::from_secs(5), probe(&host, port, &path)).await {
         Ok(Ok(200)) => {
-            println!("healthy: http://{host}{path} answered 200");
+            println!("healthy: http://{shown}{path} answered 200");
             Ok(ExitCode::SUCCESS)
         }
         Ok(Ok(status)) => {
-            eprintln!("unhealthy: http://{host}{path} answered {status}");
+            eprintln!("unhealthy: http://{shown}{path} answered {status}");
             Ok(ExitCode::FAILURE)
         }
         Ok(Err(error)) => {
-            eprintln!("unhealthy: http://{host}{path}: {error}");
+            eprintln!("unhealthy: http://{shown}{path}: {error}");
             Ok(ExitCode::FAILURE)
         }
         Err(_) => {
-            eprintln!("unhealthy: http://{host}{path} did not answer within 5 s");
+            eprintln!("unhealthy: http://{shown}{path} did not answer within 5 s");
             Ok(ExitCode::FAILURE)
         }
     }
@@ -451,8 +453,8 @@ fn loopback_for(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// `http://host:port/path` with an IP or `localhost` host.
-fn parse_http_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+/// `http://host[:port]/path` → (host, port, path); the host is a name or an IP literal.
+fn parse_http_url(url: &str) -> anyhow::Result<(String, u16, String)> {
     let rest = url
         .strip_prefix("http://")
         .context("--url must start with http://")?;
@@ -460,23 +462,43 @@ fn parse_http_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
         Some(i) => (&rest[..i], rest[i..].to_owned()),
         None => (rest, "/healthz".to_owned()),
     };
-    let addr = config::parse_bind(authority)
-        .ok()
-        .filter(|a| !a.ip().is_unspecified())
-        .or_else(|| config::parse_bind(&authority.replace("localhost:", "127.0.0.1:")).ok())
-        .with_context(|| {
-            format!(
-                "--url needs an IP address and port, e.g. http://127.0.0.1:8880 (got '{authority}')"
-            )
-        })?;
-    Ok((addr, authority.to_owned(), path))
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (
+            host,
+            port.parse::<u16>()
+                .ok()
+                .with_context(|| format!("--url has no usable port ('{authority}')"))?,
+        ),
+        _ => (authority, 80),
+    };
+    if host.is_empty() {
+        anyhow::bail!("--url names no host, e.g. http://127.0.0.1:8880/healthz");
+    }
+    Ok((host.to_owned(), port, path))
 }
 
-async fn probe(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<u16> {
-    let mut stream = TcpStream::connect(addr)
+async fn probe(host: &str, port: u16, path: &str) -> anyhow::Result<u16> {
+    let addrs = crate::net::dns::lookup(host, port)
         .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        .map_err(|reason| anyhow::anyhow!("cannot resolve {host}: {reason}"))?;
+    let mut last = None;
+    let mut connected = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                connected = Some(stream);
+                break;
+            }
+            Err(error) => {
+                last = Some(anyhow::Error::new(error).context(format!("cannot connect to {addr}")))
+            }
+        }
+    }
+    let Some(mut stream) = connected else {
+        return Err(last.unwrap_or_else(|| anyhow::anyhow!("{host} has no address")));
+    };
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut head = vec![0u8; 1024];
     let mut len = 0;
@@ -496,4 +518,33 @@ async fn probe(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<u16> 
         .and_then(|code| code.parse().ok())
         .filter(|_| line.starts_with("HTTP/1."))
         .context("the answer is not HTTP")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(url: &str, expected: Option<(&str, u16, &str)>) {
+        let got = parse_http_url(url).ok();
+        let got = got
+            .as_ref()
+            .map(|(h, p, path)| (h.as_str(), *p, path.as_str()));
+        assert_eq!(got, expected, "{url}");
+    }
+
+    #[test]
+    fn health_check_urls() {
+        check(
+            "http://127.0.0.1:8880/healthz",
+            Some(("127.0.0.1", 8880, "/healthz")),
+        );
+        check("http://rtcbox:8880", Some(("rtcbox", 8880, "/healthz")));
+        check("http://[::1]:8880/x", Some(("[::1]", 8880, "/x")));
+        check("http://[::1]/x", Some(("[::1]", 80, "/x")));
+        check("http://localhost/", Some(("localhost", 80, "/")));
+        check("https://127.0.0.1:8880/", None);
+        check("http://:8880/", None);
+        check("http://host:port/", None);
+        check("http://host:99999/", None);
+    }
 }

@@ -63,19 +63,40 @@ const OPEN_LOCK_FILE: &str = "rtcbox.db.open-lock";
 
 async fn open_lock(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join(OPEN_LOCK_FILE);
+    let dir = data_dir.to_owned();
     tokio::task::spawn_blocking(move || {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .map_err(|error| match error.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    anyhow::anyhow!(not_writable(&dir))
+                }
+                _ => anyhow::Error::new(error).context(format!("cannot open {}", path.display())),
+            })?;
         file.lock()
             .with_context(|| format!("cannot lock {}", path.display()))?;
         Ok(file)
     })
     .await
     .context("the database lock task failed")?
+}
+
+/// The data directory exists but this process may not write there: the usual first-run mistake
+/// with a container's bind mount or a package's folder.
+fn not_writable(dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let owner = std::fs::metadata(dir)
+        .map(|m| format!(" (owned by uid {}, mode {:o})", m.uid(), m.mode() & 0o7777))
+        .unwrap_or_default();
+    format!(
+        "the data directory {}{owner} is not writable by this process. Give it to the user rtcbox \
+         runs as: the container image runs as uid 65532 (`chown -R 65532:65532` the folder mounted \
+         at /data, or run the container as the folder's owner with `user:`/`--user`)",
+        dir.display()
+    )
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
