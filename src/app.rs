@@ -166,6 +166,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     admin.turn = Some(turn);
     admin.media = media;
     admin.logs = crate::logbuf::global().clone();
+    admin.data_dir = Some(config::data_dir(cli.data_dir.as_deref(), &process_env));
     admin.net = Some(http::admin::NetClients {
         http: Arc::new(HttpClient::new(settings.matrix_ca_file.as_deref())?),
         federation,

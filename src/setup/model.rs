@@ -26,6 +26,8 @@ pub struct Deployment {
     pub network: Network,
     /// The embedded TURN server for legacy 1:1 calls (Synapse's `turn_shared_secret`), when on.
     pub legacy_turn: Option<LegacyTurn>,
+    /// How rtcbox runs now, for the container file.
+    pub running: Running,
 }
 
 /// A Synapse release, e.g. 1.163.2 (a `rc` suffix is dropped).
@@ -309,6 +311,37 @@ impl Default for Ports {
             turns: 5349,
             relay_min: 49160,
             relay_max: 49200,
+        }
+    }
+}
+
+/// How rtcbox runs now, as far as `compose.yaml` needs it: the admin panel reads it (the data
+/// directory's path and owner, the listeners' addresses) where it builds the deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Running {
+    /// The data directory as an absolute path without symbolic links, when it could be resolved
+    /// and is UTF-8. `/data` means rtcbox already runs in a container.
+    pub data_dir: Option<String>,
+    /// The data directory's owner, (uid, gid), when it could be read.
+    pub data_owner: Option<(u32, u32)>,
+    /// The address the public HTTP listener binds now (media and TURN bind the same one).
+    pub http_bind_ip: IpAddr,
+    /// The address the admin panel binds now.
+    pub admin_bind_ip: IpAddr,
+    /// The environment names of the settings a variable or flag pins now; a container does
+    /// not inherit them.
+    pub pinned: Vec<&'static str>,
+}
+
+impl Default for Running {
+    /// Nothing known about the data directory; listeners on every interface, nothing pinned.
+    fn default() -> Self {
+        Running {
+            data_dir: None,
+            data_owner: None,
+            http_bind_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            admin_bind_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            pinned: Vec::new(),
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{
     AcmeChallenge, Deployment, Endpoints, LegacyTurn, Network, Ports, ProxyKind, PublicOrigin,
-    SynapseVersion, TlsMode,
+    Running, SynapseVersion, TlsMode,
 };
 use crate::matrix::ServerName;
 use crate::secret::Secret;
@@ -727,8 +727,9 @@ impl Steps {
             .unwrap_or(Step::Review)
     }
 
-    /// The deployment the steps describe, or the steps still missing.
-    pub fn deployment(&self) -> Result<Deployment, Vec<Step>> {
+    /// The deployment the steps describe on top of how rtcbox runs now, or the steps still
+    /// missing.
+    pub fn deployment(&self, running: Running) -> Result<Deployment, Vec<Step>> {
         let missing: Vec<Step> = Step::ALL[..5]
             .iter()
             .copied()
@@ -764,6 +765,7 @@ impl Steps {
                 .as_ref()
                 .and_then(|s| s.validate().ok())
                 .expect("complete"),
+            running,
         })
     }
 }

@@ -23,6 +23,7 @@ mod wizard;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -67,6 +68,9 @@ pub struct AdminState {
     pub login_limiter: Mutex<RateLimiter>,
     /// The process environment, for validating a settings change with the same precedence.
     pub env: EnvReader,
+    /// The data directory, as configured (for the container file); absent in tests of the panel
+    /// alone.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Reads one environment variable (the process's in production, a table in tests).
@@ -99,6 +103,7 @@ impl AdminState {
             // Five attempts at once, then one every 12 s, per client address.
             login_limiter: Mutex::new(RateLimiter::new(5, 1.0 / 12.0)),
             env: Arc::new(|name| std::env::var(name).ok()),
+            data_dir: None,
         }
     }
 }

@@ -45,6 +45,7 @@ async fn panel_configured(
     .unwrap();
     let mut state = AdminState::new(pool, settings, flags);
     state.env = Arc::new(|_| None);
+    state.data_dir = Some(tmp.path().to_owned());
     configure(&mut state);
     let state = Arc::new(state);
     Panel {
@@ -786,6 +787,22 @@ async fn outputs_are_shown_and_downloadable() {
     // The API secret never appears in the generated configuration.
     let secret = panel.state.settings.api_secret.expose().to_owned();
     assert!(!page.body.contains(&secret));
+
+    // compose.yaml mounts the data directory rtcbox runs with, as its owner, and pins nothing:
+    // the panel pins RTCBOX_FULL_ACCESS_HOMESERVERS, which the container would not inherit.
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = std::fs::canonicalize(panel.state.data_dir.as_deref().unwrap()).unwrap();
+    let meta = std::fs::metadata(&dir).unwrap();
+    let compose = panel.get("/outputs/compose-yaml", &session).await.body;
+    assert!(
+        compose.contains(&format!("      - \"{}:/data\"\n", dir.display())),
+        "{compose}"
+    );
+    if (meta.uid(), meta.gid()) != (65532, 65532) {
+        assert!(compose.contains(&format!("    user: \"{}:{}\"\n", meta.uid(), meta.gid())));
+    }
+    assert!(compose.contains("RTCBOX_FULL_ACCESS_HOMESERVERS"));
+    assert!(!compose.contains("\n      RTCBOX_"));
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use crate::config::SettingKey;
 use crate::db;
 use crate::secret::random_alphanumeric;
 use crate::setup::discover;
-use crate::setup::model::{AcmeChallenge, Deployment, Ports, ProxyKind};
+use crate::setup::model::{AcmeChallenge, Deployment, Ports, ProxyKind, Running};
 use crate::setup::wizard::{
     EndpointsStep, FieldErrors, HomeserverStep, NetworkStep, PORT_FIELDS, Step, Steps, TlsStep,
     TurnStep, warnings,
@@ -236,8 +236,34 @@ pub async fn load_steps(state: &AdminState) -> Result<Steps, Response> {
 /// The deployment the finished wizard describes, or a page saying which steps are missing.
 pub async fn deployment(state: &AdminState) -> Result<Deployment, Vec<Step>> {
     match load_steps(state).await {
-        Ok(steps) => steps.deployment(),
+        Ok(steps) => steps.deployment(running(state)),
         Err(_) => Err(Step::ALL[..5].to_vec()),
+    }
+}
+
+/// How this rtcbox runs: its data directory (resolved, with its owner) and listeners, and the
+/// settings its environment or flags pin. The IO for the container file happens here, so the
+/// generators stay pure.
+fn running(state: &AdminState) -> Running {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = state
+        .data_dir
+        .as_deref()
+        .and_then(|dir| std::fs::canonicalize(dir).ok());
+    let data_owner = dir
+        .as_deref()
+        .and_then(|dir| std::fs::metadata(dir).ok())
+        .map(|meta| (meta.uid(), meta.gid()));
+    Running {
+        data_dir: dir.and_then(|dir| dir.to_str().map(str::to_owned)),
+        data_owner,
+        http_bind_ip: state.settings.http_bind.ip(),
+        admin_bind_ip: state.settings.admin_bind.ip(),
+        pinned: SettingKey::ALL
+            .into_iter()
+            .filter(|key| state.settings.is_pinned(*key))
+            .map(SettingKey::env_name)
+            .collect(),
     }
 }
 
@@ -596,7 +622,7 @@ fn review(
     steps: &Steps,
     progress: Vec<ProgressItem>,
 ) -> Response {
-    let (summary, warnings, changes, missing) = match steps.deployment() {
+    let (summary, warnings, changes, missing) = match steps.deployment(running(state)) {
         Ok(d) => (
             summary(&d),
             warnings(&d),
@@ -739,7 +765,7 @@ fn setting_changes(state: &AdminState, d: &Deployment) -> Vec<SettingChange> {
 /// Review → Apply: every setting the deployment implies, in one transaction, skipping those
 /// the environment pins; then on to the generated configuration.
 async fn apply(state: &AdminState, steps: &Steps) -> Response {
-    let d = match steps.deployment() {
+    let d = match steps.deployment(running(state)) {
         Ok(d) => d,
         Err(missing) => {
             let names: Vec<&str> = missing.iter().map(|s| s.title()).collect();

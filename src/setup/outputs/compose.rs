@@ -1,18 +1,34 @@
-//! `compose.yaml` for the container install.
+//! `compose.yaml` for the container install, for the image packaging builds
+//! (`packaging/Containerfile`: the static binary at `/rtcbox`, its data in `/data`, user
+//! 65532:65532, its own health check).
 //!
-//! It pins only what the wizard decided (URLs, ports, the advertised address); settings given
-//! here are locked in the admin panel. Secrets are never written into it: the API key pair and
-//! the TURN shared secret live in the data directory's database.
+//! It mounts the data directory rtcbox runs with now, so the key pair and the TURN shared secret
+//! the other generated files rely on stay the same, and it pins no setting: the wizard's Apply
+//! stored them in that directory's database, and a pinned setting would be locked in the admin
+//! panel. Host networking by default; bridge networking as a commented block that publishes
+//! exactly the deployment's ports. Secrets are never written into it.
 
 use std::net::IpAddr;
 
-use super::{Output, yaml_str};
-use crate::setup::model::{Deployment, TlsMode};
+use super::{Output, bracketed_host, wrap, yaml_str};
+use crate::setup::model::{Deployment, Running};
 
 pub const ID: &str = "compose-yaml";
 
 /// The container image. Packaging publishes it, tagged with each release's version.
 pub const CONTAINER_IMAGE: &str = "ghcr.io/rtcbox/rtcbox";
+
+/// Where the image keeps rtcbox's data (its `RTCBOX_DATA_DIR` and volume).
+pub const CONTAINER_DATA_DIR: &str = "/data";
+
+/// The unprivileged user and group the image runs as.
+pub const IMAGE_USER: (u32, u32) = (65532, 65532);
+
+/// Stands for the data folder's host path where rtcbox cannot know it.
+const PLACEHOLDER_DIR: &str = "/path/to/rtcbox-data";
+
+/// Comment lines wrap at this column.
+const WIDTH: usize = 96;
 
 pub fn compose_yaml(d: &Deployment) -> Output {
     Output {
@@ -20,111 +36,147 @@ pub fn compose_yaml(d: &Deployment) -> Output {
         title: "Container: compose.yaml".to_owned(),
         filename: "compose.yaml".to_owned(),
         media_type: "application/yaml",
-        intro: "For the container install: put compose.yaml in an empty folder (on Synology, a \
-                Container Manager project) and run docker compose up -d."
+        intro: "For the container install: stop the rtcbox that runs now (the container takes \
+                over its data folder and ports), put compose.yaml in a folder of its own (on \
+                Synology, a Container Manager project) and run docker compose up -d; \
+                docker logs rtcbox shows its log."
             .to_owned(),
         text: text(d),
     }
 }
 
-/// All interfaces of the LAN address's family: `0.0.0.0` or `[::]` (which on Linux also accepts
-/// IPv4 unless the system disables dual-stack sockets).
-fn any_address(ip: IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V4(_) => format!("0.0.0.0:{port}"),
-        IpAddr::V6(_) => format!("[::]:{port}"),
+/// One port the bridge alternative publishes, as Compose writes it: `[host_ip:]ports:ports/proto`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Published {
+    purpose: &'static str,
+    /// Published on this host address only; `None` for every address.
+    host_ip: Option<IpAddr>,
+    /// `port` or `first-last`, the same inside and outside.
+    ports: String,
+    protocol: &'static str,
+}
+
+impl Published {
+    fn entry(&self) -> String {
+        let mapping = match self.host_ip {
+            Some(ip) => format!("{}:{}", bracketed_host(&ip.to_string()), self.ports),
+            None => self.ports.clone(),
+        };
+        format!("{mapping}:{}/{}", self.ports, self.protocol)
     }
 }
 
-fn text(d: &Deployment) -> String {
+/// What bridge networking publishes: every listener rtcbox runs, the admin panel on the LAN
+/// address only, and the relay range only when legacy 1:1 calls use rtcbox's TURN server.
+fn published(d: &Deployment) -> Vec<Published> {
     let ports = d.network.ports;
-    let ip = d.network.lan_ip;
-    let version = env!("CARGO_PKG_VERSION");
-    let mut out = String::new();
-    out += &format!(
+    let all = |purpose, port: u16, protocol| Published {
+        purpose,
+        host_ip: None,
+        ports: port.to_string(),
+        protocol,
+    };
+    let mut out = vec![
+        all(
+            "Public HTTP: signaling and the authorization service.",
+            ports.http,
+            "tcp",
+        ),
+        Published {
+            host_ip: Some(d.network.lan_ip),
+            ..all(
+                "The admin panel, on the LAN address only.",
+                ports.admin,
+                "tcp",
+            )
+        },
+        all(
+            "WebRTC media, and its ICE-TCP fallback.",
+            ports.rtc_udp,
+            "udp",
+        ),
+        all("", ports.rtc_tcp, "tcp"),
+        all(
+            "TURN over UDP and TCP, and TURN over TLS.",
+            ports.turn,
+            "udp",
+        ),
+        all("", ports.turn, "tcp"),
+        all("", ports.turns, "tcp"),
+    ];
+    if d.legacy_turn.is_some() {
+        out.push(Published {
+            purpose: "The TURN relay ports for legacy 1:1 calls.",
+            host_ip: None,
+            ports: format!("{}-{}", ports.relay_min, ports.relay_max),
+            protocol: "udp",
+        });
+    }
+    out
+}
+
+/// `text` as comment lines at `indent` spaces.
+fn comment(indent: usize, text: &str) -> String {
+    let prefix = format!("{}# ", " ".repeat(indent));
+    wrap(text, WIDTH, &prefix, &prefix)
+}
+
+/// A YAML string that Compose takes literally: `$` would start a variable, `$$` is one `$`.
+fn compose_str(value: &str) -> String {
+    yaml_str(&value.replace('$', "$$"))
+}
+
+fn text(d: &Deployment) -> String {
+    let run = &d.running;
+    let image = format!("{CONTAINER_IMAGE}:{}", env!("CARGO_PKG_VERSION"));
+    let mut out = String::from(
         "# rtcbox as a container, generated by the rtcbox setup wizard.\n\
-         # Start it with `docker compose up -d` (or as a Container Manager project on Synology).\n\
-         # Settings given here are locked in rtcbox's admin panel; change them here instead.\n\
-         # Secrets (the API key pair, the TURN shared secret) are not in this file: rtcbox keeps\n\
-         # them in the database in /data.\n\
+         # First stop the rtcbox that runs now: the container takes over its data folder and ports.\n\
+         # Then start it with `docker compose up -d` in this file's folder (on Synology: a Container\n\
+         # Manager project with this file); `docker logs rtcbox` shows its log.\n\
+         #\n\
+         # No setting is pinned here: rtcbox reads its settings (public URL, homeservers, listeners,\n\
+         # ports, public IP) from the database in its data folder, where the wizard's Apply stored\n\
+         # them, so the admin panel can still change them. Secrets (the API key pair, the TURN\n\
+         # shared secret) are not in this file either: they stay in that database, and mounting the\n\
+         # same folder keeps them, and the files the wizard generated, valid.\n\
          \n\
          name: rtcbox\n\
          services:\n\
-         \x20 rtcbox:\n\
-         \x20   image: {}\n\
-         \x20   container_name: rtcbox\n\
-         \x20   restart: unless-stopped\n\
-         \x20   # Host networking: rtcbox sees the machine's real addresses, so the media addresses it\n\
-         \x20   # announces to callers are right, and Docker does not have to proxy UDP. With\n\
-         \x20   # published ports instead, RTCBOX_NODE_IP is mandatory and every port below must be\n\
-         \x20   # published with the same number.\n\
-         \x20   network_mode: host\n\
-         \x20   volumes:\n\
-         \x20     # Database, keys and certificates. On Synology use a shared folder instead, e.g.\n\
-         \x20     # - /volume1/docker/rtcbox:/data (create the folder first).\n\
-         \x20     - ./data:/data\n\
-         \x20   environment:\n\
-         \x20     RTCBOX_DATA_DIR: \"/data\"\n\
-         \x20     # The LiveKit URL handed to clients with their call token.\n\
-         \x20     RTCBOX_PUBLIC_URL: {}\n\
-         \x20     # Users of these homeservers may start calls; others may only join them.\n\
-         \x20     RTCBOX_FULL_ACCESS_HOMESERVERS: {}\n\
-         \x20     # Signaling and the authorization service, plain HTTP behind the reverse proxy.\n\
-         \x20     RTCBOX_HTTP_BIND: {}\n",
-        yaml_str(&format!("{CONTAINER_IMAGE}:{version}")),
-        yaml_str(&d.endpoints.sfu_url()),
-        yaml_str(&d.server_name),
-        yaml_str(&any_address(ip, ports.http)),
+         \x20 rtcbox:\n",
     );
-    if matches!(d.tls, TlsMode::Acme { .. } | TlsMode::SelfSigned) {
-        out += &format!(
-            "      # rtcbox's own HTTPS listener; built-in TLS arrives in a later rtcbox version,\n\
-             \x20     # until then put a reverse proxy in front of RTCBOX_HTTP_BIND.\n\
-             \x20     # RTCBOX_HTTPS_BIND: {}\n",
-            yaml_str(&any_address(ip, ports.https))
+    out += &format!(
+        "    image: {}\n\
+         \x20   container_name: rtcbox\n\
+         \x20   restart: unless-stopped\n",
+        yaml_str(&image)
+    );
+    out += &user(run);
+    out += &volumes(run);
+    out += "    # Host networking: rtcbox listens on the machine's own addresses, as it does outside a\n\
+            \x20   # container, so its listeners stay where the wizard put them and no port is published.\n\
+            \x20   network_mode: host\n";
+    out += &comment(
+        4,
+        "To pin a setting deliberately, add an `environment:` section with it, e.g. \
+         RTCBOX_AUTO_CREATE_ROOMS: \"false\". A pinned setting is locked in the admin panel; \
+         change it here then.",
+    );
+    if !run.pinned.is_empty() {
+        out += &comment(
+            4,
+            &format!(
+                "rtcbox runs now with settings from its environment or command line, which the \
+                 container does not get: {}. Pin them here as well, or set them in the admin \
+                 panel once the container runs.",
+                run.pinned.join(", ")
+            ),
         );
     }
-    out += &format!(
-        "      # The admin panel: keep this port closed to the internet.\n\
-         \x20     RTCBOX_ADMIN_BIND: {}\n\
-         \x20     # WebRTC media: one UDP port for every caller, and the ICE-TCP fallback.\n\
-         \x20     RTCBOX_RTC_UDP_PORT: {}\n\
-         \x20     RTCBOX_RTC_TCP_PORT: {}\n\
-         \x20     # TURN over UDP and TCP, TURN over TLS, and the relay ports for legacy 1:1 calls.\n\
-         \x20     RTCBOX_TURN_PORT: {}\n\
-         \x20     RTCBOX_TURN_TLS_PORT: {}\n\
-         \x20     RTCBOX_TURN_RELAY_PORTS: {}\n",
-        yaml_str(&any_address(ip, ports.admin)),
-        yaml_str(&ports.rtc_udp.to_string()),
-        yaml_str(&ports.rtc_tcp.to_string()),
-        yaml_str(&ports.turn.to_string()),
-        yaml_str(&ports.turns.to_string()),
-        yaml_str(&format!("{}-{}", ports.relay_min, ports.relay_max)),
-    );
-    match d.network.public_ip {
-        Some(public) => {
-            let whose = if public.is_ipv6() {
-                "this machine's public IPv6 address"
-            } else {
-                "your router's public address"
-            };
-            out += &format!(
-                "      # Where callers send media: {whose}.\n\
-                 \x20     RTCBOX_NODE_IP: {}\n",
-                yaml_str(&public.to_string())
-            );
-        }
-        None => {
-            out += "      # Where callers send media: your public address. It was not detected; set it:\n\
-                    \x20     # RTCBOX_NODE_IP: \"203.0.113.10\"\n";
-        }
-    }
-    out += "    healthcheck:\n\
-            \x20     test: [\"CMD\", \"rtcbox\", \"healthcheck\"]\n\
-            \x20     interval: 30s\n\
-            \x20     timeout: 5s\n\
-            \x20     retries: 3\n\
-            \x20     start_period: 20s\n\
+    out += "    #\n";
+    out += &bridge(d);
+    out += "    #\n\
+            \x20   # The image checks its own health (`/rtcbox healthcheck`); `docker ps` shows it.\n\
             \x20   # Time to end calls and close connections cleanly on `docker compose down`.\n\
             \x20   stop_grace_period: 30s\n\
             \x20   logging:\n\
@@ -132,5 +184,194 @@ fn text(d: &Deployment) -> String {
             \x20     options:\n\
             \x20       max-size: \"10m\"\n\
             \x20       max-file: \"3\"\n";
+    out
+}
+
+/// The host path of the data folder, when rtcbox knows it (not when it runs in a container).
+fn host_data_dir(run: &Running) -> Option<&str> {
+    run.data_dir
+        .as_deref()
+        .filter(|dir| *dir != CONTAINER_DATA_DIR)
+}
+
+/// `user:`: the data folder's owner, so the unprivileged image can write the existing data.
+fn user(run: &Running) -> String {
+    let chown = match host_data_dir(run) {
+        Some(dir) => format!("run `chown -R 65532:65532 {}`", shell_word(dir)),
+        None => "run `chown -R 65532:65532` on the data folder".to_owned(),
+    };
+    match run.data_owner {
+        Some(owner) if owner == IMAGE_USER => {
+            "    # The image's own user (65532:65532) owns the data folder: no `user:` needed.\n"
+                .to_owned()
+        }
+        Some((0, gid)) => {
+            comment(
+                4,
+                &format!(
+                    "The data folder belongs to root, so rtcbox runs as root. That works, but an \
+                     unprivileged user is better: with rtcbox stopped, {chown} (the image's own \
+                     user) and delete this line."
+                ),
+            ) + &format!("    user: \"0:{gid}\"\n")
+        }
+        Some((uid, gid)) => {
+            comment(
+                4,
+                "Run as the data folder's owner, so rtcbox can write its database (the image's \
+                 own user is 65532:65532).",
+            ) + &format!("    user: \"{uid}:{gid}\"\n")
+        }
+        None => {
+            comment(
+                4,
+                "Run as the data folder's owner, so rtcbox can write its database: `ls -ln` shows \
+                 its uid and gid. Not needed when they are 65532:65532, the image's own user.",
+            ) + "    # user: \"UID:GID\"\n"
+        }
+    }
+}
+
+/// `path` as one shell word: as it is when it has nothing the shell would read, else in single
+/// quotes.
+fn shell_word(path: &str) -> String {
+    let plain = !path.is_empty()
+        && path.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '@' | '+' | ',')
+        });
+    if plain {
+        path.to_owned()
+    } else {
+        format!("'{}'", path.replace('\'', r"'\''"))
+    }
+}
+
+/// `volumes:`: the data folder rtcbox runs with now, at `/data`.
+fn volumes(run: &Running) -> String {
+    let synology = "On Synology, Container Manager mounts shared folders: first move the data \
+                    folder, with rtcbox stopped, to one such as /volume1/docker/rtcbox (moving it \
+                    keeps the keys; a new, empty folder would not) and write that path here.";
+    let placeholder = "Compose stops with an error while the path does not exist.";
+    let mut out = String::from("    volumes:\n");
+    let source = match (run.data_dir.as_deref(), host_data_dir(run)) {
+        (Some(_), None) => {
+            out += &comment(
+                6,
+                &format!(
+                    "rtcbox runs in a container already, so the host folder with its data is not \
+                     known here: write the folder you mount at {CONTAINER_DATA_DIR} now in place \
+                     of {PLACEHOLDER_DIR}, to keep the database and the keys. {placeholder}"
+                ),
+            );
+            None
+        }
+        (_, Some(dir)) => {
+            out += &comment(
+                6,
+                "The data folder rtcbox uses now (database, keys, certificates), mounted at /data.",
+            );
+            out += &comment(6, synology);
+            Some(dir)
+        }
+        (None, None) => {
+            out += &comment(
+                6,
+                &format!(
+                    "rtcbox's data folder (database, keys, certificates), at /data in the \
+                     container. rtcbox could not tell its absolute path: write it in place of \
+                     {PLACEHOLDER_DIR}. {placeholder}"
+                ),
+            );
+            out += &comment(6, synology);
+            None
+        }
+    };
+    match source {
+        // The short form, unless a ':' in the path would split it.
+        Some(dir) if !dir.contains(':') => {
+            out += &format!(
+                "      - {}\n",
+                compose_str(&format!("{dir}:{CONTAINER_DATA_DIR}"))
+            );
+        }
+        // The long form does not create a missing folder, so a placeholder cannot silently
+        // start rtcbox with an empty one (new keys).
+        source => {
+            out += &format!(
+                "      - type: bind\n\
+                 \x20       source: {}\n\
+                 \x20       target: {CONTAINER_DATA_DIR}\n\
+                 \x20       bind:\n\
+                 \x20         create_host_path: false\n",
+                compose_str(source.unwrap_or(PLACEHOLDER_DIR))
+            );
+        }
+    }
+    out
+}
+
+/// The bridge alternative, commented out: the published ports and what bridge mode needs.
+fn bridge(d: &Deployment) -> String {
+    let run = &d.running;
+    let ports = d.network.ports;
+    let mut out = comment(
+        4,
+        "Bridge networking instead, only where host networking is not available: delete \
+         `network_mode: host` above and uncomment the lines below. Each port keeps its number \
+         inside and outside: rtcbox tells callers these numbers.",
+    );
+    let hairpin = "callers on your LAN then reach it through your router, which must support \
+                   hairpin NAT (NAT loopback).";
+    out += &comment(
+        4,
+        &match d.network.public_ip {
+            Some(ip) if ip.is_ipv6() => format!(
+                "In a container rtcbox cannot see the machine's addresses: it announces only the \
+                 public IP the wizard stored, {ip}."
+            ),
+            Some(ip) => format!(
+                "In a container rtcbox cannot see the machine's addresses: it announces only the \
+                 public IP the wizard stored, {ip}; {hairpin}"
+            ),
+            None => format!(
+                "In a container rtcbox cannot see the machine's addresses, so it needs the public \
+                 IP, which is not set: enter it on the wizard's Network step and Apply first; \
+                 {hairpin}"
+            ),
+        },
+    );
+    out += "    # ports:\n";
+    for port in published(d) {
+        if !port.purpose.is_empty() {
+            out += &wrap(port.purpose, WIDTH, "    #   # ", "    #   # ");
+        }
+        out += &format!("    #   - {}\n", yaml_str(&port.entry()));
+    }
+    let pins: Vec<(&str, IpAddr, u16)> = [
+        ("RTCBOX_HTTP_BIND", run.http_bind_ip, ports.http),
+        ("RTCBOX_ADMIN_BIND", run.admin_bind_ip, ports.admin),
+    ]
+    .into_iter()
+    .filter(|(_, ip, _)| !ip.is_unspecified())
+    .collect();
+    if !pins.is_empty() {
+        let now: Vec<String> = pins
+            .iter()
+            .map(|(name, ip, _)| format!("{name} {ip}"))
+            .collect();
+        out += &comment(
+            4,
+            &format!(
+                "rtcbox listens on one address now ({}), which the container does not have; in \
+                 it, rtcbox must listen on every interface. These settings are then pinned, and \
+                 shown locked in the admin panel.",
+                now.join(", ")
+            ),
+        );
+        out += "    # environment:\n";
+        for (name, _, port) in pins {
+            out += &format!("    #   {name}: {}\n", yaml_str(&format!("0.0.0.0:{port}")));
+        }
+    }
     out
 }

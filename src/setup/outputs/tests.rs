@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::*;
 use crate::secret::Secret;
 use crate::setup::model::{
-    AcmeChallenge, Endpoints, LegacyTurn, Network, Ports, ProxyKind, PublicOrigin, SynapseVersion,
-    TlsMode,
+    AcmeChallenge, Endpoints, LegacyTurn, Network, Ports, ProxyKind, PublicOrigin, Running,
+    SynapseVersion, TlsMode,
 };
 
 const TURN_SECRET_A: &str = "TurnSecretAlphaOnlyInHomeserverYaml0123456789";
@@ -66,6 +66,12 @@ fn one_host_dsm() -> Deployment {
         legacy_turn: Some(LegacyTurn {
             shared_secret: Secret::new(TURN_SECRET_A),
         }),
+        // The Synology package's data directory, owned by its package user.
+        running: Running {
+            data_dir: Some("/volume1/@appdata/rtcbox".into()),
+            data_owner: Some((196613, 65536)),
+            ..Running::default()
+        },
     }
 }
 
@@ -90,6 +96,14 @@ fn two_hosts_nginx() -> Deployment {
             ports: Ports::default(),
         },
         legacy_turn: None,
+        // systemd, listeners on the LAN address only, one setting pinned by the environment.
+        running: Running {
+            data_dir: Some("/var/lib/rtcbox".into()),
+            data_owner: Some((998, 998)),
+            http_bind_ip: ip("10.0.0.5"),
+            admin_bind_ip: ip("10.0.0.5"),
+            pinned: vec!["RTCBOX_MATRIX_CA_FILE"],
+        },
     }
 }
 
@@ -112,6 +126,12 @@ fn old_synapse_acme() -> Deployment {
             ports: Ports::default(),
         },
         legacy_turn: None,
+        // Already in this image's container.
+        running: Running {
+            data_dir: Some("/data".into()),
+            data_owner: Some((65532, 65532)),
+            ..Running::default()
+        },
     }
 }
 
@@ -146,6 +166,14 @@ fn ipv6_self_signed() -> Deployment {
         legacy_turn: Some(LegacyTurn {
             shared_secret: Secret::new(TURN_SECRET_D),
         }),
+        // As root, in a folder whose name needs quoting; the admin panel on one address.
+        running: Running {
+            data_dir: Some("/root/rtc box/$data".into()),
+            data_owner: Some((0, 0)),
+            http_bind_ip: ip("::"),
+            admin_bind_ip: ip("2001:db8:10::20"),
+            pinned: Vec::new(),
+        },
     }
 }
 
@@ -912,35 +940,267 @@ fn firewall_restricts_the_admin_port_to_the_lan() {
 
 // ---- compose ----
 
-#[test]
-fn compose_pins_the_deployment_and_no_secrets() {
-    let d = one_host_dsm();
-    let text = compose::compose_yaml(&d).text;
-    for line in [
-        format!(
-            "    image: \"{}:{}\"",
-            compose::CONTAINER_IMAGE,
-            env!("CARGO_PKG_VERSION")
-        ),
-        "    network_mode: host".to_owned(),
-        "    restart: unless-stopped".to_owned(),
-        "      - ./data:/data".to_owned(),
-        "      RTCBOX_PUBLIC_URL: \"wss://rtc.example.org/livekit/sfu\"".to_owned(),
-        "      RTCBOX_FULL_ACCESS_HOMESERVERS: \"example.org\"".to_owned(),
-        "      RTCBOX_HTTP_BIND: \"0.0.0.0:8880\"".to_owned(),
-        "      RTCBOX_ADMIN_BIND: \"0.0.0.0:8089\"".to_owned(),
-        "      RTCBOX_RTC_UDP_PORT: \"8882\"".to_owned(),
-        "      RTCBOX_RTC_TCP_PORT: \"8881\"".to_owned(),
-        "      RTCBOX_NODE_IP: \"203.0.113.10\"".to_owned(),
-        "      test: [\"CMD\", \"rtcbox\", \"healthcheck\"]".to_owned(),
-    ] {
-        assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+/// Every case, and each case again with every other way rtcbox may run now.
+fn compose_variants() -> Vec<(String, Deployment)> {
+    let runs = [
+        Running::default(),
+        Running {
+            data_dir: Some("/srv/a:b/rtcbox".into()),
+            data_owner: Some((1000, 100)),
+            ..Running::default()
+        },
+        Running {
+            data_dir: Some("/srv/rtcbox".into()),
+            data_owner: Some((65532, 65532)),
+            http_bind_ip: ip("192.168.1.20"),
+            pinned: vec!["RTCBOX_PUBLIC_URL", "RTCBOX_NODE_IP"],
+            ..Running::default()
+        },
+        Running {
+            data_dir: Some("/data".into()),
+            data_owner: Some((0, 0)),
+            admin_bind_ip: ip("127.0.0.1"),
+            ..Running::default()
+        },
+    ];
+    let mut out = Vec::new();
+    for (case, d) in cases() {
+        for (i, running) in runs.iter().enumerate() {
+            let variant = Deployment {
+                running: running.clone(),
+                ..d.clone()
+            };
+            out.push((format!("{case}/running-{i}"), variant));
+        }
+        out.push((case.to_owned(), d));
     }
-    let no_ip = compose::compose_yaml(&two_hosts_nginx()).text;
-    assert!(no_ip.contains("      # RTCBOX_NODE_IP: "));
-    assert!(!no_ip.lines().any(|l| l.starts_with("      RTCBOX_NODE_IP")));
-    let v6 = compose::compose_yaml(&ipv6_self_signed()).text;
-    assert!(v6.contains("RTCBOX_HTTP_BIND: \"[::]:9080\""));
+    out
+}
+
+/// The lines that are not comments.
+fn active_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .collect()
+}
+
+/// The words of every comment, joined by single spaces, for phrases that wrap across lines.
+fn prose(text: &str) -> String {
+    text.lines()
+        .filter_map(|l| l.trim_start().strip_prefix('#'))
+        .flat_map(str::split_whitespace)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The bridge block's port entries: `(host address, outside, inside, protocol)`.
+fn bridge_ports(text: &str) -> Vec<(Option<String>, String, String, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("    #   - \""))
+        .map(|entry| {
+            let entry = entry.strip_suffix('"').expect("a quoted entry");
+            let (mapping, protocol) = entry.rsplit_once('/').expect("a protocol");
+            let (outside, inside) = mapping.rsplit_once(':').expect("outside:inside");
+            let (host, outside) = match outside.rsplit_once(':') {
+                Some((host, port)) if !port.contains(']') => (Some(host.to_owned()), port),
+                _ => (None, outside),
+            };
+            (
+                host,
+                outside.to_owned(),
+                inside.to_owned(),
+                protocol.to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn compose_pins_nothing_in_host_mode() {
+    for (case, d) in compose_variants() {
+        let text = compose::compose_yaml(&d).text;
+        let active = active_lines(&text);
+        for line in &active {
+            assert!(!line.contains("RTCBOX_"), "{case}: {line}");
+            assert!(!line.trim_start().starts_with("environment:"), "{case}");
+            assert!(!line.trim_start().starts_with("ports:"), "{case}");
+            assert!(!line.trim_start().starts_with("healthcheck:"), "{case}");
+        }
+        for line in [
+            format!(
+                "    image: \"{}:{}\"",
+                compose::CONTAINER_IMAGE,
+                env!("CARGO_PKG_VERSION")
+            ),
+            "    container_name: rtcbox".to_owned(),
+            "    network_mode: host".to_owned(),
+            "    restart: unless-stopped".to_owned(),
+            "    stop_grace_period: 30s".to_owned(),
+        ] {
+            assert_eq!(
+                active.iter().filter(|l| **l == line).count(),
+                1,
+                "{case}: {line}"
+            );
+        }
+        assert!(!text.contains("RTCBOX_HTTPS_BIND"), "{case}");
+        assert!(text.contains("`docker logs rtcbox`"), "{case}");
+    }
+}
+
+#[test]
+fn compose_mounts_the_data_directory_at_data() {
+    for (case, d) in compose_variants() {
+        let text = compose::compose_yaml(&d).text;
+        let active = active_lines(&text);
+        let host_path = d.running.data_dir.as_deref().filter(|p| *p != "/data");
+        match host_path {
+            Some(dir) if !dir.contains(':') => assert!(
+                active.contains(
+                    &format!(
+                        "      - {}",
+                        yaml_str(&format!("{dir}:/data").replace('$', "$$"))
+                    )
+                    .as_str()
+                ),
+                "{case}:\n{text}"
+            ),
+            Some(dir) => {
+                assert!(active.contains(&format!("        source: {}", yaml_str(dir)).as_str()));
+                assert!(active.contains(&"        target: /data"), "{case}");
+            }
+            None => {
+                assert!(
+                    active.contains(&"        source: \"/path/to/rtcbox-data\""),
+                    "{case}"
+                );
+                assert!(active.contains(&"        target: /data"), "{case}");
+                assert!(
+                    active.contains(&"          create_host_path: false"),
+                    "{case}"
+                );
+                if d.running.data_dir.is_some() {
+                    assert!(
+                        prose(&text).contains("the folder you mount at /data now"),
+                        "{case}"
+                    );
+                }
+            }
+        }
+        let user = active.iter().find(|l| l.starts_with("    user: "));
+        match d.running.data_owner {
+            Some((65532, 65532)) | None => assert_eq!(user, None, "{case}"),
+            Some((uid, gid)) => {
+                assert_eq!(
+                    user,
+                    Some(&format!("    user: \"{uid}:{gid}\"").as_str()),
+                    "{case}"
+                );
+                assert_eq!(
+                    prose(&text).contains("chown -R 65532:65532"),
+                    uid == 0,
+                    "{case}"
+                );
+            }
+        }
+    }
+    let dollar = Deployment {
+        running: Running {
+            data_dir: Some("/srv/$HOME".into()),
+            ..Running::default()
+        },
+        ..one_host_dsm()
+    };
+    assert!(
+        compose::compose_yaml(&dollar)
+            .text
+            .contains("      - \"/srv/$$HOME:/data\"\n")
+    );
+}
+
+#[test]
+fn compose_bridge_block_publishes_exactly_the_needed_ports() {
+    for (case, d) in compose_variants() {
+        let text = compose::compose_yaml(&d).text;
+        let ports = d.network.ports;
+        let mut expected: Vec<(Option<String>, String, String, String)> = [
+            (ports.http, "tcp"),
+            (ports.admin, "tcp"),
+            (ports.rtc_udp, "udp"),
+            (ports.rtc_tcp, "tcp"),
+            (ports.turn, "udp"),
+            (ports.turn, "tcp"),
+            (ports.turns, "tcp"),
+        ]
+        .into_iter()
+        .map(|(port, protocol)| {
+            let host = (port == ports.admin).then(|| bracketed_host(&d.network.lan_ip.to_string()));
+            (
+                host,
+                port.to_string(),
+                port.to_string(),
+                protocol.to_owned(),
+            )
+        })
+        .collect();
+        if d.legacy_turn.is_some() {
+            let range = format!("{}-{}", ports.relay_min, ports.relay_max);
+            expected.push((None, range.clone(), range, "udp".to_owned()));
+        }
+        let mut found = bridge_ports(&text);
+        found.sort();
+        expected.sort();
+        assert_eq!(found, expected, "{case}");
+        assert_eq!(
+            text.contains(&format!("{}-{}", ports.relay_min, ports.relay_max)),
+            d.legacy_turn.is_some(),
+            "{case}: the relay range iff legacy TURN"
+        );
+        // The bind pins, commented, only for a listener on one address.
+        for (name, ip, port) in [
+            ("RTCBOX_HTTP_BIND", d.running.http_bind_ip, ports.http),
+            ("RTCBOX_ADMIN_BIND", d.running.admin_bind_ip, ports.admin),
+        ] {
+            let pin = format!("    #   {name}: \"0.0.0.0:{port}\"\n");
+            assert_eq!(text.contains(&pin), !ip.is_unspecified(), "{case}: {name}");
+        }
+        assert_eq!(
+            text.contains("    # environment:\n"),
+            !d.running.http_bind_ip.is_unspecified() || !d.running.admin_bind_ip.is_unspecified(),
+            "{case}"
+        );
+        if d.network.public_ip.is_none() {
+            assert!(
+                prose(&text).contains("the public IP, which is not set"),
+                "{case}"
+            );
+        }
+        for name in &d.running.pinned {
+            assert!(text.contains(name), "{case}: {name} is named");
+        }
+    }
+}
+
+#[test]
+fn compose_carries_no_secret() {
+    for (case, d) in compose_variants() {
+        let output = compose::compose_yaml(&d);
+        let all = format!("{}\n{}", output.intro, output.text);
+        for forbidden in [
+            "API_SECRET",
+            "API_KEY",
+            "SHARED_SECRET",
+            "turn_shared_secret",
+        ] {
+            assert!(!all.contains(forbidden), "{case}: {forbidden}");
+        }
+        if let Some(turn) = &d.legacy_turn {
+            let secret = turn.shared_secret.expose();
+            assert!(!all.contains(secret), "{case}");
+            let escaped = yaml_str(secret);
+            assert!(!all.contains(&escaped[1..escaped.len() - 1]), "{case}");
+        }
+    }
 }
 
 // ---- secrets ----

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use super::evaluate::*;
 use super::*;
 use crate::setup::model::{
-    Endpoints, Network, Ports, ProxyKind, PublicOrigin, SynapseVersion, TlsMode,
+    Endpoints, Network, Ports, ProxyKind, PublicOrigin, Running, SynapseVersion, TlsMode,
 };
 use crate::sfu::SfuSockets;
 use crate::turn::client::{Allocated, Answer, ProbeError, ProbeReport};
@@ -52,6 +52,7 @@ fn deployment() -> Deployment {
             ports: Ports::default(),
         },
         legacy_turn: None,
+        running: Running::default(),
     }
 }
 

@@ -232,7 +232,7 @@ fn steps_become_a_deployment_when_all_are_complete() {
     let mut stored = BTreeMap::new();
     let steps = Steps::from_stored(&stored);
     assert_eq!(steps.first_incomplete(), Step::Homeserver);
-    assert_eq!(steps.deployment().unwrap_err().len(), 5);
+    assert_eq!(steps.deployment(Running::default()).unwrap_err().len(), 5);
 
     let mut homeserver = HomeserverStep::from_form(&form(&[
         ("server_name", "example.org"),
@@ -271,7 +271,12 @@ fn steps_become_a_deployment_when_all_are_complete() {
 
     let steps = Steps::from_stored(&stored);
     assert_eq!(steps.first_incomplete(), Step::Review);
-    let deployment = steps.deployment().unwrap();
+    let running = Running {
+        data_dir: Some("/var/lib/rtcbox".into()),
+        ..Running::default()
+    };
+    let deployment = steps.deployment(running.clone()).unwrap();
+    assert_eq!(deployment.running, running);
     assert_eq!(deployment.server_name, "example.org");
     assert_eq!(
         deployment.endpoints.livekit_service_url(),
