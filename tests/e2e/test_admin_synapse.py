@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import os
 import re
 import shutil
 import socket
+import sqlite3
 import ssl
 import subprocess
 import urllib.parse
@@ -30,6 +32,7 @@ import pytest
 import requests
 import yaml
 
+import container_helpers
 import lk_helpers as lk
 from conftest import Rtcbox, Synapse, free_port, start_synapse, stop_synapse, wait_until
 
@@ -617,8 +620,6 @@ def test_generated_yaml_and_json_parse(deployment):
     assert homeserver["experimental_features"]["msc4222_enabled"] is True
     assert "max_event_delay_duration" in homeserver
 
-    compose = yaml.safe_load(panel.output("compose-yaml").text)
-    assert isinstance(compose, dict) and compose.get("services"), compose
     traefik = yaml.safe_load(panel.output("proxy-traefik").text)
     assert traefik["http"]["routers"] and traefik["http"]["services"], traefik
 
@@ -626,6 +627,50 @@ def test_generated_yaml_and_json_parse(deployment):
     assert well_known["m.homeserver"]["base_url"] == deployment.synapse.client_url
     foci = well_known["org.matrix.msc4143.rtc_foci"]
     assert foci[0] == {"type": "livekit", "livekit_service_url": deployment.livekit_service_url}
+
+
+def test_generated_compose_runs_the_image_on_this_data(deployment, tmp_path):
+    """The wizard's compose.yaml names the image the release build makes, mounts the data folder
+    rtcbox runs with, pins nothing; and that image, started as the file says on (a copy of)
+    that folder, keeps the admin password and the key pair the generated snippets rely on."""
+    box = deployment.box
+    compose = yaml.safe_load(deployment.panel.output("compose-yaml").text)
+    service = compose["services"]["rtcbox"]
+    assert service["image"] == container_helpers.IMAGE
+    assert service["network_mode"] == "host"
+    assert "environment" not in service and "ports" not in service, service
+    host_dir, _, inside = service["volumes"][0].rpartition(":")
+    assert inside == "/data" and Path(host_dir) == box.data_dir.resolve(), service["volumes"]
+    owner = box.data_dir.stat()
+    assert service.get("user") == f"{owner.st_uid}:{owner.st_gid}", service
+
+    if not shutil.which("podman"):
+        container_helpers.missing("podman is not installed")
+    if container_helpers.podman("image", "exists", service["image"], check=False).returncode:
+        container_helpers.missing(f"no image {service['image']}: run packaging/build-release.sh --image")
+    # A consistent copy of the running database (SQLite's backup API), since the rtcbox that
+    # made the file still runs here; its listeners move to free ports for the same reason.
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(box.data_dir / "rtcbox.db") as source, \
+            sqlite3.connect(data / "rtcbox.db") as copy:
+        source.backup(copy)
+    uid, gid = (int(n) for n in service["user"].split(":"))
+    for path in (data, data / "rtcbox.db"):
+        os.chown(path, uid, gid)
+    container = container_helpers.Container(data, container_helpers.settings_env(),
+                                            user=service["user"])
+    try:
+        container.start()
+        wait_until(container.healthy, 60, f"the composed container healthy\n{container.logs()[-3000:]}")
+        panel = Panel(container)
+        assert panel.get("/").headers["location"] == "/login"
+        panel.get("/login")
+        assert panel.post("/login", {"password": PASSWORD}).status_code == 303
+        assert container_helpers.stored_key_pair(data) == box.key_pair()
+        assert "setup token" not in container.logs()
+    finally:
+        container.remove()
 
 
 # ---------------------------------------------------------------------------------------------
