@@ -6,7 +6,9 @@
 # Needs: the Rust toolchain (with rustfmt and clippy), python3 with venv, openssl, nginx (the
 # generated proxy config is checked with `nginx -t`), coturn's turnutils_uclient/turnutils_peer
 # and turnserver (Debian's coturn package: the TURN test's client, echo peer and baseline); for the browser
-# test also node >= 20 with npm and Debian's chromium (/usr/bin/chromium, or $RTCBOX_CHROMIUM).
+# test also node >= 20 with npm and Debian's chromium (/usr/bin/chromium, or $RTCBOX_CHROMIUM);
+# for the packaging tests podman (with runc) to build and run the image, coreutils' chroot and
+# binutils' readelf (the static binary in an empty root, as root).
 # Installs the Python test peers into a venv (default ~/.cache/rtcbox-venv, reused when the
 # requirements did not change) and the browser test's npm packages into tests/browser/node_modules
 # (reused while package-lock.json is unchanged; playwright-core never downloads a browser). Cargo's
@@ -53,5 +55,20 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --locked
 
+# The artefacts users install, built as a release would build them: the static binary, the
+# tarball, the Synology package and (where podman, buildah or docker can build) the image.
+# The packaging tests below run exactly these.
+step "release artefacts (packaging/build-release.sh)"
+dist="${RTCBOX_DIST:-$CARGO_TARGET_DIR/dist}"
+rm -rf "$dist"
+image=()
+if command -v podman >/dev/null 2>&1 || command -v buildah >/dev/null 2>&1; then
+    image=(--image)
+else
+    echo "no podman or buildah: the image is not built and its test will be skipped (fails under CI=true)"
+fi
+packaging/build-release.sh --out "$dist" "${image[@]}"
+
 step "end-to-end tests (real peers, loopback only)"
-RTCBOX_BIN="$CARGO_TARGET_DIR/debug/rtcbox" "$venv/bin/python" -m pytest tests/e2e -v
+RTCBOX_BIN="$CARGO_TARGET_DIR/debug/rtcbox" RTCBOX_DIST="$dist" \
+    "$venv/bin/python" -m pytest tests/e2e -v
