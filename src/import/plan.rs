@@ -710,15 +710,15 @@ impl Builder {
             ("tls-listening-port", SettingKey::TurnTlsPort),
         ] {
             if let Some(e) = self.take(coturn, name) {
-                if let Some(old) = self.changes.get(&key) {
-                    if old.value != e.value.trim() {
-                        self.notes.push(format!(
-                            "{}: {name} (line {}) {} replaces {} from {}: Synapse's turn_uris \
+                if let Some(old) = self.changes.get(&key)
+                    && old.value != e.value.trim()
+                {
+                    self.notes.push(format!(
+                        "{}: {name} (line {}) {} replaces {} from {}: Synapse's turn_uris \
                              name coturn's port, and LiveKit clients learn the TURN port from \
                              rtcbox",
-                            coturn.file, e.line, e.value, old.value, old.from
-                        ));
-                    }
+                        coturn.file, e.line, e.value, old.value, old.from
+                    ));
                 }
                 self.set(key, &e.value, coturn, e)?;
             }
@@ -811,34 +811,34 @@ impl Builder {
                 }
             }
         }
-        if let Some(relay) = self.changes.get(&SettingKey::TurnRelayPorts) {
-            if let Some((first, last)) = relay.value.split_once('-') {
-                let (first, last) = (
-                    first.parse::<u16>().unwrap_or(0),
-                    last.parse::<u16>().unwrap_or(0),
-                );
-                let covered: Vec<String> =
-                    [(SettingKey::RtcUdpPort, udp), (SettingKey::TurnPort, turn)]
-                        .iter()
-                        .filter(|(_, p)| (first..=last).contains(p))
-                        .map(|(k, p)| format!("{} {p}", k.env_name()))
-                        .collect();
-                if !covered.is_empty() {
-                    self.warnings.push(format!(
-                        "the TURN relay range {first}-{last} ({}) includes {}; rtcbox's relays \
+        if let Some(relay) = self.changes.get(&SettingKey::TurnRelayPorts)
+            && let Some((first, last)) = relay.value.split_once('-')
+        {
+            let (first, last) = (
+                first.parse::<u16>().unwrap_or(0),
+                last.parse::<u16>().unwrap_or(0),
+            );
+            let covered: Vec<String> =
+                [(SettingKey::RtcUdpPort, udp), (SettingKey::TurnPort, turn)]
+                    .iter()
+                    .filter(|(_, p)| (first..=last).contains(p))
+                    .map(|(k, p)| format!("{} {p}", k.env_name()))
+                    .collect();
+            if !covered.is_empty() {
+                self.warnings.push(format!(
+                    "the TURN relay range {first}-{last} ({}) includes {}; rtcbox's relays \
                          skip ports in use, but a smaller range that leaves them out is clearer \
                          (RTCBOX_TURN_RELAY_PORTS)",
-                        relay.from,
-                        covered.join(" and ")
-                    ));
-                }
-                if first <= *SYNOLOGY_HA.end() && last >= *SYNOLOGY_HA.start() {
-                    self.warnings.push(synology(
-                        SettingKey::TurnRelayPorts,
-                        &relay.value,
-                        &relay.from,
-                    ));
-                }
+                    relay.from,
+                    covered.join(" and ")
+                ));
+            }
+            if first <= *SYNOLOGY_HA.end() && last >= *SYNOLOGY_HA.start() {
+                self.warnings.push(synology(
+                    SettingKey::TurnRelayPorts,
+                    &relay.value,
+                    &relay.from,
+                ));
             }
         }
         let synology_hits: Vec<String> = self
