@@ -30,7 +30,7 @@ pub fn parse(file: &str, text: &str) -> Result<Parsed, ImportError> {
     let mut parsed = Parsed::new(file);
     match root.map(|root| root.value) {
         None | Some(Node::Null) => {}
-        Some(Node::Map(map)) => flatten("", map, &mut parsed.entries),
+        Some(Node::Map(map)) => flatten("", map, &mut parsed),
         Some(_) => {
             return Err(unreadable(
                 "the top level is not a mapping of settings (is this a livekit.yaml?)".into(),
@@ -40,12 +40,16 @@ pub fn parse(file: &str, text: &str) -> Result<Parsed, ImportError> {
     Ok(parsed)
 }
 
-fn flatten(prefix: &str, map: Vec<(Spanned<Scalar>, Spanned<Node>)>, out: &mut Vec<Entry>) {
+fn flatten(prefix: &str, map: Vec<(Spanned<Scalar>, Spanned<Node>)>, parsed: &mut Parsed) {
     for (key, value) in map {
         let path = format!("{prefix}{}", key.value.text);
         let line = key.referenced.line();
+        let out = &mut parsed.entries;
         match value.value {
-            Node::Map(inner) if !inner.is_empty() => flatten(&format!("{path}."), inner, out),
+            Node::Map(inner) if !inner.is_empty() => {
+                parsed.sections.push((path.clone(), line));
+                flatten(&format!("{path}."), inner, parsed)
+            }
             Node::Map(_) | Node::Null => out.push(Entry::text(&path, "", line)),
             Node::Scalar(scalar) => out.push(Entry {
                 key: path,

@@ -53,6 +53,8 @@ pub struct Parsed {
     pub entries: Vec<Entry>,
     /// Lines the reader skipped, and why.
     pub notes: Vec<String>,
+    /// Where each YAML mapping starts (`redis`, `turn`...), for messages about a whole section.
+    pub sections: Vec<(String, u64)>,
 }
 
 impl Parsed {
@@ -61,6 +63,7 @@ impl Parsed {
             file: file.to_owned(),
             entries: Vec::new(),
             notes: Vec::new(),
+            sections: Vec::new(),
         }
     }
 

@@ -888,8 +888,13 @@ impl Builder {
             match not_carried_over(&e.key) {
                 Some((group, why)) => {
                     if warned.insert(group) {
+                        let line = parsed
+                            .sections
+                            .iter()
+                            .find(|(name, _)| name == group)
+                            .map_or(e.line, |(_, line)| *line);
                         self.warnings
-                            .push(format!("{}: {group} (line {}): {why}", parsed.file, e.line));
+                            .push(format!("{}: {group} (line {line}): {why}", parsed.file));
                     }
                 }
                 None => ignored.push(format!("{} (line {})", e.key, e.line)),

@@ -98,7 +98,7 @@ fn the_sample_deployment() {
             "WARN rtc.port_range_start/end (line 8) is 50000-60000, one port per peer; rtcbox receives every peer on one UDP port and keeps 50000. The router needs only 50000/udp",
             "WARN port (line 3) 7880: rtcbox serves LiveKit signaling and the authorization service on one listener, :8080",
             "WARN RTCBOX_RTC_TCP_PORT 7881 (from livekit.yaml: rtc.tcp_port (line 7)) is in 7400-7999, which Synology's High Availability reserves",
-            "WARN livekit.yaml: webhook (line 19): not carried over",
+            "WARN livekit.yaml: webhook (line 18): not carried over",
             "WARN turnserver.conf: cert/pkey (line 10): not carried over",
             "NOTE livekit.yaml: rtcbox has no equivalent of bind_addresses (line 4), logging.level (line 23), logging.pion_level (line 24)",
             "NOTE turnserver.conf: rtcbox has no equivalent of realm (line 8), no-cli (line 12)",
@@ -125,9 +125,30 @@ fn livekit_yaml_alone() {
             "WARN rtc.use_external_ip (line 5): rtcbox does not look up its public IP at every start",
             "WARN turn.external_tls (line 11): TLS for TURN was terminated by a proxy",
             "WARN turn.domain (line 8)",
-            "WARN redis (line 15): not carried over",
+            "WARN redis (line 14): not carried over",
             "WARN RTCBOX_RTC_UDP_PORT 7882",
             "WARN one listener, 0.0.0.0:8880 (RTCBOX_HTTP_BIND)",
+        ],
+    );
+}
+
+#[test]
+fn livekit_yaml_details() {
+    check(
+        "rtc:\n  udp_port: 7882-7892\n  port_range_start: 50000\n  stun_servers:\n    - stun.example.org:3478\n    \
+         - stun.l.google.com:19302\nroom:\n  auto_create: true\n  empty_timeout: 300\nturn:\n  enabled: false\n  udp_port: 3478\n",
+        "",
+        "",
+        &[
+            "SET RTCBOX_RTC_UDP_PORT=7882 <- livekit.yaml: rtc.udp_port (line 2)",
+            "SET RTCBOX_AUTO_CREATE_ROOMS=true <- livekit.yaml: room.auto_create (line 8)",
+            "SET RTCBOX_STUN_SERVERS=stun.example.org:3478,stun.l.google.com:19302 <- livekit.yaml: rtc.stun_servers (line 4)",
+            "WARN rtc.udp_port (line 2) is the range 7882-7892; rtcbox receives every peer on one UDP port and keeps 7882",
+            "NOTE rtc.port_range_start/end (line 3) are not used",
+            "WARN room.auto_create (line 8) is true",
+            "NOTE turn.udp_port (line 12) is not used: LiveKit's TURN was off",
+            "NOTE LiveKit's TURN was off; rtcbox's TURN server stays on (UDP/TCP 3478, TLS 5349)",
+            "NOTE rtcbox has no equivalent of room.empty_timeout (line 9)",
         ],
     );
 }

@@ -116,6 +116,12 @@ impl Drop for Server {
 }
 
 fn stored_pair(data_dir: &Path) -> (String, String) {
+    let stored = stored_settings(data_dir);
+    (stored["api_key"].clone(), stored["api_secret"].clone())
+}
+
+/// Every setting stored in the data directory's database.
+fn stored_settings(data_dir: &Path) -> std::collections::BTreeMap<String, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -124,7 +130,7 @@ fn stored_pair(data_dir: &Path) -> (String, String) {
         let pool = rtcbox::db::open(data_dir).await.unwrap();
         let stored = rtcbox::db::settings::all(&pool).await.unwrap();
         pool.close().await;
-        (stored["api_key"].clone(), stored["api_secret"].clone())
+        stored
     })
 }
 
@@ -456,20 +462,6 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
         "the server must close the connection, not leave it hanging: {result:?}"
     );
     assert!(server.healthy(tmp.path()), "and keep serving others");
-}
-
-/// Every setting stored in the data directory's database.
-fn stored_settings(data_dir: &Path) -> std::collections::BTreeMap<String, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = rtcbox::db::open(data_dir).await.unwrap();
-        let stored = rtcbox::db::settings::all(&pool).await.unwrap();
-        pool.close().await;
-        stored
-    })
 }
 
 const SAMPLE_SECRET: &str = "Xq3v9Zr8TmW2kYp6LbN4sHd7JfQ1aEc5RgU0oViM";
