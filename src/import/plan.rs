@@ -879,7 +879,8 @@ impl Builder {
     /// Whatever no rule took: a warning for what matters, a note for the rest.
     fn leftovers(&mut self, parsed: &Parsed) {
         self.notes.extend(parsed.notes.iter().cloned());
-        let mut ignored: Vec<String> = Vec::new();
+        // Each key once, at its first line (coturn repeats options such as denied-peer-ip).
+        let mut ignored: Vec<(&String, u64)> = Vec::new();
         let mut warned: BTreeSet<&str> = BTreeSet::new();
         for e in &parsed.entries {
             if self.used.contains(&(parsed.file.clone(), e.key.clone())) {
@@ -897,14 +898,19 @@ impl Builder {
                             .push(format!("{}: {group} (line {line}): {why}", parsed.file));
                     }
                 }
-                None => ignored.push(format!("{} (line {})", e.key, e.line)),
+                None if ignored.iter().any(|(key, _)| **key == e.key) => {}
+                None => ignored.push((&e.key, e.line)),
             }
         }
         if !ignored.is_empty() {
             self.notes.push(format!(
                 "{}: rtcbox has no equivalent of {}",
                 parsed.file,
-                ignored.join(", ")
+                ignored
+                    .iter()
+                    .map(|(key, line)| format!("{key} (line {line})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }

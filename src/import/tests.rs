@@ -101,8 +101,18 @@ fn the_sample_deployment() {
             "WARN livekit.yaml: webhook (line 18): not carried over",
             "WARN turnserver.conf: cert/pkey (line 10): not carried over",
             "NOTE livekit.yaml: rtcbox has no equivalent of bind_addresses (line 4), logging.level (line 23), logging.pion_level (line 24)",
-            "NOTE turnserver.conf: rtcbox has no equivalent of realm (line 8), no-cli (line 12)",
+            "NOTE turnserver.conf: rtcbox has no equivalent of realm (line 8), no-cli (line 12), no-multicast-peers (line 13), denied-peer-ip (line 14)",
         ],
+    );
+}
+
+#[test]
+fn an_ignored_key_is_named_once() {
+    let plan = plan_of("", "", COTURN).unwrap();
+    assert!(
+        plan.notes.iter().all(|n| !n.contains("(line 15)")),
+        "{:?}",
+        plan.notes
     );
 }
 
