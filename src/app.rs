@@ -54,6 +54,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve(&cli).await,
         Command::Healthcheck(args) => healthcheck(&cli, args).await,
         Command::Token(args) => print_token(&cli, args).await,
+        Command::Import(args) => {
+            let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
+            crate::import::command::run(args, &data_dir, &cli.settings.to_map(), &process_env).await
+        }
         Command::Admin(AdminCommand::ResetPassword) => reset_password(&cli).await,
     }
 }

@@ -34,6 +34,9 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
     /// Print a LiveKit access token minted with the stored key pair.
     Token(TokenArgs),
+    /// Take over an existing LiveKit + lk-jwt-service (+ coturn) deployment: read its files,
+    /// show what would be set, and store it.
+    Import(ImportArgs),
     /// Admin panel maintenance.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -51,6 +54,31 @@ pub struct HealthcheckArgs {
     /// URL to probe instead of /healthz on the configured HTTP listener.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("sources")
+        .required(true)
+        .multiple(true)
+        .args(["livekit_yaml", "env_file", "coturn_conf"])
+))]
+pub struct ImportArgs {
+    /// LiveKit's config file: keys, ports, node IP, TURN.
+    #[arg(long, value_name = "FILE")]
+    pub livekit_yaml: Option<PathBuf>,
+    /// lk-jwt-service's environment (KEY=VALUE lines, as for docker --env-file or systemd).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// coturn's turnserver.conf: the shared secret Synapse uses, TURN ports, relay range.
+    #[arg(long, value_name = "FILE")]
+    pub coturn_conf: Option<PathBuf>,
+    /// Store without asking, also when the import replaces a stored key pair.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub yes: bool,
+    /// Only show what would be stored.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

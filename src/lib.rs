@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod import;
 pub mod livekit;
 pub mod logbuf;
 pub mod matrix;

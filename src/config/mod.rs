@@ -515,6 +515,44 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
     })
 }
 
+/// The raw value and origin of every setting some layer sets, unparsed (what `rtcbox import`
+/// shows as "now"). Fails only when an environment variable names a file that cannot be read.
+pub fn raw_values(
+    layers: &Layers<'_>,
+) -> Result<BTreeMap<SettingKey, (String, Origin)>, ConfigError> {
+    let mut values = BTreeMap::new();
+    for key in SettingKey::ALL {
+        if let Some(found) = raw_value(key, layers)? {
+            values.insert(key, found);
+        }
+    }
+    Ok(values)
+}
+
+/// Whether `raw` is a usable value for `key`, by the parser [`resolve`] uses for it; the error
+/// says why not. For values checked before they are stored (`rtcbox import`).
+pub fn check_value(key: SettingKey, raw: &str) -> Result<(), String> {
+    use SettingKey::*;
+    match key {
+        HttpBind | AdminBind => parse_bind(raw).map(drop),
+        PublicUrl => values::PublicUrl::parse(raw).map(drop),
+        ApiKey => values::ApiKey::parse(raw).map(drop),
+        ApiSecret | TurnSharedSecret => parse_secret(raw.to_owned()).map(drop),
+        FullAccessHomeservers => FullAccess::parse(raw).map(drop),
+        MatrixCaFile => Ok(()),
+        DangerousAllowPrivateHomeservers | AutoCreateRooms => parse_bool(raw).map(drop),
+        RtcUdpPort | RtcTcpPort | TurnPort | TurnTlsPort => {
+            parse_port(Some((raw.to_owned(), Origin::Default)), key, 0)
+                .map(drop)
+                .map_err(|e| e.message)
+        }
+        NodeIp => parse_node_ip(raw).map(drop),
+        StunServers => parse_stun_servers(raw).map(drop),
+        TurnRelayPorts => parse_port_range(raw).map(drop),
+        TurnAllowPeers => parse_cidrs(raw).map(drop),
+    }
+}
+
 /// Only the HTTP listener address, for `healthcheck`, which must work without a key pair.
 pub fn resolve_http_bind(layers: &Layers<'_>) -> Result<SocketAddr, ConfigError> {
     parse_http_bind(raw_value(SettingKey::HttpBind, layers)?)
@@ -612,17 +650,22 @@ fn read_value_file(path: &str) -> Result<String, String> {
     Ok(content.trim_matches([' ', '\r', '\n', '\t']).to_owned())
 }
 
-/// `LIVEKIT_KEY_FILE` holds `"<key>: <secret>"` (LiveKit's keys file format), exactly one pair.
 fn split_key_pair(content: &str, half: KeyPairHalf) -> Result<String, String> {
-    let parts: Vec<&str> = content.split(':').collect();
-    if parts.len() != 2 {
-        return Err("the key file must hold exactly one line 'APIkey: secret'".into());
+    let (key, secret) = split_key_file(content)?;
+    Ok(match half {
+        KeyPairHalf::Key => key,
+        KeyPairHalf::Secret => secret,
+    })
+}
+
+/// `LIVEKIT_KEY_FILE` holds `"<key>: <secret>"` (LiveKit's keys file format), exactly one pair,
+/// split as lk-jwt-service splits it: on `:`, exactly two parts, each trimmed.
+pub fn split_key_file(content: &str) -> Result<(String, String), String> {
+    let trim = |part: &str| part.trim_matches([' ', '\r', '\n', '\t']).to_owned();
+    match content.split(':').collect::<Vec<_>>()[..] {
+        [key, secret] => Ok((trim(key), trim(secret))),
+        _ => Err("the key file must hold exactly one line 'APIkey: secret'".into()),
     }
-    let value = match half {
-        KeyPairHalf::Key => parts[0],
-        KeyPairHalf::Secret => parts[1],
-    };
-    Ok(value.trim_matches([' ', '\r', '\n', '\t']).to_owned())
 }
 
 fn parse_secret(raw: String) -> Result<Secret, String> {

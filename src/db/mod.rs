@@ -4,6 +4,7 @@
 //! and applies the forward-only migrations in migrations/ (embedded at build time).
 
 pub mod admin;
+pub mod imports;
 pub mod settings;
 
 use std::path::{Path, PathBuf};

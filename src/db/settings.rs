@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 
 use super::unix_now;
 use crate::config::SettingKey;
@@ -41,8 +41,17 @@ pub async fn delete(pool: &SqlitePool, key: &str) -> sqlx::Result<()> {
 
 /// Writes several settings (a `None` value deletes the key) in one transaction: all or nothing.
 pub async fn set_many(pool: &SqlitePool, values: &[(&str, Option<String>)]) -> sqlx::Result<()> {
-    let now = unix_now();
     let mut tx = pool.begin().await?;
+    write(&mut tx, values, unix_now()).await?;
+    tx.commit().await
+}
+
+/// Writes several settings inside the caller's transaction.
+pub(super) async fn write(
+    tx: &mut SqliteConnection,
+    values: &[(&str, Option<String>)],
+    now: i64,
+) -> sqlx::Result<()> {
     for (key, value) in values {
         match value {
             Some(value) => {
@@ -64,7 +73,7 @@ pub async fn set_many(pool: &SqlitePool, values: &[(&str, Option<String>)]) -> s
             }
         }
     }
-    tx.commit().await
+    Ok(())
 }
 
 /// Replaces the stored LiveKit key pair with a new random one (key rotation).

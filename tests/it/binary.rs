@@ -116,6 +116,12 @@ impl Drop for Server {
 }
 
 fn stored_pair(data_dir: &Path) -> (String, String) {
+    let stored = stored_settings(data_dir);
+    (stored["api_key"].clone(), stored["api_secret"].clone())
+}
+
+/// Every setting stored in the data directory's database.
+fn stored_settings(data_dir: &Path) -> std::collections::BTreeMap<String, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -124,7 +130,7 @@ fn stored_pair(data_dir: &Path) -> (String, String) {
         let pool = rtcbox::db::open(data_dir).await.unwrap();
         let stored = rtcbox::db::settings::all(&pool).await.unwrap();
         pool.close().await;
-        (stored["api_key"].clone(), stored["api_secret"].clone())
+        stored
     })
 }
 
@@ -456,4 +462,160 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
         "the server must close the connection, not leave it hanging: {result:?}"
     );
     assert!(server.healthy(tmp.path()), "and keep serving others");
+}
+
+const SAMPLE_SECRET: &str = "Xq3v9Zr8TmW2kYp6LbN4sHd7JfQ1aEc5RgU0oViM";
+const SAMPLE_TURN_SECRET: &str = "9d2b7c4e1f8a6b3d5c0e7f2a9b4d6c8e1f3a5b7c";
+
+fn sample(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/import")
+        .join(name)
+}
+
+fn import(data_dir: &Path, args: &[&str]) -> Output {
+    let sources = [
+        "--livekit-yaml",
+        sample("livekit.yaml").to_str().unwrap(),
+        "--env-file",
+        sample("lk-jwt.env").to_str().unwrap(),
+        "--coturn-conf",
+        sample("turnserver.conf").to_str().unwrap(),
+    ]
+    .map(str::to_owned);
+    rtcbox(data_dir)
+        .env_remove("RTCBOX_RTC_UDP_PORT")
+        .env_remove("RTCBOX_RTC_TCP_PORT")
+        .env_remove("RTCBOX_ADMIN_BIND")
+        .arg("import")
+        .args(sources)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn import_stores_the_old_deployment_and_the_old_key_keeps_working() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+
+    // A dry run shows the plan and creates nothing.
+    let out = import(&data_dir, &["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    assert!(stdout.contains("Dry run: nothing was stored"), "{stdout}");
+    assert!(!data_dir.exists(), "a dry run created the data directory");
+
+    let out = import(&data_dir, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    assert!(stdout.contains("Stored 13 settings"), "{stdout}");
+    for secret in [SAMPLE_SECRET, SAMPLE_TURN_SECRET] {
+        assert!(!stdout.contains(secret) && !stderr(&out).contains(secret));
+    }
+    let stored = stored_settings(&data_dir);
+    for (key, value) in [
+        ("api_key", "lkprod"),
+        ("api_secret", SAMPLE_SECRET),
+        ("public_url", "wss://matrix-rtc.example.org/livekit/sfu"),
+        ("full_access_homeservers", "example.org"),
+        ("http_bind", ":8080"),
+        ("rtc_udp_port", "50000"),
+        ("rtc_tcp_port", "7881"),
+        ("node_ip", "203.0.113.7"),
+        ("turn_shared_secret", SAMPLE_TURN_SECRET),
+        ("turn_port", "3478"),
+        ("turn_tls_port", "5349"),
+        ("turn_relay_ports", "49160-49200"),
+    ] {
+        assert_eq!(stored.get(key).map(String::as_str), Some(value), "{key}");
+    }
+    // Tokens rtcbox mints verify with the old deployment's pair.
+    let claims = token::verify(
+        &minted_token(&data_dir),
+        &ApiKey::parse("lkprod").unwrap(),
+        &Secret::new(SAMPLE_SECRET),
+    )
+    .unwrap();
+    assert_eq!(claims.sub, "bot");
+
+    // Again: nothing changes.
+    let out = import(&data_dir, &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Nothing to store"));
+}
+
+#[test]
+fn import_does_not_replace_a_key_pair_unasked_and_bad_files_store_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let first = minted_token(&data_dir);
+    let before = stored_settings(&data_dir);
+
+    // Not a terminal, no --yes: the plan, a hint, exit 2, nothing stored.
+    let out = import(&data_dir, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!(
+        "This replaces the stored API key pair (key '{}')",
+        before["api_key"]
+    )));
+    assert!(stderr(&out).contains("Run again with --yes"));
+    assert_eq!(stored_settings(&data_dir), before);
+    assert!(!first.is_empty());
+
+    // A file that cannot be used: exit 1, why, nothing stored.
+    let bad = tmp.path().join("livekit.yaml");
+    std::fs::write(&bad, "keys:\n  devkey: secret\n").unwrap();
+    let out = rtcbox(&data_dir)
+        .args(["import", "--yes", "--livekit-yaml"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "the import stored nothing: livekit.yaml line 2, keys.devkey: the secret is 6 bytes long"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("secret\n")
+            && !String::from_utf8_lossy(&out.stdout).contains("devkey: secret")
+    );
+    std::fs::write(&bad, "rtc: [unclosed").unwrap();
+    let out = rtcbox(&data_dir)
+        .args(["import", "--yes", "--livekit-yaml"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("livekit.yaml: not valid YAML"),
+        "{}",
+        stderr(&out)
+    );
+    let out = rtcbox(&data_dir)
+        .args(["import", "--env-file", "/nonexistent/jwt.env"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--env-file /nonexistent/jwt.env: cannot read the file"),
+        "{}",
+        stderr(&out)
+    );
+    // No source at all is a usage error.
+    let out = rtcbox(&data_dir).arg("import").output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(stored_settings(&data_dir), before);
+
+    // With --yes the pair is replaced.
+    let out = import(&data_dir, &["--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stored_pair(&data_dir),
+        ("lkprod".to_owned(), SAMPLE_SECRET.to_owned())
+    );
 }

@@ -800,3 +800,25 @@ mod turn {
         !crc
     }
 }
+
+#[test]
+fn import_files() {
+    use rtcbox::import::{Sources, coturn, env_file, livekit_yaml, plan, render, rows};
+    let seeds: [&[u8]; 3] = [
+        include_bytes!("../data/import/livekit.yaml"),
+        include_bytes!("../data/import/lk-jwt.env"),
+        include_bytes!("../data/import/turnserver.conf"),
+    ];
+    let no_files = |_: &str| Err::<String, String>("not here".into());
+    fuzz("import files", &seeds, |bytes| {
+        let text = text(bytes);
+        let sources = Sources {
+            livekit: livekit_yaml::parse("livekit.yaml", &text).ok(),
+            env: Some(env_file::parse("jwt.env", &text)),
+            coturn: Some(coturn::parse("turnserver.conf", &text)),
+        };
+        if let Ok(plan) = plan(&sources, &Default::default(), &no_files) {
+            render(&rows(&plan, &Default::default()), &plan);
+        }
+    });
+}

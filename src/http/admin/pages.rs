@@ -36,6 +36,47 @@ pub struct DashboardPage {
     pub facts: Vec<(String, String)>,
     /// The TURN server; `None` when it does not run in this process.
     pub turn: Option<TurnView>,
+    pub last_import: Option<ImportView>,
+}
+
+/// The most recent `rtcbox import`, on the dashboard and the settings page.
+pub struct ImportView {
+    pub when: String,
+    pub sources: String,
+    pub settings: Vec<String>,
+}
+
+impl ImportView {
+    fn new(record: db::imports::ImportRecord) -> Self {
+        ImportView {
+            when: utc_minute(record.imported_at),
+            sources: record.sources,
+            settings: record.settings,
+        }
+    }
+}
+
+/// `2026-12-04 13:10 UTC`.
+fn utc_minute(unix: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        Err(_) => "an unknown time".to_owned(),
+    }
+}
+
+/// The last import, or an error page when the database cannot be read.
+async fn last_import(state: &AdminState) -> Result<Option<ImportView>, Response> {
+    db::imports::last(&state.pool)
+        .await
+        .map(|record| record.map(ImportView::new))
+        .map_err(|e| views::internal_error("reading the last import", &e))
 }
 
 /// The TURN section of the dashboard. No secrets: usernames only (a participant identity or a
@@ -111,6 +152,7 @@ pub struct SettingsPage {
     pub keys_pinned: bool,
     pub api_key: String,
     pub password_errors: Errors,
+    pub last_import: Option<ImportView>,
 }
 
 pub struct SettingRow {
@@ -133,6 +175,10 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
     };
     let pending_restart = match pending_restart(&state).await {
         Ok(keys) => keys,
+        Err(response) => return response,
+    };
+    let last_import = match last_import(&state).await {
+        Ok(last) => last,
         Err(response) => return response,
     };
     let rooms = match &state.sfu {
@@ -205,6 +251,7 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
         rooms,
         facts,
         turn: state.turn.as_ref().map(|turn| turn_view(&turn.status())),
+        last_import,
     })
 }
 
@@ -598,6 +645,10 @@ async fn render_settings(
         Ok(keys) => keys,
         Err(response) => return response,
     };
+    let last_import = match last_import(state).await {
+        Ok(last) => last,
+        Err(response) => return response,
+    };
     let s = &state.settings;
     let rows = SettingKey::ALL
         .into_iter()
@@ -629,6 +680,7 @@ async fn render_settings(
         keys_pinned: s.is_pinned(SettingKey::ApiKey) || s.is_pinned(SettingKey::ApiSecret),
         api_key: s.api_key.to_string(),
         password_errors,
+        last_import,
     });
     if response.status() == StatusCode::OK {
         *response.status_mut() = status;

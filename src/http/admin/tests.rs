@@ -1251,3 +1251,42 @@ async fn the_dashboard_shows_the_turn_server() {
     assert!(text.find("@bob:example.org") < text.find(">alice<"));
     assert!(!text.contains("participant-secret-never-shown"));
 }
+
+#[tokio::test]
+async fn the_last_import_is_shown_on_the_dashboard_and_the_settings_page() {
+    let panel = panel().await;
+    let (session, _) = panel.logged_in().await;
+    for path in ["/", "/settings"] {
+        assert!(
+            !panel
+                .get(path, &session)
+                .await
+                .body
+                .contains("Imported from")
+        );
+    }
+    let record = db::imports::ImportRecord {
+        imported_at: 1_796_390_400, // 2026-12-04 13:20 UTC
+        sources: "livekit.yaml (/etc/livekit/livekit.yaml), lk-jwt-service env (/etc/lk-jwt.env)"
+            .into(),
+        settings: vec!["RTCBOX_PUBLIC_URL".into(), "RTCBOX_RTC_UDP_PORT".into()],
+    };
+    db::imports::store(
+        &panel.state.pool,
+        &[("rtc_udp_port", Some("50000".into()))],
+        &record,
+    )
+    .await
+    .unwrap();
+    for path in ["/", "/settings"] {
+        let body = panel.get(path, &session).await.body;
+        assert!(
+            body.contains(
+                "Imported from livekit.yaml (/etc/livekit/livekit.yaml), lk-jwt-service env \
+                 (/etc/lk-jwt.env) on 2026-12-04 13:20 UTC: 2 settings (<code>RTCBOX_PUBLIC_URL</code>, \
+                 <code>RTCBOX_RTC_UDP_PORT</code>)"
+            ),
+            "{path}: {body}"
+        );
+    }
+}

@@ -1,0 +1,37 @@
+//! coturn's `turnserver.conf`: one option a line, `name=value`, `name value` or a bare `name`
+//! (a switch such as `use-auth-secret`); `#` starts a comment line. An option may appear more
+//! than once (`listening-ip`, `user`...); every occurrence is kept, in order.
+
+use super::{Entry, Parsed};
+
+pub fn parse(file: &str, text: &str) -> Parsed {
+    let mut parsed = Parsed::new(file);
+    for (index, raw) in text.lines().enumerate() {
+        let line = index as u64 + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        // coturn also accepts the command-line spelling `--name=value`.
+        let trimmed = trimmed.trim_start_matches('-');
+        let split = trimmed.find(|c: char| c == '=' || c.is_whitespace());
+        let (name, value) = match split {
+            Some(at) => (&trimmed[..at], trimmed[at + 1..].trim()),
+            None => (trimmed, ""),
+        };
+        let value = value.trim_matches('"');
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            parsed.notes.push(format!(
+                "{file} line {line}: '{}' is not a coturn option, skipped",
+                name.chars().take(40).collect::<String>()
+            ));
+            continue;
+        }
+        parsed.entries.push(Entry::text(name, value, line));
+    }
+    parsed
+}
