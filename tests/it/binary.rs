@@ -436,10 +436,27 @@ fn version_flag() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    let said = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
-        String::from_utf8(out.stdout).unwrap().trim(),
-        format!("rtcbox {}", env!("CARGO_PKG_VERSION"))
+        said.trim(),
+        format!(
+            "rtcbox {} (git {})",
+            env!("CARGO_PKG_VERSION"),
+            rtcbox::GIT_COMMIT
+        )
     );
+    // Built from a checkout, the commit is HEAD's short hash (build.rs), not "unknown".
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    if head.status.success() && std::env::var("RTCBOX_GIT_COMMIT").is_err() {
+        assert_eq!(
+            rtcbox::GIT_COMMIT,
+            String::from_utf8_lossy(&head.stdout).trim()
+        );
+    }
 }
 
 #[test]
