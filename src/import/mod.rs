@@ -100,5 +100,25 @@ pub enum ImportError {
     Conflict(String),
 }
 
+impl ImportError {
+    /// A refused value's message with advice on what to do appended; other errors unchanged.
+    pub fn with_advice(self, advice: &str) -> Self {
+        match self {
+            ImportError::Value {
+                file,
+                line,
+                key,
+                message,
+            } => ImportError::Value {
+                file,
+                line,
+                key,
+                message: format!("{message}. {advice}"),
+            },
+            other => other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -342,23 +342,12 @@ impl Builder {
             &chosen.source_key,
             from,
         )
-        .map_err(|e| match e {
-            ImportError::Value {
-                file,
-                line,
-                key,
-                message,
-            } => ImportError::Value {
-                file,
-                line,
-                key,
-                message: format!(
-                    "{message}. LiveKit accepts short secrets only in development mode; make a \
-                     new pair, use it in livekit.yaml and lk-jwt-service (or let rtcbox generate \
-                     one by importing without it)"
-                ),
-            },
-            other => other,
+        .map_err(|e| {
+            e.with_advice(
+                "LiveKit accepts short secrets only in development mode; make a new pair, use \
+                 it in livekit.yaml and lk-jwt-service (or let rtcbox generate one by importing \
+                 without it)",
+            )
         })
     }
 
@@ -670,23 +659,12 @@ impl Builder {
         match (secrets.first(), use_secret) {
             (Some(e), true) => {
                 self.set(SettingKey::TurnSharedSecret, &e.value, coturn, e)
-                    .map_err(|error| match error {
-                        ImportError::Value {
-                            file,
-                            line,
-                            key,
-                            message,
-                        } => ImportError::Value {
-                            file,
-                            line,
-                            key,
-                            message: format!(
-                                "{message}. Synapse's turn_shared_secret must equal it: make a \
-                                 new one, put it in homeserver.yaml and import again (or import \
-                                 without --coturn-conf and let the setup wizard make one)"
-                            ),
-                        },
-                        other => other,
+                    .map_err(|error| {
+                        error.with_advice(
+                            "Synapse's turn_shared_secret must equal it: make a new one, put it \
+                             in homeserver.yaml and import again (or import without \
+                             --coturn-conf and let the setup wizard make one)",
+                        )
                     })?;
                 if secrets.len() > 1 {
                     self.warnings.push(format!(
