@@ -78,8 +78,13 @@ async def call(box, for_alice: dict, for_bob: dict, room: str, alice_id: str, bo
         assert packet.participant is not None and packet.participant.identity == bob_id
 
         await asyncio.wait_for(bob.room.disconnect(), lk.WAIT)
-        reason, = await bob.log.wait_for("disconnected", what="after its own disconnect()")
-        assert reason == rtc.DisconnectReason.CLIENT_INITIATED
+        # Once disconnect() returns the SDK's room is closed. It reports its own leave with a
+        # 'disconnected' event, except when its native layer's state change wins the race with
+        # the disconnect's answer: then only the state says so (the SDK skips its own emit,
+        # seen once in CI). Either way no other reason than the client's own may appear.
+        assert bob.room.connection_state == rtc.ConnectionState.CONN_DISCONNECTED
+        reasons = [args[0] for name, args in bob.log.events if name == "disconnected"]
+        assert reasons in ([], [rtc.DisconnectReason.CLIENT_INITIATED]), reasons
         await alice.log.wait_for("participant_disconnected", lk.is_from(bob_id), "for bob")
     finally:
         await lk.leave_all(alice, bob)
