@@ -115,7 +115,8 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         udp: sockets.udp_advertised(),
         tcp: sockets.tcp_advertised().to_vec(),
     };
-    let turn = start_turn(&pool, &settings, &sockets).await?;
+    let certificates = tls_certificates(&pool, &settings).await?;
+    let (turn, turn_tls_streams) = start_turn(&settings, &sockets, certificates.clone()).await;
     let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms);
     let auth = AuthService::new(
         AuthConfig {
@@ -151,6 +152,15 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         settings.api_secret.clone(),
     ));
     let state = Arc::new(http::PublicState::new(Arc::new(auth)).with_rtc(rtc));
+    let https = match (settings.https_bind, &certificates) {
+        (Some(bind), Some(certificates)) => {
+            let front = http::https::HttpsFront::new(certificates, turn_tls_streams);
+            bind_https(bind, &turn)
+                .await
+                .map(|listener| (listener, front))
+        }
+        _ => None,
+    };
 
     let admin_listener = TcpListener::bind(settings.admin_bind)
         .await
@@ -185,12 +195,22 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let serve_https = {
+        let service = http::public_service(state.clone());
+        let stop = stopped(stop_rx.clone());
+        async move {
+            if let Some((listener, front)) = https {
+                http::serve_https(listener, front, service, stop).await;
+            }
+        }
+    };
     tokio::join!(
         http::serve(
             listener,
             http::public_service(state),
             stopped(stop_rx.clone())
         ),
+        serve_https,
         http::serve(
             admin_listener,
             http::admin::router(Arc::new(admin)),
@@ -201,27 +221,91 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The certificate rtcbox's own TLS listeners (TURN-TLS, HTTPS) serve, when either runs, by
+/// `RTCBOX_TLS_MODE`: the stored self-signed one for the public names, or the files (a task
+/// re-reads them when they change). Unreadable or mismatched files stop the start.
+async fn tls_certificates(
+    pool: &SqlitePool,
+    settings: &Settings,
+) -> anyhow::Result<Option<crate::tls::TlsCertificates>> {
+    use crate::config::TlsMode;
+    use crate::tls::{CertFiles, FILES_POLL_INTERVAL, TlsCertificates, watch_files};
+
+    if settings.turn_tls_port == 0 && settings.https_bind.is_none() {
+        return Ok(None);
+    }
+    let certificates = match (
+        settings.tls_mode,
+        &settings.tls_cert_file,
+        &settings.tls_key_file,
+    ) {
+        (TlsMode::Files, Some(cert), Some(key)) => {
+            let mut files = CertFiles::new(cert, key);
+            let certificates = files
+                .load()
+                .context("RTCBOX_TLS_MODE is files, but the certificate cannot be used")?;
+            let info = certificates.info();
+            tracing::info!(names = ?info.names, not_after = info.not_after, source = %info.source, "serving the TLS certificate from files");
+            tokio::spawn(watch_files(
+                files,
+                certificates.clone(),
+                FILES_POLL_INTERVAL,
+            ));
+            certificates
+        }
+        // `config` refuses files mode without both files.
+        (TlsMode::Proxy | TlsMode::SelfSigned | TlsMode::Files, ..) => {
+            let public_host = settings.public_url.host();
+            let mut names = vec![public_host];
+            names.extend(settings.node_ip.map(|ip| ip.to_string()));
+            TlsCertificates::load_or_create(pool, &names).await?
+        }
+    };
+    Ok(Some(certificates))
+}
+
+/// Binds the public HTTPS listener; a port that cannot be bound is logged and shown with the
+/// TURN listeners on the dashboard (TURN over TLS runs on it too), and rtcbox runs on without it.
+async fn bind_https(bind: SocketAddr, turn: &crate::turn::TurnHandle) -> Option<TcpListener> {
+    use crate::turn::status::{ListenerStatus, Transport};
+
+    let (listener, addr, error) = match TcpListener::bind(bind).await {
+        Ok(listener) => {
+            let addr = listener.local_addr().unwrap_or(bind);
+            tracing::info!("listening on https://{addr} (and TURN over TLS)");
+            (Some(listener), addr, None)
+        }
+        Err(error) => {
+            tracing::error!(
+                "HTTPS listener not running: cannot listen on {bind}: {error} (choose another address with RTCBOX_HTTPS_BIND, or 0 to turn it off)"
+            );
+            (None, bind, Some(format!("HTTPS port: {error}")))
+        }
+    };
+    turn.publish(|status| {
+        status.listeners.push(ListenerStatus {
+            transport: Transport::Tls,
+            addr,
+            error,
+        });
+    });
+    listener
+}
+
 /// Starts the embedded TURN server on the public listener's IP. Relays are advertised on the
 /// node IP (the public IP behind a NAT) and may always reach the SFU's media sockets; every
 /// address of this host (and the node IP, the router, whose forwarded ports lead back here) is
 /// otherwise refused, as are private and special addresses unless RTCBOX_TURN_ALLOW_PEERS says.
 async fn start_turn(
-    pool: &SqlitePool,
     settings: &Settings,
     sockets: &SfuSockets,
-) -> anyhow::Result<crate::turn::TurnHandle> {
+    certificates: Option<crate::tls::TlsCertificates>,
+) -> (crate::turn::TurnHandle, crate::turn::driver::TlsStreams) {
     use crate::turn::driver::{TurnSetup, start};
     use crate::turn::policy::RelayPolicy;
 
     let bind_ip = settings.http_bind.ip();
     let public_host = settings.public_url.host();
-    let certificates = if settings.turn_tls_port != 0 {
-        let mut names = vec![public_host.clone()];
-        names.extend(settings.node_ip.map(|ip| ip.to_string()));
-        Some(crate::tls::TlsCertificates::load_or_create(pool, &names).await?)
-    } else {
-        None
-    };
     // Relays are advertised where media is: the node IP, the listener's own address, or the
     // host's first reachable address.
     let relay_ip = sockets
@@ -242,7 +326,7 @@ async fn start_turn(
     } else {
         public_host.trim_matches(['[', ']']).to_owned()
     };
-    Ok(start(TurnSetup {
+    start(TurnSetup {
         bind_ip,
         port: settings.turn_port,
         tls_port: settings.turn_tls_port,
@@ -255,7 +339,7 @@ async fn start_turn(
         policy,
         sfu_routes: sockets.udp_routes(),
     })
-    .await)
+    .await
 }
 
 /// While no admin password exists, prints a fresh one-time setup token (or the one preset in

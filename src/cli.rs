@@ -151,6 +151,18 @@ pub struct SettingFlags {
     /// Address blocks TURN may relay to although they are private or loopback, comma-separated CIDRs [env: RTCBOX_TURN_ALLOW_PEERS]
     #[arg(long, global = true, value_name = "CIDRS")]
     pub turn_allow_peers: Option<String>,
+    /// Public HTTPS listener with rtcbox's own certificate, TURN over TLS on the same port; 0 = off [env: RTCBOX_HTTPS_BIND] [default: 0.0.0.0:8443]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub https_bind: Option<String>,
+    /// Where the TLS certificate comes from: proxy, self-signed or files [env: RTCBOX_TLS_MODE] [default: proxy]
+    #[arg(long, global = true, value_name = "MODE")]
+    pub tls_mode: Option<String>,
+    /// files mode: PEM certificate chain, leaf first [env: RTCBOX_TLS_CERT_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert_file: Option<String>,
+    /// files mode: PEM private key of the leaf certificate [env: RTCBOX_TLS_KEY_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key_file: Option<String>,
 }
 
 impl SettingFlags {
@@ -181,6 +193,10 @@ impl SettingFlags {
         put(SettingKey::TurnTlsPort, &self.turn_tls_port);
         put(SettingKey::TurnRelayPorts, &self.turn_relay_ports);
         put(SettingKey::TurnAllowPeers, &self.turn_allow_peers);
+        put(SettingKey::HttpsBind, &self.https_bind);
+        put(SettingKey::TlsMode, &self.tls_mode);
+        put(SettingKey::TlsCertFile, &self.tls_cert_file);
+        put(SettingKey::TlsKeyFile, &self.tls_key_file);
         if self.auto_create_rooms {
             map.insert(SettingKey::AutoCreateRooms, "true".into());
         }

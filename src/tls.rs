@@ -1,11 +1,24 @@
-//! The certificates rtcbox serves itself: TURN over TLS now, direct HTTPS later. Until ACME
-//! obtains a real certificate, a self-signed one (rcgen) for the public host is generated once,
-//! stored in SQLite and reused; it is made anew when the public names change or it is near its
-//! end. Listeners hold a [`TlsCertificates`] handle whose certificate can be swapped while they
-//! run (ACME renewal), so a new certificate never needs a restart.
+//! The certificates rtcbox serves itself: TURN over TLS (5349) and the public HTTPS listener
+//! (which also carries TURN over TLS). Listeners hold a [`TlsCertificates`] handle whose
+//! certificate is swapped while they run ([`TlsCertificates::install`]), so a new certificate
+//! never needs a restart: handshakes after the swap get the new one, connections already open
+//! keep theirs.
+//!
+//! Where the certificate comes from (`RTCBOX_TLS_MODE`):
+//! - a self-signed one (rcgen) for the public host, generated once, stored in SQLite and reused;
+//!   made anew when the public names change or it is near its end ([`TlsCertificates::load_or_create`]);
+//! - `files`: a PEM chain and key ([`CertFiles`]), read at start and re-read by [`watch_files`]
+//!   when either file changes; a bad new pair is logged and the old certificate kept;
+//! - ACME (to come) installs what it obtains through the same [`TlsCertificates::install`].
+//!
+//! ALPN: the HTTPS listener offers [`HTTPS_ALPN`] and accepts clients that offer none (TURN
+//! clients). TLS-ALPN-01 (`acme-tls/1`) is the extension point: add the protocol there and answer
+//! it in [`Resolver`]'s `resolve` with the challenge certificate before the served one.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject as _;
@@ -22,6 +35,11 @@ const SELF_SIGNED_DAYS: i64 = 365;
 const RENEW_DAYS_BEFORE: i64 = 30;
 /// The row of the certificate for the public host.
 const DEFAULT_ID: &str = "default";
+/// Application protocols the HTTPS listener offers, preferred first: HTTP, and TURN's own
+/// (`stun.turn`, RFC 7443). Clients that offer none (most TURN clients) are accepted too.
+pub const HTTPS_ALPN: &[&[u8]] = &[b"http/1.1", b"stun.turn"];
+/// How often `files` mode looks at the certificate files.
+pub const FILES_POLL_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What is being served now, for the admin panel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +61,8 @@ struct Resolver {
 }
 
 impl ResolvesServerCert for Resolver {
+    // Extension point for TLS-ALPN-01: when `hello.alpn()` offers `acme-tls/1`, answer with the
+    // pending challenge certificate instead (and add the protocol to `HTTPS_ALPN`).
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         match self.key.read() {
             Ok(guard) => Some(guard.0.clone()),
@@ -114,6 +134,30 @@ impl TlsCertificates {
         ))
     }
 
+    /// Serves a PEM chain (leaf first) and its key; fails when they do not parse or the key is not
+    /// the leaf's.
+    pub fn from_pem(chain_pem: &str, key_pem: &str, source: &str) -> anyhow::Result<Self> {
+        let (key, info) = checked_pair(chain_pem, key_pem, source)?;
+        Ok(Self::serving(key, info))
+    }
+
+    /// Checks a PEM chain and key as [`Self::from_pem`] does, then serves them to every handshake
+    /// from now on (connections already open keep their certificate). On error nothing changes.
+    pub fn install(
+        &self,
+        chain_pem: &str,
+        key_pem: &str,
+        source: &str,
+    ) -> anyhow::Result<CertificateInfo> {
+        let (key, info) = checked_pair(chain_pem, key_pem, source)?;
+        let mut guard = match self.current.key.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = (Arc::new(key), info.clone());
+        Ok(info)
+    }
+
     fn serving(key: CertifiedKey, info: CertificateInfo) -> Self {
         TlsCertificates {
             current: Arc::new(Resolver {
@@ -140,6 +184,151 @@ impl TlsCertificates {
             .with_cert_resolver(self.current.clone());
         Arc::new(config)
     }
+}
+
+/// The HTTPS listener's configuration: [`TlsCertificates::server_config`] offering [`HTTPS_ALPN`].
+pub fn https_server_config(certificates: &TlsCertificates) -> Arc<rustls::ServerConfig> {
+    let mut config = (*certificates.server_config()).clone();
+    config.alpn_protocols = HTTPS_ALPN.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// `files` mode's certificate chain and key files, and what they looked like when last read.
+#[derive(Debug)]
+pub struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    seen: Option<FileStamps>,
+}
+
+/// Modification time and size of both files.
+type FileStamps = [(Option<SystemTime>, u64); 2];
+
+impl CertFiles {
+    pub fn new(cert: &Path, key: &Path) -> Self {
+        CertFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            seen: None,
+        }
+    }
+
+    /// The source recorded in [`CertificateInfo`].
+    pub fn source(&self) -> String {
+        format!("file {}", self.cert.display())
+    }
+
+    /// Reads both files and remembers their stamps; the error names the file and what is wrong.
+    pub fn load(&mut self) -> anyhow::Result<TlsCertificates> {
+        let (chain, key) = self.read()?;
+        TlsCertificates::from_pem(&chain, &key, &self.source()).with_context(|| self.describe())
+    }
+
+    /// When either file changed since it was last read, installs the new pair into
+    /// `certificates`. `Ok(None)`: unchanged. On error the old certificate stays, and the same
+    /// files are not tried again until they change again.
+    pub fn reload_if_changed(
+        &mut self,
+        certificates: &TlsCertificates,
+    ) -> anyhow::Result<Option<CertificateInfo>> {
+        if self.stamps() == self.seen {
+            return Ok(None);
+        }
+        let (chain, key) = self.read()?;
+        certificates
+            .install(&chain, &key, &self.source())
+            .with_context(|| self.describe())
+            .map(Some)
+    }
+
+    fn read(&mut self) -> anyhow::Result<(String, String)> {
+        // Stamps first: a file replaced while it is read is read again at the next poll.
+        self.seen = self.stamps();
+        let read = |path: &Path, what: &str| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the {what} file {}", path.display()))
+        };
+        Ok((
+            read(&self.cert, "certificate")?,
+            read(&self.key, "private key")?,
+        ))
+    }
+
+    fn stamps(&self) -> Option<FileStamps> {
+        let stamp = |path: &Path| {
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len()))
+        };
+        Some([stamp(&self.cert)?, stamp(&self.key)?])
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "the certificate {} and key {}",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+}
+
+/// `files` mode's reload loop (spawned by `app`): looks at the files every `interval` and
+/// installs a changed pair; a bad pair is logged and the served certificate kept.
+pub async fn watch_files(mut files: CertFiles, certificates: TlsCertificates, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match files.reload_if_changed(&certificates) {
+            Ok(None) => {}
+            Ok(Some(info)) => {
+                tracing::info!(names = ?info.names, not_after = info.not_after, "TLS certificate reloaded from its files")
+            }
+            Err(error) => tracing::error!(
+                "the changed TLS certificate files are not usable, still serving the previous certificate: {error:#}"
+            ),
+        }
+    }
+}
+
+/// Parses a chain and key, checks that the key belongs to the leaf, and reads the leaf's names
+/// and end date.
+fn checked_pair(
+    chain_pem: &str,
+    key_pem: &str,
+    source: &str,
+) -> anyhow::Result<(CertifiedKey, CertificateInfo)> {
+    let key = certified_key(chain_pem, key_pem)?;
+    key.keys_match()
+        .map_err(|e| anyhow::anyhow!("the private key does not belong to the certificate ({e})"))?;
+    let leaf = key
+        .end_entity_cert()
+        .context("the certificate chain is empty")?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| anyhow::anyhow!("the certificate cannot be read: {e}"))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    let info = CertificateInfo {
+        source: source.to_owned(),
+        names,
+        not_after: parsed.validity().not_after.timestamp(),
+    };
+    Ok((key, info))
 }
 
 /// Sorted, deduplicated, lower-case names; never empty.
@@ -253,6 +442,169 @@ mod tests {
             .unwrap();
         assert_ne!(stored().await, pem);
         assert_eq!(third.info().names, ["other.example.org"]);
+    }
+
+    /// A self-signed pair for `name`: (chain PEM, key PEM).
+    fn pair(name: &str) -> (String, String) {
+        let (cert, key, _) = self_signed(&[name.to_owned()], unix_now()).unwrap();
+        (cert, key)
+    }
+
+    /// A TLS client that trusts the self-signed certificates `chains` and accepts any name.
+    fn client(chains: &[&str]) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for chain in chains {
+            for cert in CertificateDer::pem_slice_iter(chain.as_bytes()) {
+                roots.add(cert.unwrap()).unwrap();
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    /// An echo server on loopback serving `certs`.
+    async fn echo_server(certs: &TlsCertificates) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(https_server_config(certs));
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let (mut r, mut w) = tokio::io::split(tls);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    type Client = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+    async fn connect(
+        connector: &tokio_rustls::TlsConnector,
+        addr: std::net::SocketAddr,
+        name: &str,
+    ) -> Client {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        connector
+            .connect(name.to_owned().try_into().unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    fn served_leaf(tls: &Client) -> Vec<u8> {
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    async fn echoes(tls: &mut Client) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        tls.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        tls.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+
+    fn leaf_der(chain: &str) -> Vec<u8> {
+        CertificateDer::pem_slice_iter(chain.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn install_swaps_for_new_connections_and_keeps_open_ones() {
+        let (old_chain, old_key) = pair("old.example.org");
+        let (new_chain, new_key) = pair("new.example.org");
+        let certs = TlsCertificates::from_pem(&old_chain, &old_key, "test").unwrap();
+        assert_eq!(certs.info().names, ["old.example.org"]);
+        let addr = echo_server(&certs).await;
+        let trusting = client(&[&old_chain, &new_chain]);
+
+        let mut before = connect(&trusting, addr, "old.example.org").await;
+        assert_eq!(served_leaf(&before), leaf_der(&old_chain));
+        echoes(&mut before).await;
+
+        // A bad pair changes nothing.
+        assert!(certs.install(&new_chain, &old_key, "test").is_err());
+        assert!(certs.install("garbage", &new_key, "test").is_err());
+        assert_eq!(certs.info().names, ["old.example.org"]);
+
+        let info = certs.install(&new_chain, &new_key, "acme").unwrap();
+        assert_eq!(info.names, ["new.example.org"]);
+        assert_eq!(info.source, "acme");
+        assert!(info.not_after > unix_now());
+        assert_eq!(certs.info(), info);
+
+        let mut after = connect(&trusting, addr, "new.example.org").await;
+        assert_eq!(served_leaf(&after), leaf_der(&new_chain));
+        echoes(&mut after).await;
+        // The connection from before the swap still works, with its certificate.
+        echoes(&mut before).await;
+        assert_eq!(served_leaf(&before), leaf_der(&old_chain));
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_leafs_is_refused_by_name() {
+        let (chain, _) = pair("a.example.org");
+        let (_, other_key) = pair("b.example.org");
+        let error = TlsCertificates::from_pem(&chain, &other_key, "test").unwrap_err();
+        assert!(
+            format!("{error:#}").contains("does not belong"),
+            "{error:#}"
+        );
+        let error = TlsCertificates::from_pem("", &other_key, "test").unwrap_err();
+        assert!(format!("{error:#}").contains("empty"), "{error:#}");
+    }
+
+    #[test]
+    fn files_are_loaded_and_reloaded_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let write = |(chain, key): &(String, String)| {
+            std::fs::write(&cert_path, chain).unwrap();
+            std::fs::write(&key_path, key).unwrap();
+        };
+        // Missing files: the error names the file.
+        let mut files = CertFiles::new(&cert_path, &key_path);
+        let error = files.load().unwrap_err();
+        assert!(format!("{error:#}").contains("cert.pem"), "{error:#}");
+
+        let first = pair("one.example.org");
+        write(&first);
+        let mut files = CertFiles::new(&cert_path, &key_path);
+        let certs = files.load().unwrap();
+        assert_eq!(certs.info().names, ["one.example.org"]);
+        assert!(certs.info().source.contains("cert.pem"));
+        assert!(files.reload_if_changed(&certs).unwrap().is_none());
+
+        // A bad new pair (the key of another certificate): refused, the old one served.
+        let second = pair("two.example.org");
+        std::fs::write(&cert_path, &second.0).unwrap();
+        let error = files.reload_if_changed(&certs).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("does not belong"),
+            "{error:#}"
+        );
+        assert_eq!(certs.info().names, ["one.example.org"]);
+        // Not retried until the files change again.
+        assert!(files.reload_if_changed(&certs).unwrap().is_none());
+
+        std::fs::write(&key_path, &second.1).unwrap();
+        let info = files.reload_if_changed(&certs).unwrap().unwrap();
+        assert_eq!(info.names, ["two.example.org"]);
+        assert_eq!(certs.info().names, ["two.example.org"]);
     }
 
     #[tokio::test]

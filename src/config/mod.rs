@@ -16,7 +16,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-pub use values::{ApiKey, FullAccess, PublicUrl, parse_bind};
+pub use values::{ApiKey, FullAccess, PublicUrl, TlsMode, parse_bind};
 
 use crate::secret::Secret;
 use crate::turn::policy::Cidr;
@@ -25,6 +25,8 @@ use crate::turn::policy::Cidr;
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// The public HTTP listener when nothing else is configured.
 pub const DEFAULT_HTTP_BIND: &str = "0.0.0.0:8880";
+/// The public HTTPS listener (own certificate; TURN over TLS on the same port).
+pub const DEFAULT_HTTPS_BIND: &str = "0.0.0.0:8443";
 /// LiveKit refuses API secrets shorter than this; so do we.
 pub const MIN_SECRET_LEN: usize = 32;
 /// WebRTC media over UDP, every peer on this one port.
@@ -63,6 +65,10 @@ pub enum SettingKey {
     TurnTlsPort,
     TurnRelayPorts,
     TurnAllowPeers,
+    HttpsBind,
+    TlsMode,
+    TlsCertFile,
+    TlsKeyFile,
 }
 
 /// Where a resolved value came from; shown in logs and (later) as "locked by environment" in the panel.
@@ -116,7 +122,7 @@ impl EnvSource {
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 18] = [
+    pub const ALL: [SettingKey; 22] = [
         SettingKey::HttpBind,
         SettingKey::PublicUrl,
         SettingKey::ApiKey,
@@ -135,6 +141,10 @@ impl SettingKey {
         SettingKey::TurnTlsPort,
         SettingKey::TurnRelayPorts,
         SettingKey::TurnAllowPeers,
+        SettingKey::HttpsBind,
+        SettingKey::TlsMode,
+        SettingKey::TlsCertFile,
+        SettingKey::TlsKeyFile,
     ];
 
     /// The key of this setting in the settings table.
@@ -158,6 +168,10 @@ impl SettingKey {
             SettingKey::TurnTlsPort => "turn_tls_port",
             SettingKey::TurnRelayPorts => "turn_relay_ports",
             SettingKey::TurnAllowPeers => "turn_allow_peers",
+            SettingKey::HttpsBind => "https_bind",
+            SettingKey::TlsMode => "tls_mode",
+            SettingKey::TlsCertFile => "tls_cert_file",
+            SettingKey::TlsKeyFile => "tls_key_file",
         }
     }
 
@@ -187,6 +201,10 @@ impl SettingKey {
             SettingKey::TurnTlsPort => "--turn-tls-port",
             SettingKey::TurnRelayPorts => "--turn-relay-ports",
             SettingKey::TurnAllowPeers => "--turn-allow-peers",
+            SettingKey::HttpsBind => "--https-bind",
+            SettingKey::TlsMode => "--tls-mode",
+            SettingKey::TlsCertFile => "--tls-cert-file",
+            SettingKey::TlsKeyFile => "--tls-key-file",
         }
     }
 
@@ -239,6 +257,10 @@ impl SettingKey {
             SettingKey::TurnTlsPort => &[Value("RTCBOX_TURN_TLS_PORT")],
             SettingKey::TurnRelayPorts => &[Value("RTCBOX_TURN_RELAY_PORTS")],
             SettingKey::TurnAllowPeers => &[Value("RTCBOX_TURN_ALLOW_PEERS")],
+            SettingKey::HttpsBind => &[Value("RTCBOX_HTTPS_BIND")],
+            SettingKey::TlsMode => &[Value("RTCBOX_TLS_MODE")],
+            SettingKey::TlsCertFile => &[Value("RTCBOX_TLS_CERT_FILE")],
+            SettingKey::TlsKeyFile => &[Value("RTCBOX_TLS_KEY_FILE")],
         }
     }
 
@@ -312,6 +334,13 @@ pub struct Settings {
     pub turn_relay_ports: (u16, u16),
     /// Peers TURN may relay to although the relay policy refuses them (e.g. loopback in tests).
     pub turn_allow_peers: Vec<Cidr>,
+    /// The public HTTPS listener; `None` = off.
+    pub https_bind: Option<SocketAddr>,
+    /// Where the certificate rtcbox serves comes from.
+    pub tls_mode: TlsMode,
+    /// `files` mode: the PEM certificate chain (leaf first) and its private key.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     pub origins: BTreeMap<SettingKey, Origin>,
 }
 
@@ -349,6 +378,13 @@ impl Settings {
                     self.turn_allow_peers.iter().map(Cidr::to_string).collect();
                 blocks.join(",")
             }
+            SettingKey::HttpsBind => match self.https_bind {
+                Some(bind) => bind.to_string(),
+                None => "0".to_owned(),
+            },
+            SettingKey::TlsMode => self.tls_mode.to_string(),
+            SettingKey::TlsCertFile => self.tls_cert_file.as_ref()?.display().to_string(),
+            SettingKey::TlsKeyFile => self.tls_key_file.as_ref()?.display().to_string(),
         })
     }
 
@@ -488,6 +524,36 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         }
         None => Vec::new(),
     };
+    let https_bind = match pick(SettingKey::HttpsBind)? {
+        Some((raw, origin)) => {
+            parse_optional_bind(&raw).map_err(|m| error(SettingKey::HttpsBind, origin, m))?
+        }
+        None => Some(DEFAULT_HTTPS_BIND.parse().expect("the default bind parses")),
+    };
+    let tls_mode_raw = pick(SettingKey::TlsMode)?;
+    let tls_mode = match &tls_mode_raw {
+        Some((raw, origin)) => {
+            TlsMode::parse(raw).map_err(|m| error(SettingKey::TlsMode, origin.clone(), m))?
+        }
+        None => TlsMode::default(),
+    };
+    let tls_cert_file = pick(SettingKey::TlsCertFile)?.map(|(raw, _)| PathBuf::from(raw.trim()));
+    let tls_key_file = pick(SettingKey::TlsKeyFile)?.map(|(raw, _)| PathBuf::from(raw.trim()));
+    if tls_mode == TlsMode::Files {
+        let origin = tls_mode_raw.map_or(Origin::Default, |(_, origin)| origin);
+        for (path, key) in [
+            (&tls_cert_file, SettingKey::TlsCertFile),
+            (&tls_key_file, SettingKey::TlsKeyFile),
+        ] {
+            if path.is_none() {
+                return Err(error(
+                    SettingKey::TlsMode,
+                    origin,
+                    format!("is files, but {} is not set", key.env_name()),
+                ));
+            }
+        }
+    }
     for key in SettingKey::ALL {
         origins.entry(key).or_insert(Origin::Default);
     }
@@ -511,6 +577,10 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         turn_tls_port,
         turn_relay_ports,
         turn_allow_peers,
+        https_bind,
+        tls_mode,
+        tls_cert_file,
+        tls_key_file,
         origins,
     })
 }
@@ -539,7 +609,9 @@ pub fn check_value(key: SettingKey, raw: &str) -> Result<(), String> {
         ApiKey => values::ApiKey::parse(raw).map(drop),
         ApiSecret | TurnSharedSecret => parse_secret(raw.to_owned()).map(drop),
         FullAccessHomeservers => FullAccess::parse(raw).map(drop),
-        MatrixCaFile => Ok(()),
+        MatrixCaFile | TlsCertFile | TlsKeyFile => Ok(()),
+        HttpsBind => parse_optional_bind(raw).map(drop),
+        TlsMode => values::TlsMode::parse(raw).map(drop),
         DangerousAllowPrivateHomeservers | AutoCreateRooms => parse_bool(raw).map(drop),
         RtcUdpPort | RtcTcpPort | TurnPort | TurnTlsPort => {
             parse_port(Some((raw.to_owned(), Origin::Default)), key, 0)
@@ -562,6 +634,15 @@ fn parse_http_bind(raw: Option<(String, Origin)>) -> Result<SocketAddr, ConfigEr
     match raw {
         Some((raw, origin)) => parse_bind(&raw).map_err(|m| error(SettingKey::HttpBind, origin, m)),
         None => Ok(DEFAULT_HTTP_BIND.parse().expect("the default bind parses")),
+    }
+}
+
+/// A listener that may be off: `0` or nothing turns it off, anything else is a listen address
+/// as [`parse_bind`] reads it.
+fn parse_optional_bind(raw: &str) -> Result<Option<SocketAddr>, String> {
+    match raw.trim() {
+        "" | "0" => Ok(None),
+        other => parse_bind(other).map(Some),
     }
 }
 

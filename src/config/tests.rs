@@ -352,3 +352,56 @@ fn turn_settings_parse_and_refuse_garbage() {
         );
     }
 }
+
+#[test]
+fn https_and_tls_mode_settings() {
+    let s = resolve_with(&[], &[], stored_pair()).unwrap();
+    assert_eq!(s.https_bind.unwrap().to_string(), "0.0.0.0:8443");
+    assert_eq!(s.tls_mode, TlsMode::Proxy);
+    for off in ["0", " 0 "] {
+        let s = resolve_with(&[], &[("RTCBOX_HTTPS_BIND", off)], stored_pair()).unwrap();
+        assert_eq!(s.https_bind, None, "{off}");
+        assert_eq!(s.value(SettingKey::HttpsBind).as_deref(), Some("0"));
+    }
+    let s = resolve_with(&[(SettingKey::HttpsBind, "")], &[], stored_pair()).unwrap();
+    assert_eq!(s.https_bind, None);
+    let s = resolve_with(&[(SettingKey::HttpsBind, ":9443")], &[], stored_pair()).unwrap();
+    assert_eq!(s.https_bind.unwrap().to_string(), "0.0.0.0:9443");
+    for (raw, mode) in TlsMode::NAMES {
+        let s = resolve_with(
+            &[],
+            &[
+                ("RTCBOX_TLS_MODE", &raw.to_uppercase()),
+                ("RTCBOX_TLS_CERT_FILE", "/c.pem"),
+                ("RTCBOX_TLS_KEY_FILE", "/k.pem"),
+            ],
+            stored_pair(),
+        )
+        .unwrap();
+        assert_eq!(s.tls_mode, mode);
+        assert_eq!(s.value(SettingKey::TlsMode).as_deref(), Some(raw));
+        assert_eq!(s.tls_cert_file.as_deref(), Some(Path::new("/c.pem")));
+    }
+    let refused = |env: &[(&str, &str)], want: &str| {
+        let e = resolve_with(&[], env, stored_pair())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{e}");
+    };
+    refused(
+        &[("RTCBOX_TLS_MODE", "acme-ish")],
+        "proxy, self-signed, files",
+    );
+    refused(&[("RTCBOX_HTTPS_BIND", "https")], "RTCBOX_HTTPS_BIND");
+    refused(
+        &[
+            ("RTCBOX_TLS_MODE", "files"),
+            ("RTCBOX_TLS_CERT_FILE", "/c.pem"),
+        ],
+        "RTCBOX_TLS_KEY_FILE is not set",
+    );
+    refused(
+        &[("RTCBOX_TLS_MODE", "files")],
+        "RTCBOX_TLS_CERT_FILE is not set",
+    );
+}

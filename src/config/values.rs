@@ -184,3 +184,56 @@ impl fmt::Display for FullAccess {
         }
     }
 }
+
+/// Where the certificate of the HTTPS listener and TURN over TLS comes from
+/// (`RTCBOX_TLS_MODE`). A new mode is one variant here, its name in [`TlsMode::NAMES`], and its
+/// arm in `app`'s certificate setup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// A reverse proxy terminates TLS for HTTPS; rtcbox's own listeners use a self-signed
+    /// certificate (stored, see `tls`).
+    #[default]
+    Proxy,
+    /// rtcbox serves HTTPS itself with its self-signed certificate.
+    SelfSigned,
+    /// A certificate chain and key from files (e.g. exported from DSM), reloaded on change.
+    Files,
+}
+
+impl TlsMode {
+    /// Every mode by its setting value.
+    pub const NAMES: [(&'static str, TlsMode); 3] = [
+        ("proxy", TlsMode::Proxy),
+        ("self-signed", TlsMode::SelfSigned),
+        ("files", TlsMode::Files),
+    ];
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let wanted = raw.trim().to_ascii_lowercase();
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == wanted)
+            .map(|(_, mode)| *mode)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::NAMES.iter().map(|(name, _)| *name).collect();
+                format!(
+                    "'{}' is not a TLS mode (use {})",
+                    raw.trim(),
+                    names.join(", ")
+                )
+            })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, mode)| *mode == self)
+            .map_or("proxy", |(name, _)| name)
+    }
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

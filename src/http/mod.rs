@@ -7,6 +7,7 @@
 
 pub mod admin;
 mod auth_routes;
+pub mod https;
 pub mod ratelimit;
 
 use std::convert::Infallible;
@@ -168,6 +169,37 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    serve_with(listener, None, service, shutdown).await;
+}
+
+/// [`serve`] behind TLS, with TURN over TLS on the same port (see [`https`]).
+pub async fn serve_https<S>(
+    listener: TcpListener,
+    front: https::HttpsFront,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    serve_with(listener, Some(front), service, shutdown).await;
+}
+
+async fn serve_with<S>(
+    listener: TcpListener,
+    front: Option<https::HttpsFront>,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -193,8 +225,22 @@ where
         while connections.try_join_next().is_some() {}
         let service = service.clone();
         let mut stop = stop_rx.clone();
+        let front = front.clone();
         connections.spawn(async move {
             let _permit = permit;
+            let stream: Box<dyn https::Io> = match front {
+                None => Box::new(stream),
+                Some(front) => {
+                    let opened = tokio::select! {
+                        opened = front.open(stream, peer) => opened,
+                        _ = stop.wait_for(|stop| *stop) => None,
+                    };
+                    match opened {
+                        Some(stream) => stream,
+                        None => return,
+                    }
+                }
+            };
             let hyper_service =
                 hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));

@@ -10,6 +10,8 @@
 //! - Relay sockets are bound when the core asks ([`Output::Bind`]), on the listeners' IP with
 //!   the port the core chose; each has a reader task. The core advertises the public relay
 //!   address; the socket binds the local one.
+//! - The public HTTPS listener hands TLS connections that open with a STUN message to the same
+//!   stream path through [`TlsStreams`]; they count against the same connection cap.
 //! - A listener that cannot be opened (e.g. coturn still holds 3478) is reported in the status
 //!   and the rest keeps running; ICE servers only name listeners that run.
 
@@ -89,9 +91,55 @@ enum Event {
     },
 }
 
+/// Where TLS connections accepted by another listener (the public HTTPS port) join the TURN
+/// server, after their handshake: the path the TLS listener's own connections take.
+#[derive(Clone)]
+pub struct TlsStreams {
+    events: mpsc::Sender<Event>,
+    open: Arc<AtomicUsize>,
+}
+
+impl TlsStreams {
+    /// Serves one TLS client until either side ends; refused at once when too many streams are
+    /// open.
+    pub async fn serve<S>(&self, stream: S, remote: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin,
+    {
+        let Some(_slot) = StreamSlot::take(&self.open) else {
+            return;
+        };
+        let client = Client {
+            transport: Transport::Tls,
+            addr: remote,
+        };
+        serve_stream(stream, client, &self.events).await;
+    }
+}
+
+/// One of the [`MAX_STREAM_CONNECTIONS`], given back when dropped.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<StreamSlot> {
+        if open.fetch_add(1, Ordering::Relaxed) >= MAX_STREAM_CONNECTIONS {
+            open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(StreamSlot(open.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Opens the listeners and starts the server; returns the handle the SFU and the admin panel
-/// use. Never fails: listeners that cannot open are reported in the status.
-pub async fn start(setup: TurnSetup) -> TurnHandle {
+/// use, and the entry for TLS streams of the HTTPS listener. Never fails: listeners that cannot
+/// open are reported in the status.
+pub async fn start(setup: TurnSetup) -> (TurnHandle, TlsStreams) {
     let mut listeners = Vec::new();
     let mut udp = None;
     let mut tcp = None;
@@ -182,6 +230,10 @@ pub async fn start(setup: TurnSetup) -> TurnHandle {
             open.clone(),
         ));
     }
+    let streams = TlsStreams {
+        events: events_tx.clone(),
+        open: open.clone(),
+    };
     if let Some((listener, config)) = tls {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         tokio::spawn(accept_streams(
@@ -201,7 +253,7 @@ pub async fn start(setup: TurnSetup) -> TurnHandle {
         handle: handle.clone(),
     };
     tokio::spawn(core.run(events));
-    handle
+    (handle, streams)
 }
 
 fn running(transport: Transport, addr: SocketAddr) -> ListenerStatus {
@@ -414,34 +466,50 @@ async fn accept_streams(
                 continue;
             }
         };
-        if open.fetch_add(1, Ordering::Relaxed) >= MAX_STREAM_CONNECTIONS {
-            open.fetch_sub(1, Ordering::Relaxed);
+        let Some(slot) = StreamSlot::take(&open) else {
             continue;
-        }
+        };
         let _ = stream.set_nodelay(true);
         let client = Client {
             transport,
             addr: remote,
         };
         let events = events.clone();
-        let open = open.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 None => serve_stream(stream, client, &events).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => serve_stream(stream, client, &events).await,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%error, %remote, "TURN TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%remote, "TURN TLS handshake timed out"),
+                    if let Some(stream) = tls_handshake(&acceptor, stream, remote).await {
+                        serve_stream(stream, client, &events).await;
                     }
                 }
             }
-            open.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// The server side of a TLS handshake within [`TLS_HANDSHAKE_TIMEOUT`]; `None` (logged at
+/// debug) when it fails or takes too long. The HTTPS listener uses it too.
+pub async fn tls_handshake<S>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: S,
+    remote: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, %remote, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            None
+        }
     }
 }
 

@@ -59,6 +59,42 @@ pub fn next_frame(buf: &[u8]) -> Frame {
     }
 }
 
+/// What a new TLS connection on the public HTTPS port carries, judged by its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// A STUN message: a TURN client.
+    Turn,
+    /// Anything else (HTTP): the web server.
+    Other,
+    /// Too few bytes to tell: read more.
+    Undecided,
+}
+
+/// The bytes [`opening`] needs at most.
+pub const OPENING_LEN: usize = 8;
+
+/// Whether a stream opens with a STUN message header: first two bits `00` and the magic cookie
+/// in bytes 4..8. A TURN client's first message on a connection is always STUN (an Allocate or
+/// Binding request): ChannelData needs a channel bound on that connection first. A leading
+/// ChannelData-like byte (`0x40`–`0x7F`) is therefore not TURN — and it is how every HTTP
+/// method starts (`G` is `0x47`, `P` is `0x50`).
+pub fn opening(buf: &[u8]) -> Opening {
+    match buf.first() {
+        None => return Opening::Undecided,
+        Some(0x00..=0x3F) => {}
+        Some(_) => return Opening::Other,
+    }
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    let seen = buf.get(4..buf.len().min(OPENING_LEN)).unwrap_or_default();
+    if cookie.get(..seen.len()) != Some(seen) {
+        Opening::Other
+    } else if buf.len() < OPENING_LEN {
+        Opening::Undecided
+    } else {
+        Opening::Turn
+    }
+}
+
 /// Bytes 2..4, the length field both kinds share.
 fn length_field(buf: &[u8]) -> Option<usize> {
     let field = buf.get(2..4)?;
@@ -120,6 +156,40 @@ mod tests {
         // The longest ChannelData (65535 bytes, padded to 65536) fits the limit.
         check(&[0x4A, 0x00, 0xFF, 0xFF], Frame::Incomplete);
         const { assert!(4 + 0x10000 <= MAX_FRAME_LEN) };
+    }
+
+    fn check_opening(buf: &[u8], expected: Opening) {
+        assert_eq!(opening(buf), expected, "{buf:02x?}");
+    }
+
+    #[test]
+    fn openings() {
+        // A STUN header is TURN once the cookie is complete; each shorter cut waits.
+        let stun = stun_header(8);
+        for cut in 0..OPENING_LEN {
+            check_opening(&stun[..cut], Opening::Undecided);
+        }
+        check_opening(&stun[..OPENING_LEN], Opening::Turn);
+        check_opening(&stun, Opening::Turn);
+        // HTTP, at any length, even one byte.
+        for request in [
+            &b"GET /healthz HTTP/1.1\r\n"[..],
+            b"POST /sfu/get HTTP/1.1\r\n",
+        ] {
+            for cut in 1..request.len() {
+                check_opening(&request[..cut], Opening::Other);
+            }
+        }
+        // ChannelData cannot open a connection; a TLS record inside TLS is garbage.
+        check_opening(&[0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4], Opening::Other);
+        check_opening(b"\x16\x03\x01\x02\x00", Opening::Other);
+        // STUN-like first byte, wrong cookie: decided as soon as the first wrong byte is seen.
+        let mut no_cookie = stun_header(0);
+        no_cookie[5] ^= 1;
+        check_opening(&no_cookie[..5], Opening::Undecided);
+        check_opening(&no_cookie[..6], Opening::Other);
+        // A leading empty line before an HTTP request (allowed by RFC 9112).
+        check_opening(b"\r\nGET / HTTP/1.1", Opening::Other);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject as _;
 use crate::secret::Secret;
 use crate::tls::TlsCertificates;
 use crate::turn::TurnHandle;
-use crate::turn::driver::{TurnSetup, start};
+use crate::turn::driver::{TlsStreams, TurnSetup, start};
 use crate::turn::policy::RelayPolicy;
 
 /// A running server and what a test needs to reach it.
@@ -24,6 +24,9 @@ pub struct LoopbackTurn {
     pub relay_ports: (u16, u16),
     /// A connector that trusts the server's self-signed certificate.
     pub trusting: tokio_rustls::TlsConnector,
+    /// Where the HTTPS listener hands TURN streams, with the certificate it serves.
+    pub tls_streams: TlsStreams,
+    pub certificates: TlsCertificates,
     _data: tempfile::TempDir,
 }
 
@@ -71,11 +74,11 @@ pub async fn loopback_turn(
     // skipped by the server anyway.
     let relay_base = 20_000 + (std::process::id() % 20_000) as u16;
     let relay_ports = (relay_base, relay_base + 40);
-    let handle = start(TurnSetup {
+    let (handle, tls_streams) = start(TurnSetup {
         bind_ip: localhost,
         port,
         tls_port,
-        certificates: Some(certificates),
+        certificates: Some(certificates.clone()),
         public_host: "localhost".into(),
         realm: "localhost".into(),
         shared_secret,
@@ -95,6 +98,8 @@ pub async fn loopback_turn(
         tls_port,
         relay_ports,
         trusting: tokio_rustls::TlsConnector::from(Arc::new(client_config)),
+        tls_streams,
+        certificates,
         _data: data,
     }
 }

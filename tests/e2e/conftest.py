@@ -287,6 +287,7 @@ def launch_rtcbox(directory: Path, pki: dict, started: list, env: dict, name: st
     relay_min, relay_max = free_relay_range()
     base.update({"RTCBOX_TURN_PORT": str(free_udp_tcp_port()),
                  "RTCBOX_TURN_TLS_PORT": str(free_port()),
+                 "RTCBOX_HTTPS_BIND": f"127.0.0.1:{free_port()}",
                  "RTCBOX_TURN_RELAY_PORTS": f"{relay_min}-{relay_max}"})
     base.update(env)
     log = directory / f"{name}.log"

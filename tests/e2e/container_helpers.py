@@ -64,6 +64,7 @@ def settings_env() -> dict:
         "RTCBOX_RTC_TCP_PORT": str(free_port()),
         "RTCBOX_TURN_PORT": str(free_udp_tcp_port()),
         "RTCBOX_TURN_TLS_PORT": str(free_port()),
+        "RTCBOX_HTTPS_BIND": f"127.0.0.1:{free_port()}",
         "RTCBOX_NODE_IP": "127.0.0.1",
         "RTCBOX_STUN_SERVERS": f"127.0.0.1:{udp}",
     }

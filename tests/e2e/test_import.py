@@ -101,11 +101,12 @@ def test_import_then_serve_keeps_the_old_deployment_working(tmp_path):
     admin_port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        # Only the data directory, the admin port and a STUN server (no internet here): every
-        # other setting comes from the import.
+        # Only the data directory, the admin port, a STUN server (no internet here) and no HTTPS
+        # listener (never 8443 in tests): every other setting comes from the import.
         process = subprocess.Popen(
             [RTCBOX_BIN, "serve"], stdout=out, stderr=subprocess.STDOUT,
             env=clean_env(RTCBOX_DATA_DIR=str(data_dir), RTCBOX_ADMIN_BIND=f"127.0.0.1:{admin_port}",
+                          RTCBOX_HTTPS_BIND="0",
                           RTCBOX_STUN_SERVERS=f"127.0.0.1:{ports['udp']}", RTCBOX_LOG="info"))
     url = f"http://127.0.0.1:{ports['http']}"
     box = Rtcbox(url, data_dir, PUBLIC_URL, log, process, ws_url=f"ws://127.0.0.1:{ports['http']}",

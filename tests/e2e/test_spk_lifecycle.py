@@ -41,6 +41,7 @@ class Ports:
         self.http, self.admin = free_port(), free_port()
         self.udp, self.tcp = free_udp_port(), free_port()
         self.turn, self.turn_tls = free_udp_tcp_port(), free_port()
+        self.https = free_port()
         self.relay = free_relay_range()
 
     def env_lines(self) -> str:
@@ -51,6 +52,7 @@ class Ports:
             f"RTCBOX_RTC_UDP_PORT={self.udp}", f"RTCBOX_RTC_TCP_PORT={self.tcp}",
             "RTCBOX_NODE_IP=127.0.0.1", f"RTCBOX_STUN_SERVERS=127.0.0.1:{self.udp}",
             f"RTCBOX_TURN_PORT={self.turn}", f"RTCBOX_TURN_TLS_PORT={self.turn_tls}",
+            f"RTCBOX_HTTPS_BIND=127.0.0.1:{self.https}",
             f"RTCBOX_TURN_RELAY_PORTS={self.relay[0]}-{self.relay[1]}",
             "RTCBOX_PUBLIC_URL=wss://rtc.test/livekit/sfu", "RTCBOX_LOG=info", ""])
 

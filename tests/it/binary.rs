@@ -18,7 +18,9 @@ fn rtcbox(data_dir: &Path) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RTCBOX_RTC_UDP_PORT", "0")
         .env("RTCBOX_RTC_TCP_PORT", "0")
-        .env("RTCBOX_ADMIN_BIND", "127.0.0.1:0");
+        .env("RTCBOX_ADMIN_BIND", "127.0.0.1:0")
+        // Never the default 8443: parallel tests and the developer's own rtcbox would collide.
+        .env("RTCBOX_HTTPS_BIND", "127.0.0.1:0");
     command.arg("--data-dir").arg(data_dir);
     command
 }

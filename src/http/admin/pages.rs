@@ -622,6 +622,10 @@ fn describe(key: SettingKey) -> &'static str {
         SettingKey::TurnTlsPort => "TURN over TLS (0 = off)",
         SettingKey::TurnRelayPorts => "TURN relay ports for legacy 1:1 calls",
         SettingKey::TurnAllowPeers => "Private or loopback blocks TURN may relay to anyway",
+        SettingKey::HttpsBind => "Public HTTPS listener, also TURN over TLS (0 = off)",
+        SettingKey::TlsMode => "Certificate: proxy, self-signed or files",
+        SettingKey::TlsCertFile => "files mode: certificate chain (PEM file)",
+        SettingKey::TlsKeyFile => "files mode: private key (PEM file)",
     }
 }
 
