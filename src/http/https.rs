@@ -3,8 +3,8 @@
 //! ([`framing::opening`]): a STUN message goes to the TURN server as a TLS client (the path
 //! the TURN-TLS listener's connections take), anything else to the public web application.
 //!
-//! A client that negotiated `http/1.1` by ALPN is HTTP without looking, one that negotiated
-//! `stun.turn` is TURN. The bytes looked at are
+//! A client that negotiated `stun.turn` by ALPN is TURN without looking. A negotiated
+//! `http/1.1` is not trusted to mean HTTP: coturn's client offers `http/1.1` before `stun.turn`. The bytes looked at are
 //! not lost: the chosen service reads them first ([`Rewound`]). Limits: the TLS handshake and
 //! the first bytes each have [`HEADER_READ_TIMEOUT`]-like deadlines, and every connection holds
 //! one of the listener's connection permits, TURN ones included.
@@ -50,7 +50,6 @@ impl HttpsFront {
     pub async fn open(&self, stream: TcpStream, peer: SocketAddr) -> Option<Box<dyn Io>> {
         let tls = tls_handshake(&self.acceptor, stream, peer).await?;
         let (kind, stream) = match tls.get_ref().1.alpn_protocol() {
-            Some(b"http/1.1") => return Some(Box::new(tls)),
             Some(b"stun.turn") => (Opening::Turn, Rewound::new(Vec::new(), tls)),
             _ => sort(tls).await?,
         };

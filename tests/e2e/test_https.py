@@ -1,0 +1,155 @@
+"""rtcbox's own HTTPS listener, on loopback, in ``files`` mode with a certificate from a test CA.
+
+- The HTTPS port serves what the HTTP listener serves (``/healthz``, the auth service), verified
+  against the test CA.
+- TURN over TLS on the same port: coturn's ``turnutils_uclient -S`` relays through it to
+  coturn's echo peer with the REST credentials Synapse would hand out, and every message comes
+  back.
+- The certificate files are replaced by a second certificate: a new TLS connection gets it
+  (within one poll of the files, bounded wait), while a connection opened before keeps working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import free_port, wait_until
+from test_turn import (SECRET, assert_everything_echoed, binding_request, coturn_tools,  # noqa: F401
+                       echo_peer, is_binding_success, relay_env, uclient)
+
+# rtcbox looks at the files every 30 s; one poll plus slack.
+RELOAD_TIMEOUT = 75
+
+
+def make_certificate(directory: Path, pki: dict, name: str) -> tuple[Path, Path]:
+    """A second server certificate for localhost and 127.0.0.1 from the pki fixture's CA."""
+    def run(*args):
+        subprocess.run(args, cwd=directory, check=True, capture_output=True)
+
+    ca_key = Path(pki["ca"]).with_name("ca.key")
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+        "-out", f"{name}.csr", "-subj", f"/CN={name}")
+    (directory / "ext.cnf").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "extendedKeyUsage=serverAuth\n")
+    run("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", pki["ca"], "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", "ext.cnf")
+    return directory / f"{name}.pem", directory / f"{name}.key"
+
+
+def install_files(cert: Path, key: Path, to: dict):
+    """Replaces the served files the way an export script would: write aside, then rename."""
+    for source, target in ((cert, to["cert"]), (key, to["key"])):
+        aside = Path(f"{target}.new")
+        shutil.copy(source, aside)
+        os.replace(aside, target)
+
+
+def fingerprint_of_pem(pem: Path) -> str:
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.read_text())).hexdigest()
+
+
+def tls_connect(port: int, ca: str) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=ca)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+def served_fingerprint(tls: ssl.SSLSocket) -> str:
+    return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+
+
+def binding_over(tls: ssl.SSLSocket) -> bool:
+    request, transaction = binding_request()
+    tls.sendall(request)
+    answer = b""
+    while len(answer) < 20 or len(answer) < 20 + int.from_bytes(answer[2:4], "big"):
+        chunk = tls.recv(2048)
+        if not chunk:
+            break
+        answer += chunk
+    return is_binding_success(answer, transaction)
+
+
+@pytest.fixture(scope="module")
+def served_files(tmp_path_factory, pki) -> dict:
+    d = tmp_path_factory.mktemp("served-cert")
+    files = {"cert": d / "cert.pem", "key": d / "key.pem"}
+    install_files(Path(pki["cert"]), Path(pki["key"]), files)
+    return files
+
+
+@pytest.fixture(scope="module")
+def https_box(start_module_rtcbox, served_files):
+    port = free_port()
+    box = start_module_rtcbox(dict(relay_env(), RTCBOX_TURN_SHARED_SECRET=SECRET,
+                                   RTCBOX_TURN_ALLOW_PEERS="127.0.0.1/32",
+                                   RTCBOX_HTTPS_BIND=f"127.0.0.1:{port}",
+                                   RTCBOX_TLS_MODE="files",
+                                   RTCBOX_TLS_CERT_FILE=str(served_files["cert"]),
+                                   RTCBOX_TLS_KEY_FILE=str(served_files["key"])),
+                              name="https")
+    box.https_port = port
+    return box
+
+
+def test_https_serves_what_http_serves(https_box, pki):
+    url = f"https://127.0.0.1:{https_box.https_port}"
+    wait_until(lambda: requests.get(f"{url}/healthz", verify=pki["ca"], timeout=5).ok, 15,
+               f"rtcbox's HTTPS listener ({https_box.log})")
+    assert requests.get(f"{url}/healthz", verify=pki["ca"], timeout=5).status_code == 200
+    # The auth service answers the same request the same way on both listeners.
+    for path in ("/sfu/get", "/livekit/jwt/sfu/get", "/get_token"):
+        over_http = requests.post(f"{https_box.url}{path}", json={}, timeout=10)
+        over_https = requests.post(f"{url}{path}", json={}, verify=pki["ca"], timeout=10)
+        assert over_http.status_code == 400, over_http.text
+        assert (over_https.status_code, over_https.text) == (over_http.status_code, over_http.text)
+        assert over_https.headers.get("access-control-allow-origin") == "*"
+
+
+@pytest.mark.parametrize("mode", ["channel", "indication"])
+def test_turn_over_tls_on_the_https_port(https_box, echo_peer, mode):
+    run = uclient(https_box.https_port, echo_peer, transport="tls", mode=mode)
+    assert_everything_echoed(run, https_box.log)
+
+
+def test_a_replaced_certificate_is_served_to_new_connections(https_box, served_files, pki,
+                                                             tmp_path):
+    port = https_box.https_port
+    first = fingerprint_of_pem(Path(pki["cert"]))
+    # Opened before the swap: a TURN client, which may stay connected for an hour.
+    before = tls_connect(port, pki["ca"])
+    assert served_fingerprint(before) == first
+    assert binding_over(before)
+
+    cert, key = make_certificate(tmp_path, pki, "second")
+    second = fingerprint_of_pem(cert)
+    assert second != first
+    install_files(cert, key, served_files)
+
+    def new_connection_gets_the_second():
+        with tls_connect(port, pki["ca"]) as tls:
+            return served_fingerprint(tls) == second
+
+    started = time.monotonic()
+    wait_until(new_connection_gets_the_second, RELOAD_TIMEOUT,
+               f"the replaced certificate ({https_box.log})")
+    assert time.monotonic() - started < RELOAD_TIMEOUT
+    # The connection from before still works, with the certificate it started with.
+    assert binding_over(before)
+    assert served_fingerprint(before) == first
+    before.close()
+    # HTTP on a new connection, verified against the CA, with the new certificate.
+    url = f"https://127.0.0.1:{port}/healthz"
+    assert requests.get(url, verify=pki["ca"], timeout=5).status_code == 200
+    assert "reloaded" in https_box.log.read_text(errors="replace")
