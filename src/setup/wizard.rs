@@ -815,12 +815,20 @@ pub fn warnings(deployment: &Deployment) -> Vec<String> {
                 .to_owned(),
         );
     }
-    if !matches!(deployment.tls, TlsMode::ReverseProxy { .. }) {
-        out.push(
-            "Built-in HTTPS (Let's Encrypt or self-signed) is recorded but arrives in a later rtcbox \
-             version; until then, put rtcbox behind a reverse proxy for HTTPS."
+    match deployment.tls {
+        TlsMode::ReverseProxy { .. } => {}
+        TlsMode::SelfSigned => out.push(
+            "rtcbox serves HTTPS itself (RTCBOX_HTTPS_BIND) with its self-signed certificate, which \
+             browsers do not trust; for a trusted one set RTCBOX_TLS_MODE=files with a certificate \
+             and key exported from DSM (or another CA)."
                 .to_owned(),
-        );
+        ),
+        TlsMode::Acme { .. } => out.push(
+            "Let's Encrypt (ACME) is recorded but arrives in a later rtcbox version; until then, put \
+             rtcbox behind a reverse proxy or set RTCBOX_TLS_MODE=files with a certificate and key \
+             from your CA."
+                .to_owned(),
+        ),
     }
     out
 }

@@ -476,7 +476,7 @@ async fn render_step(
             (
                 vec![
                     "Browsers only place calls over HTTPS. Either a reverse proxy you already run (Synology DSM's, nginx, Caddy, Traefik, Apache) terminates TLS and forwards to rtcbox, or rtcbox gets its own certificate.",
-                    "On a Synology NAS the DSM reverse proxy with DSM's Let's Encrypt certificate is the easiest choice. Built-in certificates arrive in a later rtcbox version; the choice is recorded now.",
+                    "On a Synology NAS the DSM reverse proxy with DSM's Let's Encrypt certificate is the easiest choice. rtcbox's own HTTPS listener serves a self-signed certificate or one exported from DSM (RTCBOX_TLS_MODE=files); Let's Encrypt arrives in a later rtcbox version, the choice is recorded now.",
                 ],
                 vec![
                     Field::choice(

@@ -81,7 +81,7 @@ fn rows(d: &Deployment) -> Vec<Row> {
             web_ports.push(entry);
         }
     }
-    let later = "(built-in TLS arrives in a later rtcbox version)";
+    let later = "(built-in ACME arrives in a later rtcbox version)";
     for &(port, tls) in &web_ports {
         let (internal, local_port, how) = match &d.tls {
             TlsMode::ReverseProxy {
@@ -114,7 +114,8 @@ fn rows(d: &Deployment) -> Vec<Row> {
                 (
                     socket(ip, local),
                     Some(local.to_string()),
-                    format!("served by rtcbox itself with a self-signed certificate {later}"),
+                    "served by rtcbox itself (RTCBOX_HTTPS_BIND) with its self-signed certificate"
+                        .to_owned(),
                 )
             }
         };
