@@ -711,6 +711,8 @@ async fn the_wizard_is_resumable_and_apply_writes_the_settings() {
     assert!(!stored.contains_key("turn_tls_port"));
     // Pinned by the command line in this panel: not written.
     assert!(!stored.contains_key("full_access_homeservers"));
+    // Behind a reverse proxy rtcbox's own HTTPS settings stay as they are.
+    assert!(!stored.contains_key("tls_mode") && !stored.contains_key("https_bind"));
     // The secret is kept when the TURN step is saved again.
     let secret = stored["turn_shared_secret"].clone();
     panel
@@ -743,6 +745,25 @@ async fn the_wizard_is_resumable_and_apply_writes_the_settings() {
     let outputs = panel.get("/outputs?applied=1", &session).await;
     assert_eq!(outputs.status, StatusCode::OK);
     assert!(outputs.body.contains("Settings saved"));
+
+    // Self-signed: rtcbox's HTTPS listener with its own certificate (8443 already runs).
+    panel
+        .post(
+            "/wizard/tls",
+            &session,
+            &[("csrf", &csrf), ("mode", "self-signed")],
+        )
+        .await;
+    panel
+        .post(
+            "/wizard/review",
+            &session,
+            &[("csrf", &csrf), ("action", "apply")],
+        )
+        .await;
+    let stored = panel.stored().await;
+    assert_eq!(stored["tls_mode"], "self-signed");
+    assert!(!stored.contains_key("https_bind"));
 }
 
 #[tokio::test]

@@ -716,6 +716,21 @@ fn implied_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, Stri
         let bind = std::net::SocketAddr::new(running.admin_bind.ip(), ports.admin);
         implied.push((SettingKey::AdminBind, bind.to_string()));
     }
+    // rtcbox's own HTTPS on the port the table forwards to; a self-signed certificate is all it
+    // can serve by itself until ACME exists.
+    if !matches!(d.tls, crate::setup::model::TlsMode::ReverseProxy { .. }) {
+        let ip = running
+            .https_bind
+            .map_or(running.http_bind.ip(), |bind| bind.ip());
+        let bind = std::net::SocketAddr::new(ip, ports.https);
+        implied.push((SettingKey::HttpsBind, bind.to_string()));
+    }
+    if d.tls == crate::setup::model::TlsMode::SelfSigned {
+        implied.push((
+            SettingKey::TlsMode,
+            crate::config::TlsMode::SelfSigned.to_string(),
+        ));
+    }
     // The TURN listeners and relay range the port table forwards.
     implied.push((SettingKey::TurnPort, ports.turn.to_string()));
     implied.push((SettingKey::TurnTlsPort, ports.turns.to_string()));
