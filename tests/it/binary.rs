@@ -638,3 +638,41 @@ fn import_does_not_replace_a_key_pair_unasked_and_bad_files_store_nothing() {
         ("lkprod".to_owned(), SAMPLE_SECRET.to_owned())
     );
 }
+
+#[test]
+fn an_https_port_that_cannot_be_bound_is_reported_and_the_rest_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = taken.local_addr().unwrap().to_string();
+    let server = Server::start_with(
+        &data_dir,
+        &[
+            "--full-access-homeservers",
+            "example.org",
+            "--https-bind",
+            &bind,
+        ],
+    );
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("HTTPS listener not running"), "{log}");
+    assert!(log.contains(&bind), "{log}");
+    assert!(server.terminate());
+}
+
+#[test]
+fn files_mode_without_usable_files_is_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cert = tmp.path().join("missing-cert.pem");
+    let out = rtcbox(&tmp.path().join("data"))
+        .env("RTCBOX_TLS_MODE", "files")
+        .env("RTCBOX_TLS_CERT_FILE", &cert)
+        .env("RTCBOX_TLS_KEY_FILE", tmp.path().join("missing-key.pem"))
+        .args(["serve", "--http-bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("RTCBOX_TLS_MODE is files"), "{err}");
+    assert!(err.contains("missing-cert.pem"), "{err}");
+}
