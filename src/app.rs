@@ -286,6 +286,7 @@ async fn bind_https(bind: SocketAddr, turn: &crate::turn::TurnHandle) -> Option<
         status.listeners.push(ListenerStatus {
             transport: Transport::Tls,
             addr,
+            https: true,
             error,
         });
     });

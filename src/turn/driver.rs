@@ -171,6 +171,7 @@ pub async fn start(setup: TurnSetup) -> (TurnHandle, TlsStreams) {
             (None, _) => listeners.push(ListenerStatus {
                 transport: Transport::Tls,
                 addr,
+                https: false,
                 error: Some("no TLS certificate".into()),
             }),
             (_, Err(e)) => listeners.push(failed(Transport::Tls, addr, &e)),
@@ -260,6 +261,7 @@ fn running(transport: Transport, addr: SocketAddr) -> ListenerStatus {
     ListenerStatus {
         transport,
         addr,
+        https: false,
         error: None,
     }
 }
@@ -273,6 +275,7 @@ fn failed(transport: Transport, addr: SocketAddr, error: &std::io::Error) -> Lis
     ListenerStatus {
         transport,
         addr,
+        https: false,
         error: Some(format!("{error}{hint}")),
     }
 }

@@ -90,6 +90,8 @@ pub struct AllocationInfo {
 pub struct ListenerStatus {
     pub transport: Transport,
     pub addr: SocketAddr,
+    /// The public HTTPS port, which carries TURN over TLS besides HTTPS.
+    pub https: bool,
     /// Why the listener is not running (e.g. the port is taken by coturn).
     pub error: Option<String>,
 }

@@ -261,7 +261,11 @@ pub fn turn_view(status: &TurnStatus) -> TurnView {
         .listeners
         .iter()
         .map(|l| ListenerView {
-            transport: l.transport.to_string(),
+            transport: if l.https {
+                format!("HTTPS and TURN over {}", l.transport)
+            } else {
+                l.transport.to_string()
+            },
             addr: l.addr.to_string(),
             error: l.error.as_ref().map(|e| listener_problem(e, l.addr.port())),
         })

@@ -1153,12 +1153,20 @@ fn busy_turn() -> crate::turn::TurnHandle {
             ListenerStatus {
                 transport: Transport::Udp,
                 addr: "0.0.0.0:3478".parse().unwrap(),
+                https: false,
                 error: None,
             },
             ListenerStatus {
                 transport: Transport::Tls,
                 addr: "0.0.0.0:5349".parse().unwrap(),
+                https: false,
                 error: Some("Address in use (os error 98)".into()),
+            },
+            ListenerStatus {
+                transport: Transport::Tls,
+                addr: "0.0.0.0:8443".parse().unwrap(),
+                https: true,
+                error: None,
             },
         ];
         status.relay_ip = Some("203.0.113.7".parse().unwrap());
@@ -1250,6 +1258,7 @@ async fn the_dashboard_shows_the_turn_server() {
     let text = page.body.replace("&#39;", "'").replace("&quot;", "\"");
     for needle in [
         "UDP <code>0.0.0.0:3478</code>: running",
+        "HTTPS and TURN over TLS <code>0.0.0.0:8443</code>: running",
         "TLS <code>0.0.0.0:5349</code>: <strong>not running</strong>: Address in use (os error 98) (port 5349 is taken: is coturn still running?)",
         "203.0.113.7, UDP ports 49160-49200",
         "on: Synapse's TURN credentials (shared secret) are accepted",
