@@ -167,6 +167,7 @@ def rtcbox_defaults() -> set[tuple[str, str]]:
     relay = re.findall(r"\d+", const("DEFAULT_TURN_RELAY_PORTS"))
     turn = const("DEFAULT_TURN_PORT")
     return {(port_of_bind("DEFAULT_HTTP_BIND"), "tcp"), (port_of_bind("DEFAULT_ADMIN_BIND"), "tcp"),
+            (port_of_bind("DEFAULT_HTTPS_BIND"), "tcp"),
             (const("DEFAULT_RTC_UDP_PORT"), "udp"), (const("DEFAULT_RTC_TCP_PORT"), "tcp"),
             (turn, "udp"), (turn, "tcp"), (const("DEFAULT_TURN_TLS_PORT"), "tcp"),
             (f"{relay[0]}:{relay[1]}", "udp")}

@@ -4,6 +4,12 @@ desc="rtcbox"
 port_forward="yes"
 dst.ports="8880/tcp"
 
+[rtcbox_https]
+title="rtcbox HTTPS with its own certificate, and TURN over TLS"
+desc="rtcbox"
+port_forward="yes"
+dst.ports="8443/tcp"
+
 [rtcbox_admin]
 title="rtcbox admin panel (LAN only, do not forward)"
 desc="rtcbox"
