@@ -666,14 +666,28 @@ pub fn tls(
     let mut findings = Findings::default();
     let proxy = match &deployment.tls {
         TlsMode::ReverseProxy { proxy } => *proxy,
-        TlsMode::Acme { .. } | TlsMode::SelfSigned => {
+        TlsMode::Acme { .. } => {
             return Check::new(
                 ids::TLS,
                 Status::Unavailable,
-                "Not available yet: built-in HTTPS (Let's Encrypt or self-signed) arrives in a later version; use a \
-                 reverse proxy for now."
+                "Not available yet: Let's Encrypt (ACME) arrives in a later version; use a reverse \
+                 proxy, or rtcbox's HTTPS with a certificate from files (RTCBOX_TLS_MODE=files), for now."
                     .into(),
                 Some("Choose \"reverse proxy\" in the wizard's HTTPS step.".into()),
+            );
+        }
+        TlsMode::SelfSigned => {
+            return Check::new(
+                ids::TLS,
+                Status::Unavailable,
+                "Not checked: rtcbox serves HTTPS with its self-signed certificate, which browsers \
+                 and Element Call do not trust."
+                    .into(),
+                Some(
+                    "Choose \"reverse proxy\" in the wizard's HTTPS step, or give rtcbox a \
+                     CA-issued certificate with RTCBOX_TLS_MODE=files."
+                        .into(),
+                ),
             );
         }
     };
