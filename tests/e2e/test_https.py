@@ -2,6 +2,7 @@
 
 - The HTTPS port serves what the HTTP listener serves (``/healthz``, the auth service), verified
   against the test CA.
+- Signaling over ``wss://`` on the HTTPS port: a raw LiveKit session gets its JoinResponse.
 - TURN over TLS on the same port: coturn's ``turnutils_uclient -S`` relays through it to
   coturn's echo peer with the REST credentials Synapse would hand out, and every message comes
   back.
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -18,14 +20,18 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 import requests
+from websockets.asyncio.client import connect as ws_connect
 
+import lk_helpers as lk
 from conftest import free_port, wait_until
+from lk_helpers import API_KEY, API_SECRET, sfu_env
 from test_turn import (SECRET, assert_everything_echoed, binding_request, coturn_tools,  # noqa: F401
-                       echo_peer, is_binding_success, relay_env, uclient)
+                       echo_peer, is_binding_success, join_response, relay_env, uclient)
 
 # rtcbox looks at the files every 30 s; one poll plus slack.
 RELOAD_TIMEOUT = 75
@@ -92,7 +98,7 @@ def served_files(tmp_path_factory, pki) -> dict:
 @pytest.fixture(scope="module")
 def https_box(start_module_rtcbox, served_files):
     port = free_port()
-    box = start_module_rtcbox(dict(relay_env(), RTCBOX_TURN_SHARED_SECRET=SECRET,
+    box = start_module_rtcbox(dict(sfu_env(), **relay_env(), RTCBOX_TURN_SHARED_SECRET=SECRET,
                                    RTCBOX_TURN_ALLOW_PEERS="127.0.0.1/32",
                                    RTCBOX_HTTPS_BIND=f"127.0.0.1:{port}",
                                    RTCBOX_TLS_MODE="files",
@@ -115,6 +121,27 @@ def test_https_serves_what_http_serves(https_box, pki):
         assert over_http.status_code == 400, over_http.text
         assert (over_https.status_code, over_https.text) == (over_http.status_code, over_http.text)
         assert over_https.headers.get("access-control-allow-origin") == "*"
+
+
+def test_signaling_over_wss(https_box, pki):
+    async def scenario():
+        room = lk.unique("wss")
+        lkapi = lk.server_api(https_box.url, API_KEY, API_SECRET)
+        try:
+            await lk.create_room(lkapi, room)
+        finally:
+            await lkapi.aclose()
+        query = urllib.parse.urlencode({
+            "access_token": lk.join_token(API_KEY, API_SECRET, "dave", room),
+            "sdk": "python", "protocol": "16", "auto_subscribe": "1"})
+        context = ssl.create_default_context(cafile=pki["ca"])
+        url = f"wss://127.0.0.1:{https_box.https_port}/rtc?{query}"
+        async with ws_connect(url, ssl=context, open_timeout=lk.WAIT, max_size=None) as ws:
+            return await join_response(ws)
+
+    join = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert join.participant.identity == "dave"
+    assert join.room.name.startswith("wss-")
 
 
 @pytest.mark.parametrize("mode", ["channel", "indication"])
