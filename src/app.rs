@@ -115,7 +115,16 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         udp: sockets.udp_advertised(),
         tcp: sockets.tcp_advertised().to_vec(),
     };
-    let turn = start_turn(&pool, &settings, &sockets).await?;
+    // The certificate rtcbox serves (TURN over TLS), swapped in place by ACME.
+    let acme_mode = settings.tls_mode == config::TlsMode::Acme;
+    let certificates = if settings.turn_tls_port != 0 || acme_mode {
+        let mut names = vec![settings.public_url.host()];
+        names.extend(settings.node_ip.map(|ip| ip.to_string()));
+        Some(crate::tls::TlsCertificates::load_or_create(&pool, &names).await?)
+    } else {
+        None
+    };
+    let turn = start_turn(&settings, &sockets, certificates.clone()).await?;
     let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms);
     let auth = AuthService::new(
         AuthConfig {
@@ -150,7 +159,37 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         settings.api_key.clone(),
         settings.api_secret.clone(),
     ));
-    let state = Arc::new(http::PublicState::new(Arc::new(auth)).with_rtc(rtc));
+    let challenges = crate::acme::Challenges::default();
+    let state = Arc::new(
+        http::PublicState::new(Arc::new(auth))
+            .with_rtc(rtc)
+            .with_acme(challenges.clone()),
+    );
+    let acme = match (acme_mode, &certificates) {
+        (true, Some(certificates)) => {
+            let handle = crate::acme::AcmeHandle::default();
+            let tls = crate::matrix::tls_client_config_with(
+                settings.acme_ca_file.as_deref(),
+                "RTCBOX_ACME_CA_FILE",
+            )?;
+            let task = crate::acme::task::AcmeTask {
+                pool: pool.clone(),
+                setup: crate::acme::order::OrderSetup {
+                    directory: settings.acme_directory.url().to_owned(),
+                    email: settings.acme_email.clone(),
+                    domains: settings.acme_domains.clone(),
+                    http: HttpClient::with_tls_config(tls),
+                },
+                certificates: certificates.clone(),
+                challenges,
+                handle: handle.clone(),
+                http_port: bound.port(),
+            };
+            tokio::spawn(task.run());
+            Some(handle)
+        }
+        _ => None,
+    };
 
     let admin_listener = TcpListener::bind(settings.admin_bind)
         .await
@@ -168,6 +207,8 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let mut admin = http::admin::AdminState::new(pool, settings.clone(), cli.settings.to_map());
     admin.sfu = Some(sfu);
     admin.turn = Some(turn);
+    admin.acme = acme;
+    admin.certificates = certificates;
     admin.media = media;
     admin.logs = crate::logbuf::global().clone();
     admin.data_dir = Some(config::data_dir(cli.data_dir.as_deref(), &process_env));
@@ -206,22 +247,16 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
 /// address of this host (and the node IP, the router, whose forwarded ports lead back here) is
 /// otherwise refused, as are private and special addresses unless RTCBOX_TURN_ALLOW_PEERS says.
 async fn start_turn(
-    pool: &SqlitePool,
     settings: &Settings,
     sockets: &SfuSockets,
+    certificates: Option<crate::tls::TlsCertificates>,
 ) -> anyhow::Result<crate::turn::TurnHandle> {
     use crate::turn::driver::{TurnSetup, start};
     use crate::turn::policy::RelayPolicy;
 
     let bind_ip = settings.http_bind.ip();
     let public_host = settings.public_url.host();
-    let certificates = if settings.turn_tls_port != 0 {
-        let mut names = vec![public_host.clone()];
-        names.extend(settings.node_ip.map(|ip| ip.to_string()));
-        Some(crate::tls::TlsCertificates::load_or_create(pool, &names).await?)
-    } else {
-        None
-    };
+    let certificates = certificates.filter(|_| settings.turn_tls_port != 0);
     // Relays are advertised where media is: the node IP, the listener's own address, or the
     // host's first reachable address.
     let relay_ip = sockets

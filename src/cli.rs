@@ -151,6 +151,24 @@ pub struct SettingFlags {
     /// Address blocks TURN may relay to although they are private or loopback, comma-separated CIDRs [env: RTCBOX_TURN_ALLOW_PEERS]
     #[arg(long, global = true, value_name = "CIDRS")]
     pub turn_allow_peers: Option<String>,
+    /// Certificate source: proxy, self-signed or acme [env: RTCBOX_TLS_MODE] [default: proxy]
+    #[arg(long, global = true, value_name = "MODE")]
+    pub tls_mode: Option<String>,
+    /// Names for the ACME certificate, comma-separated [env: RTCBOX_ACME_DOMAINS] [default: the public URL's host]
+    #[arg(long, global = true, value_name = "NAMES")]
+    pub acme_domains: Option<String>,
+    /// Contact e-mail for the ACME account [env: RTCBOX_ACME_EMAIL]
+    #[arg(long, global = true, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// ACME challenge: http-01 [env: RTCBOX_ACME_CHALLENGE] [default: http-01]
+    #[arg(long, global = true, value_name = "TYPE")]
+    pub acme_challenge: Option<String>,
+    /// ACME directory: production, staging or an https:// URL [env: RTCBOX_ACME_DIRECTORY] [default: Let's Encrypt production]
+    #[arg(long, global = true, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Extra CA certificates (PEM) trusted for the ACME server's HTTPS, e.g. a test CA [env: RTCBOX_ACME_CA_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub acme_ca_file: Option<String>,
 }
 
 impl SettingFlags {
@@ -181,6 +199,12 @@ impl SettingFlags {
         put(SettingKey::TurnTlsPort, &self.turn_tls_port);
         put(SettingKey::TurnRelayPorts, &self.turn_relay_ports);
         put(SettingKey::TurnAllowPeers, &self.turn_allow_peers);
+        put(SettingKey::TlsMode, &self.tls_mode);
+        put(SettingKey::AcmeDomains, &self.acme_domains);
+        put(SettingKey::AcmeEmail, &self.acme_email);
+        put(SettingKey::AcmeChallenge, &self.acme_challenge);
+        put(SettingKey::AcmeDirectory, &self.acme_directory);
+        put(SettingKey::AcmeCaFile, &self.acme_ca_file);
         if self.auto_create_rooms {
             map.insert(SettingKey::AutoCreateRooms, "true".into());
         }

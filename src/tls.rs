@@ -64,8 +64,13 @@ impl TlsCertificates {
         .context("reading the stored certificate")?;
         let now = unix_now();
         if let Some((source, stored_names, cert_pem, key_pem, not_after)) = stored {
-            let fresh = not_after - now > RENEW_DAYS_BEFORE * 86_400;
-            // An ACME certificate stays until ACME replaces it; a self-signed one follows the names.
+            // An ACME certificate stays until ACME replaces it (or it expires); a self-signed one
+            // follows the names and is made anew before its end.
+            let fresh = if source == "acme" {
+                not_after > now
+            } else {
+                not_after - now > RENEW_DAYS_BEFORE * 86_400
+            };
             let fits = source == "acme" || stored_names == names.join(",");
             if fresh && fits {
                 match certified_key(&cert_pem, &key_pem) {
@@ -128,6 +133,32 @@ impl TlsCertificates {
             Ok(guard) => guard.1.clone(),
             Err(poisoned) => poisoned.into_inner().1.clone(),
         }
+    }
+
+    /// Serves `chain_pem` (leaf first) with `key_pem` from now on: new handshakes get it, open
+    /// connections keep theirs. Nothing is stored; the caller stores first. Returns what is
+    /// served now.
+    pub fn install(
+        &self,
+        chain_pem: &str,
+        key_pem: &str,
+        source: &str,
+    ) -> anyhow::Result<CertificateInfo> {
+        let key = certified_key(chain_pem, key_pem)?;
+        key.keys_match()
+            .map_err(|e| anyhow::anyhow!("the key does not belong to the certificate: {e}"))?;
+        let leaf = leaf_facts(chain_pem)?;
+        let info = CertificateInfo {
+            source: source.to_owned(),
+            names: leaf.names,
+            not_after: leaf.not_after,
+        };
+        let mut guard = match self.current.key.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = (Arc::new(key), info.clone());
+        Ok(info)
     }
 
     /// A rustls server configuration that always serves the current certificate.
@@ -201,6 +232,52 @@ fn self_signed(names: &[String], now: i64) -> anyhow::Result<(String, String, i6
     Ok((cert.pem(), key.serialize_pem(), not_after))
 }
 
+/// What a certificate chain's leaf says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafFacts {
+    /// DNS names and IP addresses of the subject alternative names.
+    pub names: Vec<String>,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// The names and validity of the first certificate in `chain_pem`.
+pub fn leaf_facts(chain_pem: &str) -> anyhow::Result<LeafFacts> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .context("the certificate chain is empty")?
+        .context("reading the certificate chain")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| anyhow::anyhow!("the certificate cannot be parsed: {e}"))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    names.push(dns.to_ascii_lowercase())
+                }
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(LeafFacts {
+        names,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
 fn certified_key(cert_pem: &str, key_pem: &str) -> anyhow::Result<CertifiedKey> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
@@ -253,6 +330,27 @@ mod tests {
             .unwrap();
         assert_ne!(stored().await, pem);
         assert_eq!(third.info().names, ["other.example.org"]);
+    }
+
+    #[tokio::test]
+    async fn install_swaps_the_served_certificate() {
+        let (_dir, pool) = pool().await;
+        let certs = TlsCertificates::load_or_create(&pool, &["localhost".to_owned()])
+            .await
+            .unwrap();
+        let now = unix_now();
+        let (chain, key, not_after) = self_signed(&["rtc.example.org".to_owned()], now).unwrap();
+        let facts = leaf_facts(&chain).unwrap();
+        assert_eq!(facts.names, ["rtc.example.org"]);
+        assert_eq!(facts.not_after, not_after);
+        assert_eq!(facts.not_before, now - 86_400);
+        let info = certs.install(&chain, &key, "acme").unwrap();
+        assert_eq!(certs.info(), info);
+        assert_eq!(info.source, "acme");
+        assert_eq!(info.names, ["rtc.example.org"]);
+        // A key that does not parse leaves the served certificate alone.
+        assert!(certs.install(&chain, "garbage", "acme").is_err());
+        assert_eq!(certs.info(), info);
     }
 
     #[tokio::test]

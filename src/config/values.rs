@@ -184,3 +184,107 @@ impl fmt::Display for FullAccess {
         }
     }
 }
+
+/// Where the certificate rtcbox serves (TURN over TLS; HTTPS later) comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// A reverse proxy terminates HTTPS; rtcbox's own TLS uses a self-signed certificate.
+    Proxy,
+    /// A self-signed certificate, made and renewed by rtcbox.
+    SelfSigned,
+    /// A certificate from an ACME CA (Let's Encrypt), obtained and renewed by rtcbox.
+    Acme,
+}
+
+impl TlsMode {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "proxy" => Ok(TlsMode::Proxy),
+            "self-signed" => Ok(TlsMode::SelfSigned),
+            "acme" => Ok(TlsMode::Acme),
+            other => Err(format!(
+                "'{other}' is not a TLS mode (use proxy, self-signed or acme)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsMode::Proxy => "proxy",
+            TlsMode::SelfSigned => "self-signed",
+            TlsMode::Acme => "acme",
+        })
+    }
+}
+
+/// How the ACME CA checks that rtcbox controls the names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// The CA fetches `http://<name>/.well-known/acme-challenge/<token>` on port 80.
+    Http01,
+}
+
+impl AcmeChallenge {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "http-01" => Ok(AcmeChallenge::Http01),
+            other @ ("tls-alpn-01" | "dns-01") => Err(format!(
+                "'{other}' is not available yet; use http-01 (the CA reaches port 80, forwarded \
+                 to rtcbox's HTTP port)"
+            )),
+            other => Err(format!("'{other}' is not an ACME challenge (use http-01)")),
+        }
+    }
+}
+
+impl fmt::Display for AcmeChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AcmeChallenge::Http01 => "http-01",
+        })
+    }
+}
+
+/// The ACME directory URL: Let's Encrypt production unless told otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeDirectory(String);
+
+impl AcmeDirectory {
+    pub const PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+    pub const STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+    pub fn production() -> Self {
+        AcmeDirectory(Self::PRODUCTION.to_owned())
+    }
+
+    /// `production`, `staging` (Let's Encrypt's) or any `https://` URL.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        match raw.to_ascii_lowercase().as_str() {
+            "production" | "letsencrypt" => return Ok(Self::production()),
+            "staging" => return Ok(AcmeDirectory(Self::STAGING.to_owned())),
+            _ => {}
+        }
+        let uri: Uri = raw.parse().map_err(|_| {
+            format!("'{raw}' is not a URL (use production, staging or an https:// URL)")
+        })?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none_or(str::is_empty) {
+            return Err(format!(
+                "'{raw}' must be an https:// URL (or production, staging)"
+            ));
+        }
+        Ok(AcmeDirectory(raw.to_owned()))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AcmeDirectory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -250,3 +250,38 @@ fn path_normalisation() {
     check("/", "/");
     check("//", "/");
 }
+
+#[tokio::test]
+async fn acme_http01_tokens_are_answered_while_published() {
+    let auth = AuthService::new(
+        AuthConfig {
+            public_url: PublicUrl::parse("wss://rtc.home.example").unwrap(),
+            api_key: ApiKey::parse("APItest").unwrap(),
+            api_secret: Secret::new("x".repeat(32)),
+            full_access: FullAccess::parse("home.example").unwrap(),
+            dangerous_allow_private_homeservers: false,
+        },
+        Arc::new(OneUser),
+        Arc::new(Mutex::new(RoomRegistry::new())),
+    );
+    let challenges = crate::acme::Challenges::default();
+    let app = public_service(Arc::new(
+        PublicState::new(Arc::new(auth)).with_acme(challenges.clone()),
+    ));
+    let path = "/.well-known/acme-challenge/tok-1";
+    assert_eq!(call_on(&app, "GET", path, "").await.status, 404);
+    challenges.insert("tok-1".into(), "tok-1.thumbprint".into());
+    let answer = call_on(&app, "GET", path, "").await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, "tok-1.thumbprint")
+    );
+    assert_eq!(
+        call_on(&app, "GET", "/.well-known/acme-challenge/other", "")
+            .await
+            .status,
+        404
+    );
+    challenges.remove("tok-1");
+    assert_eq!(call_on(&app, "GET", path, "").await.status, 404);
+}
