@@ -99,9 +99,21 @@ pub async fn obtain(
         .initial_delay(Duration::from_millis(500))
         .backoff(1.5)
         .timeout(VALIDATION_TIMEOUT);
-    let status = order.poll_ready(&retries).await.map_err(refused)?;
-    if status != OrderStatus::Ready {
-        return Err(challenge_failure(&mut order).await);
+    // A failed challenge makes the order invalid; its problem is also the order's error.
+    let failed = match order.poll_ready(&retries).await {
+        Ok(OrderStatus::Ready) => None,
+        Ok(_) => Some(None),
+        Err(instant_acme::Error::Api(problem)) => Some(Some(problem)),
+        Err(other) => return Err(refused(other)),
+    };
+    if let Some(order_problem) = failed {
+        return Err(match challenge_failure(&mut order).await {
+            AcmeError::Other(reason) => match order_problem {
+                Some(problem) => refused(instant_acme::Error::Api(problem)),
+                None => AcmeError::Other(reason),
+            },
+            found => found,
+        });
     }
     drop(published);
 
