@@ -14,14 +14,13 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sqlx::SqlitePool;
 
+use crate::db::certificates::DEFAULT_ID;
 use crate::db::unix_now;
 
 /// A self-signed certificate lives this long.
 const SELF_SIGNED_DAYS: i64 = 365;
 /// It is made anew when fewer days than this are left.
 const RENEW_DAYS_BEFORE: i64 = 30;
-/// The row of the certificate for the public host.
-const DEFAULT_ID: &str = "default";
 
 /// What is being served now, for the admin panel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,20 +90,15 @@ impl TlsCertificates {
             }
         }
         let (cert_pem, key_pem, not_after) = self_signed(&names, now)?;
-        sqlx::query(
-            "INSERT INTO certificates (id, source, names, cert_pem, key_pem, not_after, created_at) \
-             VALUES (?, 'self-signed', ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET source = excluded.source, names = excluded.names, \
-             cert_pem = excluded.cert_pem, key_pem = excluded.key_pem, \
-             not_after = excluded.not_after, created_at = excluded.created_at",
+        crate::db::certificates::store(
+            pool,
+            "self-signed",
+            &names,
+            &cert_pem,
+            &key_pem,
+            not_after,
+            now,
         )
-        .bind(DEFAULT_ID)
-        .bind(names.join(","))
-        .bind(&cert_pem)
-        .bind(&key_pem)
-        .bind(not_after)
-        .bind(now)
-        .execute(pool)
         .await
         .context("storing the self-signed certificate")?;
         tracing::info!(names = ?names, "made a self-signed TLS certificate (until ACME provides one)");

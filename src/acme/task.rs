@@ -94,13 +94,13 @@ impl AcmeTask {
         if self.certificates.info().source == "acme" {
             return;
         }
-        let Ok(Some(stored)) = db::acme::certificate(&self.pool).await else {
+        let Ok(Some(stored)) = db::certificates::acme(&self.pool).await else {
             return;
         };
         if stored.not_after <= db::unix_now() {
             return;
         }
-        let key = db::acme::certificate_key(&self.pool).await;
+        let key = db::certificates::acme_key(&self.pool).await;
         if let Ok(Some(key)) = key
             && let Err(e) = self.certificates.install(&stored.chain_pem, &key, "acme")
         {
@@ -109,7 +109,7 @@ impl AcmeTask {
     }
 
     async fn next(&self, now: i64) -> Next {
-        let stored = match db::acme::certificate(&self.pool).await {
+        let stored = match db::certificates::acme(&self.pool).await {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!("ACME: cannot read the stored certificate ({e})");
@@ -134,8 +134,9 @@ impl AcmeTask {
         let facts = crate::tls::leaf_facts(&issued.chain_pem)
             .map_err(|e| AcmeError::Other(format!("the issued certificate: {e:#}")))?;
         let now = db::unix_now();
-        db::acme::store_certificate(
+        db::certificates::store(
             &self.pool,
+            "acme",
             &facts.names,
             &issued.chain_pem,
             &issued.key_pem,

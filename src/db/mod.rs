@@ -5,6 +5,7 @@
 
 pub mod acme;
 pub mod admin;
+pub mod certificates;
 pub mod imports;
 pub mod settings;
 

@@ -33,7 +33,11 @@ impl OpenIdVerifier for OneUser {
 }
 
 fn app() -> PublicService {
-    let auth = AuthService::new(
+    public_service(Arc::new(PublicState::new(Arc::new(auth_service()))))
+}
+
+fn auth_service() -> AuthService {
+    AuthService::new(
         AuthConfig {
             public_url: PublicUrl::parse("wss://rtc.home.example").unwrap(),
             api_key: ApiKey::parse("APItest").unwrap(),
@@ -43,8 +47,7 @@ fn app() -> PublicService {
         },
         Arc::new(OneUser),
         Arc::new(Mutex::new(RoomRegistry::new())),
-    );
-    public_service(Arc::new(PublicState::new(Arc::new(auth))))
+    )
 }
 
 struct Answer {
@@ -253,20 +256,9 @@ fn path_normalisation() {
 
 #[tokio::test]
 async fn acme_http01_tokens_are_answered_while_published() {
-    let auth = AuthService::new(
-        AuthConfig {
-            public_url: PublicUrl::parse("wss://rtc.home.example").unwrap(),
-            api_key: ApiKey::parse("APItest").unwrap(),
-            api_secret: Secret::new("x".repeat(32)),
-            full_access: FullAccess::parse("home.example").unwrap(),
-            dangerous_allow_private_homeservers: false,
-        },
-        Arc::new(OneUser),
-        Arc::new(Mutex::new(RoomRegistry::new())),
-    );
     let challenges = crate::acme::Challenges::default();
     let app = public_service(Arc::new(
-        PublicState::new(Arc::new(auth)).with_acme(challenges.clone()),
+        PublicState::new(Arc::new(auth_service())).with_acme(challenges.clone()),
     ));
     let path = "/.well-known/acme-challenge/tok-1";
     assert_eq!(call_on(&app, "GET", path, "").await.status, 404);

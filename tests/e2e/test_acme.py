@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port, free_udp_tcp_port, wait_until
+from conftest import free_port, free_udp_tcp_port, stop_processes, wait_until
 from test_admin_synapse import Panel
 
 PEBBLE = shutil.which("pebble") or "/usr/bin/pebble"
@@ -99,12 +99,7 @@ def start_pebble(tmp_path, pki):
         return Pebble(directory, f"https://127.0.0.1:{management}", started)
 
     yield start
-    for process in started:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    stop_processes(started)
 
 
 def acme_env(pebble: Pebble, pki: dict, http_port: int) -> dict:

@@ -621,7 +621,7 @@ fn certificate_facts(
             format!(
                 "{} — {source}, valid until {} ({})",
                 info.names.join(", "),
-                utc_date(info.not_after),
+                utc_minute(info.not_after),
                 until(now, info.not_after)
             ),
         ));
@@ -636,7 +636,7 @@ fn certificate_facts(
         };
         let next = status
             .next_attempt
-            .map(|at| format!("; next attempt {} ({})", utc_date(at), until(now, at)))
+            .map(|at| format!("; next attempt {} ({})", utc_minute(at), until(now, at)))
             .unwrap_or_default();
         rows.push(("ACME".to_owned(), format!("{state}{next}")));
         if let Some(error) = &status.last_error {
@@ -644,21 +644,6 @@ fn certificate_facts(
         }
     }
     rows
-}
-
-/// `2026-12-04 13:52 UTC`.
-fn utc_date(unix: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(unix) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute()
-        ),
-        Err(_) => unix.to_string(),
-    }
 }
 
 /// `in 3 days`, `in 5 min`, `2 h ago`.
