@@ -183,3 +183,33 @@ def test_unreachable_challenge_port_is_explained_and_the_old_certificate_kept(st
     text = dashboard_text(box)
     assert "self-signed" in text and "failed, retry scheduled" in text, text[-3000:]
     assert advice in text
+
+
+def test_a_restart_serves_the_stored_certificate_and_reuses_the_account(start_pebble, start_rtcbox,
+                                                                       pki, tmp_path):
+    http_port = free_port()
+    pebble = start_pebble(http_port)
+    env = acme_env(pebble, pki, http_port)
+    box = start_rtcbox(env)
+    wait_until(lambda: stored_certificate(box)[0] == "acme", 60,
+               f"an ACME certificate (log:\n{box.log_text()[-3000:]})")
+    _, issued = stored_certificate(box)
+    box.process.terminate()
+    box.process.wait(15)
+
+    again = start_rtcbox(env)  # same name: the same data directory
+    assert again.data_dir == box.data_dir
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(pebble.root_pem(pki["ca"]))
+    context = ssl.create_default_context(cafile=str(root))
+    with socket.create_connection(("127.0.0.1", again.turn_tls_port), timeout=10) as tcp:
+        with context.wrap_socket(tcp, server_hostname=DOMAIN) as tls:
+            served = ssl.DER_cert_to_PEM_cert(tls.getpeercert(binary_form=True))
+    assert served.strip() in issued
+    # Not due for renewal (pebble's certificates last years): no new order, no new account.
+    wait_until(lambda: "ACME: certificates come from the CA" in again.log_text(), 10, "ACME task")
+    assert stored_certificate(again)[1] == issued
+    with sqlite3.connect(again.data_dir / "rtcbox.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM acme_accounts").fetchone() == (1,)
+    assert "created an ACME account" not in again.log_text()
+    assert "installed a new certificate" not in again.log_text()
