@@ -357,8 +357,61 @@ mod tests {
             .fetch_one(&pool)
             .await
             .unwrap();
+        let addr = echo_server(&certs).await;
+        let mut tls = connect(addr, &pem, "localhost").await.unwrap();
+        assert_eq!(echo(&mut tls, b"ok").await, *b"ok");
+    }
+
+    #[tokio::test]
+    async fn an_installed_certificate_reaches_new_connections_while_open_ones_go_on() {
+        let (_dir, pool) = pool().await;
+        let certs = TlsCertificates::load_or_create(&pool, &["rtc.example.org".to_owned()])
+            .await
+            .unwrap();
+        let old: String = sqlx::query_scalar("SELECT cert_pem FROM certificates")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let addr = echo_server(&certs).await;
+        let mut before = connect(addr, &old, "rtc.example.org").await.unwrap();
+
+        let (new, key, _) = self_signed(&["rtc.example.org".to_owned()], unix_now()).unwrap();
+        certs.install(&new, &key, "acme").unwrap();
+
+        assert_eq!(echo(&mut before, b"still").await, *b"still");
+        let mut after = connect(addr, &new, "rtc.example.org").await.unwrap();
+        assert_eq!(echo(&mut after, b"new!").await, *b"new!");
+        assert!(connect(addr, &old, "rtc.example.org").await.is_err());
+    }
+
+    /// A TLS echo server serving `certs`, one task per connection.
+    async fn echo_server(certs: &TlsCertificates) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let (mut read, mut write) = tokio::io::split(tls);
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A TLS client trusting only the certificates in `trusted_pem`.
+    async fn connect(
+        addr: std::net::SocketAddr,
+        trusted_pem: &str,
+        name: &'static str,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        for cert in CertificateDer::pem_slice_iter(trusted_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
         let client = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -368,27 +421,22 @@ mod tests {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config());
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut tls = acceptor.accept(tcp).await.unwrap();
-            tokio::io::AsyncWriteExt::write_all(&mut tls, b"ok")
-                .await
-                .unwrap();
-        });
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-        let mut tls = connector
-            .connect("localhost".try_into().unwrap(), tcp)
+        connector.connect(name.try_into().unwrap(), tcp).await
+    }
+
+    async fn echo<const N: usize>(
+        tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        message: &[u8; N],
+    ) -> [u8; N] {
+        tokio::io::AsyncWriteExt::write_all(tls, message)
             .await
             .unwrap();
-        let mut buf = [0u8; 2];
-        tokio::io::AsyncReadExt::read_exact(&mut tls, &mut buf)
+        let mut buf = [0u8; N];
+        tokio::io::AsyncReadExt::read_exact(tls, &mut buf)
             .await
             .unwrap();
-        assert_eq!(&buf, b"ok");
-        server.await.unwrap();
+        buf
     }
 }
