@@ -21,9 +21,18 @@ use std::sync::{Arc, Mutex};
 
 /// HTTP-01 tokens and their key authorizations, shared by the ACME task (writes) and the public
 /// HTTP listener (reads). Cloning shares the map.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Challenges {
     tokens: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// Key authorizations stay out of logs: only their number is shown.
+impl std::fmt::Debug for Challenges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Challenges")
+            .field("pending", &lock(&self.tokens).len())
+            .finish()
+    }
 }
 
 impl Challenges {

@@ -37,6 +37,7 @@ impl AcmeTask {
         );
         self.install_stored().await;
         let mut failures: u32 = 0;
+        let mut announced_renewal = None;
         loop {
             let now = db::unix_now();
             let wake = match self.next(now).await {
@@ -44,6 +45,14 @@ impl AcmeTask {
                 Next::RenewAt(at) => Some(at),
             };
             if let Some(at) = wake {
+                if announced_renewal != Some(at) {
+                    announced_renewal = Some(at);
+                    tracing::info!(
+                        "ACME: the certificate for {} is renewed in {} days",
+                        self.setup.domains.join(", "),
+                        (at - now) / 86_400
+                    );
+                }
                 self.handle.update(|s| {
                     s.state = "valid";
                     s.next_attempt = Some(at);
@@ -53,11 +62,12 @@ impl AcmeTask {
             }
             self.handle.update(|s| s.state = "ordering");
             match self.order_once().await {
-                Ok(not_after) => {
+                Ok(facts) => {
                     failures = 0;
                     tracing::info!(
                         domains = ?self.setup.domains,
-                        not_after,
+                        not_after = facts.not_after,
+                        renewal_due = plan::renewal_due(facts.not_before, facts.not_after),
                         "ACME: installed a new certificate"
                     );
                     self.handle.update(|s| {
@@ -128,8 +138,8 @@ impl AcmeTask {
         )
     }
 
-    /// One order; on success the certificate is stored, then served. Returns its end.
-    async fn order_once(&self) -> Result<i64, AcmeError> {
+    /// One order; on success the certificate is stored, then served. Returns what it says.
+    async fn order_once(&self) -> Result<crate::tls::LeafFacts, AcmeError> {
         let issued = order::obtain(&self.pool, &self.setup, &self.challenges).await?;
         let facts = crate::tls::leaf_facts(&issued.chain_pem)
             .map_err(|e| AcmeError::Other(format!("the issued certificate: {e:#}")))?;
@@ -148,7 +158,7 @@ impl AcmeTask {
         self.certificates
             .install(&issued.chain_pem, &issued.key_pem, "acme")
             .map_err(|e| AcmeError::Other(format!("serving the certificate: {e:#}")))?;
-        Ok(facts.not_after)
+        Ok(facts)
     }
 }
 
