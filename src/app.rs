@@ -115,6 +115,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         udp: sockets.udp_advertised(),
         tcp: sockets.tcp_advertised().to_vec(),
     };
+    let acme_mode = settings.tls_mode == config::TlsMode::Acme;
     let certificates = tls_certificates(&pool, &settings).await?;
     let (turn, turn_tls_streams) = start_turn(&settings, &sockets, certificates.clone()).await;
     let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms);
@@ -151,13 +152,43 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         settings.api_key.clone(),
         settings.api_secret.clone(),
     ));
-    let state = Arc::new(http::PublicState::new(Arc::new(auth)).with_rtc(rtc));
+    let challenges = crate::acme::Challenges::default();
+    let state = Arc::new(
+        http::PublicState::new(Arc::new(auth))
+            .with_rtc(rtc)
+            .with_acme(challenges.clone()),
+    );
     let https = match (settings.https_bind, &certificates) {
         (Some(bind), Some(certificates)) => {
             let front = http::https::HttpsFront::new(certificates, turn_tls_streams);
             bind_https(bind, &turn)
                 .await
                 .map(|listener| (listener, front))
+        }
+        _ => None,
+    };
+    let acme = match (acme_mode, &certificates) {
+        (true, Some(certificates)) => {
+            let handle = crate::acme::AcmeHandle::default();
+            let tls = crate::matrix::tls_client_config_with(
+                settings.acme_ca_file.as_deref(),
+                "RTCBOX_ACME_CA_FILE",
+            )?;
+            let task = crate::acme::task::AcmeTask {
+                pool: pool.clone(),
+                setup: crate::acme::order::OrderSetup {
+                    directory: settings.acme_directory.url().to_owned(),
+                    email: settings.acme_email.clone(),
+                    domains: settings.acme_domains.clone(),
+                    http: HttpClient::with_tls_config(tls),
+                },
+                certificates: certificates.clone(),
+                challenges,
+                handle: handle.clone(),
+                http_port: bound.port(),
+            };
+            tokio::spawn(task.run());
+            Some(handle)
         }
         _ => None,
     };
@@ -178,6 +209,8 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let mut admin = http::admin::AdminState::new(pool, settings.clone(), cli.settings.to_map());
     admin.sfu = Some(sfu);
     admin.turn = Some(turn);
+    admin.acme = acme;
+    admin.certificates = certificates;
     admin.media = media;
     admin.logs = crate::logbuf::global().clone();
     admin.data_dir = Some(config::data_dir(cli.data_dir.as_deref(), &process_env));
@@ -231,7 +264,10 @@ async fn tls_certificates(
     use crate::config::TlsMode;
     use crate::tls::{CertFiles, FILES_POLL_INTERVAL, TlsCertificates, watch_files};
 
-    if settings.turn_tls_port == 0 && settings.https_bind.is_none() {
+    if settings.turn_tls_port == 0
+        && settings.https_bind.is_none()
+        && settings.tls_mode != TlsMode::Acme
+    {
         return Ok(None);
     }
     let certificates = match (
@@ -253,8 +289,9 @@ async fn tls_certificates(
             ));
             certificates
         }
-        // `config` refuses files mode without both files.
-        (TlsMode::Proxy | TlsMode::SelfSigned | TlsMode::Files, ..) => {
+        // `config` refuses files mode without both files. ACME starts from the stored
+        // certificate (its own, once it has one) and swaps in each new one.
+        (TlsMode::Proxy | TlsMode::SelfSigned | TlsMode::Files | TlsMode::Acme, ..) => {
             let public_host = settings.public_url.host();
             let mut names = vec![public_host];
             names.extend(settings.node_ip.map(|ip| ip.to_string()));

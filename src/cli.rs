@@ -154,7 +154,7 @@ pub struct SettingFlags {
     /// Public HTTPS listener with rtcbox's own certificate, TURN over TLS on the same port; 0 = off [env: RTCBOX_HTTPS_BIND] [default: 0.0.0.0:8443]
     #[arg(long, global = true, value_name = "ADDR")]
     pub https_bind: Option<String>,
-    /// Where the TLS certificate comes from: proxy, self-signed or files [env: RTCBOX_TLS_MODE] [default: proxy]
+    /// Where the TLS certificate comes from: proxy, self-signed, files or acme [env: RTCBOX_TLS_MODE] [default: proxy]
     #[arg(long, global = true, value_name = "MODE")]
     pub tls_mode: Option<String>,
     /// files mode: PEM certificate chain, leaf first [env: RTCBOX_TLS_CERT_FILE]
@@ -163,6 +163,20 @@ pub struct SettingFlags {
     /// files mode: PEM private key of the leaf certificate [env: RTCBOX_TLS_KEY_FILE]
     #[arg(long, global = true, value_name = "FILE")]
     pub tls_key_file: Option<String>,
+    /// Names for the ACME certificate, comma-separated [env: RTCBOX_ACME_DOMAINS] [default: the public URL's host]
+    #[arg(long, global = true, value_name = "NAMES")]
+    pub acme_domains: Option<String>,
+    /// Contact e-mail for the ACME account [env: RTCBOX_ACME_EMAIL]
+    #[arg(long, global = true, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// ACME challenge: http-01 [env: RTCBOX_ACME_CHALLENGE] [default: http-01]
+    #[arg(long, global = true, value_name = "TYPE")]
+    pub acme_challenge: Option<String>,
+    /// ACME directory: production, staging or an https:// URL [env: RTCBOX_ACME_DIRECTORY] [default: Let's Encrypt production]
+    #[arg(long, global = true, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Extra CA certificates (PEM) trusted for the ACME server's HTTPS, e.g. a test CA [env: RTCBOX_ACME_CA_FILE]
+    pub acme_ca_file: Option<String>,
 }
 
 impl SettingFlags {
@@ -197,6 +211,11 @@ impl SettingFlags {
         put(SettingKey::TlsMode, &self.tls_mode);
         put(SettingKey::TlsCertFile, &self.tls_cert_file);
         put(SettingKey::TlsKeyFile, &self.tls_key_file);
+        put(SettingKey::AcmeDomains, &self.acme_domains);
+        put(SettingKey::AcmeEmail, &self.acme_email);
+        put(SettingKey::AcmeChallenge, &self.acme_challenge);
+        put(SettingKey::AcmeDirectory, &self.acme_directory);
+        put(SettingKey::AcmeCaFile, &self.acme_ca_file);
         if self.auto_create_rooms {
             map.insert(SettingKey::AutoCreateRooms, "true".into());
         }

@@ -15,6 +15,7 @@ pub const VERSION_LINE: &str = concat!(
     ")"
 );
 
+pub mod acme;
 pub mod app;
 pub mod auth;
 pub mod cli;

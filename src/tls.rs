@@ -27,14 +27,13 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sqlx::SqlitePool;
 
+use crate::db::certificates::DEFAULT_ID;
 use crate::db::unix_now;
 
 /// A self-signed certificate lives this long.
 const SELF_SIGNED_DAYS: i64 = 365;
 /// It is made anew when fewer days than this are left.
 const RENEW_DAYS_BEFORE: i64 = 30;
-/// The row of the certificate for the public host.
-const DEFAULT_ID: &str = "default";
 /// Application protocols the HTTPS listener offers, preferred first: HTTP, and TURN's own
 /// (`stun.turn`, RFC 7443). Clients that offer none (most TURN clients) are accepted too.
 pub const HTTPS_ALPN: &[&[u8]] = &[b"http/1.1", b"stun.turn"];
@@ -84,8 +83,13 @@ impl TlsCertificates {
         .context("reading the stored certificate")?;
         let now = unix_now();
         if let Some((source, stored_names, cert_pem, key_pem, not_after)) = stored {
-            let fresh = not_after - now > RENEW_DAYS_BEFORE * 86_400;
-            // An ACME certificate stays until ACME replaces it; a self-signed one follows the names.
+            // An ACME certificate stays until ACME replaces it (or it expires); a self-signed one
+            // follows the names and is made anew before its end.
+            let fresh = if source == "acme" {
+                not_after > now
+            } else {
+                not_after - now > RENEW_DAYS_BEFORE * 86_400
+            };
             let fits = source == "acme" || stored_names == names.join(",");
             if fresh && fits {
                 match certified_key(&cert_pem, &key_pem) {
@@ -106,20 +110,15 @@ impl TlsCertificates {
             }
         }
         let (cert_pem, key_pem, not_after) = self_signed(&names, now)?;
-        sqlx::query(
-            "INSERT INTO certificates (id, source, names, cert_pem, key_pem, not_after, created_at) \
-             VALUES (?, 'self-signed', ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET source = excluded.source, names = excluded.names, \
-             cert_pem = excluded.cert_pem, key_pem = excluded.key_pem, \
-             not_after = excluded.not_after, created_at = excluded.created_at",
+        crate::db::certificates::store(
+            pool,
+            "self-signed",
+            &names,
+            &cert_pem,
+            &key_pem,
+            not_after,
+            now,
         )
-        .bind(DEFAULT_ID)
-        .bind(names.join(","))
-        .bind(&cert_pem)
-        .bind(&key_pem)
-        .bind(not_after)
-        .bind(now)
-        .execute(pool)
         .await
         .context("storing the self-signed certificate")?;
         tracing::info!(names = ?names, "made a self-signed TLS certificate (until ACME provides one)");
@@ -301,32 +300,11 @@ fn checked_pair(
     let key = certified_key(chain_pem, key_pem)?;
     key.keys_match()
         .map_err(|e| anyhow::anyhow!("the private key does not belong to the certificate ({e})"))?;
-    let leaf = key
-        .end_entity_cert()
-        .context("the certificate chain is empty")?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| anyhow::anyhow!("the certificate cannot be read: {e}"))?;
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = parsed.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                x509_parser::extensions::GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
-                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
-                    let ip = match bytes.len() {
-                        4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
-                        16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
-                        _ => None,
-                    };
-                    names.extend(ip.map(|ip| ip.to_string()));
-                }
-                _ => {}
-            }
-        }
-    }
+    let leaf = leaf_facts(chain_pem)?;
     let info = CertificateInfo {
         source: source.to_owned(),
-        names,
-        not_after: parsed.validity().not_after.timestamp(),
+        names: leaf.names,
+        not_after: leaf.not_after,
     };
     Ok((key, info))
 }
@@ -388,6 +366,52 @@ fn self_signed(names: &[String], now: i64) -> anyhow::Result<(String, String, i6
         .self_signed(&key)
         .context("signing the certificate")?;
     Ok((cert.pem(), key.serialize_pem(), not_after))
+}
+
+/// What a certificate chain's leaf says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafFacts {
+    /// DNS names and IP addresses of the subject alternative names.
+    pub names: Vec<String>,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// The names and validity of the first certificate in `chain_pem`.
+pub fn leaf_facts(chain_pem: &str) -> anyhow::Result<LeafFacts> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .context("the certificate chain is empty")?
+        .context("reading the certificate chain")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| anyhow::anyhow!("the certificate cannot be parsed: {e}"))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    names.push(dns.to_ascii_lowercase())
+                }
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(LeafFacts {
+        names,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
 }
 
 fn certified_key(cert_pem: &str, key_pem: &str) -> anyhow::Result<CertifiedKey> {
@@ -608,6 +632,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn install_swaps_the_served_certificate() {
+        let (_dir, pool) = pool().await;
+        let certs = TlsCertificates::load_or_create(&pool, &["localhost".to_owned()])
+            .await
+            .unwrap();
+        let now = unix_now();
+        let (chain, key, not_after) = self_signed(&["rtc.example.org".to_owned()], now).unwrap();
+        let facts = leaf_facts(&chain).unwrap();
+        assert_eq!(facts.names, ["rtc.example.org"]);
+        assert_eq!(facts.not_after, not_after);
+        assert_eq!(facts.not_before, now - 86_400);
+        let info = certs.install(&chain, &key, "acme").unwrap();
+        assert_eq!(certs.info(), info);
+        assert_eq!(info.source, "acme");
+        assert_eq!(info.names, ["rtc.example.org"]);
+        // A key that does not parse leaves the served certificate alone.
+        assert!(certs.install(&chain, "garbage", "acme").is_err());
+        assert_eq!(certs.info(), info);
+    }
+
+    #[tokio::test]
     async fn a_tls_client_gets_the_certificate() {
         let (_dir, pool) = pool().await;
         let certs = TlsCertificates::load_or_create(&pool, &["localhost".to_owned()])
@@ -617,38 +662,8 @@ mod tests {
             .fetch_one(&pool)
             .await
             .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config());
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut tls = acceptor.accept(tcp).await.unwrap();
-            tokio::io::AsyncWriteExt::write_all(&mut tls, b"ok")
-                .await
-                .unwrap();
-        });
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-        let mut tls = connector
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
-        let mut buf = [0u8; 2];
-        tokio::io::AsyncReadExt::read_exact(&mut tls, &mut buf)
-            .await
-            .unwrap();
-        assert_eq!(&buf, b"ok");
-        server.await.unwrap();
+        let addr = echo_server(&certs).await;
+        let mut tls = connect(&client(&[&pem]), addr, "localhost").await;
+        echoes(&mut tls).await;
     }
 }

@@ -16,7 +16,9 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-pub use values::{ApiKey, FullAccess, PublicUrl, TlsMode, parse_bind};
+pub use values::{
+    AcmeChallenge, AcmeDirectory, ApiKey, FullAccess, PublicUrl, TlsMode, parse_bind,
+};
 
 use crate::secret::Secret;
 use crate::turn::policy::Cidr;
@@ -69,6 +71,11 @@ pub enum SettingKey {
     TlsMode,
     TlsCertFile,
     TlsKeyFile,
+    AcmeDomains,
+    AcmeEmail,
+    AcmeChallenge,
+    AcmeDirectory,
+    AcmeCaFile,
 }
 
 /// Where a resolved value came from; shown in logs and (later) as "locked by environment" in the panel.
@@ -122,7 +129,7 @@ impl EnvSource {
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 22] = [
+    pub const ALL: [SettingKey; 27] = [
         SettingKey::HttpBind,
         SettingKey::PublicUrl,
         SettingKey::ApiKey,
@@ -145,6 +152,11 @@ impl SettingKey {
         SettingKey::TlsMode,
         SettingKey::TlsCertFile,
         SettingKey::TlsKeyFile,
+        SettingKey::AcmeDomains,
+        SettingKey::AcmeEmail,
+        SettingKey::AcmeChallenge,
+        SettingKey::AcmeDirectory,
+        SettingKey::AcmeCaFile,
     ];
 
     /// The key of this setting in the settings table.
@@ -172,6 +184,11 @@ impl SettingKey {
             SettingKey::TlsMode => "tls_mode",
             SettingKey::TlsCertFile => "tls_cert_file",
             SettingKey::TlsKeyFile => "tls_key_file",
+            SettingKey::AcmeDomains => "acme_domains",
+            SettingKey::AcmeEmail => "acme_email",
+            SettingKey::AcmeChallenge => "acme_challenge",
+            SettingKey::AcmeDirectory => "acme_directory",
+            SettingKey::AcmeCaFile => "acme_ca_file",
         }
     }
 
@@ -205,6 +222,11 @@ impl SettingKey {
             SettingKey::TlsMode => "--tls-mode",
             SettingKey::TlsCertFile => "--tls-cert-file",
             SettingKey::TlsKeyFile => "--tls-key-file",
+            SettingKey::AcmeDomains => "--acme-domains",
+            SettingKey::AcmeEmail => "--acme-email",
+            SettingKey::AcmeChallenge => "--acme-challenge",
+            SettingKey::AcmeDirectory => "--acme-directory",
+            SettingKey::AcmeCaFile => "--acme-ca-file",
         }
     }
 
@@ -261,6 +283,11 @@ impl SettingKey {
             SettingKey::TlsMode => &[Value("RTCBOX_TLS_MODE")],
             SettingKey::TlsCertFile => &[Value("RTCBOX_TLS_CERT_FILE")],
             SettingKey::TlsKeyFile => &[Value("RTCBOX_TLS_KEY_FILE")],
+            SettingKey::AcmeDomains => &[Value("RTCBOX_ACME_DOMAINS")],
+            SettingKey::AcmeEmail => &[Value("RTCBOX_ACME_EMAIL")],
+            SettingKey::AcmeChallenge => &[Value("RTCBOX_ACME_CHALLENGE")],
+            SettingKey::AcmeDirectory => &[Value("RTCBOX_ACME_DIRECTORY")],
+            SettingKey::AcmeCaFile => &[Value("RTCBOX_ACME_CA_FILE")],
         }
     }
 
@@ -341,6 +368,14 @@ pub struct Settings {
     /// `files` mode: the PEM certificate chain (leaf first) and its private key.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// The names an ACME certificate is ordered for; by default the public URL's host.
+    pub acme_domains: Vec<String>,
+    /// The ACME account's contact address, if any.
+    pub acme_email: Option<String>,
+    pub acme_challenge: AcmeChallenge,
+    pub acme_directory: AcmeDirectory,
+    /// Extra roots (PEM) trusted for the ACME server's own HTTPS (a test CA such as pebble).
+    pub acme_ca_file: Option<PathBuf>,
     pub origins: BTreeMap<SettingKey, Origin>,
 }
 
@@ -385,6 +420,11 @@ impl Settings {
             SettingKey::TlsMode => self.tls_mode.to_string(),
             SettingKey::TlsCertFile => self.tls_cert_file.as_ref()?.display().to_string(),
             SettingKey::TlsKeyFile => self.tls_key_file.as_ref()?.display().to_string(),
+            SettingKey::AcmeDomains => self.acme_domains.join(","),
+            SettingKey::AcmeEmail => self.acme_email.clone()?,
+            SettingKey::AcmeChallenge => self.acme_challenge.to_string(),
+            SettingKey::AcmeDirectory => self.acme_directory.to_string(),
+            SettingKey::AcmeCaFile => self.acme_ca_file.as_ref()?.display().to_string(),
         })
     }
 
@@ -554,6 +594,43 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
             }
         }
     }
+    let acme_domains = match pick(SettingKey::AcmeDomains)? {
+        Some((raw, origin)) => {
+            parse_domains(&raw).map_err(|m| error(SettingKey::AcmeDomains, origin, m))?
+        }
+        // The public URL's host, when it is a DNS name (an IP address cannot be proven by HTTP-01).
+        None => parse_domains(&public_url.host()).unwrap_or_default(),
+    };
+    let acme_email = match pick(SettingKey::AcmeEmail)? {
+        Some((raw, origin)) => {
+            Some(parse_email(&raw).map_err(|m| error(SettingKey::AcmeEmail, origin, m))?)
+        }
+        None => None,
+    };
+    let acme_challenge = match pick(SettingKey::AcmeChallenge)? {
+        Some((raw, origin)) => {
+            AcmeChallenge::parse(&raw).map_err(|m| error(SettingKey::AcmeChallenge, origin, m))?
+        }
+        None => AcmeChallenge::Http01,
+    };
+    let acme_directory = match pick(SettingKey::AcmeDirectory)? {
+        Some((raw, origin)) => {
+            AcmeDirectory::parse(&raw).map_err(|m| error(SettingKey::AcmeDirectory, origin, m))?
+        }
+        None => AcmeDirectory::production(),
+    };
+    let acme_ca_file = pick(SettingKey::AcmeCaFile)?.map(|(raw, _)| PathBuf::from(raw.trim()));
+    if tls_mode == TlsMode::Acme && acme_domains.is_empty() {
+        return Err(error(
+            SettingKey::AcmeDomains,
+            origins
+                .get(&SettingKey::AcmeDomains)
+                .cloned()
+                .unwrap_or(Origin::Default),
+            "is empty: RTCBOX_TLS_MODE=acme needs DNS names to order a certificate for \
+             (set RTCBOX_ACME_DOMAINS, or a RTCBOX_PUBLIC_URL with a DNS name)",
+        ));
+    }
     for key in SettingKey::ALL {
         origins.entry(key).or_insert(Origin::Default);
     }
@@ -581,6 +658,11 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         tls_mode,
         tls_cert_file,
         tls_key_file,
+        acme_domains,
+        acme_email,
+        acme_challenge,
+        acme_directory,
+        acme_ca_file,
         origins,
     })
 }
@@ -609,9 +691,13 @@ pub fn check_value(key: SettingKey, raw: &str) -> Result<(), String> {
         ApiKey => values::ApiKey::parse(raw).map(drop),
         ApiSecret | TurnSharedSecret => parse_secret(raw.to_owned()).map(drop),
         FullAccessHomeservers => FullAccess::parse(raw).map(drop),
-        MatrixCaFile | TlsCertFile | TlsKeyFile => Ok(()),
+        MatrixCaFile | TlsCertFile | TlsKeyFile | AcmeCaFile => Ok(()),
         HttpsBind => parse_optional_bind(raw).map(drop),
         TlsMode => values::TlsMode::parse(raw).map(drop),
+        AcmeDomains => parse_domains(raw).map(drop),
+        AcmeEmail => parse_email(raw).map(drop),
+        AcmeChallenge => values::AcmeChallenge::parse(raw).map(drop),
+        AcmeDirectory => values::AcmeDirectory::parse(raw).map(drop),
         DangerousAllowPrivateHomeservers | AutoCreateRooms => parse_bool(raw).map(drop),
         RtcUdpPort | RtcTcpPort | TurnPort | TurnTlsPort => {
             parse_port(Some((raw.to_owned(), Origin::Default)), key, 0)
@@ -842,6 +928,57 @@ fn parse_node_ip(raw: &str) -> Result<IpAddr, String> {
         ));
     }
     Ok(ip)
+}
+
+/// `rtc.example.org,turn.example.org`: DNS names for a certificate (no IP addresses, no
+/// wildcards: HTTP-01 can prove neither).
+fn parse_domains(raw: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let name = name.to_ascii_lowercase();
+        if name.parse::<IpAddr>().is_ok() || name.starts_with('[') {
+            return Err(format!(
+                "'{name}' is an IP address: ACME certificates here are for DNS names"
+            ));
+        }
+        if name.contains('*') {
+            return Err(format!(
+                "'{name}' is a wildcard: that needs the DNS-01 challenge, which is not available yet"
+            ));
+        }
+        let valid = name.contains('.')
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !valid {
+            return Err(format!(
+                "'{name}' is not a DNS name such as rtc.example.org"
+            ));
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        return Err("names no domain (expected e.g. rtc.example.org)".into());
+    }
+    Ok(names)
+}
+
+fn parse_email(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    match raw.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty() && domain.contains('.') && !raw.contains(char::is_whitespace) =>
+        {
+            Ok(raw.to_owned())
+        }
+        _ => Err(format!("'{raw}' is not an e-mail address")),
+    }
 }
 
 fn parse_bool(raw: &str) -> Result<bool, String> {

@@ -405,3 +405,77 @@ fn https_and_tls_mode_settings() {
         "RTCBOX_TLS_CERT_FILE is not set",
     );
 }
+
+#[test]
+fn tls_and_acme_settings_parse_with_defaults_and_clear_refusals() {
+    let s = resolve_with(
+        &[],
+        &[("RTCBOX_PUBLIC_URL", "wss://RTC.example.org/livekit/sfu")],
+        stored_pair(),
+    )
+    .unwrap();
+    assert_eq!(s.tls_mode, TlsMode::Proxy);
+    assert_eq!(s.acme_domains, ["rtc.example.org"]);
+    assert_eq!(s.acme_challenge, AcmeChallenge::Http01);
+    assert_eq!(s.acme_directory.url(), AcmeDirectory::PRODUCTION);
+    assert!(s.acme_email.is_none() && s.acme_ca_file.is_none());
+
+    let s = resolve_with(
+        &[],
+        &[
+            ("RTCBOX_TLS_MODE", "acme"),
+            (
+                "RTCBOX_ACME_DOMAINS",
+                "rtc.example.org, turn.example.org,rtc.example.org",
+            ),
+            ("RTCBOX_ACME_EMAIL", "admin@example.org"),
+            ("RTCBOX_ACME_DIRECTORY", "staging"),
+            ("RTCBOX_ACME_CA_FILE", "/tmp/pebble.pem"),
+        ],
+        stored_pair(),
+    )
+    .unwrap();
+    assert_eq!(s.tls_mode, TlsMode::Acme);
+    assert_eq!(s.acme_domains, ["rtc.example.org", "turn.example.org"]);
+    assert_eq!(s.acme_email.as_deref(), Some("admin@example.org"));
+    assert_eq!(s.acme_directory.url(), AcmeDirectory::STAGING);
+    assert_eq!(
+        s.value(SettingKey::AcmeDomains).unwrap(),
+        "rtc.example.org,turn.example.org"
+    );
+
+    let refused = |env: &[(&str, &str)], expected: &str| {
+        let e = resolve_with(&[], env, stored_pair())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(expected), "{e:?} lacks {expected:?}");
+    };
+    refused(
+        &[("RTCBOX_ACME_CHALLENGE", "dns-01")],
+        "'dns-01' is not available yet",
+    );
+    refused(
+        &[("RTCBOX_ACME_CHALLENGE", "tls-alpn-01")],
+        "not available yet",
+    );
+    refused(
+        &[("RTCBOX_ACME_CHALLENGE", "smoke")],
+        "not an ACME challenge",
+    );
+    refused(&[("RTCBOX_ACME_DOMAINS", "192.0.2.1")], "is an IP address");
+    refused(&[("RTCBOX_ACME_DOMAINS", "*.example.org")], "wildcard");
+    refused(&[("RTCBOX_ACME_DOMAINS", "localhost")], "not a DNS name");
+    refused(&[("RTCBOX_ACME_EMAIL", "nobody")], "not an e-mail address");
+    refused(
+        &[("RTCBOX_ACME_DIRECTORY", "http://ca.example/dir")],
+        "must be an https:// URL",
+    );
+    refused(
+        &[
+            ("RTCBOX_TLS_MODE", "acme"),
+            ("RTCBOX_PUBLIC_URL", "ws://[::1]:8880"),
+            ("RTCBOX_ACME_DOMAINS", " "),
+        ],
+        "RTCBOX_ACME_DOMAINS",
+    );
+}

@@ -198,14 +198,17 @@ pub enum TlsMode {
     SelfSigned,
     /// A certificate chain and key from files (e.g. exported from DSM), reloaded on change.
     Files,
+    /// A certificate from an ACME CA (Let's Encrypt), obtained and renewed by rtcbox.
+    Acme,
 }
 
 impl TlsMode {
     /// Every mode by its setting value.
-    pub const NAMES: [(&'static str, TlsMode); 3] = [
+    pub const NAMES: [(&'static str, TlsMode); 4] = [
         ("proxy", TlsMode::Proxy),
         ("self-signed", TlsMode::SelfSigned),
         ("files", TlsMode::Files),
+        ("acme", TlsMode::Acme),
     ];
 
     pub fn parse(raw: &str) -> Result<Self, String> {
@@ -235,5 +238,75 @@ impl TlsMode {
 impl fmt::Display for TlsMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How the ACME CA checks that rtcbox controls the names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// The CA fetches `http://<name>/.well-known/acme-challenge/<token>` on port 80.
+    Http01,
+}
+
+impl AcmeChallenge {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "http-01" => Ok(AcmeChallenge::Http01),
+            other @ ("tls-alpn-01" | "dns-01") => Err(format!(
+                "'{other}' is not available yet; use http-01 (the CA reaches port 80, forwarded \
+                 to rtcbox's HTTP port)"
+            )),
+            other => Err(format!("'{other}' is not an ACME challenge (use http-01)")),
+        }
+    }
+}
+
+impl fmt::Display for AcmeChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AcmeChallenge::Http01 => "http-01",
+        })
+    }
+}
+
+/// The ACME directory URL: Let's Encrypt production unless told otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeDirectory(String);
+
+impl AcmeDirectory {
+    pub const PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+    pub const STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+    pub fn production() -> Self {
+        AcmeDirectory(Self::PRODUCTION.to_owned())
+    }
+
+    /// `production`, `staging` (Let's Encrypt's) or any `https://` URL.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        match raw.to_ascii_lowercase().as_str() {
+            "production" | "letsencrypt" => return Ok(Self::production()),
+            "staging" => return Ok(AcmeDirectory(Self::STAGING.to_owned())),
+            _ => {}
+        }
+        let uri: Uri = raw.parse().map_err(|_| {
+            format!("'{raw}' is not a URL (use production, staging or an https:// URL)")
+        })?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none_or(str::is_empty) {
+            return Err(format!(
+                "'{raw}' must be an https:// URL (or production, staging)"
+            ));
+        }
+        Ok(AcmeDirectory(raw.to_owned()))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AcmeDirectory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }

@@ -3,7 +3,9 @@
 //! `open` creates the data directory (mode 0700: the database holds secrets) and the database,
 //! and applies the forward-only migrations in migrations/ (embedded at build time).
 
+pub mod acme;
 pub mod admin;
+pub mod certificates;
 pub mod imports;
 pub mod settings;
 

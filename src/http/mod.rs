@@ -49,6 +49,8 @@ pub struct PublicState {
     pub limiter: Mutex<RateLimiter>,
     /// The SFU's routes (signaling, room service), served at `/` and under `/livekit/sfu/`.
     pub rtc: Option<Router>,
+    /// HTTP-01 answers while an ACME order waits (empty unless `RTCBOX_TLS_MODE=acme`).
+    pub acme: crate::acme::Challenges,
 }
 
 impl PublicState {
@@ -58,7 +60,13 @@ impl PublicState {
             auth,
             limiter: Mutex::new(RateLimiter::new(30, 2.0)),
             rtc: None,
+            acme: crate::acme::Challenges::default(),
         }
+    }
+
+    pub fn with_acme(mut self, challenges: crate::acme::Challenges) -> Self {
+        self.acme = challenges;
+        self
     }
 
     pub fn with_rtc(mut self, rtc: Router) -> Self {
@@ -82,11 +90,32 @@ pub fn public_router(state: Arc<PublicState>) -> Router {
     let mut router: Router = Router::new()
         .merge(auth.clone())
         .nest("/livekit/jwt", auth)
+        .route(
+            "/.well-known/acme-challenge/{token}",
+            axum::routing::get(acme_challenge),
+        )
         .with_state(state.clone());
     if let Some(rtc) = &state.rtc {
         router = router.merge(rtc.clone()).nest("/livekit/sfu", rtc.clone());
     }
     router.layer(middleware::from_fn(request_timeout))
+}
+
+/// HTTP-01 (RFC 8555 §8.3): the key authorization for a token of a pending ACME order.
+async fn acme_challenge(
+    axum::extract::State(state): axum::extract::State<Arc<PublicState>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response<Body> {
+    match state.acme.answer(&token) {
+        Some(key_authorization) => Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(Body::from(key_authorization))
+            .expect("static response"),
+        None => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Body::from("no such ACME challenge"))
+            .expect("static response"),
+    }
 }
 
 /// Collapses repeated slashes and drops a trailing one, so `//get_token` and `/sfu/get/` (common

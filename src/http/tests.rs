@@ -33,7 +33,11 @@ impl OpenIdVerifier for OneUser {
 }
 
 fn app() -> PublicService {
-    let auth = AuthService::new(
+    public_service(Arc::new(PublicState::new(Arc::new(auth_service()))))
+}
+
+fn auth_service() -> AuthService {
+    AuthService::new(
         AuthConfig {
             public_url: PublicUrl::parse("wss://rtc.home.example").unwrap(),
             api_key: ApiKey::parse("APItest").unwrap(),
@@ -43,8 +47,7 @@ fn app() -> PublicService {
         },
         Arc::new(OneUser),
         Arc::new(Mutex::new(RoomRegistry::new())),
-    );
-    public_service(Arc::new(PublicState::new(Arc::new(auth))))
+    )
 }
 
 struct Answer {
@@ -249,4 +252,28 @@ fn path_normalisation() {
     check("/a//b?x=1//", "/a/b?x=1//");
     check("/", "/");
     check("//", "/");
+}
+
+#[tokio::test]
+async fn acme_http01_tokens_are_answered_while_published() {
+    let challenges = crate::acme::Challenges::default();
+    let app = public_service(Arc::new(
+        PublicState::new(Arc::new(auth_service())).with_acme(challenges.clone()),
+    ));
+    let path = "/.well-known/acme-challenge/tok-1";
+    assert_eq!(call_on(&app, "GET", path, "").await.status, 404);
+    challenges.insert("tok-1".into(), "tok-1.thumbprint".into());
+    let answer = call_on(&app, "GET", path, "").await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, "tok-1.thumbprint")
+    );
+    assert_eq!(
+        call_on(&app, "GET", "/.well-known/acme-challenge/other", "")
+            .await
+            .status,
+        404
+    );
+    challenges.remove("tok-1");
+    assert_eq!(call_on(&app, "GET", path, "").await.status, 404);
 }

@@ -359,6 +359,15 @@ impl FederationClient {
 pub fn tls_client_config(
     extra_ca_file: Option<&Path>,
 ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    tls_client_config_with(extra_ca_file, "RTCBOX_MATRIX_CA_FILE")
+}
+
+/// As [`tls_client_config`], with the extra roots from the file of `setting` (named in errors),
+/// e.g. `RTCBOX_ACME_CA_FILE`.
+pub fn tls_client_config_with(
+    extra_ca_file: Option<&Path>,
+    setting: &str,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     let (added, _) = roots.add_parsable_certificates(native.certs);
@@ -370,24 +379,16 @@ pub fn tls_client_config(
     }
     if let Some(path) = extra_ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .with_context(|| format!("cannot read RTCBOX_MATRIX_CA_FILE '{}'", path.display()))?
+            .with_context(|| format!("cannot read {setting} '{}'", path.display()))?
             .collect::<Result<_, _>>()
-            .with_context(|| {
-                format!(
-                    "RTCBOX_MATRIX_CA_FILE '{}' is not valid PEM",
-                    path.display()
-                )
-            })?;
+            .with_context(|| format!("{setting} '{}' is not valid PEM", path.display()))?;
         if certs.is_empty() {
-            anyhow::bail!(
-                "RTCBOX_MATRIX_CA_FILE '{}' holds no certificate",
-                path.display()
-            );
+            anyhow::bail!("{setting} '{}' holds no certificate", path.display());
         }
         for cert in certs {
             roots.add(cert).with_context(|| {
                 format!(
-                    "RTCBOX_MATRIX_CA_FILE '{}' holds an unusable certificate",
+                    "{setting} '{}' holds an unusable certificate",
                     path.display()
                 )
             })?;

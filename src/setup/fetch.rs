@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Request, Uri, header};
 use base64::Engine as _;
-use http_body_util::{BodyExt as _, Empty, LengthLimitError, Limited};
+use http_body_util::{BodyExt as _, Either, Empty, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName as TlsServerName;
@@ -156,6 +156,24 @@ impl HttpClient {
         .map_err(|_| FetchError::Timeout { url: shown })?
     }
 
+    /// A request with a body (`Content-Type` among `headers`), e.g. ACME's signed POSTs.
+    pub async fn request_with_body(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Fetched, FetchError> {
+        let target = Target::parse(url, false)?;
+        let shown = target.shown();
+        tokio::time::timeout(
+            FETCH_TIMEOUT,
+            self.exchange_with_body(&target, method, headers, false, Some(body)),
+        )
+        .await
+        .map_err(|_| FetchError::Timeout { url: shown })?
+    }
+
     /// Sends a WebSocket upgrade request to `url` (`ws://` or `wss://`) and returns the status:
     /// 101 means every proxy on the way passed the upgrade. The connection is dropped at once.
     pub async fn websocket_probe(&self, url: &str) -> Result<u16, FetchError> {
@@ -192,6 +210,18 @@ impl HttpClient {
         headers: &[(&str, &str)],
         upgrade: bool,
     ) -> Result<Fetched, FetchError> {
+        self.exchange_with_body(target, method, headers, upgrade, None)
+            .await
+    }
+
+    async fn exchange_with_body(
+        &self,
+        target: &Target,
+        method: Method,
+        headers: &[(&str, &str)],
+        upgrade: bool,
+        body: Option<Bytes>,
+    ) -> Result<Fetched, FetchError> {
         let mut request = Request::builder()
             .method(method)
             .uri(&target.path_and_query)
@@ -209,8 +239,12 @@ impl HttpClient {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
+        let body = match body {
+            Some(bytes) => Either::Left(Full::new(bytes)),
+            None => Either::Right(Empty::<Bytes>::new()),
+        };
         let request = request
-            .body(Empty::<Bytes>::new())
+            .body(body)
             .map_err(|e| FetchError::BadRequest(e.to_string()))?;
 
         let tcp = connect(target).await?;
@@ -230,6 +264,9 @@ impl HttpClient {
         send(tls, request, target, upgrade).await
     }
 }
+
+/// A request's body: a bodiless GET, or bytes (ACME's POSTs).
+type RequestBody = Either<Full<Bytes>, Empty<Bytes>>;
 
 /// A parsed URL: where to connect and what to ask.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -336,7 +373,7 @@ async fn connect(target: &Target) -> Result<TcpStream, FetchError> {
 /// One request on a fresh connection; the body is read unless the upgrade succeeded.
 async fn send<S>(
     io: S,
-    request: Request<Empty<Bytes>>,
+    request: Request<RequestBody>,
     target: &Target,
     upgrade: bool,
 ) -> Result<Fetched, FetchError>

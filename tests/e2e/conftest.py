@@ -267,7 +267,10 @@ def launch_rtcbox(directory: Path, pki: dict, started: list, env: dict, name: st
     """Starts rtcbox with its data and log under ``directory``; appends the process to
     ``started``. See ``start_rtcbox`` for ``public_url``."""
     assert RTCBOX_BIN and Path(RTCBOX_BIN).is_file(), "set RTCBOX_BIN to the built rtcbox binary"
-    port, udp_port, tcp_port = free_port(), free_udp_port(), free_port()
+    # A test that must know the HTTP port before rtcbox starts (an ACME CA validating on it)
+    # passes RTCBOX_HTTP_BIND itself.
+    port = int(env["RTCBOX_HTTP_BIND"].rsplit(":", 1)[1]) if "RTCBOX_HTTP_BIND" in env else free_port()
+    udp_port, tcp_port = free_udp_port(), free_port()
     admin_port = free_port()
     if public_url is not None:
         own = f"ws://127.0.0.1:{port}"

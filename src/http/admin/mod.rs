@@ -71,6 +71,10 @@ pub struct AdminState {
     /// The data directory, as configured (for the container file); absent in tests of the panel
     /// alone.
     pub data_dir: Option<PathBuf>,
+    /// The certificate rtcbox serves (TURN over TLS); absent when nothing uses one.
+    pub certificates: Option<crate::tls::TlsCertificates>,
+    /// The ACME renewal loop's state; present when `RTCBOX_TLS_MODE=acme`.
+    pub acme: Option<crate::acme::AcmeHandle>,
 }
 
 /// Reads one environment variable (the process's in production, a table in tests).
@@ -104,6 +108,8 @@ impl AdminState {
             login_limiter: Mutex::new(RateLimiter::new(5, 1.0 / 12.0)),
             env: Arc::new(|name| std::env::var(name).ok()),
             data_dir: None,
+            certificates: None,
+            acme: None,
         }
     }
 }

@@ -239,6 +239,11 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
     };
     facts.push(("Media (UDP)".to_owned(), addresses(&state.media.udp)));
     facts.push(("Media (ICE-TCP)".to_owned(), addresses(&state.media.tcp)));
+    facts.extend(certificate_facts(
+        state.certificates.as_ref().map(|c| c.info()).as_ref(),
+        state.acme.as_ref().map(|a| a.status()).as_ref(),
+        unix_now(),
+    ));
     facts.push((
         "Bitrates".to_owned(),
         "not measured yet (arrives with bandwidth estimation)".to_owned(),
@@ -602,6 +607,66 @@ const EDITABLE: [SettingKey; 10] = [
     SettingKey::MatrixCaFile,
 ];
 
+/// The dashboard's certificate rows: what is served, and what ACME is doing.
+fn certificate_facts(
+    served: Option<&crate::tls::CertificateInfo>,
+    acme: Option<&crate::acme::AcmeStatus>,
+    now: i64,
+) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    if let Some(info) = served {
+        let source = match info.source.as_str() {
+            "acme" => "from the ACME CA",
+            "self-signed" => "self-signed (browsers do not trust it)",
+            other => other,
+        };
+        rows.push((
+            "Certificate".to_owned(),
+            format!(
+                "{} — {source}, valid until {} ({})",
+                info.names.join(", "),
+                utc_minute(info.not_after),
+                until(now, info.not_after)
+            ),
+        ));
+    }
+    if let Some(status) = acme {
+        let state = match status.state {
+            "" | "starting" => "starting",
+            "ordering" => "ordering a certificate",
+            "valid" => "certificate valid",
+            "failed" => "failed, retry scheduled",
+            other => other,
+        };
+        let next = status
+            .next_attempt
+            .map(|at| format!("; next attempt {} ({})", utc_minute(at), until(now, at)))
+            .unwrap_or_default();
+        rows.push(("ACME".to_owned(), format!("{state}{next}")));
+        if let Some(error) = &status.last_error {
+            rows.push(("ACME last error".to_owned(), error.clone()));
+        }
+    }
+    rows
+}
+
+/// `in 3 days`, `in 5 min`, `2 h ago`.
+fn until(now: i64, at: i64) -> String {
+    let delta = at - now;
+    let span = delta.unsigned_abs();
+    let amount = match span {
+        0..120 => format!("{span} s"),
+        120..7200 => format!("{} min", span / 60),
+        7200..172_800 => format!("{} h", span / 3600),
+        _ => format!("{} days", span / 86_400),
+    };
+    if delta >= 0 {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
 fn describe(key: SettingKey) -> &'static str {
     match key {
         SettingKey::HttpBind => "Public HTTP listener (behind the reverse proxy)",
@@ -627,9 +692,14 @@ fn describe(key: SettingKey) -> &'static str {
         SettingKey::TurnRelayPorts => "TURN relay ports for legacy 1:1 calls",
         SettingKey::TurnAllowPeers => "Private or loopback blocks TURN may relay to anyway",
         SettingKey::HttpsBind => "Public HTTPS listener, also TURN over TLS (0 = off)",
-        SettingKey::TlsMode => "Certificate: proxy, self-signed or files",
+        SettingKey::TlsMode => "Certificate: proxy, self-signed, files or acme",
         SettingKey::TlsCertFile => "files mode: certificate chain (PEM file)",
         SettingKey::TlsKeyFile => "files mode: private key (PEM file)",
+        SettingKey::AcmeDomains => "Names of the ACME certificate (comma-separated)",
+        SettingKey::AcmeEmail => "Contact e-mail of the ACME account",
+        SettingKey::AcmeChallenge => "ACME challenge (http-01)",
+        SettingKey::AcmeDirectory => "ACME directory: production, staging or a URL",
+        SettingKey::AcmeCaFile => "Extra CA (PEM file) trusted for the ACME server",
     }
 }
 
@@ -1054,5 +1124,38 @@ mod turn_view_tests {
                 .contains(&("Peers refused".into(), "none".into()))
         );
         assert!(view.risky_allow.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod certificate_facts_tests {
+    use super::*;
+
+    #[test]
+    fn rows_say_what_is_served_and_what_acme_does() {
+        let now = 1_800_000_000;
+        let served = crate::tls::CertificateInfo {
+            source: "self-signed".into(),
+            names: vec!["rtc.example.org".into()],
+            not_after: now + 300 * 86_400,
+        };
+        let failed = crate::acme::AcmeStatus {
+            state: "failed",
+            next_attempt: Some(now + 120),
+            last_error: Some("the CA could not reach …: forward port 80".into()),
+            last_success: None,
+        };
+        let rows = certificate_facts(Some(&served), Some(&failed), now);
+        let text: Vec<String> = rows.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        assert_eq!(
+            text,
+            [
+                "Certificate: rtc.example.org — self-signed (browsers do not trust it), valid until 2027-11-11 08:00 UTC (in 300 days)",
+                "ACME: failed, retry scheduled; next attempt 2027-01-15 08:02 UTC (in 2 min)",
+                "ACME last error: the CA could not reach …: forward port 80",
+            ]
+        );
+        assert!(certificate_facts(None, None, now).is_empty());
+        assert_eq!(until(now, now - 7200), "2 h ago");
     }
 }

@@ -1,0 +1,215 @@
+"""ACME (HTTP-01) against Debian's pebble, Let's Encrypt's test CA, everything on loopback.
+
+pebble listens on 127.0.0.1 with the suite's test certificate (rtcbox trusts it through
+RTCBOX_ACME_CA_FILE) and resolves every name through pebble-challtestsrv, which answers A queries
+with 127.0.0.1 and AAAA with nothing; so pebble validates ``http://rtc.test:<httpPort>/.well-known/
+acme-challenge/…`` on 127.0.0.1, where ``httpPort`` is rtcbox's public HTTP port (the real CA's
+port 80). rtcbox is always pointed at pebble (RTCBOX_ACME_DIRECTORY): a test never reaches
+Let's Encrypt.
+
+- Issuance: rtcbox obtains a certificate for rtc.test; it is stored, and TURN over TLS serves it
+  without a restart: a TLS client trusting only pebble's root (from pebble's management
+  endpoint /roots/0) verifies it for ``rtc.test``. The dashboard says where it came from.
+- Failure: pebble validates on a closed port; rtcbox explains the failed challenge in plain words
+  (log and dashboard), keeps its self-signed certificate and schedules a retry.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import free_port, free_udp_tcp_port, stop_processes, wait_until
+from test_admin_synapse import Panel
+
+PEBBLE = shutil.which("pebble") or "/usr/bin/pebble"
+CHALLTESTSRV = shutil.which("pebble-challtestsrv") or "/usr/bin/pebble-challtestsrv"
+DOMAIN = "rtc.test"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pebble_tools():
+    """pebble and its DNS come from Debian's pebble package."""
+    missing = [p for p in (PEBBLE, CHALLTESTSRV) if not os.access(p, os.X_OK)]
+    if missing:
+        message = f"pebble is missing ({', '.join(missing)}): apt-get install pebble"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+class Pebble:
+    def __init__(self, directory: str, management: str, processes: list):
+        self.directory = directory
+        self.management = management
+        self.processes = processes
+
+    def root_pem(self, ca_file: str) -> str:
+        """The root pebble signs with (a new one per pebble start)."""
+        response = requests.get(f"{self.management}/roots/0", verify=ca_file, timeout=10)
+        response.raise_for_status()
+        return response.text
+
+
+@pytest.fixture
+def start_pebble(tmp_path, pki):
+    started = []
+
+    def start(http_port: int) -> Pebble:
+        dns_port = free_udp_tcp_port()
+        cts = subprocess.Popen(
+            [CHALLTESTSRV, "-dns01", f"127.0.0.1:{dns_port}", "-defaultIPv4", "127.0.0.1",
+             "-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", "",
+             "-management", f"127.0.0.1:{free_port()}"],
+            stdout=open(tmp_path / "challtestsrv.log", "wb"), stderr=subprocess.STDOUT)
+        started.append(cts)
+        listen, management = free_port(), free_port()
+        config = tmp_path / "pebble-config.json"
+        config.write_text(json.dumps({"pebble": {
+            "listenAddress": f"127.0.0.1:{listen}",
+            "managementListenAddress": f"127.0.0.1:{management}",
+            "certificate": pki["cert"], "privateKey": pki["key"],
+            # Where pebble validates HTTP-01 (port 80 for a real CA) and TLS-ALPN-01 (unused).
+            "httpPort": http_port, "tlsPort": free_port(),
+            "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
+        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
+                   PEBBLE_AUTHZREUSE="0")
+        log = tmp_path / "pebble.log"
+        process = subprocess.Popen(
+            [PEBBLE, "-config", str(config), "-dnsserver", f"127.0.0.1:{dns_port}"],
+            env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        started.append(process)
+        directory = f"https://127.0.0.1:{listen}/dir"
+        try:
+            wait_until(lambda: process.poll() is None
+                       and requests.get(directory, verify=pki["ca"], timeout=2).ok, 20, "pebble")
+        except TimeoutError:
+            raise RuntimeError(f"pebble did not start:\n{log.read_text(errors='replace')[-3000:]}")
+        return Pebble(directory, f"https://127.0.0.1:{management}", started)
+
+    yield start
+    stop_processes(started)
+
+
+def acme_env(pebble: Pebble, pki: dict, http_port: int) -> dict:
+    return {"RTCBOX_HTTP_BIND": f"127.0.0.1:{http_port}", "RTCBOX_TLS_MODE": "acme",
+            "RTCBOX_ACME_DOMAINS": DOMAIN, "RTCBOX_ACME_EMAIL": "admin@rtc.test",
+            "RTCBOX_ACME_DIRECTORY": pebble.directory, "RTCBOX_ACME_CA_FILE": pki["ca"]}
+
+
+def stored_certificate(box) -> tuple[str, str]:
+    with sqlite3.connect(box.data_dir / "rtcbox.db") as db:
+        return db.execute("SELECT source, cert_pem FROM certificates WHERE id = 'default'").fetchone()
+
+
+def dashboard_text(box) -> str:
+    panel = Panel(box)
+    panel.set_up()
+    page = panel.get("/").text
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def test_http01_certificate_is_issued_stored_and_served_by_turn_tls(start_pebble, start_rtcbox,
+                                                                     pki, tmp_path):
+    http_port = free_port()
+    pebble = start_pebble(http_port)
+    box = start_rtcbox(acme_env(pebble, pki, http_port))
+
+    wait_until(lambda: stored_certificate(box)[0] == "acme", 60,
+               f"an ACME certificate (log:\n{box.log_text()[-3000:]})")
+    assert "ACME: installed a new certificate" in box.log_text()
+
+    # TURN over TLS serves it now, without a restart, and it chains to pebble's root.
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(pebble.root_pem(pki["ca"]))
+    context = ssl.create_default_context(cafile=str(root))
+    with socket.create_connection(("127.0.0.1", box.turn_tls_port), timeout=10) as tcp:
+        with context.wrap_socket(tcp, server_hostname=DOMAIN) as tls:
+            served = tls.getpeercert()
+    names = [value for kind, value in served["subjectAltName"] if kind == "DNS"]
+    assert names == [DOMAIN], served
+    # The suite's own CA (pebble's HTTPS) does not vouch for it: the chain is pebble's.
+    strict = ssl.create_default_context(cafile=pki["ca"])
+    with socket.create_connection(("127.0.0.1", box.turn_tls_port), timeout=10) as tcp:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            strict.wrap_socket(tcp, server_hostname=DOMAIN)
+
+    # The account was stored once; the key never reaches the log.
+    with sqlite3.connect(box.data_dir / "rtcbox.db") as db:
+        (accounts,) = db.execute("SELECT COUNT(*) FROM acme_accounts").fetchone()
+        (key_pem,) = db.execute("SELECT key_pem FROM certificates").fetchone()
+    assert accounts == 1
+    key_body = "".join(key_pem.strip().splitlines()[1:-1])
+    assert key_body[:40] not in box.log_text()
+
+    text = dashboard_text(box)
+    assert "from the ACME CA" in text and "certificate valid" in text, text[-3000:]
+    assert "ACME last error" not in text
+
+
+def test_unreachable_challenge_port_is_explained_and_the_old_certificate_kept(start_pebble,
+                                                                             start_rtcbox, pki):
+    http_port = free_port()
+    closed = free_port()  # nothing listens here: pebble's validation is refused
+    pebble = start_pebble(closed)
+    box = start_rtcbox(acme_env(pebble, pki, http_port))
+
+    advice = (f"the CA could not reach http://{DOMAIN}/.well-known/acme-challenge/…: forward port "
+              f"80 to rtcbox's HTTP port {http_port}")
+    wait_until(lambda: advice in box.log_text(), 60,
+               f"the explained failure (log:\n{box.log_text()[-3000:]})")
+    assert "retrying in 60 s" in box.log_text()
+    source, _ = stored_certificate(box)
+    assert source == "self-signed"
+    # TURN over TLS still answers with the self-signed certificate.
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", box.turn_tls_port), timeout=10) as tcp:
+        with insecure.wrap_socket(tcp, server_hostname=DOMAIN) as tls:
+            assert tls.getpeercert(binary_form=True)
+
+    text = dashboard_text(box)
+    assert "self-signed" in text and "failed, retry scheduled" in text, text[-3000:]
+    assert advice in text
+
+
+def test_a_restart_serves_the_stored_certificate_and_reuses_the_account(start_pebble, start_rtcbox,
+                                                                       pki, tmp_path):
+    http_port = free_port()
+    pebble = start_pebble(http_port)
+    env = acme_env(pebble, pki, http_port)
+    box = start_rtcbox(env)
+    wait_until(lambda: stored_certificate(box)[0] == "acme", 60,
+               f"an ACME certificate (log:\n{box.log_text()[-3000:]})")
+    _, issued = stored_certificate(box)
+    box.process.terminate()
+    box.process.wait(15)
+
+    again = start_rtcbox(env)  # same name: the same data directory
+    assert again.data_dir == box.data_dir
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(pebble.root_pem(pki["ca"]))
+    context = ssl.create_default_context(cafile=str(root))
+    with socket.create_connection(("127.0.0.1", again.turn_tls_port), timeout=10) as tcp:
+        with context.wrap_socket(tcp, server_hostname=DOMAIN) as tls:
+            served = ssl.DER_cert_to_PEM_cert(tls.getpeercert(binary_form=True))
+    assert served.strip() in issued
+    # Not due for renewal (pebble's certificates last years): no new order, no new account.
+    wait_until(lambda: "ACME: certificates come from the CA" in again.log_text(), 10, "ACME task")
+    assert stored_certificate(again)[1] == issued
+    with sqlite3.connect(again.data_dir / "rtcbox.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM acme_accounts").fetchone() == (1,)
+    assert "created an ACME account" not in again.log_text()
+    assert "installed a new certificate" not in again.log_text()
