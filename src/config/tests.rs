@@ -374,6 +374,7 @@ fn https_and_tls_mode_settings() {
                 ("RTCBOX_TLS_MODE", &raw.to_uppercase()),
                 ("RTCBOX_TLS_CERT_FILE", "/c.pem"),
                 ("RTCBOX_TLS_KEY_FILE", "/k.pem"),
+                ("RTCBOX_ACME_DOMAINS", "rtc.example.org"),
             ],
             stored_pair(),
         )
