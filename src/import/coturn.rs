@@ -6,12 +6,7 @@ use super::{Entry, Parsed};
 
 pub fn parse(file: &str, text: &str) -> Parsed {
     let mut parsed = Parsed::new(file);
-    for (index, raw) in text.lines().enumerate() {
-        let line = index as u64 + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
+    for (line, trimmed) in super::meaningful_lines(text) {
         // coturn also accepts the command-line spelling `--name=value`.
         let trimmed = trimmed.trim_start_matches('-');
         let split = trimmed.find(|c: char| c == '=' || c.is_whitespace());

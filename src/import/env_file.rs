@@ -8,12 +8,7 @@ use super::{Entry, Parsed};
 /// Every `KEY=VALUE` line; other non-empty lines are skipped with a note naming the line.
 pub fn parse(file: &str, text: &str) -> Parsed {
     let mut parsed = Parsed::new(file);
-    for (index, raw) in text.lines().enumerate() {
-        let line = index as u64 + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
+    for (line, trimmed) in super::meaningful_lines(text) {
         let assignment = trimmed
             .strip_prefix("- ")
             .map(str::trim_start)

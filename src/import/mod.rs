@@ -73,6 +73,15 @@ impl Parsed {
     }
 }
 
+/// The lines of a line-oriented config file (env files, turnserver.conf) that say something:
+/// (1-based line number, trimmed text), without blank lines and `#` comment lines.
+pub fn meaningful_lines(text: &str) -> impl Iterator<Item = (u64, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(index, raw)| (index as u64 + 1, raw.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+}
+
 /// The files of the deployment being imported, each read already.
 #[derive(Clone, Debug, Default)]
 pub struct Sources {
