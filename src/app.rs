@@ -180,10 +180,10 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
                     directory: settings.acme_directory.url().to_owned(),
                     email: settings.acme_email.clone(),
                     domains: settings.acme_domains.clone(),
+                    responder: crate::acme::order::Responder::Http01(challenges),
                     http: HttpClient::with_tls_config(tls),
                 },
                 certificates: certificates.clone(),
-                challenges,
                 handle: handle.clone(),
                 http_port: bound.port(),
             };

@@ -1,5 +1,5 @@
-//! One ACME order, HTTP-01: account (stored once per directory), authorizations, challenge
-//! tokens published in [`Challenges`] until the CA has decided, a CSR for a fresh key, the chain.
+//! One ACME order: account (stored once per directory), authorizations answered by a
+//! [`Responder`] until the CA has decided, a CSR for a fresh key, the chain.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
-    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Identifier, KeyAuthorization, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use sqlx::SqlitePool;
 
@@ -27,6 +27,7 @@ pub struct OrderSetup {
     pub directory: String,
     pub email: Option<String>,
     pub domains: Vec<String>,
+    pub responder: Responder,
     /// Trusts the system roots plus `RTCBOX_ACME_CA_FILE`.
     pub http: HttpClient,
 }
@@ -47,11 +48,7 @@ impl std::fmt::Debug for Issued {
 }
 
 /// Runs one order for `setup.domains` to the end.
-pub async fn obtain(
-    pool: &SqlitePool,
-    setup: &OrderSetup,
-    challenges: &Challenges,
-) -> Result<Issued, AcmeError> {
+pub async fn obtain(pool: &SqlitePool, setup: &OrderSetup) -> Result<Issued, AcmeError> {
     let account = account(pool, setup).await?;
     let identifiers: Vec<Identifier> = setup
         .domains
@@ -63,11 +60,38 @@ pub async fn obtain(
         .await
         .map_err(refused)?;
 
-    // Publish every token before telling the CA, and withdraw them whatever happens.
-    let mut published = Published {
-        challenges,
-        tokens: Vec::new(),
-    };
+    // Publish every answer before telling the CA, and withdraw them whatever happens.
+    let mut published = Vec::new();
+    let validated = validate(&mut order, &setup.responder, &mut published).await;
+    for answer in published {
+        setup.responder.withdraw(answer).await;
+    }
+    validated?;
+
+    let key = rcgen::KeyPair::generate()
+        .map_err(|e| AcmeError::Other(format!("generating the certificate key: {e}")))?;
+    let csr = rcgen::CertificateParams::new(setup.domains.clone())
+        .and_then(|mut params| {
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.serialize_request(&key)
+        })
+        .map_err(|e| AcmeError::Other(format!("making the certificate request: {e}")))?;
+    order.finalize_csr(csr.der()).await.map_err(refused)?;
+    let retries = patience();
+    let chain_pem = order.poll_certificate(&retries).await.map_err(refused)?;
+    Ok(Issued {
+        chain_pem,
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Answers every pending authorization with `responder`, tells the CA, waits for its verdict.
+/// Everything published is pushed to `published`, also on failure, so the caller withdraws it.
+async fn validate(
+    order: &mut instant_acme::Order,
+    responder: &Responder,
+    published: &mut Vec<Published>,
+) -> Result<(), AcmeError> {
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let mut authorization = authorization.map_err(refused)?;
@@ -83,22 +107,22 @@ pub async fn obtain(
         }
         let name = authorization.identifier().to_string();
         let mut challenge = authorization
-            .challenge(ChallengeType::Http01)
+            .challenge(responder.challenge_type())
             .ok_or_else(|| AcmeError::Refused {
                 kind: "unsupportedChallenge".into(),
-                detail: format!("the CA offers no http-01 challenge for {name}"),
+                detail: format!(
+                    "the CA offers no {} challenge for {name}",
+                    responder.label()
+                ),
             })?;
-        published.add(
-            challenge.token.clone(),
-            challenge.key_authorization().as_str().to_owned(),
-        );
+        let answer = responder
+            .publish(&name, &challenge.token, &challenge.key_authorization())
+            .await?;
+        published.push(answer);
         challenge.set_ready().await.map_err(refused)?;
     }
 
-    let retries = RetryPolicy::new()
-        .initial_delay(Duration::from_millis(500))
-        .backoff(1.5)
-        .timeout(VALIDATION_TIMEOUT);
+    let retries = patience();
     // A failed challenge makes the order invalid; its problem is also the order's error.
     let failed = match order.poll_ready(&retries).await {
         Ok(OrderStatus::Ready) => None,
@@ -106,31 +130,16 @@ pub async fn obtain(
         Err(instant_acme::Error::Api(problem)) => Some(Some(problem)),
         Err(other) => return Err(refused(other)),
     };
-    if let Some(order_problem) = failed {
-        return Err(match challenge_failure(&mut order).await {
+    match failed {
+        None => Ok(()),
+        Some(order_problem) => Err(match challenge_failure(order, responder.label()).await {
             AcmeError::Other(reason) => match order_problem {
                 Some(problem) => refused(instant_acme::Error::Api(problem)),
                 None => AcmeError::Other(reason),
             },
             found => found,
-        });
+        }),
     }
-    drop(published);
-
-    let key = rcgen::KeyPair::generate()
-        .map_err(|e| AcmeError::Other(format!("generating the certificate key: {e}")))?;
-    let csr = rcgen::CertificateParams::new(setup.domains.clone())
-        .and_then(|mut params| {
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            params.serialize_request(&key)
-        })
-        .map_err(|e| AcmeError::Other(format!("making the certificate request: {e}")))?;
-    order.finalize_csr(csr.der()).await.map_err(refused)?;
-    let chain_pem = order.poll_certificate(&retries).await.map_err(refused)?;
-    Ok(Issued {
-        chain_pem,
-        key_pem: key.serialize_pem(),
-    })
 }
 
 /// The stored account for this directory, or a new one (stored before use).
@@ -184,7 +193,7 @@ async fn account(pool: &SqlitePool, setup: &OrderSetup) -> Result<Account, AcmeE
 }
 
 /// After the order went invalid: the first failed challenge, as the CA described it.
-async fn challenge_failure(order: &mut instant_acme::Order) -> AcmeError {
+async fn challenge_failure(order: &mut instant_acme::Order, label: &'static str) -> AcmeError {
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let Ok(mut authorization) = authorization else {
@@ -198,7 +207,7 @@ async fn challenge_failure(order: &mut instant_acme::Order) -> AcmeError {
             if let Some(problem) = &challenge.error {
                 return AcmeError::Challenge {
                     name,
-                    challenge: "http-01",
+                    challenge: label,
                     kind: problem_kind(problem),
                     detail: problem.detail.clone().unwrap_or_default(),
                 };
@@ -206,6 +215,14 @@ async fn challenge_failure(order: &mut instant_acme::Order) -> AcmeError {
         }
     }
     AcmeError::Other("the CA declared the order invalid without saying why".into())
+}
+
+/// How the order is polled while the CA validates, then issues.
+fn patience() -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(Duration::from_millis(500))
+        .backoff(1.5)
+        .timeout(VALIDATION_TIMEOUT)
 }
 
 /// An error answered by the CA, or a transport problem during the order.
@@ -230,23 +247,58 @@ fn problem_kind(problem: &instant_acme::Problem) -> String {
         .to_owned()
 }
 
-/// Tokens this order published; withdrawn when dropped.
-struct Published<'a> {
-    challenges: &'a Challenges,
-    tokens: Vec<String>,
+/// How the CA's challenges are answered: what the CA looks for is published before the CA is
+/// told to look, and withdrawn when it has decided.
+#[derive(Clone, Debug)]
+pub enum Responder {
+    /// HTTP-01: the public HTTP listener answers `/.well-known/acme-challenge/{token}`.
+    Http01(Challenges),
 }
 
-impl Published<'_> {
-    fn add(&mut self, token: String, key_authorization: String) {
-        self.challenges.insert(token.clone(), key_authorization);
-        self.tokens.push(token);
+/// One published answer, to withdraw.
+#[derive(Debug)]
+pub enum Published {
+    Http01 { token: String },
+}
+
+impl Responder {
+    fn challenge_type(&self) -> ChallengeType {
+        match self {
+            Responder::Http01(_) => ChallengeType::Http01,
+        }
     }
-}
 
-impl Drop for Published<'_> {
-    fn drop(&mut self) {
-        for token in &self.tokens {
-            self.challenges.remove(token);
+    /// The challenge's name in the CA's words (`http-01`, …).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Responder::Http01(_) => "http-01",
+        }
+    }
+
+    /// Makes the answer for `name` visible to the CA.
+    async fn publish(
+        &self,
+        _name: &str,
+        token: &str,
+        key_authorization: &KeyAuthorization,
+    ) -> Result<Published, AcmeError> {
+        match self {
+            Responder::Http01(challenges) => {
+                challenges.insert(token.to_owned(), key_authorization.as_str().to_owned());
+                Ok(Published::Http01 {
+                    token: token.to_owned(),
+                })
+            }
+        }
+    }
+
+    /// Takes a published answer back; failures are logged, not returned (the certificate
+    /// matters more than the leftover).
+    async fn withdraw(&self, published: Published) {
+        match (self, published) {
+            (Responder::Http01(challenges), Published::Http01 { token }) => {
+                challenges.remove(&token)
+            }
         }
     }
 }

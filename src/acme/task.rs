@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use sqlx::SqlitePool;
 
+use super::AcmeHandle;
 use super::order::{self, OrderSetup};
 use super::plan::{self, AcmeError, Next};
-use super::{AcmeHandle, Challenges};
 use crate::db;
 use crate::tls::TlsCertificates;
 
@@ -21,7 +21,6 @@ pub struct AcmeTask {
     pub pool: SqlitePool,
     pub setup: OrderSetup,
     pub certificates: TlsCertificates,
-    pub challenges: Challenges,
     pub handle: AcmeHandle,
     /// rtcbox's public HTTP port, named in advice about port forwarding.
     pub http_port: u16,
@@ -33,7 +32,8 @@ impl AcmeTask {
         tracing::info!(
             domains = ?self.setup.domains,
             directory = %self.setup.directory,
-            "ACME: certificates come from the CA (HTTP-01 on the public HTTP listener)"
+            challenge = self.setup.responder.label(),
+            "ACME: certificates come from the CA"
         );
         self.install_stored().await;
         let mut failures: u32 = 0;
@@ -140,7 +140,7 @@ impl AcmeTask {
 
     /// One order; on success the certificate is stored, then served. Returns what it says.
     async fn order_once(&self) -> Result<crate::tls::LeafFacts, AcmeError> {
-        let issued = order::obtain(&self.pool, &self.setup, &self.challenges).await?;
+        let issued = order::obtain(&self.pool, &self.setup).await?;
         let facts = crate::tls::leaf_facts(&issued.chain_pem)
             .map_err(|e| AcmeError::Other(format!("the issued certificate: {e:#}")))?;
         let now = db::unix_now();
