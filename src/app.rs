@@ -370,6 +370,10 @@ async fn start_turn(
         tls_port: settings.turn_tls_port,
         certificates,
         public_host,
+        https_port: match (settings.tls_mode, settings.https_bind) {
+            (config::TlsMode::Proxy, _) | (_, None) => None,
+            _ => settings.public_url.tls_port(),
+        },
         realm,
         shared_secret: settings.turn_shared_secret.clone(),
         relay_ip,

@@ -46,6 +46,10 @@ pub struct CertificateInfo {
     pub source: String,
     pub names: Vec<String>,
     pub not_after: i64,
+    /// Whether browsers accept it: it came from the ACME CA rtcbox is configured with, or its
+    /// chain verifies against the system's roots for its own first name (files mode). Decides
+    /// whether `turns:` URLs are offered.
+    pub publicly_trusted: bool,
 }
 
 /// The live certificate; cloning shares it.
@@ -95,6 +99,7 @@ impl TlsCertificates {
                 match certified_key(&cert_pem, &key_pem) {
                     Ok(key) => {
                         let info = CertificateInfo {
+                            publicly_trusted: source == "acme",
                             source,
                             names: split_names(&stored_names),
                             not_after,
@@ -129,6 +134,7 @@ impl TlsCertificates {
                 source: "self-signed".into(),
                 names,
                 not_after,
+                publicly_trusted: false,
             },
         ))
     }
@@ -301,12 +307,49 @@ fn checked_pair(
     key.keys_match()
         .map_err(|e| anyhow::anyhow!("the private key does not belong to the certificate ({e})"))?;
     let leaf = leaf_facts(chain_pem)?;
+    let publicly_trusted = source == "acme"
+        || (source != "self-signed" && verifies_publicly(&key, &leaf.names).is_ok());
     let info = CertificateInfo {
         source: source.to_owned(),
         names: leaf.names,
         not_after: leaf.not_after,
+        publicly_trusted,
     };
     Ok((key, info))
+}
+
+/// Checks `key`'s chain as a browser would: against the system's roots (see
+/// [`crate::matrix::system_roots`]), for the first of `names`, now. The error says why not.
+pub fn verifies_publicly(key: &CertifiedKey, names: &[String]) -> Result<(), String> {
+    let name = names.first().ok_or("the certificate names no host")?;
+    verify_chain(&key.cert, name, crate::matrix::system_roots())
+}
+
+/// Verifies `chain` (leaf first) for `name` against `roots`, as a TLS client does.
+pub fn verify_chain(
+    chain: &[CertificateDer<'static>],
+    name: &str,
+    roots: rustls::RootCertStore,
+) -> Result<(), String> {
+    let (leaf, intermediates) = chain.split_first().ok_or("the chain is empty")?;
+    use rustls::client::danger::ServerCertVerifier as _;
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
+        .map_err(|_| format!("'{name}' is not a host name"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| format!("no roots to verify against ({e})"))?;
+    verifier
+        .verify_server_cert(
+            leaf,
+            intermediates,
+            &server_name,
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Sorted, deduplicated, lower-case names; never empty.
@@ -469,6 +512,58 @@ mod tests {
     }
 
     /// A self-signed pair for `name`: (chain PEM, key PEM).
+    #[test]
+    fn a_chain_is_verified_like_a_browser_would() {
+        // A CA and a leaf it signed for rtc.example.org.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["rtc.example.org".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let roots = |trusted: &[&rcgen::Certificate]| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in trusted {
+                roots.add(cert.der().clone()).unwrap();
+            }
+            roots
+        };
+        let chain = [leaf.der().clone()];
+        assert_eq!(
+            verify_chain(&chain, "rtc.example.org", roots(&[&ca])),
+            Ok(())
+        );
+        let wrong_name = verify_chain(&chain, "other.example.org", roots(&[&ca])).unwrap_err();
+        assert!(wrong_name.contains("not valid for"), "{wrong_name}");
+        // Trusting something else than its issuer.
+        let other_key = rcgen::KeyPair::generate().unwrap();
+        let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        other.distinguished_name = rcgen::DistinguishedName::new();
+        other
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "another CA");
+        let other = other.self_signed(&other_key).unwrap();
+        let unknown = verify_chain(&chain, "rtc.example.org", roots(&[&other])).unwrap_err();
+        assert!(unknown.contains("UnknownIssuer"), "{unknown}");
+        assert!(verify_chain(&[], "rtc.example.org", roots(&[&ca])).is_err());
+        // Self-signed and files certificates the system does not trust are not offered as
+        // trusted; ACME's are (the CA issued them).
+        let (cert, key) = pair("rtc.example.org");
+        for (source, trusted) in [
+            ("self-signed", false),
+            ("/x/cert.pem", false),
+            ("acme", true),
+        ] {
+            let served = TlsCertificates::from_pem(&cert, &key, source).unwrap();
+            assert_eq!(served.info().publicly_trusted, trusted, "{source}");
+        }
+    }
+
     fn pair(name: &str) -> (String, String) {
         let (cert, key, _) = self_signed(&[name.to_owned()], unix_now()).unwrap();
         (cert, key)

@@ -68,6 +68,15 @@ impl PublicUrl {
         &self.0
     }
 
+    /// The port of a `wss://`/`https://` URL (443 unless it names one); `None` for plain ones.
+    pub fn tls_port(&self) -> Option<u16> {
+        let uri = self.0.parse::<Uri>().ok()?;
+        match uri.scheme_str() {
+            Some("wss" | "https") => Some(uri.port_u16().unwrap_or(443)),
+            _ => None,
+        }
+    }
+
     /// The host clients reach rtcbox by (an IPv6 literal keeps its brackets).
     pub fn host(&self) -> String {
         self.0

@@ -362,21 +362,27 @@ pub fn tls_client_config(
     tls_client_config_with(extra_ca_file, "RTCBOX_MATRIX_CA_FILE")
 }
 
+/// The roots browsers and rtcbox's clients trust: the system's root certificates, or, where
+/// the system has none (a scratch image, an empty root), the Mozilla roots compiled into the
+/// binary, so public certificates still verify.
+pub fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        tracing::debug!("no system root certificates; using the built-in Mozilla roots");
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    roots
+}
+
 /// As [`tls_client_config`], with the extra roots from the file of `setting` (named in errors),
 /// e.g. `RTCBOX_ACME_CA_FILE`.
 pub fn tls_client_config_with(
     extra_ca_file: Option<&Path>,
     setting: &str,
 ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(native.certs);
-    if added == 0 {
-        // No CA bundle on this system (a scratch image, an empty root): Mozilla's roots, as
-        // compiled into the binary, so public certificates still verify.
-        tracing::debug!("no system root certificates; using the built-in Mozilla roots");
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
+    let mut roots = system_roots();
     if let Some(path) = extra_ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .with_context(|| format!("cannot read {setting} '{}'", path.display()))?

@@ -331,6 +331,9 @@ pub struct Running {
     /// The environment names of the settings a variable or flag pins now; a container does
     /// not inherit them.
     pub pinned: Vec<&'static str>,
+    /// Whether the certificate rtcbox serves now is one browsers trust (from the ACME CA, or
+    /// files the system's roots verify): only then are `turns:` URLs and their port offered.
+    pub tls_trusted: bool,
 }
 
 impl Default for Running {
@@ -342,6 +345,7 @@ impl Default for Running {
             http_bind_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             admin_bind_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             pinned: Vec::new(),
+            tls_trusted: false,
         }
     }
 }

@@ -62,6 +62,9 @@ pub struct TurnSetup {
     pub certificates: Option<TlsCertificates>,
     /// The host clients use in `turn:`/`turns:` URLs (the public URL's host).
     pub public_host: String,
+    /// The public port of the HTTPS listener, which carries TURN over TLS too, when it serves
+    /// the public URL (see [`TurnUrls::https_port`]).
+    pub https_port: Option<u16>,
     pub realm: String,
     /// coturn's REST secret (Synapse); `None` refuses REST usernames.
     pub shared_secret: Option<Secret>,
@@ -197,8 +200,9 @@ pub async fn start(setup: TurnSetup) -> (TurnHandle, TlsStreams) {
         // One URL port serves both; advertise it when either runs.
         port: (udp.is_some() || tcp.is_some()).then_some(setup.port),
         tls_port: tls.is_some().then_some(setup.tls_port),
+        https_port: setup.https_port,
     };
-    let handle = TurnHandle::new(participant_secret.clone(), urls);
+    let handle = TurnHandle::new(participant_secret.clone(), urls, setup.certificates.clone());
     let allow_peers = setup.policy.allow.iter().map(ToString::to_string).collect();
     handle.publish(|status| {
         status.listeners = listeners;

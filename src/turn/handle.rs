@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use livekit_protocol as proto;
 
 use crate::secret::Secret;
+use crate::tls::TlsCertificates;
 use crate::turn::credentials::{participant_username, rest_password};
 use crate::turn::status::TurnStatus;
 
@@ -19,19 +20,27 @@ pub struct TurnUrls {
     pub port: Option<u16>,
     /// TURN over TLS, when that listener runs.
     pub tls_port: Option<u16>,
+    /// The public port of rtcbox's own HTTPS listener, which carries TURN over TLS too (a
+    /// router that forwards only 443), when it runs and serves the public URL.
+    pub https_port: Option<u16>,
 }
 
 impl TurnUrls {
-    /// `turn:` URLs for UDP and TCP, then `turns:`; empty when no listener runs.
-    pub fn urls(&self) -> Vec<String> {
+    /// `turn:` URLs for UDP and TCP, then, with `tls`, the `turns:` ones; empty when no
+    /// listener runs.
+    pub fn urls(&self, tls: bool) -> Vec<String> {
         let host = &self.host;
         let mut urls = Vec::new();
         if let Some(port) = self.port {
             urls.push(format!("turn:{host}:{port}?transport=udp"));
             urls.push(format!("turn:{host}:{port}?transport=tcp"));
         }
-        if let Some(port) = self.tls_port {
-            urls.push(format!("turns:{host}:{port}?transport=tcp"));
+        if tls {
+            let mut tls_ports: Vec<u16> = self.tls_port.into_iter().collect();
+            tls_ports.extend(self.https_port.filter(|p| Some(*p) != self.tls_port));
+            for port in tls_ports {
+                urls.push(format!("turns:{host}:{port}?transport=tcp"));
+            }
         }
         urls
     }
@@ -47,17 +56,40 @@ struct Shared {
     status: Mutex<TurnStatus>,
     participant_secret: Secret,
     urls: TurnUrls,
+    /// The certificate TURN over TLS serves; `turns:` is offered only while browsers trust it.
+    certificates: Option<TlsCertificates>,
 }
 
 impl TurnHandle {
-    pub fn new(participant_secret: Secret, urls: TurnUrls) -> TurnHandle {
+    pub fn new(
+        participant_secret: Secret,
+        urls: TurnUrls,
+        certificates: Option<TlsCertificates>,
+    ) -> TurnHandle {
         TurnHandle {
             shared: Arc::new(Shared {
                 status: Mutex::new(TurnStatus::default()),
                 participant_secret,
                 urls,
+                certificates,
             }),
         }
+    }
+
+    /// Whether `turns:` URLs are handed out: only while the served certificate is one browsers
+    /// accept (from the ACME CA, or files whose chain the system's roots verify). Browsers
+    /// give up on a `turns:` server whose certificate they reject, so a self-signed one would
+    /// only add a failing candidate.
+    pub fn offers_tls(&self) -> bool {
+        self.shared
+            .certificates
+            .as_ref()
+            .is_some_and(|c| c.info().publicly_trusted)
+    }
+
+    /// The URLs handed to clients now.
+    pub fn offered_urls(&self) -> Vec<String> {
+        self.shared.urls.urls(self.offers_tls())
     }
 
     /// The latest status the driver published.
@@ -91,7 +123,7 @@ impl TurnHandle {
 
     /// The ICE servers for a JoinResponse: every TURN URL with one participant's credentials.
     pub fn ice_servers(&self, identity: &str, expires: u64) -> Vec<proto::IceServer> {
-        let urls = self.shared.urls.urls();
+        let urls = self.offered_urls();
         if urls.is_empty() {
             return Vec::new();
         }
@@ -109,16 +141,32 @@ mod tests {
     use super::*;
     use crate::turn::credentials::{CredentialKind, check_rest_username, kind};
 
+    fn urls(tls_port: Option<u16>, https_port: Option<u16>) -> TurnUrls {
+        TurnUrls {
+            host: "rtc.example.org".into(),
+            port: Some(3478),
+            tls_port,
+            https_port,
+        }
+    }
+
+    /// A certificate for rtc.example.org that came from `source`.
+    fn certificate(source: &str) -> TlsCertificates {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["rtc.example.org".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        TlsCertificates::from_pem(&cert.pem(), &key.serialize_pem(), source).unwrap()
+    }
+
     #[test]
     fn ice_servers_carry_participant_credentials_for_every_listener() {
         let secret = Secret::new("participant-secret");
         let handle = TurnHandle::new(
             secret.clone(),
-            TurnUrls {
-                host: "rtc.example.org".into(),
-                port: Some(3478),
-                tls_port: Some(5349),
-            },
+            urls(Some(5349), Some(443)),
+            Some(certificate("acme")),
         );
         let servers = handle.ice_servers("alice", 2_000_000_000);
         assert_eq!(servers.len(), 1);
@@ -129,6 +177,7 @@ mod tests {
                 "turn:rtc.example.org:3478?transport=udp",
                 "turn:rtc.example.org:3478?transport=tcp",
                 "turns:rtc.example.org:5349?transport=tcp",
+                "turns:rtc.example.org:443?transport=tcp",
             ]
         );
         assert_eq!(kind(&server.username), CredentialKind::Participant);
@@ -137,21 +186,50 @@ mod tests {
     }
 
     #[test]
-    fn no_listener_no_ice_servers() {
-        let handle = TurnHandle::new(
+    fn turns_is_offered_only_with_a_certificate_browsers_trust() {
+        let offered = |certificates: Option<TlsCertificates>| {
+            TurnHandle::new(Secret::new("s"), urls(Some(5349), Some(443)), certificates)
+                .offered_urls()
+        };
+        let plain = [
+            "turn:rtc.example.org:3478?transport=udp",
+            "turn:rtc.example.org:3478?transport=tcp",
+        ];
+        assert_eq!(offered(None), plain);
+        assert_eq!(offered(Some(certificate("self-signed"))), plain);
+        // A files-mode certificate is trusted only when the system's roots verify its chain;
+        // this one is self-signed.
+        assert_eq!(offered(Some(certificate("/etc/rtcbox/cert.pem"))), plain);
+        assert_eq!(offered(Some(certificate("acme"))).len(), 4);
+        // The HTTPS port is not offered twice when it is the TURN-TLS port.
+        let same = TurnHandle::new(
             Secret::new("s"),
-            TurnUrls {
-                host: "h".into(),
-                port: None,
-                tls_port: None,
-            },
+            urls(Some(443), Some(443)),
+            Some(certificate("acme")),
         );
+        assert_eq!(
+            same.offered_urls()[2..],
+            ["turns:rtc.example.org:443?transport=tcp"]
+        );
+    }
+
+    #[test]
+    fn no_listener_no_ice_servers() {
+        let none = TurnUrls {
+            host: "h".into(),
+            port: None,
+            tls_port: None,
+            https_port: None,
+        };
+        let handle = TurnHandle::new(Secret::new("s"), none, Some(certificate("acme")));
         assert!(handle.ice_servers("alice", 1).is_empty());
         let tls_only = TurnUrls {
             host: "h".into(),
             port: None,
             tls_port: Some(443),
+            https_port: None,
         };
-        assert_eq!(tls_only.urls(), ["turns:h:443?transport=tcp"]);
+        assert_eq!(tls_only.urls(true), ["turns:h:443?transport=tcp"]);
+        assert!(tls_only.urls(false).is_empty());
     }
 }

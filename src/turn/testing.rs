@@ -80,6 +80,7 @@ pub async fn loopback_turn(
         tls_port,
         certificates: Some(certificates.clone()),
         public_host: "localhost".into(),
+        https_port: None,
         realm: "localhost".into(),
         shared_secret,
         relay_ip: localhost,

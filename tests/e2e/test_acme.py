@@ -16,6 +16,7 @@ Let's Encrypt.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import os
@@ -25,13 +26,19 @@ import socket
 import sqlite3
 import ssl
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import pytest
 import requests
+from websockets.asyncio.client import connect as ws_connect
+
+import lk_helpers as lk
 
 from conftest import free_port, free_udp_tcp_port, stop_processes, wait_until
+from lk_helpers import API_KEY, API_SECRET, sfu_env
 from test_admin_synapse import Panel
+from test_turn import join_response
 
 PEBBLE = shutil.which("pebble") or "/usr/bin/pebble"
 CHALLTESTSRV = shutil.which("pebble-challtestsrv") or "/usr/bin/pebble-challtestsrv"
@@ -103,7 +110,7 @@ def start_pebble(tmp_path, pki):
 
 
 def acme_env(pebble: Pebble, pki: dict, http_port: int) -> dict:
-    return {"RTCBOX_HTTP_BIND": f"127.0.0.1:{http_port}", "RTCBOX_TLS_MODE": "acme",
+    return {**sfu_env(), "RTCBOX_HTTP_BIND": f"127.0.0.1:{http_port}", "RTCBOX_TLS_MODE": "acme",
             "RTCBOX_ACME_DOMAINS": DOMAIN, "RTCBOX_ACME_EMAIL": "admin@rtc.test",
             "RTCBOX_ACME_DIRECTORY": pebble.directory, "RTCBOX_ACME_CA_FILE": pki["ca"]}
 
@@ -118,6 +125,25 @@ def dashboard_text(box) -> str:
     panel.set_up()
     page = panel.get("/").text
     return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def offered_turn_urls(box) -> set[str]:
+    """The TURN URLs rtcbox hands a participant in its JoinResponse."""
+    async def scenario():
+        room = lk.unique("acme")
+        lkapi = lk.server_api(box.url, API_KEY, API_SECRET)
+        try:
+            await lk.create_room(lkapi, room)
+        finally:
+            await lkapi.aclose()
+        query = urllib.parse.urlencode({
+            "access_token": lk.join_token(API_KEY, API_SECRET, "erin", room),
+            "sdk": "python", "protocol": "16", "auto_subscribe": "1"})
+        async with ws_connect(f"{box.ws_url}/rtc?{query}", open_timeout=lk.WAIT) as ws:
+            join = await join_response(ws)
+        return {url for server in join.ice_servers for url in server.urls}
+
+    return asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 def test_http01_certificate_is_issued_stored_and_served_by_turn_tls(start_pebble, start_rtcbox,
@@ -156,6 +182,13 @@ def test_http01_certificate_is_issued_stored_and_served_by_turn_tls(start_pebble
     text = dashboard_text(box)
     assert "from the ACME CA" in text and "certificate valid" in text, text[-3000:]
     assert "ACME last error" not in text
+    # A certificate browsers accept: TURN over TLS is now handed to participants.
+    assert "offered: browsers trust this certificate" in text
+    # On the TURN-TLS port, and on the public URL's port (wss://rtc.test, so 443 on the
+    # router), which leads to the HTTPS listener that carries TURN over TLS as well.
+    urls = offered_turn_urls(box)
+    assert {f"turns:{DOMAIN}:{box.turn_tls_port}?transport=tcp",
+            f"turns:{DOMAIN}:443?transport=tcp"} <= urls, urls
 
 
 def test_unreachable_challenge_port_is_explained_and_the_old_certificate_kept(start_pebble,
@@ -183,6 +216,33 @@ def test_unreachable_challenge_port_is_explained_and_the_old_certificate_kept(st
     text = dashboard_text(box)
     assert "self-signed" in text and "failed, retry scheduled" in text, text[-3000:]
     assert advice in text
+    # Browsers would reject the self-signed certificate: no turns: for participants.
+    urls = offered_turn_urls(box)
+    assert urls and not any(url.startswith("turns:") for url in urls), urls
+
+
+def test_an_unreachable_ca_is_explained_and_the_old_certificate_kept(start_rtcbox, pki):
+    """The CA is down (nothing listens at the directory's port): the dashboard and the log say
+    rtcbox cannot reach it, the self-signed certificate stays served, a retry is scheduled."""
+    http_port = free_port()
+    directory = f"https://127.0.0.1:{free_port()}/dir"
+    env = acme_env(Pebble(directory, "", []), pki, http_port)
+    box = start_rtcbox(env)
+
+    advice = f"rtcbox cannot reach the ACME server {directory}"
+    wait_until(lambda: advice in box.log_text(), 60,
+               f"the explained failure (log:\n{box.log_text()[-3000:]})")
+    assert "the current certificate stays; retrying in 60 s" in box.log_text()
+    assert stored_certificate(box)[0] == "self-signed"
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", box.turn_tls_port), timeout=10) as tcp:
+        with insecure.wrap_socket(tcp, server_hostname=DOMAIN) as tls:
+            assert tls.getpeercert(binary_form=True)
+    text = dashboard_text(box)
+    assert advice in text and "failed, retry scheduled" in text, text[-3000:]
+    assert "next attempt" in text
 
 
 def test_a_restart_serves_the_stored_certificate_and_reuses_the_account(start_pebble, start_rtcbox,
@@ -207,7 +267,7 @@ def test_a_restart_serves_the_stored_certificate_and_reuses_the_account(start_pe
             served = ssl.DER_cert_to_PEM_cert(tls.getpeercert(binary_form=True))
     assert served.strip() in issued
     # Not due for renewal (pebble's certificates last years): no new order, no new account.
-    wait_until(lambda: "ACME: certificates come from the CA" in again.log_text(), 10, "ACME task")
+    wait_until(lambda: "ACME: certificates come from the CA" in again.log_text(), 30, "ACME task")
     assert stored_certificate(again)[1] == issued
     with sqlite3.connect(again.data_dir / "rtcbox.db") as db:
         assert db.execute("SELECT COUNT(*) FROM acme_accounts").fetchone() == (1,)

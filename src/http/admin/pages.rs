@@ -629,6 +629,16 @@ fn certificate_facts(
                 until(now, info.not_after)
             ),
         ));
+        rows.push((
+            "turns: for clients".to_owned(),
+            if info.publicly_trusted {
+                "offered: browsers trust this certificate".to_owned()
+            } else {
+                "not offered: browsers would reject this certificate (TURN over TLS is handed \
+                 out once one from a CA is installed: ACME or files)"
+                    .to_owned()
+            },
+        ));
     }
     if let Some(status) = acme {
         let state = match status.state {
@@ -1138,6 +1148,7 @@ mod certificate_facts_tests {
             source: "self-signed".into(),
             names: vec!["rtc.example.org".into()],
             not_after: now + 300 * 86_400,
+            publicly_trusted: false,
         };
         let failed = crate::acme::AcmeStatus {
             state: "failed",
@@ -1151,11 +1162,25 @@ mod certificate_facts_tests {
             text,
             [
                 "Certificate: rtc.example.org — self-signed (browsers do not trust it), valid until 2027-11-11 08:00 UTC (in 300 days)",
+                "turns: for clients: not offered: browsers would reject this certificate (TURN over TLS is handed out once one from a CA is installed: ACME or files)",
                 "ACME: failed, retry scheduled; next attempt 2027-01-15 08:02 UTC (in 2 min)",
                 "ACME last error: the CA could not reach …: forward port 80",
             ]
         );
         assert!(certificate_facts(None, None, now).is_empty());
+        let trusted = crate::tls::CertificateInfo {
+            source: "acme".into(),
+            publicly_trusted: true,
+            ..served
+        };
+        let rows = certificate_facts(Some(&trusted), None, now);
+        assert_eq!(
+            rows[1],
+            (
+                "turns: for clients".to_owned(),
+                "offered: browsers trust this certificate".to_owned()
+            )
+        );
         assert_eq!(until(now, now - 7200), "2 h ago");
     }
 }

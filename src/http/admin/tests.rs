@@ -1146,7 +1146,9 @@ fn busy_turn() -> crate::turn::TurnHandle {
             host: "rtc.example.org".into(),
             port: Some(3478),
             tls_port: Some(5349),
+            https_port: None,
         },
+        None,
     );
     handle.publish(|status| {
         status.listeners = vec![
@@ -1234,7 +1236,9 @@ async fn the_dashboard_shows_the_turn_server() {
             host: "h".into(),
             port: None,
             tls_port: None,
+            https_port: None,
         },
+        None,
     );
     let panel = panel_configured(&[(SettingKey::FullAccessHomeservers, "example.org")], |s| {
         s.turn = Some(idle)

@@ -264,6 +264,10 @@ fn running(state: &AdminState) -> Running {
             .filter(|key| state.settings.is_pinned(*key))
             .map(SettingKey::env_name)
             .collect(),
+        tls_trusted: state
+            .certificates
+            .as_ref()
+            .is_some_and(|c| c.info().publicly_trusted),
     }
 }
 

@@ -43,8 +43,17 @@ pub fn forwards(d: &Deployment) -> Output {
         media_type: "text/plain",
         intro: format!(
             "Create these port forwards on your internet router; rtcbox runs on {}. Media ports \
-             keep the same number outside and inside.",
-            d.network.lan_ip
+             keep the same number outside and inside.{}",
+            d.network.lan_ip,
+            if d.running.tls_trusted {
+                String::new()
+            } else {
+                format!(
+                    " TURN over TLS (port {}) joins the table once rtcbox serves a certificate \
+                     browsers trust.",
+                    d.network.ports.turns
+                )
+            }
         ),
         text: forwards_text(d),
     }
@@ -250,13 +259,16 @@ fn rows(d: &Deployment) -> Vec<Row> {
         "Callers on networks that block UDP cannot use TURN.",
         false,
     );
-    to_rtcbox(
-        "TCP",
-        ports.turns.to_string(),
-        &format!("TURN over TLS {for_whom}"),
-        "Callers on networks that only allow encrypted connections cannot use TURN.",
-        false,
-    );
+    // Offered to clients only with a certificate browsers trust (see `Running::tls_trusted`).
+    if d.running.tls_trusted {
+        to_rtcbox(
+            "TCP",
+            ports.turns.to_string(),
+            &format!("TURN over TLS {for_whom}"),
+            "Callers on networks that only allow encrypted connections cannot use TURN.",
+            false,
+        );
+    }
     if legacy {
         to_rtcbox(
             "UDP",

@@ -160,22 +160,32 @@ fn snippet(d: &Deployment) -> String {
         Some(turn) => {
             let host = bracketed_host(d.endpoints.sfu_host());
             let ports = d.network.ports;
+            let mut uris = vec![
+                format!("turn:{host}:{}?transport=udp", ports.turn),
+                format!("turn:{host}:{}?transport=tcp", ports.turn),
+            ];
+            // turns: only with a certificate browsers accept: clients drop a relay whose TLS
+            // handshake fails.
+            if d.running.tls_trusted {
+                uris.push(format!("turns:{host}:{}?transport=tcp", ports.turns));
+            }
+            out += "# Legacy 1:1 calls (the older, non-Element-Call calls): Synapse hands clients\n\
+                    # short-lived credentials for rtcbox's TURN server, signed with this shared secret.\n\
+                    # Element Call does not use these settings. Keep the secret private: it must be\n\
+                    # the same as rtcbox's RTCBOX_TURN_SHARED_SECRET (the wizard sets both).\n";
+            if !d.running.tls_trusted {
+                out += "# TURN over TLS (turns:) is added here once rtcbox serves a certificate\n\
+                        # browsers trust (ACME, or files from a CA).\n";
+            }
+            out += "turn_uris:\n";
+            for uri in &uris {
+                out += &format!("  - {}\n", yaml_str(uri));
+            }
             out += &format!(
-                "# Legacy 1:1 calls (the older, non-Element-Call calls): Synapse hands clients\n\
-                 # short-lived credentials for rtcbox's TURN server, signed with this shared secret.\n\
-                 # Element Call does not use these settings. Keep the secret private: it must be\n\
-                 # the same as rtcbox's RTCBOX_TURN_SHARED_SECRET (the wizard sets both).\n\
-                 turn_uris:\n\
-                 \x20 - {}\n\
-                 \x20 - {}\n\
-                 \x20 - {}\n\
-                 turn_shared_secret: {}\n\
+                "turn_shared_secret: {}\n\
                  turn_user_lifetime: 1h\n\
                  # Guest accounts need no registration; do not give them relay credentials.\n\
                  turn_allow_guests: false\n",
-                yaml_str(&format!("turn:{host}:{}?transport=udp", ports.turn)),
-                yaml_str(&format!("turn:{host}:{}?transport=tcp", ports.turn)),
-                yaml_str(&format!("turns:{host}:{}?transport=tcp", ports.turns)),
                 yaml_str(turn.shared_secret.expose()),
             );
         }

@@ -70,6 +70,8 @@ fn one_host_dsm() -> Deployment {
         running: Running {
             data_dir: Some("/volume1/@appdata/rtcbox".into()),
             data_owner: Some((196613, 65536)),
+            // DSM's Let's Encrypt certificate, exported to files mode.
+            tls_trusted: true,
             ..Running::default()
         },
     }
@@ -103,6 +105,7 @@ fn two_hosts_nginx() -> Deployment {
             http_bind_ip: ip("10.0.0.5"),
             admin_bind_ip: ip("10.0.0.5"),
             pinned: vec!["RTCBOX_MATRIX_CA_FILE"],
+            tls_trusted: false,
         },
     }
 }
@@ -130,6 +133,8 @@ fn old_synapse_acme() -> Deployment {
         running: Running {
             data_dir: Some("/data".into()),
             data_owner: Some((65532, 65532)),
+            // The certificate has been issued.
+            tls_trusted: true,
             ..Running::default()
         },
     }
@@ -173,6 +178,7 @@ fn ipv6_self_signed() -> Deployment {
             http_bind_ip: ip("::"),
             admin_bind_ip: ip("2001:db8:10::20"),
             pinned: Vec::new(),
+            tls_trusted: false,
         },
     }
 }
@@ -498,7 +504,14 @@ fn turn_settings_use_the_sfu_host_and_the_configured_ports() {
     let text = synapse::homeserver_yaml(&ipv6_self_signed()).text;
     assert!(text.contains("  - \"turn:rtc.example.dev:3479?transport=udp\"\n"));
     assert!(text.contains("  - \"turn:rtc.example.dev:3479?transport=tcp\"\n"));
+    // Self-signed: no turns: (browsers would reject it), and the snippet says when it comes.
+    assert!(!text.contains("turns:rtc.example.dev"));
+    assert!(text.contains("# TURN over TLS (turns:) is added here once rtcbox serves"));
+    let mut trusted = ipv6_self_signed();
+    trusted.running.tls_trusted = true;
+    let text = synapse::homeserver_yaml(&trusted).text;
     assert!(text.contains("  - \"turns:rtc.example.dev:5350?transport=tcp\"\n"));
+    assert!(!text.contains("is added here once"));
     assert!(text.contains("turn_shared_secret: \"tricky\\\"secret\\\\with:yaml#chars\"\n"));
     assert!(text.lines().any(|l| l == "turn_user_lifetime: 1h"));
     assert!(text.lines().any(|l| l == "turn_allow_guests: false"));
@@ -817,7 +830,6 @@ fn port_forwards_follow_the_configured_ports() {
             ("TCP", "50001".into(), format!("{v6}:50001"), false),
             ("UDP", "3479".into(), format!("{v6}:3479"), true),
             ("TCP", "3479".into(), format!("{v6}:3479"), false),
-            ("TCP", "5350".into(), format!("{v6}:5350"), false),
             (
                 "UDP",
                 "40000-40099".into(),
@@ -907,6 +919,13 @@ fn port_forwards_depend_on_the_tls_mode() {
     };
     assert_eq!(
         turn_rows(&two_hosts_nginx()),
+        vec![("UDP", "3478".into(), false), ("TCP", "3478".into(), false),]
+    );
+    // TURN over TLS joins once the served certificate is one browsers trust.
+    let mut trusted = two_hosts_nginx();
+    trusted.running.tls_trusted = true;
+    assert_eq!(
+        turn_rows(&trusted),
         vec![
             ("UDP", "3478".into(), false),
             ("TCP", "3478".into(), false),
