@@ -204,8 +204,19 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let admin_bound = admin_listener
         .local_addr()
         .context("admin listener address")?;
-    tracing::info!("admin panel on http://{admin_bound}");
-    announce_setup_token(&pool, admin_bound).await?;
+    // With RTCBOX_ADMIN_TLS the panel is served with rtcbox's certificate (`tls_certificates`
+    // made one for it).
+    let admin_front = match (settings.admin_tls, &certificates) {
+        (true, Some(certificates)) => Some(http::https::HttpsFront::http_only(certificates)),
+        _ => None,
+    };
+    let admin_scheme = if admin_front.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!("admin panel on {admin_scheme}://{admin_bound}");
+    announce_setup_token(&pool, admin_bound, admin_scheme).await?;
     let mut admin = http::admin::AdminState::new(pool, settings.clone(), cli.settings.to_map());
     admin.sfu = Some(sfu);
     admin.turn = Some(turn);
@@ -244,8 +255,9 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
             stopped(stop_rx.clone())
         ),
         serve_https,
-        http::serve(
+        http::serve_with(
             admin_listener,
+            admin_front,
             http::admin::router(Arc::new(admin)),
             stopped(stop_rx)
         ),
@@ -267,6 +279,7 @@ async fn tls_certificates(
     if settings.turn_tls_port == 0
         && settings.https_bind.is_none()
         && settings.tls_mode != TlsMode::Acme
+        && !settings.admin_tls
     {
         return Ok(None);
     }
@@ -386,7 +399,11 @@ async fn start_turn(
 
 /// While no admin password exists, prints a fresh one-time setup token (or the one preset in
 /// `RTCBOX_SETUP_TOKEN`, e.g. by the Synology install wizard) with where to use it.
-async fn announce_setup_token(pool: &SqlitePool, admin: SocketAddr) -> anyhow::Result<()> {
+async fn announce_setup_token(
+    pool: &SqlitePool,
+    admin: SocketAddr,
+    scheme: &str,
+) -> anyhow::Result<()> {
     let preset = process_env("RTCBOX_SETUP_TOKEN").filter(|t| !t.trim().is_empty());
     if let Some(preset) = &preset
         && (preset.trim().len() < 16 || !preset.trim().chars().all(|c| c.is_ascii_alphanumeric()))
@@ -405,7 +422,7 @@ async fn announce_setup_token(pool: &SqlitePool, admin: SocketAddr) -> anyhow::R
             admin.ip().to_string()
         };
         tracing::warn!(
-            "admin panel setup: open http://{host}:{}/setup and enter the one-time setup token {token} (valid for 24 hours; restarting rtcbox before a password is set prints a new one)",
+            "admin panel setup: open {scheme}://{host}:{}/setup and enter the one-time setup token {token} (valid for 24 hours; restarting rtcbox before a password is set prints a new one)",
             admin.port()
         );
     }

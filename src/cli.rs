@@ -133,6 +133,9 @@ pub struct SettingFlags {
     /// Admin panel listener [env: RTCBOX_ADMIN_BIND] [default: 0.0.0.0:8089]
     #[arg(long, global = true, value_name = "ADDR")]
     pub admin_bind: Option<String>,
+    /// Serve the admin panel over HTTPS with rtcbox's own certificate [env: RTCBOX_ADMIN_TLS]
+    #[arg(long, global = true)]
+    pub admin_tls: bool,
     /// STUN servers for public IP detection, host:port, comma-separated [env: RTCBOX_STUN_SERVERS]
     #[arg(long, global = true, value_name = "LIST")]
     pub stun_servers: Option<String>,
@@ -216,6 +219,9 @@ impl SettingFlags {
         put(SettingKey::AcmeChallenge, &self.acme_challenge);
         put(SettingKey::AcmeDirectory, &self.acme_directory);
         put(SettingKey::AcmeCaFile, &self.acme_ca_file);
+        if self.admin_tls {
+            map.insert(SettingKey::AdminTls, "true".into());
+        }
         if self.auto_create_rooms {
             map.insert(SettingKey::AutoCreateRooms, "true".into());
         }

@@ -61,6 +61,7 @@ pub enum SettingKey {
     NodeIp,
     AutoCreateRooms,
     AdminBind,
+    AdminTls,
     StunServers,
     TurnSharedSecret,
     TurnPort,
@@ -129,7 +130,7 @@ impl EnvSource {
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 27] = [
+    pub const ALL: [SettingKey; 28] = [
         SettingKey::HttpBind,
         SettingKey::PublicUrl,
         SettingKey::ApiKey,
@@ -142,6 +143,7 @@ impl SettingKey {
         SettingKey::NodeIp,
         SettingKey::AutoCreateRooms,
         SettingKey::AdminBind,
+        SettingKey::AdminTls,
         SettingKey::StunServers,
         SettingKey::TurnSharedSecret,
         SettingKey::TurnPort,
@@ -174,6 +176,7 @@ impl SettingKey {
             SettingKey::NodeIp => "node_ip",
             SettingKey::AutoCreateRooms => "auto_create_rooms",
             SettingKey::AdminBind => "admin_bind",
+            SettingKey::AdminTls => "admin_tls",
             SettingKey::StunServers => "stun_servers",
             SettingKey::TurnSharedSecret => "turn_shared_secret",
             SettingKey::TurnPort => "turn_port",
@@ -212,6 +215,7 @@ impl SettingKey {
             SettingKey::NodeIp => "--node-ip",
             SettingKey::AutoCreateRooms => "--auto-create-rooms",
             SettingKey::AdminBind => "--admin-bind",
+            SettingKey::AdminTls => "--admin-tls",
             SettingKey::StunServers => "--stun-servers",
             SettingKey::TurnSharedSecret => "--turn-shared-secret",
             SettingKey::TurnPort => "--turn-port",
@@ -270,6 +274,7 @@ impl SettingKey {
             SettingKey::NodeIp => &[Value("RTCBOX_NODE_IP")],
             SettingKey::AutoCreateRooms => &[Value("RTCBOX_AUTO_CREATE_ROOMS")],
             SettingKey::AdminBind => &[Value("RTCBOX_ADMIN_BIND")],
+            SettingKey::AdminTls => &[Value("RTCBOX_ADMIN_TLS")],
             SettingKey::StunServers => &[Value("RTCBOX_STUN_SERVERS")],
             SettingKey::TurnSharedSecret => &[
                 Value("RTCBOX_TURN_SHARED_SECRET"),
@@ -349,6 +354,9 @@ pub struct Settings {
     pub auto_create_rooms: bool,
     /// The admin panel's listener.
     pub admin_bind: SocketAddr,
+    /// Whether the admin panel is served over TLS with rtcbox's certificate (the one the HTTPS
+    /// and TURN-TLS listeners serve, followed when it is renewed).
+    pub admin_tls: bool,
     /// `host:port` of STUN servers that tell rtcbox its public IP address.
     pub stun_servers: Vec<String>,
     /// coturn's REST secret for Synapse's `turn_shared_secret` (legacy 1:1 calls).
@@ -398,6 +406,7 @@ impl Settings {
             SettingKey::NodeIp => self.node_ip?.to_string(),
             SettingKey::AutoCreateRooms => self.auto_create_rooms.to_string(),
             SettingKey::AdminBind => self.admin_bind.to_string(),
+            SettingKey::AdminTls => self.admin_tls.to_string(),
             SettingKey::StunServers => self.stun_servers.join(","),
             SettingKey::TurnSharedSecret => self.turn_shared_secret.as_ref()?.expose().to_owned(),
             SettingKey::TurnPort => self.turn_port.to_string(),
@@ -518,6 +527,12 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
     let auto_create_rooms = match pick(SettingKey::AutoCreateRooms)? {
         Some((raw, origin)) => {
             parse_bool(&raw).map_err(|m| error(SettingKey::AutoCreateRooms, origin, m))?
+        }
+        None => false,
+    };
+    let admin_tls = match pick(SettingKey::AdminTls)? {
+        Some((raw, origin)) => {
+            parse_bool(&raw).map_err(|m| error(SettingKey::AdminTls, origin, m))?
         }
         None => false,
     };
@@ -648,6 +663,7 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         node_ip,
         auto_create_rooms,
         admin_bind,
+        admin_tls,
         stun_servers,
         turn_shared_secret,
         turn_port,
@@ -698,7 +714,7 @@ pub fn check_value(key: SettingKey, raw: &str) -> Result<(), String> {
         AcmeEmail => parse_email(raw).map(drop),
         AcmeChallenge => values::AcmeChallenge::parse(raw).map(drop),
         AcmeDirectory => values::AcmeDirectory::parse(raw).map(drop),
-        DangerousAllowPrivateHomeservers | AutoCreateRooms => parse_bool(raw).map(drop),
+        DangerousAllowPrivateHomeservers | AutoCreateRooms | AdminTls => parse_bool(raw).map(drop),
         RtcUdpPort | RtcTcpPort | TurnPort | TurnTlsPort => {
             parse_port(Some((raw.to_owned(), Origin::Default)), key, 0)
                 .map(drop)

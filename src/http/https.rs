@@ -26,7 +26,8 @@ use crate::turn::framing::{self, OPENING_LEN, Opening};
 #[derive(Clone)]
 pub struct HttpsFront {
     acceptor: tokio_rustls::TlsAcceptor,
-    turn: TlsStreams,
+    /// Where TURN clients go; `None` for a listener that serves only HTTP (the admin panel).
+    turn: Option<TlsStreams>,
 }
 
 /// A connection's byte stream, whichever transport carries it.
@@ -40,7 +41,18 @@ impl HttpsFront {
             acceptor: tokio_rustls::TlsAcceptor::from(crate::tls::https_server_config(
                 certificates,
             )),
-            turn,
+            turn: Some(turn),
+        }
+    }
+
+    /// TLS with `certificates` (followed when swapped) in front of HTTP only: the admin panel
+    /// with `RTCBOX_ADMIN_TLS`.
+    pub fn http_only(certificates: &TlsCertificates) -> Self {
+        let mut config = (*certificates.server_config()).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        HttpsFront {
+            acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+            turn: None,
         }
     }
 
@@ -49,6 +61,9 @@ impl HttpsFront {
     /// handshake or a client that says nothing, gives `None`.
     pub async fn open(&self, stream: TcpStream, peer: SocketAddr) -> Option<Box<dyn Io>> {
         let tls = tls_handshake(&self.acceptor, stream, peer).await?;
+        let Some(turn) = &self.turn else {
+            return Some(Box::new(tls));
+        };
         let (kind, stream) = match tls.get_ref().1.alpn_protocol() {
             Some(b"stun.turn") => (Opening::Turn, Rewound::new(Vec::new(), tls)),
             _ => sort(tls).await?,
@@ -56,7 +71,7 @@ impl HttpsFront {
         match kind {
             Opening::Turn => {
                 let _ = stream.inner.get_ref().0.set_nodelay(true);
-                self.turn.serve(stream, peer).await;
+                turn.serve(stream, peer).await;
                 None
             }
             Opening::Other | Opening::Undecided => Some(Box::new(stream)),

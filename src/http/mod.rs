@@ -217,7 +217,8 @@ pub async fn serve_https<S>(
     serve_with(listener, Some(front), service, shutdown).await;
 }
 
-async fn serve_with<S>(
+/// [`serve`], behind `front`'s TLS when there is one.
+pub async fn serve_with<S>(
     listener: TcpListener,
     front: Option<https::HttpsFront>,
     service: S,

@@ -180,3 +180,33 @@ def test_a_replaced_certificate_is_served_to_new_connections(https_box, served_f
     url = f"https://127.0.0.1:{port}/healthz"
     assert requests.get(url, verify=pki["ca"], timeout=5).status_code == 200
     assert "reloaded" in https_box.log.read_text(errors="replace")
+
+
+def test_the_admin_panel_over_tls(start_rtcbox, served_files, pki):
+    """RTCBOX_ADMIN_TLS: the panel is served with rtcbox's certificate (here the files one),
+    verified against the test CA; plain HTTP gets no page there; the session cookie is Secure."""
+    from test_admin_synapse import Panel
+
+    box = start_rtcbox(dict(sfu_env(), RTCBOX_TLS_MODE="files", RTCBOX_ADMIN_TLS="true",
+                            RTCBOX_TLS_CERT_FILE=str(served_files["cert"]),
+                            RTCBOX_TLS_KEY_FILE=str(served_files["key"])))
+    port = box.admin_url.rsplit(":", 1)[1]
+    box.admin_url = f"https://127.0.0.1:{port}"
+    assert f"admin panel on https://127.0.0.1:{port}" in box.log_text()
+    assert f"open https://127.0.0.1:{port}/setup" in box.log_text()
+
+    # Plain HTTP on the panel's port is not the panel (the TLS handshake fails).
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/setup", timeout=5)
+
+    panel = Panel(box)
+    panel.http.verify = pki["ca"]
+    panel.http.trust_env = False  # REQUESTS_CA_BUNDLE would beat the session's verify
+    panel.set_up()
+    login = panel.post("/logout", {})
+    assert login.status_code in (303, 200), login.text
+    page = panel.get("/login")
+    assert page.status_code == 200
+    response = panel.post("/login", {"password": "correct horse battery staple"})
+    cookie = response.headers.get("set-cookie", "")
+    assert "rtcbox_session=" in cookie and "; Secure" in cookie, (response.status_code, cookie)

@@ -353,7 +353,7 @@ async fn start_session(state: &AdminState, headers: &HeaderMap) -> Response {
     }
     let cookie = format!(
         "{SESSION_COOKIE}={id}; Path=/; Max-Age={SESSION_TTL_SECS}; HttpOnly; SameSite=Strict{}",
-        secure_suffix(headers)
+        secure_suffix(headers, state.settings.admin_tls)
     );
     let mut response = Redirect::to("/").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -362,14 +362,16 @@ async fn start_session(state: &AdminState, headers: &HeaderMap) -> Response {
     response
 }
 
-/// Cookies get `Secure` when the browser reached the panel over https. The admin listener
-/// itself is plain HTTP on the LAN (where a Secure cookie would be dropped), so that means a
-/// TLS-terminating proxy in front of it that says `X-Forwarded-Proto: https`.
-fn secure_suffix(headers: &HeaderMap) -> &'static str {
-    let https = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+/// Cookies get `Secure` when the browser reached the panel over https: the admin listener
+/// serves TLS itself (`RTCBOX_ADMIN_TLS`, the setting it started with), or a TLS-terminating
+/// proxy in front of it says `X-Forwarded-Proto: https`. A plain-HTTP panel on the LAN gets
+/// none (the browser would drop a Secure cookie there).
+fn secure_suffix(headers: &HeaderMap, listener_tls: bool) -> &'static str {
+    let https = listener_tls
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
     if https { "; Secure" } else { "" }
 }
 

@@ -693,6 +693,7 @@ fn describe(key: SettingKey) -> &'static str {
         SettingKey::NodeIp => "IP address advertised for media (the public IP)",
         SettingKey::AutoCreateRooms => "Create rooms when someone joins (true/false)",
         SettingKey::AdminBind => "Admin panel listener",
+        SettingKey::AdminTls => "Admin panel over HTTPS with rtcbox's certificate (true/false)",
         SettingKey::StunServers => {
             "STUN servers for public IP detection (host:port, comma-separated)"
         }
