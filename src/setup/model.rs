@@ -182,6 +182,9 @@ pub enum TlsMode {
     },
     /// rtcbox serves HTTPS with a self-signed certificate (testing; browsers will warn).
     SelfSigned,
+    /// rtcbox serves HTTPS with a certificate and key from files another tool renews (e.g.
+    /// exported from DSM), re-read when they change.
+    Files { cert: String, key: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

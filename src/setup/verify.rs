@@ -162,6 +162,8 @@ pub struct VerifyInput {
     /// `host:port` STUN servers for the public-address check
     /// ([`discover::DEFAULT_STUN_SERVERS`] unless the admin chose others).
     pub stun_servers: Vec<String>,
+    /// The certificate rtcbox serves itself and the ACME state, for the `tls` check.
+    pub own_tls: evaluate::OwnTls,
 }
 
 /// The running SFU and the API credentials, for the WebSocket check: it creates a throwaway room
@@ -476,7 +478,7 @@ async fn check_proxied(
             None,
         ),
     };
-    let tls_check = evaluate::tls(deployment, &healthz, websocket_result);
+    let tls_check = evaluate::tls(deployment, &healthz, websocket_result, &input.own_tls);
     [healthz_check, websocket_check, tls_check]
 }
 

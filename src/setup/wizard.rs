@@ -339,13 +339,18 @@ fn is_local_host(host: &str) -> bool {
 /// Step 3: how HTTPS is done.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsStep {
-    /// `reverse-proxy`, `acme` or `self-signed`.
+    /// `reverse-proxy`, `acme`, `files` or `self-signed`.
     pub mode: String,
     /// A [`ProxyKind`] slug.
     pub proxy: String,
     /// An [`AcmeChallenge`] slug.
     pub challenge: String,
     pub email: String,
+    /// `files` mode: the certificate chain and the key, absolute paths on rtcbox's machine.
+    #[serde(default)]
+    pub cert_file: String,
+    #[serde(default)]
+    pub key_file: String,
 }
 
 impl TlsStep {
@@ -355,6 +360,8 @@ impl TlsStep {
             proxy: field(form, "proxy"),
             challenge: field(form, "challenge"),
             email: field(form, "email"),
+            cert_file: field(form, "cert_file"),
+            key_file: field(form, "key_file"),
         }
     }
 
@@ -364,6 +371,8 @@ impl TlsStep {
             proxy: ProxyKind::SynologyDsm.slug().into(),
             challenge: AcmeChallenge::Dns01.slug().into(),
             email: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
         }
     }
 
@@ -397,6 +406,36 @@ impl TlsStep {
                 })
             }
             "self-signed" => Some(TlsMode::SelfSigned),
+            "files" => {
+                for (name, value, what, example) in [
+                    (
+                        "cert_file",
+                        &self.cert_file,
+                        "certificate chain (PEM)",
+                        "fullchain.pem",
+                    ),
+                    (
+                        "key_file",
+                        &self.key_file,
+                        "private key (PEM)",
+                        "privkey.pem",
+                    ),
+                ] {
+                    if !value.trim().starts_with('/') {
+                        errors.insert(
+                            name,
+                            format!(
+                                "Enter the absolute path of the {what} on rtcbox's machine, e.g. \
+                                 /volume1/certs/{example}."
+                            ),
+                        );
+                    }
+                }
+                Some(TlsMode::Files {
+                    cert: self.cert_file.trim().to_owned(),
+                    key: self.key_file.trim().to_owned(),
+                })
+            }
             _ => {
                 errors.insert("mode", "Choose how HTTPS is provided.".into());
                 None
@@ -824,11 +863,12 @@ pub fn warnings(deployment: &Deployment) -> Vec<String> {
                 .to_owned(),
         ),
         TlsMode::Acme { .. } => out.push(
-            "Let's Encrypt (ACME) is recorded but arrives in a later rtcbox version; until then, put \
-             rtcbox behind a reverse proxy or set RTCBOX_TLS_MODE=files with a certificate and key \
-             from your CA."
+            "rtcbox gets its certificate from Let's Encrypt after the restart; until the CA has \
+             validated the name, browsers see its self-signed one. The dashboard shows the ACME \
+             state and, if it fails, what to fix."
                 .to_owned(),
         ),
+        TlsMode::Files { .. } => {}
     }
     out
 }

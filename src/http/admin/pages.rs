@@ -1055,6 +1055,11 @@ async fn run_checks(
         advertised_udp: state.media.udp.clone(),
         advertised_tcp: state.media.tcp.clone(),
         stun_servers: state.settings.stun_servers.clone(),
+        own_tls: verify::evaluate::OwnTls {
+            served: state.certificates.as_ref().map(|c| c.info()),
+            acme: state.acme.as_ref().map(|a| a.status()),
+            now: crate::db::unix_now(),
+        },
     };
     let sfu = state.sfu.as_ref().map(|handle| verify::SfuAccess {
         handle: handle.clone(),

@@ -145,7 +145,10 @@ pub async fn submit(
         }
         Step::Tls => {
             let entered = TlsStep::from_form(&form);
-            let result = entered.validate().map(|_| json(&entered));
+            let result = entered
+                .validate()
+                .and_then(|mode| usable_files(&mode))
+                .map(|_| json(&entered));
             steps.tls = Some(entered);
             result
         }
@@ -238,6 +241,27 @@ pub async fn deployment(state: &AdminState) -> Result<Deployment, Vec<Step>> {
     match load_steps(state).await {
         Ok(steps) => steps.deployment(running(state)),
         Err(_) => Err(Step::ALL[..5].to_vec()),
+    }
+}
+
+/// `files` mode: the files must be readable by rtcbox and hold a certificate and its key, as
+/// the start will check; the error names the file and what is wrong with it.
+fn usable_files(mode: &crate::setup::model::TlsMode) -> Result<(), FieldErrors> {
+    let crate::setup::model::TlsMode::Files { cert, key } = mode else {
+        return Ok(());
+    };
+    let mut files =
+        crate::tls::CertFiles::new(std::path::Path::new(cert), std::path::Path::new(key));
+    match files.load() {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let mut errors = FieldErrors::new();
+            errors.insert(
+                "cert_file",
+                format!("rtcbox cannot use these files: {error:#}."),
+            );
+            Err(errors)
+        }
     }
 }
 
@@ -480,7 +504,7 @@ async fn render_step(
             (
                 vec![
                     "Browsers only place calls over HTTPS. Either a reverse proxy you already run (Synology DSM's, nginx, Caddy, Traefik, Apache) terminates TLS and forwards to rtcbox, or rtcbox gets its own certificate.",
-                    "On a Synology NAS the DSM reverse proxy with DSM's Let's Encrypt certificate is the easiest choice. rtcbox's own HTTPS listener serves a self-signed certificate or one exported from DSM (RTCBOX_TLS_MODE=files); Let's Encrypt arrives in a later rtcbox version, the choice is recorded now.",
+                    "On a Synology NAS the DSM reverse proxy with DSM's Let's Encrypt certificate is the easiest choice. Without a proxy, rtcbox serves HTTPS itself on its HTTPS port: with a Let's Encrypt certificate it gets and renews by itself (the CA checks the name on port 80 with HTTP-01, on port 443 with TLS-ALPN-01, or through a DNS record with DNS-01, which works behind any router), or with certificate files another tool renews (e.g. exported from DSM).",
                 ],
                 vec![
                     Field::choice(
@@ -491,6 +515,10 @@ async fn render_step(
                         &[
                             ("reverse-proxy", "A reverse proxy in front of rtcbox"),
                             ("acme", "rtcbox itself, with a Let's Encrypt certificate"),
+                            (
+                                "files",
+                                "rtcbox itself, with certificate files (e.g. exported from DSM)",
+                            ),
                             (
                                 "self-signed",
                                 "rtcbox itself, self-signed (testing only: browsers warn)",
@@ -511,6 +539,13 @@ async fn render_step(
                         .kind("email")
                         .placeholder("e.g. admin@example.org")
                         .show_when("mode=acme"),
+                    Field::text("cert_file", "Certificate chain (PEM file)", &s.cert_file)
+                        .placeholder("e.g. /volume1/certs/fullchain.pem")
+                        .help("Re-read when it changes; replace it by renaming a new file over it.")
+                        .show_when("mode=files"),
+                    Field::text("key_file", "Private key (PEM file)", &s.key_file)
+                        .placeholder("e.g. /volume1/certs/privkey.pem")
+                        .show_when("mode=files"),
                 ],
             )
         }
@@ -674,6 +709,9 @@ fn summary(d: &Deployment) -> Vec<(String, String)> {
                     format!("Let's Encrypt, {} ({email})", challenge.label())
                 }
                 crate::setup::model::TlsMode::SelfSigned => "self-signed".to_owned(),
+                crate::setup::model::TlsMode::Files { cert, .. } => {
+                    format!("rtcbox with certificate files ({cert})")
+                }
             },
         ),
         ("LAN address".to_owned(), d.network.lan_ip.to_string()),
@@ -729,11 +767,37 @@ fn implied_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, Stri
         let bind = std::net::SocketAddr::new(ip, ports.https);
         implied.push((SettingKey::HttpsBind, bind.to_string()));
     }
-    if d.tls == crate::setup::model::TlsMode::SelfSigned {
-        implied.push((
+    match &d.tls {
+        crate::setup::model::TlsMode::ReverseProxy { .. } => {}
+        crate::setup::model::TlsMode::SelfSigned => implied.push((
             SettingKey::TlsMode,
             crate::config::TlsMode::SelfSigned.to_string(),
-        ));
+        )),
+        crate::setup::model::TlsMode::Files { cert, key } => {
+            implied.push((
+                SettingKey::TlsMode,
+                crate::config::TlsMode::Files.to_string(),
+            ));
+            implied.push((SettingKey::TlsCertFile, cert.clone()));
+            implied.push((SettingKey::TlsKeyFile, key.clone()));
+        }
+        crate::setup::model::TlsMode::Acme { challenge, email } => {
+            implied.push((
+                SettingKey::TlsMode,
+                crate::config::TlsMode::Acme.to_string(),
+            ));
+            implied.push((SettingKey::AcmeChallenge, challenge.slug().to_owned()));
+            implied.push((SettingKey::AcmeEmail, email.clone()));
+            // Every public host rtcbox serves itself goes on the certificate.
+            let mut hosts: Vec<String> = d
+                .endpoints
+                .origins()
+                .iter()
+                .map(|o| o.host.clone())
+                .collect();
+            hosts.dedup();
+            implied.push((SettingKey::AcmeDomains, hosts.join(",")));
+        }
     }
     // The TURN listeners and relay range the port table forwards.
     implied.push((SettingKey::TurnPort, ports.turn.to_string()));

@@ -90,7 +90,6 @@ fn rows(d: &Deployment) -> Vec<Row> {
             web_ports.push(entry);
         }
     }
-    let later = "(built-in ACME arrives in a later rtcbox version)";
     for &(port, tls) in &web_ports {
         let (internal, local_port, how) = match &d.tls {
             TlsMode::ReverseProxy {
@@ -115,7 +114,17 @@ fn rows(d: &Deployment) -> Vec<Row> {
                 (
                     socket(ip, local),
                     Some(local.to_string()),
-                    format!("served by rtcbox itself{alpn} {later}"),
+                    format!("served by rtcbox itself with its Let's Encrypt certificate{alpn}"),
+                )
+            }
+            TlsMode::Files { .. } => {
+                let local = if tls { ports.https } else { ports.http };
+                (
+                    socket(ip, local),
+                    Some(local.to_string()),
+                    "served by rtcbox itself (RTCBOX_HTTPS_BIND) with the certificate from your \
+                     files"
+                        .to_owned(),
                 )
             }
             TlsMode::SelfSigned => {
@@ -156,7 +165,7 @@ fn rows(d: &Deployment) -> Vec<Row> {
                 Some(ports.http.to_string()),
                 format!(
                     "Let's Encrypt's HTTP-01 check for rtcbox's certificate, answered by rtcbox \
-                     on port {} (built-in ACME arrives in a later rtcbox version)",
+                     on port {}",
                     ports.http
                 ),
                 "rtcbox cannot get or renew its certificate.".to_owned(),
@@ -184,7 +193,7 @@ fn rows(d: &Deployment) -> Vec<Row> {
                     .to_owned(),
                 false,
             )),
-            TlsMode::Acme { .. } | TlsMode::SelfSigned => None,
+            TlsMode::Acme { .. } | TlsMode::SelfSigned | TlsMode::Files { .. } => None,
         };
         if let Some((internal, local_port, purpose, breaks_without, required)) = port_80 {
             rows.push(Row {
@@ -199,6 +208,32 @@ fn rows(d: &Deployment) -> Vec<Row> {
                 local_port,
             });
         }
+    }
+
+    // TLS-ALPN-01 is always validated on port 443, whatever port the public URLs use.
+    let alpn = matches!(
+        &d.tls,
+        TlsMode::Acme {
+            challenge: AcmeChallenge::TlsAlpn01,
+            ..
+        }
+    );
+    if alpn && !web_ports.iter().any(|&(port, _)| port == 443) {
+        rows.push(Row {
+            forward: PortForward {
+                protocol: "TCP",
+                external: "443".to_owned(),
+                internal: socket(ip, ports.https),
+                purpose: format!(
+                    "Let's Encrypt's TLS-ALPN-01 check for rtcbox's certificate, answered by \
+                     rtcbox's HTTPS port {}",
+                    ports.https
+                ),
+                breaks_without: "rtcbox cannot get or renew its certificate.".to_owned(),
+                required: true,
+            },
+            local_port: Some(ports.https.to_string()),
+        });
     }
 
     let mut to_rtcbox = |protocol, port: String, purpose: &str, breaks: &str, required| {

@@ -656,26 +656,32 @@ pub fn sfu_websocket(
     )
 }
 
-/// `tls`: built-in HTTPS does not exist yet; behind a proxy, the public URLs are HTTPS with
-/// certificates this machine trusts (judged from the `auth-healthz` and `sfu-websocket` fetches).
+/// What rtcbox's own HTTPS serves now and what its ACME task is doing, for the `tls` check.
+#[derive(Clone, Debug, Default)]
+pub struct OwnTls {
+    pub served: Option<crate::tls::CertificateInfo>,
+    pub acme: Option<crate::acme::AcmeStatus>,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// A certificate warns this many days before its end.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// `tls`: the public URLs answer over HTTPS with certificates this machine trusts (judged from
+/// the `auth-healthz` and `sfu-websocket` fetches, which verify chain, names and dates as a
+/// browser does). When rtcbox serves HTTPS itself (ACME, files) also the certificate it serves
+/// now (names, end) and the ACME state.
 pub fn tls(
     deployment: &Deployment,
     healthz: &Result<Fetched, FetchError>,
     websocket: Option<&Result<Fetched, FetchError>>,
+    own: &OwnTls,
 ) -> Check {
     let mut findings = Findings::default();
-    let proxy = match &deployment.tls {
-        TlsMode::ReverseProxy { proxy } => *proxy,
-        TlsMode::Acme { .. } => {
-            return Check::new(
-                ids::TLS,
-                Status::Unavailable,
-                "Not available yet: Let's Encrypt (ACME) arrives in a later version; use a reverse \
-                 proxy, or rtcbox's HTTPS with a certificate from files (RTCBOX_TLS_MODE=files), for now."
-                    .into(),
-                Some("Choose \"reverse proxy\" in the wizard's HTTPS step.".into()),
-            );
-        }
+    let https_port = deployment.network.ports.https;
+    let who = match &deployment.tls {
+        TlsMode::ReverseProxy { proxy } => proxy.label().to_owned(),
         TlsMode::SelfSigned => {
             return Check::new(
                 ids::TLS,
@@ -684,11 +690,15 @@ pub fn tls(
                  and Element Call do not trust."
                     .into(),
                 Some(
-                    "Choose \"reverse proxy\" in the wizard's HTTPS step, or give rtcbox a \
-                     CA-issued certificate with RTCBOX_TLS_MODE=files."
+                    "Choose Let's Encrypt or certificate files (or a reverse proxy) in the \
+                     wizard's HTTPS step."
                         .into(),
                 ),
             );
+        }
+        TlsMode::Acme { .. } | TlsMode::Files { .. } => {
+            own_certificate(deployment, own, &mut findings);
+            "rtcbox".to_owned()
         }
     };
     for origin in deployment.endpoints.origins() {
@@ -702,10 +712,7 @@ pub fn tls(
                 "{} is plain HTTP: browsers refuse calls from an https page to it.",
                 origin.https_url()
             );
-            let fix = format!(
-                "Publish rtcbox as https:// through {} with a certificate.",
-                proxy.label()
-            );
+            let fix = format!("Publish rtcbox as https:// through {who} with a certificate.");
             if local {
                 findings.warn(detail, fix);
             } else {
@@ -719,17 +726,35 @@ pub fn tls(
     for result in results {
         match result {
             Ok(_) => reached += 1,
-            Err(error @ FetchError::Certificate { host, .. }) => findings.fail(
-                format!("{error}."),
-                format!(
-                    "Give {} a certificate for {host} from a public CA such as Let's Encrypt.",
-                    proxy.label()
-                ),
-            ),
-            Err(error @ FetchError::Tls { .. }) => findings.fail(
-                format!("{error}."),
-                format!("Make {} serve HTTPS on this address.", proxy.label()),
-            ),
+            Err(error @ FetchError::Certificate { host, .. }) => {
+                let fix = match &deployment.tls {
+                    TlsMode::ReverseProxy { proxy } => format!(
+                        "Give {} a certificate for {host} from a public CA such as Let's Encrypt.",
+                        proxy.label()
+                    ),
+                    TlsMode::Files { cert, .. } => format!(
+                        "Put a certificate for {host} from a public CA into {cert} (with its \
+                         chain), and make sure port 443 on your router leads to rtcbox's HTTPS \
+                         port {https_port}, not to another server."
+                    ),
+                    _ => format!(
+                        "Make sure port 443 on your router leads to rtcbox's HTTPS port \
+                         {https_port}, not to another server, and see the dashboard's ACME row."
+                    ),
+                };
+                findings.fail(format!("{error}."), fix)
+            }
+            Err(error @ FetchError::Tls { .. }) => {
+                let fix = match &deployment.tls {
+                    TlsMode::ReverseProxy { proxy } => {
+                        format!("Make {} serve HTTPS on this address.", proxy.label())
+                    }
+                    _ => format!(
+                        "Forward port 443 on your router to rtcbox's HTTPS port {https_port}."
+                    ),
+                };
+                findings.fail(format!("{error}."), fix)
+            }
             Err(_) => {}
         }
     }
@@ -749,13 +774,110 @@ pub fn tls(
         .iter()
         .map(|o| o.authority())
         .collect();
-    findings.finish(
-        ids::TLS,
-        format!(
-            "{} answer over HTTPS with certificates this machine trusts.",
-            hosts.join(" and ")
-        ),
-    )
+    let mut pass = format!(
+        "{} answer over HTTPS with certificates this machine trusts.",
+        hosts.join(" and ")
+    );
+    if let (TlsMode::Acme { .. } | TlsMode::Files { .. }, Some(served)) =
+        (&deployment.tls, &own.served)
+    {
+        pass += &format!(
+            " rtcbox's certificate ({}) is valid for {} more days.",
+            served.names.join(", "),
+            (served.not_after - own.now) / 86_400
+        );
+    }
+    findings.finish(ids::TLS, pass)
+}
+
+/// The certificate rtcbox serves itself: there is one, it names every public host, it is not
+/// near its end, and ACME (when it is the source) is not failing.
+fn own_certificate(deployment: &Deployment, own: &OwnTls, findings: &mut Findings) {
+    let acme = matches!(deployment.tls, TlsMode::Acme { .. });
+    if let Some(status) = own.acme.as_ref().filter(|_| acme) {
+        let retry = status
+            .next_attempt
+            .map(|at| {
+                format!(
+                    " rtcbox tries again in {} min by itself.",
+                    ((at - own.now).max(0) + 59) / 60
+                )
+            })
+            .unwrap_or_default();
+        match (status.state, &status.last_error) {
+            ("failed", Some(error)) => findings.fail(
+                format!("Let's Encrypt: {error}.{retry}"),
+                "Fix what the CA reported (the dashboard's ACME row says the same), then run the \
+                 checks again.",
+            ),
+            ("starting" | "ordering" | "", _)
+                if own.served.as_ref().is_none_or(|s| s.source != "acme") =>
+            {
+                findings.warn(
+                    "rtcbox is still getting its certificate from Let's Encrypt; until then it \
+                     serves a self-signed one.",
+                    "Wait a minute, then run the checks again.",
+                )
+            }
+            _ => {}
+        }
+    }
+    let Some(served) = &own.served else {
+        findings.fail(
+            "rtcbox serves no certificate of its own.",
+            "Turn on its HTTPS listener (RTCBOX_HTTPS_BIND, e.g. 0.0.0.0:8443).",
+        );
+        return;
+    };
+    for origin in deployment.endpoints.origins() {
+        if !covers(&served.names, &origin.host) {
+            let fix = if acme {
+                format!(
+                    "Add {} to RTCBOX_ACME_DOMAINS (the wizard's Apply does).",
+                    origin.host
+                )
+            } else {
+                format!("Use a certificate that names {}.", origin.host)
+            };
+            findings.fail(
+                format!(
+                    "The certificate rtcbox serves is for {}, not {}.",
+                    served.names.join(", "),
+                    origin.host
+                ),
+                fix,
+            );
+        }
+    }
+    let days_left = (served.not_after - own.now).div_euclid(86_400);
+    let renew = if acme {
+        "rtcbox renews it by itself when a third of its lifetime is left; see the dashboard's \
+         ACME row for why it has not."
+    } else {
+        "Renew it with the tool that made it; rtcbox re-reads the files within a minute."
+    };
+    if served.not_after <= own.now {
+        findings.fail("rtcbox's certificate has expired.", renew);
+    } else if days_left < EXPIRY_WARNING_DAYS {
+        findings.warn(
+            format!("rtcbox's certificate ends in {days_left} days."),
+            renew,
+        );
+    }
+}
+
+/// Whether certificate `names` cover `host` (exactly, or by a one-label `*.` wildcard).
+fn covers(names: &[String], host: &str) -> bool {
+    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+    names.iter().any(|name| {
+        let name = name.to_ascii_lowercase();
+        match name.strip_prefix("*.") {
+            Some(base) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == base),
+            None => name == host,
+        }
+    })
 }
 
 /// `public-ip`: what STUN servers see, against the wizard's public address and what the SFU

@@ -821,6 +821,7 @@ fn tls_cases() {
         tls: TlsMode::SelfSigned,
         ..deployment()
     };
+    let none = OwnTls::default();
     let plain = |host: &str| Deployment {
         endpoints: Endpoints::OneHost(PublicOrigin {
             tls: false,
@@ -830,23 +831,18 @@ fn tls_cases() {
         ..deployment()
     };
     check(
-        tls(&acme, &ok, Some(&ok)),
+        tls(&self_signed, &ok, None, &none),
         Status::Unavailable,
-        "later version",
+        "Let's Encrypt or certificate files",
     );
     check(
-        tls(&self_signed, &ok, None),
-        Status::Unavailable,
-        "reverse proxy",
-    );
-    check(
-        tls(&deployment(), &ok, Some(&ok)),
+        tls(&deployment(), &ok, Some(&ok), &none),
         Status::Pass,
         "rtc.example.org answer over HTTPS",
     );
-    check(tls(&deployment(), &ok, None), Status::Pass, "trusts");
+    check(tls(&deployment(), &ok, None, &none), Status::Pass, "trusts");
     check(
-        tls(&deployment(), &ok, Some(&bad_cert)),
+        tls(&deployment(), &ok, Some(&bad_cert), &none),
         Status::Fail,
         "Give nginx a certificate for rtc.example.org",
     );
@@ -858,24 +854,174 @@ fn tls_cases() {
                 reason: "x".into(),
             }),
             None,
+            &none,
         ),
         Status::Fail,
         "serve HTTPS",
     );
     check(
-        tls(&deployment(), &refused(), Some(&ok)),
+        tls(&deployment(), &refused(), Some(&ok), &none),
         Status::Unavailable,
         "could not be reached",
     );
     check(
-        tls(&plain("rtc.example.org"), &ok, None),
+        tls(&plain("rtc.example.org"), &ok, None, &none),
         Status::Fail,
         "http://rtc.example.org:8880 is plain HTTP",
     );
     check(
-        tls(&plain("127.0.0.1"), &ok, None),
+        tls(&plain("127.0.0.1"), &ok, None, &none),
         Status::Warn,
         "plain HTTP",
+    );
+
+    // rtcbox's own certificate (ACME): what it serves and what ACME does count too.
+    let now = 1_800_000_000;
+    let day = 86_400;
+    let served = |names: &[&str], days_left: i64| crate::tls::CertificateInfo {
+        source: "acme".into(),
+        names: names.iter().map(|n| (*n).to_owned()).collect(),
+        not_after: now + days_left * day,
+        publicly_trusted: true,
+    };
+    let status = |state: &'static str, error: Option<&str>| crate::acme::AcmeStatus {
+        state,
+        next_attempt: Some(now + 600),
+        last_error: error.map(str::to_owned),
+        last_success: None,
+    };
+    let own = |served: Option<crate::tls::CertificateInfo>, acme| OwnTls {
+        served,
+        acme: Some(acme),
+        now,
+    };
+    check(
+        tls(
+            &acme,
+            &ok,
+            Some(&ok),
+            &own(
+                Some(served(&["rtc.example.org"], 80)),
+                status("valid", None),
+            ),
+        ),
+        Status::Pass,
+        "rtcbox's certificate (rtc.example.org) is valid for 80 more days",
+    );
+    check(
+        tls(
+            &acme,
+            &ok,
+            Some(&ok),
+            &own(Some(served(&["*.example.org"], 80)), status("valid", None)),
+        ),
+        Status::Pass,
+        "answer over HTTPS",
+    );
+    check(
+        tls(
+            &acme,
+            &ok,
+            Some(&ok),
+            &own(
+                Some(served(&["rtc.example.org"], 80)),
+                status(
+                    "failed",
+                    Some("the CA could not reach http://rtc.example.org/…"),
+                ),
+            ),
+        ),
+        Status::Fail,
+        "Let's Encrypt: the CA could not reach http://rtc.example.org/…. rtcbox tries again in 10 min",
+    );
+    check(
+        tls(
+            &acme,
+            &ok,
+            Some(&ok),
+            &own(
+                Some(served(&["old.example.org"], 80)),
+                status("valid", None),
+            ),
+        ),
+        Status::Fail,
+        "is for old.example.org, not rtc.example.org",
+    );
+    check(
+        tls(
+            &acme,
+            &ok,
+            Some(&ok),
+            &own(Some(served(&["rtc.example.org"], 5)), status("valid", None)),
+        ),
+        Status::Warn,
+        "ends in 5 days",
+    );
+    check(
+        tls(
+            &acme,
+            &ok,
+            Some(&ok),
+            &own(
+                Some(served(&["rtc.example.org"], -1)),
+                status("valid", None),
+            ),
+        ),
+        Status::Fail,
+        "has expired",
+    );
+    let self_signed_meanwhile = crate::tls::CertificateInfo {
+        source: "self-signed".into(),
+        publicly_trusted: false,
+        ..served(&["rtc.example.org"], 300)
+    };
+    check(
+        tls(
+            &acme,
+            &bad_cert,
+            None,
+            &own(Some(self_signed_meanwhile), status("ordering", None)),
+        ),
+        Status::Fail,
+        "still getting its certificate",
+    );
+    check(
+        tls(&acme, &ok, None, &own(None, status("valid", None))),
+        Status::Fail,
+        "serves no certificate",
+    );
+    check(
+        tls(
+            &acme,
+            &bad_cert,
+            None,
+            &own(
+                Some(served(&["rtc.example.org"], 80)),
+                status("valid", None),
+            ),
+        ),
+        Status::Fail,
+        "port 443 on your router leads to rtcbox's HTTPS port 8443",
+    );
+    let files = Deployment {
+        tls: TlsMode::Files {
+            cert: "/volume1/certs/fullchain.pem".into(),
+            key: "/volume1/certs/privkey.pem".into(),
+        },
+        ..deployment()
+    };
+    check(
+        tls(
+            &files,
+            &bad_cert,
+            None,
+            &own(
+                Some(served(&["rtc.example.org"], 80)),
+                status("valid", None),
+            ),
+        ),
+        Status::Fail,
+        "into /volume1/certs/fullchain.pem",
     );
 }
 
@@ -1556,6 +1702,7 @@ fn run_all_is_send() {
         advertised_udp: Vec::new(),
         advertised_tcp: Vec::new(),
         stun_servers: Vec::new(),
+        own_tls: Default::default(),
     };
     let http = HttpClient::new(None).unwrap();
     let future = run_all(&input, &http, None, None);
@@ -1682,6 +1829,7 @@ fn staged_input(stage: &Stage, access_token: Option<&str>) -> (Targets, VerifyIn
         advertised_udp: vec![stage.udp],
         advertised_tcp: vec![stage.tcp],
         stun_servers: vec![stage.udp.to_string()],
+        own_tls: Default::default(),
     };
     (targets, input)
 }
