@@ -457,3 +457,134 @@ impl instant_acme::HttpClient for AcmeHttp {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::extract::Path;
+    use axum::routing::get;
+    use base64::Engine as _;
+
+    use super::*;
+
+    /// A CA's directory (with `renewalInfo` when `ari`) and its ARI endpoint on loopback, and
+    /// the certificate ids the endpoint was asked about.
+    async fn ca(ari: bool) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let mut directory = serde_json::json!({
+            "newNonce": format!("{base}/nonce"),
+            "newAccount": format!("{base}/account"),
+            "newOrder": format!("{base}/order"),
+        });
+        if ari {
+            directory["renewalInfo"] = format!("{base}/ari").into();
+        }
+        let seen = asked.clone();
+        let app = Router::new()
+            .route("/dir", get(move || async move { axum::Json(directory) }))
+            .route(
+                "/ari/{id}",
+                get(move |Path(id): Path<String>| async move {
+                    seen.lock().unwrap().push(id);
+                    (
+                        [("retry-after", "21600")],
+                        axum::Json(serde_json::json!({"suggestedWindow": {
+                            "start": "2027-01-01T00:00:00Z",
+                            "end": "2027-01-03T00:00:00Z",
+                        }})),
+                    )
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("{base}/dir"), asked)
+    }
+
+    /// A leaf issued by a test CA, with the authority key identifier ARI names it by.
+    fn issued_chain() -> String {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let mut leaf = rcgen::CertificateParams::new(vec!["rtc.example.org".to_owned()]).unwrap();
+        leaf.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate().unwrap();
+        leaf.signed_by(&key, &issuer).unwrap().pem()
+    }
+
+    async fn setup_with_account(directory: &str) -> (tempfile::TempDir, SqlitePool, OrderSetup) {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = db::open(dir.path()).await.unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let credentials = serde_json::json!({
+            "id": "http://ca.test/account/1",
+            "key_pkcs8": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.serialize_der()),
+            "directory": directory,
+        });
+        db::acme::store_account(&pool, directory, &credentials.to_string(), 0)
+            .await
+            .unwrap();
+        let setup = OrderSetup {
+            directory: directory.to_owned(),
+            email: None,
+            domains: vec!["rtc.example.org".to_owned()],
+            responder: Responder::Http01(Challenges::default()),
+            http: HttpClient::new(None).unwrap(),
+        };
+        (dir, pool, setup)
+    }
+
+    #[tokio::test]
+    async fn the_cas_renewal_window_is_asked_for_the_certificate_by_its_identifier() {
+        let (directory, asked) = ca(true).await;
+        let (_dir, pool, setup) = setup_with_account(&directory).await;
+        let chain = issued_chain();
+        let (window, retry_after) = renewal_window(&pool, &setup, &chain)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            window,
+            Window {
+                start: 1_798_761_600,
+                end: 1_798_934_400
+            }
+        );
+        // The hint, give or take the second that passed.
+        assert!(
+            (21_590..=21_600).contains(&retry_after.as_secs()),
+            "{retry_after:?}"
+        );
+        let expected = certificate_id(&chain).unwrap().to_string();
+        assert_eq!(*asked.lock().unwrap(), [expected]);
+    }
+
+    #[tokio::test]
+    async fn without_ari_or_an_account_or_an_identifier_there_is_no_window() {
+        let (directory, asked) = ca(false).await;
+        let (_dir, pool, setup) = setup_with_account(&directory).await;
+        let chain = issued_chain();
+        assert_eq!(renewal_window(&pool, &setup, &chain).await.unwrap(), None);
+
+        // No account for this directory: the CA is not even asked (nor an account made).
+        let (directory, asked_too) = ca(true).await;
+        let (_dir, pool, mut setup) = setup_with_account("http://127.0.0.1:9/dir").await;
+        setup.directory = directory;
+        assert_eq!(renewal_window(&pool, &setup, &chain).await.unwrap(), None);
+        // A self-signed certificate has no authority key identifier.
+        let (directory, _) = ca(true).await;
+        let (_dir, pool, setup) = setup_with_account(&directory).await;
+        let self_signed = rcgen::generate_simple_self_signed(vec!["rtc.example.org".to_owned()])
+            .unwrap()
+            .cert
+            .pem();
+        assert_eq!(
+            renewal_window(&pool, &setup, &self_signed).await.unwrap(),
+            None
+        );
+        assert!(asked.lock().unwrap().is_empty() && asked_too.lock().unwrap().is_empty());
+    }
+}
