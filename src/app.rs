@@ -180,12 +180,22 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
                     directory: settings.acme_directory.url().to_owned(),
                     email: settings.acme_email.clone(),
                     domains: settings.acme_domains.clone(),
-                    responder: crate::acme::order::Responder::Http01(challenges),
+                    responder: match settings.acme_challenge {
+                        config::AcmeChallenge::Http01 => {
+                            crate::acme::order::Responder::Http01(challenges)
+                        }
+                        config::AcmeChallenge::TlsAlpn01 => {
+                            crate::acme::order::Responder::TlsAlpn01(certificates.alpn_challenges())
+                        }
+                    },
                     http: HttpClient::with_tls_config(tls),
                 },
                 certificates: certificates.clone(),
                 handle: handle.clone(),
-                http_port: bound.port(),
+                ports: crate::acme::plan::Ports {
+                    http: bound.port(),
+                    https: settings.https_bind.map(|bind| bind.port()),
+                },
             };
             tokio::spawn(task.run());
             Some(handle)

@@ -9,12 +9,16 @@
 //!   made anew when the public names change or it is near its end ([`TlsCertificates::load_or_create`]);
 //! - `files`: a PEM chain and key ([`CertFiles`]), read at start and re-read by [`watch_files`]
 //!   when either file changes; a bad new pair is logged and the old certificate kept;
-//! - ACME (to come) installs what it obtains through the same [`TlsCertificates::install`].
+//! - ACME installs what it obtains through the same [`TlsCertificates::install`].
 //!
 //! ALPN: the HTTPS listener offers [`HTTPS_ALPN`] and accepts clients that offer none (TURN
-//! clients). TLS-ALPN-01 (`acme-tls/1`) is the extension point: add the protocol there and answer
-//! it in [`Resolver`]'s `resolve` with the challenge certificate before the served one.
+//! clients). A client that offers only `acme-tls/1` is an ACME CA validating TLS-ALPN-01
+//! (RFC 8737): the HTTPS listener's resolver answers it with the challenge certificate published
+//! for the SNI name in [`AlpnChallenges`] while an order waits, and refuses the handshake when
+//! none is; the HTTPS front closes such a connection right after the handshake. TURN over TLS
+//! (5349) never answers challenges.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -34,9 +38,12 @@ use crate::db::unix_now;
 const SELF_SIGNED_DAYS: i64 = 365;
 /// It is made anew when fewer days than this are left.
 const RENEW_DAYS_BEFORE: i64 = 30;
-/// Application protocols the HTTPS listener offers, preferred first: HTTP, and TURN's own
-/// (`stun.turn`, RFC 7443). Clients that offer none (most TURN clients) are accepted too.
-pub const HTTPS_ALPN: &[&[u8]] = &[b"http/1.1", b"stun.turn"];
+/// TLS-ALPN-01's protocol (RFC 8737): a CA validating a challenge offers it alone.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+/// Application protocols the HTTPS listener offers, preferred first: HTTP, TURN's own
+/// (`stun.turn`, RFC 7443), and TLS-ALPN-01's. Clients that offer none (most TURN clients) are
+/// accepted too.
+pub const HTTPS_ALPN: &[&[u8]] = &[b"http/1.1", b"stun.turn", ACME_TLS_ALPN];
 /// How often `files` mode looks at the certificate files.
 pub const FILES_POLL_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -52,24 +59,111 @@ pub struct CertificateInfo {
     pub publicly_trusted: bool,
 }
 
-/// The live certificate; cloning shares it.
+/// The live certificate; cloning shares it (and the TLS-ALPN-01 challenges).
 #[derive(Clone, Debug)]
 pub struct TlsCertificates {
     current: Arc<Resolver>,
+    challenges: AlpnChallenges,
 }
 
+/// The served certificate, for TURN over TLS (5349).
 #[derive(Debug)]
 struct Resolver {
     key: RwLock<(Arc<CertifiedKey>, CertificateInfo)>,
 }
 
-impl ResolvesServerCert for Resolver {
-    // Extension point for TLS-ALPN-01: when `hello.alpn()` offers `acme-tls/1`, answer with the
-    // pending challenge certificate instead (and add the protocol to `HTTPS_ALPN`).
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+impl Resolver {
+    fn served(&self) -> Arc<CertifiedKey> {
         match self.key.read() {
-            Ok(guard) => Some(guard.0.clone()),
-            Err(poisoned) => Some(poisoned.into_inner().0.clone()),
+            Ok(guard) => guard.0.clone(),
+            Err(poisoned) => poisoned.into_inner().0.clone(),
+        }
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.served())
+    }
+}
+
+/// The HTTPS listener's resolver: the served certificate, except for TLS-ALPN-01 validations.
+#[derive(Debug)]
+struct HttpsResolver {
+    served: Arc<Resolver>,
+    challenges: AlpnChallenges,
+}
+
+impl ResolvesServerCert for HttpsResolver {
+    /// A client offering `acme-tls/1` alone gets the challenge certificate for its SNI name, or
+    /// no handshake when no challenge waits for that name; `acme-tls/1` among other protocols is
+    /// refused too (RFC 8737 §3: the CA offers it alone). Everyone else gets the served one.
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let offered: Vec<&[u8]> = hello.alpn().map(Iterator::collect).unwrap_or_default();
+        if !offered.contains(&ACME_TLS_ALPN) {
+            return Some(self.served.served());
+        }
+        let name = hello.server_name().map(str::to_ascii_lowercase);
+        let answer = match (offered.len(), &name) {
+            (1, Some(name)) => self.challenges.certificate(name),
+            _ => None,
+        };
+        if answer.is_none() {
+            tracing::debug!(
+                sni = name.as_deref().unwrap_or("(none)"),
+                "refused an acme-tls/1 handshake: no TLS-ALPN-01 challenge waits for this name"
+            );
+        }
+        answer
+    }
+}
+
+/// TLS-ALPN-01 challenge certificates by name (RFC 8737), published while an order waits for
+/// the CA: the ACME task writes, the HTTPS listener's resolver reads. Cloning shares them.
+#[derive(Clone, Default)]
+pub struct AlpnChallenges {
+    by_name: Arc<RwLock<HashMap<String, Arc<CertifiedKey>>>>,
+}
+
+/// The certificates carry key authorization digests: only their number is shown.
+impl std::fmt::Debug for AlpnChallenges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pending = match self.by_name.read() {
+            Ok(guard) => guard.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
+        };
+        f.debug_struct("AlpnChallenges")
+            .field("pending", &pending)
+            .finish()
+    }
+}
+
+impl AlpnChallenges {
+    /// Answers `acme-tls/1` handshakes for `name` with a new self-signed certificate for it that
+    /// carries `digest` (the SHA-256 of the key authorization) in the critical acmeIdentifier
+    /// extension, until [`AlpnChallenges::withdraw`].
+    pub fn publish(&self, name: &str, digest: &[u8; 32]) -> anyhow::Result<()> {
+        let certificate = Arc::new(challenge_certificate(name, digest)?);
+        let mut guard = match self.by_name.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard.insert(name.to_ascii_lowercase(), certificate);
+        Ok(())
+    }
+
+    pub fn withdraw(&self, name: &str) {
+        let mut guard = match self.by_name.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard.remove(&name.to_ascii_lowercase());
+    }
+
+    fn certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        match self.by_name.read() {
+            Ok(guard) => guard.get(name).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(name).cloned(),
         }
     }
 }
@@ -168,7 +262,13 @@ impl TlsCertificates {
             current: Arc::new(Resolver {
                 key: RwLock::new((Arc::new(key), info)),
             }),
+            challenges: AlpnChallenges::default(),
         }
+    }
+
+    /// Where TLS-ALPN-01 challenge certificates are published for the HTTPS listener.
+    pub fn alpn_challenges(&self) -> AlpnChallenges {
+        self.challenges.clone()
     }
 
     /// What is served now.
@@ -179,23 +279,31 @@ impl TlsCertificates {
         }
     }
 
-    /// A rustls server configuration that always serves the current certificate.
+    /// A rustls server configuration that always serves the current certificate (TURN over
+    /// TLS: no ALPN, no challenges).
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_no_client_auth()
-            .with_cert_resolver(self.current.clone());
-        Arc::new(config)
+        Arc::new(config_with(self.current.clone()))
     }
 }
 
-/// The HTTPS listener's configuration: [`TlsCertificates::server_config`] offering [`HTTPS_ALPN`].
+/// The HTTPS listener's configuration: the current certificate, [`HTTPS_ALPN`], and the
+/// TLS-ALPN-01 challenge certificates for clients that offer `acme-tls/1`.
 pub fn https_server_config(certificates: &TlsCertificates) -> Arc<rustls::ServerConfig> {
-    let mut config = (*certificates.server_config()).clone();
+    let mut config = config_with(Arc::new(HttpsResolver {
+        served: certificates.current.clone(),
+        challenges: certificates.challenges.clone(),
+    }));
     config.alpn_protocols = HTTPS_ALPN.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
+}
+
+fn config_with(resolver: Arc<dyn ResolvesServerCert>) -> rustls::ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_no_client_auth()
+        .with_cert_resolver(resolver)
 }
 
 /// `files` mode's certificate chain and key files, and what they looked like when last read.
@@ -411,6 +519,28 @@ fn self_signed(names: &[String], now: i64) -> anyhow::Result<(String, String, i6
     Ok((cert.pem(), key.serialize_pem(), not_after))
 }
 
+/// RFC 8737 §3's challenge certificate: self-signed, for `name` alone, with the key
+/// authorization's SHA-256 `digest` in the critical acmeIdentifier extension; a fresh key.
+fn challenge_certificate(name: &str, digest: &[u8; 32]) -> anyhow::Result<CertifiedKey> {
+    let dns_name = rcgen::SanType::DnsName(
+        name.to_ascii_lowercase()
+            .try_into()
+            .with_context(|| format!("'{name}' cannot be a certificate name"))?,
+    );
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).context("certificate parameters")?;
+    params.subject_alt_names.push(dns_name);
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::new_acme_identifier(digest));
+    let key = rcgen::KeyPair::generate().context("generating a key")?;
+    let cert = params
+        .self_signed(&key)
+        .context("signing the challenge certificate")?;
+    certified_key(&cert.pem(), &key.serialize_pem())
+}
+
 /// What a certificate chain's leaf says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeafFacts {
@@ -466,6 +596,68 @@ fn certified_key(cert_pem: &str, key_pem: &str) -> anyhow::Result<CertifiedKey> 
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| anyhow::anyhow!("unsupported key: {e}"))?;
     Ok(CertifiedKey::new(chain, signing))
+}
+
+/// Test helpers for TLS clients of rtcbox's listeners.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use rustls::pki_types::CertificateDer;
+
+    /// A TLS client offering `alpn` that accepts any certificate (what a CA does before it
+    /// checks a challenge certificate itself).
+    pub fn dangerous_client_accepting_any(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider)))
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    #[derive(Debug)]
+    struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+
+    impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &rustls::pki_types::ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+
+        // Signatures are not checked either: webpki refuses to parse a certificate with an
+        // unknown critical extension, which the acmeIdentifier is to it.
+        fn verify_tls12_signature(
+            &self,
+            _message: &[u8],
+            _cert: &CertificateDer<'_>,
+            _dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            _message: &[u8],
+            _cert: &CertificateDer<'_>,
+            _dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -745,6 +937,115 @@ mod tests {
         // A key that does not parse leaves the served certificate alone.
         assert!(certs.install(&chain, "garbage", "acme").is_err());
         assert_eq!(certs.info(), info);
+    }
+
+    /// The handshake's certificate and negotiated protocol, or the handshake's error.
+    async fn handshake(
+        connector: &tokio_rustls::TlsConnector,
+        addr: std::net::SocketAddr,
+        name: &str,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), std::io::Error> {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = connector
+            .connect(name.to_owned().try_into().unwrap(), tcp)
+            .await?;
+        let leaf = served_leaf(&tls);
+        let protocol = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        Ok((leaf, protocol))
+    }
+
+    /// The DNS names and the acmeIdentifier extension (critical?, its value) of a certificate.
+    fn challenge_facts(der: &[u8]) -> (Vec<String>, Option<(bool, Vec<u8>)>) {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        let names = leaf_facts(&pem_of(der)).unwrap().names;
+        // id-pe-acmeIdentifier, RFC 8737 §6.1: 1.3.6.1.5.5.7.1.31
+        let oid = x509_parser::oid_registry::Oid::from(&[1, 3, 6, 1, 5, 5, 7, 1, 31]).unwrap();
+        let extension = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid == oid)
+            .map(|e| (e.critical, e.value.to_vec()));
+        (names, extension)
+    }
+
+    fn pem_of(der: &[u8]) -> String {
+        use base64::Engine as _;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    }
+
+    #[tokio::test]
+    async fn acme_tls_handshakes_get_the_challenge_certificate_only_while_it_waits() {
+        let (chain, key) = pair("rtc.example.org");
+        let certs = TlsCertificates::from_pem(&chain, &key, "test").unwrap();
+        let addr = echo_server(&certs).await;
+        let acme = testing::dangerous_client_accepting_any(&[ACME_TLS_ALPN]);
+
+        // Nothing published: the handshake is refused, whatever the name.
+        assert!(handshake(&acme, addr, "rtc.example.org").await.is_err());
+
+        let digest = [0x5a; 32];
+        let challenges = certs.alpn_challenges();
+        challenges.publish("RTC.example.org", &digest).unwrap();
+        assert_eq!(format!("{challenges:?}"), "AlpnChallenges { pending: 1 }");
+        let (leaf, protocol) = handshake(&acme, addr, "rtc.example.org").await.unwrap();
+        assert_eq!(protocol.as_deref(), Some(ACME_TLS_ALPN));
+        assert_ne!(leaf, leaf_der(&chain));
+        let (names, extension) = challenge_facts(&leaf);
+        assert_eq!(names, ["rtc.example.org"]);
+        // Critical, an OCTET STRING (0x04, length 32) holding the digest.
+        let mut expected = vec![0x04, 0x20];
+        expected.extend_from_slice(&digest);
+        assert_eq!(extension, Some((true, expected)));
+
+        // Another name, or acme-tls/1 among other protocols: refused.
+        assert!(handshake(&acme, addr, "other.example.org").await.is_err());
+        let mixed = testing::dangerous_client_accepting_any(&[b"http/1.1", ACME_TLS_ALPN]);
+        assert!(handshake(&mixed, addr, "rtc.example.org").await.is_err());
+        // Everyone else still gets the served certificate meanwhile.
+        let web = testing::dangerous_client_accepting_any(&[b"http/1.1"]);
+        let (leaf, protocol) = handshake(&web, addr, "rtc.example.org").await.unwrap();
+        assert_eq!(leaf, leaf_der(&chain));
+        assert_eq!(protocol.as_deref(), Some(&b"http/1.1"[..]));
+        let (leaf, _) = handshake(
+            &testing::dangerous_client_accepting_any(&[]),
+            addr,
+            "rtc.example.org",
+        )
+        .await
+        .unwrap();
+        assert_eq!(leaf, leaf_der(&chain));
+
+        // Withdrawn: refused again.
+        challenges.withdraw("rtc.example.org");
+        assert!(handshake(&acme, addr, "rtc.example.org").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn turn_over_tls_never_answers_challenges() {
+        let (chain, key) = pair("rtc.example.org");
+        let certs = TlsCertificates::from_pem(&chain, &key, "test").unwrap();
+        certs
+            .alpn_challenges()
+            .publish("rtc.example.org", &[1; 32])
+            .unwrap();
+        // A listener with the plain configuration (TURN over TLS on 5349).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config());
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _tls = acceptor.accept(tcp).await;
+        });
+        let (leaf, protocol) = handshake(
+            &testing::dangerous_client_accepting_any(&[ACME_TLS_ALPN]),
+            addr,
+            "rtc.example.org",
+        )
+        .await
+        .unwrap();
+        assert_eq!(leaf, leaf_der(&chain));
+        assert_eq!(protocol, None);
     }
 
     #[tokio::test]

@@ -1,15 +1,18 @@
 //! ACME (RFC 8555): rtcbox obtains and renews its certificate from a CA such as Let's Encrypt.
 //!
-//! - [`plan`]: the loop's decisions as pure functions of a virtual `now` (when to renew, the
-//!   retry backoff, errors in plain words); no IO.
+//! - [`plan`]: the loop's decisions as pure functions of a virtual `now` (when to renew, with
+//!   the CA's ARI window or without, the retry backoff, errors in plain words); no IO.
 //! - [`order`]: one order with instant-acme: the account (created once, stored in SQLite), the
-//!   HTTP-01 challenges, a CSR for a fresh key, the chain.
+//!   challenges answered by a [`order::Responder`] (HTTP-01 or TLS-ALPN-01), a CSR for a fresh
+//!   key, the chain; and the CA's renewal window for a certificate (ARI, RFC 9773).
 //! - [`task`]: the renewal loop `app` spawns: it stores each new certificate before it installs it
 //!   into the live resolver ([`crate::tls::TlsCertificates::install`]), so listeners never need a
-//!   restart; on failure the old certificate stays and a retry is scheduled.
+//!   restart; on failure the old certificate stays and a retry is scheduled. The admin panel's
+//!   "Renew now" wakes it through [`AcmeHandle::renew_now`].
 //!
 //! The public HTTP listener answers `/.well-known/acme-challenge/{token}` from [`Challenges`],
-//! the token map this module fills while an order waits for the CA. Secrets (the account key,
+//! the token map this module fills while an HTTP-01 order waits for the CA; the HTTPS listener
+//! answers `acme-tls/1` handshakes from [`crate::tls::AlpnChallenges`]. Secrets (the account key,
 //! certificate keys, key authorizations) are never logged.
 
 pub mod order;
@@ -17,7 +20,10 @@ pub mod plan;
 pub mod task;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 /// HTTP-01 tokens and their key authorizations, shared by the ACME task (writes) and the public
 /// HTTP listener (reads). Cloning shares the map.
@@ -64,10 +70,18 @@ pub struct AcmeStatus {
     pub last_success: Option<i64>,
 }
 
-/// A shared view of [`AcmeStatus`]; the task writes, the admin panel reads.
+/// A shared view of [`AcmeStatus`] (the task writes, the admin panel reads), and the admin
+/// panel's way to ask for a renewal now.
 #[derive(Clone, Debug, Default)]
 pub struct AcmeHandle {
     status: Arc<Mutex<AcmeStatus>>,
+    renew: Arc<RenewRequest>,
+}
+
+#[derive(Debug, Default)]
+struct RenewRequest {
+    asked: AtomicBool,
+    wake: Notify,
 }
 
 impl AcmeHandle {
@@ -75,8 +89,27 @@ impl AcmeHandle {
         lock(&self.status).clone()
     }
 
+    /// Asks the task for a new certificate now, whatever its schedule (after fixing a port
+    /// forward, say). An order already running counts as the answer.
+    pub fn renew_now(&self) {
+        self.renew.asked.store(true, Ordering::SeqCst);
+        self.renew.wake.notify_one();
+    }
+
     fn update(&self, change: impl FnOnce(&mut AcmeStatus)) {
         change(&mut lock(&self.status));
+    }
+
+    /// Whether a renewal was asked for since the last call; the task calls it as an order
+    /// starts, so a request during an order does not order twice.
+    pub(crate) fn take_renew_request(&self) -> bool {
+        self.renew.asked.swap(false, Ordering::SeqCst)
+    }
+
+    /// Waits for [`AcmeHandle::renew_now`] (returns at once when it was called while nobody
+    /// waited).
+    async fn renew_requested(&self) {
+        self.renew.wake.notified().await;
     }
 }
 

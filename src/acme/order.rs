@@ -1,5 +1,6 @@
 //! One ACME order: account (stored once per directory), authorizations answered by a
-//! [`Responder`] until the CA has decided, a CSR for a fresh key, the chain.
+//! [`Responder`] until the CA has decided, a CSR for a fresh key, the chain. Also the CA's
+//! renewal window for a certificate ([`renewal_window`], ARI).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,15 +9,19 @@ use std::time::Duration;
 use axum::body::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
-    Identifier, KeyAuthorization, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse,
+    CertificateIdentifier, ChallengeType, Identifier, KeyAuthorization, NewAccount, NewOrder,
+    OrderStatus, RetryPolicy,
 };
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 use sqlx::SqlitePool;
 
 use super::Challenges;
-use super::plan::AcmeError;
+use super::plan::{AcmeError, Window};
 use crate::db;
 use crate::setup::fetch::{FetchError, HttpClient};
+use crate::tls::AlpnChallenges;
 
 /// How long the CA may take to validate the challenges, and then to issue.
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -47,18 +52,40 @@ impl std::fmt::Debug for Issued {
     }
 }
 
-/// Runs one order for `setup.domains` to the end.
-pub async fn obtain(pool: &SqlitePool, setup: &OrderSetup) -> Result<Issued, AcmeError> {
+/// Runs one order for `setup.domains` to the end. `replacing`: the stored certificate's chain
+/// when the order renews it; the CA is told (RFC 9773 §5), and a CA that does not take it as a
+/// replacement (no ARI, a certificate it does not know) is asked again without.
+pub async fn obtain(
+    pool: &SqlitePool,
+    setup: &OrderSetup,
+    replacing: Option<&str>,
+) -> Result<Issued, AcmeError> {
     let account = account(pool, setup).await?;
     let identifiers: Vec<Identifier> = setup
         .domains
         .iter()
         .map(|d| Identifier::Dns(d.clone()))
         .collect();
-    let mut order = account
-        .new_order(&NewOrder::new(&identifiers))
-        .await
-        .map_err(refused)?;
+    let plain = NewOrder::new(&identifiers);
+    let replaces = replacing.and_then(certificate_id);
+    let mut order = match replaces {
+        Some(id) => match account
+            .new_order(&NewOrder::new(&identifiers).replaces(id))
+            .await
+        {
+            Ok(order) => order,
+            Err(error) if !is_rate_limit(&error) => {
+                tracing::info!(
+                    "ACME: the CA does not take the order as a replacement of the current \
+                     certificate ({}); ordering without",
+                    refused(error)
+                );
+                account.new_order(&plain).await.map_err(refused)?
+            }
+            Err(error) => return Err(refused(error)),
+        },
+        None => account.new_order(&plain).await.map_err(refused)?,
+    };
 
     // Publish every answer before telling the CA, and withdraw them whatever happens.
     let mut published = Vec::new();
@@ -142,33 +169,52 @@ async fn validate(
     }
 }
 
+/// The CA's suggested renewal window for the leaf of `chain_pem` (ARI, RFC 9773) and its hint
+/// when to ask again. `Ok(None)`: the CA offers no ARI, there is no account with it yet, or the
+/// certificate cannot be identified to it (no authority key identifier).
+pub async fn renewal_window(
+    pool: &SqlitePool,
+    setup: &OrderSetup,
+    chain_pem: &str,
+) -> Result<Option<(Window, Duration)>, AcmeError> {
+    let Some(id) = certificate_id(chain_pem) else {
+        return Ok(None);
+    };
+    let Some(account) = stored_account(pool, setup).await? else {
+        return Ok(None);
+    };
+    match account.renewal_info(&id).await {
+        Ok((info, retry_after)) => Ok(Some((
+            Window {
+                start: info.suggested_window.start.unix_timestamp(),
+                end: info.suggested_window.end.unix_timestamp(),
+            },
+            retry_after,
+        ))),
+        Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+        Err(error) => Err(refused(error)),
+    }
+}
+
+/// The certificate's name for the CA (authority key identifier and serial), for ARI.
+fn certificate_id(chain_pem: &str) -> Option<CertificateIdentifier<'static>> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()?
+        .ok()?;
+    CertificateIdentifier::try_from(&leaf).ok()
+}
+
+fn is_rate_limit(error: &instant_acme::Error) -> bool {
+    matches!(error, instant_acme::Error::Api(problem) if problem_kind(problem) == "rateLimited")
+}
+
 /// The stored account for this directory, or a new one (stored before use).
 async fn account(pool: &SqlitePool, setup: &OrderSetup) -> Result<Account, AcmeError> {
-    let unreachable = |e: instant_acme::Error| match e {
-        instant_acme::Error::Api(problem) => refused(instant_acme::Error::Api(problem)),
-        other => AcmeError::Unreachable {
-            directory: setup.directory.clone(),
-            reason: other.to_string(),
-        },
-    };
+    if let Some(account) = stored_account(pool, setup).await? {
+        return Ok(account);
+    }
     let storage = |e: sqlx::Error| AcmeError::Other(format!("the ACME account store: {e}"));
     let builder = || Account::builder_with_http(Box::new(AcmeHttp(setup.http.clone())));
-    if let Some(json) = db::acme::account(pool, &setup.directory)
-        .await
-        .map_err(storage)?
-    {
-        match serde_json::from_str::<AccountCredentials>(&json) {
-            Ok(credentials) => {
-                return builder()
-                    .from_credentials(credentials)
-                    .await
-                    .map_err(unreachable);
-            }
-            Err(e) => {
-                tracing::warn!("the stored ACME account is unreadable ({e}); creating a new one")
-            }
-        }
-    }
     let contact = setup.email.as_ref().map(|e| format!("mailto:{e}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
     let (account, credentials) = builder()
@@ -182,7 +228,7 @@ async fn account(pool: &SqlitePool, setup: &OrderSetup) -> Result<Account, AcmeE
             None,
         )
         .await
-        .map_err(unreachable)?;
+        .map_err(|e| unreachable(setup, e))?;
     let json = serde_json::to_string(&credentials)
         .map_err(|e| AcmeError::Other(format!("serialising the ACME account: {e}")))?;
     db::acme::store_account(pool, &setup.directory, &json, db::unix_now())
@@ -190,6 +236,43 @@ async fn account(pool: &SqlitePool, setup: &OrderSetup) -> Result<Account, AcmeE
         .map_err(storage)?;
     tracing::info!(directory = %setup.directory, account = account.id(), "created an ACME account");
     Ok(account)
+}
+
+/// The stored account for this directory (its directory fetched), if there is a readable one.
+async fn stored_account(
+    pool: &SqlitePool,
+    setup: &OrderSetup,
+) -> Result<Option<Account>, AcmeError> {
+    let json = db::acme::account(pool, &setup.directory)
+        .await
+        .map_err(|e| AcmeError::Other(format!("the ACME account store: {e}")))?;
+    let Some(json) = json else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<AccountCredentials>(&json) {
+        Ok(credentials) => Account::builder_with_http(Box::new(AcmeHttp(setup.http.clone())))
+            .from_credentials(credentials)
+            .await
+            .map(Some)
+            .map_err(|e| unreachable(setup, e)),
+        Err(e) => {
+            tracing::warn!(
+                "the stored ACME account is unreadable ({e}); the next order creates a new one"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// An error reaching the directory: the CA's own answer, or the network's.
+fn unreachable(setup: &OrderSetup, error: instant_acme::Error) -> AcmeError {
+    match error {
+        instant_acme::Error::Api(problem) => refused(instant_acme::Error::Api(problem)),
+        other => AcmeError::Unreachable {
+            directory: setup.directory.clone(),
+            reason: other.to_string(),
+        },
+    }
 }
 
 /// After the order went invalid: the first failed challenge, as the CA described it.
@@ -253,18 +336,23 @@ fn problem_kind(problem: &instant_acme::Problem) -> String {
 pub enum Responder {
     /// HTTP-01: the public HTTP listener answers `/.well-known/acme-challenge/{token}`.
     Http01(Challenges),
+    /// TLS-ALPN-01: the HTTPS listener answers `acme-tls/1` handshakes for the name with a
+    /// challenge certificate.
+    TlsAlpn01(AlpnChallenges),
 }
 
 /// One published answer, to withdraw.
 #[derive(Debug)]
 pub enum Published {
     Http01 { token: String },
+    TlsAlpn01 { name: String },
 }
 
 impl Responder {
     fn challenge_type(&self) -> ChallengeType {
         match self {
             Responder::Http01(_) => ChallengeType::Http01,
+            Responder::TlsAlpn01(_) => ChallengeType::TlsAlpn01,
         }
     }
 
@@ -272,13 +360,14 @@ impl Responder {
     pub fn label(&self) -> &'static str {
         match self {
             Responder::Http01(_) => "http-01",
+            Responder::TlsAlpn01(_) => "tls-alpn-01",
         }
     }
 
     /// Makes the answer for `name` visible to the CA.
     async fn publish(
         &self,
-        _name: &str,
+        name: &str,
         token: &str,
         key_authorization: &KeyAuthorization,
     ) -> Result<Published, AcmeError> {
@@ -287,6 +376,24 @@ impl Responder {
                 challenges.insert(token.to_owned(), key_authorization.as_str().to_owned());
                 Ok(Published::Http01 {
                     token: token.to_owned(),
+                })
+            }
+            Responder::TlsAlpn01(challenges) => {
+                let digest: [u8; 32] =
+                    key_authorization
+                        .digest()
+                        .as_ref()
+                        .try_into()
+                        .map_err(|_| {
+                            AcmeError::Other("the key authorization digest is not SHA-256".into())
+                        })?;
+                challenges.publish(name, &digest).map_err(|e| {
+                    AcmeError::Other(format!(
+                        "making the TLS-ALPN-01 certificate for {name}: {e:#}"
+                    ))
+                })?;
+                Ok(Published::TlsAlpn01 {
+                    name: name.to_owned(),
                 })
             }
         }
@@ -299,6 +406,13 @@ impl Responder {
             (Responder::Http01(challenges), Published::Http01 { token }) => {
                 challenges.remove(&token)
             }
+            (Responder::TlsAlpn01(challenges), Published::TlsAlpn01 { name }) => {
+                challenges.withdraw(&name)
+            }
+            (responder, published) => tracing::error!(
+                "ACME: a {} answer cannot withdraw {published:?}",
+                responder.label()
+            ),
         }
     }
 }
@@ -341,5 +455,136 @@ impl instant_acme::HttpClient for AcmeHttp {
             *response.headers_mut() = fetched.headers;
             Ok(BytesResponse::from(response))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::extract::Path;
+    use axum::routing::get;
+    use base64::Engine as _;
+
+    use super::*;
+
+    /// A CA's directory (with `renewalInfo` when `ari`) and its ARI endpoint on loopback, and
+    /// the certificate ids the endpoint was asked about.
+    async fn ca(ari: bool) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let mut directory = serde_json::json!({
+            "newNonce": format!("{base}/nonce"),
+            "newAccount": format!("{base}/account"),
+            "newOrder": format!("{base}/order"),
+        });
+        if ari {
+            directory["renewalInfo"] = format!("{base}/ari").into();
+        }
+        let seen = asked.clone();
+        let app = Router::new()
+            .route("/dir", get(move || async move { axum::Json(directory) }))
+            .route(
+                "/ari/{id}",
+                get(move |Path(id): Path<String>| async move {
+                    seen.lock().unwrap().push(id);
+                    (
+                        [("retry-after", "21600")],
+                        axum::Json(serde_json::json!({"suggestedWindow": {
+                            "start": "2027-01-01T00:00:00Z",
+                            "end": "2027-01-03T00:00:00Z",
+                        }})),
+                    )
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("{base}/dir"), asked)
+    }
+
+    /// A leaf issued by a test CA, with the authority key identifier ARI names it by.
+    fn issued_chain() -> String {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let mut leaf = rcgen::CertificateParams::new(vec!["rtc.example.org".to_owned()]).unwrap();
+        leaf.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate().unwrap();
+        leaf.signed_by(&key, &issuer).unwrap().pem()
+    }
+
+    async fn setup_with_account(directory: &str) -> (tempfile::TempDir, SqlitePool, OrderSetup) {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = db::open(dir.path()).await.unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let credentials = serde_json::json!({
+            "id": "http://ca.test/account/1",
+            "key_pkcs8": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.serialize_der()),
+            "directory": directory,
+        });
+        db::acme::store_account(&pool, directory, &credentials.to_string(), 0)
+            .await
+            .unwrap();
+        let setup = OrderSetup {
+            directory: directory.to_owned(),
+            email: None,
+            domains: vec!["rtc.example.org".to_owned()],
+            responder: Responder::Http01(Challenges::default()),
+            http: HttpClient::new(None).unwrap(),
+        };
+        (dir, pool, setup)
+    }
+
+    #[tokio::test]
+    async fn the_cas_renewal_window_is_asked_for_the_certificate_by_its_identifier() {
+        let (directory, asked) = ca(true).await;
+        let (_dir, pool, setup) = setup_with_account(&directory).await;
+        let chain = issued_chain();
+        let (window, retry_after) = renewal_window(&pool, &setup, &chain)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            window,
+            Window {
+                start: 1_798_761_600,
+                end: 1_798_934_400
+            }
+        );
+        // The hint, give or take the second that passed.
+        assert!(
+            (21_590..=21_600).contains(&retry_after.as_secs()),
+            "{retry_after:?}"
+        );
+        let expected = certificate_id(&chain).unwrap().to_string();
+        assert_eq!(*asked.lock().unwrap(), [expected]);
+    }
+
+    #[tokio::test]
+    async fn without_ari_or_an_account_or_an_identifier_there_is_no_window() {
+        let (directory, asked) = ca(false).await;
+        let (_dir, pool, setup) = setup_with_account(&directory).await;
+        let chain = issued_chain();
+        assert_eq!(renewal_window(&pool, &setup, &chain).await.unwrap(), None);
+
+        // No account for this directory: the CA is not even asked (nor an account made).
+        let (directory, asked_too) = ca(true).await;
+        let (_dir, pool, mut setup) = setup_with_account("http://127.0.0.1:9/dir").await;
+        setup.directory = directory;
+        assert_eq!(renewal_window(&pool, &setup, &chain).await.unwrap(), None);
+        // A self-signed certificate has no authority key identifier.
+        let (directory, _) = ca(true).await;
+        let (_dir, pool, setup) = setup_with_account(&directory).await;
+        let self_signed = rcgen::generate_simple_self_signed(vec!["rtc.example.org".to_owned()])
+            .unwrap()
+            .cert
+            .pem();
+        assert_eq!(
+            renewal_window(&pool, &setup, &self_signed).await.unwrap(),
+            None
+        );
+        assert!(asked.lock().unwrap().is_empty() && asked_too.lock().unwrap().is_empty());
     }
 }

@@ -628,6 +628,21 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         }
         None => AcmeChallenge::Http01,
     };
+    if tls_mode == TlsMode::Acme
+        && acme_challenge == AcmeChallenge::TlsAlpn01
+        && https_bind.is_none()
+    {
+        return Err(error(
+            SettingKey::HttpsBind,
+            origins
+                .get(&SettingKey::HttpsBind)
+                .cloned()
+                .unwrap_or(Origin::Default),
+            "is 0 (off), but RTCBOX_ACME_CHALLENGE=tls-alpn-01 is answered on rtcbox's HTTPS \
+             listener: turn it on (e.g. 0.0.0.0:8443, with port 443 forwarded to it) or use \
+             RTCBOX_ACME_CHALLENGE=http-01",
+        ));
+    }
     let acme_directory = match pick(SettingKey::AcmeDirectory)? {
         Some((raw, origin)) => {
             AcmeDirectory::parse(&raw).map_err(|m| error(SettingKey::AcmeDirectory, origin, m))?

@@ -445,6 +445,30 @@ fn tls_and_acme_settings_parse_with_defaults_and_clear_refusals() {
         "rtc.example.org,turn.example.org"
     );
 
+    // tls-alpn-01, in any case, with the HTTPS listener on; off is fine outside acme mode.
+    for (raw, https_bind, mode) in [
+        ("tls-alpn-01", "0.0.0.0:8443", "acme"),
+        (" TLS-ALPN-01 ", "127.0.0.1:9443", "acme"),
+        ("tls-alpn-01", "0", "proxy"),
+    ] {
+        let s = resolve_with(
+            &[],
+            &[
+                ("RTCBOX_TLS_MODE", mode),
+                ("RTCBOX_ACME_DOMAINS", "rtc.example.org"),
+                ("RTCBOX_ACME_CHALLENGE", raw),
+                ("RTCBOX_HTTPS_BIND", https_bind),
+            ],
+            stored_pair(),
+        )
+        .unwrap();
+        assert_eq!(s.acme_challenge, AcmeChallenge::TlsAlpn01, "{raw:?}");
+        assert_eq!(
+            s.value(SettingKey::AcmeChallenge).as_deref(),
+            Some("tls-alpn-01")
+        );
+    }
+
     let refused = |env: &[(&str, &str)], expected: &str| {
         let e = resolve_with(&[], env, stored_pair())
             .unwrap_err()
@@ -456,12 +480,19 @@ fn tls_and_acme_settings_parse_with_defaults_and_clear_refusals() {
         "'dns-01' is not available yet",
     );
     refused(
-        &[("RTCBOX_ACME_CHALLENGE", "tls-alpn-01")],
-        "not available yet",
-    );
-    refused(
         &[("RTCBOX_ACME_CHALLENGE", "smoke")],
-        "not an ACME challenge",
+        "'smoke' is not an ACME challenge (use http-01 or tls-alpn-01)",
+    );
+    // TLS-ALPN-01 is answered on the HTTPS listener: without it, acme mode cannot start.
+    refused(
+        &[
+            ("RTCBOX_TLS_MODE", "acme"),
+            ("RTCBOX_ACME_DOMAINS", "rtc.example.org"),
+            ("RTCBOX_ACME_CHALLENGE", "tls-alpn-01"),
+            ("RTCBOX_HTTPS_BIND", "0"),
+        ],
+        "RTCBOX_HTTPS_BIND (from environment variable RTCBOX_HTTPS_BIND): is 0 (off), but \
+         RTCBOX_ACME_CHALLENGE=tls-alpn-01 is answered on rtcbox's HTTPS listener",
     );
     refused(&[("RTCBOX_ACME_DOMAINS", "192.0.2.1")], "is an IP address");
     refused(&[("RTCBOX_ACME_DOMAINS", "*.example.org")], "wildcard");

@@ -255,17 +255,24 @@ impl fmt::Display for TlsMode {
 pub enum AcmeChallenge {
     /// The CA fetches `http://<name>/.well-known/acme-challenge/<token>` on port 80.
     Http01,
+    /// The CA opens TLS to `<name>:443` offering `acme-tls/1` (RFC 8737); rtcbox's HTTPS
+    /// listener answers.
+    TlsAlpn01,
 }
 
 impl AcmeChallenge {
     pub fn parse(raw: &str) -> Result<Self, String> {
         match raw.trim().to_ascii_lowercase().as_str() {
             "http-01" => Ok(AcmeChallenge::Http01),
-            other @ ("tls-alpn-01" | "dns-01") => Err(format!(
+            "tls-alpn-01" => Ok(AcmeChallenge::TlsAlpn01),
+            other @ "dns-01" => Err(format!(
                 "'{other}' is not available yet; use http-01 (the CA reaches port 80, forwarded \
-                 to rtcbox's HTTP port)"
+                 to rtcbox's HTTP port) or tls-alpn-01 (the CA reaches port 443, forwarded to \
+                 rtcbox's HTTPS port)"
             )),
-            other => Err(format!("'{other}' is not an ACME challenge (use http-01)")),
+            other => Err(format!(
+                "'{other}' is not an ACME challenge (use http-01 or tls-alpn-01)"
+            )),
         }
     }
 }
@@ -274,6 +281,7 @@ impl fmt::Display for AcmeChallenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
         })
     }
 }

@@ -3,6 +3,10 @@
 //! ([`framing::opening`]): a STUN message goes to the TURN server as a TLS client (the path
 //! the TURN-TLS listener's connections take), anything else to the public web application.
 //!
+//! A client that negotiated `acme-tls/1` is an ACME CA validating TLS-ALPN-01: the handshake
+//! (with the challenge certificate, see [`crate::tls`]) was all it came for, so the connection is
+//! closed at once and reaches neither service.
+//!
 //! A client that negotiated `stun.turn` by ALPN is TURN without looking. A negotiated
 //! `http/1.1` is not trusted to mean HTTP: coturn's client offers `http/1.1` before `stun.turn`. The bytes looked at are
 //! not lost: the chosen service reads them first ([`Rewound`]). Limits: the TLS handshake and
@@ -14,7 +18,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::http::HEADER_READ_TIMEOUT;
@@ -60,16 +64,19 @@ impl HttpsFront {
     /// application; a TURN client is served here until it ends, and then, like a failed
     /// handshake or a client that says nothing, gives `None`.
     pub async fn open(&self, stream: TcpStream, peer: SocketAddr) -> Option<Box<dyn Io>> {
-        let tls = tls_handshake(&self.acceptor, stream, peer).await?;
-        let Some(turn) = &self.turn else {
-            return Some(Box::new(tls));
-        };
+        let mut tls = tls_handshake(&self.acceptor, stream, peer).await?;
         let (kind, stream) = match tls.get_ref().1.alpn_protocol() {
+            Some(crate::tls::ACME_TLS_ALPN) => {
+                let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, tls.shutdown()).await;
+                return None;
+            }
             Some(b"stun.turn") => (Opening::Turn, Rewound::new(Vec::new(), tls)),
+            _ if self.turn.is_none() => return Some(Box::new(tls)),
             _ => sort(tls).await?,
         };
         match kind {
             Opening::Turn => {
+                let turn = self.turn.as_ref()?;
                 let _ = stream.inner.get_ref().0.set_nodelay(true);
                 turn.serve(stream, peer).await;
                 None

@@ -1,23 +1,33 @@
-"""ACME (HTTP-01) against Debian's pebble, Let's Encrypt's test CA, everything on loopback.
+"""ACME (HTTP-01 and TLS-ALPN-01) against Debian's pebble, Let's Encrypt's test CA, everything on
+loopback.
 
 pebble listens on 127.0.0.1 with the suite's test certificate (rtcbox trusts it through
 RTCBOX_ACME_CA_FILE) and resolves every name through pebble-challtestsrv, which answers A queries
 with 127.0.0.1 and AAAA with nothing; so pebble validates ``http://rtc.test:<httpPort>/.well-known/
 acme-challenge/…`` on 127.0.0.1, where ``httpPort`` is rtcbox's public HTTP port (the real CA's
-port 80). rtcbox is always pointed at pebble (RTCBOX_ACME_DIRECTORY): a test never reaches
-Let's Encrypt.
+port 80), and TLS-ALPN-01 at ``rtc.test:<tlsPort>``, rtcbox's HTTPS port (the real CA's 443).
+rtcbox is always pointed at pebble (RTCBOX_ACME_DIRECTORY): a test never reaches Let's Encrypt.
+Debian's pebble (2.4) has no ARI (no ``renewalInfo`` in its directory), so these runs take the
+"a third of the lifetime" path; the ARI decisions are unit-tested in ``acme::plan``.
 
 - Issuance: rtcbox obtains a certificate for rtc.test; it is stored, and TURN over TLS serves it
   without a restart: a TLS client trusting only pebble's root (from pebble's management
   endpoint /roots/0) verifies it for ``rtc.test``. The dashboard says where it came from.
 - Failure: pebble validates on a closed port; rtcbox explains the failed challenge in plain words
   (log and dashboard), keeps its self-signed certificate and schedules a retry.
+- TLS-ALPN-01: with pebble's HTTP-01 port closed, rtcbox obtains the certificate by answering
+  ``acme-tls/1`` on its HTTPS port; a client verifying against pebble's root gets it there and on
+  TURN over TLS, the web application still answers on the HTTPS port, and once no challenge
+  waits an ``acme-tls/1`` handshake is refused.
+- "Renew now": the admin panel's button makes rtcbox order again at once; an HTTPS keep-alive
+  connection opened before keeps working with its certificate, new connections get the new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import http.client
 import json
 import os
 import re
@@ -73,7 +83,7 @@ class Pebble:
 def start_pebble(tmp_path, pki):
     started = []
 
-    def start(http_port: int) -> Pebble:
+    def start(http_port: int, tls_port: int | None = None) -> Pebble:
         dns_port = free_udp_tcp_port()
         cts = subprocess.Popen(
             [CHALLTESTSRV, "-dns01", f"127.0.0.1:{dns_port}", "-defaultIPv4", "127.0.0.1",
@@ -87,8 +97,8 @@ def start_pebble(tmp_path, pki):
             "listenAddress": f"127.0.0.1:{listen}",
             "managementListenAddress": f"127.0.0.1:{management}",
             "certificate": pki["cert"], "privateKey": pki["key"],
-            # Where pebble validates HTTP-01 (port 80 for a real CA) and TLS-ALPN-01 (unused).
-            "httpPort": http_port, "tlsPort": free_port(),
+            # Where pebble validates HTTP-01 (port 80 for a real CA) and TLS-ALPN-01 (443).
+            "httpPort": http_port, "tlsPort": tls_port or free_port(),
             "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
                    PEBBLE_AUTHZREUSE="0")
@@ -115,6 +125,11 @@ def acme_env(pebble: Pebble, pki: dict, http_port: int) -> dict:
             "RTCBOX_ACME_DIRECTORY": pebble.directory, "RTCBOX_ACME_CA_FILE": pki["ca"]}
 
 
+def tls_alpn_env(pebble: Pebble, pki: dict, https_port: int) -> dict:
+    return dict(acme_env(pebble, pki, free_port()), RTCBOX_ACME_CHALLENGE="tls-alpn-01",
+                RTCBOX_HTTPS_BIND=f"127.0.0.1:{https_port}")
+
+
 def stored_certificate(box) -> tuple[str, str]:
     with sqlite3.connect(box.data_dir / "rtcbox.db") as db:
         return db.execute("SELECT source, cert_pem FROM certificates WHERE id = 'default'").fetchone()
@@ -123,6 +138,10 @@ def stored_certificate(box) -> tuple[str, str]:
 def dashboard_text(box) -> str:
     panel = Panel(box)
     panel.set_up()
+    return dashboard_text_of(panel)
+
+
+def dashboard_text_of(panel: Panel) -> str:
     page = panel.get("/").text
     return html.unescape(re.sub(r"<[^>]+>", " ", page))
 
@@ -273,3 +292,116 @@ def test_a_restart_serves_the_stored_certificate_and_reuses_the_account(start_pe
         assert db.execute("SELECT COUNT(*) FROM acme_accounts").fetchone() == (1,)
     assert "created an ACME account" not in again.log_text()
     assert "installed a new certificate" not in again.log_text()
+
+
+def leaf_der(chain_pem: str) -> bytes:
+    first = chain_pem.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n"
+    return ssl.PEM_cert_to_DER_cert(first.strip() + "\n")
+
+
+def served_der(port: int, context: ssl.SSLContext) -> bytes:
+    """The certificate a new TLS connection to ``port`` gets for ``rtc.test``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as tcp:
+        with context.wrap_socket(tcp, server_hostname=DOMAIN) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def pebble_context(pebble: Pebble, pki: dict, tmp_path: Path) -> ssl.SSLContext:
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(pebble.root_pem(pki["ca"]))
+    return ssl.create_default_context(cafile=str(root))
+
+
+def https_connection(port: int, context: ssl.SSLContext) -> http.client.HTTPConnection:
+    """A keep-alive HTTPS connection to rtcbox's HTTPS port, for ``rtc.test`` (SNI and Host)."""
+    tcp = socket.create_connection(("127.0.0.1", port), timeout=10)
+    connection = http.client.HTTPConnection(DOMAIN, port, timeout=10)
+    connection.sock = context.wrap_socket(tcp, server_hostname=DOMAIN)
+    return connection
+
+
+def healthz(connection: http.client.HTTPConnection) -> int:
+    connection.request("GET", "/healthz")
+    response = connection.getresponse()
+    response.read()
+    assert not response.will_close, "the connection stays open"
+    return response.status
+
+
+def test_tls_alpn01_certificate_is_served_on_https_and_turn_tls(start_pebble, start_rtcbox, pki,
+                                                                tmp_path):
+    https_port = free_port()
+    closed = free_port()  # pebble's HTTP-01 port: nothing answers there
+    pebble = start_pebble(closed, tls_port=https_port)
+    box = start_rtcbox(tls_alpn_env(pebble, pki, https_port))
+
+    wait_until(lambda: stored_certificate(box)[0] == "acme", 60,
+               f"an ACME certificate (log:\n{box.log_text()[-3000:]})")
+    assert 'challenge="tls-alpn-01"' in box.log_text()
+    _, issued = stored_certificate(box)
+
+    # The HTTPS port and TURN over TLS serve it, and it chains to pebble's root.
+    context = pebble_context(pebble, pki, tmp_path)
+    wait_until(lambda: served_der(https_port, context) == leaf_der(issued), 10, "the new certificate")
+    assert served_der(box.turn_tls_port, context) == leaf_der(issued)
+    with socket.create_connection(("127.0.0.1", https_port), timeout=10) as tcp:
+        with context.wrap_socket(tcp, server_hostname=DOMAIN) as tls:
+            names = [value for kind, value in tls.getpeercert()["subjectAltName"] if kind == "DNS"]
+    assert names == [DOMAIN]
+    # The web application answers on the same port.
+    connection = https_connection(https_port, context)
+    assert healthz(connection) == 200
+    connection.close()
+
+    # No challenge waits now: a CA-style acme-tls/1 handshake is refused.
+    validator = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    validator.check_hostname = False
+    validator.verify_mode = ssl.CERT_NONE
+    validator.set_alpn_protocols(["acme-tls/1"])
+    with socket.create_connection(("127.0.0.1", https_port), timeout=10) as tcp:
+        with pytest.raises(ssl.SSLError):
+            validator.wrap_socket(tcp, server_hostname=DOMAIN)
+
+    text = dashboard_text(box)
+    assert "from the ACME CA" in text and "certificate valid" in text, text[-3000:]
+
+
+def test_renew_now_replaces_the_certificate_and_open_connections_keep_theirs(start_pebble,
+                                                                             start_rtcbox, pki,
+                                                                             tmp_path):
+    https_port = free_port()
+    pebble = start_pebble(free_port(), tls_port=https_port)
+    box = start_rtcbox(tls_alpn_env(pebble, pki, https_port))
+    wait_until(lambda: stored_certificate(box)[0] == "acme", 60,
+               f"an ACME certificate (log:\n{box.log_text()[-3000:]})")
+    _, first = stored_certificate(box)
+    context = pebble_context(pebble, pki, tmp_path)
+    wait_until(lambda: served_der(https_port, context) == leaf_der(first), 10, "the first certificate")
+
+    # A keep-alive connection opened with the first certificate.
+    before = https_connection(https_port, context)
+    assert healthz(before) == 200
+    assert before.sock.getpeercert(binary_form=True) == leaf_der(first)
+
+    panel = Panel(box)
+    panel.set_up()
+    assert 'action="/certificate/renew"' in panel.get("/").text
+    pressed = panel.post("/certificate/renew", {})
+    assert pressed.status_code == 303 and pressed.headers["location"] == "/", pressed.text
+
+    wait_until(lambda: stored_certificate(box)[1] != first, 60,
+               f"a renewed certificate (log:\n{box.log_text()[-3000:]})")
+    _, second = stored_certificate(box)
+    assert leaf_der(second) != leaf_der(first)
+    assert "a renewal was asked for in the admin panel" in box.log_text()
+    # New connections get the new certificate (installed right after it is stored) ...
+    wait_until(lambda: served_der(https_port, context) == leaf_der(second), 10,
+               "the renewed certificate on new connections")
+    assert served_der(box.turn_tls_port, context) == leaf_der(second)
+    # ... and the connection from before still answers, with its certificate.
+    assert healthz(before) == 200
+    assert before.sock.getpeercert(binary_form=True) == leaf_der(first)
+    before.close()
+
+    text = dashboard_text_of(panel)
+    assert "certificate valid" in text and "ACME last error" not in text, text[-3000:]

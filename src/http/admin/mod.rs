@@ -5,7 +5,8 @@
 //! - Then password login (argon2id), a session cookie (HttpOnly, SameSite=Strict, Secure when the
 //!   browser came over https), a CSRF token on every form, a login rate limit, logout.
 //! - Pages: dashboard, the setup wizard, the generated outputs, the verification page, recent
-//!   logs, settings (environment-pinned settings shown locked) and API key rotation.
+//!   logs, settings (environment-pinned settings shown locked), API key rotation, and "Renew
+//!   now" for an ACME certificate.
 //!
 //! Handlers are thin: the wizard's logic lives in `setup::wizard`, the generated files in
 //! `setup::outputs`, the checks in `setup::verify`. Every error becomes a page without internals;
@@ -135,6 +136,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/settings/keys", post(pages::rotate_keys))
         .route("/settings/password", post(pages::change_password))
+        .route("/certificate/renew", post(pages::renew_certificate))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(same_origin_posts))

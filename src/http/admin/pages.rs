@@ -34,6 +34,8 @@ pub struct DashboardPage {
     pub pending_restart: Vec<&'static str>,
     pub rooms: Option<Vec<RoomView>>,
     pub facts: Vec<(String, String)>,
+    /// Whether the certificate row offers "Renew now" (the certificate comes from ACME).
+    pub renew_certificate: bool,
     /// The TURN server; `None` when it does not run in this process.
     pub turn: Option<TurnView>,
     pub last_import: Option<ImportView>,
@@ -255,6 +257,7 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
         pending_restart,
         rooms,
         facts,
+        renew_certificate: state.acme.is_some(),
         turn: state.turn.as_ref().map(|turn| turn_view(&turn.status())),
         last_import,
     })
@@ -882,6 +885,27 @@ pub async fn rotate_keys(
             "Generated the new API key {key} and its secret. Restart rtcbox to use them; until then \
              the current pair stays in use."
         )).await
+}
+
+/// "Renew now" on the dashboard: wakes the ACME task, which orders a new certificate at once
+/// (after a port forward was fixed, say); the dashboard shows how it goes.
+pub async fn renew_certificate(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    form: FormData,
+) -> Response {
+    if let Err(rejected) = session.check_csrf(&form.0) {
+        return rejected;
+    }
+    let Some(acme) = &state.acme else {
+        return views::error_response(
+            StatusCode::CONFLICT,
+            "rtcbox does not get its certificate from an ACME CA (RTCBOX_TLS_MODE is not acme), \
+             so there is nothing to renew here.",
+        );
+    };
+    acme.renew_now();
+    Redirect::to("/").into_response()
 }
 
 pub async fn change_password(

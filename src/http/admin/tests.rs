@@ -210,7 +210,7 @@ const PAGES: [&str; 9] = [
     "/settings",
 ];
 
-const FORMS: [&str; 8] = [
+const FORMS: [&str; 9] = [
     "/wizard/homeserver",
     "/wizard/network",
     "/wizard/review",
@@ -218,6 +218,7 @@ const FORMS: [&str; 8] = [
     "/settings",
     "/settings/keys",
     "/settings/password",
+    "/certificate/renew",
     "/logout",
 ];
 
@@ -966,6 +967,67 @@ async fn key_rotation_and_password_change() {
         auth::verify_password("another good password".into(), password_hash)
             .await
             .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn renew_now_wakes_the_acme_task_only_with_a_session_and_its_csrf_token() {
+    let acme = crate::acme::AcmeHandle::default();
+    let pair = rcgen::generate_simple_self_signed(vec!["rtc.example.org".to_owned()]).unwrap();
+    let certificates = crate::tls::TlsCertificates::from_pem(
+        &pair.cert.pem(),
+        &pair.signing_key.serialize_pem(),
+        "acme",
+    )
+    .unwrap();
+    let panel = panel_configured(&[(SettingKey::FullAccessHomeservers, "example.org")], |s| {
+        s.acme = Some(acme.clone());
+        s.certificates = Some(certificates);
+    })
+    .await;
+    let (session, csrf) = panel.logged_in().await;
+    let dashboard = panel.get("/", &session).await;
+    assert!(
+        dashboard.body.contains("action=\"/certificate/renew\""),
+        "{}",
+        dashboard.body
+    );
+
+    let forged = panel
+        .post("/certificate/renew", &session, &[("csrf", "nope")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(!acme.take_renew_request(), "a forged form asks for nothing");
+    let anonymous = panel
+        .post("/certificate/renew", "", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert_ne!(anonymous.location(), "/");
+    assert!(!acme.take_renew_request());
+
+    let asked = panel
+        .post("/certificate/renew", &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(asked.status, StatusCode::SEE_OTHER);
+    assert_eq!(asked.location(), "/");
+    assert!(acme.take_renew_request());
+    assert!(!acme.take_renew_request(), "one request, taken once");
+}
+
+#[tokio::test]
+async fn renew_now_without_acme_says_why_not() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let dashboard = panel.get("/", &session).await;
+    assert!(!dashboard.body.contains("/certificate/renew"));
+    let reply = panel
+        .post("/certificate/renew", &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert!(
+        reply.body.contains("RTCBOX_TLS_MODE is not acme"),
+        "{}",
+        reply.body
     );
 }
 

@@ -1,4 +1,5 @@
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
@@ -118,4 +119,49 @@ async fn one_tls_port_serves_http_and_turn() {
         answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"),
         "{answer:?}"
     );
+}
+
+#[tokio::test]
+async fn a_tls_alpn_01_validation_is_closed_after_the_handshake() {
+    let turn = loopback_turn(Vec::new(), None).await;
+    let front = HttpsFront::new(&turn.certificates, turn.tls_streams.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Whatever reaches the web application is counted.
+    let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = reached.clone();
+    let service = tower::service_fn(move |_request| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Ok::<_, Infallible>(axum::response::IntoResponse::into_response("web")) }
+    });
+    let (_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(crate::http::serve_https(listener, front, service, async {
+        let _ = stop_rx.await;
+    }));
+    turn.certificates
+        .alpn_challenges()
+        .publish("localhost", &[3; 32])
+        .unwrap();
+
+    // The CA's side: only acme-tls/1 offered; the challenge certificate's own checks are the
+    // CA's business, so any certificate is accepted here.
+    let connector =
+        crate::tls::testing::dangerous_client_accepting_any(&[crate::tls::ACME_TLS_ALPN]);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(crate::tls::ACME_TLS_ALPN)
+    );
+    // A request is never answered: the server closes the connection.
+    let _ = tls
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    assert!(answer.is_empty(), "{answer:?}");
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
