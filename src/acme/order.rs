@@ -14,6 +14,7 @@ use instant_acme::{
 use sqlx::SqlitePool;
 
 use super::Challenges;
+use super::dns01::{Dns01, PublishedTxt, TxtRecord};
 use super::plan::AcmeError;
 use crate::db;
 use crate::setup::fetch::{FetchError, HttpClient};
@@ -253,18 +254,22 @@ fn problem_kind(problem: &instant_acme::Problem) -> String {
 pub enum Responder {
     /// HTTP-01: the public HTTP listener answers `/.well-known/acme-challenge/{token}`.
     Http01(Challenges),
+    /// DNS-01: a TXT record `_acme-challenge.<name>`, visible before the CA is told.
+    Dns01(Dns01),
 }
 
 /// One published answer, to withdraw.
 #[derive(Debug)]
 pub enum Published {
     Http01 { token: String },
+    Dns01(PublishedTxt),
 }
 
 impl Responder {
     fn challenge_type(&self) -> ChallengeType {
         match self {
             Responder::Http01(_) => ChallengeType::Http01,
+            Responder::Dns01(_) => ChallengeType::Dns01,
         }
     }
 
@@ -272,13 +277,14 @@ impl Responder {
     pub fn label(&self) -> &'static str {
         match self {
             Responder::Http01(_) => "http-01",
+            Responder::Dns01(_) => "dns-01",
         }
     }
 
     /// Makes the answer for `name` visible to the CA.
     async fn publish(
         &self,
-        _name: &str,
+        name: &str,
         token: &str,
         key_authorization: &KeyAuthorization,
     ) -> Result<Published, AcmeError> {
@@ -288,6 +294,10 @@ impl Responder {
                 Ok(Published::Http01 {
                     token: token.to_owned(),
                 })
+            }
+            Responder::Dns01(dns) => {
+                let record = TxtRecord::for_identifier(name, key_authorization.dns_value());
+                dns.publish(record).await.map(Published::Dns01)
             }
         }
     }
@@ -299,6 +309,11 @@ impl Responder {
             (Responder::Http01(challenges), Published::Http01 { token }) => {
                 challenges.remove(&token)
             }
+            (Responder::Dns01(dns), Published::Dns01(record)) => dns.withdraw(record).await,
+            (responder, published) => tracing::error!(
+                "ACME: {published:?} cannot be withdrawn by the {} responder",
+                responder.label()
+            ),
         }
     }
 }
