@@ -174,20 +174,14 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
                 settings.acme_ca_file.as_deref(),
                 "RTCBOX_ACME_CA_FILE",
             )?;
+            let responder = acme_responder(&settings, challenges, certificates, &handle)?;
             let task = crate::acme::task::AcmeTask {
                 pool: pool.clone(),
                 setup: crate::acme::order::OrderSetup {
                     directory: settings.acme_directory.url().to_owned(),
                     email: settings.acme_email.clone(),
                     domains: settings.acme_domains.clone(),
-                    responder: match settings.acme_challenge {
-                        config::AcmeChallenge::Http01 => {
-                            crate::acme::order::Responder::Http01(challenges)
-                        }
-                        config::AcmeChallenge::TlsAlpn01 => {
-                            crate::acme::order::Responder::TlsAlpn01(certificates.alpn_challenges())
-                        }
-                    },
+                    responder,
                     http: HttpClient::with_tls_config(tls),
                 },
                 certificates: certificates.clone(),
@@ -274,6 +268,64 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     );
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the ACME task answers the CA's challenges, by `RTCBOX_ACME_CHALLENGE` and, for dns-01,
+/// `RTCBOX_ACME_DNS_PROVIDER` (whose settings `config` has checked are complete).
+fn acme_responder(
+    settings: &Settings,
+    challenges: crate::acme::Challenges,
+    certificates: &crate::tls::TlsCertificates,
+    handle: &crate::acme::AcmeHandle,
+) -> anyhow::Result<crate::acme::order::Responder> {
+    use crate::acme::dns01::{Dns01, Provider, cloudflare::Cloudflare, rfc2136::Rfc2136};
+    use crate::acme::order::Responder;
+    let provider = match (settings.acme_challenge, settings.acme_dns_provider) {
+        (config::AcmeChallenge::Http01, _) => return Ok(Responder::Http01(challenges)),
+        (config::AcmeChallenge::TlsAlpn01, _) => {
+            return Ok(Responder::TlsAlpn01(certificates.alpn_challenges()));
+        }
+        (config::AcmeChallenge::Dns01, Some(config::DnsProvider::Rfc2136)) => {
+            let incomplete = || anyhow::anyhow!("RTCBOX_ACME_DNS_PROVIDER=rfc2136 is incomplete");
+            let server = settings.acme_dns_server.clone().ok_or_else(incomplete)?;
+            let key = settings
+                .acme_dns_tsig_key
+                .as_deref()
+                .ok_or_else(incomplete)?;
+            let secret = settings
+                .acme_dns_tsig_secret
+                .as_ref()
+                .ok_or_else(incomplete)?;
+            Provider::Rfc2136(
+                Rfc2136::new(
+                    server,
+                    settings.acme_dns_zone.as_deref(),
+                    key,
+                    settings.acme_dns_tsig_algorithm,
+                    secret,
+                )
+                .map_err(anyhow::Error::msg)?,
+            )
+        }
+        (config::AcmeChallenge::Dns01, Some(config::DnsProvider::Cloudflare)) => {
+            let token = settings
+                .acme_cloudflare_token
+                .clone()
+                .context("RTCBOX_ACME_CLOUDFLARE_TOKEN is not set")?;
+            // Cloudflare's API has a public certificate: the system roots, as for any request.
+            Provider::Cloudflare(Cloudflare::new(
+                HttpClient::new(None)?,
+                &settings.acme_cloudflare_api,
+                token,
+                settings.acme_dns_zone.clone(),
+            ))
+        }
+        (config::AcmeChallenge::Dns01, Some(config::DnsProvider::Manual)) => Provider::Manual,
+        (config::AcmeChallenge::Dns01, None) => {
+            anyhow::bail!("RTCBOX_ACME_CHALLENGE=dns-01 needs RTCBOX_ACME_DNS_PROVIDER")
+        }
+    };
+    Ok(Responder::Dns01(Dns01::new(provider, handle.clone())))
 }
 
 /// The certificate rtcbox's own TLS listeners (TURN-TLS, HTTPS) serve, when either runs, by

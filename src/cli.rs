@@ -172,14 +172,39 @@ pub struct SettingFlags {
     /// Contact e-mail for the ACME account [env: RTCBOX_ACME_EMAIL]
     #[arg(long, global = true, value_name = "EMAIL")]
     pub acme_email: Option<String>,
-    /// ACME challenge: http-01 [env: RTCBOX_ACME_CHALLENGE] [default: http-01]
+    /// ACME challenge: http-01 or dns-01 [env: RTCBOX_ACME_CHALLENGE] [default: http-01]
     #[arg(long, global = true, value_name = "TYPE")]
     pub acme_challenge: Option<String>,
     /// ACME directory: production, staging or an https:// URL [env: RTCBOX_ACME_DIRECTORY] [default: Let's Encrypt production]
     #[arg(long, global = true, value_name = "URL")]
     pub acme_directory: Option<String>,
     /// Extra CA certificates (PEM) trusted for the ACME server's HTTPS, e.g. a test CA [env: RTCBOX_ACME_CA_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
     pub acme_ca_file: Option<String>,
+    /// dns-01: who publishes the TXT record: rfc2136, cloudflare or manual [env: RTCBOX_ACME_DNS_PROVIDER]
+    #[arg(long, global = true, value_name = "PROVIDER")]
+    pub acme_dns_provider: Option<String>,
+    /// dns-01 rfc2136: DNS server taking dynamic updates, host[:port] [env: RTCBOX_ACME_DNS_SERVER]
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub acme_dns_server: Option<String>,
+    /// dns-01: zone holding _acme-challenge records [env: RTCBOX_ACME_DNS_ZONE] [default: found from the DNS server's SOA]
+    #[arg(long, global = true, value_name = "ZONE")]
+    pub acme_dns_zone: Option<String>,
+    /// dns-01 rfc2136: TSIG key name [env: RTCBOX_ACME_DNS_TSIG_KEY]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub acme_dns_tsig_key: Option<String>,
+    /// dns-01 rfc2136: TSIG algorithm, hmac-sha256 or hmac-sha512 [env: RTCBOX_ACME_DNS_TSIG_ALGORITHM] [default: hmac-sha256]
+    #[arg(long, global = true, value_name = "ALGORITHM")]
+    pub acme_dns_tsig_algorithm: Option<String>,
+    /// dns-01 rfc2136: TSIG secret (base64); prefer the environment [env: RTCBOX_ACME_DNS_TSIG_SECRET, RTCBOX_ACME_DNS_TSIG_SECRET_FILE]
+    #[arg(long, global = true, value_name = "BASE64")]
+    pub acme_dns_tsig_secret: Option<String>,
+    /// dns-01 cloudflare: API token with Zone.DNS edit; prefer the environment [env: RTCBOX_ACME_CLOUDFLARE_TOKEN, RTCBOX_ACME_CLOUDFLARE_TOKEN_FILE]
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub acme_cloudflare_token: Option<String>,
+    /// dns-01 cloudflare: API base URL, for tests [env: RTCBOX_ACME_CLOUDFLARE_API] [default: https://api.cloudflare.com/client/v4]
+    #[arg(long, global = true, value_name = "URL")]
+    pub acme_cloudflare_api: Option<String>,
 }
 
 impl SettingFlags {
@@ -219,6 +244,17 @@ impl SettingFlags {
         put(SettingKey::AcmeChallenge, &self.acme_challenge);
         put(SettingKey::AcmeDirectory, &self.acme_directory);
         put(SettingKey::AcmeCaFile, &self.acme_ca_file);
+        put(SettingKey::AcmeDnsProvider, &self.acme_dns_provider);
+        put(SettingKey::AcmeDnsServer, &self.acme_dns_server);
+        put(SettingKey::AcmeDnsZone, &self.acme_dns_zone);
+        put(SettingKey::AcmeDnsTsigKey, &self.acme_dns_tsig_key);
+        put(
+            SettingKey::AcmeDnsTsigAlgorithm,
+            &self.acme_dns_tsig_algorithm,
+        );
+        put(SettingKey::AcmeDnsTsigSecret, &self.acme_dns_tsig_secret);
+        put(SettingKey::AcmeCloudflareToken, &self.acme_cloudflare_token);
+        put(SettingKey::AcmeCloudflareApi, &self.acme_cloudflare_api);
         if self.admin_tls {
             map.insert(SettingKey::AdminTls, "true".into());
         }

@@ -8,7 +8,8 @@
 # and turnserver (Debian's coturn package: the TURN test's client, echo peer and baseline); for the browser
 # test also node >= 20 with npm and Debian's chromium (/usr/bin/chromium, or $RTCBOX_CHROMIUM);
 # for the packaging tests podman (with runc) to build and run the image, coreutils' chroot and
-# binutils' readelf (the static binary in an empty root, as root).
+# binutils' readelf (the static binary in an empty root, as root); for the ACME tests Debian's
+# pebble (the test CA) and knot (knotd: the DNS server DNS-01 updates through RFC 2136).
 # Installs the Python test peers into a venv (default ~/.cache/rtcbox-venv, reused when the
 # requirements did not change) and the browser test's npm packages into tests/browser/node_modules
 # (reused while package-lock.json is unchanged; playwright-core never downloads a browser). Cargo's

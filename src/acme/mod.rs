@@ -3,8 +3,10 @@
 //! - [`plan`]: the loop's decisions as pure functions of a virtual `now` (when to renew, with
 //!   the CA's ARI window or without, the retry backoff, errors in plain words); no IO.
 //! - [`order`]: one order with instant-acme: the account (created once, stored in SQLite), the
-//!   challenges answered by a [`order::Responder`] (HTTP-01 or TLS-ALPN-01), a CSR for a fresh
-//!   key, the chain; and the CA's renewal window for a certificate (ARI, RFC 9773).
+//!   challenges answered by a [`order::Responder`] (HTTP-01, TLS-ALPN-01, or DNS-01 through
+//!   [`dns01`]), a CSR for a fresh key, the chain; and the CA's renewal window for a
+//!   certificate (ARI, RFC 9773).
+//! - [`dns01`]: TXT records through RFC 2136 + TSIG, Cloudflare's API, or the admin's hands.
 //! - [`task`]: the renewal loop `app` spawns: it stores each new certificate before it installs it
 //!   into the live resolver ([`crate::tls::TlsCertificates::install`]), so listeners never need a
 //!   restart; on failure the old certificate stays and a retry is scheduled. The admin panel's
@@ -15,6 +17,7 @@
 //! answers `acme-tls/1` handshakes from [`crate::tls::AlpnChallenges`]. Secrets (the account key,
 //! certificate keys, key authorizations) are never logged.
 
+pub mod dns01;
 pub mod order;
 pub mod plan;
 pub mod task;
@@ -68,6 +71,19 @@ pub struct AcmeStatus {
     pub last_error: Option<String>,
     /// Unix seconds of the last certificate obtained by this process.
     pub last_success: Option<i64>,
+    /// DNS-01 TXT records published (or, `by_hand`, to create) while an order waits.
+    pub pending_dns: Vec<PendingRecord>,
+}
+
+/// A DNS-01 TXT record the dashboard shows while the order waits for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRecord {
+    /// `_acme-challenge.rtc.example.org`.
+    pub name: String,
+    /// The TXT value (public: it is the digest the CA looks up).
+    pub value: String,
+    /// The admin creates it (manual provider); otherwise rtcbox did and waits until it is seen.
+    pub by_hand: bool,
 }
 
 /// A shared view of [`AcmeStatus`] (the task writes, the admin panel reads), and the admin

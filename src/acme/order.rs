@@ -18,6 +18,7 @@ use rustls::pki_types::pem::PemObject as _;
 use sqlx::SqlitePool;
 
 use super::Challenges;
+use super::dns01::{Dns01, PublishedTxt, TxtRecord};
 use super::plan::{AcmeError, Window};
 use crate::db;
 use crate::setup::fetch::{FetchError, HttpClient};
@@ -339,6 +340,8 @@ pub enum Responder {
     /// TLS-ALPN-01: the HTTPS listener answers `acme-tls/1` handshakes for the name with a
     /// challenge certificate.
     TlsAlpn01(AlpnChallenges),
+    /// DNS-01: a TXT record `_acme-challenge.<name>`, visible before the CA is told.
+    Dns01(Dns01),
 }
 
 /// One published answer, to withdraw.
@@ -346,6 +349,7 @@ pub enum Responder {
 pub enum Published {
     Http01 { token: String },
     TlsAlpn01 { name: String },
+    Dns01(PublishedTxt),
 }
 
 impl Responder {
@@ -353,6 +357,7 @@ impl Responder {
         match self {
             Responder::Http01(_) => ChallengeType::Http01,
             Responder::TlsAlpn01(_) => ChallengeType::TlsAlpn01,
+            Responder::Dns01(_) => ChallengeType::Dns01,
         }
     }
 
@@ -361,6 +366,7 @@ impl Responder {
         match self {
             Responder::Http01(_) => "http-01",
             Responder::TlsAlpn01(_) => "tls-alpn-01",
+            Responder::Dns01(_) => "dns-01",
         }
     }
 
@@ -396,6 +402,10 @@ impl Responder {
                     name: name.to_owned(),
                 })
             }
+            Responder::Dns01(dns) => {
+                let record = TxtRecord::for_identifier(name, key_authorization.dns_value());
+                dns.publish(record).await.map(Published::Dns01)
+            }
         }
     }
 
@@ -409,8 +419,9 @@ impl Responder {
             (Responder::TlsAlpn01(challenges), Published::TlsAlpn01 { name }) => {
                 challenges.withdraw(&name)
             }
+            (Responder::Dns01(dns), Published::Dns01(record)) => dns.withdraw(record).await,
             (responder, published) => tracing::error!(
-                "ACME: a {} answer cannot withdraw {published:?}",
+                "ACME: {published:?} cannot be withdrawn by the {} responder",
                 responder.label()
             ),
         }

@@ -142,6 +142,10 @@ pub enum AcmeError {
         kind: String,
         detail: String,
     },
+    /// DNS-01: rtcbox could not publish the TXT `record`, or it never became visible; `detail`
+    /// is already in plain words.
+    #[error("the DNS record {record}: {detail}")]
+    Dns { record: String, detail: String },
     /// The CA refused a request (rate limit, policy, bad names, …).
     #[error("the ACME server refused: {detail} ({kind})")]
     Refused { kind: String, detail: String },
@@ -166,6 +170,29 @@ pub fn explain(error: &AcmeError, ports: Ports) -> String {
             "rtcbox cannot reach the ACME server {directory} ({reason}); check this machine's \
              internet access and RTCBOX_ACME_DIRECTORY"
         ),
+        AcmeError::Dns { record, detail } => {
+            format!("rtcbox could not publish the DNS record {record} TXT: {detail}")
+        }
+        AcmeError::Challenge {
+            name,
+            challenge: "dns-01",
+            kind,
+            detail,
+        } => {
+            let record = format!("_acme-challenge.{}", name.trim_start_matches("*."));
+            match kind.as_str() {
+                "unauthorized" | "incorrectResponse" | "dns" | "connection" => format!(
+                    "the CA did not find the right TXT record {record}: check that every \
+                     public name server of the zone serves it (secondaries updated, no other \
+                     zone delegated below it, no stale value) (the CA said: {detail})"
+                ),
+                "caa" => format!(
+                    "a CAA record of {name} forbids this CA from issuing for it (the CA said: \
+                     {detail})"
+                ),
+                _ => format!("the CA could not validate {name} by DNS: {detail}"),
+            }
+        }
         AcmeError::Challenge {
             name,
             challenge,
@@ -402,6 +429,27 @@ mod tests {
         check(
             challenge("serverInternal"),
             "could not validate rtc.example.org: detail",
+        );
+        let dns = |kind: &str| AcmeError::Challenge {
+            name: "*.rtc.example.org".into(),
+            challenge: "dns-01",
+            kind: kind.into(),
+            detail: "No TXT record found".into(),
+        };
+        check(
+            dns("unauthorized"),
+            "the CA did not find the right TXT record _acme-challenge.rtc.example.org: check \
+             that every public name server",
+        );
+        check(dns("dns"), "(the CA said: No TXT record found)");
+        check(dns("caa"), "CAA record of *.rtc.example.org");
+        check(
+            AcmeError::Dns {
+                record: "_acme-challenge.rtc.test".into(),
+                detail: "127.0.0.1:53 does not accept the TSIG key k.".into(),
+            },
+            "rtcbox could not publish the DNS record _acme-challenge.rtc.test TXT: 127.0.0.1:53 \
+             does not accept the TSIG key k.",
         );
         check(
             AcmeError::Unreachable {

@@ -17,7 +17,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use values::{
-    AcmeChallenge, AcmeDirectory, ApiKey, FullAccess, PublicUrl, TlsMode, parse_bind,
+    AcmeChallenge, AcmeDirectory, ApiKey, DnsProvider, DnsServer, FullAccess, PublicUrl, TlsMode,
+    TsigAlgorithm, parse_bind,
 };
 
 use crate::secret::Secret;
@@ -43,6 +44,8 @@ pub const DEFAULT_STUN_SERVERS: [&str; 2] = ["stun.cloudflare.com:3478", "stun.l
 pub const DEFAULT_TURN_PORT: u16 = 3478;
 /// TURN over TLS.
 pub const DEFAULT_TURN_TLS_PORT: u16 = 5349;
+/// Cloudflare's API; `RTCBOX_ACME_CLOUDFLARE_API` points tests at a loopback stand-in.
+pub const DEFAULT_CLOUDFLARE_API: &str = "https://api.cloudflare.com/client/v4";
 /// Relay ports for legacy 1:1 calls (inclusive), forwarded by the router.
 pub const DEFAULT_TURN_RELAY_PORTS: (u16, u16) = (49160, 49200);
 
@@ -77,6 +80,14 @@ pub enum SettingKey {
     AcmeChallenge,
     AcmeDirectory,
     AcmeCaFile,
+    AcmeDnsProvider,
+    AcmeDnsServer,
+    AcmeDnsZone,
+    AcmeDnsTsigKey,
+    AcmeDnsTsigAlgorithm,
+    AcmeDnsTsigSecret,
+    AcmeCloudflareToken,
+    AcmeCloudflareApi,
 }
 
 /// Where a resolved value came from; shown in logs and (later) as "locked by environment" in the panel.
@@ -130,7 +141,7 @@ impl EnvSource {
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 28] = [
+    pub const ALL: [SettingKey; 36] = [
         SettingKey::HttpBind,
         SettingKey::PublicUrl,
         SettingKey::ApiKey,
@@ -159,6 +170,14 @@ impl SettingKey {
         SettingKey::AcmeChallenge,
         SettingKey::AcmeDirectory,
         SettingKey::AcmeCaFile,
+        SettingKey::AcmeDnsProvider,
+        SettingKey::AcmeDnsServer,
+        SettingKey::AcmeDnsZone,
+        SettingKey::AcmeDnsTsigKey,
+        SettingKey::AcmeDnsTsigAlgorithm,
+        SettingKey::AcmeDnsTsigSecret,
+        SettingKey::AcmeCloudflareToken,
+        SettingKey::AcmeCloudflareApi,
     ];
 
     /// The key of this setting in the settings table.
@@ -192,6 +211,14 @@ impl SettingKey {
             SettingKey::AcmeChallenge => "acme_challenge",
             SettingKey::AcmeDirectory => "acme_directory",
             SettingKey::AcmeCaFile => "acme_ca_file",
+            SettingKey::AcmeDnsProvider => "acme_dns_provider",
+            SettingKey::AcmeDnsServer => "acme_dns_server",
+            SettingKey::AcmeDnsZone => "acme_dns_zone",
+            SettingKey::AcmeDnsTsigKey => "acme_dns_tsig_key",
+            SettingKey::AcmeDnsTsigAlgorithm => "acme_dns_tsig_algorithm",
+            SettingKey::AcmeDnsTsigSecret => "acme_dns_tsig_secret",
+            SettingKey::AcmeCloudflareToken => "acme_cloudflare_token",
+            SettingKey::AcmeCloudflareApi => "acme_cloudflare_api",
         }
     }
 
@@ -231,6 +258,14 @@ impl SettingKey {
             SettingKey::AcmeChallenge => "--acme-challenge",
             SettingKey::AcmeDirectory => "--acme-directory",
             SettingKey::AcmeCaFile => "--acme-ca-file",
+            SettingKey::AcmeDnsProvider => "--acme-dns-provider",
+            SettingKey::AcmeDnsServer => "--acme-dns-server",
+            SettingKey::AcmeDnsZone => "--acme-dns-zone",
+            SettingKey::AcmeDnsTsigKey => "--acme-dns-tsig-key",
+            SettingKey::AcmeDnsTsigAlgorithm => "--acme-dns-tsig-algorithm",
+            SettingKey::AcmeDnsTsigSecret => "--acme-dns-tsig-secret",
+            SettingKey::AcmeCloudflareToken => "--acme-cloudflare-token",
+            SettingKey::AcmeCloudflareApi => "--acme-cloudflare-api",
         }
     }
 
@@ -293,12 +328,32 @@ impl SettingKey {
             SettingKey::AcmeChallenge => &[Value("RTCBOX_ACME_CHALLENGE")],
             SettingKey::AcmeDirectory => &[Value("RTCBOX_ACME_DIRECTORY")],
             SettingKey::AcmeCaFile => &[Value("RTCBOX_ACME_CA_FILE")],
+            SettingKey::AcmeDnsProvider => &[Value("RTCBOX_ACME_DNS_PROVIDER")],
+            SettingKey::AcmeDnsServer => &[Value("RTCBOX_ACME_DNS_SERVER")],
+            SettingKey::AcmeDnsZone => &[Value("RTCBOX_ACME_DNS_ZONE")],
+            SettingKey::AcmeDnsTsigKey => &[Value("RTCBOX_ACME_DNS_TSIG_KEY")],
+            SettingKey::AcmeDnsTsigAlgorithm => &[Value("RTCBOX_ACME_DNS_TSIG_ALGORITHM")],
+            SettingKey::AcmeDnsTsigSecret => &[
+                Value("RTCBOX_ACME_DNS_TSIG_SECRET"),
+                File("RTCBOX_ACME_DNS_TSIG_SECRET_FILE"),
+            ],
+            SettingKey::AcmeCloudflareToken => &[
+                Value("RTCBOX_ACME_CLOUDFLARE_TOKEN"),
+                File("RTCBOX_ACME_CLOUDFLARE_TOKEN_FILE"),
+            ],
+            SettingKey::AcmeCloudflareApi => &[Value("RTCBOX_ACME_CLOUDFLARE_API")],
         }
     }
 
     /// Secrets are never logged, not even their origin's value.
     pub fn is_secret(self) -> bool {
-        matches!(self, SettingKey::ApiSecret | SettingKey::TurnSharedSecret)
+        matches!(
+            self,
+            SettingKey::ApiSecret
+                | SettingKey::TurnSharedSecret
+                | SettingKey::AcmeDnsTsigSecret
+                | SettingKey::AcmeCloudflareToken
+        )
     }
 }
 
@@ -384,6 +439,20 @@ pub struct Settings {
     pub acme_directory: AcmeDirectory,
     /// Extra roots (PEM) trusted for the ACME server's own HTTPS (a test CA such as pebble).
     pub acme_ca_file: Option<PathBuf>,
+    /// DNS-01: who publishes the TXT records; required with `dns-01`.
+    pub acme_dns_provider: Option<DnsProvider>,
+    /// rfc2136: the server taking the updates.
+    pub acme_dns_server: Option<DnsServer>,
+    /// rfc2136 and cloudflare: the zone holding the records; found by itself when unset.
+    pub acme_dns_zone: Option<String>,
+    /// rfc2136: the TSIG key's name, algorithm and secret (base64 text, checked to decode).
+    pub acme_dns_tsig_key: Option<String>,
+    pub acme_dns_tsig_algorithm: TsigAlgorithm,
+    pub acme_dns_tsig_secret: Option<Secret>,
+    /// cloudflare: an API token with Zone.DNS edit on the zone.
+    pub acme_cloudflare_token: Option<Secret>,
+    /// cloudflare: the API's base URL (a loopback stand-in in tests).
+    pub acme_cloudflare_api: String,
     pub origins: BTreeMap<SettingKey, Origin>,
 }
 
@@ -434,6 +503,18 @@ impl Settings {
             SettingKey::AcmeChallenge => self.acme_challenge.to_string(),
             SettingKey::AcmeDirectory => self.acme_directory.to_string(),
             SettingKey::AcmeCaFile => self.acme_ca_file.as_ref()?.display().to_string(),
+            SettingKey::AcmeDnsProvider => self.acme_dns_provider?.to_string(),
+            SettingKey::AcmeDnsServer => self.acme_dns_server.as_ref()?.to_string(),
+            SettingKey::AcmeDnsZone => self.acme_dns_zone.clone()?,
+            SettingKey::AcmeDnsTsigKey => self.acme_dns_tsig_key.clone()?,
+            SettingKey::AcmeDnsTsigAlgorithm => self.acme_dns_tsig_algorithm.to_string(),
+            SettingKey::AcmeDnsTsigSecret => {
+                self.acme_dns_tsig_secret.as_ref()?.expose().to_owned()
+            }
+            SettingKey::AcmeCloudflareToken => {
+                self.acme_cloudflare_token.as_ref()?.expose().to_owned()
+            }
+            SettingKey::AcmeCloudflareApi => self.acme_cloudflare_api.clone(),
         })
     }
 
@@ -650,6 +731,25 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         None => AcmeDirectory::production(),
     };
     let acme_ca_file = pick(SettingKey::AcmeCaFile)?.map(|(raw, _)| PathBuf::from(raw.trim()));
+    let dns = resolve_dns01(&mut pick)?;
+    if tls_mode == TlsMode::Acme && acme_challenge == AcmeChallenge::Dns01 {
+        dns.check_complete()?;
+    }
+    if acme_challenge != AcmeChallenge::Dns01
+        && let Some(wildcard) = acme_domains.iter().find(|name| name.starts_with("*."))
+    {
+        return Err(error(
+            SettingKey::AcmeDomains,
+            origins
+                .get(&SettingKey::AcmeDomains)
+                .cloned()
+                .unwrap_or(Origin::Default),
+            format!(
+                "names the wildcard '{wildcard}': only the dns-01 challenge can prove one \
+                 (set RTCBOX_ACME_CHALLENGE=dns-01)"
+            ),
+        ));
+    }
     if tls_mode == TlsMode::Acme && acme_domains.is_empty() {
         return Err(error(
             SettingKey::AcmeDomains,
@@ -694,8 +794,114 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         acme_challenge,
         acme_directory,
         acme_ca_file,
+        acme_dns_provider: dns.provider.map(|(provider, _)| provider),
+        acme_dns_server: dns.server,
+        acme_dns_zone: dns.zone,
+        acme_dns_tsig_key: dns.tsig_key,
+        acme_dns_tsig_algorithm: dns.tsig_algorithm,
+        acme_dns_tsig_secret: dns.tsig_secret,
+        acme_cloudflare_token: dns.cloudflare_token,
+        acme_cloudflare_api: dns.cloudflare_api,
         origins,
     })
+}
+
+/// DNS-01's settings, parsed; [`Dns01Settings::check_complete`] asks for what the chosen
+/// provider needs.
+struct Dns01Settings {
+    provider: Option<(DnsProvider, Origin)>,
+    server: Option<DnsServer>,
+    zone: Option<String>,
+    tsig_key: Option<String>,
+    tsig_algorithm: TsigAlgorithm,
+    tsig_secret: Option<Secret>,
+    cloudflare_token: Option<Secret>,
+    cloudflare_api: String,
+}
+
+fn resolve_dns01(
+    pick: &mut dyn FnMut(SettingKey) -> Result<Option<(String, Origin)>, ConfigError>,
+) -> Result<Dns01Settings, ConfigError> {
+    /// The parsed value of `key` and its origin; a parse error names the setting and origin.
+    fn parsed<T>(
+        pick: &mut dyn FnMut(SettingKey) -> Result<Option<(String, Origin)>, ConfigError>,
+        key: SettingKey,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<(T, Origin)>, ConfigError> {
+        match pick(key)? {
+            Some((raw, origin)) => match parse(&raw) {
+                Ok(value) => Ok(Some((value, origin))),
+                Err(message) => Err(error(key, origin, message)),
+            },
+            None => Ok(None),
+        }
+    }
+    fn value<T>(found: Option<(T, Origin)>) -> Option<T> {
+        found.map(|(value, _)| value)
+    }
+    let provider = parsed(pick, SettingKey::AcmeDnsProvider, DnsProvider::parse)?;
+    let server = value(parsed(pick, SettingKey::AcmeDnsServer, DnsServer::parse)?);
+    let zone = value(parsed(pick, SettingKey::AcmeDnsZone, parse_dns_name)?);
+    let tsig_key = value(parsed(pick, SettingKey::AcmeDnsTsigKey, parse_dns_name)?);
+    let tsig_algorithm = value(parsed(
+        pick,
+        SettingKey::AcmeDnsTsigAlgorithm,
+        TsigAlgorithm::parse,
+    )?)
+    .unwrap_or_default();
+    let tsig_secret = value(parsed(pick, SettingKey::AcmeDnsTsigSecret, |raw| {
+        parse_tsig_secret(raw).map(|_| Secret::new(raw.trim()))
+    })?);
+    let cloudflare_token = value(parsed(pick, SettingKey::AcmeCloudflareToken, |raw| {
+        parse_api_token(raw).map(|()| Secret::new(raw.trim()))
+    })?);
+    let cloudflare_api = value(parsed(pick, SettingKey::AcmeCloudflareApi, |raw| {
+        parse_api_base(raw).map(|()| raw.trim().trim_end_matches('/').to_owned())
+    })?)
+    .unwrap_or_else(|| DEFAULT_CLOUDFLARE_API.to_owned());
+    Ok(Dns01Settings {
+        provider,
+        server,
+        zone,
+        tsig_key,
+        tsig_algorithm,
+        tsig_secret,
+        cloudflare_token,
+        cloudflare_api,
+    })
+}
+
+impl Dns01Settings {
+    fn check_complete(&self) -> Result<(), ConfigError> {
+        let Some((provider, origin)) = &self.provider else {
+            return Err(error(
+                SettingKey::AcmeDnsProvider,
+                Origin::Default,
+                "is not set: RTCBOX_ACME_CHALLENGE=dns-01 needs a provider (rfc2136, cloudflare \
+                 or manual)",
+            ));
+        };
+        let needs: &[(bool, SettingKey)] = match provider {
+            DnsProvider::Rfc2136 => &[
+                (self.server.is_some(), SettingKey::AcmeDnsServer),
+                (self.tsig_key.is_some(), SettingKey::AcmeDnsTsigKey),
+                (self.tsig_secret.is_some(), SettingKey::AcmeDnsTsigSecret),
+            ],
+            DnsProvider::Cloudflare => &[(
+                self.cloudflare_token.is_some(),
+                SettingKey::AcmeCloudflareToken,
+            )],
+            DnsProvider::Manual => &[],
+        };
+        match needs.iter().find(|(set, _)| !set) {
+            Some((_, key)) => Err(error(
+                SettingKey::AcmeDnsProvider,
+                origin.clone(),
+                format!("is {provider}, but {} is not set", key.env_name()),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The raw value and origin of every setting some layer sets, unparsed (what `rtcbox import`
@@ -729,6 +935,13 @@ pub fn check_value(key: SettingKey, raw: &str) -> Result<(), String> {
         AcmeEmail => parse_email(raw).map(drop),
         AcmeChallenge => values::AcmeChallenge::parse(raw).map(drop),
         AcmeDirectory => values::AcmeDirectory::parse(raw).map(drop),
+        AcmeDnsProvider => values::DnsProvider::parse(raw).map(drop),
+        AcmeDnsServer => values::DnsServer::parse(raw).map(drop),
+        AcmeDnsZone | AcmeDnsTsigKey => parse_dns_name(raw).map(drop),
+        AcmeDnsTsigAlgorithm => values::TsigAlgorithm::parse(raw).map(drop),
+        AcmeDnsTsigSecret => parse_tsig_secret(raw).map(drop),
+        AcmeCloudflareToken => parse_api_token(raw).map(drop),
+        AcmeCloudflareApi => parse_api_base(raw).map(drop),
         DangerousAllowPrivateHomeservers | AutoCreateRooms | AdminTls => parse_bool(raw).map(drop),
         RtcUdpPort | RtcTcpPort | TurnPort | TurnTlsPort => {
             parse_port(Some((raw.to_owned(), Origin::Default)), key, 0)
@@ -878,6 +1091,64 @@ fn parse_secret(raw: String) -> Result<Secret, String> {
     Ok(Secret::new(secret))
 }
 
+/// A TSIG secret: base64 (as `keymgr -t`, `tsig-keygen` and `knotc conf-read key` print it).
+/// The message never quotes the value.
+fn parse_tsig_secret(raw: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .map_err(|_| {
+            "is not base64 (copy the secret exactly as the DNS server's key file shows it, \
+             e.g. from tsig-keygen or keymgr -t)"
+                .to_owned()
+        })?;
+    if bytes.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(bytes)
+}
+
+/// An API token: one word without spaces. The message never quotes the value.
+fn parse_api_token(raw: &str) -> Result<(), String> {
+    let token = raw.trim();
+    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must be one word without spaces (paste the token exactly)".into());
+    }
+    Ok(())
+}
+
+/// The base URL of an HTTP API: `https://…` (or `http://` for a loopback test server).
+fn parse_api_base(raw: &str) -> Result<(), String> {
+    let raw = raw.trim();
+    let uri: axum::http::Uri = raw.parse().map_err(|_| format!("'{raw}' is not a URL"))?;
+    match uri.scheme_str() {
+        Some("https" | "http") if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        _ => Err(format!("'{raw}' must be an https:// URL")),
+    }
+}
+
+/// A DNS name such as `example.org` or a TSIG key name such as `rtcbox-key.`: the trailing dot
+/// is dropped, letters are lowered.
+fn parse_dns_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if !valid {
+        return Err(format!(
+            "'{}' is not a DNS name such as example.org",
+            raw.trim()
+        ));
+    }
+    Ok(name)
+}
+
 /// Comma- or space-separated `host:port` entries (`[v6]:port` for IPv6 literals).
 fn parse_stun_servers(raw: &str) -> Result<Vec<String>, String> {
     let servers: Vec<String> = raw
@@ -961,8 +1232,8 @@ fn parse_node_ip(raw: &str) -> Result<IpAddr, String> {
     Ok(ip)
 }
 
-/// `rtc.example.org,turn.example.org`: DNS names for a certificate (no IP addresses, no
-/// wildcards: HTTP-01 can prove neither).
+/// `rtc.example.org,turn.example.org`: DNS names for a certificate (no IP addresses, which
+/// ACME here cannot prove; `*.example.org` parses, and `resolve` allows it only with dns-01).
 fn parse_domains(raw: &str) -> Result<Vec<String>, String> {
     let mut names = Vec::new();
     for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -972,13 +1243,10 @@ fn parse_domains(raw: &str) -> Result<Vec<String>, String> {
                 "'{name}' is an IP address: ACME certificates here are for DNS names"
             ));
         }
-        if name.contains('*') {
-            return Err(format!(
-                "'{name}' is a wildcard: that needs the DNS-01 challenge, which is not available yet"
-            ));
-        }
-        let valid = name.contains('.')
-            && name.split('.').all(|label| {
+        // A wildcard is `*.` before a name; `resolve` allows it only with dns-01.
+        let base = name.strip_prefix("*.").unwrap_or(&name);
+        let valid = base.contains('.')
+            && base.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
                     && !label.starts_with('-')

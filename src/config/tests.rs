@@ -476,12 +476,8 @@ fn tls_and_acme_settings_parse_with_defaults_and_clear_refusals() {
         assert!(e.contains(expected), "{e:?} lacks {expected:?}");
     };
     refused(
-        &[("RTCBOX_ACME_CHALLENGE", "dns-01")],
-        "'dns-01' is not available yet",
-    );
-    refused(
         &[("RTCBOX_ACME_CHALLENGE", "smoke")],
-        "'smoke' is not an ACME challenge (use http-01 or tls-alpn-01)",
+        "'smoke' is not an ACME challenge (use http-01, tls-alpn-01 or dns-01)",
     );
     // TLS-ALPN-01 is answered on the HTTPS listener: without it, acme mode cannot start.
     refused(
@@ -510,4 +506,137 @@ fn tls_and_acme_settings_parse_with_defaults_and_clear_refusals() {
         ],
         "RTCBOX_ACME_DOMAINS",
     );
+}
+
+#[test]
+fn dns01_settings_parse_and_name_what_each_provider_needs() {
+    const SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let with = |extra: &[(&str, &str)]| {
+        let mut env = vec![
+            ("RTCBOX_TLS_MODE", "acme"),
+            ("RTCBOX_ACME_DOMAINS", "rtc.example.org,*.rtc.example.org"),
+            ("RTCBOX_ACME_CHALLENGE", "DNS-01"),
+        ];
+        env.extend_from_slice(extra);
+        resolve_with(&[], &env, stored_pair())
+    };
+    let s = with(&[
+        ("RTCBOX_ACME_DNS_PROVIDER", "rfc2136"),
+        ("RTCBOX_ACME_DNS_SERVER", "NS1.example.org"),
+        ("RTCBOX_ACME_DNS_ZONE", "Example.org."),
+        ("RTCBOX_ACME_DNS_TSIG_KEY", "RTCBOX-key."),
+        ("RTCBOX_ACME_DNS_TSIG_SECRET", SECRET),
+    ])
+    .unwrap();
+    assert_eq!(s.acme_challenge, AcmeChallenge::Dns01);
+    assert_eq!(s.acme_domains, ["rtc.example.org", "*.rtc.example.org"]);
+    assert_eq!(s.acme_dns_provider, Some(DnsProvider::Rfc2136));
+    assert_eq!(
+        s.acme_dns_server
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("ns1.example.org:53")
+    );
+    assert_eq!(s.acme_dns_zone.as_deref(), Some("example.org"));
+    assert_eq!(s.acme_dns_tsig_key.as_deref(), Some("rtcbox-key"));
+    assert_eq!(s.acme_dns_tsig_algorithm, TsigAlgorithm::HmacSha256);
+    assert_eq!(s.acme_cloudflare_api, DEFAULT_CLOUDFLARE_API);
+    // The secret is kept, never shown.
+    assert_eq!(
+        s.acme_dns_tsig_secret.as_ref().map(Secret::expose),
+        Some(SECRET)
+    );
+    assert_eq!(s.display(SettingKey::AcmeDnsTsigSecret), "(set, hidden)");
+    assert!(!format!("{s:?}").contains(SECRET));
+
+    let s = with(&[
+        ("RTCBOX_ACME_DNS_PROVIDER", "cloudflare"),
+        ("RTCBOX_ACME_CLOUDFLARE_TOKEN", "cf-token-123"),
+        (
+            "RTCBOX_ACME_CLOUDFLARE_API",
+            "http://127.0.0.1:9/client/v4/",
+        ),
+        ("RTCBOX_ACME_DNS_SERVER", "[2001:db8::53]:5353"),
+        ("RTCBOX_ACME_DNS_TSIG_ALGORITHM", "hmac-SHA512"),
+    ])
+    .unwrap();
+    assert_eq!(s.acme_dns_provider, Some(DnsProvider::Cloudflare));
+    assert_eq!(s.acme_cloudflare_api, "http://127.0.0.1:9/client/v4");
+    assert_eq!(s.display(SettingKey::AcmeCloudflareToken), "(set, hidden)");
+    assert_eq!(
+        s.value(SettingKey::AcmeDnsServer).unwrap(),
+        "[2001:db8::53]:5353"
+    );
+    assert_eq!(s.acme_dns_tsig_algorithm, TsigAlgorithm::HmacSha512);
+    let s = with(&[("RTCBOX_ACME_DNS_PROVIDER", "manual")]).unwrap();
+    assert_eq!(s.acme_dns_provider, Some(DnsProvider::Manual));
+    // Without ACME, DNS-01 settings are not demanded.
+    resolve_with(&[], &[("RTCBOX_ACME_CHALLENGE", "dns-01")], stored_pair()).unwrap();
+
+    let refused = |extra: &[(&str, &str)], expected: &str| {
+        let e = with(extra).unwrap_err().to_string();
+        assert!(e.contains(expected), "{e:?} lacks {expected:?}");
+        assert!(
+            !e.contains("c2VjcmV0") && !e.contains("tok en"),
+            "{e:?} shows a secret"
+        );
+    };
+    refused(
+        &[],
+        "RTCBOX_ACME_DNS_PROVIDER is not set: RTCBOX_ACME_CHALLENGE=dns-01",
+    );
+    refused(
+        &[("RTCBOX_ACME_DNS_PROVIDER", "rfc2136")],
+        "is rfc2136, but RTCBOX_ACME_DNS_SERVER is not set",
+    );
+    refused(
+        &[
+            ("RTCBOX_ACME_DNS_PROVIDER", "rfc2136"),
+            ("RTCBOX_ACME_DNS_SERVER", "192.0.2.53"),
+            ("RTCBOX_ACME_DNS_TSIG_KEY", "k"),
+        ],
+        "RTCBOX_ACME_DNS_TSIG_SECRET is not set",
+    );
+    refused(
+        &[("RTCBOX_ACME_DNS_PROVIDER", "cloudflare")],
+        "RTCBOX_ACME_CLOUDFLARE_TOKEN is not set",
+    );
+    refused(
+        &[("RTCBOX_ACME_DNS_PROVIDER", "route53")],
+        "rfc2136, cloudflare, manual",
+    );
+    refused(
+        &[("RTCBOX_ACME_DNS_TSIG_SECRET", "c2VjcmV0!")],
+        "RTCBOX_ACME_DNS_TSIG_SECRET (from environment variable RTCBOX_ACME_DNS_TSIG_SECRET): is not base64",
+    );
+    refused(
+        &[("RTCBOX_ACME_CLOUDFLARE_TOKEN", "tok en")],
+        "without spaces",
+    );
+    refused(
+        &[("RTCBOX_ACME_DNS_TSIG_ALGORITHM", "hmac-md5")],
+        "hmac-sha256, hmac-sha512",
+    );
+    refused(
+        &[("RTCBOX_ACME_DNS_SERVER", "ns1.example.org:99999")],
+        "not a DNS server",
+    );
+    refused(
+        &[("RTCBOX_ACME_DNS_ZONE", "exa mple.org")],
+        "not a DNS name",
+    );
+    refused(&[("RTCBOX_ACME_CLOUDFLARE_API", "ftp://x")], "https://");
+    // A wildcard needs dns-01.
+    let e = resolve_with(
+        &[],
+        &[
+            ("RTCBOX_ACME_DOMAINS", "*.example.org"),
+            ("RTCBOX_ACME_CHALLENGE", "http-01"),
+        ],
+        stored_pair(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("only the dns-01 challenge can prove one"), "{e}");
 }

@@ -258,6 +258,9 @@ pub enum AcmeChallenge {
     /// The CA opens TLS to `<name>:443` offering `acme-tls/1` (RFC 8737); rtcbox's HTTPS
     /// listener answers.
     TlsAlpn01,
+    /// The CA looks up the TXT record `_acme-challenge.<name>`, which rtcbox publishes through
+    /// the [`DnsProvider`]: no port needs to be reachable, and wildcards work.
+    Dns01,
 }
 
 impl AcmeChallenge {
@@ -265,13 +268,9 @@ impl AcmeChallenge {
         match raw.trim().to_ascii_lowercase().as_str() {
             "http-01" => Ok(AcmeChallenge::Http01),
             "tls-alpn-01" => Ok(AcmeChallenge::TlsAlpn01),
-            other @ "dns-01" => Err(format!(
-                "'{other}' is not available yet; use http-01 (the CA reaches port 80, forwarded \
-                 to rtcbox's HTTP port) or tls-alpn-01 (the CA reaches port 443, forwarded to \
-                 rtcbox's HTTPS port)"
-            )),
+            "dns-01" => Ok(AcmeChallenge::Dns01),
             other => Err(format!(
-                "'{other}' is not an ACME challenge (use http-01 or tls-alpn-01)"
+                "'{other}' is not an ACME challenge (use http-01, tls-alpn-01 or dns-01)"
             )),
         }
     }
@@ -282,7 +281,142 @@ impl fmt::Display for AcmeChallenge {
         f.write_str(match self {
             AcmeChallenge::Http01 => "http-01",
             AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Dns01 => "dns-01",
         })
+    }
+}
+
+/// Who publishes DNS-01's TXT records (`RTCBOX_ACME_DNS_PROVIDER`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsProvider {
+    /// A DNS server that takes dynamic updates (RFC 2136) signed with a TSIG key.
+    Rfc2136,
+    /// Cloudflare's API, with an API token.
+    Cloudflare,
+    /// The admin creates the record by hand; the panel shows it, rtcbox waits until it is seen.
+    Manual,
+}
+
+impl DnsProvider {
+    pub const NAMES: [(&'static str, DnsProvider); 3] = [
+        ("rfc2136", DnsProvider::Rfc2136),
+        ("cloudflare", DnsProvider::Cloudflare),
+        ("manual", DnsProvider::Manual),
+    ];
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        pick_name(&Self::NAMES, raw, "a DNS provider")
+    }
+}
+
+impl fmt::Display for DnsProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(name_of(&Self::NAMES, *self))
+    }
+}
+
+/// The HMAC of a TSIG key (`RTCBOX_ACME_DNS_TSIG_ALGORITHM`), named as knot and BIND name it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TsigAlgorithm {
+    #[default]
+    HmacSha256,
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    pub const NAMES: [(&'static str, TsigAlgorithm); 2] = [
+        ("hmac-sha256", TsigAlgorithm::HmacSha256),
+        ("hmac-sha512", TsigAlgorithm::HmacSha512),
+    ];
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        pick_name(&Self::NAMES, raw, "a TSIG algorithm rtcbox signs with")
+    }
+
+    pub fn as_str(self) -> &'static str {
+        name_of(&Self::NAMES, self)
+    }
+}
+
+impl fmt::Display for TsigAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn pick_name<T: Copy>(names: &[(&'static str, T)], raw: &str, what: &str) -> Result<T, String> {
+    let wanted = raw.trim().to_ascii_lowercase();
+    names
+        .iter()
+        .find(|(name, _)| *name == wanted)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let list: Vec<&str> = names.iter().map(|(name, _)| *name).collect();
+            format!("'{}' is not {what} (use {})", raw.trim(), list.join(", "))
+        })
+}
+
+fn name_of<T: Copy + PartialEq>(names: &[(&'static str, T)], value: T) -> &'static str {
+    names
+        .iter()
+        .find(|(_, v)| *v == value)
+        .map_or("", |(name, _)| name)
+}
+
+/// A DNS server to send updates to: `host:port`, `[v6]:port`, or a host alone (port 53).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsServer {
+    pub host: String,
+    pub port: u16,
+}
+
+impl DnsServer {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let bad = || {
+            format!("'{raw}' is not a DNS server (expected e.g. ns1.example.org:53 or 192.0.2.53)")
+        };
+        if let Ok(addr) = raw.parse::<std::net::SocketAddr>() {
+            return Ok(DnsServer {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            });
+        }
+        if let Ok(ip) = raw.parse::<std::net::IpAddr>() {
+            return Ok(DnsServer {
+                host: ip.to_string(),
+                port: 53,
+            });
+        }
+        let (host, port) = match raw.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad())?),
+            None => (raw, 53),
+        };
+        let valid_host = !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+        if !valid_host || port == 0 {
+            return Err(bad());
+        }
+        Ok(DnsServer {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for DnsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
     }
 }
 

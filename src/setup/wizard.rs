@@ -865,7 +865,9 @@ pub fn warnings(deployment: &Deployment) -> Vec<String> {
         TlsMode::Acme { .. } => out.push(
             "rtcbox gets its certificate from Let's Encrypt after the restart; until the CA has \
              validated the name, browsers see its self-signed one. The dashboard shows the ACME \
-             state and, if it fails, what to fix."
+             state and, if it fails, what to fix. With DNS-01 the dashboard shows the TXT record \
+             to create, unless RTCBOX_ACME_DNS_PROVIDER names an automatic provider (rfc2136, \
+             cloudflare; see docs/https.md)."
                 .to_owned(),
         ),
         TlsMode::Files { .. } => {}

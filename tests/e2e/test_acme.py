@@ -83,14 +83,20 @@ class Pebble:
 def start_pebble(tmp_path, pki):
     started = []
 
-    def start(http_port: int, tls_port: int | None = None) -> Pebble:
-        dns_port = free_udp_tcp_port()
-        cts = subprocess.Popen(
-            [CHALLTESTSRV, "-dns01", f"127.0.0.1:{dns_port}", "-defaultIPv4", "127.0.0.1",
-             "-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", "",
-             "-management", f"127.0.0.1:{free_port()}"],
-            stdout=open(tmp_path / "challtestsrv.log", "wb"), stderr=subprocess.STDOUT)
-        started.append(cts)
+    def start(http_port: int, tls_port: int | None = None,
+              dns_server: str | None = None) -> Pebble:
+        """pebble validating HTTP-01 on ``http_port`` and TLS-ALPN-01 on ``tls_port``; it
+        resolves names through ``dns_server`` (host:port), by default a pebble-challtestsrv
+        answering 127.0.0.1."""
+        if dns_server is None:
+            dns_port = free_udp_tcp_port()
+            cts = subprocess.Popen(
+                [CHALLTESTSRV, "-dns01", f"127.0.0.1:{dns_port}", "-defaultIPv4", "127.0.0.1",
+                 "-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", "",
+                 "-management", f"127.0.0.1:{free_port()}"],
+                stdout=open(tmp_path / "challtestsrv.log", "wb"), stderr=subprocess.STDOUT)
+            started.append(cts)
+            dns_server = f"127.0.0.1:{dns_port}"
         listen, management = free_port(), free_port()
         config = tmp_path / "pebble-config.json"
         config.write_text(json.dumps({"pebble": {
@@ -104,7 +110,7 @@ def start_pebble(tmp_path, pki):
                    PEBBLE_AUTHZREUSE="0")
         log = tmp_path / "pebble.log"
         process = subprocess.Popen(
-            [PEBBLE, "-config", str(config), "-dnsserver", f"127.0.0.1:{dns_port}"],
+            [PEBBLE, "-config", str(config), "-dnsserver", dns_server],
             env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         started.append(process)
         directory = f"https://127.0.0.1:{listen}/dir"

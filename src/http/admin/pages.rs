@@ -656,6 +656,23 @@ fn certificate_facts(
             .map(|at| format!("; next attempt {} ({})", utc_minute(at), until(now, at)))
             .unwrap_or_default();
         rows.push(("ACME".to_owned(), format!("{state}{next}")));
+        for record in &status.pending_dns {
+            let (label, note) = if record.by_hand {
+                (
+                    "DNS record to create",
+                    "create it at your DNS provider; rtcbox tells the CA once it is visible",
+                )
+            } else {
+                (
+                    "DNS record published",
+                    "rtcbox tells the CA once the DNS server serves it",
+                )
+            };
+            rows.push((
+                label.to_owned(),
+                format!("{} TXT \"{}\" — {note}", record.name, record.value),
+            ));
+        }
         if let Some(error) = &status.last_error {
             rows.push(("ACME last error".to_owned(), error.clone()));
         }
@@ -711,9 +728,17 @@ fn describe(key: SettingKey) -> &'static str {
         SettingKey::TlsKeyFile => "files mode: private key (PEM file)",
         SettingKey::AcmeDomains => "Names of the ACME certificate (comma-separated)",
         SettingKey::AcmeEmail => "Contact e-mail of the ACME account",
-        SettingKey::AcmeChallenge => "ACME challenge (http-01)",
+        SettingKey::AcmeChallenge => "ACME challenge (http-01 or dns-01)",
         SettingKey::AcmeDirectory => "ACME directory: production, staging or a URL",
         SettingKey::AcmeCaFile => "Extra CA (PEM file) trusted for the ACME server",
+        SettingKey::AcmeDnsProvider => "dns-01: rfc2136, cloudflare or manual",
+        SettingKey::AcmeDnsServer => "dns-01 rfc2136: DNS server taking updates (host:port)",
+        SettingKey::AcmeDnsZone => "dns-01: zone of the TXT records (found by itself if unset)",
+        SettingKey::AcmeDnsTsigKey => "dns-01 rfc2136: TSIG key name",
+        SettingKey::AcmeDnsTsigAlgorithm => "dns-01 rfc2136: hmac-sha256 or hmac-sha512",
+        SettingKey::AcmeDnsTsigSecret => "dns-01 rfc2136: TSIG secret (base64)",
+        SettingKey::AcmeCloudflareToken => "dns-01 cloudflare: API token (Zone.DNS edit)",
+        SettingKey::AcmeCloudflareApi => "dns-01 cloudflare: API base URL (for tests)",
     }
 }
 
@@ -1185,6 +1210,11 @@ mod certificate_facts_tests {
             next_attempt: Some(now + 120),
             last_error: Some("the CA could not reach …: forward port 80".into()),
             last_success: None,
+            pending_dns: vec![crate::acme::PendingRecord {
+                name: "_acme-challenge.rtc.example.org".into(),
+                value: "gfj9Xq".into(),
+                by_hand: true,
+            }],
         };
         let rows = certificate_facts(Some(&served), Some(&failed), now);
         let text: Vec<String> = rows.iter().map(|(k, v)| format!("{k}: {v}")).collect();
@@ -1194,6 +1224,7 @@ mod certificate_facts_tests {
                 "Certificate: rtc.example.org — self-signed (browsers do not trust it), valid until 2027-11-11 08:00 UTC (in 300 days)",
                 "turns: for clients: not offered: browsers would reject this certificate (TURN over TLS is handed out once one from a CA is installed: ACME or files)",
                 "ACME: failed, retry scheduled; next attempt 2027-01-15 08:02 UTC (in 2 min)",
+                "DNS record to create: _acme-challenge.rtc.example.org TXT \"gfj9Xq\" — create it at your DNS provider; rtcbox tells the CA once it is visible",
                 "ACME last error: the CA could not reach …: forward port 80",
             ]
         );

@@ -787,6 +787,16 @@ fn implied_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, Stri
                 crate::config::TlsMode::Acme.to_string(),
             ));
             implied.push((SettingKey::AcmeChallenge, challenge.slug().to_owned()));
+            // DNS-01 without a provider yet: the dashboard shows the TXT record to create by
+            // hand; an automatic provider (RFC 2136, Cloudflare) stays as configured.
+            if *challenge == crate::setup::model::AcmeChallenge::Dns01
+                && running.acme_dns_provider.is_none()
+            {
+                implied.push((
+                    SettingKey::AcmeDnsProvider,
+                    crate::config::DnsProvider::Manual.to_string(),
+                ));
+            }
             implied.push((SettingKey::AcmeEmail, email.clone()));
             // Every public host rtcbox serves itself goes on the certificate.
             let mut hosts: Vec<String> = d

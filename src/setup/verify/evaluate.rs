@@ -821,6 +821,15 @@ fn own_certificate(deployment: &Deployment, own: &OwnTls, findings: &mut Finding
             }
             _ => {}
         }
+        for record in status.pending_dns.iter().filter(|r| r.by_hand) {
+            findings.warn(
+                format!(
+                    "Let's Encrypt waits for the TXT record {} with the value {} (DNS-01 by hand).",
+                    record.name, record.value
+                ),
+                "Create it at your DNS provider; rtcbox tells the CA once it can see it.",
+            );
+        }
     }
     let Some(served) = &own.served else {
         findings.fail(

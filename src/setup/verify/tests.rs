@@ -889,6 +889,7 @@ fn tls_cases() {
         next_attempt: Some(now + 600),
         last_error: error.map(str::to_owned),
         last_success: None,
+        pending_dns: Vec::new(),
     };
     let own = |served: Option<crate::tls::CertificateInfo>, acme| OwnTls {
         served,
@@ -1002,6 +1003,23 @@ fn tls_cases() {
         ),
         Status::Fail,
         "port 443 on your router leads to rtcbox's HTTPS port 8443",
+    );
+    // DNS-01 by hand: the record to create is named.
+    let mut waiting = status("ordering", None);
+    waiting.pending_dns.push(crate::acme::PendingRecord {
+        name: "_acme-challenge.rtc.example.org".into(),
+        value: "abc123".into(),
+        by_hand: true,
+    });
+    check(
+        tls(
+            &acme,
+            &ok,
+            Some(&ok),
+            &own(Some(served(&["rtc.example.org"], 80)), waiting),
+        ),
+        Status::Warn,
+        "TXT record _acme-challenge.rtc.example.org with the value abc123",
     );
     let files = Deployment {
         tls: TlsMode::Files {
