@@ -320,7 +320,9 @@ fn acme_responder(
                 settings.acme_dns_zone.clone(),
             ))
         }
-        (config::AcmeChallenge::Dns01, Some(config::DnsProvider::Manual)) => Provider::Manual,
+        (config::AcmeChallenge::Dns01, Some(config::DnsProvider::Manual)) => Provider::Manual {
+            check: settings.acme_dns_server.clone(),
+        },
         (config::AcmeChallenge::Dns01, None) => {
             anyhow::bail!("RTCBOX_ACME_CHALLENGE=dns-01 needs RTCBOX_ACME_DNS_PROVIDER")
         }

@@ -16,12 +16,17 @@ Let's Encrypt or any other DNS.
 - Wrong secret: knot refuses the update (NOTAUTH, TSIG error BADSIG); the log and the dashboard
   say the server does not accept the key because the secret does not match, the self-signed
   certificate stays and a retry is scheduled; nothing was added to the zone.
+- Manual: rtcbox shows the record to create (log and dashboard) and waits; once the test, acting
+  as the admin, adds it to knot, rtcbox sees it on RTCBOX_ACME_DNS_SERVER and the certificate is
+  issued.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -39,6 +44,7 @@ import pytest
 from conftest import free_port, free_udp_tcp_port, stop_processes, wait_until
 from test_acme import (  # noqa: F401 - start_pebble is a fixture used by name
     DOMAIN, acme_env, dashboard_text, start_pebble, stored_certificate)
+from test_admin_synapse import Panel
 
 KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
 KEY_NAME = "rtcbox-key."
@@ -198,3 +204,51 @@ def test_a_wrong_tsig_secret_is_explained_and_the_old_certificate_kept(
     text = dashboard_text(box)
     assert "self-signed" in text and "failed, retry scheduled" in text, text[-3000:]
     assert advice in text
+
+
+def test_a_manual_record_is_shown_and_the_certificate_follows_once_it_exists(
+        knot, start_pebble, start_rtcbox, pki):
+    """Provider ``manual``: rtcbox shows the TXT record to create (dashboard and log) and waits;
+    the test then creates it in knot the way an admin would at their DNS provider (a signed
+    update from outside rtcbox), rtcbox sees it on the server named by RTCBOX_ACME_DNS_SERVER,
+    tells the CA, and the certificate is issued. rtcbox itself never updates the zone."""
+    import dns.tsigkeyring
+    import dns.update
+
+    pebble = start_pebble(free_port(), dns_server=knot.server)
+    env = acme_env(pebble, pki, free_port())
+    env.update({"RTCBOX_ACME_CHALLENGE": "dns-01", "RTCBOX_ACME_DNS_PROVIDER": "manual",
+                "RTCBOX_ACME_DNS_SERVER": knot.server})
+    box = start_rtcbox(env)
+
+    shown = {}
+    panel = Panel(box)
+    panel.set_up()
+
+    def record_shown() -> bool:
+        marker = f"create the DNS record {RECORD[:-1]} TXT \""
+        for line in box.log_text().splitlines():
+            if marker in line:
+                value = line.split(marker, 1)[1].split('"', 1)[0]
+                page = html.unescape(re.sub(r"<[^>]+>", " ", panel.get("/").text))
+                if value and value in page and RECORD[:-1] in page:
+                    shown["value"] = value
+                    return True
+        return False
+
+    wait_until(record_shown, 60, f"the record to create (log:\n{box.log_text()[-3000:]})")
+    assert stored_certificate(box)[0] == "self-signed"
+    assert knot.txt() == []  # rtcbox did not touch the zone
+
+    # The admin creates the record.
+    keyring = dns.tsigkeyring.from_text({KEY_NAME: SECRET})
+    update = dns.update.UpdateMessage("rtc.test.", keyring=keyring, keyname=KEY_NAME,
+                                      keyalgorithm="hmac-sha256")
+    update.add(RECORD, 60, "TXT", f'"{shown["value"]}"')
+    answer = dns.query.tcp(update, "127.0.0.1", port=knot.port, timeout=5)
+    assert answer.rcode() == dns.rcode.NOERROR, answer
+
+    wait_until(lambda: stored_certificate(box)[0] == "acme", 90,
+               f"an ACME certificate (log:\n{box.log_text()[-3000:]})")
+    assert "ACME: the TXT record is visible" in box.log_text()
+    assert "may be deleted now" in box.log_text()

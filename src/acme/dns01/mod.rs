@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use super::plan::AcmeError;
 use super::{AcmeHandle, PendingRecord};
+use crate::config::DnsServer;
 
 /// TTL of the published records: short, so a stale value does not linger in resolvers.
 pub const TXT_TTL: u32 = 60;
@@ -35,7 +36,11 @@ const MANUAL_WAIT: Duration = Duration::from_secs(3600);
 pub enum Provider {
     Rfc2136(rfc2136::Rfc2136),
     Cloudflare(cloudflare::Cloudflare),
-    Manual,
+    /// The admin creates the record. rtcbox waits until `check` (the zone's authoritative
+    /// server, `RTCBOX_ACME_DNS_SERVER`) answers it, or without one this system's resolver.
+    Manual {
+        check: Option<DnsServer>,
+    },
 }
 
 /// The DNS-01 responder: a provider, and the status the dashboard reads.
@@ -80,7 +85,7 @@ impl Dns01 {
     }
 
     fn by_hand(&self) -> bool {
-        matches!(self.provider, Provider::Manual)
+        matches!(self.provider, Provider::Manual { .. })
     }
 
     /// Publishes `record` and returns once it is visible; on any failure nothing stays
@@ -100,7 +105,7 @@ impl Dns01 {
         let created = match &self.provider {
             Provider::Rfc2136(server) => server.add(&record).await.map(|()| None),
             Provider::Cloudflare(api) => api.add(&record).await.map(Some),
-            Provider::Manual => {
+            Provider::Manual { .. } => {
                 tracing::warn!(
                     "ACME: create the DNS record {} TXT \"{}\" (rtcbox waits up to {} min for \
                      it; the dashboard shows it too)",
@@ -137,7 +142,7 @@ impl Dns01 {
             (Provider::Rfc2136(server), _) => server.delete(record).await,
             (Provider::Cloudflare(api), Some(created)) => api.delete(created).await,
             (Provider::Cloudflare(_), None) => Ok(()),
-            (Provider::Manual, _) => {
+            (Provider::Manual { .. }, _) => {
                 tracing::info!(
                     "ACME: the CA has looked; the DNS record {} TXT \"{}\" may be deleted now",
                     record.name,
@@ -178,6 +183,12 @@ impl Dns01 {
             let seen = match (&self.provider, &published.cloudflare) {
                 (Provider::Rfc2136(server), _) => server.serves(record).await,
                 (Provider::Cloudflare(_), Some(created)) => created.serves(record).await,
+                (
+                    Provider::Manual {
+                        check: Some(server),
+                    },
+                    _,
+                ) => rfc2136::query_txt(server, record).await,
                 _ => resolver_serves(record).await,
             };
             match seen {
