@@ -153,6 +153,31 @@ fn tls_modes() {
         Err(vec!["challenge", "email"]),
     );
     check(&[("mode", "self-signed")], Ok(()));
+    check(
+        &[
+            ("mode", "files"),
+            ("cert_file", "/volume1/certs/fullchain.pem"),
+            ("key_file", " /volume1/certs/privkey.pem "),
+        ],
+        Ok(()),
+    );
+    check(
+        &[("mode", "files"), ("cert_file", "fullchain.pem")],
+        Err(vec!["cert_file", "key_file"]),
+    );
+    let files = TlsStep::from_form(&form(&[
+        ("mode", "files"),
+        ("cert_file", "/c.pem"),
+        ("key_file", " /k.pem"),
+    ]))
+    .validate();
+    assert_eq!(
+        files,
+        Ok(TlsMode::Files {
+            cert: "/c.pem".into(),
+            key: "/k.pem".into()
+        })
+    );
     check(&[], Err(vec!["mode"]));
 }
 
