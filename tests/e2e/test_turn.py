@@ -390,21 +390,35 @@ def uri_transport(uri: str) -> tuple[str, str, int]:
     return transport, host, int(port)
 
 
-def expected_uris(box) -> set[str]:
-    return {f"turn:127.0.0.1:{box.turn_port}?transport=udp",
-            f"turn:127.0.0.1:{box.turn_port}?transport=tcp",
-            f"turns:127.0.0.1:{box.turn_tls_port}?transport=tcp"}
+def expected_uris(box, tls: bool) -> set[str]:
+    """The TURN URIs rtcbox hands out; ``turns:`` only while its certificate is one browsers
+    trust (a self-signed one would make them fail the TLS handshake)."""
+    uris = {f"turn:127.0.0.1:{box.turn_port}?transport=udp",
+            f"turn:127.0.0.1:{box.turn_port}?transport=tcp"}
+    if tls:
+        uris.add(f"turns:127.0.0.1:{box.turn_tls_port}?transport=tcp")
+    return uris
+
+
+def trusted_certificate_env(pki: dict) -> dict:
+    """rtcbox serving the suite's server certificate (files mode) with the suite's CA as this
+    system's roots (SSL_CERT_FILE, which rustls-native-certs reads): a certificate "browsers
+    trust", so ``turns:`` is offered."""
+    return {"RTCBOX_TLS_MODE": "files", "RTCBOX_TLS_CERT_FILE": pki["cert"],
+            "RTCBOX_TLS_KEY_FILE": pki["key"], "SSL_CERT_FILE": pki["ca"]}
 
 
 def test_synapse_turn_credentials_from_the_wizard_snippet_work(start_rtcbox, synapse, tmp_path,
                                                               pki, echo_peer):
     """The wizard (legacy 1:1 calls on) generates turn_uris/turn_shared_secret; a Synapse with
     that snippet merged in hands a registered user credentials that relay through rtcbox over
-    every URI it lists. The wizard's secret takes effect when rtcbox restarts (as the admin
-    panel says of every setting it saves)."""
+    every URI it lists, ``turns:`` included because rtcbox serves a certificate this system
+    trusts. The wizard's secret takes effect when rtcbox restarts (as the admin panel says of
+    every setting it saves)."""
     from test_admin_synapse import Panel, walk_wizard
 
-    allow = {"RTCBOX_TURN_ALLOW_PEERS": "127.0.0.1/32", **relay_env()}
+    allow = {"RTCBOX_TURN_ALLOW_PEERS": "127.0.0.1/32", **relay_env(),
+             **trusted_certificate_env(pki)}
     box = start_rtcbox(allow, name="wizard")
     panel = Panel(box)
     panel.set_up()
@@ -414,7 +428,7 @@ def test_synapse_turn_credentials_from_the_wizard_snippet_work(start_rtcbox, syn
     assert len(stored_secret) >= 32, "the wizard stored no TURN shared secret"
     config = yaml.safe_load(snippet)
     assert config.get("turn_shared_secret") == stored_secret, snippet
-    assert set(config.get("turn_uris", [])) == expected_uris(box), \
+    assert set(config.get("turn_uris", [])) == expected_uris(box, tls=True), \
         f"the snippet's turn_uris do not name rtcbox's TURN listeners:\n{snippet}"
 
     # Restart on the same data directory and TURN ports: now TURN uses the stored secret.
@@ -434,7 +448,7 @@ def test_synapse_turn_credentials_from_the_wizard_snippet_work(start_rtcbox, syn
         turn = response.json()
     finally:
         stop_synapse(hs)
-    assert set(turn.get("uris", [])) == expected_uris(box), turn
+    assert set(turn.get("uris", [])) == expected_uris(box, tls=True), turn
     assert turn.get("ttl") == 3600, turn  # turn_user_lifetime: 1h
     username, password = turn.get("username", ""), turn.get("password", "")
     assert username.endswith(f":{user['user_id']}") and password, turn
@@ -580,7 +594,9 @@ def test_participant_credentials_relay_to_the_sfu_only(turn_box, echo_peer):
             join = await join_response(ws)
             servers = list(join.ice_servers)
             urls = {u for server in servers for u in server.urls}
-            assert urls == expected_uris(turn_box), f"JoinResponse.ice_servers: {servers}"
+            # turn_box serves its self-signed certificate: no turns: for participants.
+            assert urls == expected_uris(turn_box, tls=False), \
+                f"JoinResponse.ice_servers: {servers}"
             udp = f"turn:127.0.0.1:{turn_box.turn_port}?transport=udp"
             server = next(s for s in servers if udp in s.urls)
             assert server.username and server.credential, servers
