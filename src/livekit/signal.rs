@@ -78,6 +78,13 @@ fn plain(status: StatusCode, body: &str) -> Response<Body> {
 /// Until single-PC signaling exists: a 404 whose body does not say the room is missing, so the
 /// JS SDK classifies it as "service not found" and retries on `/rtc`, and the Rust/Python SDK
 /// (which falls back on any 404 of the upgrade) does the same.
+///
+/// No cheaper answer exists. The Rust/Python SDK falls back only on a 404 of the upgrade itself
+/// (any other status makes it ask `/rtc/v1/validate` and fail). livekit-client cannot see a
+/// failed upgrade's status, so it always asks `/rtc/v1/validate`: 404 without `requested room
+/// does not exist` is its only fallback (warning "v1 RTC path not found" and retrying on v0),
+/// 401/403 and any other status or a missing CORS header end the join. Accepting the upgrade
+/// and sending anything but a JoinResponse (a `leave`, say) fails the join too.
 async fn v1_not_supported() -> Response<Body> {
     plain(
         StatusCode::NOT_FOUND,
