@@ -5,7 +5,9 @@
 //! bodies (clients classify errors by them): 401 for a missing or bad token, 400 for a token
 //! without identity or room, 404 `requested room does not exist`. After the upgrade, one binary
 //! protobuf `SignalRequest` per frame comes in and one `SignalResponse` per frame goes out; a
-//! frame that does not decode ends the session with a `leave`.
+//! frame that does not decode ends the session with a `leave`. The session sends a WebSocket
+//! ping frame every 10 s and closes when the client has sent nothing, not even a pong, for 20 s
+//! ([`super::keepalive`] decides).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,10 +24,10 @@ use prost::Message as _;
 use proto::{signal_request, signal_response};
 use tokio::sync::mpsc;
 
+use super::keepalive::{self, Due, Keepalive};
 use super::token::{self, Claims};
 use crate::config::ApiKey;
 use crate::secret::Secret;
-use crate::sfu::core::PING_TIMEOUT_SECS;
 use crate::sfu::{JoinError, JoinRequest, SfuHandle};
 use crate::turn::TurnHandle;
 
@@ -76,6 +78,13 @@ fn plain(status: StatusCode, body: &str) -> Response<Body> {
 /// Until single-PC signaling exists: a 404 whose body does not say the room is missing, so the
 /// JS SDK classifies it as "service not found" and retries on `/rtc`, and the Rust/Python SDK
 /// (which falls back on any 404 of the upgrade) does the same.
+///
+/// No cheaper answer exists. The Rust/Python SDK falls back only on a 404 of the upgrade itself
+/// (any other status makes it ask `/rtc/v1/validate` and fail). livekit-client cannot see a
+/// failed upgrade's status, so it always asks `/rtc/v1/validate`: 404 without `requested room
+/// does not exist` is its only fallback (warning "v1 RTC path not found" and retrying on v0),
+/// 401/403 and any other status or a missing CORS header end the join. Accepting the upgrade
+/// and sending anything but a JoinResponse (a `leave`, say) fails the join too.
 async fn v1_not_supported() -> Response<Body> {
     plain(
         StatusCode::NOT_FOUND,
@@ -257,8 +266,7 @@ async fn session(
         Err(_) => return,
     }
 
-    let ping_timeout = Duration::from_secs(PING_TIMEOUT_SECS as u64);
-    let mut deadline = tokio::time::Instant::now() + ping_timeout;
+    let mut keepalive = Keepalive::new(std::time::Instant::now());
     // The JoinResponse must be the first message; the first refreshed token follows it, then
     // one every interval.
     let mut refresh = tokio::time::interval_at(
@@ -292,16 +300,14 @@ async fn session(
                     let _ = send(&mut socket, signal_response::Message::RefreshToken(token)).await;
                 }
             }
-            incoming = tokio::time::timeout_at(deadline, socket.recv()) => {
+            incoming = socket.recv() => {
                 let frame = match incoming {
-                    Err(_) => {
-                        tracing::info!(identity = claims.sub, "signaling timed out (no ping)");
-                        break proto::DisconnectReason::ConnectionTimeout;
-                    }
-                    Ok(None) | Ok(Some(Err(_))) => break proto::DisconnectReason::SignalClose,
-                    Ok(Some(Ok(frame))) => frame,
+                    None | Some(Err(_)) => break proto::DisconnectReason::SignalClose,
+                    Some(Ok(frame)) => frame,
                 };
-                deadline = tokio::time::Instant::now() + ping_timeout;
+                // Any frame proves the client alive: pongs (the Go SDK sends nothing else),
+                // pings, LiveKit pings and every other message.
+                keepalive.heard(std::time::Instant::now());
                 let bytes = match frame {
                     Message::Binary(bytes) => bytes,
                     Message::Close(_) => break proto::DisconnectReason::ClientInitiated,
@@ -334,6 +340,28 @@ async fn session(
                         }
                     }
                     message => state.sfu.signal(conn, message).await,
+                }
+            }
+            _ = tokio::time::sleep_until(keepalive.next_due().into()) => {
+                let now = std::time::Instant::now();
+                match keepalive.poll(now) {
+                    Some(Due::Dead) => {
+                        tracing::info!(
+                            identity = claims.sub,
+                            silent_secs = keepalive.silent_for(now).as_secs(),
+                            "signaling timed out: nothing received from the client, not even a \
+                             pong to the WebSocket pings, for {} s",
+                            keepalive::SILENCE_LIMIT.as_secs(),
+                        );
+                        break proto::DisconnectReason::ConnectionTimeout;
+                    }
+                    Some(Due::Ping) => {
+                        let ping = socket.send(Message::Ping(Default::default()));
+                        if !matches!(tokio::time::timeout(SEND_TIMEOUT, ping).await, Ok(Ok(()))) {
+                            break proto::DisconnectReason::SignalClose;
+                        }
+                    }
+                    None => {}
                 }
             }
         }
