@@ -447,9 +447,12 @@ async fn start_turn(
         tls_port: settings.turn_tls_port,
         certificates,
         public_host,
+        // The public URL's port leads to rtcbox's HTTPS listener (and so to TURN over TLS) when
+        // rtcbox gets the certificate for that name itself. With files or behind a proxy it may
+        // be a reverse proxy that holds 443 (DSM's, with the exported certificate in files).
         https_port: match (settings.tls_mode, settings.https_bind) {
-            (config::TlsMode::Proxy, _) | (_, None) => None,
-            _ => settings.public_url.tls_port(),
+            (config::TlsMode::Acme, Some(_)) => settings.public_url.tls_port(),
+            _ => None,
         },
         realm,
         shared_secret: settings.turn_shared_secret.clone(),
