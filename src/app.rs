@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tracing_subscriber::EnvFilter;
 
+use crate::auth::delayed_leave::DelayedLeaves;
 use crate::auth::{AuthConfig, AuthService};
 use crate::cli::{AdminCommand, Cli, Command, HealthcheckArgs, TokenArgs};
 use crate::config::{self, Layers, Origin, SettingKey, Settings};
@@ -119,6 +120,18 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let certificates = tls_certificates(&pool, &settings).await?;
     let (turn, turn_tls_streams) = start_turn(&settings, &sockets, certificates.clone()).await;
     let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms);
+    let (delayed_leaves, leaves) = {
+        let full_access = full_access.clone();
+        let dangerous = settings.dangerous_allow_private_homeservers;
+        DelayedLeaves::new(
+            pool.clone(),
+            federation.clone(),
+            sfu.clone(),
+            Box::new(move |server_name| {
+                crate::auth::address_policy(&full_access, dangerous, server_name)
+            }),
+        )
+    };
     let auth = AuthService::new(
         AuthConfig {
             public_url: settings.public_url.clone(),
@@ -129,6 +142,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         },
         federation.clone(),
         Arc::new(sfu.clone()),
+        Arc::new(leaves),
     );
     let listener = TcpListener::bind(settings.http_bind)
         .await
@@ -243,6 +257,9 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // Stops before the listeners close the participants' sessions: a shutdown is no leave (a
+    // restarted rtcbox resumes the stored delegations).
+    tokio::spawn(delayed_leaves.run(stopped(stop_rx.clone())));
     let serve_https = {
         let service = http::public_service(state.clone());
         let stop = stopped(stop_rx.clone());

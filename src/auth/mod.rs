@@ -1,18 +1,22 @@
 //! The MatrixRTC authorization service, wire-compatible with element-hq's lk-jwt-service: swaps a
 //! Matrix OpenID token for a LiveKit access token.
 //!
-//! [`AuthService::sfu_get`] and [`AuthService::get_token`] take the raw request body and return the
-//! response or an [`AuthError`] carrying lk-jwt-service's status, `errcode` and text, checked in
+//! [`AuthService::sfu_get`], [`AuthService::get_token`] and
+//! [`AuthService::delegate_delayed_leave`] take the raw request body and return the response or
+//! an [`AuthError`] carrying lk-jwt-service's status, `errcode` and text, checked in
 //! lk-jwt-service's order. HTTP concerns (CORS, methods, limits) live in `http::auth_routes`.
+//!
+//! `delay_id` + `delay_timeout` (on the token endpoints, mandatory on `/delegate_delayed_leave`)
+//! delegate the user's MSC4140 delayed leave event to rtcbox ([`delayed_leave`]): only for
+//! full-access users, as lk-jwt-service; the client-sent `delay_cs_api_url` is ignored (the
+//! homeserver's client API is resolved from its server name).
 //!
 //! Deliberate differences from lk-jwt-service, each in the user's favour:
 //! - unknown JSON fields are ignored rather than refused (clients add fields before services do);
-//! - delayed-leave parameters are accepted on both endpoints from full-access users (delegation
-//!   itself needs the SFU's participant events and arrives with it; until then the client's own
-//!   delayed-event restarts keep working as before);
 //! - a user of a homeserver that is not full-access gets a token only for a room that exists,
 //!   and otherwise a clear 403 instead of a token the SFU would refuse.
 
+pub mod delayed_leave;
 pub mod derive;
 
 use std::future::Future;
@@ -23,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use self::delayed_leave::{DelegateLeave, Delegation, DelegationError};
 use crate::config::{ApiKey, FullAccess, PublicUrl};
 use crate::livekit::token::{self, VideoGrant};
 use crate::matrix::{AddressPolicy, FederationClient, UserInfoError};
@@ -68,6 +73,21 @@ pub struct AuthService {
     config: AuthConfig,
     verifier: Arc<dyn OpenIdVerifier>,
     rooms: Arc<dyn RoomDirectory>,
+    leaves: Arc<dyn DelegateLeave>,
+}
+
+/// Which addresses requests to `server_name`'s homeserver may reach: a full-access homeserver is
+/// one the operator named, so it may live on the LAN; others only with the dangerous override.
+pub fn address_policy(
+    full_access: &FullAccess,
+    dangerous_allow_private_homeservers: bool,
+    server_name: &str,
+) -> AddressPolicy {
+    if dangerous_allow_private_homeservers || full_access.contains(server_name) {
+        AddressPolicy::AllowPrivate
+    } else {
+        AddressPolicy::PublicOnly
+    }
 }
 
 /// The successful answer of both endpoints.
@@ -111,6 +131,10 @@ impl AuthError {
     const fn bad_json(error: &'static str) -> Self {
         AuthError::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", error)
     }
+    const MISSING_DELAY: AuthError =
+        AuthError::bad_json("The request body is missing `delay_id` or `delay_timeout`");
+    const DELEGATION_FULL_ACCESS_ONLY: &'static str =
+        "Delegation of delayed events is only supported for full access users";
 }
 
 /// `openid_token` as returned by `/_matrix/client/v3/user/{userId}/openid/request_token`.
@@ -148,7 +172,17 @@ struct Member {
     claimed_device_id: Option<String>,
 }
 
-/// Body of the MSC4195 `POST /get_token`.
+/// A `/get_token`-shaped request whose user is confirmed.
+struct CheckedTokenRequest {
+    alias: String,
+    identity: String,
+    user_id: String,
+    server_name: String,
+    full_access: bool,
+    delay: Option<(Secret, Duration)>,
+}
+
+/// Body of the MSC4195 `POST /get_token` (and of `/delegate_delayed_leave`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct TokenRequest {
@@ -165,11 +199,13 @@ impl AuthService {
         config: AuthConfig,
         verifier: Arc<dyn OpenIdVerifier>,
         rooms: Arc<dyn RoomDirectory>,
+        leaves: Arc<dyn DelegateLeave>,
     ) -> Self {
         AuthService {
             config,
             verifier,
             rooms,
+            leaves,
         }
     }
 
@@ -189,23 +225,84 @@ impl AuthService {
             (Some(token), Some(server)) => (token, server),
             _ => return Err(AuthError::bad_json("Missing OpenID token parameters")),
         };
-        let has_delay = check_delay_pair(&request.delay)?;
+        let delay = check_delay_pair(&request.delay)?;
 
         let user_id = self.check_openid(server_name, access_token).await?;
         let full_access = self.config.full_access.contains(server_name);
-        if has_delay && !full_access {
-            return Err(AuthError::bad_json(
-                "Delegation of delayed events is only supported for full access users",
-            ));
+        if delay.is_some() && !full_access {
+            return Err(AuthError::bad_json(AuthError::DELEGATION_FULL_ACCESS_ONLY));
         }
         let device_id = request.device_id.as_deref().unwrap_or("");
         let alias = derive::room_alias(room, derive::CALL_SLOT);
         let identity = derive::legacy_identity(&user_id, device_id);
+        if let Some((delay_id, delay_timeout)) = delay {
+            self.delegate(&alias, &identity, server_name, delay_id, delay_timeout)
+                .await?;
+        }
         self.grant(&alias, &identity, &user_id, full_access).await
     }
 
     /// `POST /get_token`: identity hashed from user, claimed device and membership id.
     pub async fn get_token(&self, body: &[u8]) -> Result<TokenResponse, AuthError> {
+        let request = self.check_token_request(body, false).await?;
+        if request.delay.is_some() && !request.full_access {
+            return Err(AuthError::bad_json(AuthError::DELEGATION_FULL_ACCESS_ONLY));
+        }
+        if let Some((delay_id, delay_timeout)) = request.delay {
+            self.delegate(
+                &request.alias,
+                &request.identity,
+                &request.server_name,
+                delay_id,
+                delay_timeout,
+            )
+            .await?;
+        }
+        self.grant(
+            &request.alias,
+            &request.identity,
+            &request.user_id,
+            request.full_access,
+        )
+        .await
+    }
+
+    /// `POST /delegate_delayed_leave`: the body of `/get_token` with mandatory delay
+    /// parameters; only full-access users (403 otherwise). No token, no room: `{}` on success.
+    pub async fn delegate_delayed_leave(&self, body: &[u8]) -> Result<(), AuthError> {
+        let request = self.check_token_request(body, true).await?;
+        // `check_token_request` refused a request without them already (before the OpenID check).
+        let Some((delay_id, delay_timeout)) = request.delay else {
+            return Err(AuthError::MISSING_DELAY);
+        };
+        if !request.full_access {
+            tracing::info!(
+                user_id = request.user_id,
+                "delegation refused: not a full-access user"
+            );
+            return Err(AuthError::new(
+                StatusCode::FORBIDDEN,
+                "M_FORBIDDEN",
+                AuthError::DELEGATION_FULL_ACCESS_ONLY,
+            ));
+        }
+        self.delegate(
+            &request.alias,
+            &request.identity,
+            &request.server_name,
+            delay_id,
+            delay_timeout,
+        )
+        .await
+    }
+
+    /// The checks `/get_token` and `/delegate_delayed_leave` share, in lk-jwt-service's order;
+    /// the delay parameters are optional unless `delay_required`.
+    async fn check_token_request(
+        &self,
+        body: &[u8],
+        delay_required: bool,
+    ) -> Result<CheckedTokenRequest, AuthError> {
         let request: TokenRequest = parse_object(body)?;
         let (room_id, slot_id) = match (non_empty(&request.room_id), non_empty(&request.slot_id)) {
             (Some(room), Some(slot)) => (room, slot),
@@ -240,22 +337,73 @@ impl AuthService {
                 ));
             }
         };
-        let has_delay = check_delay_pair(&request.delay)?;
+        let delay = check_delay_pair(&request.delay)?;
+        if delay_required && delay.is_none() {
+            return Err(AuthError::MISSING_DELAY);
+        }
 
         let user_id = self.check_openid(server_name, access_token).await?;
         if user_id != claimed_user_id {
             tracing::info!(%user_id, claimed_user_id, "token refused: claimed user is not the token's user");
             return Err(AuthError::UNAUTHORIZED);
         }
-        let full_access = self.config.full_access.contains(server_name);
-        if has_delay && !full_access {
-            return Err(AuthError::bad_json(
-                "Delegation of delayed events is only supported for full access users",
-            ));
-        }
-        let alias = derive::room_alias(room_id, slot_id);
-        let identity = derive::rtc_identity(&user_id, claimed_device_id, member_id);
-        self.grant(&alias, &identity, &user_id, full_access).await
+        Ok(CheckedTokenRequest {
+            alias: derive::room_alias(room_id, slot_id),
+            identity: derive::rtc_identity(&user_id, claimed_device_id, member_id),
+            full_access: self.config.full_access.contains(server_name),
+            server_name: server_name.to_owned(),
+            user_id,
+            delay,
+        })
+    }
+
+    /// Hands the delayed leave event of `identity` in `alias` to the delayed-leave task.
+    async fn delegate(
+        &self,
+        alias: &str,
+        identity: &str,
+        server_name: &str,
+        delay_id: Secret,
+        delay_timeout: Duration,
+    ) -> Result<(), AuthError> {
+        let delegation = Delegation {
+            room: alias.to_owned(),
+            identity: identity.to_owned(),
+            delay_id,
+            delay_timeout,
+            server_name: server_name.to_owned(),
+            policy: self.address_policy(server_name),
+        };
+        self.leaves
+            .delegate(delegation)
+            .await
+            .map_err(|error| match error {
+                DelegationError::Unresolvable(reason) => {
+                    tracing::info!(
+                        server_name,
+                        reason,
+                        "delegation refused: client API not resolvable"
+                    );
+                    AuthError::bad_json("Unable to resolve client-server API")
+                }
+                DelegationError::ShuttingDown => AuthError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "M_UNKNOWN",
+                    "Service is shutting down",
+                ),
+                DelegationError::Storage(reason) => {
+                    tracing::error!(reason, "cannot store a delayed leave delegation");
+                    AuthError::INTERNAL
+                }
+            })
+    }
+
+    fn address_policy(&self, server_name: &str) -> AddressPolicy {
+        address_policy(
+            &self.config.full_access,
+            self.config.dangerous_allow_private_homeservers,
+            server_name,
+        )
     }
 
     async fn check_openid(
@@ -263,14 +411,7 @@ impl AuthService {
         server_name: &str,
         access_token: &str,
     ) -> Result<String, AuthError> {
-        // A full-access homeserver is one the operator named: it may live on the LAN.
-        let policy = if self.config.dangerous_allow_private_homeservers
-            || self.config.full_access.contains(server_name)
-        {
-            AddressPolicy::AllowPrivate
-        } else {
-            AddressPolicy::PublicOnly
-        };
+        let policy = self.address_policy(server_name);
         let token = Secret::new(access_token);
         self.verifier
             .verify(server_name, &token, policy)
@@ -367,16 +508,15 @@ fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
-/// `delay_id` and a positive `delay_timeout` come together or not at all. True when both came.
-fn check_delay_pair(delay: &DelayParams) -> Result<bool, AuthError> {
-    let has_id = delay.delay_id.as_deref().is_some_and(|id| !id.is_empty());
-    let has_timeout = delay.delay_timeout.is_some_and(|t| t > 0);
-    if has_id != has_timeout {
-        return Err(AuthError::bad_json(
-            "The request body is missing `delay_id` or `delay_timeout`",
-        ));
+/// `delay_id` and a positive `delay_timeout` (milliseconds) come together or not at all.
+fn check_delay_pair(delay: &DelayParams) -> Result<Option<(Secret, Duration)>, AuthError> {
+    let id = delay.delay_id.as_deref().filter(|id| !id.is_empty());
+    let timeout = delay.delay_timeout.filter(|t| *t > 0);
+    match (id, timeout) {
+        (Some(id), Some(ms)) => Ok(Some((Secret::new(id), Duration::from_millis(ms as u64)))),
+        (None, None) => Ok(None),
+        _ => Err(AuthError::MISSING_DELAY),
     }
-    Ok(has_id)
 }
 
 #[cfg(test)]

@@ -40,13 +40,46 @@ impl OpenIdVerifier for Canned {
     }
 }
 
+/// Records accepted delegations; refuses them all with `refuse` when set.
+#[derive(Default)]
+struct Delegations {
+    accepted: Mutex<Vec<Delegation>>,
+    refuse: Mutex<Option<fn() -> DelegationError>>,
+}
+
+impl DelegateLeave for Delegations {
+    fn delegate(
+        &self,
+        delegation: Delegation,
+    ) -> Pin<Box<dyn Future<Output = Result<(), DelegationError>> + Send + '_>> {
+        let result = match *self.refuse.lock().unwrap() {
+            Some(refusal) => Err(refusal()),
+            None => {
+                self.accepted.lock().unwrap().push(delegation);
+                Ok(())
+            }
+        };
+        Box::pin(async move { result })
+    }
+}
+
 fn service() -> (AuthService, Arc<Canned>) {
-    let (service, canned, _) = service_with_rooms();
+    let (service, canned, _, _) = service_with_all();
     (service, canned)
 }
 
-/// The service and the registry it creates rooms in, for tests that look at the rooms.
 fn service_with_rooms() -> (AuthService, Arc<Canned>, Arc<Mutex<RoomRegistry>>) {
+    let (service, canned, rooms, _) = service_with_all();
+    (service, canned, rooms)
+}
+
+/// The service, the registry it creates rooms in and the delegations it made.
+fn service_with_all() -> (
+    AuthService,
+    Arc<Canned>,
+    Arc<Mutex<RoomRegistry>>,
+    Arc<Delegations>,
+) {
     let canned = Arc::new(Canned {
         users: HashMap::from([
             ("alice-token", "@alice:home.example"),
@@ -62,8 +95,9 @@ fn service_with_rooms() -> (AuthService, Arc<Canned>, Arc<Mutex<RoomRegistry>>) 
         dangerous_allow_private_homeservers: false,
     };
     let rooms = Arc::new(Mutex::new(RoomRegistry::new()));
-    let service = AuthService::new(config, canned.clone(), rooms.clone());
-    (service, canned, rooms)
+    let delegations = Arc::new(Delegations::default());
+    let service = AuthService::new(config, canned.clone(), rooms.clone(), delegations.clone());
+    (service, canned, rooms, delegations)
 }
 
 fn openid(token: &str, server: &str) -> serde_json::Value {
@@ -267,14 +301,214 @@ fn validation_order_and_codes_match_lk_jwt_service() {
 
 #[test]
 fn unknown_fields_and_delay_params_from_full_access_users_are_accepted() {
-    let (service, _) = service();
+    let (service, _, _, delegations) = service_with_all();
     let mut body = legacy("alice-token", "home.example");
     body["delay_id"] = json!("syd_1");
     body["delay_timeout"] = json!(10000);
-    body["delay_cs_api_url"] = json!("https://home.example");
+    body["delay_cs_api_url"] = json!("https://elsewhere.example");
     body["something_new"] = json!({"nested": true});
     body["openid_token"]["extra"] = json!(1);
-    assert!(run(service.sfu_get(body.to_string().as_bytes())).is_ok());
+    let response = run(service.sfu_get(body.to_string().as_bytes())).unwrap();
+
+    // The delegation is real: for the token's room and identity, on the user's homeserver (not
+    // the client-sent `delay_cs_api_url`).
+    let claims = claims(&response);
+    let accepted = delegations.accepted.lock().unwrap();
+    let [delegation] = accepted.as_slice() else {
+        panic!("one delegation expected: {accepted:?}");
+    };
+    assert_eq!(delegation.room, claims.video.unwrap().room);
+    assert_eq!(delegation.identity, claims.sub);
+    assert_eq!(delegation.delay_id.expose(), "syd_1");
+    assert_eq!(delegation.delay_timeout, Duration::from_secs(10));
+    assert_eq!(delegation.server_name, "home.example");
+    assert_eq!(delegation.policy, AddressPolicy::AllowPrivate);
+}
+
+#[test]
+fn get_token_with_delay_params_delegates_for_its_identity() {
+    let (service, _, _, delegations) = service_with_all();
+    let mut body = msc4195("alice-token", "home.example", "@alice:home.example");
+    body["delay_id"] = json!("syd_3");
+    body["delay_timeout"] = json!(2500);
+    let response = run(service.get_token(body.to_string().as_bytes())).unwrap();
+    let accepted = delegations.accepted.lock().unwrap();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].identity, claims(&response).sub);
+    assert_eq!(accepted[0].delay_timeout, Duration::from_millis(2500));
+}
+
+fn delegate(service: &AuthService, body: serde_json::Value) -> Result<TokenResponse, AuthError> {
+    run(async {
+        service
+            .delegate_delayed_leave(body.to_string().as_bytes())
+            .await
+            .map(|()| TokenResponse {
+                url: String::new(),
+                jwt: String::new(),
+            })
+    })
+}
+
+fn delayed(mut body: serde_json::Value) -> serde_json::Value {
+    body["delay_id"] = json!("syd_4");
+    body["delay_timeout"] = json!(10000);
+    body
+}
+
+#[test]
+fn delegate_delayed_leave_validates_as_lk_jwt_service() {
+    let (service, _, rooms, delegations) = service_with_all();
+    let alice = || msc4195("alice-token", "home.example", "@alice:home.example");
+
+    for garbage in ["", "{", "[]", "null"] {
+        check_error(
+            run(async {
+                service
+                    .delegate_delayed_leave(garbage.as_bytes())
+                    .await
+                    .map(|()| unreachable!())
+            }),
+            400,
+            "M_NOT_JSON",
+            "Error reading request",
+        );
+    }
+    check_error(
+        delegate(&service, json!({"room_id": "!r:x"})),
+        400,
+        "M_BAD_JSON",
+        "`room_id` or `slot_id`",
+    );
+    // The delay parameters are mandatory here, each of them.
+    check_error(
+        delegate(&service, alice()),
+        400,
+        "M_BAD_JSON",
+        "`delay_id` or `delay_timeout`",
+    );
+    for (field, value) in [
+        ("delay_id", json!("")),
+        ("delay_timeout", json!(0)),
+        ("delay_timeout", json!(-5)),
+    ] {
+        let mut body = delayed(alice());
+        body[field] = value;
+        check_error(
+            delegate(&service, body),
+            400,
+            "M_BAD_JSON",
+            "`delay_id` or `delay_timeout`",
+        );
+    }
+    let mut body = delayed(alice());
+    body["delay_timeout"] = json!("10000");
+    check_error(delegate(&service, body), 400, "M_NOT_JSON", "");
+    // Checked before the OpenID token, as every other body error.
+    check_error(
+        delegate(
+            &service,
+            msc4195("forged", "home.example", "@alice:home.example"),
+        ),
+        400,
+        "M_BAD_JSON",
+        "`delay_id` or `delay_timeout`",
+    );
+    check_error(
+        delegate(
+            &service,
+            delayed(msc4195("forged", "home.example", "@alice:home.example")),
+        ),
+        401,
+        "M_UNAUTHORIZED",
+        "",
+    );
+    check_error(
+        delegate(
+            &service,
+            delayed(msc4195(
+                "alice-token",
+                "home.example",
+                "@mallory:home.example",
+            )),
+        ),
+        401,
+        "M_UNAUTHORIZED",
+        "",
+    );
+    // Not full access: 403 here (the token endpoints say 400).
+    check_error(
+        delegate(
+            &service,
+            delayed(msc4195(
+                "bob-token",
+                "remote.example",
+                "@bob:remote.example",
+            )),
+        ),
+        403,
+        "M_FORBIDDEN",
+        "only supported for full access users",
+    );
+    assert!(delegations.accepted.lock().unwrap().is_empty());
+
+    // A good request is delegated for the /get_token identity, and creates no room.
+    delegate(&service, delayed(alice())).unwrap();
+    let accepted = delegations.accepted.lock().unwrap();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(
+        accepted[0].identity,
+        derive::rtc_identity("@alice:home.example", "DEV", "member1")
+    );
+    assert_eq!(
+        accepted[0].room,
+        derive::room_alias("!room:home.example", "m.call#ROOM")
+    );
+    assert!(rooms.lock().unwrap().is_empty());
+}
+
+#[test]
+fn delegation_failures_have_lk_jwt_service_codes() {
+    let (service, _, _, delegations) = service_with_all();
+    let alice = || {
+        delayed(msc4195(
+            "alice-token",
+            "home.example",
+            "@alice:home.example",
+        ))
+    };
+    type Case = (fn() -> DelegationError, u16, &'static str, &'static str);
+    let cases: [Case; 3] = [
+        (
+            || DelegationError::Unresolvable("no".into()),
+            400,
+            "M_BAD_JSON",
+            "Unable to resolve client-server API",
+        ),
+        (
+            || DelegationError::ShuttingDown,
+            503,
+            "M_UNKNOWN",
+            "Service is shutting down",
+        ),
+        (
+            || DelegationError::Storage("disk full".into()),
+            500,
+            "M_UNKNOWN",
+            "Internal Server Error",
+        ),
+    ];
+    for (refusal, status, errcode, text) in cases {
+        *delegations.refuse.lock().unwrap() = Some(refusal);
+        check_error(delegate(&service, alice()), status, errcode, text);
+        // The token endpoints refuse the same way (and issue no token).
+        check_error(
+            run(service.get_token(alice().to_string().as_bytes())),
+            status,
+            errcode,
+            text,
+        );
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 pub mod acme;
 pub mod admin;
 pub mod certificates;
+pub mod delayed_leaves;
 pub mod imports;
 pub mod settings;
 

@@ -1,6 +1,6 @@
 //! HTTP face of the authorization service, as lk-jwt-service presents it: `POST /sfu/get`,
-//! `POST /get_token` (CORS `*`, `OPTIONS` → 200, other methods → 405, every answer JSON) and
-//! `GET|HEAD /healthz`.
+//! `POST /get_token`, `POST /delegate_delayed_leave` (CORS `*`, `OPTIONS` → 200, other methods
+//! → 405, every answer JSON) and `GET|HEAD /healthz`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +20,7 @@ pub fn routes() -> Router<Arc<PublicState>> {
     Router::new()
         .route("/sfu/get", any(sfu_get))
         .route("/get_token", any(get_token))
+        .route("/delegate_delayed_leave", any(delegate_delayed_leave))
         .route("/healthz", any(healthz))
 }
 
@@ -27,6 +28,7 @@ pub fn routes() -> Router<Arc<PublicState>> {
 enum Endpoint {
     SfuGet,
     GetToken,
+    DelegateDelayedLeave,
 }
 
 async fn sfu_get(
@@ -45,6 +47,15 @@ async fn get_token(
     body: Body,
 ) -> Response<Body> {
     token_endpoint(Endpoint::GetToken, state, ip, method, body).await
+}
+
+async fn delegate_delayed_leave(
+    state: State<Arc<PublicState>>,
+    ip: ClientIp,
+    method: Method,
+    body: Body,
+) -> Response<Body> {
+    token_endpoint(Endpoint::DelegateDelayedLeave, state, ip, method, body).await
 }
 
 async fn token_endpoint(
@@ -95,15 +106,22 @@ async fn token_endpoint(
         }
     };
     let result = match endpoint {
-        Endpoint::SfuGet => state.auth.sfu_get(&bytes).await,
-        Endpoint::GetToken => state.auth.get_token(&bytes).await,
+        Endpoint::SfuGet => state.auth.sfu_get(&bytes).await.map(token_body),
+        Endpoint::GetToken => state.auth.get_token(&bytes).await.map(token_body),
+        Endpoint::DelegateDelayedLeave => state
+            .auth
+            .delegate_delayed_leave(&bytes)
+            .await
+            .map(|()| json!({})),
     };
     match result {
-        Ok(TokenResponse { url, jwt }) => {
-            cors_json(StatusCode::OK, Some(json!({"url": url, "jwt": jwt})))
-        }
+        Ok(body) => cors_json(StatusCode::OK, Some(body)),
         Err(error) => error_response(&error),
     }
+}
+
+fn token_body(TokenResponse { url, jwt }: TokenResponse) -> serde_json::Value {
+    json!({"url": url, "jwt": jwt})
 }
 
 async fn healthz(method: Method) -> Response<Body> {

@@ -7,6 +7,7 @@ use axum::http::header;
 use http_body_util::BodyExt as _;
 
 use super::*;
+use crate::auth::delayed_leave::{DelegateLeave, Delegation, DelegationError};
 use crate::auth::{AuthConfig, OpenIdVerifier};
 use crate::config::{ApiKey, FullAccess, PublicUrl};
 use crate::matrix::{AddressPolicy, UserInfoError};
@@ -32,6 +33,18 @@ impl OpenIdVerifier for OneUser {
     }
 }
 
+/// Takes every delegation.
+struct AcceptAll;
+
+impl DelegateLeave for AcceptAll {
+    fn delegate(
+        &self,
+        _: Delegation,
+    ) -> Pin<Box<dyn Future<Output = Result<(), DelegationError>> + Send + '_>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 fn app() -> PublicService {
     public_service(Arc::new(PublicState::new(Arc::new(auth_service()))))
 }
@@ -47,6 +60,7 @@ fn auth_service() -> AuthService {
         },
         Arc::new(OneUser),
         Arc::new(Mutex::new(RoomRegistry::new())),
+        Arc::new(AcceptAll),
     )
 }
 
@@ -112,16 +126,48 @@ async fn token_endpoints_answer_at_root_and_under_the_prefix() {
         assert_eq!(answer.header("content-type"), "application/json");
         assert_eq!(answer.header("access-control-allow-origin"), "*");
     }
-    for path in ["/get_token", "/livekit/jwt/get_token"] {
+    for path in [
+        "/get_token",
+        "/livekit/jwt/get_token",
+        "/delegate_delayed_leave",
+        "/livekit/jwt/delegate_delayed_leave",
+    ] {
         let answer = call("POST", path, "{}").await;
         assert_eq!(answer.status, 400, "{path}");
         assert_eq!(answer.json()["errcode"], "M_BAD_JSON");
+        assert_eq!(answer.header("access-control-allow-origin"), "*");
+    }
+}
+
+#[tokio::test]
+async fn delegate_delayed_leave_answers_an_empty_object() {
+    let body = serde_json::json!({
+        "room_id": "!r:home.example", "slot_id": "m.call#ROOM",
+        "openid_token": {"access_token": "good", "matrix_server_name": "home.example"},
+        "member": {"id": "m1", "claimed_user_id": "@alice:home.example", "claimed_device_id": "D"},
+        "delay_id": "syd_x", "delay_timeout": 10000,
+    })
+    .to_string();
+    for path in [
+        "/delegate_delayed_leave",
+        "/livekit/jwt/delegate_delayed_leave",
+    ] {
+        let answer = call("POST", path, body.clone()).await;
+        assert_eq!((answer.status, answer.body.as_str()), (200, "{}"), "{path}");
+        assert_eq!(answer.header("content-type"), "application/json");
+        assert_eq!(answer.header("access-control-allow-origin"), "*");
     }
 }
 
 #[tokio::test]
 async fn preflight_and_wrong_methods() {
-    for path in ["/sfu/get", "/get_token", "/livekit/jwt/get_token"] {
+    for path in [
+        "/sfu/get",
+        "/get_token",
+        "/livekit/jwt/get_token",
+        "/delegate_delayed_leave",
+        "/livekit/jwt/delegate_delayed_leave",
+    ] {
         let answer = call("OPTIONS", path, Body::empty()).await;
         assert_eq!(answer.status, 200, "{path}");
         assert_eq!(answer.body, "");

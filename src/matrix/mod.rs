@@ -4,6 +4,7 @@
 //! limits in one place: TLS always verified (system roots plus `RTCBOX_MATRIX_CA_FILE`), resolved
 //! addresses checked against the [`AddressPolicy`], connect timeout, response size cap.
 
+mod client_api;
 mod discovery;
 mod server_name;
 
@@ -15,14 +16,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::body::Bytes;
-use axum::http::{Request, header};
-use http_body_util::{BodyExt as _, Empty, Limited};
+use axum::http::{Method, Request, header};
+use http_body_util::{BodyExt as _, Either, Empty, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName as TlsServerName};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
+pub use client_api::{ClientApiUrl, DelayedEventAction, DelayedEventAnswer};
 pub use discovery::{DEFAULT_FEDERATION_PORT, Endpoint, Lookup, SrvRecord, discover};
 pub use server_name::{Host, InvalidServerName, ServerName};
 
@@ -210,6 +212,23 @@ impl FederationClient {
         path: &str,
         policy: AddressPolicy,
     ) -> Result<(u16, Bytes), UserInfoError> {
+        self.exchange(endpoint, true, Method::GET, path, None, policy)
+            .await
+            .map(|reply| (reply.status, reply.body))
+    }
+
+    /// One request to `endpoint` (over verified TLS when `tls`), its addresses checked against
+    /// `policy`; a `body` is sent as JSON. The one place every outgoing request to a homeserver
+    /// passes. The body of the answer is capped at [`MAX_RESPONSE_BYTES`].
+    async fn exchange(
+        &self,
+        endpoint: &Endpoint,
+        tls: bool,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        policy: AddressPolicy,
+    ) -> Result<Reply, UserInfoError> {
         let shown = format!("{}:{}", endpoint.host, endpoint.port);
         let unreachable = |reason: String| UserInfoError::Unreachable {
             endpoint: shown.clone(),
@@ -228,46 +247,36 @@ impl FederationClient {
             });
         }
         let tcp = connect_any(&addrs).await.map_err(unreachable)?;
-        let tls_name = TlsServerName::try_from(endpoint.tls_name.clone())
-            .map_err(|e| unreachable(format!("invalid TLS name: {e}")))?;
-        let tls = self
-            .tls
-            .connect(tls_name, tcp)
-            .await
-            .map_err(|e| unreachable(format!("TLS: {e}")))?;
-
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| unreachable(format!("HTTP: {e}")))?;
-        let driver = tokio::spawn(async move {
-            // Errors surface through `send_request`; the driver only needs to run.
-            let _ = connection.await;
-        });
-        let request = Request::get(path)
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
             .header(header::HOST, &endpoint.host_header)
             .header(
                 header::USER_AGENT,
                 concat!("rtcbox/", env!("CARGO_PKG_VERSION")),
             )
-            .header(header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
+            .header(header::ACCEPT, "application/json");
+        let body = match body {
+            Some(bytes) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Either::Left(Full::new(bytes))
+            }
+            None => Either::Right(Empty::<Bytes>::new()),
+        };
+        let request = request
+            .body(body)
             .map_err(|e| unreachable(format!("request: {e}")))?;
-        let result = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| unreachable(format!("HTTP: {e}")))?;
-            let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| UserInfoError::BadResponse(format!("body: {e}")))?
-                .to_bytes();
-            Ok((status, body))
+        if !tls {
+            return send(TokioIo::new(tcp), request, &unreachable).await;
         }
-        .await;
-        driver.abort();
-        result
+        let tls_name = TlsServerName::try_from(endpoint.tls_name.clone())
+            .map_err(|e| unreachable(format!("invalid TLS name: {e}")))?;
+        let stream = self
+            .tls
+            .connect(tls_name, tcp)
+            .await
+            .map_err(|e| unreachable(format!("TLS: {e}")))?;
+        send(TokioIo::new(stream), request, &unreachable).await
     }
 
     async fn fetch_well_known(&self, host: &str, policy: AddressPolicy) -> Option<ServerName> {
@@ -486,6 +495,59 @@ fn parse_well_known(body: &[u8]) -> Option<ServerName> {
     let parsed: WellKnown = serde_json::from_slice(body).ok()?;
     ServerName::parse(&parsed.server).ok()
 }
+
+/// Sends `request` on a fresh HTTP/1.1 connection over `io`; the status and capped body.
+async fn send<I>(
+    io: I,
+    request: Request<RequestBody>,
+    unreachable: &impl Fn(String) -> UserInfoError,
+) -> Result<Reply, UserInfoError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| unreachable(format!("HTTP: {e}")))?;
+    let driver = tokio::spawn(async move {
+        // Errors surface through `send_request`; the driver only needs to run.
+        let _ = connection.await;
+    });
+    let result = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| unreachable(format!("HTTP: {e}")))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| UserInfoError::BadResponse(format!("body: {e}")))?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            retry_after,
+            body,
+        })
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+/// A homeserver's answer: status, `Retry-After` in seconds if it sent one, the capped body.
+struct Reply {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Bytes,
+}
+
+type RequestBody = Either<Full<Bytes>, Empty<Bytes>>;
 
 async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, String> {
     let mut last = String::from("no address");

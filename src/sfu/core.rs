@@ -94,6 +94,8 @@ pub enum Output {
     /// The connection's participant is gone; close the signaling connection after the queued
     /// messages.
     Close(ConnId),
+    /// A participant left its room (any reason); published by the driver (`sfu::presence`).
+    Left { room: String, identity: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -1016,6 +1018,10 @@ impl Sfu {
             reason = reason.as_str_name(),
             "participant left"
         );
+        self.outputs.push_back(Output::Left {
+            room: p.room.clone(),
+            identity: p.identity.clone(),
+        });
         if notify {
             let leave = signal_response::Message::Leave(proto::LeaveRequest {
                 reason: reason as i32,

@@ -22,9 +22,10 @@ use proto::signal_response;
 use str0m::net::Protocol;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::core::{ConnId, JoinError, JoinRequest, Output, Sfu, SfuConfig};
+use super::presence::{PRESENCE_CAPACITY, PresenceEvent};
 use crate::net::stun;
 use crate::rooms::{CreateOutcome, RoomDirectory, RoomError, RoomFuture, RoomOptions};
 
@@ -156,6 +157,7 @@ enum Event {
 pub struct Core {
     pub sfu: Sfu,
     signals: HashMap<ConnId, mpsc::Sender<signal_response::Message>>,
+    presence: broadcast::Sender<PresenceEvent>,
 }
 
 /// A cloneable handle to the SFU task. Dropping every handle stops the task.
@@ -163,6 +165,7 @@ pub struct Core {
 pub struct SfuHandle {
     events: mpsc::Sender<Event>,
     next_conn: Arc<AtomicU64>,
+    presence: broadcast::Sender<PresenceEvent>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,9 +186,11 @@ impl SfuHandle {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
+        let (presence, _) = broadcast::channel(PRESENCE_CAPACITY);
         let core = Core {
             sfu: Sfu::new(config, Instant::now(), unix_ms),
             signals: HashMap::new(),
+            presence: presence.clone(),
         };
         for (socket, advertised) in &sockets.udp {
             tokio::spawn(read_udp(socket.clone(), *advertised, events.clone()));
@@ -196,7 +201,19 @@ impl SfuHandle {
         SfuHandle {
             events,
             next_conn: Arc::new(AtomicU64::new(1)),
+            presence,
         }
+    }
+
+    /// Joins and leaves from now on (`sfu::presence`).
+    pub fn subscribe_presence(&self) -> broadcast::Receiver<PresenceEvent> {
+        self.presence.subscribe()
+    }
+
+    /// Whether `identity` is in `room` right now.
+    pub async fn is_present(&self, room: String, identity: String) -> Result<bool, SfuGone> {
+        self.call(move |sfu, _| sfu.participant(&room, &identity).is_some())
+            .await
     }
 
     /// Runs `f` on the SFU task with the core and the current time, and returns its result.
@@ -229,10 +246,17 @@ impl SfuHandle {
         let (tx, rx) = oneshot::channel();
         let call: Call = Box::new(move |core, now| {
             let conn = request.conn;
+            let joined = PresenceEvent::Joined {
+                room: request.room.clone(),
+                identity: request.identity.clone(),
+            };
             core.signals.insert(conn, signals);
             let result = core.sfu.join(now, request);
             if result.is_err() {
                 core.signals.remove(&conn);
+            } else {
+                // No subscriber is fine.
+                let _ = core.presence.send(joined);
             }
             let _ = tx.send(result);
         });
@@ -343,6 +367,10 @@ async fn flush(
             Output::Close(conn) => {
                 // Dropping the sender ends the session's writer after what is queued.
                 core.signals.remove(&conn);
+            }
+            Output::Left { room, identity } => {
+                // No subscriber is fine.
+                let _ = core.presence.send(PresenceEvent::Left { room, identity });
             }
         }
     }

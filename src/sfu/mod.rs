@@ -15,6 +15,8 @@ pub mod driver;
 pub mod forward;
 pub mod ids;
 pub mod keyframe;
+pub mod presence;
 
 pub use self::core::{ConnId, JoinError, JoinRequest, Output, Sfu, SfuConfig};
 pub use driver::{SfuHandle, SfuSockets};
+pub use presence::PresenceEvent;

@@ -153,9 +153,12 @@ def merge_config(base: dict, overlay: dict) -> dict:
     return merged
 
 
-def start_synapse(d: Path, pki: dict, extra_config: dict | None = None) -> Synapse:
+def start_synapse(d: Path, pki: dict, extra_config: dict | None = None,
+                  client_over_tls: bool = False) -> Synapse:
     """Generates a Synapse config in ``d`` (test listeners, TLS from the test CA, high rate
     limits), merges ``extra_config`` into it, starts Synapse and waits for its client API.
+    With ``client_over_tls`` the TLS listener (the server name's port) also serves the client API
+    and ``/.well-known/matrix/client`` pointing at itself, as a public homeserver does.
     Stop it with ``stop_synapse``."""
     client_port, fed_port = free_port(), free_port()
     server_name = f"localhost:{fed_port}"
@@ -172,6 +175,10 @@ def start_synapse(d: Path, pki: dict, extra_config: dict | None = None) -> Synap
         {"port": fed_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": True,
          "resources": [{"names": ["federation", "openid"], "compress": False}]},
     ]
+    if client_over_tls:
+        hs["listeners"][1]["resources"][0]["names"].append("client")
+        hs["public_baseurl"] = f"https://{server_name}/"
+        hs["serve_client_wellknown"] = True
     hs["tls_certificate_path"] = pki["cert"]
     hs["tls_private_key_path"] = pki["key"]
     hs["trusted_key_servers"] = []

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use rtcbox::auth::delayed_leave::{DelegateLeave, Delegation, DelegationError};
 use rtcbox::auth::{AuthConfig, AuthService, OpenIdVerifier};
 use rtcbox::config::{ApiKey, FullAccess, PublicUrl, parse_bind};
 use rtcbox::livekit::token;
@@ -191,6 +192,18 @@ impl OpenIdVerifier for Fixed {
     }
 }
 
+/// Takes every delegation.
+struct AcceptAll;
+
+impl DelegateLeave for AcceptAll {
+    fn delegate(
+        &self,
+        _: Delegation,
+    ) -> Pin<Box<dyn Future<Output = Result<(), DelegationError>> + Send + '_>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 #[test]
 fn token_request_bodies() {
     let service = AuthService::new(
@@ -203,6 +216,7 @@ fn token_request_bodies() {
         },
         Arc::new(Fixed),
         Arc::new(Mutex::new(RoomRegistry::new())),
+        Arc::new(AcceptAll),
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -212,7 +226,12 @@ fn token_request_bodies() {
         br#"{"room_id":"!r:h","slot_id":"m.call#ROOM","openid_token":{"access_token":"t","matrix_server_name":"home.example"},"member":{"id":"m","claimed_user_id":"@alice:home.example","claimed_device_id":"D"},"delay_id":"x","delay_timeout":10}"#,
     ];
     let mut accepted = 0;
+    let mut delegated = 0;
     fuzz("token requests", seeds, |input| {
+        match rt.block_on(service.delegate_delayed_leave(input)) {
+            Ok(()) => delegated += 1,
+            Err(error) => assert!(error.status.is_client_error(), "{error:?}"),
+        }
         for result in [
             rt.block_on(service.sfu_get(input)),
             rt.block_on(service.get_token(input)),
@@ -230,6 +249,7 @@ fn token_request_bodies() {
         }
     });
     assert!(accepted > 0, "the seeds must reach the success path");
+    assert!(delegated > 0, "the seeds must reach the delegation");
 }
 
 #[test]
