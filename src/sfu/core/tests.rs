@@ -7,6 +7,7 @@ use livekit_protocol as proto;
 use proto::signal_response::Message as Out;
 
 use super::*;
+use crate::rooms::RoomOptions;
 
 fn sfu(auto_create_rooms: bool) -> (Sfu, Instant) {
     str0m::crypto::from_feature_flags().install_process_default();

@@ -1,0 +1,385 @@
+//! The sans-IO SFU core: rooms, participants (each with a publisher and a subscriber
+//! `str0m::Rtc`, LiveKit's v0 dual peer connection), signaling logic and RTP/data forwarding.
+//!
+//! Inputs: [`Sfu::join`], [`Sfu::handle_signal`], [`Sfu::leave`], [`Sfu::handle_receive`],
+//! [`Sfu::handle_timeout`] and the room-service calls. Outputs: [`Sfu::poll_output`]. Every
+//! input takes `now`; nothing here reads a clock, touches a socket or takes a lock.
+//!
+//! Peer input never panics the process: each call into a participant's `Rtc` runs under
+//! `catch_unwind`; a panic marks that participant failed and it is removed (its room lives on).
+//!
+//! This file holds the entry points and the run loop (route a datagram, drain touched peers,
+//! dispatch their events); each job lives in a file of its own:
+//! - [`rooms`]: rooms and the room-service calls (create, list, delete, mute, remove);
+//! - [`session`]: participant sessions: join, leave, removal, participant snapshots;
+//! - [`media`]: a participant's str0m peer connections (`Peer`, `Pc`);
+//! - [`negotiation`]: publisher offers, subscriber offers/answers, trickle, subscriptions;
+//! - [`tracks`]: published tracks: AddTrack, binding negotiated m-lines, mute;
+//! - [`forwarding`]: RTP forwarding to subscriptions and keyframe requests;
+//! - [`data`]: data channel packets relayed to the room;
+//! - [`layers`]: simulcast layer allocation per subscription.
+
+// Several protocol fields are deprecated upstream but still read by released clients (legacy
+// `UserPacket` sender fields, `TrackInfo.layers`/`simulcast`, `DataPacket.kind`); we fill them.
+#![allow(deprecated)]
+
+mod data;
+mod forwarding;
+mod layers;
+mod media;
+mod negotiation;
+mod rooms;
+mod session;
+mod tracks;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use livekit_protocol as proto;
+use proto::{signal_request, signal_response};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Event, IceConnectionState, Input};
+
+use self::media::Pc;
+use self::rooms::RoomState;
+use self::session::Participant;
+use crate::livekit::token::VideoGrant;
+use crate::rooms::RoomRegistry;
+
+/// The LiveKit server version we claim. ≥ 1.8.0 enables RPC in the SDKs; ≤ 1.13.6 keeps JS from
+/// expecting rid-simulcast for VP9/AV1, which we do not offer (`enabled_publish_codecs`).
+pub const SERVER_VERSION: &str = "1.9.0";
+/// The signaling protocol level we implement (LiveKit's numbering).
+pub const SERVER_PROTOCOL: i32 = 16;
+pub const PING_INTERVAL_SECS: i32 = 5;
+pub const PING_TIMEOUT_SECS: i32 = 15;
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The signaling connection a participant belongs to; allocated by the driver.
+pub type ConnId = u64;
+
+pub struct SfuConfig {
+    /// Host candidates advertised for UDP and passive TCP.
+    pub udp_candidates: Vec<SocketAddr>,
+    pub tcp_candidates: Vec<SocketAddr>,
+    pub auto_create_rooms: bool,
+    pub node_id: String,
+}
+
+/// What a validated token asks for.
+#[derive(Clone, Debug)]
+pub struct JoinRequest {
+    pub conn: ConnId,
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub metadata: String,
+    pub grant: VideoGrant,
+    pub auto_subscribe: bool,
+    pub client_protocol: i32,
+    /// TURN servers with this participant's credentials, for the JoinResponse.
+    pub ice_servers: Vec<proto::IceServer>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("requested room does not exist")]
+    RoomNotFound,
+    #[error("room is full")]
+    RoomFull,
+    #[error("too many rooms")]
+    TooManyRooms,
+}
+
+#[derive(Debug)]
+pub enum Output {
+    /// A datagram (UDP) or an RFC 4571 frame's payload (TCP) to send.
+    Transmit(Transmit),
+    /// A signaling message for one connection (boxed: join responses are large).
+    Signal(ConnId, Box<signal_response::Message>),
+    /// The connection's participant is gone; close the signaling connection after the queued
+    /// messages.
+    Close(ConnId),
+}
+
+pub struct Sfu {
+    config: SfuConfig,
+    registry: RoomRegistry,
+    rooms: HashMap<String, RoomState>,
+    participants: HashMap<ConnId, Participant>,
+    /// Demultiplexing: which peer a remote transport address belongs to.
+    routes: HashMap<(Protocol, SocketAddr), (ConnId, Pc)>,
+    dirty: VecDeque<(ConnId, Pc)>,
+    outputs: VecDeque<Output>,
+    next_housekeeping: Instant,
+    /// `(Instant, unix ms)` pair fixed at start: wall-clock times in protocol messages are derived
+    /// from `now` and this anchor, so the core never reads a clock.
+    epoch: (Instant, i64),
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig, now: Instant, now_unix_ms: i64) -> Self {
+        Sfu {
+            config,
+            registry: RoomRegistry::new(),
+            rooms: HashMap::new(),
+            participants: HashMap::new(),
+            routes: HashMap::new(),
+            dirty: VecDeque::new(),
+            outputs: VecDeque::new(),
+            next_housekeeping: now,
+            epoch: (now, now_unix_ms),
+        }
+    }
+
+    fn unix_ms(&self, now: Instant) -> i64 {
+        self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_millis() as i64
+    }
+
+    pub fn handle_signal(&mut self, now: Instant, conn: ConnId, message: signal_request::Message) {
+        if !self.participants.contains_key(&conn) {
+            return;
+        }
+        use signal_request::Message as M;
+        match message {
+            M::Offer(offer) => self.handle_publisher_offer(conn, offer),
+            M::Answer(answer) => self.handle_subscriber_answer(now, conn, answer),
+            M::Trickle(trickle) => self.handle_trickle(conn, trickle),
+            M::AddTrack(request) => self.handle_add_track(conn, request),
+            M::Mute(mute) => {
+                self.set_muted(conn, &mute.sid, mute.muted);
+            }
+            M::Subscription(update) => self.handle_subscription(now, conn, update),
+            M::TrackSetting(settings) => self.handle_track_settings(conn, settings),
+            M::Leave(_) => {
+                self.remove_participant(now, conn, proto::DisconnectReason::ClientInitiated, false);
+                self.outputs.push_back(Output::Close(conn));
+            }
+            M::UpdateMetadata(update) => self.handle_update_metadata(conn, update),
+            // Accepted and ignored: pings (the signaling session answers them), subscription
+            // permissions, resume state, layer hints from old clients, simulation hooks, data
+            // tracks.
+            _ => {}
+        }
+        self.drain(now);
+    }
+
+    /// A datagram (UDP) or a de-framed RFC 4571 packet (TCP) arrived. `destination` is our
+    /// advertised address it was sent to.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) {
+        let Ok(receive) = Receive::new(proto, source, destination, bytes) else {
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        let route = match self.routes.get(&(proto, source)) {
+            Some(route) => Some(*route),
+            None => self.route_for(&input),
+        };
+        let Some((conn, pc)) = route else {
+            tracing::trace!(%source, "datagram for no peer; dropped");
+            return;
+        };
+        self.routes.insert((proto, source), (conn, pc));
+        let Some(p) = self.participants.get_mut(&conn) else {
+            return;
+        };
+        let peer = p.peer_mut(pc);
+        match guard(|| peer.rtc.handle_input(input)) {
+            Some(Ok(())) => {}
+            Some(Err(error)) => tracing::debug!(%error, "media input refused"),
+            None => self.fail(conn, "panic on media input"),
+        }
+        self.mark(conn, pc);
+        self.drain(now);
+    }
+
+    fn route_for(&self, input: &Input) -> Option<(ConnId, Pc)> {
+        for (conn, p) in &self.participants {
+            for pc in [Pc::Publisher, Pc::Subscriber] {
+                let rtc = &p.peer(pc).rtc;
+                if guard(|| rtc.accepts(input)).unwrap_or(false) {
+                    return Some((*conn, pc));
+                }
+            }
+        }
+        None
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (conn, p) in &self.participants {
+            for pc in [Pc::Publisher, Pc::Subscriber] {
+                if p.peer(pc).timeout <= now {
+                    due.push((*conn, pc));
+                }
+            }
+        }
+        for (conn, pc) in due {
+            let Some(p) = self.participants.get_mut(&conn) else {
+                continue;
+            };
+            let peer = p.peer_mut(pc);
+            match guard(|| peer.rtc.handle_input(Input::Timeout(now))) {
+                Some(Ok(())) => {}
+                Some(Err(error)) => tracing::debug!(%error, "timeout input refused"),
+                None => self.fail(conn, "panic on timeout"),
+            }
+            self.mark(conn, pc);
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+            self.housekeeping(now);
+        }
+        self.drain(now);
+    }
+
+    pub fn poll_timeout(&self) -> Instant {
+        self.participants
+            .values()
+            .flat_map(|p| [p.publisher.timeout, p.subscriber.timeout])
+            .fold(self.next_housekeeping, Instant::min)
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Number of participants across rooms (for status and tests).
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        for name in self.registry.expire(now) {
+            tracing::info!(room = name, "room closed: timed out empty");
+        }
+        self.forget_expired_rooms();
+        // Dead peers (DTLS closed, ICE gone for good) leave.
+        let dead: Vec<ConnId> = self
+            .participants
+            .values()
+            .filter(|p| !p.publisher.rtc.is_alive() || !p.subscriber.rtc.is_alive())
+            .map(|p| p.conn)
+            .collect();
+        for conn in dead {
+            self.remove_participant(now, conn, proto::DisconnectReason::ConnectionTimeout, true);
+        }
+        self.allocate_layers(now);
+    }
+
+    fn mark(&mut self, conn: ConnId, pc: Pc) {
+        if let Some(p) = self.participants.get_mut(&conn) {
+            let peer = p.peer_mut(pc);
+            if !peer.queued {
+                peer.queued = true;
+                self.dirty.push_back((conn, pc));
+            }
+        }
+    }
+
+    /// Polls every touched peer until it is idle, handling its events (which may touch others).
+    fn drain(&mut self, now: Instant) {
+        while let Some((conn, pc)) = self.dirty.pop_front() {
+            let mut events = Vec::new();
+            let Some(p) = self.participants.get_mut(&conn) else {
+                continue;
+            };
+            let peer = p.peer_mut(pc);
+            peer.queued = false;
+            let outputs = &mut self.outputs;
+            let polled = guard(|| {
+                loop {
+                    match peer.rtc.poll_output() {
+                        Ok(str0m::Output::Timeout(at)) => {
+                            peer.timeout = at;
+                            break Ok(());
+                        }
+                        Ok(str0m::Output::Transmit(t)) => outputs.push_back(Output::Transmit(t)),
+                        Ok(str0m::Output::Event(e)) => events.push(e),
+                        Err(error) => break Err(error),
+                    }
+                }
+            });
+            match polled {
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "peer failed");
+                    self.fail(conn, "peer connection failed");
+                }
+                None => self.fail(conn, "panic while polling"),
+            }
+            for event in events {
+                self.handle_event(now, conn, pc, event);
+            }
+        }
+        let failed: Vec<ConnId> = self
+            .participants
+            .values()
+            .filter(|p| p.failed)
+            .map(|p| p.conn)
+            .collect();
+        for conn in failed {
+            self.remove_participant(now, conn, proto::DisconnectReason::StateMismatch, true);
+        }
+        if !self.dirty.is_empty() {
+            self.drain(now);
+        }
+    }
+
+    fn handle_event(&mut self, now: Instant, conn: ConnId, pc: Pc, event: Event) {
+        match event {
+            Event::RtpPacket(packet) if pc == Pc::Publisher => self.forward_rtp(now, conn, packet),
+            Event::KeyframeRequest(request) if pc == Pc::Subscriber => {
+                self.forward_keyframe_request(now, conn, request.mid, request.kind)
+            }
+            Event::MediaAdded(added) if pc == Pc::Publisher => {
+                self.publish_media(now, conn, added.mid, added.kind)
+            }
+            Event::ChannelOpen(id, label) => self.channel_opened(conn, pc, id, &label),
+            Event::ChannelData(data) if pc == Pc::Publisher => self.channel_data(conn, data),
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                tracing::debug!(conn, ?pc, "ICE disconnected");
+            }
+            Event::Connected => {
+                let Some(p) = self.participants.get_mut(&conn) else {
+                    return;
+                };
+                p.peer_mut(pc).connected = true;
+                if p.state == proto::participant_info::State::Joined {
+                    p.state = proto::participant_info::State::Active;
+                    self.broadcast_participant(conn);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn signal(&mut self, conn: ConnId, message: signal_response::Message) {
+        self.outputs
+            .push_back(Output::Signal(conn, Box::new(message)));
+    }
+
+    fn fail(&mut self, conn: ConnId, why: &str) {
+        if let Some(p) = self.participants.get_mut(&conn) {
+            tracing::warn!(identity = p.identity, why, "dropping participant");
+            p.failed = true;
+        }
+    }
+}
+
+/// Runs a call into str0m; `None` if it panicked (the caller then drops that participant).
+fn guard<T>(f: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+#[cfg(test)]
+mod tests;
