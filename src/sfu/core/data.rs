@@ -25,7 +25,7 @@ impl Sfu {
             "_lossy" => DataKind::Lossy,
             _ => DataKind::Other,
         };
-        if pc == Pc::Publisher {
+        if p.media.is_uplink(pc) {
             p.pub_channels.insert(id, kind);
         }
     }
@@ -106,12 +106,12 @@ impl Sfu {
             let Some(id) = channel else {
                 continue;
             };
-            let sent = guard(|| match s.subscriber.rtc.channel(id) {
+            let sent = guard(|| match s.media.downlink_mut().channel(id) {
                 Some(mut channel) => channel.write(true, &encoded).is_ok(),
                 None => false,
             });
             match sent {
-                Some(true) => self.mark(other, Pc::Subscriber),
+                Some(true) => self.mark_downlink(other),
                 Some(false) => tracing::debug!(
                     identity = s.identity,
                     "data channel not open; packet dropped"

@@ -8,7 +8,6 @@ use str0m::media::{KeyframeRequestKind, Mid};
 use str0m::rtp::{RtpPacket, RtpWrite};
 
 use super::layers::layer_of;
-use super::media::Pc;
 use super::{ConnId, Sfu, guard};
 use crate::sfu::forward::{Forwarder, Layer, Verdict};
 use crate::sfu::keyframe;
@@ -35,8 +34,8 @@ impl Sfu {
         };
         let ssrc = packet.header.ssrc;
         let Some((mid, rid)) = p
-            .publisher
-            .rtc
+            .media
+            .uplink_mut()
             .direct_api()
             .stream_rx(&ssrc)
             .map(|s| (s.mid(), s.rid()))
@@ -54,8 +53,8 @@ impl Sfu {
         let track_sid = track.info.sid.clone();
         let pt = *packet.header.payload_type;
         let params: Option<PayloadParams> = p
-            .publisher
-            .rtc
+            .media
+            .uplink()
             .codec_config()
             .params()
             .iter()
@@ -107,7 +106,7 @@ impl Sfu {
             let out_pt = match sub.pt_map.iter().find(|(from, _)| *from == pt) {
                 Some((_, to)) => *to,
                 None => {
-                    let Some(ours) = s.subscriber.rtc.codec_config().match_params(params) else {
+                    let Some(ours) = s.media.downlink().codec_config().match_params(params) else {
                         continue;
                     };
                     let to = *ours.pt();
@@ -127,7 +126,7 @@ impl Sfu {
             .ext_vals(ext.clone())
             .nackable(video);
             let written = guard(|| {
-                let mut api = s.subscriber.rtc.direct_api();
+                let mut api = s.media.downlink_mut().direct_api();
                 match api.stream_tx_by_mid(mid, None) {
                     Some(stream) => {
                         stream.write_rtp(write);
@@ -137,7 +136,7 @@ impl Sfu {
                 }
             });
             match written {
-                Some(true) => self.mark(other, Pc::Subscriber),
+                Some(true) => self.mark_downlink(other),
                 Some(false) => {}
                 None => self.fail(other, "panic while writing RTP"),
             }
@@ -190,13 +189,13 @@ impl Sfu {
         *slot = Some(now);
         let rid = track.layer_rid[layer as usize % 3];
         let requested = guard(|| {
-            if let Some(stream) = p.publisher.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+            if let Some(stream) = p.media.uplink_mut().direct_api().stream_rx_by_mid(mid, rid) {
                 stream.request_keyframe(kind);
             }
         });
         if requested.is_none() {
             return self.fail(publisher, "panic while requesting a keyframe");
         }
-        self.mark(publisher, Pc::Publisher);
+        self.mark_uplink(publisher);
     }
 }

@@ -12,7 +12,7 @@
 //! dispatch their events); each job lives in a file of its own:
 //! - [`rooms`]: rooms and the room-service calls (create, list, delete, mute, remove);
 //! - [`session`]: participant sessions: join, leave, removal, participant snapshots;
-//! - [`media`]: a participant's str0m peer connections (`Peer`, `Pc`);
+//! - [`media`]: `Media`, the one type holding a participant's str0m `Rtc`s (uplink/downlink);
 //! - [`negotiation`]: publisher offers, subscriber offers/answers, trickle, subscriptions;
 //! - [`tracks`]: published tracks: AddTrack, binding negotiated m-lines, mute;
 //! - [`forwarding`]: RTP forwarding to subscriptions and keyframe requests;
@@ -192,7 +192,7 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&conn) else {
             return;
         };
-        let peer = p.peer_mut(pc);
+        let peer = p.media.peer_mut(pc);
         match guard(|| peer.rtc.handle_input(input)) {
             Some(Ok(())) => {}
             Some(Err(error)) => tracing::debug!(%error, "media input refused"),
@@ -204,11 +204,8 @@ impl Sfu {
 
     fn route_for(&self, input: &Input) -> Option<(ConnId, Pc)> {
         for (conn, p) in &self.participants {
-            for pc in [Pc::Publisher, Pc::Subscriber] {
-                let rtc = &p.peer(pc).rtc;
-                if guard(|| rtc.accepts(input)).unwrap_or(false) {
-                    return Some((*conn, pc));
-                }
+            if let Some(pc) = p.media.accepting(input) {
+                return Some((*conn, pc));
             }
         }
         None
@@ -217,8 +214,8 @@ impl Sfu {
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = Vec::new();
         for (conn, p) in &self.participants {
-            for pc in [Pc::Publisher, Pc::Subscriber] {
-                if p.peer(pc).timeout <= now {
+            for pc in p.media.pcs() {
+                if p.media.peer(pc).timeout <= now {
                     due.push((*conn, pc));
                 }
             }
@@ -227,7 +224,7 @@ impl Sfu {
             let Some(p) = self.participants.get_mut(&conn) else {
                 continue;
             };
-            let peer = p.peer_mut(pc);
+            let peer = p.media.peer_mut(pc);
             match guard(|| peer.rtc.handle_input(Input::Timeout(now))) {
                 Some(Ok(())) => {}
                 Some(Err(error)) => tracing::debug!(%error, "timeout input refused"),
@@ -245,7 +242,7 @@ impl Sfu {
     pub fn poll_timeout(&self) -> Instant {
         self.participants
             .values()
-            .flat_map(|p| [p.publisher.timeout, p.subscriber.timeout])
+            .map(|p| p.media.next_timeout())
             .fold(self.next_housekeeping, Instant::min)
     }
 
@@ -267,7 +264,7 @@ impl Sfu {
         let dead: Vec<ConnId> = self
             .participants
             .values()
-            .filter(|p| !p.publisher.rtc.is_alive() || !p.subscriber.rtc.is_alive())
+            .filter(|p| !p.media.is_alive())
             .map(|p| p.conn)
             .collect();
         for conn in dead {
@@ -278,11 +275,25 @@ impl Sfu {
 
     fn mark(&mut self, conn: ConnId, pc: Pc) {
         if let Some(p) = self.participants.get_mut(&conn) {
-            let peer = p.peer_mut(pc);
+            let peer = p.media.peer_mut(pc);
             if !peer.queued {
                 peer.queued = true;
                 self.dirty.push_back((conn, pc));
             }
+        }
+    }
+
+    /// Queues the connection the client's media arrives on to be drained.
+    fn mark_uplink(&mut self, conn: ConnId) {
+        if let Some(pc) = self.participants.get(&conn).map(|p| p.media.uplink_pc()) {
+            self.mark(conn, pc);
+        }
+    }
+
+    /// Queues the connection we send to the client on to be drained.
+    fn mark_downlink(&mut self, conn: ConnId) {
+        if let Some(pc) = self.participants.get(&conn).map(|p| p.media.downlink_pc()) {
+            self.mark(conn, pc);
         }
     }
 
@@ -293,7 +304,7 @@ impl Sfu {
             let Some(p) = self.participants.get_mut(&conn) else {
                 continue;
             };
-            let peer = p.peer_mut(pc);
+            let peer = p.media.peer_mut(pc);
             peer.queued = false;
             let outputs = &mut self.outputs;
             let polled = guard(|| {
@@ -336,16 +347,23 @@ impl Sfu {
     }
 
     fn handle_event(&mut self, now: Instant, conn: ConnId, pc: Pc, event: Event) {
+        let Some((uplink, downlink)) = self
+            .participants
+            .get(&conn)
+            .map(|p| (p.media.is_uplink(pc), p.media.is_downlink(pc)))
+        else {
+            return;
+        };
         match event {
-            Event::RtpPacket(packet) if pc == Pc::Publisher => self.forward_rtp(now, conn, packet),
-            Event::KeyframeRequest(request) if pc == Pc::Subscriber => {
+            Event::RtpPacket(packet) if uplink => self.forward_rtp(now, conn, packet),
+            Event::KeyframeRequest(request) if downlink => {
                 self.forward_keyframe_request(now, conn, request.mid, request.kind)
             }
-            Event::MediaAdded(added) if pc == Pc::Publisher => {
+            Event::MediaAdded(added) if uplink => {
                 self.publish_media(now, conn, added.mid, added.kind)
             }
             Event::ChannelOpen(id, label) => self.channel_opened(conn, pc, id, &label),
-            Event::ChannelData(data) if pc == Pc::Publisher => self.channel_data(conn, data),
+            Event::ChannelData(data) if uplink => self.channel_data(conn, data),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 tracing::debug!(conn, ?pc, "ICE disconnected");
             }
@@ -353,7 +371,7 @@ impl Sfu {
                 let Some(p) = self.participants.get_mut(&conn) else {
                     return;
                 };
-                p.peer_mut(pc).connected = true;
+                p.media.peer_mut(pc).connected = true;
                 if p.state == proto::participant_info::State::Joined {
                     p.state = proto::participant_info::State::Active;
                     self.broadcast_participant(conn);

@@ -13,7 +13,6 @@ use str0m::media::{Direction, MediaKind, Mid};
 
 use super::data::DataKind;
 use super::forwarding::Subscription;
-use super::media::Pc;
 use super::session::Participant;
 use super::{ConnId, Output, Sfu, guard};
 use crate::sfu::forward::Forwarder;
@@ -43,7 +42,7 @@ impl Sfu {
                 return self.fail(conn, "unparsable offer");
             }
         };
-        let answer = guard(|| p.publisher.rtc.sdp_api().accept_offer(parsed));
+        let answer = guard(|| p.media.uplink_mut().sdp_api().accept_offer(parsed));
         match answer {
             Some(Ok(answer)) => {
                 let mid_to_track_id = p.mid_to_track_id();
@@ -55,7 +54,7 @@ impl Sfu {
                 });
                 self.outputs
                     .push_back(Output::Signal(conn, Box::new(message)));
-                self.mark(conn, Pc::Publisher);
+                self.mark_uplink(conn);
             }
             Some(Err(error)) => {
                 tracing::debug!(identity = p.identity, %error, "publisher offer refused");
@@ -98,9 +97,14 @@ impl Sfu {
                 return self.fail(conn, "unparsable answer");
             }
         };
-        match guard(|| p.subscriber.rtc.sdp_api().accept_answer(pending, parsed)) {
+        match guard(|| {
+            p.media
+                .downlink_mut()
+                .sdp_api()
+                .accept_answer(pending, parsed)
+        }) {
             Some(Ok(())) => {
-                self.mark(conn, Pc::Subscriber);
+                self.mark_downlink(conn);
                 // New subscriptions start at a keyframe.
                 self.negotiate_subscriber(now, conn);
             }
@@ -132,12 +136,8 @@ impl Sfu {
             tracing::debug!(candidate = line, "unparsable remote candidate; ignored");
             return;
         };
-        let pc = if trickle.target == proto::SignalTarget::Subscriber as i32 {
-            Pc::Subscriber
-        } else {
-            Pc::Publisher
-        };
-        let peer = p.peer_mut(pc);
+        let pc = p.media.for_target(trickle.target);
+        let peer = p.media.peer_mut(pc);
         if guard(|| peer.rtc.add_remote_candidate(candidate)).is_none() {
             return self.fail(conn, "panic on a remote candidate");
         }
@@ -237,7 +237,7 @@ impl Sfu {
         let mut added: Vec<Subscription> = Vec::new();
         let mut channels: Vec<(DataKind, ChannelId)> = Vec::new();
         let result = guard(|| {
-            let mut api = p.subscriber.rtc.sdp_api();
+            let mut api = p.media.downlink_mut().sdp_api();
             if create_channels {
                 let reliable = api.add_channel_with_config(ChannelConfig {
                     label: "_reliable".into(),
@@ -312,7 +312,7 @@ impl Sfu {
             self.outputs
                 .push_back(Output::Signal(conn, Box::new(message)));
         }
-        self.mark(conn, Pc::Subscriber);
+        self.mark_downlink(conn);
     }
 }
 

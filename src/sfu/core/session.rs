@@ -9,7 +9,7 @@ use proto::signal_response;
 
 use super::data::DataKind;
 use super::forwarding::Subscription;
-use super::media::Peer;
+use super::media::Media;
 use super::negotiation::Negotiation;
 use super::tracks::Track;
 use super::{
@@ -36,8 +36,8 @@ pub(super) struct Participant {
     pub(super) state: proto::participant_info::State,
     pub(super) client_protocol: i32,
     pub(super) auto_subscribe: bool,
-    pub(super) publisher: Peer,
-    pub(super) subscriber: Peer,
+    /// Its peer connections.
+    pub(super) media: Media,
     pub(super) tracks: Vec<Track>,
     pub(super) subs: Vec<Subscription>,
     pub(super) negotiation: Negotiation,
@@ -97,8 +97,7 @@ impl Sfu {
             state: proto::participant_info::State::Joined,
             client_protocol: request.client_protocol,
             auto_subscribe: request.auto_subscribe,
-            publisher: Peer::new(self.new_rtc(now), now),
-            subscriber: Peer::new(self.new_rtc(now), now),
+            media: Media::dual(self.new_rtc(now), self.new_rtc(now), now),
             tracks: Vec::new(),
             subs: Vec::new(),
             negotiation: Negotiation {
@@ -244,10 +243,7 @@ impl Sfu {
             self.signal(conn, leave);
             self.outputs.push_back(Output::Close(conn));
         }
-        let _ = guard(|| {
-            p.publisher.rtc.disconnect();
-            p.subscriber.rtc.disconnect();
-        });
+        let _ = guard(|| p.media.disconnect());
         self.routes.retain(|_, (c, _)| *c != conn);
         p.state = proto::participant_info::State::Disconnected;
         p.version += 1;

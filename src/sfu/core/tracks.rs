@@ -162,8 +162,8 @@ impl Sfu {
             return;
         };
         let msid_track = p
-            .publisher
-            .rtc
+            .media
+            .uplink()
             .media(mid)
             .map(|m| m.track_id().to_owned())
             .unwrap_or_default();
