@@ -5,7 +5,7 @@ use livekit_protocol as proto;
 use str0m::channel::{ChannelData, ChannelId};
 
 use super::media::Pc;
-use super::{ConnId, Sfu, guard};
+use super::{ParticipantKey, Sfu, guard};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum DataKind {
@@ -16,8 +16,14 @@ pub(super) enum DataKind {
 
 impl Sfu {
     /// A data channel opened; on the publisher connection, its label says what it carries.
-    pub(super) fn channel_opened(&mut self, conn: ConnId, pc: Pc, id: ChannelId, label: &str) {
-        let Some(p) = self.participants.get_mut(&conn) else {
+    pub(super) fn channel_opened(
+        &mut self,
+        key: ParticipantKey,
+        pc: Pc,
+        id: ChannelId,
+        label: &str,
+    ) {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         let kind = match label {
@@ -31,22 +37,22 @@ impl Sfu {
     }
 
     /// Data on one of the publisher connection's channels.
-    pub(super) fn channel_data(&mut self, conn: ConnId, data: ChannelData) {
+    pub(super) fn channel_data(&mut self, key: ParticipantKey, data: ChannelData) {
         let kind = self
             .participants
-            .get(&conn)
+            .get(&key)
             .and_then(|p| p.pub_channels.get(&data.id).copied())
             .unwrap_or(DataKind::Other);
         if data.binary && kind != DataKind::Other {
-            self.relay_data(conn, kind, &data.data);
+            self.relay_data(key, kind, &data.data);
         }
     }
 
-    /// Relays a `DataPacket` from `conn`'s publisher channel to the others' subscriber channels,
+    /// Relays a `DataPacket` from `key`'s publisher channel to the others' subscriber channels,
     /// with the sender stamped by us (clients trust these fields for attribution and E2EE keys).
-    pub(super) fn relay_data(&mut self, conn: ConnId, kind: DataKind, bytes: &[u8]) {
+    pub(super) fn relay_data(&mut self, key: ParticipantKey, kind: DataKind, bytes: &[u8]) {
         use prost::Message as _;
-        let Some(p) = self.participants.get_mut(&conn) else {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         if !p.permission.can_publish_data {
@@ -87,12 +93,8 @@ impl Sfu {
         let destinations = packet.destination_identities.clone();
         let encoded = packet.encode_to_vec();
         let room = p.room.clone();
-        let members = self
-            .rooms
-            .get(&room)
-            .map(|r| r.members.clone())
-            .unwrap_or_default();
-        for other in members.into_iter().filter(|c| *c != conn) {
+        let members = self.members(&room);
+        for other in members.into_iter().filter(|c| *c != key) {
             let Some(s) = self.participants.get_mut(&other) else {
                 continue;
             };

@@ -8,7 +8,7 @@ use str0m::media::{KeyframeRequestKind, Mid};
 use str0m::rtp::{RtpPacket, RtpWrite};
 
 use super::layers::layer_of;
-use super::{ConnId, Sfu, guard};
+use super::{ParticipantKey, Sfu, guard};
 use crate::sfu::forward::{Forwarder, Layer, Verdict};
 use crate::sfu::keyframe;
 
@@ -17,7 +17,7 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
 pub(super) struct Subscription {
     pub(super) track_sid: String,
-    pub(super) publisher: ConnId,
+    pub(super) publisher: ParticipantKey,
     pub(super) mid: Mid,
     pub(super) video: bool,
     pub(super) forwarder: Forwarder,
@@ -28,8 +28,8 @@ pub(super) struct Subscription {
 }
 
 impl Sfu {
-    pub(super) fn forward_rtp(&mut self, now: Instant, conn: ConnId, packet: RtpPacket) {
-        let Some(p) = self.participants.get_mut(&conn) else {
+    pub(super) fn forward_rtp(&mut self, now: Instant, key: ParticipantKey, packet: RtpPacket) {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         let ssrc = packet.header.ssrc;
@@ -64,25 +64,21 @@ impl Sfu {
             return;
         };
         let room = p.room.clone();
-        let members = self
-            .rooms
-            .get(&room)
-            .map(|r| r.members.clone())
-            .unwrap_or_default();
+        let members = self.members(&room);
         let mut wants_keyframe: Option<Layer> = None;
         let mut ext = packet.header.ext_vals.clone();
         ext.mid = None;
         ext.rid = None;
         ext.rid_repair = None;
         ext.transport_cc = None;
-        for other in members.into_iter().filter(|c| *c != conn) {
+        for other in members.into_iter().filter(|c| *c != key) {
             let Some(s) = self.participants.get_mut(&other) else {
                 continue;
             };
             let Some(sub) = s
                 .subs
                 .iter_mut()
-                .find(|sub| sub.publisher == conn && sub.track_sid == track_sid)
+                .find(|sub| sub.publisher == key && sub.track_sid == track_sid)
             else {
                 continue;
             };
@@ -142,18 +138,18 @@ impl Sfu {
             }
         }
         if let Some(layer) = wants_keyframe {
-            self.request_keyframe(now, conn, &track_sid, layer, KeyframeRequestKind::Pli);
+            self.request_keyframe(now, key, &track_sid, layer, KeyframeRequestKind::Pli);
         }
     }
 
     pub(super) fn forward_keyframe_request(
         &mut self,
         now: Instant,
-        conn: ConnId,
+        key: ParticipantKey,
         mid: Mid,
         kind: KeyframeRequestKind,
     ) {
-        let Some(s) = self.participants.get(&conn) else {
+        let Some(s) = self.participants.get(&key) else {
             return;
         };
         let Some(sub) = s.subs.iter().find(|sub| sub.mid == mid) else {
@@ -168,7 +164,7 @@ impl Sfu {
     pub(super) fn request_keyframe(
         &mut self,
         now: Instant,
-        publisher: ConnId,
+        publisher: ParticipantKey,
         track_sid: &str,
         layer: Layer,
         kind: KeyframeRequestKind,

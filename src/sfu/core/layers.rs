@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use livekit_protocol as proto;
 use str0m::media::Rid;
 
-use super::{ConnId, Sfu};
+use super::{ParticipantKey, Sfu};
 use crate::sfu::forward::Layer;
 
 /// A simulcast layer without packets for this long is considered off.
@@ -42,7 +42,7 @@ impl Sfu {
 
     pub(super) fn handle_track_settings(
         &mut self,
-        conn: ConnId,
+        key: ParticipantKey,
         settings: proto::UpdateTrackSettings,
     ) {
         // The requested size picks the layer: the smallest one at least that big.
@@ -57,7 +57,7 @@ impl Sfu {
                 (sid.clone(), layer)
             })
             .collect();
-        let Some(p) = self.participants.get_mut(&conn) else {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         for (sid, layer) in wanted_by_sid {

@@ -45,6 +45,7 @@ use str0m::{Event, IceConnectionState, Input};
 use self::media::Pc;
 use self::rooms::RoomState;
 use self::session::Participant;
+pub use self::session::ParticipantKey;
 use crate::livekit::token::VideoGrant;
 use crate::rooms::RoomRegistry;
 
@@ -57,7 +58,8 @@ pub const PING_INTERVAL_SECS: i32 = 5;
 pub const PING_TIMEOUT_SECS: i32 = 15;
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The signaling connection a participant belongs to; allocated by the driver.
+/// A signaling connection, allocated by the driver. A participant session is attached to one
+/// ([`ParticipantKey`] is the session's own key); inputs and outputs name connections.
 pub type ConnId = u64;
 
 pub struct SfuConfig {
@@ -108,10 +110,13 @@ pub struct Sfu {
     config: SfuConfig,
     registry: RoomRegistry,
     rooms: HashMap<String, RoomState>,
-    participants: HashMap<ConnId, Participant>,
+    participants: HashMap<ParticipantKey, Participant>,
+    /// Which session each signaling connection is attached to.
+    connections: HashMap<ConnId, ParticipantKey>,
+    next_key: u64,
     /// Demultiplexing: which peer a remote transport address belongs to.
-    routes: HashMap<(Protocol, SocketAddr), (ConnId, Pc)>,
-    dirty: VecDeque<(ConnId, Pc)>,
+    routes: HashMap<(Protocol, SocketAddr), (ParticipantKey, Pc)>,
+    dirty: VecDeque<(ParticipantKey, Pc)>,
     outputs: VecDeque<Output>,
     next_housekeeping: Instant,
     /// `(Instant, unix ms)` pair fixed at start: wall-clock times in protocol messages are derived
@@ -126,6 +131,8 @@ impl Sfu {
             registry: RoomRegistry::new(),
             rooms: HashMap::new(),
             participants: HashMap::new(),
+            connections: HashMap::new(),
+            next_key: 1,
             routes: HashMap::new(),
             dirty: VecDeque::new(),
             outputs: VecDeque::new(),
@@ -134,30 +141,41 @@ impl Sfu {
         }
     }
 
+    /// The session attached to a signaling connection.
+    fn session_of(&self, conn: ConnId) -> Option<ParticipantKey> {
+        self.connections.get(&conn).copied()
+    }
+
+    fn new_participant_key(&mut self) -> ParticipantKey {
+        let key = ParticipantKey::new(self.next_key);
+        self.next_key += 1;
+        key
+    }
+
     fn unix_ms(&self, now: Instant) -> i64 {
         self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_millis() as i64
     }
 
     pub fn handle_signal(&mut self, now: Instant, conn: ConnId, message: signal_request::Message) {
-        if !self.participants.contains_key(&conn) {
+        let Some(key) = self.session_of(conn) else {
             return;
-        }
+        };
         use signal_request::Message as M;
         match message {
-            M::Offer(offer) => self.handle_publisher_offer(conn, offer),
-            M::Answer(answer) => self.handle_subscriber_answer(now, conn, answer),
-            M::Trickle(trickle) => self.handle_trickle(conn, trickle),
-            M::AddTrack(request) => self.handle_add_track(conn, request),
+            M::Offer(offer) => self.handle_publisher_offer(key, offer),
+            M::Answer(answer) => self.handle_subscriber_answer(now, key, answer),
+            M::Trickle(trickle) => self.handle_trickle(key, trickle),
+            M::AddTrack(request) => self.handle_add_track(key, request),
             M::Mute(mute) => {
-                self.set_muted(conn, &mute.sid, mute.muted);
+                self.set_muted(key, &mute.sid, mute.muted);
             }
-            M::Subscription(update) => self.handle_subscription(now, conn, update),
-            M::TrackSetting(settings) => self.handle_track_settings(conn, settings),
+            M::Subscription(update) => self.handle_subscription(now, key, update),
+            M::TrackSetting(settings) => self.handle_track_settings(key, settings),
             M::Leave(_) => {
-                self.remove_participant(now, conn, proto::DisconnectReason::ClientInitiated, false);
+                self.remove_participant(now, key, proto::DisconnectReason::ClientInitiated, false);
                 self.outputs.push_back(Output::Close(conn));
             }
-            M::UpdateMetadata(update) => self.handle_update_metadata(conn, update),
+            M::UpdateMetadata(update) => self.handle_update_metadata(key, update),
             // Accepted and ignored: pings (the signaling session answers them), subscription
             // permissions, resume state, layer hints from old clients, simulation hooks, data
             // tracks.
@@ -184,28 +202,28 @@ impl Sfu {
             Some(route) => Some(*route),
             None => self.route_for(&input),
         };
-        let Some((conn, pc)) = route else {
+        let Some((key, pc)) = route else {
             tracing::trace!(%source, "datagram for no peer; dropped");
             return;
         };
-        self.routes.insert((proto, source), (conn, pc));
-        let Some(p) = self.participants.get_mut(&conn) else {
+        self.routes.insert((proto, source), (key, pc));
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         let peer = p.media.peer_mut(pc);
         match guard(|| peer.rtc.handle_input(input)) {
             Some(Ok(())) => {}
             Some(Err(error)) => tracing::debug!(%error, "media input refused"),
-            None => self.fail(conn, "panic on media input"),
+            None => self.fail(key, "panic on media input"),
         }
-        self.mark(conn, pc);
+        self.mark(key, pc);
         self.drain(now);
     }
 
-    fn route_for(&self, input: &Input) -> Option<(ConnId, Pc)> {
-        for (conn, p) in &self.participants {
+    fn route_for(&self, input: &Input) -> Option<(ParticipantKey, Pc)> {
+        for (key, p) in &self.participants {
             if let Some(pc) = p.media.accepting(input) {
-                return Some((*conn, pc));
+                return Some((*key, pc));
             }
         }
         None
@@ -213,24 +231,24 @@ impl Sfu {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = Vec::new();
-        for (conn, p) in &self.participants {
+        for (key, p) in &self.participants {
             for pc in p.media.pcs() {
                 if p.media.peer(pc).timeout <= now {
-                    due.push((*conn, pc));
+                    due.push((*key, pc));
                 }
             }
         }
-        for (conn, pc) in due {
-            let Some(p) = self.participants.get_mut(&conn) else {
+        for (key, pc) in due {
+            let Some(p) = self.participants.get_mut(&key) else {
                 continue;
             };
             let peer = p.media.peer_mut(pc);
             match guard(|| peer.rtc.handle_input(Input::Timeout(now))) {
                 Some(Ok(())) => {}
                 Some(Err(error)) => tracing::debug!(%error, "timeout input refused"),
-                None => self.fail(conn, "panic on timeout"),
+                None => self.fail(key, "panic on timeout"),
             }
-            self.mark(conn, pc);
+            self.mark(key, pc);
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
@@ -261,47 +279,47 @@ impl Sfu {
         }
         self.forget_expired_rooms();
         // Dead peers (DTLS closed, ICE gone for good) leave.
-        let dead: Vec<ConnId> = self
+        let dead: Vec<ParticipantKey> = self
             .participants
             .values()
             .filter(|p| !p.media.is_alive())
-            .map(|p| p.conn)
+            .map(|p| p.key)
             .collect();
-        for conn in dead {
-            self.remove_participant(now, conn, proto::DisconnectReason::ConnectionTimeout, true);
+        for key in dead {
+            self.remove_participant(now, key, proto::DisconnectReason::ConnectionTimeout, true);
         }
         self.allocate_layers(now);
     }
 
-    fn mark(&mut self, conn: ConnId, pc: Pc) {
-        if let Some(p) = self.participants.get_mut(&conn) {
+    fn mark(&mut self, key: ParticipantKey, pc: Pc) {
+        if let Some(p) = self.participants.get_mut(&key) {
             let peer = p.media.peer_mut(pc);
             if !peer.queued {
                 peer.queued = true;
-                self.dirty.push_back((conn, pc));
+                self.dirty.push_back((key, pc));
             }
         }
     }
 
     /// Queues the connection the client's media arrives on to be drained.
-    fn mark_uplink(&mut self, conn: ConnId) {
-        if let Some(pc) = self.participants.get(&conn).map(|p| p.media.uplink_pc()) {
-            self.mark(conn, pc);
+    fn mark_uplink(&mut self, key: ParticipantKey) {
+        if let Some(pc) = self.participants.get(&key).map(|p| p.media.uplink_pc()) {
+            self.mark(key, pc);
         }
     }
 
     /// Queues the connection we send to the client on to be drained.
-    fn mark_downlink(&mut self, conn: ConnId) {
-        if let Some(pc) = self.participants.get(&conn).map(|p| p.media.downlink_pc()) {
-            self.mark(conn, pc);
+    fn mark_downlink(&mut self, key: ParticipantKey) {
+        if let Some(pc) = self.participants.get(&key).map(|p| p.media.downlink_pc()) {
+            self.mark(key, pc);
         }
     }
 
     /// Polls every touched peer until it is idle, handling its events (which may touch others).
     fn drain(&mut self, now: Instant) {
-        while let Some((conn, pc)) = self.dirty.pop_front() {
+        while let Some((key, pc)) = self.dirty.pop_front() {
             let mut events = Vec::new();
-            let Some(p) = self.participants.get_mut(&conn) else {
+            let Some(p) = self.participants.get_mut(&key) else {
                 continue;
             };
             let peer = p.media.peer_mut(pc);
@@ -324,70 +342,74 @@ impl Sfu {
                 Some(Ok(())) => {}
                 Some(Err(error)) => {
                     tracing::debug!(%error, "peer failed");
-                    self.fail(conn, "peer connection failed");
+                    self.fail(key, "peer connection failed");
                 }
-                None => self.fail(conn, "panic while polling"),
+                None => self.fail(key, "panic while polling"),
             }
             for event in events {
-                self.handle_event(now, conn, pc, event);
+                self.handle_event(now, key, pc, event);
             }
         }
-        let failed: Vec<ConnId> = self
+        let failed: Vec<ParticipantKey> = self
             .participants
             .values()
             .filter(|p| p.failed)
-            .map(|p| p.conn)
+            .map(|p| p.key)
             .collect();
-        for conn in failed {
-            self.remove_participant(now, conn, proto::DisconnectReason::StateMismatch, true);
+        for key in failed {
+            self.remove_participant(now, key, proto::DisconnectReason::StateMismatch, true);
         }
         if !self.dirty.is_empty() {
             self.drain(now);
         }
     }
 
-    fn handle_event(&mut self, now: Instant, conn: ConnId, pc: Pc, event: Event) {
+    fn handle_event(&mut self, now: Instant, key: ParticipantKey, pc: Pc, event: Event) {
         let Some((uplink, downlink)) = self
             .participants
-            .get(&conn)
+            .get(&key)
             .map(|p| (p.media.is_uplink(pc), p.media.is_downlink(pc)))
         else {
             return;
         };
         match event {
-            Event::RtpPacket(packet) if uplink => self.forward_rtp(now, conn, packet),
+            Event::RtpPacket(packet) if uplink => self.forward_rtp(now, key, packet),
             Event::KeyframeRequest(request) if downlink => {
-                self.forward_keyframe_request(now, conn, request.mid, request.kind)
+                self.forward_keyframe_request(now, key, request.mid, request.kind)
             }
             Event::MediaAdded(added) if uplink => {
-                self.publish_media(now, conn, added.mid, added.kind)
+                self.publish_media(now, key, added.mid, added.kind)
             }
-            Event::ChannelOpen(id, label) => self.channel_opened(conn, pc, id, &label),
-            Event::ChannelData(data) if uplink => self.channel_data(conn, data),
+            Event::ChannelOpen(id, label) => self.channel_opened(key, pc, id, &label),
+            Event::ChannelData(data) if uplink => self.channel_data(key, data),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                tracing::debug!(conn, ?pc, "ICE disconnected");
+                tracing::debug!(participant = %key, ?pc, "ICE disconnected");
             }
             Event::Connected => {
-                let Some(p) = self.participants.get_mut(&conn) else {
+                let Some(p) = self.participants.get_mut(&key) else {
                     return;
                 };
                 p.media.peer_mut(pc).connected = true;
                 if p.state == proto::participant_info::State::Joined {
                     p.state = proto::participant_info::State::Active;
-                    self.broadcast_participant(conn);
+                    self.broadcast_participant(key);
                 }
             }
             _ => {}
         }
     }
 
-    fn signal(&mut self, conn: ConnId, message: signal_response::Message) {
+    /// Queues a message for a participant's current signaling connection.
+    fn signal(&mut self, key: ParticipantKey, message: signal_response::Message) {
+        let Some(conn) = self.participants.get(&key).map(|p| p.conn) else {
+            return;
+        };
         self.outputs
             .push_back(Output::Signal(conn, Box::new(message)));
     }
 
-    fn fail(&mut self, conn: ConnId, why: &str) {
-        if let Some(p) = self.participants.get_mut(&conn) {
+    fn fail(&mut self, key: ParticipantKey, why: &str) {
+        if let Some(p) = self.participants.get_mut(&key) {
             tracing::warn!(identity = p.identity, why, "dropping participant");
             p.failed = true;
         }

@@ -14,7 +14,7 @@ use str0m::media::{Direction, MediaKind, Mid};
 use super::data::DataKind;
 use super::forwarding::Subscription;
 use super::session::Participant;
-use super::{ConnId, Output, Sfu, guard};
+use super::{ParticipantKey, Sfu, guard};
 use crate::sfu::forward::Forwarder;
 
 #[derive(Default)]
@@ -22,24 +22,24 @@ pub(super) struct Negotiation {
     pub(super) pending: Option<(u32, SdpPendingOffer)>,
     pub(super) next_id: u32,
     pub(super) channels_created: bool,
-    pub(super) to_add: Vec<(ConnId, String)>,
+    pub(super) to_add: Vec<(ParticipantKey, String)>,
     pub(super) to_remove: Vec<Mid>,
 }
 
 impl Sfu {
     pub(super) fn handle_publisher_offer(
         &mut self,
-        conn: ConnId,
+        key: ParticipantKey,
         offer: proto::SessionDescription,
     ) {
-        let Some(p) = self.participants.get_mut(&conn) else {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         let parsed = match SdpOffer::from_sdp_string(&offer.sdp) {
             Ok(parsed) => parsed,
             Err(error) => {
                 tracing::debug!(identity = p.identity, %error, "unparsable publisher offer");
-                return self.fail(conn, "unparsable offer");
+                return self.fail(key, "unparsable offer");
             }
         };
         let answer = guard(|| p.media.uplink_mut().sdp_api().accept_offer(parsed));
@@ -52,25 +52,24 @@ impl Sfu {
                     id: offer.id,
                     mid_to_track_id,
                 });
-                self.outputs
-                    .push_back(Output::Signal(conn, Box::new(message)));
-                self.mark_uplink(conn);
+                self.signal(key, message);
+                self.mark_uplink(key);
             }
             Some(Err(error)) => {
                 tracing::debug!(identity = p.identity, %error, "publisher offer refused");
-                self.fail(conn, "offer refused");
+                self.fail(key, "offer refused");
             }
-            None => self.fail(conn, "panic while accepting an offer"),
+            None => self.fail(key, "panic while accepting an offer"),
         }
     }
 
     pub(super) fn handle_subscriber_answer(
         &mut self,
         now: Instant,
-        conn: ConnId,
+        key: ParticipantKey,
         answer: proto::SessionDescription,
     ) {
-        let Some(p) = self.participants.get_mut(&conn) else {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         let Some((id, pending)) = p.negotiation.pending.take() else {
@@ -94,7 +93,7 @@ impl Sfu {
             Ok(parsed) => parsed,
             Err(error) => {
                 tracing::debug!(identity = p.identity, %error, "unparsable subscriber answer");
-                return self.fail(conn, "unparsable answer");
+                return self.fail(key, "unparsable answer");
             }
         };
         match guard(|| {
@@ -104,20 +103,20 @@ impl Sfu {
                 .accept_answer(pending, parsed)
         }) {
             Some(Ok(())) => {
-                self.mark_downlink(conn);
+                self.mark_downlink(key);
                 // New subscriptions start at a keyframe.
-                self.negotiate_subscriber(now, conn);
+                self.negotiate_subscriber(now, key);
             }
             Some(Err(error)) => {
                 tracing::debug!(%error, "subscriber answer refused");
-                self.fail(conn, "answer refused");
+                self.fail(key, "answer refused");
             }
-            None => self.fail(conn, "panic while accepting an answer"),
+            None => self.fail(key, "panic while accepting an answer"),
         }
     }
 
-    pub(super) fn handle_trickle(&mut self, conn: ConnId, trickle: proto::TrickleRequest) {
-        let Some(p) = self.participants.get_mut(&conn) else {
+    pub(super) fn handle_trickle(&mut self, key: ParticipantKey, trickle: proto::TrickleRequest) {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         #[derive(serde::Deserialize)]
@@ -139,15 +138,15 @@ impl Sfu {
         let pc = p.media.for_target(trickle.target);
         let peer = p.media.peer_mut(pc);
         if guard(|| peer.rtc.add_remote_candidate(candidate)).is_none() {
-            return self.fail(conn, "panic on a remote candidate");
+            return self.fail(key, "panic on a remote candidate");
         }
-        self.mark(conn, pc);
+        self.mark(key, pc);
     }
 
     pub(super) fn handle_subscription(
         &mut self,
         now: Instant,
-        conn: ConnId,
+        key: ParticipantKey,
         update: proto::UpdateSubscription,
     ) {
         let mut sids = update.track_sids.clone();
@@ -156,21 +155,21 @@ impl Sfu {
         }
         for sid in sids {
             if update.subscribe {
-                self.subscribe(conn, &sid);
+                self.subscribe(key, &sid);
             } else {
-                self.unsubscribe(conn, &sid);
+                self.unsubscribe(key, &sid);
             }
         }
-        self.negotiate_subscriber(now, conn);
+        self.negotiate_subscriber(now, key);
     }
 
-    pub(super) fn subscribe(&mut self, conn: ConnId, track_sid: &str) {
-        let Some(room) = self.participants.get(&conn).map(|p| p.room.clone()) else {
+    pub(super) fn subscribe(&mut self, key: ParticipantKey, track_sid: &str) {
+        let Some(room) = self.participants.get(&key).map(|p| p.room.clone()) else {
             return;
         };
         let publisher = self.rooms.get(&room).and_then(|r| {
             r.members.iter().copied().find(|c| {
-                *c != conn
+                *c != key
                     && self.participants.get(c).is_some_and(|p| {
                         p.tracks
                             .iter()
@@ -181,7 +180,7 @@ impl Sfu {
         let Some(publisher) = publisher else {
             return;
         };
-        let Some(p) = self.participants.get_mut(&conn) else {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         if !p.permission.can_subscribe
@@ -193,8 +192,8 @@ impl Sfu {
         p.negotiation.to_add.push((publisher, track_sid.to_owned()));
     }
 
-    pub(super) fn unsubscribe(&mut self, conn: ConnId, track_sid: &str) {
-        let Some(p) = self.participants.get_mut(&conn) else {
+    pub(super) fn unsubscribe(&mut self, key: ParticipantKey, track_sid: &str) {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         p.negotiation.to_add.retain(|(_, s)| s != track_sid);
@@ -203,10 +202,10 @@ impl Sfu {
 
     /// Sends the next subscriber offer if something changed and no offer is outstanding (str0m
     /// allows one pending offer; later changes wait for the answer).
-    pub(super) fn negotiate_subscriber(&mut self, _now: Instant, conn: ConnId) {
-        let mut tracks: Vec<(ConnId, String, String, bool, bool)> = Vec::new();
+    pub(super) fn negotiate_subscriber(&mut self, _now: Instant, key: ParticipantKey) {
+        let mut tracks: Vec<(ParticipantKey, String, String, bool, bool)> = Vec::new();
         {
-            let Some(p) = self.participants.get(&conn) else {
+            let Some(p) = self.participants.get(&key) else {
                 return;
             };
             let n = &p.negotiation;
@@ -230,7 +229,7 @@ impl Sfu {
                 }
             }
         }
-        let p = self.participants.get_mut(&conn).expect("checked above");
+        let p = self.participants.get_mut(&key).expect("checked above");
         p.negotiation.to_add.clear();
         let removed = std::mem::take(&mut p.negotiation.to_remove);
         let create_channels = !p.negotiation.channels_created;
@@ -285,7 +284,7 @@ impl Sfu {
             api.apply()
         });
         let Some(applied) = result else {
-            return self.fail(conn, "panic while preparing an offer");
+            return self.fail(key, "panic while preparing an offer");
         };
         p.negotiation.channels_created = true;
         for (kind, id) in channels {
@@ -309,10 +308,9 @@ impl Sfu {
                     .map(|s| (s.mid.to_string(), s.track_sid.clone()))
                     .collect(),
             });
-            self.outputs
-                .push_back(Output::Signal(conn, Box::new(message)));
+            self.signal(key, message);
         }
-        self.mark_downlink(conn);
+        self.mark_downlink(key);
     }
 }
 

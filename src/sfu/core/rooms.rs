@@ -6,7 +6,7 @@ use livekit_protocol as proto;
 use proto::signal_response;
 
 use super::session::Participant;
-use super::{ConnId, Output, Sfu};
+use super::{Output, ParticipantKey, Sfu};
 use crate::rooms::{CreateOutcome, RoomError, RoomOptions};
 use crate::sfu::ids;
 
@@ -15,7 +15,7 @@ pub(super) struct RoomState {
     pub(super) options: RoomOptions,
     pub(super) created_ms: i64,
     pub(super) metadata: String,
-    pub(super) members: Vec<ConnId>,
+    pub(super) members: Vec<ParticipantKey>,
 }
 
 impl Sfu {
@@ -99,8 +99,8 @@ impl Sfu {
         let Some(room) = self.rooms.get(name) else {
             return false;
         };
-        for conn in room.members.clone() {
-            self.remove_participant(now, conn, proto::DisconnectReason::RoomDeleted, true);
+        for key in room.members.clone() {
+            self.remove_participant(now, key, proto::DisconnectReason::RoomDeleted, true);
         }
         self.rooms.remove(name);
         self.registry.remove(name);
@@ -127,10 +127,10 @@ impl Sfu {
     }
 
     pub fn remove_by_identity(&mut self, now: Instant, room: &str, identity: &str) -> bool {
-        let Some(conn) = self.find(room, identity) else {
+        let Some(key) = self.find(room, identity) else {
             return false;
         };
-        self.remove_participant(now, conn, proto::DisconnectReason::ParticipantRemoved, true);
+        self.remove_participant(now, key, proto::DisconnectReason::ParticipantRemoved, true);
         self.drain(now);
         true
     }
@@ -144,23 +144,31 @@ impl Sfu {
         track_sid: &str,
         muted: bool,
     ) -> Option<proto::TrackInfo> {
-        let conn = self.find(room, identity)?;
-        let info = self.set_muted(conn, track_sid, muted)?;
+        let key = self.find(room, identity)?;
+        let info = self.set_muted(key, track_sid, muted)?;
         let mute = signal_response::Message::Mute(proto::MuteTrackRequest {
             sid: track_sid.to_owned(),
             muted,
         });
-        self.signal(conn, mute);
+        self.signal(key, mute);
         self.drain(now);
         Some(info)
     }
 
-    pub(super) fn find(&self, room: &str, identity: &str) -> Option<ConnId> {
+    pub(super) fn find(&self, room: &str, identity: &str) -> Option<ParticipantKey> {
         self.rooms.get(room)?.members.iter().copied().find(|c| {
             self.participants
                 .get(c)
                 .is_some_and(|p| p.identity == identity)
         })
+    }
+
+    /// The participants in a room (none if it does not exist).
+    pub(super) fn members(&self, room: &str) -> Vec<ParticipantKey> {
+        self.rooms
+            .get(room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default()
     }
 
     pub(super) fn forget_expired_rooms(&mut self) {
@@ -174,16 +182,18 @@ impl Sfu {
     pub(super) fn send_to_room(
         &mut self,
         room: &str,
-        except: Option<ConnId>,
+        except: Option<ParticipantKey>,
         message: signal_response::Message,
     ) {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
-        for conn in &room.members {
-            if Some(*conn) != except {
+        for key in &room.members {
+            if Some(*key) != except
+                && let Some(p) = self.participants.get(key)
+            {
                 self.outputs
-                    .push_back(Output::Signal(*conn, Box::new(message.clone())));
+                    .push_back(Output::Signal(p.conn, Box::new(message.clone())));
             }
         }
     }

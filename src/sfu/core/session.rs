@@ -23,7 +23,29 @@ use str0m::channel::ChannelId;
 
 const MAX_PARTICIPANTS_PER_ROOM: usize = 500;
 
+/// A participant session's own key, allocated by the core when it joins. Rooms, routes,
+/// subscriptions and the run loop name participants by it, never by their signaling
+/// connection: the connection is one attribute of the session ([`Participant::conn`]), so a
+/// session can be re-attached to a new one (resume) without the others noticing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantKey(u64);
+
+impl ParticipantKey {
+    pub(super) fn new(n: u64) -> Self {
+        ParticipantKey(n)
+    }
+}
+
+impl std::fmt::Display for ParticipantKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "P{}", self.0)
+    }
+}
+
 pub(super) struct Participant {
+    pub(super) key: ParticipantKey,
+    /// The signaling connection the session is attached to now: where its messages go.
+    /// Today a session ends with its connection ([`Sfu::leave`]); it is not its identity.
     pub(super) conn: ConnId,
     pub(super) sid: String,
     pub(super) identity: String,
@@ -84,7 +106,9 @@ impl Sfu {
             .map_err(|_| JoinError::RoomNotFound)?;
 
         let permission = permission_from(&request.grant);
+        let key = self.new_participant_key();
         let mut participant = Participant {
+            key,
             conn: request.conn,
             sid: ids::participant_sid(),
             identity: request.identity,
@@ -110,7 +134,6 @@ impl Sfu {
             last_data_sequence: 0,
             failed: false,
         };
-        let conn = participant.conn;
         tracing::info!(
             room = room_name,
             identity = participant.identity,
@@ -132,11 +155,11 @@ impl Sfu {
                 }
             }
         }
-        room.members.push(conn);
+        room.members.push(key);
         let others: Vec<proto::ParticipantInfo> = room
             .members
             .iter()
-            .filter(|c| **c != conn)
+            .filter(|c| **c != key)
             .filter_map(|c| self.participants.get(c))
             .filter(|p| !p.permission.hidden)
             .map(Participant::info)
@@ -167,34 +190,35 @@ impl Sfu {
             ..Default::default()
         };
         self.outputs.push_back(Output::Signal(
-            conn,
+            participant.conn,
             Box::new(signal_response::Message::Join(join)),
         ));
         let hidden = participant.permission.hidden;
         let info = participant.info();
-        self.participants.insert(conn, participant);
+        self.connections.insert(participant.conn, key);
+        self.participants.insert(key, participant);
         if !hidden {
-            self.send_to_room(&room_name, Some(conn), update(vec![info]));
+            self.send_to_room(&room_name, Some(key), update(vec![info]));
         }
-        self.negotiate_subscriber(now, conn);
+        self.negotiate_subscriber(now, key);
         self.drain(now);
         Ok(())
     }
 
     /// The signaling connection ended (client leave, socket closed or ping timeout).
     pub fn leave(&mut self, now: Instant, conn: ConnId, reason: proto::DisconnectReason) {
-        if self.participants.contains_key(&conn) {
-            self.remove_participant(now, conn, reason, false);
+        if let Some(key) = self.session_of(conn) {
+            self.remove_participant(now, key, reason, false);
             self.drain(now);
         }
     }
 
     pub(super) fn handle_update_metadata(
         &mut self,
-        conn: ConnId,
+        key: ParticipantKey,
         update: proto::UpdateParticipantMetadata,
     ) {
-        let Some(p) = self.participants.get_mut(&conn) else {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         if !p.permission.can_update_metadata {
@@ -204,7 +228,7 @@ impl Sfu {
                 message: "does not have permission to update own metadata".into(),
                 ..Default::default()
             });
-            self.signal(conn, message);
+            self.signal(key, message);
             return;
         }
         if !update.name.is_empty() {
@@ -213,7 +237,7 @@ impl Sfu {
         if !update.metadata.is_empty() {
             p.metadata = update.metadata.chars().take(64 * 1024).collect();
         }
-        self.broadcast_participant(conn);
+        self.broadcast_participant(key);
     }
 
     /// Removes a participant: tells the others, stops its tracks at every subscriber, and (when
@@ -221,13 +245,16 @@ impl Sfu {
     pub(super) fn remove_participant(
         &mut self,
         now: Instant,
-        conn: ConnId,
+        key: ParticipantKey,
         reason: proto::DisconnectReason,
         notify: bool,
     ) {
-        let Some(mut p) = self.participants.remove(&conn) else {
+        let Some(mut p) = self.participants.remove(&key) else {
             return;
         };
+        if self.connections.get(&p.conn) == Some(&key) {
+            self.connections.remove(&p.conn);
+        }
         tracing::info!(
             room = p.room,
             identity = p.identity,
@@ -240,17 +267,18 @@ impl Sfu {
                 action: proto::leave_request::Action::Disconnect as i32,
                 ..Default::default()
             });
-            self.signal(conn, leave);
-            self.outputs.push_back(Output::Close(conn));
+            self.outputs
+                .push_back(Output::Signal(p.conn, Box::new(leave)));
+            self.outputs.push_back(Output::Close(p.conn));
         }
         let _ = guard(|| p.media.disconnect());
-        self.routes.retain(|_, (c, _)| *c != conn);
+        self.routes.retain(|_, (c, _)| *c != key);
         p.state = proto::participant_info::State::Disconnected;
         p.version += 1;
         let mut info = p.info();
         info.disconnect_reason = reason as i32;
         if let Some(room) = self.rooms.get_mut(&p.room) {
-            room.members.retain(|c| *c != conn);
+            room.members.retain(|c| *c != key);
             self.registry.participant_left(&p.room, now);
             let members = room.members.clone();
             for other in members {
@@ -259,19 +287,18 @@ impl Sfu {
                 };
                 o.negotiation
                     .to_add
-                    .retain(|(publisher, _)| *publisher != conn);
-                o.unsubscribe_where(|s| s.publisher == conn);
+                    .retain(|(publisher, _)| *publisher != key);
+                o.unsubscribe_where(|s| s.publisher == key);
                 if !p.permission.hidden {
-                    self.outputs
-                        .push_back(Output::Signal(other, Box::new(update(vec![info.clone()]))));
+                    self.signal(other, update(vec![info.clone()]));
                 }
                 self.negotiate_subscriber(now, other);
             }
         }
     }
 
-    pub(super) fn broadcast_participant(&mut self, conn: ConnId) {
-        let Some(p) = self.participants.get_mut(&conn) else {
+    pub(super) fn broadcast_participant(&mut self, key: ParticipantKey) {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         p.version += 1;
@@ -279,10 +306,9 @@ impl Sfu {
         let room = p.room.clone();
         let hidden = p.permission.hidden;
         // The participant itself gets its own snapshot too: JS compares its local state to it.
-        self.outputs
-            .push_back(Output::Signal(conn, Box::new(update(vec![info.clone()]))));
+        self.signal(key, update(vec![info.clone()]));
         if !hidden {
-            self.send_to_room(&room, Some(conn), update(vec![info]));
+            self.send_to_room(&room, Some(key), update(vec![info]));
         }
     }
 }

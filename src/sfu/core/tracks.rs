@@ -7,7 +7,7 @@ use livekit_protocol as proto;
 use proto::signal_response;
 use str0m::media::{MediaKind, Mid, Rid};
 
-use super::{ConnId, Output, Sfu};
+use super::{ParticipantKey, Sfu};
 use crate::sfu::ids;
 use crate::sfu::keyframe::VideoCodec;
 
@@ -27,8 +27,12 @@ pub(super) struct Track {
 }
 
 impl Sfu {
-    pub(super) fn handle_add_track(&mut self, conn: ConnId, request: proto::AddTrackRequest) {
-        let Some(p) = self.participants.get_mut(&conn) else {
+    pub(super) fn handle_add_track(
+        &mut self,
+        key: ParticipantKey,
+        request: proto::AddTrackRequest,
+    ) {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         let refuse = |reason: proto::request_response::Reason, message: &str| {
@@ -47,7 +51,7 @@ impl Sfu {
                 proto::request_response::Reason::NotAllowed,
                 "not allowed to publish",
             );
-            self.signal(conn, message);
+            self.signal(key, message);
             return;
         }
         if let Some(existing) = p.tracks.iter().find(|t| t.cid == request.cid) {
@@ -55,7 +59,7 @@ impl Sfu {
                 cid: request.cid.clone(),
                 track: Some(existing.info.clone()),
             });
-            self.signal(conn, message);
+            self.signal(key, message);
             return;
         }
         if p.tracks.len() >= MAX_TRACKS_PER_PARTICIPANT {
@@ -63,7 +67,7 @@ impl Sfu {
                 proto::request_response::Reason::LimitExceeded,
                 "too many tracks",
             );
-            self.signal(conn, message);
+            self.signal(key, message);
             return;
         }
         let video = request.r#type == proto::TrackType::Video as i32;
@@ -72,7 +76,7 @@ impl Sfu {
                 proto::request_response::Reason::UnsupportedType,
                 "unsupported track type",
             );
-            self.signal(conn, message);
+            self.signal(key, message);
             return;
         }
         let sid = ids::track_sid(video, request.source);
@@ -129,21 +133,20 @@ impl Sfu {
             cid: request.cid,
             track: Some(info),
         });
-        self.outputs
-            .push_back(Output::Signal(conn, Box::new(message)));
+        self.signal(key, message);
     }
 
     pub(super) fn set_muted(
         &mut self,
-        conn: ConnId,
+        key: ParticipantKey,
         track_sid: &str,
         muted: bool,
     ) -> Option<proto::TrackInfo> {
-        let p = self.participants.get_mut(&conn)?;
+        let p = self.participants.get_mut(&key)?;
         let track = p.tracks.iter_mut().find(|t| t.info.sid == track_sid)?;
         track.info.muted = muted;
         let info = track.info.clone();
-        self.broadcast_participant(conn);
+        self.broadcast_participant(key);
         Some(info)
     }
 
@@ -157,8 +160,14 @@ impl Sfu {
     /// The client's publisher connection negotiated a new m-line: bind it to the pending track
     /// (msid track id = the AddTrackRequest cid, else the first pending track of that kind),
     /// announce the track and subscribe everyone who auto-subscribes.
-    pub(super) fn publish_media(&mut self, now: Instant, conn: ConnId, mid: Mid, kind: MediaKind) {
-        let Some(p) = self.participants.get_mut(&conn) else {
+    pub(super) fn publish_media(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        mid: Mid,
+        kind: MediaKind,
+    ) {
+        let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         let msid_track = p
@@ -187,13 +196,9 @@ impl Sfu {
         let sid = track.info.sid.clone();
         let room = p.room.clone();
         tracing::info!(identity = p.identity, track = sid, %mid, "track published");
-        self.broadcast_participant(conn);
-        let members = self
-            .rooms
-            .get(&room)
-            .map(|r| r.members.clone())
-            .unwrap_or_default();
-        for other in members.into_iter().filter(|c| *c != conn) {
+        self.broadcast_participant(key);
+        let members = self.members(&room);
+        for other in members.into_iter().filter(|c| *c != key) {
             if self
                 .participants
                 .get(&other)
