@@ -13,6 +13,8 @@
 pub mod core;
 pub mod driver;
 pub mod forward;
+#[cfg(test)]
+mod harness;
 pub mod ids;
 pub mod keyframe;
 pub mod presence;

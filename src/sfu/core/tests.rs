@@ -7,6 +7,7 @@ use livekit_protocol as proto;
 use proto::signal_response::Message as Out;
 
 use super::*;
+use crate::rooms::RoomOptions;
 
 fn sfu(auto_create_rooms: bool) -> (Sfu, Instant) {
     str0m::crypto::from_feature_flags().install_process_default();
@@ -240,4 +241,45 @@ fn garbage_datagrams_and_signals_change_nothing() {
         "an unparsable offer ends that participant only"
     );
     assert!(sfu.room_exists("r", now));
+}
+
+#[test]
+fn messages_follow_the_signaling_connection_not_the_participant_key() {
+    // Connection ids far from the keys the core allocates (1, 2, ...), so a mix-up shows.
+    let (mut sfu, now) = sfu(false);
+    sfu.create_room(now, "r", RoomOptions::MATRIX_RTC, None)
+        .unwrap();
+    sfu.join(now, request(700, "r", "alice")).unwrap();
+    sfu.join(now, request(900, "r", "bob")).unwrap();
+    let out = signals(&mut sfu);
+    assert!(matches!(out.first(), Some((700, Out::Join(_)))), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|(c, m)| *c == 900 && matches!(m, Out::Join(_)))
+    );
+    assert!(out.iter().all(|(c, _)| *c == 700 || *c == 900), "{out:?}");
+
+    // Signals from a connection no session is attached to change nothing.
+    sfu.handle_signal(
+        now,
+        1,
+        proto::signal_request::Message::Leave(proto::LeaveRequest::default()),
+    );
+    sfu.leave(now, 2, proto::DisconnectReason::ClientInitiated);
+    assert_eq!(sfu.participant_count(), 2);
+    assert!(signals(&mut sfu).is_empty());
+
+    sfu.leave(now, 900, proto::DisconnectReason::ClientInitiated);
+    assert_eq!(sfu.participant_count(), 1);
+    let out = signals(&mut sfu);
+    let told = out.iter().any(|(c, m)| {
+        *c == 700
+            && matches!(m, Out::Update(u) if u.participants.iter().any(|p|
+                p.identity == "bob" && p.state == proto::participant_info::State::Disconnected as i32))
+    });
+    assert!(told, "alice was not told bob left: {out:?}");
+    assert_eq!(
+        sfu.participant("r", "alice").map(|p| p.identity),
+        Some("alice".into())
+    );
 }

@@ -1,0 +1,197 @@
+//! Media forwarding: a publisher's RTP to every subscription of the track (layer choice,
+//! seq/timestamp rewriting, payload type mapping) and keyframe requests back to the publisher.
+
+use std::time::{Duration, Instant};
+
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::rtp::{RtpPacket, RtpWrite};
+
+use super::layers::layer_of;
+use super::{ParticipantKey, Sfu, guard};
+use crate::sfu::forward::{Forwarder, Layer, Verdict};
+use crate::sfu::keyframe;
+
+/// At most one keyframe request per published layer in this interval.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+pub(super) struct Subscription {
+    pub(super) track_sid: String,
+    pub(super) publisher: ParticipantKey,
+    pub(super) mid: Mid,
+    pub(super) video: bool,
+    pub(super) forwarder: Forwarder,
+    pub(super) wanted: Layer,
+    pub(super) disabled: bool,
+    /// Publisher payload type → ours, learned on first use.
+    pub(super) pt_map: Vec<(u8, u8)>,
+}
+
+impl Sfu {
+    pub(super) fn forward_rtp(&mut self, now: Instant, key: ParticipantKey, packet: RtpPacket) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        let Some((mid, rid)) = p
+            .media
+            .uplink_mut()
+            .direct_api()
+            .stream_rx(&ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
+            return;
+        };
+        let Some(track) = p.tracks.iter_mut().find(|t| t.mid == Some(mid)) else {
+            return;
+        };
+        let layer = layer_of(rid);
+        track.layer_seen[layer as usize] = Some(now);
+        track.layer_rid[layer as usize] = rid;
+        let video = track.video;
+        let keyframe = video && keyframe::is_keyframe(track.codec, &packet.payload);
+        let track_sid = track.info.sid.clone();
+        let pt = *packet.header.payload_type;
+        let params: Option<PayloadParams> = p
+            .media
+            .uplink()
+            .codec_config()
+            .params()
+            .iter()
+            .find(|params| *params.pt() == pt)
+            .cloned();
+        let Some(params) = params else {
+            return;
+        };
+        let room = p.room.clone();
+        let members = self.members(&room);
+        let mut wants_keyframe: Option<Layer> = None;
+        let mut ext = packet.header.ext_vals.clone();
+        ext.mid = None;
+        ext.rid = None;
+        ext.rid_repair = None;
+        ext.transport_cc = None;
+        for other in members.into_iter().filter(|c| *c != key) {
+            let Some(s) = self.participants.get_mut(&other) else {
+                continue;
+            };
+            let Some(sub) = s
+                .subs
+                .iter_mut()
+                .find(|sub| sub.publisher == key && sub.track_sid == track_sid)
+            else {
+                continue;
+            };
+            if sub.disabled {
+                continue;
+            }
+            let (seq, ts) = match sub.forwarder.handle(
+                layer,
+                *packet.seq_no,
+                packet.header.timestamp,
+                keyframe,
+                video,
+            ) {
+                Verdict::Forward { seq, ts } => (seq, ts),
+                Verdict::NeedKeyframe => {
+                    wants_keyframe = Some(sub.forwarder.target());
+                    continue;
+                }
+                Verdict::Drop => continue,
+            };
+            let out_pt = match sub.pt_map.iter().find(|(from, _)| *from == pt) {
+                Some((_, to)) => *to,
+                None => {
+                    let Some(ours) = s.media.downlink().codec_config().match_params(params) else {
+                        continue;
+                    };
+                    let to = *ours.pt();
+                    sub.pt_map.push((pt, to));
+                    to
+                }
+            };
+            let mid = sub.mid;
+            let write = RtpWrite::new(
+                out_pt.into(),
+                seq.into(),
+                ts,
+                packet.timestamp,
+                packet.payload.clone(),
+            )
+            .marker(packet.header.marker)
+            .ext_vals(ext.clone())
+            .nackable(video);
+            let written = guard(|| {
+                let mut api = s.media.downlink_mut().direct_api();
+                match api.stream_tx_by_mid(mid, None) {
+                    Some(stream) => {
+                        stream.write_rtp(write);
+                        true
+                    }
+                    None => false,
+                }
+            });
+            match written {
+                Some(true) => self.mark_downlink(other),
+                Some(false) => {}
+                None => self.fail(other, "panic while writing RTP"),
+            }
+        }
+        if let Some(layer) = wants_keyframe {
+            self.request_keyframe(now, key, &track_sid, layer, KeyframeRequestKind::Pli);
+        }
+    }
+
+    pub(super) fn forward_keyframe_request(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        mid: Mid,
+        kind: KeyframeRequestKind,
+    ) {
+        let Some(s) = self.participants.get(&key) else {
+            return;
+        };
+        let Some(sub) = s.subs.iter().find(|sub| sub.mid == mid) else {
+            return;
+        };
+        let (publisher, track_sid) = (sub.publisher, sub.track_sid.clone());
+        let layer = sub.forwarder.current().unwrap_or(sub.forwarder.target());
+        self.request_keyframe(now, publisher, &track_sid, layer, kind);
+    }
+
+    /// Asks the publisher for a keyframe on one layer, at most once per interval per layer.
+    pub(super) fn request_keyframe(
+        &mut self,
+        now: Instant,
+        publisher: ParticipantKey,
+        track_sid: &str,
+        layer: Layer,
+        kind: KeyframeRequestKind,
+    ) {
+        let Some(p) = self.participants.get_mut(&publisher) else {
+            return;
+        };
+        let Some(track) = p.tracks.iter_mut().find(|t| t.info.sid == track_sid) else {
+            return;
+        };
+        let Some(mid) = track.mid else {
+            return;
+        };
+        let slot = &mut track.last_keyframe_request[layer as usize % 3];
+        if slot.is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_REQUEST_INTERVAL) {
+            return;
+        }
+        *slot = Some(now);
+        let rid = track.layer_rid[layer as usize % 3];
+        let requested = guard(|| {
+            if let Some(stream) = p.media.uplink_mut().direct_api().stream_rx_by_mid(mid, rid) {
+                stream.request_keyframe(kind);
+            }
+        });
+        if requested.is_none() {
+            return self.fail(publisher, "panic while requesting a keyframe");
+        }
+        self.mark_uplink(publisher);
+    }
+}

@@ -1,0 +1,177 @@
+//! A participant's media: the str0m peer connections it holds and which one carries what.
+//!
+//! [`Media`] is the one type that owns a participant's `Rtc`s. Today that is LiveKit's v0 dual
+//! peer connection: the client publishes on a publisher `Rtc` (its RTP, new m-lines and data
+//! arrive there) and we send on a subscriber `Rtc`. The rest of the core never counts them: it
+//! asks for the uplink (what the client sends us) or the downlink (what we send the client), and
+//! whether an event's connection is one or the other, so a v1 single peer connection (one `Rtc`
+//! that is both) fits behind the same methods without touching rooms or forwarding.
+
+use std::time::Instant;
+
+use livekit_protocol as proto;
+use str0m::net::TcpType;
+use str0m::{Candidate, Input, Rtc};
+
+use super::{Sfu, guard};
+
+/// One of a participant's peer connections, named as LiveKit's `SignalTarget` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Pc {
+    Publisher,
+    Subscriber,
+}
+
+/// A participant's peer connections (v0: publisher + subscriber).
+pub(super) struct Media {
+    publisher: Peer,
+    subscriber: Peer,
+}
+
+/// One str0m `Rtc` and the run-loop state the core keeps for it.
+pub(super) struct Peer {
+    pub(super) rtc: Rtc,
+    /// When str0m wants `Input::Timeout` next (its last `Output::Timeout`).
+    pub(super) timeout: Instant,
+    /// Whether it waits in `Sfu::dirty` to be drained.
+    pub(super) queued: bool,
+    pub(super) connected: bool,
+}
+
+impl Media {
+    /// LiveKit v0: two peer connections, built by [`Sfu::new_rtc`].
+    pub(super) fn dual(publisher: Rtc, subscriber: Rtc, now: Instant) -> Self {
+        Media {
+            publisher: Peer::new(publisher, now),
+            subscriber: Peer::new(subscriber, now),
+        }
+    }
+
+    /// The connections this participant has.
+    pub(super) fn pcs(&self) -> [Pc; 2] {
+        [Pc::Publisher, Pc::Subscriber]
+    }
+
+    pub(super) fn peer(&self, pc: Pc) -> &Peer {
+        match pc {
+            Pc::Publisher => &self.publisher,
+            Pc::Subscriber => &self.subscriber,
+        }
+    }
+
+    pub(super) fn peer_mut(&mut self, pc: Pc) -> &mut Peer {
+        match pc {
+            Pc::Publisher => &mut self.publisher,
+            Pc::Subscriber => &mut self.subscriber,
+        }
+    }
+
+    /// The connection the client's media and data arrive on.
+    pub(super) fn uplink_pc(&self) -> Pc {
+        Pc::Publisher
+    }
+
+    /// The connection we send media and data to the client on.
+    pub(super) fn downlink_pc(&self) -> Pc {
+        Pc::Subscriber
+    }
+
+    pub(super) fn uplink(&self) -> &Rtc {
+        &self.peer(self.uplink_pc()).rtc
+    }
+
+    pub(super) fn uplink_mut(&mut self) -> &mut Rtc {
+        &mut self.peer_mut(self.uplink_pc()).rtc
+    }
+
+    pub(super) fn downlink(&self) -> &Rtc {
+        &self.peer(self.downlink_pc()).rtc
+    }
+
+    pub(super) fn downlink_mut(&mut self) -> &mut Rtc {
+        &mut self.peer_mut(self.downlink_pc()).rtc
+    }
+
+    /// Whether events of `pc` are the client's (its RTP, m-lines, data).
+    pub(super) fn is_uplink(&self, pc: Pc) -> bool {
+        pc == self.uplink_pc()
+    }
+
+    /// Whether events of `pc` are about what we send (keyframe requests from the client).
+    pub(super) fn is_downlink(&self, pc: Pc) -> bool {
+        pc == self.downlink_pc()
+    }
+
+    /// The connection a trickled candidate is for.
+    pub(super) fn for_target(&self, target: i32) -> Pc {
+        if target == proto::SignalTarget::Subscriber as i32 {
+            Pc::Subscriber
+        } else {
+            Pc::Publisher
+        }
+    }
+
+    /// The connection that accepts `input` (a STUN request names it by ICE credentials); `None`
+    /// when none does or str0m panicked.
+    pub(super) fn accepting(&self, input: &Input) -> Option<Pc> {
+        self.pcs().into_iter().find(|pc| {
+            let rtc = &self.peer(*pc).rtc;
+            guard(|| rtc.accepts(input)).unwrap_or(false)
+        })
+    }
+
+    /// Whether every connection is alive (DTLS open, ICE not gone for good).
+    pub(super) fn is_alive(&self) -> bool {
+        self.pcs().iter().all(|pc| self.peer(*pc).rtc.is_alive())
+    }
+
+    /// The earliest time a connection wants `Input::Timeout`.
+    pub(super) fn next_timeout(&self) -> Instant {
+        let [first, second] = self.pcs().map(|pc| self.peer(pc).timeout);
+        first.min(second)
+    }
+
+    pub(super) fn disconnect(&mut self) {
+        for pc in self.pcs() {
+            self.peer_mut(pc).rtc.disconnect();
+        }
+    }
+}
+
+impl Sfu {
+    /// A new peer connection: RTP mode (we forward packets, not frames), ICE-lite, our host
+    /// candidates for UDP and passive TCP.
+    pub(super) fn new_rtc(&self, now: Instant) -> Rtc {
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .build(now);
+        for addr in &self.config.udp_candidates {
+            if let Ok(candidate) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(candidate);
+            }
+        }
+        for addr in &self.config.tcp_candidates {
+            if let Ok(candidate) = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+            {
+                rtc.add_local_candidate(candidate);
+            }
+        }
+        rtc
+    }
+}
+
+impl Peer {
+    fn new(rtc: Rtc, now: Instant) -> Self {
+        Peer {
+            rtc,
+            timeout: now,
+            queued: false,
+            connected: false,
+        }
+    }
+}

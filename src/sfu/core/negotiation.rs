@@ -1,0 +1,336 @@
+//! Negotiation: the client's publisher offers, our subscriber offers and their answers,
+//! trickled candidates, and which tracks a participant subscribes to.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use livekit_protocol as proto;
+use proto::signal_response;
+use str0m::Candidate;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::media::{Direction, MediaKind, Mid};
+
+use super::data::DataKind;
+use super::forwarding::Subscription;
+use super::session::Participant;
+use super::{ParticipantKey, Sfu, guard};
+use crate::sfu::forward::Forwarder;
+
+#[derive(Default)]
+pub(super) struct Negotiation {
+    pub(super) pending: Option<(u32, SdpPendingOffer)>,
+    pub(super) next_id: u32,
+    pub(super) channels_created: bool,
+    pub(super) to_add: Vec<(ParticipantKey, String)>,
+    pub(super) to_remove: Vec<Mid>,
+}
+
+impl Sfu {
+    pub(super) fn handle_publisher_offer(
+        &mut self,
+        key: ParticipantKey,
+        offer: proto::SessionDescription,
+    ) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let parsed = match SdpOffer::from_sdp_string(&offer.sdp) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                tracing::debug!(identity = p.identity, %error, "unparsable publisher offer");
+                return self.fail(key, "unparsable offer");
+            }
+        };
+        let answer = guard(|| p.media.uplink_mut().sdp_api().accept_offer(parsed));
+        match answer {
+            Some(Ok(answer)) => {
+                let mid_to_track_id = p.mid_to_track_id();
+                let message = signal_response::Message::Answer(proto::SessionDescription {
+                    r#type: "answer".into(),
+                    sdp: answer.to_sdp_string(),
+                    id: offer.id,
+                    mid_to_track_id,
+                });
+                self.signal(key, message);
+                self.mark_uplink(key);
+            }
+            Some(Err(error)) => {
+                tracing::debug!(identity = p.identity, %error, "publisher offer refused");
+                self.fail(key, "offer refused");
+            }
+            None => self.fail(key, "panic while accepting an offer"),
+        }
+    }
+
+    pub(super) fn handle_subscriber_answer(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        answer: proto::SessionDescription,
+    ) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let Some((id, pending)) = p.negotiation.pending.take() else {
+            tracing::debug!(
+                identity = p.identity,
+                "subscriber answer without an offer; ignored"
+            );
+            return;
+        };
+        if answer.id != 0 && answer.id != id {
+            tracing::debug!(
+                identity = p.identity,
+                got = answer.id,
+                want = id,
+                "stale subscriber answer; ignored"
+            );
+            p.negotiation.pending = Some((id, pending));
+            return;
+        }
+        let parsed = match SdpAnswer::from_sdp_string(&answer.sdp) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                tracing::debug!(identity = p.identity, %error, "unparsable subscriber answer");
+                return self.fail(key, "unparsable answer");
+            }
+        };
+        match guard(|| {
+            p.media
+                .downlink_mut()
+                .sdp_api()
+                .accept_answer(pending, parsed)
+        }) {
+            Some(Ok(())) => {
+                self.mark_downlink(key);
+                // New subscriptions start at a keyframe.
+                self.negotiate_subscriber(now, key);
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%error, "subscriber answer refused");
+                self.fail(key, "answer refused");
+            }
+            None => self.fail(key, "panic while accepting an answer"),
+        }
+    }
+
+    pub(super) fn handle_trickle(&mut self, key: ParticipantKey, trickle: proto::TrickleRequest) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        #[derive(serde::Deserialize)]
+        struct CandidateInit {
+            candidate: String,
+        }
+        let Ok(init) = serde_json::from_str::<CandidateInit>(&trickle.candidate_init) else {
+            return;
+        };
+        let line = init.candidate.trim();
+        if line.is_empty() || line.contains(".local ") {
+            // End of candidates, or an mDNS name we cannot resolve (ICE-lite: not needed).
+            return;
+        }
+        let Ok(candidate) = Candidate::from_sdp_string(line) else {
+            tracing::debug!(candidate = line, "unparsable remote candidate; ignored");
+            return;
+        };
+        let pc = p.media.for_target(trickle.target);
+        let peer = p.media.peer_mut(pc);
+        if guard(|| peer.rtc.add_remote_candidate(candidate)).is_none() {
+            return self.fail(key, "panic on a remote candidate");
+        }
+        self.mark(key, pc);
+    }
+
+    pub(super) fn handle_subscription(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        update: proto::UpdateSubscription,
+    ) {
+        let mut sids = update.track_sids.clone();
+        for pt in &update.participant_tracks {
+            sids.extend(pt.track_sids.iter().cloned());
+        }
+        for sid in sids {
+            if update.subscribe {
+                self.subscribe(key, &sid);
+            } else {
+                self.unsubscribe(key, &sid);
+            }
+        }
+        self.negotiate_subscriber(now, key);
+    }
+
+    pub(super) fn subscribe(&mut self, key: ParticipantKey, track_sid: &str) {
+        let Some(room) = self.participants.get(&key).map(|p| p.room.clone()) else {
+            return;
+        };
+        let publisher = self.rooms.get(&room).and_then(|r| {
+            r.members.iter().copied().find(|c| {
+                *c != key
+                    && self.participants.get(c).is_some_and(|p| {
+                        p.tracks
+                            .iter()
+                            .any(|t| t.info.sid == track_sid && t.mid.is_some())
+                    })
+            })
+        });
+        let Some(publisher) = publisher else {
+            return;
+        };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        if !p.permission.can_subscribe
+            || p.subs.iter().any(|s| s.track_sid == track_sid)
+            || p.negotiation.to_add.iter().any(|(_, s)| s == track_sid)
+        {
+            return;
+        }
+        p.negotiation.to_add.push((publisher, track_sid.to_owned()));
+    }
+
+    pub(super) fn unsubscribe(&mut self, key: ParticipantKey, track_sid: &str) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        p.negotiation.to_add.retain(|(_, s)| s != track_sid);
+        p.unsubscribe_where(|s| s.track_sid == track_sid);
+    }
+
+    /// Sends the next subscriber offer if something changed and no offer is outstanding (str0m
+    /// allows one pending offer; later changes wait for the answer).
+    pub(super) fn negotiate_subscriber(&mut self, _now: Instant, key: ParticipantKey) {
+        let mut tracks: Vec<(ParticipantKey, String, String, bool, bool)> = Vec::new();
+        {
+            let Some(p) = self.participants.get(&key) else {
+                return;
+            };
+            let n = &p.negotiation;
+            if n.pending.is_some()
+                || (n.channels_created && n.to_add.is_empty() && n.to_remove.is_empty())
+            {
+                return;
+            }
+            for (publisher, sid) in &n.to_add {
+                let Some(owner) = self.participants.get(publisher) else {
+                    continue;
+                };
+                if let Some(track) = owner.tracks.iter().find(|t| &t.info.sid == sid) {
+                    tracks.push((
+                        *publisher,
+                        owner.sid.clone(),
+                        sid.clone(),
+                        track.video,
+                        track.info.simulcast,
+                    ));
+                }
+            }
+        }
+        let p = self.participants.get_mut(&key).expect("checked above");
+        p.negotiation.to_add.clear();
+        let removed = std::mem::take(&mut p.negotiation.to_remove);
+        let create_channels = !p.negotiation.channels_created;
+        let mut added: Vec<Subscription> = Vec::new();
+        let mut channels: Vec<(DataKind, ChannelId)> = Vec::new();
+        let result = guard(|| {
+            let mut api = p.media.downlink_mut().sdp_api();
+            if create_channels {
+                let reliable = api.add_channel_with_config(ChannelConfig {
+                    label: "_reliable".into(),
+                    ordered: true,
+                    reliability: Reliability::Reliable,
+                    ..Default::default()
+                });
+                let lossy = api.add_channel_with_config(ChannelConfig {
+                    label: "_lossy".into(),
+                    ordered: false,
+                    reliability: Reliability::MaxRetransmits { retransmits: 0 },
+                    ..Default::default()
+                });
+                channels.push((DataKind::Reliable, reliable));
+                channels.push((DataKind::Lossy, lossy));
+            }
+            for mid in &removed {
+                api.stop_media(*mid);
+            }
+            for (publisher, publisher_sid, track_sid, video, simulcast) in &tracks {
+                let kind = if *video {
+                    MediaKind::Video
+                } else {
+                    MediaKind::Audio
+                };
+                let mid = api.add_media(
+                    kind,
+                    Direction::SendOnly,
+                    Some(format!("{publisher_sid}|{track_sid}")),
+                    Some(track_sid.clone()),
+                    None,
+                );
+                added.push(Subscription {
+                    track_sid: track_sid.clone(),
+                    publisher: *publisher,
+                    mid,
+                    video: *video,
+                    // Simulcast starts on the top layer; housekeeping moves to what is live.
+                    forwarder: Forwarder::new(if *simulcast { 2 } else { 0 }),
+                    wanted: 2,
+                    disabled: false,
+                    pt_map: Vec::new(),
+                });
+            }
+            api.apply()
+        });
+        let Some(applied) = result else {
+            return self.fail(key, "panic while preparing an offer");
+        };
+        p.negotiation.channels_created = true;
+        for (kind, id) in channels {
+            match kind {
+                DataKind::Reliable => p.sub_reliable = Some(id),
+                _ => p.sub_lossy = Some(id),
+            }
+        }
+        p.subs.extend(added);
+        if let Some((offer, pending)) = applied {
+            let id = p.negotiation.next_id;
+            p.negotiation.next_id += 1;
+            p.negotiation.pending = Some((id, pending));
+            let message = signal_response::Message::Offer(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.to_sdp_string(),
+                id,
+                mid_to_track_id: p
+                    .subs
+                    .iter()
+                    .map(|s| (s.mid.to_string(), s.track_sid.clone()))
+                    .collect(),
+            });
+            self.signal(key, message);
+        }
+        self.mark_downlink(key);
+    }
+}
+
+impl Participant {
+    /// Drops the subscriptions matching `which`; the next offer stops their m-lines.
+    pub(super) fn unsubscribe_where(&mut self, which: impl Fn(&Subscription) -> bool) {
+        let mids: Vec<Mid> = self
+            .subs
+            .iter()
+            .filter(|s| which(s))
+            .map(|s| s.mid)
+            .collect();
+        self.subs.retain(|s| !which(s));
+        self.negotiation.to_remove.extend(mids);
+    }
+
+    pub(super) fn mid_to_track_id(&self) -> HashMap<String, String> {
+        self.tracks
+            .iter()
+            .filter_map(|t| t.mid.map(|mid| (mid.to_string(), t.info.sid.clone())))
+            .collect()
+    }
+}

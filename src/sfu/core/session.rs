@@ -1,0 +1,366 @@
+//! Participant sessions: join (the JoinResponse and the first subscriber offer), leave,
+//! removal (the others are told, its subscriptions end) and the snapshots clients see.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use livekit_protocol as proto;
+use proto::signal_response;
+
+use super::data::DataKind;
+use super::forwarding::Subscription;
+use super::media::Media;
+use super::negotiation::Negotiation;
+use super::tracks::Track;
+use super::{
+    ConnId, JoinError, JoinRequest, Output, PING_INTERVAL_SECS, PING_TIMEOUT_SECS, SERVER_PROTOCOL,
+    SERVER_VERSION, Sfu, guard, rooms::enabled_codecs,
+};
+use crate::livekit::token::VideoGrant;
+use crate::rooms::RoomOptions;
+use crate::sfu::ids;
+use str0m::channel::ChannelId;
+
+const MAX_PARTICIPANTS_PER_ROOM: usize = 500;
+
+/// A participant session's own key, allocated by the core when it joins. Rooms, routes,
+/// subscriptions and the run loop name participants by it, never by their signaling
+/// connection: the connection is one attribute of the session ([`Participant::conn`]), so a
+/// session can be re-attached to a new one (resume) without the others noticing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantKey(u64);
+
+impl ParticipantKey {
+    pub(super) fn new(n: u64) -> Self {
+        ParticipantKey(n)
+    }
+}
+
+impl std::fmt::Display for ParticipantKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "P{}", self.0)
+    }
+}
+
+pub(super) struct Participant {
+    pub(super) key: ParticipantKey,
+    /// The signaling connection the session is attached to now: where its messages go.
+    /// Today a session ends with its connection ([`Sfu::leave`]); it is not its identity.
+    pub(super) conn: ConnId,
+    pub(super) sid: String,
+    pub(super) identity: String,
+    pub(super) name: String,
+    pub(super) metadata: String,
+    pub(super) room: String,
+    pub(super) permission: proto::ParticipantPermission,
+    pub(super) joined_at_ms: i64,
+    pub(super) version: u32,
+    pub(super) state: proto::participant_info::State,
+    pub(super) client_protocol: i32,
+    pub(super) auto_subscribe: bool,
+    /// Its peer connections.
+    pub(super) media: Media,
+    pub(super) tracks: Vec<Track>,
+    pub(super) subs: Vec<Subscription>,
+    pub(super) negotiation: Negotiation,
+    /// Labels of the data channels the client opened on its publisher connection.
+    pub(super) pub_channels: HashMap<ChannelId, DataKind>,
+    pub(super) sub_reliable: Option<ChannelId>,
+    pub(super) sub_lossy: Option<ChannelId>,
+    pub(super) last_data_sequence: u32,
+    pub(super) failed: bool,
+}
+
+impl Sfu {
+    /// Admits a participant whose token was validated. Sends the JoinResponse and the first
+    /// subscriber offer.
+    pub fn join(&mut self, now: Instant, request: JoinRequest) -> Result<(), JoinError> {
+        let room_name = request.room.clone();
+        if !self.room_exists(&room_name, now) {
+            if !self.config.auto_create_rooms {
+                return Err(JoinError::RoomNotFound);
+            }
+            self.create_room(now, &room_name, RoomOptions::AUTO_CREATED, None)
+                .map_err(|_| JoinError::TooManyRooms)?;
+        }
+        // A second join with the same identity replaces the first (clients rely on this when
+        // they reconnect from scratch).
+        if let Some(old) = self.find(&room_name, &request.identity) {
+            tracing::info!(
+                room = room_name,
+                identity = request.identity,
+                "same identity joined again; replacing the old session"
+            );
+            self.remove_participant(now, old, proto::DisconnectReason::DuplicateIdentity, true);
+        }
+        let room = self.rooms.get(&room_name).expect("room exists");
+        let limit = match room.options.max_participants {
+            0 => MAX_PARTICIPANTS_PER_ROOM,
+            n => (n as usize).min(MAX_PARTICIPANTS_PER_ROOM),
+        };
+        if room.members.len() >= limit {
+            return Err(JoinError::RoomFull);
+        }
+        self.registry
+            .participant_joined(&room_name, now)
+            .map_err(|_| JoinError::RoomNotFound)?;
+
+        let permission = permission_from(&request.grant);
+        let key = self.new_participant_key();
+        let mut participant = Participant {
+            key,
+            conn: request.conn,
+            sid: ids::participant_sid(),
+            identity: request.identity,
+            name: request.name,
+            metadata: request.metadata,
+            room: room_name.clone(),
+            permission,
+            joined_at_ms: self.unix_ms(now),
+            version: 1,
+            state: proto::participant_info::State::Joined,
+            client_protocol: request.client_protocol,
+            auto_subscribe: request.auto_subscribe,
+            media: Media::dual(self.new_rtc(now), self.new_rtc(now), now),
+            tracks: Vec::new(),
+            subs: Vec::new(),
+            negotiation: Negotiation {
+                next_id: 1,
+                ..Default::default()
+            },
+            pub_channels: HashMap::new(),
+            sub_reliable: None,
+            sub_lossy: None,
+            last_data_sequence: 0,
+            failed: false,
+        };
+        tracing::info!(
+            room = room_name,
+            identity = participant.identity,
+            sid = participant.sid,
+            "participant joined"
+        );
+
+        // Everything already published in the room goes into the first subscriber offer.
+        let room = self.rooms.get_mut(&room_name).expect("room exists");
+        if participant.auto_subscribe && participant.permission.can_subscribe {
+            for other in &room.members {
+                if let Some(publisher) = self.participants.get(other) {
+                    for track in publisher.tracks.iter().filter(|t| t.mid.is_some()) {
+                        participant
+                            .negotiation
+                            .to_add
+                            .push((*other, track.info.sid.clone()));
+                    }
+                }
+            }
+        }
+        room.members.push(key);
+        let others: Vec<proto::ParticipantInfo> = room
+            .members
+            .iter()
+            .filter(|c| **c != key)
+            .filter_map(|c| self.participants.get(c))
+            .filter(|p| !p.permission.hidden)
+            .map(Participant::info)
+            .collect();
+        let join = proto::JoinResponse {
+            room: self.room_info(&room_name),
+            participant: Some(participant.info()),
+            other_participants: others,
+            server_version: SERVER_VERSION.into(),
+            ice_servers: request.ice_servers.clone(),
+            subscriber_primary: true,
+            client_configuration: Some(proto::ClientConfiguration {
+                // Resume is answered with leave{RECONNECT}; tell JS to reconnect fully right away.
+                resume_connection: proto::ClientConfigSetting::Disabled as i32,
+                ..Default::default()
+            }),
+            ping_timeout: PING_TIMEOUT_SECS,
+            ping_interval: PING_INTERVAL_SECS,
+            server_info: Some(proto::ServerInfo {
+                edition: proto::server_info::Edition::Standard as i32,
+                version: SERVER_VERSION.into(),
+                protocol: SERVER_PROTOCOL,
+                node_id: self.config.node_id.clone(),
+                ..Default::default()
+            }),
+            enabled_publish_codecs: enabled_codecs(),
+            fast_publish: participant.permission.can_publish,
+            ..Default::default()
+        };
+        self.outputs.push_back(Output::Signal(
+            participant.conn,
+            Box::new(signal_response::Message::Join(join)),
+        ));
+        let hidden = participant.permission.hidden;
+        let info = participant.info();
+        self.connections.insert(participant.conn, key);
+        self.participants.insert(key, participant);
+        if !hidden {
+            self.send_to_room(&room_name, Some(key), update(vec![info]));
+        }
+        self.negotiate_subscriber(now, key);
+        self.drain(now);
+        Ok(())
+    }
+
+    /// The signaling connection ended (client leave, socket closed or ping timeout).
+    pub fn leave(&mut self, now: Instant, conn: ConnId, reason: proto::DisconnectReason) {
+        if let Some(key) = self.session_of(conn) {
+            self.remove_participant(now, key, reason, false);
+            self.drain(now);
+        }
+    }
+
+    pub(super) fn handle_update_metadata(
+        &mut self,
+        key: ParticipantKey,
+        update: proto::UpdateParticipantMetadata,
+    ) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        if !p.permission.can_update_metadata {
+            let message = signal_response::Message::RequestResponse(proto::RequestResponse {
+                request_id: update.request_id,
+                reason: proto::request_response::Reason::NotAllowed as i32,
+                message: "does not have permission to update own metadata".into(),
+                ..Default::default()
+            });
+            self.signal(key, message);
+            return;
+        }
+        if !update.name.is_empty() {
+            p.name = update.name.chars().take(256).collect();
+        }
+        if !update.metadata.is_empty() {
+            p.metadata = update.metadata.chars().take(64 * 1024).collect();
+        }
+        self.broadcast_participant(key);
+    }
+
+    /// Removes a participant: tells the others, stops its tracks at every subscriber, and (when
+    /// `notify`) sends it a leave with `reason` before closing its signaling connection.
+    pub(super) fn remove_participant(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        reason: proto::DisconnectReason,
+        notify: bool,
+    ) {
+        let Some(mut p) = self.participants.remove(&key) else {
+            return;
+        };
+        if self.connections.get(&p.conn) == Some(&key) {
+            self.connections.remove(&p.conn);
+        }
+        tracing::info!(
+            room = p.room,
+            identity = p.identity,
+            reason = reason.as_str_name(),
+            "participant left"
+        );
+        self.outputs.push_back(Output::Left {
+            room: p.room.clone(),
+            identity: p.identity.clone(),
+        });
+        if notify {
+            let leave = signal_response::Message::Leave(proto::LeaveRequest {
+                reason: reason as i32,
+                action: proto::leave_request::Action::Disconnect as i32,
+                ..Default::default()
+            });
+            self.outputs
+                .push_back(Output::Signal(p.conn, Box::new(leave)));
+            self.outputs.push_back(Output::Close(p.conn));
+        }
+        let _ = guard(|| p.media.disconnect());
+        self.routes.retain(|_, (c, _)| *c != key);
+        p.state = proto::participant_info::State::Disconnected;
+        p.version += 1;
+        let mut info = p.info();
+        info.disconnect_reason = reason as i32;
+        if let Some(room) = self.rooms.get_mut(&p.room) {
+            room.members.retain(|c| *c != key);
+            self.registry.participant_left(&p.room, now);
+            let members = room.members.clone();
+            for other in members {
+                let Some(o) = self.participants.get_mut(&other) else {
+                    continue;
+                };
+                o.negotiation
+                    .to_add
+                    .retain(|(publisher, _)| *publisher != key);
+                o.unsubscribe_where(|s| s.publisher == key);
+                if !p.permission.hidden {
+                    self.signal(other, update(vec![info.clone()]));
+                }
+                self.negotiate_subscriber(now, other);
+            }
+        }
+    }
+
+    pub(super) fn broadcast_participant(&mut self, key: ParticipantKey) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        p.version += 1;
+        let info = p.info();
+        let room = p.room.clone();
+        let hidden = p.permission.hidden;
+        // The participant itself gets its own snapshot too: JS compares its local state to it.
+        self.signal(key, update(vec![info.clone()]));
+        if !hidden {
+            self.send_to_room(&room, Some(key), update(vec![info]));
+        }
+    }
+}
+
+impl Participant {
+    pub(super) fn is_publisher(&self) -> bool {
+        self.tracks.iter().any(|t| t.mid.is_some())
+    }
+
+    /// A complete snapshot (every published track), as clients expect in every update.
+    pub(super) fn info(&self) -> proto::ParticipantInfo {
+        proto::ParticipantInfo {
+            sid: self.sid.clone(),
+            identity: self.identity.clone(),
+            state: self.state as i32,
+            tracks: self
+                .tracks
+                .iter()
+                .filter(|t| t.mid.is_some())
+                .map(|t| t.info.clone())
+                .collect(),
+            metadata: self.metadata.clone(),
+            joined_at: self.joined_at_ms / 1000,
+            joined_at_ms: self.joined_at_ms,
+            name: self.name.clone(),
+            version: self.version,
+            permission: Some(self.permission.clone()),
+            is_publisher: self.is_publisher(),
+            kind: proto::participant_info::Kind::Standard as i32,
+            client_protocol: self.client_protocol,
+            ..Default::default()
+        }
+    }
+}
+
+pub(super) fn update(participants: Vec<proto::ParticipantInfo>) -> signal_response::Message {
+    signal_response::Message::Update(proto::ParticipantUpdate { participants })
+}
+
+pub(super) fn permission_from(grant: &VideoGrant) -> proto::ParticipantPermission {
+    let can_publish = grant.can_publish.unwrap_or(true);
+    proto::ParticipantPermission {
+        can_subscribe: grant.can_subscribe.unwrap_or(true),
+        can_publish,
+        can_publish_data: grant.can_publish_data.unwrap_or(can_publish),
+        can_publish_sources: Vec::new(),
+        hidden: grant.hidden,
+        can_update_metadata: grant.can_update_own_metadata.unwrap_or(false),
+        ..Default::default()
+    }
+}
