@@ -4,9 +4,10 @@
 //! Each [`Client`] plays a LiveKit v0 client: a publisher and a subscriber str0m `Rtc` (full ICE,
 //! frame mode) on addresses of its own, and a signaling connection to the core. The harness
 //! carries datagrams between the clients' `Rtc`s and [`Sfu::handle_receive`] by address, hands
-//! the core's signaling output to the addressed client (which answers offers at once) and moves
-//! a virtual `now` forward to the earliest timeout of anyone instead of sleeping, so a run is
-//! deterministic: no sockets, threads or wall clock (quinn's two-endpoint tests are the model).
+//! the core's signaling output to the addressed client (which answers offers at once, or holds
+//! its answers back when told to) and moves a virtual `now` forward to the earliest timeout of
+//! anyone instead of sleeping, so a run is deterministic: no sockets, threads or wall clock
+//! (quinn's two-endpoint tests are the model).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -49,6 +50,11 @@ pub struct Client {
     pub received: Vec<MediaData>,
     pub publisher_connected: bool,
     pub subscriber_connected: bool,
+    /// Keep subscriber answers (and their trickle) back until [`Harness::release_answers`].
+    pub hold_answers: bool,
+    held: Vec<signal_request::Message>,
+    /// Rewrites the SDP of the next subscriber answer before it is sent (a misbehaving client).
+    pub rewrite_next_answer: Option<fn(&str) -> String>,
 }
 
 impl Harness {
@@ -136,6 +142,29 @@ impl Harness {
             }),
         );
         mid
+    }
+
+    /// Sends the subscriber answers a client held back, in order.
+    pub fn release_answers(&mut self, conn: ConnId) {
+        let held = match self.clients.get_mut(&conn) {
+            Some(client) => std::mem::take(&mut client.held),
+            None => Vec::new(),
+        };
+        for message in held {
+            self.send(conn, message);
+        }
+    }
+
+    /// The subscriber offers the core sent a client, in order.
+    pub fn offers(&self, conn: ConnId) -> Vec<&proto::SessionDescription> {
+        self.clients[&conn]
+            .signals
+            .iter()
+            .filter_map(|m| match m {
+                signal_response::Message::Offer(offer) => Some(offer),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Writes one Opus frame on a client's published m-line.
@@ -264,6 +293,9 @@ impl Client {
             received: Vec::new(),
             publisher_connected: false,
             subscriber_connected: false,
+            hold_answers: false,
+            held: Vec::new(),
+            rewrite_next_answer: None,
         }
     }
 
@@ -283,16 +315,22 @@ impl Client {
                     .sdp_api()
                     .accept_offer(parsed)
                     .expect("offer accepted");
-                replies.push(signal_request::Message::Answer(proto::SessionDescription {
+                let mut sdp = answer.to_sdp_string();
+                if let Some(rewrite) = self.rewrite_next_answer.take() {
+                    sdp = rewrite(&sdp);
+                }
+                let answer = signal_request::Message::Answer(proto::SessionDescription {
                     r#type: "answer".into(),
-                    sdp: answer.to_sdp_string(),
+                    sdp,
                     id: offer.id,
                     ..Default::default()
-                }));
-                replies.push(trickle(
-                    self.subscriber_addr,
-                    proto::SignalTarget::Subscriber,
-                ));
+                });
+                let candidate = trickle(self.subscriber_addr, proto::SignalTarget::Subscriber);
+                if self.hold_answers {
+                    self.held.extend([answer, candidate]);
+                } else {
+                    replies.extend([answer, candidate]);
+                }
                 self.subscriber_timeout = now;
             }
             M::Answer(answer) => {
@@ -410,4 +448,84 @@ fn a_publishers_audio_reaches_a_subscriber_through_the_core() {
         h.clients[&1].received.is_empty(),
         "alice does not get her own audio"
     );
+}
+
+/// The first `a=ice-ufrag` of an SDP.
+fn ice_ufrag(sdp: &str) -> &str {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .expect("an ice-ufrag")
+}
+
+/// Whether `conn`'s subscriber received a frame whose payload starts with `tag`.
+fn received_tag(h: &Harness, conn: ConnId, tag: u8) -> bool {
+    h.clients[&conn].received.iter().any(|d| d.data[0] == tag)
+}
+
+#[test]
+fn a_subscriber_has_one_offer_in_flight_while_twenty_publishers_arrive() {
+    let mut h = Harness::new();
+    h.join(1, "bob");
+    h.clients.get_mut(&1).expect("bob").hold_answers = true;
+    let mut answered = 1;
+    let mut mics = Vec::new();
+    for n in 2..22u64 {
+        h.join(n, &format!("p{n}"));
+        mics.push((n, h.publish_audio(n, &format!("mic-{n}"))));
+        // Bob answers late, every third arrival, while the others keep coming.
+        if n % 3 == 0 {
+            answered += h.clients[&1]
+                .held
+                .iter()
+                .filter(|m| matches!(m, signal_request::Message::Answer(_)))
+                .count();
+            h.release_answers(1);
+        }
+        assert!(
+            h.offers(1).len() <= answered + 1,
+            "a second offer while one is unanswered"
+        );
+    }
+    h.clients.get_mut(&1).expect("bob").hold_answers = false;
+    h.release_answers(1);
+    h.advance(Duration::from_millis(500));
+    assert!(h.clients.contains_key(&1), "bob is still in the room");
+    let offers = h.offers(1);
+    let last = offers.last().expect("offers");
+    assert_eq!(last.mid_to_track_id.len(), 20, "one m-line per track");
+    assert!(
+        offers
+            .iter()
+            .all(|o| ice_ufrag(&o.sdp) == ice_ufrag(&offers[0].sdp)),
+        "no offer restarts ICE"
+    );
+    for (n, (conn, mid)) in mics.into_iter().enumerate() {
+        h.write_audio(conn, mid, Duration::ZERO, &[n as u8; 40]);
+    }
+    h.advance(Duration::from_millis(100));
+    assert!((0..20).all(|n| received_tag(&h, 1, n)), "bob hears all 20");
+}
+
+#[test]
+fn a_stale_subscriber_answer_is_ignored() {
+    let mut h = Harness::new();
+    h.join(1, "bob");
+    h.join(2, "alice");
+    h.clients.get_mut(&1).expect("bob").hold_answers = true;
+    h.publish_audio(2, "mic-a");
+    let old_answer = h.clients[&1].held.clone();
+    h.release_answers(1);
+    h.join(3, "carol");
+    let mic = h.publish_audio(3, "mic-c");
+    // The answer to the previous offer arrives again while the next one is out.
+    for message in old_answer {
+        h.send(1, message);
+    }
+    h.clients.get_mut(&1).expect("bob").hold_answers = false;
+    h.release_answers(1);
+    h.advance(Duration::from_millis(500));
+    assert!(h.clients.contains_key(&1), "bob is still in the room");
+    h.write_audio(3, mic, Duration::ZERO, &[7; 40]);
+    h.advance(Duration::from_millis(100));
+    assert!(received_tag(&h, 1, 7), "bob hears carol");
 }
