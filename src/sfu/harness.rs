@@ -529,3 +529,51 @@ fn a_stale_subscriber_answer_is_ignored() {
     h.advance(Duration::from_millis(100));
     assert!(received_tag(&h, 1, 7), "bob hears carol");
 }
+
+/// A client that answers with ICE credentials other than those of its previous answer, without
+/// our offer restarting ICE, is what makes str0m refuse an answer with "Ice restart in answer
+/// without one in the preceeding offer" (the core's offers keep their credentials, see above).
+#[test]
+fn an_answer_with_new_ice_credentials_restarts_ice_instead_of_dropping_the_subscriber() {
+    let mut h = Harness::new();
+    h.join(1, "alice");
+    let mic_a = h.publish_audio(1, "mic-a");
+    h.join(2, "bob");
+    h.advance(Duration::from_millis(500));
+    h.write_audio(1, mic_a, Duration::ZERO, &[1; 40]);
+    h.advance(Duration::from_millis(100));
+    assert!(received_tag(&h, 2, 1), "bob hears alice");
+
+    h.clients.get_mut(&2).expect("bob").rewrite_next_answer = Some(|sdp| {
+        sdp.lines()
+            .map(|l| {
+                if l.starts_with("a=ice-ufrag:") {
+                    "a=ice-ufrag:newufrag".to_owned()
+                } else if l.starts_with("a=ice-pwd:") {
+                    "a=ice-pwd:newpasswordnewpassword1234".to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+            + "\r\n"
+    });
+    h.join(3, "carol");
+    let mic_c = h.publish_audio(3, "mic-c");
+    h.advance(Duration::from_millis(1000));
+    assert!(h.clients.contains_key(&2), "bob is still in the room");
+    let offers = h.offers(2);
+    let last = offers.last().expect("offers");
+    assert_ne!(
+        ice_ufrag(&last.sdp),
+        ice_ufrag(&offers[0].sdp),
+        "the core restarted ICE"
+    );
+    assert_eq!(last.mid_to_track_id.len(), 2, "alice's and carol's tracks");
+    h.write_audio(1, mic_a, Duration::from_millis(20), &[2; 40]);
+    h.write_audio(3, mic_c, Duration::ZERO, &[3; 40]);
+    h.advance(Duration::from_millis(100));
+    assert!(received_tag(&h, 2, 2), "bob still hears alice");
+    assert!(received_tag(&h, 2, 3), "bob hears carol");
+}

@@ -19,11 +19,22 @@ use crate::sfu::forward::Forwarder;
 
 #[derive(Default)]
 pub(super) struct Negotiation {
-    pub(super) pending: Option<(u32, SdpPendingOffer)>,
+    pub(super) pending: Option<PendingOffer>,
     pub(super) next_id: u32,
     pub(super) channels_created: bool,
     pub(super) to_add: Vec<(ParticipantKey, String)>,
     pub(super) to_remove: Vec<Mid>,
+    /// The client's subscriber ICE credentials (ufrag, pwd) from its last accepted answer.
+    pub(super) remote_ice: Option<(String, String)>,
+    /// The next offer restarts ICE (the client changed its credentials on its own).
+    pub(super) restart_ice: bool,
+}
+
+/// Our one outstanding subscriber offer.
+pub(super) struct PendingOffer {
+    id: u32,
+    offer: SdpPendingOffer,
+    restarts_ice: bool,
 }
 
 impl Sfu {
@@ -72,37 +83,63 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
-        let Some((id, pending)) = p.negotiation.pending.take() else {
+        let Some(pending) = p.negotiation.pending.take() else {
             tracing::debug!(
                 identity = p.identity,
                 "subscriber answer without an offer; ignored"
             );
             return;
         };
-        if answer.id != 0 && answer.id != id {
+        if answer.id != 0 && answer.id != pending.id {
             tracing::debug!(
                 identity = p.identity,
                 got = answer.id,
-                want = id,
+                want = pending.id,
                 "stale subscriber answer; ignored"
             );
-            p.negotiation.pending = Some((id, pending));
+            p.negotiation.pending = Some(pending);
             return;
         }
-        let parsed = match SdpAnswer::from_sdp_string(&answer.sdp) {
+        let mut sdp = answer.sdp;
+        let creds = ice_credentials(&sdp);
+        let mut resync_ice = false;
+        if let (Some(known), Some(got)) = (&p.negotiation.remote_ice, &creds)
+            && known != got
+            && !pending.restarts_ice
+        {
+            // The client changed its ICE credentials in an answer to an offer that did not
+            // restart ICE. JSEP forbids it and str0m refuses it ("Ice restart in answer without
+            // one in the preceeding offer"); dropping the subscriber for it cost participants
+            // in big rooms. The client has applied our offer, so we take the answer's media
+            // changes with the credentials str0m knows, then resync ICE with a restart offer of
+            // our own, which the client answers with its current credentials.
+            tracing::debug!(
+                identity = p.identity,
+                "subscriber answer changed ICE credentials; restarting ICE"
+            );
+            sdp = with_ice_credentials(&sdp, known);
+            resync_ice = true;
+        }
+        let parsed = match SdpAnswer::from_sdp_string(&sdp) {
             Ok(parsed) => parsed,
             Err(error) => {
                 tracing::debug!(identity = p.identity, %error, "unparsable subscriber answer");
                 return self.fail(key, "unparsable answer");
             }
         };
+        let PendingOffer { offer, .. } = pending;
         match guard(|| {
             p.media
                 .downlink_mut()
                 .sdp_api()
-                .accept_answer(pending, parsed)
+                .accept_answer(offer, parsed)
         }) {
             Some(Ok(())) => {
+                if resync_ice {
+                    p.negotiation.restart_ice = true;
+                } else {
+                    p.negotiation.remote_ice = creds;
+                }
                 self.mark_downlink(key);
                 // New subscriptions start at a keyframe.
                 self.negotiate_subscriber(now, key);
@@ -210,7 +247,10 @@ impl Sfu {
             };
             let n = &p.negotiation;
             if n.pending.is_some()
-                || (n.channels_created && n.to_add.is_empty() && n.to_remove.is_empty())
+                || (n.channels_created
+                    && n.to_add.is_empty()
+                    && n.to_remove.is_empty()
+                    && !n.restart_ice)
             {
                 return;
             }
@@ -233,6 +273,7 @@ impl Sfu {
         p.negotiation.to_add.clear();
         let removed = std::mem::take(&mut p.negotiation.to_remove);
         let create_channels = !p.negotiation.channels_created;
+        let restart_ice = std::mem::take(&mut p.negotiation.restart_ice);
         let mut added: Vec<Subscription> = Vec::new();
         let mut channels: Vec<(DataKind, ChannelId)> = Vec::new();
         let result = guard(|| {
@@ -252,6 +293,9 @@ impl Sfu {
                 });
                 channels.push((DataKind::Reliable, reliable));
                 channels.push((DataKind::Lossy, lossy));
+            }
+            if restart_ice {
+                api.ice_restart(true);
             }
             for mid in &removed {
                 api.stop_media(*mid);
@@ -297,7 +341,11 @@ impl Sfu {
         if let Some((offer, pending)) = applied {
             let id = p.negotiation.next_id;
             p.negotiation.next_id += 1;
-            p.negotiation.pending = Some((id, pending));
+            p.negotiation.pending = Some(PendingOffer {
+                id,
+                offer: pending,
+                restarts_ice: restart_ice,
+            });
             let message = signal_response::Message::Offer(proto::SessionDescription {
                 r#type: "offer".into(),
                 sdp: offer.to_sdp_string(),
@@ -333,4 +381,41 @@ impl Participant {
             .filter_map(|t| t.mid.map(|mid| (mid.to_string(), t.info.sid.clone())))
             .collect()
     }
+}
+
+/// The ICE credentials an SDP names, found as str0m finds them: session level first, then the
+/// first m-line with both `a=ice-ufrag` and `a=ice-pwd`.
+fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+    let mut sections: Vec<(Option<&str>, Option<&str>)> = vec![(None, None)];
+    for line in sdp.lines().map(str::trim) {
+        if line.starts_with("m=") {
+            sections.push((None, None));
+        }
+        let section = sections.last_mut().expect("the session section");
+        if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
+            section.0.get_or_insert(ufrag);
+        } else if let Some(pwd) = line.strip_prefix("a=ice-pwd:") {
+            section.1.get_or_insert(pwd);
+        }
+    }
+    sections.into_iter().find_map(|section| match section {
+        (Some(ufrag), Some(pwd)) => Some((ufrag.to_owned(), pwd.to_owned())),
+        _ => None,
+    })
+}
+
+/// `sdp` with every `a=ice-ufrag`/`a=ice-pwd` line naming `creds` instead.
+fn with_ice_credentials(sdp: &str, creds: &(String, String)) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let ending = &line[line.trim_end().len()..];
+        if line.starts_with("a=ice-ufrag:") {
+            out.push_str(&format!("a=ice-ufrag:{}{ending}", creds.0));
+        } else if line.starts_with("a=ice-pwd:") {
+            out.push_str(&format!("a=ice-pwd:{}{ending}", creds.1));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
