@@ -152,6 +152,17 @@ def dashboard_text_of(panel: Panel) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", page))
 
 
+def assert_turn_tls_answers(box):
+    """TURN over TLS completes a handshake with some certificate (the self-signed one after a
+    failed order)."""
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", box.turn_tls_port), timeout=10) as tcp:
+        with insecure.wrap_socket(tcp, server_hostname=DOMAIN) as tls:
+            assert tls.getpeercert(binary_form=True)
+
+
 def offered_turn_urls(box) -> set[str]:
     """The TURN URLs rtcbox hands a participant in its JoinResponse."""
     async def scenario():
@@ -231,12 +242,7 @@ def test_unreachable_challenge_port_is_explained_and_the_old_certificate_kept(st
     source, _ = stored_certificate(box)
     assert source == "self-signed"
     # TURN over TLS still answers with the self-signed certificate.
-    insecure = ssl.create_default_context()
-    insecure.check_hostname = False
-    insecure.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", box.turn_tls_port), timeout=10) as tcp:
-        with insecure.wrap_socket(tcp, server_hostname=DOMAIN) as tls:
-            assert tls.getpeercert(binary_form=True)
+    assert_turn_tls_answers(box)
 
     text = dashboard_text(box)
     assert "self-signed" in text and "failed, retry scheduled" in text, text[-3000:]
@@ -259,12 +265,7 @@ def test_an_unreachable_ca_is_explained_and_the_old_certificate_kept(start_rtcbo
                f"the explained failure (log:\n{box.log_text()[-3000:]})")
     assert "the current certificate stays; retrying in 60 s" in box.log_text()
     assert stored_certificate(box)[0] == "self-signed"
-    insecure = ssl.create_default_context()
-    insecure.check_hostname = False
-    insecure.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", box.turn_tls_port), timeout=10) as tcp:
-        with insecure.wrap_socket(tcp, server_hostname=DOMAIN) as tls:
-            assert tls.getpeercert(binary_form=True)
+    assert_turn_tls_answers(box)
     text = dashboard_text(box)
     assert advice in text and "failed, retry scheduled" in text, text[-3000:]
     assert "next attempt" in text
