@@ -66,6 +66,16 @@ def pebble_tools():
         pytest.skip(message)
 
 
+def distinct_ports(count: int, taken: set) -> list[int]:
+    """``count`` free TCP ports on 127.0.0.1, none in ``taken`` and no two alike."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in taken and port not in ports:
+            ports.append(port)
+    return ports
+
+
 class Pebble:
     def __init__(self, directory: str, management: str, processes: list):
         self.directory = directory
@@ -88,23 +98,30 @@ def start_pebble(tmp_path, pki):
         """pebble validating HTTP-01 on ``http_port`` and TLS-ALPN-01 on ``tls_port``; it
         resolves names through ``dns_server`` (host:port), by default a pebble-challtestsrv
         answering 127.0.0.1."""
+        # Every port is chosen before any process starts: a port picked while an earlier
+        # process has not bound its own yet could be picked twice.
+        taken = {http_port, tls_port}
         if dns_server is None:
             dns_port = free_udp_tcp_port()
+            while dns_port in taken:
+                dns_port = free_udp_tcp_port()
+            taken.add(dns_port)
+        listen, management, cts_management, spare_tls = distinct_ports(4, taken)
+        if dns_server is None:
             cts = subprocess.Popen(
                 [CHALLTESTSRV, "-dns01", f"127.0.0.1:{dns_port}", "-defaultIPv4", "127.0.0.1",
                  "-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", "",
-                 "-management", f"127.0.0.1:{free_port()}"],
+                 "-management", f"127.0.0.1:{cts_management}"],
                 stdout=open(tmp_path / "challtestsrv.log", "wb"), stderr=subprocess.STDOUT)
             started.append(cts)
             dns_server = f"127.0.0.1:{dns_port}"
-        listen, management = free_port(), free_port()
         config = tmp_path / "pebble-config.json"
         config.write_text(json.dumps({"pebble": {
             "listenAddress": f"127.0.0.1:{listen}",
             "managementListenAddress": f"127.0.0.1:{management}",
             "certificate": pki["cert"], "privateKey": pki["key"],
             # Where pebble validates HTTP-01 (port 80 for a real CA) and TLS-ALPN-01 (443).
-            "httpPort": http_port, "tlsPort": tls_port or free_port(),
+            "httpPort": http_port, "tlsPort": tls_port or spare_tls,
             "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
                    PEBBLE_AUTHZREUSE="0")
