@@ -179,7 +179,7 @@ pub fn explain(error: &AcmeError, ports: Ports) -> String {
             kind,
             detail,
         } => {
-            let record = format!("_acme-challenge.{}", name.trim_start_matches("*."));
+            let record = super::dns01::record_name(name);
             match kind.as_str() {
                 "unauthorized" | "incorrectResponse" | "dns" | "connection" => format!(
                     "the CA did not find the right TXT record {record}: check that every \

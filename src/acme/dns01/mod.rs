@@ -60,15 +60,20 @@ pub struct TxtRecord {
 }
 
 impl TxtRecord {
-    /// The record for `identifier` (as the CA names it; a wildcard `*.example.org` is proven
-    /// by `_acme-challenge.example.org`).
+    /// The record for `identifier` (see [`record_name`]).
     pub fn for_identifier(identifier: &str, value: String) -> TxtRecord {
-        let base = identifier.trim_start_matches("*.").trim_end_matches('.');
         TxtRecord {
-            name: format!("_acme-challenge.{}", base.to_ascii_lowercase()),
+            name: record_name(identifier),
             value,
         }
     }
+}
+
+/// The name of the TXT record that proves `identifier` (as the CA names it; a wildcard
+/// `*.example.org` is proven by `_acme-challenge.example.org`).
+pub fn record_name(identifier: &str) -> String {
+    let base = identifier.trim_start_matches("*.").trim_end_matches('.');
+    format!("_acme-challenge.{}", base.to_ascii_lowercase())
 }
 
 /// A published record, to delete after the CA's verdict.
