@@ -265,7 +265,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         let stop = stopped(stop_rx.clone());
         async move {
             if let Some((listener, front)) = https {
-                http::serve_https(listener, front, service, stop).await;
+                http::serve_with(listener, Some(front), service, stop).await;
             }
         }
     };

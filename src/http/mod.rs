@@ -201,23 +201,8 @@ where
     serve_with(listener, None, service, shutdown).await;
 }
 
-/// [`serve`] behind TLS, with TURN over TLS on the same port (see [`https`]).
-pub async fn serve_https<S>(
-    listener: TcpListener,
-    front: https::HttpsFront,
-    service: S,
-    shutdown: impl Future<Output = ()>,
-) where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    serve_with(listener, Some(front), service, shutdown).await;
-}
-
-/// [`serve`], behind `front`'s TLS when there is one.
+/// [`serve`], behind `front`'s TLS when there is one: the public HTTPS listener (TURN over TLS
+/// on the same port, see [`https`]) or the admin panel's ([`https::HttpsFront::http_only`]).
 pub async fn serve_with<S>(
     listener: TcpListener,
     front: Option<https::HttpsFront>,

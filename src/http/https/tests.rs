@@ -80,9 +80,14 @@ async fn one_tls_port_serves_http_and_turn() {
         async move { Ok::<_, Infallible>(tower::ServiceExt::oneshot(app, request).await.unwrap()) }
     });
     let (_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(crate::http::serve_https(listener, front, service, async {
-        let _ = stop_rx.await;
-    }));
+    tokio::spawn(crate::http::serve_with(
+        listener,
+        Some(front),
+        service,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     let connect = async || {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         turn.trusting
@@ -135,9 +140,14 @@ async fn a_tls_alpn_01_validation_is_closed_after_the_handshake() {
         async { Ok::<_, Infallible>(axum::response::IntoResponse::into_response("web")) }
     });
     let (_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(crate::http::serve_https(listener, front, service, async {
-        let _ = stop_rx.await;
-    }));
+    tokio::spawn(crate::http::serve_with(
+        listener,
+        Some(front),
+        service,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     turn.certificates
         .alpn_challenges()
         .publish("localhost", &[3; 32])
