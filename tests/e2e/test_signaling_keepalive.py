@@ -17,14 +17,13 @@ import struct
 import time
 import urllib.parse
 
-import pytest
 import websockets
 from livekit.protocol import rtc as signal
 from websockets.asyncio.client import connect as ws_connect
 
 import lk_helpers as lk
-from lk_helpers import API_KEY, API_SECRET, sfu_env
-from test_signaling_errors import V0_QUERY, bearer, token
+from lk_helpers import API_KEY, API_SECRET
+from test_signaling_errors import V0_QUERY, bearer, box, room, token  # noqa: F401 (fixtures)
 
 # The server closes a silent client after 20 s; the bounds leave room for a loaded CI machine.
 CLOSE_BOUND = 60.0
@@ -32,26 +31,6 @@ STAY_CONNECTED = 60.0
 TIMED_OUT = "signaling timed out"
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
-
-
-@pytest.fixture
-def box(start_rtcbox):
-    return start_rtcbox(sfu_env())
-
-
-@pytest.fixture
-def room(box):
-    name = lk.unique("py-keepalive")
-
-    async def create():
-        lkapi = lk.server_api(box.url, API_KEY, API_SECRET)
-        try:
-            await lk.create_room(lkapi, name)
-        finally:
-            await lkapi.aclose()
-
-    lk.run(create(), box, timeout=60)
-    return name
 
 
 class FrameLog(logging.Handler):
