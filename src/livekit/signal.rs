@@ -28,7 +28,7 @@ use super::keepalive::{self, Due, Keepalive};
 use super::token::{self, Claims};
 use crate::config::ApiKey;
 use crate::secret::Secret;
-use crate::sfu::{JoinError, JoinRequest, SfuHandle};
+use crate::sfu::{JoinError, JoinRequest, ResumeRequest, SfuHandle};
 use crate::turn::TurnHandle;
 
 /// Largest signaling message accepted (SDP offers with many m-lines are tens of KiB).
@@ -40,6 +40,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// LiveKit refreshes tokens this often so reconnects after the original expiry still work.
 const TOKEN_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 const MIN_REFRESHED_TTL: Duration = Duration::from_secs(10 * 60);
+/// The least a participant's TURN credentials last ([`turn_credentials_expiry`]).
+const TURN_CREDENTIALS_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 pub struct SignalState {
     pub sfu: SfuHandle,
@@ -122,10 +124,6 @@ async fn rtc(
     let upgrade = upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES);
-    if flag(&params, "reconnect").unwrap_or(false) {
-        // Resume is not implemented: ask for a full reconnect, which both SDKs then do.
-        return upgrade.on_upgrade(refuse_resume);
-    }
     upgrade.on_upgrade(move |socket| session(state, admitted, params, socket))
 }
 
@@ -199,14 +197,16 @@ fn flag(params: &HashMap<String, String>, name: &str) -> Option<bool> {
         .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
-async fn refuse_resume(mut socket: WebSocket) {
+/// The session a resume asked for is gone: LiveKit's answer, after which both SDKs join
+/// again from scratch.
+async fn refuse_resume(socket: &mut WebSocket) {
     let leave = signal_response::Message::Leave(proto::LeaveRequest {
         reason: proto::DisconnectReason::StateMismatch as i32,
         action: proto::leave_request::Action::Reconnect as i32,
         can_reconnect: true,
         ..Default::default()
     });
-    let _ = send(&mut socket, leave).await;
+    let _ = send(socket, leave).await;
     let _ = socket.send(Message::Close(None)).await;
 }
 
@@ -221,7 +221,8 @@ async fn send(socket: &mut WebSocket, message: signal_response::Message) -> Resu
     }
 }
 
-/// One participant's signaling session, from upgrade to close.
+/// One participant's signaling session, from upgrade to close: a join, or (`reconnect=1`) a
+/// resume of the session the client had on a connection that was lost.
 async fn session(
     state: Arc<SignalState>,
     admitted: Admitted,
@@ -232,43 +233,60 @@ async fn session(
     let claims = admitted.claims;
     let grant = claims.video.clone().unwrap_or_default();
     let (tx, mut rx) = mpsc::channel(SEND_QUEUE);
-    // TURN credentials last as long as the token that admitted the participant, no longer.
     let ice_servers = state
         .turn
         .as_ref()
-        .map(|turn| turn.ice_servers(&claims.sub, claims.exp))
+        .map(|turn| turn.ice_servers(&claims.sub, turn_credentials_expiry(claims.exp, unix_now())))
         .unwrap_or_default();
-    let request = JoinRequest {
-        ice_servers,
-        conn,
-        room: admitted.room,
-        identity: claims.sub.clone(),
-        name: claims.name.clone().unwrap_or_default(),
-        metadata: claims.metadata.clone().unwrap_or_default(),
-        grant: grant.clone(),
-        auto_subscribe: flag(&params, "auto_subscribe").unwrap_or(true),
-        client_protocol: params
-            .get("client_protocol")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-    };
-    match state.sfu.join(request, tx).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            let reason = match error {
-                JoinError::RoomNotFound => proto::DisconnectReason::RoomClosed,
-                _ => proto::DisconnectReason::JoinFailure,
-            };
-            let _ = send(&mut socket, leave(reason)).await;
-            let _ = socket.send(Message::Close(None)).await;
-            return;
+    if flag(&params, "reconnect").unwrap_or(false) {
+        let request = ResumeRequest {
+            conn,
+            room: admitted.room,
+            identity: claims.sub.clone(),
+            sid: params.get("sid").cloned().unwrap_or_default(),
+            ice_servers,
+        };
+        match state.sfu.resume(request, tx).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(identity = claims.sub, %error, "resume refused; the client joins again");
+                return refuse_resume(&mut socket).await;
+            }
+            Err(_) => return,
         }
-        Err(_) => return,
+    } else {
+        let request = JoinRequest {
+            ice_servers,
+            conn,
+            room: admitted.room,
+            identity: claims.sub.clone(),
+            name: claims.name.clone().unwrap_or_default(),
+            metadata: claims.metadata.clone().unwrap_or_default(),
+            grant: grant.clone(),
+            auto_subscribe: flag(&params, "auto_subscribe").unwrap_or(true),
+            client_protocol: params
+                .get("client_protocol")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        };
+        match state.sfu.join(request, tx).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                let reason = match error {
+                    JoinError::RoomNotFound => proto::DisconnectReason::RoomClosed,
+                    _ => proto::DisconnectReason::JoinFailure,
+                };
+                let _ = send(&mut socket, leave(reason)).await;
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            Err(_) => return,
+        }
     }
 
     let mut keepalive = Keepalive::new(std::time::Instant::now());
-    // The JoinResponse must be the first message; the first refreshed token follows it, then
-    // one every interval.
+    // The JoinResponse (or ReconnectResponse) must be the first message; the first refreshed
+    // token follows it, then one every interval.
     let mut refresh = tokio::time::interval_at(
         tokio::time::Instant::now() + TOKEN_REFRESH_INTERVAL,
         TOKEN_REFRESH_INTERVAL,
@@ -392,6 +410,21 @@ fn refreshed_token(state: &SignalState, claims: &Claims) -> Option<String> {
         ..claims.clone()
     };
     token::sign(&refreshed, &state.secret).ok()
+}
+
+/// When a participant's TURN credentials expire: a TURN allocation refreshes with the
+/// credentials it was made with, so they must outlive the call, not just the token that
+/// admitted it (Element Call's tokens last an hour; LiveKit keeps a session alive with
+/// `refresh_token`). They can only relay to this SFU, and a resume hands out fresh ones.
+fn turn_credentials_expiry(token_exp: u64, now: u64) -> u64 {
+    token_exp.max(now + TURN_CREDENTIALS_LIFETIME.as_secs())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn unix_ms() -> i64 {

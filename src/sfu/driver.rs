@@ -24,7 +24,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::core::{ConnId, JoinError, JoinRequest, Output, Sfu, SfuConfig};
+use super::core::{
+    ConnId, JoinError, JoinRequest, Output, ResumeError, ResumeRequest, Sfu, SfuConfig,
+};
 use super::presence::{PRESENCE_CAPACITY, PresenceEvent};
 use crate::net::stun;
 use crate::rooms::{CreateOutcome, RoomDirectory, RoomError, RoomFuture, RoomOptions};
@@ -257,6 +259,29 @@ impl SfuHandle {
             } else {
                 // No subscriber is fine.
                 let _ = core.presence.send(joined);
+            }
+            let _ = tx.send(result);
+        });
+        self.events
+            .send(Event::Call(call))
+            .await
+            .map_err(|_| SfuGone)?;
+        rx.await.map_err(|_| SfuGone)
+    }
+
+    /// Re-attaches a session to a new signaling connection; its messages arrive on `signals`.
+    pub async fn resume(
+        &self,
+        request: ResumeRequest,
+        signals: mpsc::Sender<signal_response::Message>,
+    ) -> Result<Result<(), ResumeError>, SfuGone> {
+        let (tx, rx) = oneshot::channel();
+        let call: Call = Box::new(move |core, now| {
+            let conn = request.conn;
+            core.signals.insert(conn, signals);
+            let result = core.sfu.resume(now, request);
+            if result.is_err() {
+                core.signals.remove(&conn);
             }
             let _ = tx.send(result);
         });

@@ -21,7 +21,9 @@ use str0m::media::{Direction, MediaData, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
-use super::core::{ConnId, JoinRequest, Output, Sfu, SfuConfig};
+use super::core::{
+    ConnId, JoinRequest, Output, RESUME_WINDOW, ResumeError, ResumeRequest, Sfu, SfuConfig,
+};
 use crate::livekit::token::VideoGrant;
 use crate::rooms::RoomOptions;
 
@@ -55,6 +57,9 @@ pub struct Client {
     held: Vec<signal_request::Message>,
     /// Rewrites the SDP of the next subscriber answer before it is sent (a misbehaving client).
     pub rewrite_next_answer: Option<fn(&str) -> String>,
+    /// Its identity and participant sid, from the JoinResponse (what a resume names).
+    identity: String,
+    sid: String,
 }
 
 impl Harness {
@@ -101,6 +106,55 @@ impl Harness {
         };
         self.sfu.join(self.now, request).expect("join accepted");
         self.settle();
+    }
+
+    /// The client on `old` lost its signaling connection (the core hears `SignalClose`); it
+    /// keeps its peers and, if `resume_on` is given, resumes on that new connection the way
+    /// LiveKit clients do (`reconnect=1&sid=…`).
+    pub fn lose_signaling(&mut self, old: ConnId, resume_on: Option<ConnId>) {
+        self.sfu
+            .leave(self.now, old, proto::DisconnectReason::SignalClose);
+        self.settle();
+        if let Some(new) = resume_on {
+            self.resume(old, new).expect("resume accepted");
+        }
+    }
+
+    /// Resumes the session of the client on `old` on connection `new` (the client moves).
+    pub fn resume(&mut self, old: ConnId, new: ConnId) -> Result<(), ResumeError> {
+        let client = self.clients.remove(&old).expect("a client");
+        let identity = client.identity.clone();
+        let sid = client.sid.clone();
+        self.clients.insert(new, client);
+        let request = ResumeRequest {
+            conn: new,
+            room: "room".into(),
+            identity,
+            sid,
+            ice_servers: Vec::new(),
+        };
+        let result = self.sfu.resume(self.now, request);
+        self.settle();
+        result
+    }
+
+    /// The client restarts ICE on its publisher connection (what it does after a resume): a
+    /// new offer with fresh credentials.
+    pub fn restart_publisher_ice(&mut self, conn: ConnId) {
+        let client = self.clients.get_mut(&conn).expect("a client");
+        let mut api = client.publisher.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply().expect("an ICE restart to offer");
+        client.pending_offer = Some(pending);
+        self.send(
+            conn,
+            signal_request::Message::Offer(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.to_sdp_string(),
+                id: 2,
+                ..Default::default()
+            }),
+        );
     }
 
     /// A client's signaling message to the core.
@@ -296,6 +350,8 @@ impl Client {
             hold_answers: false,
             held: Vec::new(),
             rewrite_next_answer: None,
+            identity: String::new(),
+            sid: String::new(),
         }
     }
 
@@ -333,6 +389,12 @@ impl Client {
                 }
                 self.subscriber_timeout = now;
             }
+            M::Join(join) => {
+                if let Some(me) = &join.participant {
+                    self.identity = me.identity.clone();
+                    self.sid = me.sid.clone();
+                }
+            }
             M::Answer(answer) => {
                 let pending = self.pending_offer.take().expect("an answer to our offer");
                 let parsed = SdpAnswer::from_sdp_string(&answer.sdp).expect("a parsable answer");
@@ -349,17 +411,15 @@ impl Client {
         replies
     }
 
+    /// Feeds both peers the time. Always both: str0m only starts ICE checks for a new remote
+    /// candidate on a timeout input, and the timeout it reported before that may be far off.
     fn timeout(&mut self, now: Instant) {
-        if self.publisher_timeout <= now {
-            self.publisher
-                .handle_input(Input::Timeout(now))
-                .expect("timeout accepted");
-        }
-        if self.subscriber_timeout <= now {
-            self.subscriber
-                .handle_input(Input::Timeout(now))
-                .expect("timeout accepted");
-        }
+        self.publisher
+            .handle_input(Input::Timeout(now))
+            .expect("timeout accepted");
+        self.subscriber
+            .handle_input(Input::Timeout(now))
+            .expect("timeout accepted");
     }
 
     /// Drains both peers: datagrams to send, events to record, next timeouts.
@@ -576,4 +636,201 @@ fn an_answer_with_new_ice_credentials_restarts_ice_instead_of_dropping_the_subsc
     h.advance(Duration::from_millis(100));
     assert!(received_tag(&h, 2, 2), "bob still hears alice");
     assert!(received_tag(&h, 2, 3), "bob hears carol");
+}
+
+/// Whether `conn` was told that `identity` left.
+fn told_left(h: &Harness, conn: ConnId, identity: &str) -> bool {
+    h.clients[&conn].signals.iter().any(|m| {
+        matches!(m, signal_response::Message::Update(u) if u.participants.iter().any(|p|
+            p.identity == identity
+                && p.state == proto::participant_info::State::Disconnected as i32))
+    })
+}
+
+/// How many participant updates naming `identity` the client on `conn` got.
+fn updates_about(h: &Harness, conn: ConnId, identity: &str) -> usize {
+    h.clients[&conn]
+        .signals
+        .iter()
+        .filter(|m| {
+            matches!(m, signal_response::Message::Update(u)
+            if u.participants.iter().any(|p| p.identity == identity))
+        })
+        .count()
+}
+
+/// Alice publishes, Bob hears her; returns Alice's m-line.
+fn call_with_media(h: &mut Harness) -> Mid {
+    h.join(1, "alice");
+    let mic = h.publish_audio(1, "mic-a");
+    h.join(2, "bob");
+    h.advance(Duration::from_millis(500));
+    h.write_audio(1, mic, Duration::ZERO, &[1; 40]);
+    h.advance(Duration::from_millis(100));
+    assert!(received_tag(h, 2, 1), "bob hears alice");
+    mic
+}
+
+#[test]
+fn a_lost_signaling_connection_is_resumed_and_the_others_notice_nothing() {
+    let mut h = Harness::new();
+    let mic = call_with_media(&mut h);
+    let bob_offers = h.offers(2).len();
+    let bob_updates = updates_about(&h, 1, "bob");
+
+    h.lose_signaling(2, None);
+    // Media does not depend on signaling: Bob keeps hearing Alice while he is away.
+    h.advance(Duration::from_secs(3));
+    h.write_audio(1, mic, Duration::from_millis(20), &[2; 40]);
+    h.advance(Duration::from_millis(100));
+    assert!(received_tag(&h, 2, 2), "bob hears alice while detached");
+    assert_eq!(h.sfu.participant_count(), 2);
+
+    h.resume(2, 12).expect("resume accepted");
+    let bob = &h.clients[&12];
+    let after: Vec<&signal_response::Message> = bob
+        .signals
+        .iter()
+        .skip_while(|m| !matches!(m, signal_response::Message::Reconnect(_)))
+        .collect();
+    assert!(
+        matches!(after.first(), Some(signal_response::Message::Reconnect(_))),
+        "the first message on the new connection is the ReconnectResponse"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|m| matches!(m, signal_response::Message::Update(u)
+            if u.participants.iter().any(|p| p.identity == "alice" && p.tracks.len() == 1))),
+        "bob gets everyone's current state"
+    );
+    let offers = h.offers(12);
+    assert_eq!(offers.len(), bob_offers + 1, "one new subscriber offer");
+    assert_ne!(
+        ice_ufrag(&offers.last().expect("offers").sdp),
+        ice_ufrag(&offers[0].sdp),
+        "the subscriber offer restarts ICE"
+    );
+    h.advance(Duration::from_secs(1));
+    h.write_audio(1, mic, Duration::from_millis(40), &[3; 40]);
+    h.advance(Duration::from_millis(100));
+    assert!(
+        received_tag(&h, 12, 3),
+        "bob hears alice after the ICE restart"
+    );
+    // Past the resume window nothing happens: the session is attached again.
+    h.advance(Duration::from_secs(30));
+    assert_eq!(h.sfu.participant_count(), 2);
+    assert!(!told_left(&h, 1, "bob"), "alice never saw bob leave");
+    assert_eq!(
+        updates_about(&h, 1, "bob"),
+        bob_updates,
+        "alice saw no change of bob at all"
+    );
+}
+
+#[test]
+fn a_publisher_that_resumes_and_restarts_ice_keeps_publishing() {
+    let mut h = Harness::new();
+    let mic = call_with_media(&mut h);
+    h.lose_signaling(1, Some(11));
+    h.restart_publisher_ice(11);
+    h.advance(Duration::from_secs(1));
+    let answered = h.clients[&11]
+        .signals
+        .iter()
+        .filter(|m| matches!(m, signal_response::Message::Answer(_)))
+        .count();
+    assert_eq!(answered, 2, "the ICE-restart offer was answered");
+    h.write_audio(11, mic, Duration::from_millis(20), &[4; 40]);
+    h.advance(Duration::from_millis(100));
+    assert!(received_tag(&h, 2, 4), "bob hears alice after her resume");
+    assert!(!told_left(&h, 2, "alice"));
+}
+
+#[test]
+fn a_lost_session_that_is_not_resumed_leaves_after_the_resume_window() {
+    let mut h = Harness::new();
+    call_with_media(&mut h);
+    h.lose_signaling(2, None);
+    h.advance(RESUME_WINDOW - Duration::from_secs(1));
+    assert_eq!(h.sfu.participant_count(), 2, "held for a resume");
+    assert!(!told_left(&h, 1, "bob"));
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.sfu.participant_count(), 1);
+    assert!(told_left(&h, 1, "bob"), "alice is told bob left");
+    // Too late: the client is told to join again (the signaling layer sends the leave).
+    assert_eq!(h.resume(2, 12), Err(ResumeError::SessionGone));
+}
+
+#[test]
+fn a_resume_is_refused_for_a_session_that_said_goodbye_or_another_sid() {
+    let mut h = Harness::new();
+    call_with_media(&mut h);
+    // Another participant sid under the same identity: not this session.
+    h.clients.get_mut(&2).expect("bob").sid = "PA_someoneelse".into();
+    assert_eq!(h.resume(2, 12), Err(ResumeError::SessionGone));
+    h.sfu
+        .leave(h.now, 12, proto::DisconnectReason::ClientInitiated);
+    h.settle();
+    assert_eq!(h.sfu.participant_count(), 2, "conn 12 never had a session");
+    // A goodbye ends the session at once; nothing is held.
+    h.sfu
+        .leave(h.now, 1, proto::DisconnectReason::ClientInitiated);
+    h.settle();
+    assert_eq!(h.sfu.participant_count(), 1);
+    assert_eq!(h.resume(1, 11), Err(ResumeError::SessionGone));
+}
+
+#[test]
+fn a_resume_on_a_new_connection_closes_the_one_still_held() {
+    let mut h = Harness::new();
+    let mic = call_with_media(&mut h);
+    // The client gave up on connection 2 before the core noticed it was dead.
+    h.resume(2, 12).expect("resume accepted");
+    // `Output::Close(2)` was seen (it would have dropped a client still keyed by 2), and
+    // what the core says to Bob now goes to 12.
+    h.write_audio(1, mic, Duration::from_millis(20), &[5; 40]);
+    h.advance(Duration::from_secs(1));
+    assert!(received_tag(&h, 12, 5));
+    // The old connection's end, reported later by the signaling layer, changes nothing.
+    h.sfu.leave(h.now, 2, proto::DisconnectReason::SignalClose);
+    h.advance(RESUME_WINDOW + Duration::from_secs(1));
+    assert_eq!(h.sfu.participant_count(), 2);
+}
+
+#[test]
+fn an_offer_the_client_never_answered_is_sent_again_on_resume() {
+    let mut h = Harness::new();
+    call_with_media(&mut h);
+    h.clients.get_mut(&2).expect("bob").hold_answers = true;
+    h.join(3, "carol");
+    let mic_c = h.publish_audio(3, "mic-c");
+    let unanswered = h.offers(2).last().map(|o| (*o).clone()).expect("an offer");
+    // Bob's answer is lost with his connection.
+    h.clients.get_mut(&2).expect("bob").held.clear();
+    h.clients.get_mut(&2).expect("bob").hold_answers = false;
+    h.lose_signaling(2, Some(12));
+    let resent = h
+        .offers(12)
+        .iter()
+        .any(|o| o.id == unanswered.id && o.sdp == unanswered.sdp);
+    assert!(resent, "the unanswered offer is sent again");
+    h.advance(Duration::from_secs(1));
+    h.write_audio(3, mic_c, Duration::ZERO, &[6; 40]);
+    h.advance(Duration::from_millis(100));
+    assert!(received_tag(&h, 12, 6), "bob hears carol");
+}
+/// ICE consent and DTLS keep every connection up with no media on it (Alice's subscriber
+/// carries only data channels); nobody is dropped as dead.
+#[test]
+fn every_connection_stays_up_through_a_long_quiet_call() {
+    let mut h = Harness::new();
+    call_with_media(&mut h);
+    h.advance(Duration::from_secs(40));
+    for conn in [1, 2] {
+        assert!(h.clients[&conn].subscriber_connected, "{conn}: subscriber");
+    }
+    assert!(h.clients[&1].publisher_connected);
+    assert_eq!(h.sfu.participant_count(), 2);
 }

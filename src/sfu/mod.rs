@@ -19,6 +19,8 @@ pub mod ids;
 pub mod keyframe;
 pub mod presence;
 
-pub use self::core::{ConnId, JoinError, JoinRequest, Output, Sfu, SfuConfig};
+pub use self::core::{
+    ConnId, JoinError, JoinRequest, Output, ResumeError, ResumeRequest, Sfu, SfuConfig,
+};
 pub use driver::{SfuHandle, SfuSockets};
 pub use presence::PresenceEvent;

@@ -44,8 +44,8 @@ use str0m::{Event, IceConnectionState, Input};
 
 use self::media::Pc;
 use self::rooms::RoomState;
-use self::session::Participant;
 pub use self::session::ParticipantKey;
+use self::session::{Link, Participant};
 use crate::livekit::token::VideoGrant;
 use crate::rooms::RoomRegistry;
 
@@ -57,6 +57,11 @@ pub const SERVER_PROTOCOL: i32 = 16;
 pub const PING_INTERVAL_SECS: i32 = 5;
 pub const PING_TIMEOUT_SECS: i32 = 15;
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a session whose signaling connection was lost waits for the client to resume it
+/// before it leaves. Clients notice a dead connection within the ping timeout we announce
+/// (15 s) and resume at once; a client that is gone for good is seen by the others this much
+/// later than one that said goodbye.
+pub const RESUME_WINDOW: Duration = Duration::from_secs(20);
 
 /// A signaling connection, allocated by the driver. A participant session is attached to one
 /// ([`ParticipantKey`] is the session's own key); inputs and outputs name connections.
@@ -83,6 +88,25 @@ pub struct JoinRequest {
     pub client_protocol: i32,
     /// TURN servers with this participant's credentials, for the JoinResponse.
     pub ice_servers: Vec<proto::IceServer>,
+}
+
+/// A client resuming its session on a new signaling connection (`reconnect=1`).
+#[derive(Clone, Debug)]
+pub struct ResumeRequest {
+    pub conn: ConnId,
+    pub room: String,
+    pub identity: String,
+    /// The participant sid the client resumes (`sid`); empty: whichever session has the
+    /// identity.
+    pub sid: String,
+    /// TURN servers with fresh credentials, for the ReconnectResponse.
+    pub ice_servers: Vec<proto::IceServer>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    #[error("no session to resume: it ended or never existed")]
+    SessionGone,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -179,8 +203,9 @@ impl Sfu {
             }
             M::UpdateMetadata(update) => self.handle_update_metadata(key, update),
             // Accepted and ignored: pings (the signaling session answers them), subscription
-            // permissions, resume state, layer hints from old clients, simulation hooks, data
-            // tracks.
+            // permissions, layer hints from old clients, simulation hooks, data tracks, and a
+            // resumed client's `sync_state` (the session kept its state: tracks, subscriptions
+            // and data channels are what they were; the ICE restarts re-establish media).
             _ => {}
         }
         self.drain(now);
@@ -280,6 +305,7 @@ impl Sfu {
             tracing::info!(room = name, "room closed: timed out empty");
         }
         self.forget_expired_rooms();
+        self.expire_detached(now);
         // Dead peers (DTLS closed, ICE gone for good) leave.
         let dead: Vec<ParticipantKey> = self
             .participants
@@ -401,9 +427,10 @@ impl Sfu {
         }
     }
 
-    /// Queues a message for a participant's current signaling connection.
+    /// Queues a message for a participant's current signaling connection (dropped while it
+    /// has none: a resume sends the state that matters again).
     fn signal(&mut self, key: ParticipantKey, message: signal_response::Message) {
-        let Some(conn) = self.participants.get(&key).map(|p| p.conn) else {
+        let Some(Link::Attached(conn)) = self.participants.get(&key).map(|p| p.link) else {
             return;
         };
         self.outputs

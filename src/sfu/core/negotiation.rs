@@ -35,6 +35,8 @@ pub(super) struct PendingOffer {
     id: u32,
     offer: SdpPendingOffer,
     restarts_ice: bool,
+    /// The offer as sent, to send again when the client resumes before answering.
+    sent: proto::SessionDescription,
 }
 
 impl Sfu {
@@ -149,6 +151,19 @@ impl Sfu {
                 self.fail(key, "answer refused");
             }
             None => self.fail(key, "panic while accepting an answer"),
+        }
+    }
+
+    /// After a resume: the connection we offer restarts ICE (new credentials, so a client
+    /// that moved networks reconnects). An offer the client may never have received is sent
+    /// again first; the restart follows its answer.
+    pub(super) fn restart_subscriber_ice(&mut self, key: ParticipantKey) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        p.negotiation.restart_ice = true;
+        if let Some(sent) = p.negotiation.pending.as_ref().map(|o| o.sent.clone()) {
+            self.signal(key, signal_response::Message::Offer(sent));
         }
     }
 
@@ -341,12 +356,7 @@ impl Sfu {
         if let Some((offer, pending)) = applied {
             let id = p.negotiation.next_id;
             p.negotiation.next_id += 1;
-            p.negotiation.pending = Some(PendingOffer {
-                id,
-                offer: pending,
-                restarts_ice: restart_ice,
-            });
-            let message = signal_response::Message::Offer(proto::SessionDescription {
+            let sent = proto::SessionDescription {
                 r#type: "offer".into(),
                 sdp: offer.to_sdp_string(),
                 id,
@@ -355,8 +365,14 @@ impl Sfu {
                     .iter()
                     .map(|s| (s.mid.to_string(), s.track_sid.clone()))
                     .collect(),
+            };
+            p.negotiation.pending = Some(PendingOffer {
+                id,
+                offer: pending,
+                restarts_ice: restart_ice,
+                sent: sent.clone(),
             });
-            self.signal(key, message);
+            self.signal(key, signal_response::Message::Offer(sent));
         }
         self.mark_downlink(key);
     }

@@ -5,7 +5,7 @@ use std::time::Instant;
 use livekit_protocol as proto;
 use proto::signal_response;
 
-use super::session::Participant;
+use super::session::{Link, Participant};
 use super::{Output, ParticipantKey, Sfu};
 use crate::rooms::{CreateOutcome, RoomError, RoomOptions};
 use crate::sfu::ids;
@@ -190,10 +190,10 @@ impl Sfu {
         };
         for key in &room.members {
             if Some(*key) != except
-                && let Some(p) = self.participants.get(key)
+                && let Some(Link::Attached(conn)) = self.participants.get(key).map(|p| p.link)
             {
                 self.outputs
-                    .push_back(Output::Signal(p.conn, Box::new(message.clone())));
+                    .push_back(Output::Signal(conn, Box::new(message.clone())));
             }
         }
     }

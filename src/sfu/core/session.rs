@@ -13,8 +13,8 @@ use super::media::Media;
 use super::negotiation::Negotiation;
 use super::tracks::Track;
 use super::{
-    ConnId, JoinError, JoinRequest, Output, PING_INTERVAL_SECS, PING_TIMEOUT_SECS, SERVER_PROTOCOL,
-    SERVER_VERSION, Sfu, guard, rooms::enabled_codecs,
+    ConnId, JoinError, JoinRequest, Output, PING_INTERVAL_SECS, PING_TIMEOUT_SECS, RESUME_WINDOW,
+    ResumeError, ResumeRequest, SERVER_PROTOCOL, SERVER_VERSION, Sfu, guard, rooms::enabled_codecs,
 };
 use crate::livekit::token::VideoGrant;
 use crate::rooms::RoomOptions;
@@ -42,11 +42,23 @@ impl std::fmt::Display for ParticipantKey {
     }
 }
 
+/// A session's signaling link: the connection its messages go to, or since when it has none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Link {
+    Attached(ConnId),
+    /// The connection was lost (not closed by a leave): the session waits [`RESUME_WINDOW`]
+    /// for the client to resume on a new one; messages for it meanwhile are dropped (a resume
+    /// resends the state that matters).
+    Detached {
+        since: Instant,
+    },
+}
+
 pub(super) struct Participant {
     pub(super) key: ParticipantKey,
-    /// The signaling connection the session is attached to now: where its messages go.
-    /// Today a session ends with its connection ([`Sfu::leave`]); it is not its identity.
-    pub(super) conn: ConnId,
+    /// Where its signaling messages go now. A session outlives a lost connection: the client
+    /// resumes it on a new one ([`Sfu::resume`]) and the others notice nothing.
+    pub(super) link: Link,
     pub(super) sid: String,
     pub(super) identity: String,
     pub(super) name: String,
@@ -109,7 +121,7 @@ impl Sfu {
         let key = self.new_participant_key();
         let mut participant = Participant {
             key,
-            conn: request.conn,
+            link: Link::Attached(request.conn),
             sid: ids::participant_sid(),
             identity: request.identity,
             name: request.name,
@@ -171,31 +183,21 @@ impl Sfu {
             server_version: SERVER_VERSION.into(),
             ice_servers: request.ice_servers.clone(),
             subscriber_primary: true,
-            client_configuration: Some(proto::ClientConfiguration {
-                // Resume is answered with leave{RECONNECT}; tell JS to reconnect fully right away.
-                resume_connection: proto::ClientConfigSetting::Disabled as i32,
-                ..Default::default()
-            }),
+            client_configuration: Some(client_configuration()),
             ping_timeout: PING_TIMEOUT_SECS,
             ping_interval: PING_INTERVAL_SECS,
-            server_info: Some(proto::ServerInfo {
-                edition: proto::server_info::Edition::Standard as i32,
-                version: SERVER_VERSION.into(),
-                protocol: SERVER_PROTOCOL,
-                node_id: self.config.node_id.clone(),
-                ..Default::default()
-            }),
+            server_info: Some(self.server_info()),
             enabled_publish_codecs: enabled_codecs(),
             fast_publish: participant.permission.can_publish,
             ..Default::default()
         };
         self.outputs.push_back(Output::Signal(
-            participant.conn,
+            request.conn,
             Box::new(signal_response::Message::Join(join)),
         ));
         let hidden = participant.permission.hidden;
         let info = participant.info();
-        self.connections.insert(participant.conn, key);
+        self.connections.insert(request.conn, key);
         self.participants.insert(key, participant);
         if !hidden {
             self.send_to_room(&room_name, Some(key), update(vec![info]));
@@ -205,11 +207,120 @@ impl Sfu {
         Ok(())
     }
 
-    /// The signaling connection ended (client leave, socket closed or ping timeout).
+    /// The signaling connection ended. A client that said goodbye (a close frame, a leave)
+    /// leaves; a connection that was lost (socket error, silence, a client too slow to read)
+    /// detaches its session, which then waits [`RESUME_WINDOW`] for the client to resume.
     pub fn leave(&mut self, now: Instant, conn: ConnId, reason: proto::DisconnectReason) {
-        if let Some(key) = self.session_of(conn) {
-            self.remove_participant(now, key, reason, false);
-            self.drain(now);
+        let Some(key) = self.session_of(conn) else {
+            return;
+        };
+        let lost = matches!(
+            reason,
+            proto::DisconnectReason::SignalClose | proto::DisconnectReason::ConnectionTimeout
+        );
+        match self.participants.get_mut(&key) {
+            Some(p) if lost => {
+                tracing::info!(
+                    room = p.room,
+                    identity = p.identity,
+                    reason = reason.as_str_name(),
+                    window_secs = RESUME_WINDOW.as_secs(),
+                    "signaling connection lost; holding the session for a resume"
+                );
+                self.connections.remove(&conn);
+                p.link = Link::Detached { since: now };
+            }
+            _ => {
+                self.remove_participant(now, key, reason, false);
+                self.drain(now);
+            }
+        }
+    }
+
+    /// Re-attaches a session to a new signaling connection (LiveKit's resume: `reconnect=1`).
+    /// The others see nothing; the client gets a ReconnectResponse, everyone's current state
+    /// and an ICE restart of the connection we offer, and restarts its own.
+    pub fn resume(&mut self, now: Instant, request: ResumeRequest) -> Result<(), ResumeError> {
+        let key = self
+            .find(&request.room, &request.identity)
+            .filter(|key| {
+                request.sid.is_empty()
+                    || self
+                        .participants
+                        .get(key)
+                        .is_some_and(|p| p.sid == request.sid)
+            })
+            .ok_or(ResumeError::SessionGone)?;
+        let server_info = self.server_info();
+        let p = self.participants.get_mut(&key).expect("found above");
+        if let Link::Attached(old) = p.link {
+            // The client gave up on a connection we still hold: it ends, the session stays.
+            self.connections.remove(&old);
+            self.outputs.push_back(Output::Close(old));
+        }
+        p.link = Link::Attached(request.conn);
+        self.connections.insert(request.conn, key);
+        tracing::info!(
+            room = p.room,
+            identity = p.identity,
+            "participant resumed its session"
+        );
+        let reconnect = proto::ReconnectResponse {
+            ice_servers: request.ice_servers,
+            client_configuration: Some(client_configuration()),
+            server_info: Some(server_info),
+            // Reliable data it sent after this is resent by the client.
+            last_message_seq: p.last_data_sequence,
+        };
+        let room = p.room.clone();
+        self.signal(key, signal_response::Message::Reconnect(reconnect));
+        // Whatever changed while it was away: everyone's current state, itself included.
+        let mut infos: Vec<proto::ParticipantInfo> = self
+            .members(&room)
+            .iter()
+            .filter_map(|k| self.participants.get(k))
+            .filter(|o| o.key == key || !o.permission.hidden)
+            .map(Participant::info)
+            .collect();
+        infos.sort_by_key(|info| info.identity != request.identity);
+        self.signal(key, update(infos));
+        if let Some(room_info) = self.room_info(&room) {
+            self.signal(
+                key,
+                signal_response::Message::RoomUpdate(proto::RoomUpdate {
+                    room: Some(room_info),
+                }),
+            );
+        }
+        self.restart_subscriber_ice(key);
+        self.negotiate_subscriber(now, key);
+        self.drain(now);
+        Ok(())
+    }
+
+    /// Ends sessions whose signaling was lost longer than [`RESUME_WINDOW`] ago.
+    pub(super) fn expire_detached(&mut self, now: Instant) {
+        let expired: Vec<ParticipantKey> = self
+            .participants
+            .values()
+            .filter(|p| match p.link {
+                Link::Detached { since } => now.saturating_duration_since(since) >= RESUME_WINDOW,
+                Link::Attached(_) => false,
+            })
+            .map(|p| p.key)
+            .collect();
+        for key in expired {
+            self.remove_participant(now, key, proto::DisconnectReason::SignalClose, false);
+        }
+    }
+
+    pub(super) fn server_info(&self) -> proto::ServerInfo {
+        proto::ServerInfo {
+            edition: proto::server_info::Edition::Standard as i32,
+            version: SERVER_VERSION.into(),
+            protocol: SERVER_PROTOCOL,
+            node_id: self.config.node_id.clone(),
+            ..Default::default()
         }
     }
 
@@ -252,9 +363,13 @@ impl Sfu {
         let Some(mut p) = self.participants.remove(&key) else {
             return;
         };
-        if self.connections.get(&p.conn) == Some(&key) {
-            self.connections.remove(&p.conn);
-        }
+        let conn = match p.link {
+            Link::Attached(conn) => {
+                self.connections.remove(&conn);
+                Some(conn)
+            }
+            Link::Detached { .. } => None,
+        };
         tracing::info!(
             room = p.room,
             identity = p.identity,
@@ -265,15 +380,15 @@ impl Sfu {
             room: p.room.clone(),
             identity: p.identity.clone(),
         });
-        if notify {
+        if let Some(conn) = conn.filter(|_| notify) {
             let leave = signal_response::Message::Leave(proto::LeaveRequest {
                 reason: reason as i32,
                 action: proto::leave_request::Action::Disconnect as i32,
                 ..Default::default()
             });
             self.outputs
-                .push_back(Output::Signal(p.conn, Box::new(leave)));
-            self.outputs.push_back(Output::Close(p.conn));
+                .push_back(Output::Signal(conn, Box::new(leave)));
+            self.outputs.push_back(Output::Close(conn));
         }
         let _ = guard(|| p.media.disconnect());
         self.routes.retain(|_, (c, _)| *c != key);
@@ -346,6 +461,11 @@ impl Participant {
             ..Default::default()
         }
     }
+}
+
+/// What the client should do; resume is on (LiveKit's default), so it is not named.
+fn client_configuration() -> proto::ClientConfiguration {
+    proto::ClientConfiguration::default()
 }
 
 pub(super) fn update(participants: Vec<proto::ParticipantInfo>) -> signal_response::Message {
