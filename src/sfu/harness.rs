@@ -157,6 +157,25 @@ impl Harness {
         );
     }
 
+    /// Renegotiates the publisher connection with `mid` in direction `direction` (a LiveKit
+    /// client unpublishes by making it inactive; it republishes on it with sendonly).
+    pub fn set_publisher_direction(&mut self, conn: ConnId, mid: Mid, direction: Direction) {
+        let client = self.clients.get_mut(&conn).expect("a client");
+        let mut api = client.publisher.sdp_api();
+        api.set_direction(mid, direction);
+        let (offer, pending) = api.apply().expect("a direction change to offer");
+        client.pending_offer = Some(pending);
+        self.send(
+            conn,
+            signal_request::Message::Offer(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.to_sdp_string(),
+                id: 3,
+                ..Default::default()
+            }),
+        );
+    }
+
     /// A client's signaling message to the core.
     pub fn send(&mut self, conn: ConnId, message: signal_request::Message) {
         self.sfu.handle_signal(self.now, conn, message);
@@ -833,4 +852,66 @@ fn every_connection_stays_up_through_a_long_quiet_call() {
     }
     assert!(h.clients[&1].publisher_connected);
     assert_eq!(h.sfu.participant_count(), 2);
+}
+
+/// The tracks `identity` has in the last snapshot the client on `conn` got.
+fn tracks_seen(h: &Harness, conn: ConnId, identity: &str) -> Option<usize> {
+    h.clients[&conn].signals.iter().rev().find_map(|m| match m {
+        signal_response::Message::Update(u) => u
+            .participants
+            .iter()
+            .find(|p| p.identity == identity)
+            .map(|p| p.tracks.len()),
+        _ => None,
+    })
+}
+
+#[test]
+fn an_unpublished_track_is_gone_for_everyone_and_its_publisher_stays() {
+    let mut h = Harness::new();
+    let mic = call_with_media(&mut h);
+    assert_eq!(tracks_seen(&h, 2, "alice"), Some(1));
+    let bob_offers = h.offers(2).len();
+
+    h.set_publisher_direction(1, mic, Direction::Inactive);
+    h.advance(Duration::from_millis(200));
+    assert_eq!(
+        tracks_seen(&h, 2, "alice"),
+        Some(0),
+        "bob sees the track go"
+    );
+    assert_eq!(
+        tracks_seen(&h, 1, "alice"),
+        Some(0),
+        "alice's own snapshot agrees"
+    );
+    let offers = h.offers(2);
+    assert_eq!(offers.len(), bob_offers + 1, "bob's m-line is renegotiated");
+    assert!(
+        offers.last().expect("an offer").mid_to_track_id.is_empty(),
+        "no subscription is left"
+    );
+    assert_eq!(h.sfu.participant_count(), 2, "alice is still in the room");
+    assert!(!told_left(&h, 2, "alice"));
+
+    // A new track on the same transceiver: AddTrack, then sendonly again.
+    h.send(
+        1,
+        signal_request::Message::AddTrack(proto::AddTrackRequest {
+            cid: "mic-2".into(),
+            r#type: proto::TrackType::Audio as i32,
+            source: proto::TrackSource::Microphone as i32,
+            ..Default::default()
+        }),
+    );
+    h.set_publisher_direction(1, mic, Direction::SendOnly);
+    h.advance(Duration::from_millis(500));
+    assert_eq!(
+        tracks_seen(&h, 2, "alice"),
+        Some(1),
+        "the new track is announced"
+    );
+    h.write_audio(1, mic, Duration::from_millis(20), &[9; 40]);
+    h.advance(Duration::from_millis(100));
+    assert!(received_tag(&h, 2, 9), "bob hears the new track");
 }

@@ -408,6 +408,21 @@ impl Sfu {
             Event::MediaAdded(added) if uplink => {
                 self.publish_media(now, key, added.mid, added.kind)
             }
+            // The client stopped sending on an m-line (unpublished: its offer made it inactive
+            // or recvonly), or sends on one again (a new track on a reused transceiver).
+            Event::MediaChanged(changed) if uplink => {
+                if changed.direction.is_receiving() {
+                    let kind = self
+                        .participants
+                        .get(&key)
+                        .and_then(|p| p.media.uplink().media(changed.mid).map(|m| m.kind()));
+                    if let Some(kind) = kind {
+                        self.publish_media(now, key, changed.mid, kind);
+                    }
+                } else {
+                    self.unpublish_media(now, key, changed.mid);
+                }
+            }
             Event::ChannelOpen(id, label) => self.channel_opened(key, pc, id, &label),
             Event::ChannelData(data) if uplink => self.channel_data(key, data),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {

@@ -1,5 +1,5 @@
 //! Published tracks: AddTrack (answered at once), binding a negotiated m-line to its track
-//! and announcing it, mute.
+//! and announcing it, mute, and unpublishing when the client stops sending on the m-line.
 
 use std::time::Instant;
 
@@ -186,6 +186,10 @@ impl Sfu {
                     .iter()
                     .position(|t| t.mid.is_none() && t.video == video)
             });
+        if p.tracks.iter().any(|t| t.mid == Some(mid)) {
+            // Already bound (a renegotiation that left this m-line as it was).
+            return;
+        }
         let Some(index) = index else {
             tracing::debug!(identity = p.identity, %mid, "media without an AddTrack; ignored");
             return;
@@ -207,6 +211,33 @@ impl Sfu {
                 self.subscribe(other, &sid);
                 self.negotiate_subscriber(now, other);
             }
+        }
+    }
+}
+
+impl Sfu {
+    /// The client stopped sending on `mid` (LiveKit clients unpublish by removing the sender and
+    /// renegotiating): the track is gone from its snapshot, which tells everyone, and every
+    /// subscription to it ends with its m-line. The participant stays.
+    pub(super) fn unpublish_media(&mut self, now: Instant, key: ParticipantKey, mid: Mid) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let Some(index) = p.tracks.iter().position(|t| t.mid == Some(mid)) else {
+            return;
+        };
+        let track = p.tracks.remove(index);
+        let sid = track.info.sid;
+        let room = p.room.clone();
+        tracing::info!(identity = p.identity, track = sid, %mid, "track unpublished");
+        self.broadcast_participant(key);
+        for other in self.members(&room).into_iter().filter(|c| *c != key) {
+            let Some(o) = self.participants.get_mut(&other) else {
+                continue;
+            };
+            o.negotiation.to_add.retain(|(_, s)| *s != sid);
+            o.unsubscribe_where(|s| s.track_sid == sid);
+            self.negotiate_subscriber(now, other);
         }
     }
 }
