@@ -242,6 +242,18 @@ impl Harness {
 
     /// Writes one Opus frame on a client's published m-line.
     pub fn write_audio(&mut self, conn: ConnId, mid: Mid, elapsed: Duration, frame: &[u8]) {
+        self.write_audio_at_level(conn, mid, elapsed, frame, None);
+    }
+
+    /// Writes one Opus frame carrying an audio level (−dBov) in its header extension.
+    pub fn write_audio_at_level(
+        &mut self,
+        conn: ConnId,
+        mid: Mid,
+        elapsed: Duration,
+        frame: &[u8],
+        level: Option<i8>,
+    ) {
         let now = self.now;
         let client = self.clients.get_mut(&conn).expect("a client");
         let writer = client.publisher.writer(mid).expect("a negotiated m-line");
@@ -250,6 +262,10 @@ impl Harness {
             .find(|p| p.spec().codec == Codec::Opus)
             .expect("opus negotiated")
             .pt();
+        let writer = match level {
+            Some(level) => writer.audio_level(level, level > -40),
+            None => writer,
+        };
         writer
             .write(pt, now, elapsed.into(), frame.to_vec())
             .expect("frame written");
@@ -914,4 +930,61 @@ fn an_unpublished_track_is_gone_for_everyone_and_its_publisher_stays() {
     h.write_audio(1, mic, Duration::from_millis(20), &[9; 40]);
     h.advance(Duration::from_millis(100));
     assert!(received_tag(&h, 2, 9), "bob hears the new track");
+}
+
+/// The speaker changes the client on `conn` was told: (participant sid, active) in order.
+fn speaker_changes(h: &Harness, conn: ConnId) -> Vec<(String, bool)> {
+    h.clients[&conn]
+        .signals
+        .iter()
+        .filter_map(|m| match m {
+            signal_response::Message::SpeakersChanged(c) => Some(c.speakers.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|s| (s.sid, s.active))
+        .collect()
+}
+
+#[test]
+fn a_participant_who_speaks_is_an_active_speaker_until_quiet() {
+    let mut h = Harness::new();
+    let mic = call_with_media(&mut h);
+    let alice = h.clients[&1].sid.clone();
+    assert!(speaker_changes(&h, 2).is_empty());
+    let mut elapsed = Duration::from_millis(20);
+    let mut talk = |h: &mut Harness, level: i8, seconds: u64| {
+        for _ in 0..seconds * 50 {
+            h.write_audio_at_level(1, mic, elapsed, &[0; 40], Some(level));
+            h.advance(Duration::from_millis(20));
+            elapsed += Duration::from_millis(20);
+        }
+    };
+    // Room noise is not speech.
+    talk(&mut h, -60, 2);
+    assert!(speaker_changes(&h, 2).is_empty(), "noise made a speaker");
+    talk(&mut h, -25, 2);
+    assert_eq!(speaker_changes(&h, 2), vec![(alice.clone(), true)], "bob");
+    assert_eq!(
+        speaker_changes(&h, 1),
+        vec![(alice.clone(), true)],
+        "alice sees herself"
+    );
+    talk(&mut h, -127, 2);
+    assert_eq!(
+        speaker_changes(&h, 2),
+        vec![(alice.clone(), true), (alice.clone(), false)]
+    );
+    // A muted track does not speak, whatever its packets say.
+    h.send(
+        1,
+        signal_request::Message::Mute(proto::MuteTrackRequest {
+            sid: h.sfu.participant("room", "alice").expect("alice").tracks[0]
+                .sid
+                .clone(),
+            muted: true,
+        }),
+    );
+    talk(&mut h, -20, 2);
+    assert_eq!(speaker_changes(&h, 2).len(), 2, "muted alice spoke");
 }

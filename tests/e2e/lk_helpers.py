@@ -41,7 +41,7 @@ ROOM_EVENTS = (
     "participant_connected", "participant_disconnected", "track_published", "track_unpublished",
     "track_subscribed", "track_unsubscribed", "track_subscription_failed", "track_muted",
     "track_unmuted", "data_received", "disconnected", "reconnecting", "reconnected",
-    "local_track_published", "connection_state_changed",
+    "local_track_published", "connection_state_changed", "active_speakers_changed",
 )
 
 

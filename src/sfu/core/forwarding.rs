@@ -49,6 +49,9 @@ impl Sfu {
         track.layer_seen[layer as usize] = Some(now);
         track.layer_rid[layer as usize] = rid;
         let video = track.video;
+        if let Some(level) = packet.header.ext_vals.audio_level.filter(|_| !video) {
+            track.meter.observe(level);
+        }
         let keyframe = video && keyframe::is_keyframe(track.codec, &packet.payload);
         let track_sid = track.info.sid.clone();
         let pt = *packet.header.payload_type;

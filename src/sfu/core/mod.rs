@@ -17,7 +17,8 @@
 //! - [`tracks`]: published tracks: AddTrack, binding negotiated m-lines, mute;
 //! - [`forwarding`]: RTP forwarding to subscriptions and keyframe requests;
 //! - [`data`]: data channel packets relayed to the room;
-//! - [`layers`]: simulcast layer allocation per subscription.
+//! - [`layers`]: simulcast layer allocation per subscription;
+//! - [`speakers`]: active speakers from the audio-level header extension.
 
 // Several protocol fields are deprecated upstream but still read by released clients (legacy
 // `UserPacket` sender fields, `TrackInfo.layers`/`simulcast`, `DataPacket.kind`); we fill them.
@@ -30,6 +31,7 @@ mod media;
 mod negotiation;
 mod rooms;
 mod session;
+mod speakers;
 mod tracks;
 
 use std::collections::{HashMap, VecDeque};
@@ -145,6 +147,7 @@ pub struct Sfu {
     dirty: VecDeque<(ParticipantKey, Pc)>,
     outputs: VecDeque<Output>,
     next_housekeeping: Instant,
+    next_speaker_update: Instant,
     /// `(Instant, unix ms)` pair fixed at start: wall-clock times in protocol messages are derived
     /// from `now` and this anchor, so the core never reads a clock.
     epoch: (Instant, i64),
@@ -163,6 +166,7 @@ impl Sfu {
             dirty: VecDeque::new(),
             outputs: VecDeque::new(),
             next_housekeeping: now,
+            next_speaker_update: now,
             epoch: (now, now_unix_ms),
         }
     }
@@ -317,6 +321,7 @@ impl Sfu {
             self.remove_participant(now, key, proto::DisconnectReason::ConnectionTimeout, true);
         }
         self.allocate_layers(now);
+        self.update_speakers(now);
     }
 
     fn mark(&mut self, key: ParticipantKey, pc: Pc) {

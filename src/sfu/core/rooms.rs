@@ -1,5 +1,6 @@
 //! Rooms: the registry's rooms with their members, and the room-service calls on them.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use livekit_protocol as proto;
@@ -16,6 +17,8 @@ pub(super) struct RoomState {
     pub(super) created_ms: i64,
     pub(super) metadata: String,
     pub(super) members: Vec<ParticipantKey>,
+    /// Who is speaking now, and how loud (0..1), as last told to the room.
+    pub(super) speakers: HashMap<ParticipantKey, f32>,
 }
 
 impl Sfu {
@@ -39,6 +42,7 @@ impl Sfu {
                 created_ms,
                 metadata: String::new(),
                 members: Vec::new(),
+                speakers: HashMap::new(),
             });
         if let Some(metadata) = metadata
             && outcome == CreateOutcome::Created

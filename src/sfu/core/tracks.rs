@@ -7,6 +7,7 @@ use livekit_protocol as proto;
 use proto::signal_response;
 use str0m::media::{MediaKind, Mid, Rid};
 
+use super::speakers::LevelMeter;
 use super::{ParticipantKey, Sfu};
 use crate::sfu::ids;
 use crate::sfu::keyframe::VideoCodec;
@@ -24,6 +25,8 @@ pub(super) struct Track {
     pub(super) layer_seen: [Option<Instant>; 3],
     pub(super) layer_rid: [Option<Rid>; 3],
     pub(super) last_keyframe_request: [Option<Instant>; 3],
+    /// Audio: the loud packets of the current speaker window.
+    pub(super) meter: LevelMeter,
 }
 
 impl Sfu {
@@ -128,6 +131,7 @@ impl Sfu {
             layer_seen: [None; 3],
             layer_rid: [None, None, None],
             last_keyframe_request: [None; 3],
+            meter: LevelMeter::default(),
         });
         let message = signal_response::Message::TrackPublished(proto::TrackPublishedResponse {
             cid: request.cid,
