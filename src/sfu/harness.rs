@@ -185,19 +185,32 @@ impl Harness {
     /// Publishes an audio track the LiveKit way: AddTrack, then a publisher offer with a
     /// sendonly m-line whose msid track id is the cid. Returns the m-line.
     pub fn publish_audio(&mut self, conn: ConnId, cid: &str) -> Mid {
+        self.publish(conn, cid, MediaKind::Audio)
+    }
+
+    /// Publishes a single-layer camera track; returns the m-line.
+    pub fn publish_video(&mut self, conn: ConnId, cid: &str) -> Mid {
+        self.publish(conn, cid, MediaKind::Video)
+    }
+
+    fn publish(&mut self, conn: ConnId, cid: &str, kind: MediaKind) -> Mid {
+        let (r#type, source) = match kind {
+            MediaKind::Audio => (proto::TrackType::Audio, proto::TrackSource::Microphone),
+            MediaKind::Video => (proto::TrackType::Video, proto::TrackSource::Camera),
+        };
         self.send(
             conn,
             signal_request::Message::AddTrack(proto::AddTrackRequest {
                 cid: cid.into(),
-                r#type: proto::TrackType::Audio as i32,
-                source: proto::TrackSource::Microphone as i32,
+                r#type: r#type as i32,
+                source: source as i32,
                 ..Default::default()
             }),
         );
         let client = self.clients.get_mut(&conn).expect("a client");
         let mut api = client.publisher.sdp_api();
         let mid = api.add_media(
-            MediaKind::Audio,
+            kind,
             Direction::SendOnly,
             Some("stream".into()),
             Some(cid.into()),
@@ -268,6 +281,28 @@ impl Harness {
         };
         writer
             .write(pt, now, elapsed.into(), frame.to_vec())
+            .expect("frame written");
+        client.publisher_timeout = now;
+        self.settle();
+    }
+
+    /// Writes one VP8 frame (a keyframe when `key`) on a client's published m-line.
+    pub fn write_video(&mut self, conn: ConnId, mid: Mid, elapsed: Duration, key: bool) {
+        let now = self.now;
+        let client = self.clients.get_mut(&conn).expect("a client");
+        let writer = client.publisher.writer(mid).expect("a negotiated m-line");
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .expect("VP8 negotiated")
+            .pt();
+        // A VP8 frame header: bit 0 clear marks a keyframe, whose start code and a 16x16
+        // size follow.
+        let mut frame = vec![if key { 0x10 } else { 0x11 }, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        frame.extend_from_slice(&[16, 0, 16, 0]);
+        frame.resize(200, 0x55);
+        writer
+            .write(pt, now, elapsed.into(), frame)
             .expect("frame written");
         client.publisher_timeout = now;
         self.settle();
@@ -987,4 +1022,120 @@ fn a_participant_who_speaks_is_an_active_speaker_until_quiet() {
     );
     talk(&mut h, -20, 2);
     assert_eq!(speaker_changes(&h, 2).len(), 2, "muted alice spoke");
+}
+
+/// The SubscribedQualityUpdates the client on `conn` got: per update, the qualities enabled.
+fn dynacast_updates(h: &Harness, conn: ConnId) -> Vec<Vec<bool>> {
+    h.clients[&conn]
+        .signals
+        .iter()
+        .filter_map(|m| match m {
+            signal_response::Message::SubscribedQualityUpdate(u) => {
+                assert_eq!(u.subscribed_codecs.len(), 1);
+                assert_eq!(u.subscribed_codecs[0].codec, "vp8");
+                Some(
+                    u.subscribed_codecs[0]
+                        .qualities
+                        .iter()
+                        .map(|q| q.enabled)
+                        .collect(),
+                )
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The stream states the client on `conn` was told, in order.
+fn stream_states(h: &Harness, conn: ConnId) -> Vec<i32> {
+    h.clients[&conn]
+        .signals
+        .iter()
+        .filter_map(|m| match m {
+            signal_response::Message::StreamStateUpdate(u) => Some(u.stream_states.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|s| s.state)
+        .collect()
+}
+
+#[test]
+fn dynacast_pauses_an_unwatched_camera_and_the_subscriber_is_told() {
+    const OFF: [bool; 3] = [false, false, false];
+    const ON: [bool; 3] = [true, true, true];
+    let mut h = Harness::new();
+    h.join(1, "alice");
+    let cam = h.publish_video(1, "cam-1");
+    h.advance(Duration::from_millis(500));
+    let mut elapsed = Duration::ZERO;
+    let mut film = |h: &mut Harness, seconds: u64| {
+        for n in 0..seconds * 10 {
+            h.write_video(1, cam, elapsed, n == 0);
+            h.advance(Duration::from_millis(100));
+            elapsed += Duration::from_millis(100);
+        }
+    };
+    // Nobody watches: after the grace period alice is asked to stop every layer.
+    film(&mut h, 2);
+    assert!(
+        dynacast_updates(&h, 1).is_empty(),
+        "paused before the grace period"
+    );
+    film(&mut h, 2);
+    assert_eq!(dynacast_updates(&h, 1), vec![OFF.to_vec()]);
+
+    // Bob arrives and subscribes: the camera is asked for at once.
+    h.join(2, "bob");
+    h.advance(Duration::from_millis(300));
+    assert_eq!(dynacast_updates(&h, 1), vec![OFF.to_vec(), ON.to_vec()]);
+    film(&mut h, 1);
+    assert!(
+        stream_states(&h, 2).is_empty(),
+        "an active stream needs no message"
+    );
+
+    // Bob hides the tile: his stream is paused at once, alice stops after the grace period.
+    let track_sid = h.sfu.participant("room", "alice").expect("alice").tracks[0]
+        .sid
+        .clone();
+    h.send(
+        2,
+        signal_request::Message::TrackSetting(proto::UpdateTrackSettings {
+            track_sids: vec![track_sid.clone()],
+            disabled: true,
+            ..Default::default()
+        }),
+    );
+    film(&mut h, 1);
+    assert_eq!(
+        stream_states(&h, 2),
+        vec![proto::StreamState::Paused as i32]
+    );
+    film(&mut h, 3);
+    assert_eq!(dynacast_updates(&h, 1).last(), Some(&OFF.to_vec()));
+
+    // Shown again: asked for at once, and active again.
+    h.send(
+        2,
+        signal_request::Message::TrackSetting(proto::UpdateTrackSettings {
+            track_sids: vec![track_sid],
+            disabled: false,
+            quality: proto::VideoQuality::Low as i32,
+            ..Default::default()
+        }),
+    );
+    film(&mut h, 1);
+    assert_eq!(
+        dynacast_updates(&h, 1).last(),
+        Some(&vec![true, false, false]),
+        "only the low layer is watched"
+    );
+    assert_eq!(
+        stream_states(&h, 2),
+        vec![
+            proto::StreamState::Paused as i32,
+            proto::StreamState::Active as i32
+        ]
+    );
 }

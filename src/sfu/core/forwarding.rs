@@ -23,6 +23,9 @@ pub(super) struct Subscription {
     pub(super) forwarder: Forwarder,
     pub(super) wanted: Layer,
     pub(super) disabled: bool,
+    /// The stream state last told to the subscriber (`StreamStateUpdate`): paused when it
+    /// disabled the track or the publisher stopped sending every layer.
+    pub(super) paused: bool,
     /// Publisher payload type → ours, learned on first use.
     pub(super) pt_map: Vec<(u8, u8)>,
 }

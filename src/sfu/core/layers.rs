@@ -1,10 +1,14 @@
 //! Layer allocation: which simulcast layer each video subscription forwards, from what the
-//! subscriber asked for (UpdateTrackSettings) and which layers are live.
+//! subscriber asked for (UpdateTrackSettings) and which layers are live; the stream state
+//! each subscriber is told (`StreamStateUpdate`); and dynacast: which layers each publisher
+//! is asked to send at all (`SubscribedQualityUpdate`), the highest any enabled subscription
+//! wants, none when nobody watches.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use livekit_protocol as proto;
+use proto::signal_response;
 use str0m::media::Rid;
 
 use super::{ParticipantKey, Sfu};
@@ -12,31 +16,149 @@ use crate::sfu::forward::Layer;
 
 /// A simulcast layer without packets for this long is considered off.
 const LAYER_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A publisher is asked for more layers at once, for fewer only after they went unwatched
+/// this long (a subscriber resizing a tile back and forth does not toggle encoders).
+const DYNACAST_LOWER_AFTER: Duration = Duration::from_secs(3);
 
 impl Sfu {
     /// Simulcast layer choice per subscription: the best live layer not above the wanted one,
-    /// else the lowest live one.
+    /// else the lowest live one. Subscribers are told when a subscription pauses (they
+    /// disabled it, or its publisher stopped sending every layer) or resumes.
     pub(super) fn allocate_layers(&mut self, now: Instant) {
-        let mut layers: HashMap<String, [bool; 3]> = HashMap::new();
+        // Per track: which layers are live, whether any ever was, muted.
+        let mut layers: HashMap<String, ([bool; 3], bool, bool)> = HashMap::new();
+        let mut sids: HashMap<ParticipantKey, String> = HashMap::new();
         for p in self.participants.values() {
+            sids.insert(p.key, p.sid.clone());
             for t in &p.tracks {
                 let live = t.layer_seen.map(|seen| {
                     seen.is_some_and(|s| now.saturating_duration_since(s) < LAYER_TIMEOUT)
                 });
-                layers.insert(t.info.sid.clone(), live);
+                let ever = t.layer_seen.iter().any(Option::is_some);
+                layers.insert(t.info.sid.clone(), (live, ever, t.info.muted));
             }
         }
+        let mut states: Vec<(ParticipantKey, proto::StreamStateInfo)> = Vec::new();
         for p in self.participants.values_mut() {
-            for sub in p.subs.iter_mut().filter(|s| s.video) {
-                if let Some(live) = layers.get(&sub.track_sid) {
-                    let target = choose_layer(*live, sub.wanted);
-                    if let Some(target) = target
-                        && target != sub.forwarder.target()
-                    {
-                        sub.forwarder.set_target(target);
-                    }
+            for sub in p.subs.iter_mut() {
+                let Some((live, ever, muted)) = layers.get(&sub.track_sid) else {
+                    continue;
+                };
+                let target = if sub.video {
+                    choose_layer(*live, sub.wanted)
+                } else {
+                    Some(0)
+                };
+                if let Some(target) = target
+                    && sub.video
+                    && target != sub.forwarder.target()
+                {
+                    sub.forwarder.set_target(target);
+                }
+                // A track that never sent yet, or is muted, keeps its state: clients show
+                // those on their own.
+                let paused = if sub.disabled {
+                    true
+                } else if target.is_none() && (!*ever || *muted) {
+                    sub.paused
+                } else {
+                    target.is_none()
+                };
+                if paused != sub.paused {
+                    sub.paused = paused;
+                    let state = if paused {
+                        proto::StreamState::Paused
+                    } else {
+                        proto::StreamState::Active
+                    };
+                    states.push((
+                        p.key,
+                        proto::StreamStateInfo {
+                            participant_sid: sids.get(&sub.publisher).cloned().unwrap_or_default(),
+                            track_sid: sub.track_sid.clone(),
+                            state: state as i32,
+                        },
+                    ));
                 }
             }
+        }
+        let mut by_subscriber: HashMap<ParticipantKey, Vec<proto::StreamStateInfo>> =
+            HashMap::new();
+        for (key, info) in states {
+            by_subscriber.entry(key).or_default().push(info);
+        }
+        for (key, stream_states) in by_subscriber {
+            self.signal(
+                key,
+                signal_response::Message::StreamStateUpdate(proto::StreamStateUpdate {
+                    stream_states,
+                }),
+            );
+        }
+    }
+
+    /// Dynacast: asks each video publisher for the layers someone watches, no more.
+    pub(super) fn update_dynacast(&mut self, now: Instant) {
+        let mut watched: HashMap<String, Option<Layer>> = HashMap::new();
+        for p in self.participants.values() {
+            for sub in p.subs.iter().filter(|s| s.video && !s.disabled) {
+                let entry = watched.entry(sub.track_sid.clone()).or_default();
+                *entry = (*entry).max(Some(sub.wanted.min(2)));
+            }
+        }
+        let mut updates: Vec<(ParticipantKey, proto::SubscribedQualityUpdate)> = Vec::new();
+        for p in self.participants.values_mut() {
+            for t in p.tracks.iter_mut().filter(|t| t.video && t.mid.is_some()) {
+                let want = watched.get(&t.info.sid).copied().flatten();
+                let apply = if want > t.dynacast {
+                    true
+                } else if want < t.dynacast {
+                    let since = *t.dynacast_lower_since.get_or_insert(now);
+                    now.saturating_duration_since(since) >= DYNACAST_LOWER_AFTER
+                } else {
+                    t.dynacast_lower_since = None;
+                    false
+                };
+                if !apply {
+                    continue;
+                }
+                t.dynacast = want;
+                t.dynacast_lower_since = None;
+                let qualities: Vec<proto::SubscribedQuality> = [
+                    proto::VideoQuality::Low,
+                    proto::VideoQuality::Medium,
+                    proto::VideoQuality::High,
+                ]
+                .into_iter()
+                .map(|q| proto::SubscribedQuality {
+                    quality: q as i32,
+                    enabled: want.is_some_and(|w| q as i32 <= i32::from(w)),
+                })
+                .collect();
+                // livekit-client reads the per-codec list (codec as it names it: "vp8"); older
+                // clients the flat one.
+                let codec = t
+                    .info
+                    .mime_type
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                updates.push((
+                    p.key,
+                    proto::SubscribedQualityUpdate {
+                        track_sid: t.info.sid.clone(),
+                        subscribed_qualities: qualities.clone(),
+                        subscribed_codecs: vec![proto::SubscribedCodec { codec, qualities }],
+                    },
+                ));
+            }
+        }
+        for (key, update) in updates {
+            self.signal(
+                key,
+                signal_response::Message::SubscribedQualityUpdate(update),
+            );
         }
     }
 

@@ -321,6 +321,7 @@ impl Sfu {
             self.remove_participant(now, key, proto::DisconnectReason::ConnectionTimeout, true);
         }
         self.allocate_layers(now);
+        self.update_dynacast(now);
         self.update_speakers(now);
     }
 

@@ -337,6 +337,7 @@ impl Sfu {
                     forwarder: Forwarder::new(if *simulcast { 2 } else { 0 }),
                     wanted: 2,
                     disabled: false,
+                    paused: false,
                     pt_map: Vec::new(),
                 });
             }

@@ -9,6 +9,7 @@ use str0m::media::{MediaKind, Mid, Rid};
 
 use super::speakers::LevelMeter;
 use super::{ParticipantKey, Sfu};
+use crate::sfu::forward::Layer;
 use crate::sfu::ids;
 use crate::sfu::keyframe::VideoCodec;
 
@@ -27,6 +28,10 @@ pub(super) struct Track {
     pub(super) last_keyframe_request: [Option<Instant>; 3],
     /// Audio: the loud packets of the current speaker window.
     pub(super) meter: LevelMeter,
+    /// Video: the highest layer the publisher was told to send (dynacast; `None`: none), and
+    /// since when fewer would do.
+    pub(super) dynacast: Option<Layer>,
+    pub(super) dynacast_lower_since: Option<Instant>,
 }
 
 impl Sfu {
@@ -132,6 +137,9 @@ impl Sfu {
             layer_rid: [None, None, None],
             last_keyframe_request: [None; 3],
             meter: LevelMeter::default(),
+            // Clients start with every layer on.
+            dynacast: Some(2),
+            dynacast_lower_since: None,
         });
         let message = signal_response::Message::TrackPublished(proto::TrackPublishedResponse {
             cid: request.cid,
