@@ -59,6 +59,8 @@ pub const SERVER_PROTOCOL: i32 = 16;
 pub const PING_INTERVAL_SECS: i32 = 5;
 pub const PING_TIMEOUT_SECS: i32 = 15;
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+/// The soonest a peer is woken again after it was just polled.
+const MIN_REPOLL: Duration = Duration::from_millis(5);
 /// How long a session whose signaling connection was lost waits for the client to resume it
 /// before it leaves. Clients notice a dead connection within the ping timeout we announce
 /// (15 s) and resume at once; a client that is gone for good is seen by the others this much
@@ -148,6 +150,8 @@ pub struct Sfu {
     outputs: VecDeque<Output>,
     next_housekeeping: Instant,
     next_speaker_update: Instant,
+    /// When layer bitrates were last measured.
+    last_rate_update: Instant,
     /// `(Instant, unix ms)` pair fixed at start: wall-clock times in protocol messages are derived
     /// from `now` and this anchor, so the core never reads a clock.
     epoch: (Instant, i64),
@@ -167,6 +171,7 @@ impl Sfu {
             outputs: VecDeque::new(),
             next_housekeeping: now,
             next_speaker_update: now,
+            last_rate_update: now,
             epoch: (now, now_unix_ms),
         }
     }
@@ -299,6 +304,33 @@ impl Sfu {
         self.outputs.pop_front()
     }
 
+    /// Fixes a participant's downlink estimate (bit/s), whatever the estimator says.
+    #[cfg(test)]
+    pub fn pin_downlink_estimate(&mut self, room: &str, identity: &str, bps: u64) {
+        if let Some(p) = self
+            .find(room, identity)
+            .and_then(|key| self.participants.get_mut(&key))
+        {
+            p.estimate_pinned = true;
+            p.downlink_estimate = Some(bps);
+        }
+    }
+
+    /// The simulcast layer each of a participant's video subscriptions forwards now.
+    #[cfg(test)]
+    pub fn forwarded_layers(&self, room: &str, identity: &str) -> Vec<u8> {
+        self.find(room, identity)
+            .and_then(|key| self.participants.get(&key))
+            .map(|p| {
+                p.subs
+                    .iter()
+                    .filter(|s| s.video)
+                    .map(|s| s.forwarder.target())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Number of participants across rooms (for status and tests).
     pub fn participant_count(&self) -> usize {
         self.participants.len()
@@ -363,7 +395,11 @@ impl Sfu {
                 loop {
                     match peer.rtc.poll_output() {
                         Ok(str0m::Output::Timeout(at)) => {
-                            peer.timeout = at;
+                            // After its output is drained, a timeout at `now` or earlier only
+                            // means str0m clamped a deadline it cannot act on yet (its pacer
+                            // before the connection is up): waking for it again at once
+                            // would spin.
+                            peer.timeout = at.max(now + MIN_REPOLL);
                             break Ok(());
                         }
                         Ok(str0m::Output::Transmit(t)) => outputs.push_back(Output::Transmit(t)),
@@ -427,6 +463,17 @@ impl Sfu {
                     }
                 } else {
                     self.unpublish_media(now, key, changed.mid);
+                }
+            }
+            Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. })
+                if downlink =>
+            {
+                if let Some(p) = self.participants.get_mut(&key) {
+                    #[cfg(test)]
+                    if p.estimate_pinned {
+                        return;
+                    }
+                    p.downlink_estimate = Some(estimate.as_u64());
                 }
             }
             Event::ChannelOpen(id, label) => self.channel_opened(key, pc, id, &label),

@@ -80,6 +80,13 @@ pub(super) struct Participant {
     pub(super) sub_reliable: Option<ChannelId>,
     pub(super) sub_lossy: Option<ChannelId>,
     pub(super) last_data_sequence: u32,
+    /// The bandwidth estimate towards the client (bit/s), once the downlink has one, and
+    /// the desired rate last given to the estimator.
+    pub(super) downlink_estimate: Option<u64>,
+    pub(super) bwe_desired: u64,
+    /// Tests fix the estimate to check the allocation deterministically.
+    #[cfg(test)]
+    pub(super) estimate_pinned: bool,
     pub(super) failed: bool,
 }
 
@@ -133,7 +140,7 @@ impl Sfu {
             state: proto::participant_info::State::Joined,
             client_protocol: request.client_protocol,
             auto_subscribe: request.auto_subscribe,
-            media: Media::dual(self.new_rtc(now), self.new_rtc(now), now),
+            media: Media::dual(self.new_rtc(now, false), self.new_rtc(now, true), now),
             tracks: Vec::new(),
             subs: Vec::new(),
             negotiation: Negotiation {
@@ -144,6 +151,10 @@ impl Sfu {
             sub_reliable: None,
             sub_lossy: None,
             last_data_sequence: 0,
+            downlink_estimate: None,
+            bwe_desired: 0,
+            #[cfg(test)]
+            estimate_pinned: false,
             failed: false,
         };
         tracing::info!(
