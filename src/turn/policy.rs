@@ -1,7 +1,8 @@
 //! Which peers a TURN allocation may relay to. A TURN credential must never become a way into
 //! the machine's own services or the LAN behind it: peers on loopback, private, CGNAT,
 //! link-local, multicast, reserved or unspecified addresses are refused, also when written as
-//! IPv4 inside IPv6 (mapped, compatible, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`), and so is
+//! IPv4 inside IPv6 (mapped, compatible, translated `::ffff:0:0:0/96`, NAT64 `64:ff9b::/96`, 6to4
+//! `2002::/16`; local-use NAT64 `64:ff9b:1::/48` and Teredo `2001::/32` are refused whole), and so is
 //! every address of this host except the SFU's own media ports. An operator allow-list of CIDRs
 //! (`RTCBOX_TURN_ALLOW_PEERS`; tests allow loopback) overrides the refusals.
 //!
@@ -200,6 +201,17 @@ mod tests {
             ("fec0::1", Reserved),
             ("100::1", Reserved),
             ("2002:0:0::", Unspecified),
+            ("::ffff:0:7f00:1", Loopback),
+            ("::ffff:0:a00:1", Private),
+            ("64:ff9b:1::7f00:1", Private),
+            ("64:ff9b:1:7f00:1::", Private),
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", Reserved),
+            ("2001::1", Reserved),
+            ("2001:2::1", Reserved),
+            ("3fff::1", Reserved),
+            ("5f00::1", Reserved),
+            ("100:0:0:1::1", Reserved),
+            ("192.88.99.1", Reserved),
         ] {
             check(raw, Err(Denied::Special(reason)));
         }
