@@ -21,8 +21,8 @@ pub use values::{
     TsigAlgorithm, parse_bind,
 };
 
+use crate::net::Cidr;
 use crate::secret::Secret;
-use crate::turn::policy::Cidr;
 
 /// The data directory when neither `--data-dir` nor `RTCBOX_DATA_DIR` is given.
 pub const DEFAULT_DATA_DIR: &str = "./data";

@@ -3,12 +3,16 @@
 //! - Address classification for everything that connects out or relays on someone's behalf (the
 //!   OpenID check today, TURN later): a request from the internet must not be able to make us
 //!   talk to loopback, the LAN or other special-purpose ranges unless the operator allowed it.
+//! - [`Cidr`]: address blocks in settings.
 //! - [`dns`]: name resolution without the C library (the release binary is static).
 //! - [`stun`]: the STUN Binding codec (sans-IO) the media ports answer with and the setup checks
 //!   probe with.
 
+mod cidr;
 pub mod dns;
 pub mod stun;
+
+pub use cidr::Cidr;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -15,6 +15,7 @@ use super::wizard::{deployment, load_steps};
 use super::{AdminState, unix_now};
 use crate::config::{self, Layers, Origin, SettingKey, Settings};
 use crate::db;
+use crate::net::Cidr;
 use crate::net::{Special, special};
 use crate::setup::model::TlsMode;
 use crate::setup::outputs::{self, Output};
@@ -22,7 +23,6 @@ use crate::setup::verify::{self, Check, Status as CheckStatus};
 use crate::setup::wizard::Step;
 use crate::turn::TurnStatus;
 use crate::turn::credentials::CredentialKind;
-use crate::turn::policy::Cidr;
 use crate::turn::status::AllocationInfo;
 
 #[derive(Template)]

@@ -2,8 +2,8 @@ use super::*;
 
 use std::collections::BTreeMap;
 
+use crate::net::Cidr;
 use crate::turn::credentials::{participant_username, rest_password, rest_username};
-use crate::turn::policy::Cidr;
 
 const UNIX: u64 = 1_700_000_000;
 const REALM: &str = "turn.example.org";
