@@ -170,7 +170,10 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let state = Arc::new(
         http::PublicState::new(Arc::new(auth))
             .with_rtc(rtc)
-            .with_acme(challenges.clone()),
+            .with_acme(challenges.clone())
+            .with_trusted_proxies(http::forwarded::TrustedProxies::new(
+                settings.trusted_proxies.clone(),
+            )),
     );
     let https = match (settings.https_bind, &certificates) {
         (Some(bind), Some(certificates)) => {

@@ -7,19 +7,19 @@
 
 pub mod admin;
 mod auth_routes;
+pub mod forwarded;
 pub mod https;
 pub mod ratelimit;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
+use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -30,6 +30,7 @@ use tower::ServiceExt as _;
 use tower::util::MapRequest;
 
 use crate::auth::AuthService;
+use forwarded::TrustedProxies;
 use ratelimit::RateLimiter;
 
 /// Time allowed for a client to send a request's headers (slow-loris protection).
@@ -51,6 +52,8 @@ pub struct PublicState {
     pub rtc: Option<Router>,
     /// HTTP-01 answers while an ACME order waits (empty unless `RTCBOX_TLS_MODE=acme`).
     pub acme: crate::acme::Challenges,
+    /// Whose `X-Forwarded-*` headers name the client (`RTCBOX_TRUSTED_PROXIES`; none by default).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl PublicState {
@@ -61,7 +64,13 @@ impl PublicState {
             limiter: Mutex::new(RateLimiter::new(30, 2.0)),
             rtc: None,
             acme: crate::acme::Challenges::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
+    }
+
+    pub fn with_trusted_proxies(mut self, trusted: TrustedProxies) -> Self {
+        self.trusted_proxies = trusted;
+        self
     }
 
     pub fn with_acme(mut self, challenges: crate::acme::Challenges) -> Self {
@@ -98,7 +107,9 @@ pub fn public_router(state: Arc<PublicState>) -> Router {
     if let Some(rtc) = &state.rtc {
         router = router.merge(rtc.clone()).nest("/livekit/sfu", rtc.clone());
     }
-    router.layer(middleware::from_fn(request_timeout))
+    router
+        .layer(middleware::from_fn(request_timeout))
+        .layer(axum::Extension(state.trusted_proxies.clone()))
 }
 
 /// HTTP-01 (RFC 8555 §8.3): the key authorization for a token of a pending ACME order.
@@ -155,37 +166,6 @@ async fn request_timeout(request: Request<Body>, next: Next) -> Response<Body> {
             .body(Body::from("request timed out"))
             .expect("static response"),
     }
-}
-
-/// The client's address for rate limiting. Behind a reverse proxy on this machine or the LAN,
-/// the rightmost `X-Forwarded-For` entry (the address the proxy saw); otherwise the peer.
-pub struct ClientIp(pub IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        if crate::net::is_public(peer) {
-            return Ok(ClientIp(peer));
-        }
-        Ok(ClientIp(last_forwarded_for(&parts.headers).unwrap_or(peer)))
-    }
-}
-
-/// The rightmost `X-Forwarded-For` entry: the address the nearest proxy saw.
-pub fn last_forwarded_for(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-        .next_back()
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then lets in-flight requests finish

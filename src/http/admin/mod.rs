@@ -22,6 +22,7 @@ mod pages;
 mod views;
 mod wizard;
 
+use crate::http::forwarded::TrustedProxies;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -141,6 +142,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(same_origin_posts))
         .layer(middleware::from_fn(security_headers))
+        .layer(axum::Extension(TrustedProxies::new(
+            state.settings.trusted_proxies.clone(),
+        )))
         .with_state(state)
 }
 

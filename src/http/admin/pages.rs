@@ -714,6 +714,9 @@ fn describe(key: SettingKey) -> &'static str {
         SettingKey::AutoCreateRooms => "Create rooms when someone joins (true/false)",
         SettingKey::AdminBind => "Admin panel listener",
         SettingKey::AdminTls => "Admin panel over HTTPS with rtcbox's certificate (true/false)",
+        SettingKey::TrustedProxies => {
+            "Reverse proxies whose X-Forwarded-For/-Proto are believed (CIDRs, comma-separated)"
+        }
         SettingKey::StunServers => {
             "STUN servers for public IP detection (host:port, comma-separated)"
         }

@@ -647,6 +647,12 @@ async fn complete_wizard(panel: &Panel, session: &str, csrf: &str) {
     );
     assert!(review.body.contains("RTCBOX_PUBLIC_URL"));
     assert!(review.body.contains("(a generated secret)"));
+    // The reverse proxy's forwarding headers will be believed from this machine only.
+    assert!(
+        review.body.contains("127.0.0.1/32,::1/128,192.168.1.20/32"),
+        "{}",
+        review.body
+    );
     let applied = panel
         .post(
             "/wizard/review",
@@ -712,8 +718,13 @@ async fn the_wizard_is_resumable_and_apply_writes_the_settings() {
     assert!(!stored.contains_key("turn_tls_port"));
     // Pinned by the command line in this panel: not written.
     assert!(!stored.contains_key("full_access_homeservers"));
-    // Behind a reverse proxy rtcbox's own HTTPS settings stay as they are.
+    // Behind a reverse proxy rtcbox's own HTTPS settings stay as they are, and the proxy on
+    // this machine (loopback, or the LAN address its config names) is trusted.
     assert!(!stored.contains_key("tls_mode") && !stored.contains_key("https_bind"));
+    assert_eq!(
+        stored["trusted_proxies"],
+        "127.0.0.1/32,::1/128,192.168.1.20/32"
+    );
     // The secret is kept when the TURN step is saved again.
     let secret = stored["turn_shared_secret"].clone();
     panel
