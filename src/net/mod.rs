@@ -4,10 +4,12 @@
 //!   OpenID check today, TURN later): a request from the internet must not be able to make us
 //!   talk to loopback, the LAN or other special-purpose ranges unless the operator allowed it.
 //! - [`Cidr`]: address blocks in settings.
+//! - [`caps`]: per-address and total connection caps for every stream listener.
 //! - [`dns`]: name resolution without the C library (the release binary is static).
 //! - [`stun`]: the STUN Binding codec (sans-IO) the media ports answer with and the setup checks
 //!   probe with.
 
+pub mod caps;
 mod cidr;
 pub mod dns;
 pub mod stun;

@@ -309,6 +309,12 @@ impl Server {
         }
     }
 
+    /// Whether `client` holds an allocation (one still waiting for its relay socket too), that
+    /// is, whether it authenticated an Allocate that is alive.
+    pub fn has_allocation(&self, client: Client) -> bool {
+        self.allocations.contains_key(&client)
+    }
+
     /// A client's TCP or TLS connection closed: its allocation ends (RFC 8656 §3.1).
     pub fn handle_client_closed(&mut self, client: Client) {
         self.remove_allocation(client);

@@ -307,6 +307,23 @@ pub fn turn_view(status: &TurnStatus) -> TurnView {
         "Packets dropped over the bandwidth cap".to_owned(),
         stats.dropped_over_bandwidth.to_string(),
     ));
+    let streams = &status.streams;
+    counters.push((
+        "TCP/TLS connections open".to_owned(),
+        streams.open.to_string(),
+    ));
+    counters.push((
+        "TCP/TLS connections refused (too many from one address)".to_owned(),
+        streams.refused_per_address.to_string(),
+    ));
+    counters.push((
+        "TCP/TLS connections refused (all taken)".to_owned(),
+        streams.refused_full.to_string(),
+    ));
+    counters.push((
+        "TCP/TLS connections closed without authenticating".to_owned(),
+        streams.closed_unauthenticated.to_string(),
+    ));
     let mut allocations: Vec<&AllocationInfo> = status.allocations.iter().collect();
     allocations.sort_by_key(|a| std::cmp::Reverse(a.age));
     TurnView {

@@ -1258,6 +1258,12 @@ fn busy_turn() -> crate::turn::TurnHandle {
         status.stats.auth_failures = 4;
         status.stats.errors_suppressed = 5;
         status.stats.dropped_over_bandwidth = 6;
+        status.streams = crate::turn::status::StreamStats {
+            open: 7,
+            refused_per_address: 8,
+            refused_full: 9,
+            closed_unauthenticated: 10,
+        };
         status.allocations = vec![
             AllocationInfo {
                 client: Client::udp("198.51.100.4:51000".parse().unwrap()),
@@ -1347,6 +1353,10 @@ async fn the_dashboard_shows_the_turn_server() {
         "<dt>Requests with bad or expired credentials</dt><dd>4</dd>",
         "<dt>Error answers held back (rate limit)</dt><dd>5</dd>",
         "<dt>Packets dropped over the bandwidth cap</dt><dd>6</dd>",
+        "<dt>TCP/TLS connections open</dt><dd>7</dd>",
+        "<dt>TCP/TLS connections refused (too many from one address)</dt><dd>8</dd>",
+        "<dt>TCP/TLS connections refused (all taken)</dt><dd>9</dd>",
+        "<dt>TCP/TLS connections closed without authenticating</dt><dd>10</dd>",
         "<code class=\"break\">UDP 198.51.100.4:51000</code></td><td><code class=\"break\">alice</code></td><td>call participant (LiveKit)</td><td><code>203.0.113.7:49161</code></td><td>1 min 15 s</td><td>8 min 45 s</td><td>2.0 KiB</td><td>1 permission, 1 channel</td>",
         "<code class=\"break\">TCP [2001:db8::4]:40000</code></td><td><code class=\"break\">@bob:example.org</code></td><td>legacy 1:1 call (Synapse)</td>",
         "2 h 1 min",
