@@ -8,15 +8,27 @@ speed: the tests assert service, and waits are generous bounds on liveness.
 
 from __future__ import annotations
 
+import asyncio
+import binascii
+import hashlib
+import hmac
+import os
+import re
 import resource
 import socket
-import time
+import struct
+import urllib.parse
 
 import pytest
+from livekit.protocol import rtc as signal
+from websockets.asyncio.client import connect as ws_connect
 
+import lk_helpers as lk
 from conftest import wait_until
+from lk_helpers import API_KEY, API_SECRET, sfu_env
 from test_turn import (SECRET, assert_everything_echoed, binding_request, echo_peer,  # noqa: F401
-                       coturn_tools, relay_env, turn_ports, uclient, wait_turn_ready)
+                       coturn_tools, join_response, relay_env, turn_ports, uclient,
+                       wait_turn_ready)
 
 ATTACKER = "127.0.0.2"
 # The flood of the issue: as many connections as TURN's shared cap.
@@ -128,3 +140,147 @@ def test_a_turn_stream_flood_from_one_address_locks_nobody_out(turn_server, echo
     # And the address itself is served again once its connections are gone.
     run = uclient(port, echo_peer, "tcp")
     assert_everything_echoed(run, box.log)
+
+
+# ---------------------------------------------------------------------------------------------
+# Defect 2: ICE-TCP.
+
+def stun_attribute(kind: int, value: bytes) -> bytes:
+    return struct.pack("!HH", kind, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def ice_check(server_ufrag: str, client_ufrag: str, server_pwd: str) -> tuple[bytes, bytes]:
+    """An ICE connectivity check as a controlling agent sends it (RFC 8445 §7.1.1): Binding
+    request with USERNAME, PRIORITY, ICE-CONTROLLING, USE-CANDIDATE, MESSAGE-INTEGRITY with the
+    server's password and FINGERPRINT. Returns (message, transaction id)."""
+    transaction = os.urandom(12)
+    attributes = (stun_attribute(0x0006, f"{server_ufrag}:{client_ufrag}".encode())
+                  + stun_attribute(0x0024, struct.pack("!I", 1853824767))
+                  + stun_attribute(0x802A, os.urandom(8))
+                  + stun_attribute(0x0025, b""))
+
+    def header(length: int) -> bytes:
+        return struct.pack("!HHI", 0x0001, length, 0x2112A442) + transaction
+
+    integrity = hmac.new(server_pwd.encode(), header(len(attributes) + 24) + attributes,
+                         hashlib.sha1).digest()
+    attributes += stun_attribute(0x0008, integrity)
+    crc = binascii.crc32(header(len(attributes) + 8) + attributes) ^ 0x5354554E
+    attributes += stun_attribute(0x8028, struct.pack("!I", crc))
+    return header(len(attributes)) + attributes, transaction
+
+
+def rfc4571(frame: bytes) -> bytes:
+    return struct.pack("!H", len(frame)) + frame
+
+
+def read_frame(s: socket.socket, timeout: float) -> bytes:
+    s.settimeout(timeout)
+    head = b""
+    while len(head) < 2:
+        chunk = s.recv(2 - len(head))
+        if not chunk:
+            raise ConnectionError("closed")
+        head += chunk
+    (length,) = struct.unpack("!H", head)
+    body = b""
+    while len(body) < length:
+        chunk = s.recv(length - len(body))
+        if not chunk:
+            raise ConnectionError("closed")
+        body += chunk
+    return body
+
+
+def data_channel_answer(offer: str, ufrag: str, pwd: str) -> str:
+    """An answer to the subscriber's first offer (one data-channel m-line), as a browser would
+    give it; the DTLS fingerprint is never used (no DTLS happens in this test)."""
+    mid = re.search(r"^a=mid:(\S+)", offer, re.M).group(1)
+    fingerprint = ":".join(f"{b:02X}" for b in os.urandom(32))
+    return "\r\n".join([
+        "v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0", f"a=group:BUNDLE {mid}",
+        "a=msid-semantic: WMS", "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+        "c=IN IP4 0.0.0.0", f"a=ice-ufrag:{ufrag}", f"a=ice-pwd:{pwd}",
+        f"a=fingerprint:sha-256 {fingerprint}", "a=setup:active", f"a=mid:{mid}",
+        "a=sctp-port:5000", "a=max-message-size:262144", ""])
+
+
+def test_an_ice_tcp_flood_from_one_address_locks_nobody_out(start_rtcbox):
+    """1024 ICE-TCP connections from one address sending an empty RFC 4571 frame now and then
+    (each used to restart a 60 s idle timer, keeping the media TCP port full for good). Now that
+    address gets its per-address share, and those connections are closed for want of an ICE
+    check however many frames they send; meanwhile a participant's ICE-TCP connection from
+    another address, whose check names its session's ufrag, is answered and kept."""
+    box = start_rtcbox(sfu_env())
+
+    async def scenario():
+        room = lk.unique("ice-tcp-flood")
+        lkapi = lk.server_api(box.url, API_KEY, API_SECRET)
+        try:
+            await lk.create_room(lkapi, room)
+        finally:
+            await lkapi.aclose()
+        query = urllib.parse.urlencode({
+            "access_token": lk.join_token(API_KEY, API_SECRET, "erin", room),
+            "sdk": "python", "protocol": "16", "auto_subscribe": "1"})
+        async with ws_connect(f"{box.ws_url}/rtc?{query}", open_timeout=lk.WAIT,
+                              max_size=None) as ws:
+            await join_response(ws)
+            while True:
+                response = signal.SignalResponse.FromString(
+                    await asyncio.wait_for(ws.recv(), lk.WAIT))
+                if response.WhichOneof("message") == "offer":
+                    offer = response.offer.sdp
+                    break
+            server_ufrag = re.search(r"^a=ice-ufrag:(\S+)", offer, re.M).group(1)
+            server_pwd = re.search(r"^a=ice-pwd:(\S+)", offer, re.M).group(1)
+            assert f"tcp 1526725887 127.0.0.1 {box.tcp_port} typ host tcptype passive" in offer \
+                or f" {box.tcp_port} typ host tcptype passive" in offer, offer
+
+            attackers = await asyncio.to_thread(open_from, ATTACKER, box.tcp_port, TURN_FLOOD)
+            assert len(attackers) > 900, f"only {len(attackers)} connections could be opened"
+
+            def keep_alive() -> list[socket.socket]:
+                alive = [s for s in attackers if not is_closed_by_server(s)]
+                for s in alive:
+                    try:
+                        s.sendall(b"\0\0")  # an empty RFC 4571 frame
+                    except OSError:
+                        pass
+                return alive
+
+            await asyncio.to_thread(keep_alive)
+
+            # The participant's ICE-TCP connection, while the flood is open.
+            ufrag, pwd = "clnt", "client-password-0123456789"
+            answer = data_channel_answer(offer, ufrag, pwd)
+            await ws.send(signal.SignalRequest(answer=signal.SessionDescription(
+                type="answer", sdp=answer)).SerializeToString())
+            participant = socket.create_connection(("127.0.0.1", box.tcp_port), timeout=5)
+            check, transaction = ice_check(server_ufrag, ufrag, server_pwd)
+            participant.sendall(rfc4571(check))
+
+            def answered() -> bool:
+                while True:
+                    frame = read_frame(participant, 5)
+                    if frame[:2] == b"\x01\x01" and frame[8:20] == transaction:
+                        return True
+
+            assert await asyncio.to_thread(answered), "the ICE check was not answered"
+
+            alive = await asyncio.to_thread(keep_alive)
+            assert len(alive) <= 64, f"{len(alive)} of the flood's connections are still open"
+            await asyncio.to_thread(wait_until, lambda: not keep_alive(), 60,
+                                    "the server closing ICE-TCP connections without a check")
+            close_all(attackers)
+
+            # The participant's connection outlived the flood's and is still answered.
+            check, transaction = ice_check(server_ufrag, ufrag, server_pwd)
+            participant.sendall(rfc4571(check))
+            assert await asyncio.to_thread(answered), "the ICE check was not answered later"
+            participant.close()
+
+    lk.run(scenario(), box, timeout=180)
+    refusals = [line for line in box.log_text().splitlines()
+                if "connection refused" in line and "ICE-TCP" in line]
+    assert 1 <= len(refusals) <= 10, refusals
