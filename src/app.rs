@@ -266,15 +266,18 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let serve_https = {
         let service = http::public_service(state.clone());
         let stop = stopped(stop_rx.clone());
+        let caps = http_caps("public HTTPS", http::PUBLIC_LIMITS, &settings);
         async move {
             if let Some((listener, front)) = https {
-                http::serve_with(listener, Some(front), service, stop).await;
+                http::serve_with(listener, Some(front), caps, service, stop).await;
             }
         }
     };
     tokio::join!(
-        http::serve(
+        http::serve_with(
             listener,
+            None,
+            http_caps("public HTTP", http::PUBLIC_LIMITS, &settings),
             http::public_service(state),
             stopped(stop_rx.clone())
         ),
@@ -282,12 +285,25 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         http::serve_with(
             admin_listener,
             admin_front,
+            http_caps("admin panel", http::ADMIN_LIMITS, &settings),
             http::admin::router(Arc::new(admin)),
             stopped(stop_rx)
         ),
     );
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// An HTTP listener's connection caps: trusted reverse proxies carry many clients, so they are
+/// held to the total only.
+fn http_caps(
+    name: &'static str,
+    limits: crate::net::caps::Limits,
+    settings: &Settings,
+) -> crate::net::caps::ConnectionCaps {
+    crate::net::caps::ConnectionCaps::new(name, limits)
+        .with_exempt(settings.trusted_proxies.clone())
+        .with_hint(http::PROXY_HINT)
 }
 
 /// How the ACME task answers the CA's challenges, by `RTCBOX_ACME_CHALLENGE` and, for dns-01,

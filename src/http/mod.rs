@@ -24,12 +24,13 @@ use axum::http::{Request, Response, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 use tower::util::MapRequest;
 
 use crate::auth::AuthService;
+use crate::net::caps::{ConnectionCaps, Limits};
 use forwarded::TrustedProxies;
 use ratelimit::RateLimiter;
 
@@ -39,8 +40,21 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request body accepted by the token endpoints.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Most simultaneous connections on one listener.
-pub const MAX_CONNECTIONS: usize = 4096;
+/// Most simultaneous connections on the public listeners, and from one address: browsers use a
+/// few each (a participant's signaling WebSocket stays open), so 256 serve a large office behind
+/// one NAT. A reverse proxy carries everyone: list it in `RTCBOX_TRUSTED_PROXIES` to exempt it.
+pub const PUBLIC_LIMITS: Limits = Limits {
+    total: 4096,
+    per_address: 256,
+};
+/// The same for the admin panel (a few browsers on the LAN).
+pub const ADMIN_LIMITS: Limits = Limits {
+    total: 1024,
+    per_address: 64,
+};
+/// What a per-address refusal on an HTTP listener tells the operator.
+pub const PROXY_HINT: &str =
+    " (if this address is your reverse proxy, list it in RTCBOX_TRUSTED_PROXIES)";
 /// How long in-flight requests may finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -178,14 +192,17 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    serve_with(listener, None, service, shutdown).await;
+    let caps = ConnectionCaps::new("public HTTP", PUBLIC_LIMITS).with_hint(PROXY_HINT);
+    serve_with(listener, None, caps, service, shutdown).await;
 }
 
 /// [`serve`], behind `front`'s TLS when there is one: the public HTTPS listener (TURN over TLS
 /// on the same port, see [`https`]) or the admin panel's ([`https::HttpsFront::http_only`]).
+/// Every connection holds a permit of `caps` until it ends; one refused is closed at once.
 pub async fn serve_with<S>(
     listener: TcpListener,
     front: Option<https::HttpsFront>,
+    caps: ConnectionCaps,
     service: S,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -195,16 +212,11 @@ pub async fn serve_with<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
 
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -218,6 +230,11 @@ pub async fn serve_with<S>(
             },
         };
         while connections.try_join_next().is_some() {}
+        // Refused: closed at once (dropped), so the accept loop never waits for a slot and the
+        // backlog never fills with one client's connections.
+        let Ok(permit) = caps.try_acquire(peer.ip()) else {
+            continue;
+        };
         let service = service.clone();
         let mut stop = stop_rx.clone();
         let front = front.clone();

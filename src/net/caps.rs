@@ -49,6 +49,8 @@ pub struct ConnectionCaps {
     name: &'static str,
     limits: Limits,
     exempt: Arc<[Cidr]>,
+    /// Said after a per-address refusal (what an operator may have to change).
+    hint: &'static str,
     state: Arc<Mutex<State>>,
 }
 
@@ -90,8 +92,15 @@ impl ConnectionCaps {
             name,
             limits,
             exempt: Arc::from([]),
+            hint: "",
             state: Arc::default(),
         }
+    }
+
+    /// What the log says after a per-address refusal, e.g. how to exempt a reverse proxy.
+    pub fn with_hint(mut self, hint: &'static str) -> ConnectionCaps {
+        self.hint = hint;
+        self
     }
 
     /// Addresses not held to the per-address cap (trusted reverse proxies).
@@ -154,8 +163,8 @@ impl ConnectionCaps {
         }
         let why = match reason {
             Refused::PerAddress => format!(
-                "{} connections from this address are open already",
-                self.limits.per_address
+                "{} connections from this address are open already{}",
+                self.limits.per_address, self.hint
             ),
             Refused::Full => format!(
                 "all {} connections are taken (by {} addresses)",

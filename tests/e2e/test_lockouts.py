@@ -284,3 +284,48 @@ def test_an_ice_tcp_flood_from_one_address_locks_nobody_out(start_rtcbox):
     refusals = [line for line in box.log_text().splitlines()
                 if "connection refused" in line and "ICE-TCP" in line]
     assert 1 <= len(refusals) <= 10, refusals
+
+
+# ---------------------------------------------------------------------------------------------
+# Defect 4: connection floods on the HTTP listeners.
+
+HTTP_FLOOD = 800
+
+
+def test_an_http_connection_flood_from_one_address_locks_nobody_out(start_rtcbox):
+    """800 idle connections from one address on each HTTP listener (public HTTP, public HTTPS,
+    admin panel). The address gets its per-address share (256 on the public listeners, 64 on
+    the panel), the rest is closed at once, and /healthz and the login page are served to
+    another address meanwhile; the idle connections end at the header read deadline."""
+    import requests
+
+    box = start_rtcbox(sfu_env())
+    https_port = int(box.log_text().split("listening on https://127.0.0.1:")[1].split()[0])
+    listeners = {
+        "public HTTP": (int(box.url.rsplit(":", 1)[1]), 256),
+        "public HTTPS": (https_port, 256),
+        "admin panel": (int(box.admin_url.rsplit(":", 1)[1]), 64),
+    }
+    floods = {name: open_from(ATTACKER, port, HTTP_FLOOD)
+              for name, (port, _) in listeners.items()}
+    for name, sockets in floods.items():
+        assert len(sockets) > HTTP_FLOOD * 0.9, f"{name}: only {len(sockets)} connections opened"
+
+    # Others are served while the flood's connections are open.
+    assert requests.get(f"{box.url}/healthz", timeout=30).status_code == 200
+    assert requests.get(f"https://127.0.0.1:{https_port}/healthz", timeout=30,
+                        verify=False).status_code == 200
+    login = requests.get(f"{box.admin_url}/setup", timeout=30)
+    assert login.status_code == 200 and "setup token" in login.text.lower(), login.status_code
+
+    for name, (_, cap) in listeners.items():
+        alive = [s for s in floods[name] if not is_closed_by_server(s)]
+        assert len(alive) <= cap, f"{name}: {len(alive)} of the flood's connections are open"
+        wait_until(lambda: all(is_closed_by_server(s) for s in alive), 60,
+                   f"{name} closing idle connections at the header read deadline")
+        close_all(floods[name])
+    for name in listeners:
+        assert any("connection refused" in line and name in line
+                   for line in box.log_text().splitlines()), f"{name}: no refusal logged"
+    # The address itself is served again.
+    assert requests.get(f"{box.url}/healthz", timeout=30).status_code == 200
