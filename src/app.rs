@@ -238,7 +238,14 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     };
     tracing::info!("admin panel on {admin_scheme}://{admin_bound}");
     announce_setup_token(&pool, admin_bound, admin_scheme).await?;
+    let public_caps = http_caps("public HTTP", http::PUBLIC_LIMITS, &settings);
+    let https_caps = http_caps("public HTTPS", http::PUBLIC_LIMITS, &settings);
+    let admin_caps = http_caps("admin panel", http::ADMIN_LIMITS, &settings);
     let mut admin = http::admin::AdminState::new(pool, settings.clone(), cli.settings.to_map());
+    admin.connection_caps = vec![sfu.ice_tcp_caps(), public_caps.clone(), admin_caps.clone()];
+    if https.is_some() {
+        admin.connection_caps.push(https_caps.clone());
+    }
     admin.sfu = Some(sfu);
     admin.turn = Some(turn);
     admin.acme = acme;
@@ -266,7 +273,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let serve_https = {
         let service = http::public_service(state.clone());
         let stop = stopped(stop_rx.clone());
-        let caps = http_caps("public HTTPS", http::PUBLIC_LIMITS, &settings);
+        let caps = https_caps;
         async move {
             if let Some((listener, front)) = https {
                 http::serve_with(listener, Some(front), caps, service, stop).await;
@@ -277,7 +284,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         http::serve_with(
             listener,
             None,
-            http_caps("public HTTP", http::PUBLIC_LIMITS, &settings),
+            public_caps,
             http::public_service(state),
             stopped(stop_rx.clone())
         ),
@@ -285,7 +292,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         http::serve_with(
             admin_listener,
             admin_front,
-            http_caps("admin panel", http::ADMIN_LIMITS, &settings),
+            admin_caps,
             http::admin::router(Arc::new(admin)),
             stopped(stop_rx)
         ),

@@ -113,6 +113,11 @@ impl ConnectionCaps {
         self.limits
     }
 
+    /// The listener's name, as in the log.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     /// A permit for a connection from `ip`, or why not (counted, and logged now and then).
     pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnectionPermit, Refused> {
         let key = AddressKey::of(ip);

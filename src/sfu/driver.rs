@@ -179,6 +179,7 @@ pub struct SfuHandle {
     events: mpsc::Sender<Event>,
     next_conn: Arc<AtomicU64>,
     presence: broadcast::Sender<PresenceEvent>,
+    ice_tcp_caps: ConnectionCaps,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,14 +210,25 @@ impl SfuHandle {
             tokio::spawn(read_udp(socket.clone(), *advertised, events.clone()));
         }
         let tcp_local = sockets.tcp_advertised.first().copied();
-        let caps = ConnectionCaps::new("ICE-TCP", ICE_TCP_LIMITS);
-        tokio::spawn(accept_tcp(sockets.tcp, tcp_local, events.clone(), caps));
+        let ice_tcp_caps = ConnectionCaps::new("ICE-TCP", ICE_TCP_LIMITS);
+        tokio::spawn(accept_tcp(
+            sockets.tcp,
+            tcp_local,
+            events.clone(),
+            ice_tcp_caps.clone(),
+        ));
         tokio::spawn(run(core, sockets.udp, rx));
         SfuHandle {
             events,
             next_conn: Arc::new(AtomicU64::new(1)),
             presence,
+            ice_tcp_caps,
         }
+    }
+
+    /// The ICE-TCP listener's connection caps (the dashboard shows their counters).
+    pub fn ice_tcp_caps(&self) -> ConnectionCaps {
+        self.ice_tcp_caps.clone()
     }
 
     /// Joins and leaves from now on (`sfu::presence`).

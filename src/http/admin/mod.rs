@@ -77,6 +77,9 @@ pub struct AdminState {
     pub certificates: Option<crate::tls::TlsCertificates>,
     /// The ACME renewal loop's state; present when `RTCBOX_TLS_MODE=acme`.
     pub acme: Option<crate::acme::AcmeHandle>,
+    /// The stream listeners' connection caps, for the dashboard's counters (TURN's are in its
+    /// status).
+    pub connection_caps: Vec<crate::net::caps::ConnectionCaps>,
 }
 
 /// Reads one environment variable (the process's in production, a table in tests).
@@ -112,6 +115,7 @@ impl AdminState {
             data_dir: None,
             certificates: None,
             acme: None,
+            connection_caps: Vec::new(),
         }
     }
 }

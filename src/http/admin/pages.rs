@@ -246,6 +246,19 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
         state.acme.as_ref().map(|a| a.status()).as_ref(),
         unix_now(),
     ));
+    for caps in &state.connection_caps {
+        let refused = caps.refusals();
+        facts.push((
+            format!("Connections: {}", caps.name()),
+            format!(
+                "{} open; refused since start: {} (too many from one address), {} (all {} taken)",
+                caps.open(),
+                refused.per_address,
+                refused.full,
+                caps.limits().total
+            ),
+        ));
+    }
     facts.push((
         "Bitrates".to_owned(),
         "not measured yet (arrives with bandwidth estimation)".to_owned(),

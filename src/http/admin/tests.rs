@@ -1296,6 +1296,36 @@ fn busy_turn() -> crate::turn::TurnHandle {
 }
 
 #[tokio::test]
+async fn the_dashboard_counts_refused_connections() {
+    use crate::net::caps::{ConnectionCaps, Limits};
+    let caps = ConnectionCaps::new(
+        "ICE-TCP",
+        Limits {
+            total: 3,
+            per_address: 1,
+        },
+    );
+    let _held = caps.try_acquire("192.0.2.1".parse().unwrap()).unwrap();
+    for _ in 0..2 {
+        assert!(caps.try_acquire("192.0.2.1".parse().unwrap()).is_err());
+    }
+    let shown = caps.clone();
+    let panel = panel_configured(&[(SettingKey::FullAccessHomeservers, "example.org")], |s| {
+        s.connection_caps = vec![shown]
+    })
+    .await;
+    let (session, _) = panel.logged_in().await;
+    let body = panel.get("/", &session).await.body;
+    assert!(
+        body.contains(
+            "<dt>Connections: ICE-TCP</dt><dd>1 open; refused since start: 2 (too many from one \
+             address), 0 (all 3 taken)</dd>"
+        ),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn the_dashboard_shows_the_turn_server() {
     // No TURN server in this process.
     let panel = panel().await;
