@@ -58,8 +58,10 @@ const STREAM_FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600 + 120);
 /// How often the status the admin panel reads is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
-/// Allocations one username may hold.
+/// Allocations one identity (a participant, a Matrix user) may hold, whatever credentials.
 const MAX_ALLOCATIONS_PER_USERNAME: usize = 24;
+/// Allocations one client address may hold: two participants' worth.
+const MAX_ALLOCATIONS_PER_SOURCE: usize = 48;
 /// Largest UDP datagram read.
 const MAX_DATAGRAM: usize = 65_536;
 
@@ -215,6 +217,7 @@ pub async fn start(setup: TurnSetup) -> (TurnHandle, TlsStreams) {
     // A browser allocates per peer connection (a participant has two), per TURN URL (three) and
     // per local network interface: room for two interfaces.
     config.max_allocations_per_username = MAX_ALLOCATIONS_PER_USERNAME;
+    config.max_allocations_per_source = MAX_ALLOCATIONS_PER_SOURCE;
     config.policy = setup.policy;
     config.sfu_routes = setup.sfu_routes;
 

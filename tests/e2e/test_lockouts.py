@@ -329,3 +329,41 @@ def test_an_http_connection_flood_from_one_address_locks_nobody_out(start_rtcbox
                    for line in box.log_text().splitlines()), f"{name}: no refusal logged"
     # The address itself is served again.
     assert requests.get(f"{box.url}/healthz", timeout=30).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Defect 3, in part: the per-identity allocation quota binds across fresh credentials.
+
+def rest_credentials(user: str, expires: int) -> tuple[str, str]:
+    """coturn's REST credentials for ``user`` expiring at ``expires``, as Synapse mints them."""
+    import base64
+    username = f"{expires}:{user}"
+    password = base64.b64encode(hmac.new(SECRET.encode(), username.encode(),
+                                         hashlib.sha1).digest()).decode()
+    return username, password
+
+
+def test_one_identity_with_fresh_credentials_cannot_take_the_relay_range(start_rtcbox,
+                                                                         echo_peer):
+    """One user allocating with two sets of credentials (two expiries, as two tokens give):
+    the quota of 24 allocations is the user's, not the username's, so the second set gets
+    486 for every allocation (it got another 24 before), and someone else's relay works. (The
+    range has room for both sets: uclient asks for even ports at random, so a range the
+    attacker fills exactly would make the honest client's luck part of the test.)"""
+    import time as clock
+
+    box = start_rtcbox(dict(relay_env(60), RTCBOX_TURN_SHARED_SECRET=SECRET,
+                            RTCBOX_TURN_ALLOW_PEERS="127.0.0.1/32"), name="turn-quota")
+    wait_turn_ready("rtcbox", turn_ports(box), box.log)
+    now = int(clock.time())
+    taken = []
+    for expires in (now + 3600, now + 7200):
+        user, password = rest_credentials("@mallory:example.org", expires)
+        run = uclient(box.turn_port, echo_peer, "udp", user=user, secret=None,
+                      password=password, messages=5, clients=30)
+        taken.append(len(run.relays))
+    assert taken[0] <= 24 and taken[1] == 0, \
+        f"relays held with each set of credentials: {taken}\n{run.describe()}"
+
+    run = uclient(box.turn_port, echo_peer, "udp", user="@alice:example.org")
+    assert_everything_echoed(run, box.log)
