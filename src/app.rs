@@ -170,7 +170,10 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let state = Arc::new(
         http::PublicState::new(Arc::new(auth))
             .with_rtc(rtc)
-            .with_acme(challenges.clone()),
+            .with_acme(challenges.clone())
+            .with_trusted_proxies(http::forwarded::TrustedProxies::new(
+                settings.trusted_proxies.clone(),
+            )),
     );
     let https = match (settings.https_bind, &certificates) {
         (Some(bind), Some(certificates)) => {
@@ -235,7 +238,14 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     };
     tracing::info!("admin panel on {admin_scheme}://{admin_bound}");
     announce_setup_token(&pool, admin_bound, admin_scheme).await?;
+    let public_caps = http_caps("public HTTP", http::PUBLIC_LIMITS, &settings);
+    let https_caps = http_caps("public HTTPS", http::PUBLIC_LIMITS, &settings);
+    let admin_caps = http_caps("admin panel", http::ADMIN_LIMITS, &settings);
     let mut admin = http::admin::AdminState::new(pool, settings.clone(), cli.settings.to_map());
+    admin.connection_caps = vec![sfu.ice_tcp_caps(), public_caps.clone(), admin_caps.clone()];
+    if https.is_some() {
+        admin.connection_caps.push(https_caps.clone());
+    }
     admin.sfu = Some(sfu);
     admin.turn = Some(turn);
     admin.acme = acme;
@@ -263,15 +273,18 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let serve_https = {
         let service = http::public_service(state.clone());
         let stop = stopped(stop_rx.clone());
+        let caps = https_caps;
         async move {
             if let Some((listener, front)) = https {
-                http::serve_with(listener, Some(front), service, stop).await;
+                http::serve_with(listener, Some(front), caps, service, stop).await;
             }
         }
     };
     tokio::join!(
-        http::serve(
+        http::serve_with(
             listener,
+            None,
+            public_caps,
             http::public_service(state),
             stopped(stop_rx.clone())
         ),
@@ -279,12 +292,25 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         http::serve_with(
             admin_listener,
             admin_front,
+            admin_caps,
             http::admin::router(Arc::new(admin)),
             stopped(stop_rx)
         ),
     );
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// An HTTP listener's connection caps: trusted reverse proxies carry many clients, so they are
+/// held to the total only.
+fn http_caps(
+    name: &'static str,
+    limits: crate::net::caps::Limits,
+    settings: &Settings,
+) -> crate::net::caps::ConnectionCaps {
+    crate::net::caps::ConnectionCaps::new(name, limits)
+        .with_exempt(settings.trusted_proxies.clone())
+        .with_hint(http::PROXY_HINT)
 }
 
 /// How the ACME task answers the CA's challenges, by `RTCBOX_ACME_CHALLENGE` and, for dns-01,

@@ -136,6 +136,9 @@ pub struct SettingFlags {
     /// Serve the admin panel over HTTPS with rtcbox's own certificate [env: RTCBOX_ADMIN_TLS]
     #[arg(long, global = true)]
     pub admin_tls: bool,
+    /// Reverse proxies whose X-Forwarded-For/-Proto headers are believed, comma-separated CIDRs [env: RTCBOX_TRUSTED_PROXIES] [default: none]
+    #[arg(long, global = true, value_name = "CIDRS")]
+    pub trusted_proxies: Option<String>,
     /// STUN servers for public IP detection, host:port, comma-separated [env: RTCBOX_STUN_SERVERS]
     #[arg(long, global = true, value_name = "LIST")]
     pub stun_servers: Option<String>,
@@ -229,6 +232,7 @@ impl SettingFlags {
         put(SettingKey::RtcTcpPort, &self.rtc_tcp_port);
         put(SettingKey::NodeIp, &self.node_ip);
         put(SettingKey::AdminBind, &self.admin_bind);
+        put(SettingKey::TrustedProxies, &self.trusted_proxies);
         put(SettingKey::StunServers, &self.stun_servers);
         put(SettingKey::TurnSharedSecret, &self.turn_shared_secret);
         put(SettingKey::TurnPort, &self.turn_port);

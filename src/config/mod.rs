@@ -21,8 +21,8 @@ pub use values::{
     TsigAlgorithm, parse_bind,
 };
 
+use crate::net::Cidr;
 use crate::secret::Secret;
-use crate::turn::policy::Cidr;
 
 /// The data directory when neither `--data-dir` nor `RTCBOX_DATA_DIR` is given.
 pub const DEFAULT_DATA_DIR: &str = "./data";
@@ -65,6 +65,7 @@ pub enum SettingKey {
     AutoCreateRooms,
     AdminBind,
     AdminTls,
+    TrustedProxies,
     StunServers,
     TurnSharedSecret,
     TurnPort,
@@ -141,7 +142,7 @@ impl EnvSource {
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 36] = [
+    pub const ALL: [SettingKey; 37] = [
         SettingKey::HttpBind,
         SettingKey::PublicUrl,
         SettingKey::ApiKey,
@@ -155,6 +156,7 @@ impl SettingKey {
         SettingKey::AutoCreateRooms,
         SettingKey::AdminBind,
         SettingKey::AdminTls,
+        SettingKey::TrustedProxies,
         SettingKey::StunServers,
         SettingKey::TurnSharedSecret,
         SettingKey::TurnPort,
@@ -196,6 +198,7 @@ impl SettingKey {
             SettingKey::AutoCreateRooms => "auto_create_rooms",
             SettingKey::AdminBind => "admin_bind",
             SettingKey::AdminTls => "admin_tls",
+            SettingKey::TrustedProxies => "trusted_proxies",
             SettingKey::StunServers => "stun_servers",
             SettingKey::TurnSharedSecret => "turn_shared_secret",
             SettingKey::TurnPort => "turn_port",
@@ -243,6 +246,7 @@ impl SettingKey {
             SettingKey::AutoCreateRooms => "--auto-create-rooms",
             SettingKey::AdminBind => "--admin-bind",
             SettingKey::AdminTls => "--admin-tls",
+            SettingKey::TrustedProxies => "--trusted-proxies",
             SettingKey::StunServers => "--stun-servers",
             SettingKey::TurnSharedSecret => "--turn-shared-secret",
             SettingKey::TurnPort => "--turn-port",
@@ -310,6 +314,7 @@ impl SettingKey {
             SettingKey::AutoCreateRooms => &[Value("RTCBOX_AUTO_CREATE_ROOMS")],
             SettingKey::AdminBind => &[Value("RTCBOX_ADMIN_BIND")],
             SettingKey::AdminTls => &[Value("RTCBOX_ADMIN_TLS")],
+            SettingKey::TrustedProxies => &[Value("RTCBOX_TRUSTED_PROXIES")],
             SettingKey::StunServers => &[Value("RTCBOX_STUN_SERVERS")],
             SettingKey::TurnSharedSecret => &[
                 Value("RTCBOX_TURN_SHARED_SECRET"),
@@ -412,6 +417,9 @@ pub struct Settings {
     /// Whether the admin panel is served over TLS with rtcbox's certificate (the one the HTTPS
     /// and TURN-TLS listeners serve, followed when it is renewed).
     pub admin_tls: bool,
+    /// Reverse proxies whose `X-Forwarded-For`/`-Proto` are believed (on the public and admin
+    /// listeners); from anyone else these headers are ignored. Empty by default.
+    pub trusted_proxies: Vec<Cidr>,
     /// `host:port` of STUN servers that tell rtcbox its public IP address.
     pub stun_servers: Vec<String>,
     /// coturn's REST secret for Synapse's `turn_shared_secret` (legacy 1:1 calls).
@@ -476,6 +484,14 @@ impl Settings {
             SettingKey::AutoCreateRooms => self.auto_create_rooms.to_string(),
             SettingKey::AdminBind => self.admin_bind.to_string(),
             SettingKey::AdminTls => self.admin_tls.to_string(),
+            SettingKey::TrustedProxies => {
+                if self.trusted_proxies.is_empty() {
+                    return None;
+                }
+                let blocks: Vec<String> =
+                    self.trusted_proxies.iter().map(Cidr::to_string).collect();
+                blocks.join(",")
+            }
             SettingKey::StunServers => self.stun_servers.join(","),
             SettingKey::TurnSharedSecret => self.turn_shared_secret.as_ref()?.expose().to_owned(),
             SettingKey::TurnPort => self.turn_port.to_string(),
@@ -622,6 +638,12 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
             parse_bind(&raw).map_err(|m| error(SettingKey::AdminBind, origin, m))?
         }
         None => DEFAULT_ADMIN_BIND.parse().expect("the default bind parses"),
+    };
+    let trusted_proxies = match pick(SettingKey::TrustedProxies)? {
+        Some((raw, origin)) => {
+            parse_cidrs(&raw).map_err(|m| error(SettingKey::TrustedProxies, origin, m))?
+        }
+        None => Vec::new(),
     };
     let stun_servers = match pick(SettingKey::StunServers)? {
         Some((raw, origin)) => {
@@ -779,6 +801,7 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         auto_create_rooms,
         admin_bind,
         admin_tls,
+        trusted_proxies,
         stun_servers,
         turn_shared_secret,
         turn_port,
@@ -951,7 +974,7 @@ pub fn check_value(key: SettingKey, raw: &str) -> Result<(), String> {
         NodeIp => parse_node_ip(raw).map(drop),
         StunServers => parse_stun_servers(raw).map(drop),
         TurnRelayPorts => parse_port_range(raw).map(drop),
-        TurnAllowPeers => parse_cidrs(raw).map(drop),
+        TurnAllowPeers | TrustedProxies => parse_cidrs(raw).map(drop),
     }
 }
 

@@ -314,6 +314,21 @@ fn turn_settings_parse_and_refuse_garbage() {
     assert_eq!(s.turn_relay_ports, (49160, 49200));
     assert!(s.turn_allow_peers.is_empty());
     assert_eq!(s.value(SettingKey::TurnAllowPeers), None);
+    assert!(
+        s.trusted_proxies.is_empty(),
+        "no proxy is trusted by default"
+    );
+    let s = resolve_with(
+        &[],
+        &[("RTCBOX_TRUSTED_PROXIES", " 127.0.0.1, 172.17.0.0/16 ,::1")],
+        stored_pair(),
+    )
+    .unwrap();
+    assert_eq!(
+        s.value(SettingKey::TrustedProxies).as_deref(),
+        Some("127.0.0.1/32,172.17.0.0/16,::1/128")
+    );
+    assert!(s.is_pinned(SettingKey::TrustedProxies));
 
     let s = resolve_with(
         &[],
@@ -343,6 +358,12 @@ fn turn_settings_parse_and_refuse_garbage() {
         ("RTCBOX_TURN_RELAY_PORTS", "49160", "not a port range"),
         ("RTCBOX_TURN_ALLOW_PEERS", "10.0.0.0/33", "prefix length"),
         ("RTCBOX_TURN_ALLOW_PEERS", "lan", "not an address block"),
+        (
+            "RTCBOX_TRUSTED_PROXIES",
+            "localhost",
+            "not an address block",
+        ),
+        ("RTCBOX_TRUSTED_PROXIES", "::1/129", "prefix length"),
     ] {
         let error = resolve_with(&[], &[(name, raw)], stored_pair()).unwrap_err();
         let text = error.to_string();

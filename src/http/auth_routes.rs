@@ -13,7 +13,8 @@ use axum::routing::any;
 use http_body_util::{BodyExt as _, Limited};
 use serde_json::json;
 
-use super::{ClientIp, MAX_BODY_BYTES, PublicState};
+use super::forwarded::Client;
+use super::{MAX_BODY_BYTES, PublicState};
 use crate::auth::{AuthError, TokenResponse};
 
 pub fn routes() -> Router<Arc<PublicState>> {
@@ -33,35 +34,35 @@ enum Endpoint {
 
 async fn sfu_get(
     state: State<Arc<PublicState>>,
-    ip: ClientIp,
+    client: Client,
     method: Method,
     body: Body,
 ) -> Response<Body> {
-    token_endpoint(Endpoint::SfuGet, state, ip, method, body).await
+    token_endpoint(Endpoint::SfuGet, state, client, method, body).await
 }
 
 async fn get_token(
     state: State<Arc<PublicState>>,
-    ip: ClientIp,
+    client: Client,
     method: Method,
     body: Body,
 ) -> Response<Body> {
-    token_endpoint(Endpoint::GetToken, state, ip, method, body).await
+    token_endpoint(Endpoint::GetToken, state, client, method, body).await
 }
 
 async fn delegate_delayed_leave(
     state: State<Arc<PublicState>>,
-    ip: ClientIp,
+    client: Client,
     method: Method,
     body: Body,
 ) -> Response<Body> {
-    token_endpoint(Endpoint::DelegateDelayedLeave, state, ip, method, body).await
+    token_endpoint(Endpoint::DelegateDelayedLeave, state, client, method, body).await
 }
 
 async fn token_endpoint(
     endpoint: Endpoint,
     State(state): State<Arc<PublicState>>,
-    ClientIp(ip): ClientIp,
+    Client { ip, .. }: Client,
     method: Method,
     body: Body,
 ) -> Response<Body> {

@@ -7,29 +7,31 @@
 
 pub mod admin;
 mod auth_routes;
+pub mod forwarded;
 pub mod https;
 pub mod ratelimit;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
+use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 use tower::util::MapRequest;
 
 use crate::auth::AuthService;
+use crate::net::caps::{ConnectionCaps, Limits};
+use forwarded::TrustedProxies;
 use ratelimit::RateLimiter;
 
 /// Time allowed for a client to send a request's headers (slow-loris protection).
@@ -38,8 +40,21 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request body accepted by the token endpoints.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Most simultaneous connections on one listener.
-pub const MAX_CONNECTIONS: usize = 4096;
+/// Most simultaneous connections on the public listeners, and from one address: browsers use a
+/// few each (a participant's signaling WebSocket stays open), so 256 serve a large office behind
+/// one NAT. A reverse proxy carries everyone: list it in `RTCBOX_TRUSTED_PROXIES` to exempt it.
+pub const PUBLIC_LIMITS: Limits = Limits {
+    total: 4096,
+    per_address: 256,
+};
+/// The same for the admin panel (a few browsers on the LAN).
+pub const ADMIN_LIMITS: Limits = Limits {
+    total: 1024,
+    per_address: 64,
+};
+/// What a per-address refusal on an HTTP listener tells the operator.
+pub const PROXY_HINT: &str =
+    " (if this address is your reverse proxy, list it in RTCBOX_TRUSTED_PROXIES)";
 /// How long in-flight requests may finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -51,6 +66,8 @@ pub struct PublicState {
     pub rtc: Option<Router>,
     /// HTTP-01 answers while an ACME order waits (empty unless `RTCBOX_TLS_MODE=acme`).
     pub acme: crate::acme::Challenges,
+    /// Whose `X-Forwarded-*` headers name the client (`RTCBOX_TRUSTED_PROXIES`; none by default).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl PublicState {
@@ -61,7 +78,13 @@ impl PublicState {
             limiter: Mutex::new(RateLimiter::new(30, 2.0)),
             rtc: None,
             acme: crate::acme::Challenges::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
+    }
+
+    pub fn with_trusted_proxies(mut self, trusted: TrustedProxies) -> Self {
+        self.trusted_proxies = trusted;
+        self
     }
 
     pub fn with_acme(mut self, challenges: crate::acme::Challenges) -> Self {
@@ -98,7 +121,9 @@ pub fn public_router(state: Arc<PublicState>) -> Router {
     if let Some(rtc) = &state.rtc {
         router = router.merge(rtc.clone()).nest("/livekit/sfu", rtc.clone());
     }
-    router.layer(middleware::from_fn(request_timeout))
+    router
+        .layer(middleware::from_fn(request_timeout))
+        .layer(axum::Extension(state.trusted_proxies.clone()))
 }
 
 /// HTTP-01 (RFC 8555 §8.3): the key authorization for a token of a pending ACME order.
@@ -157,37 +182,6 @@ async fn request_timeout(request: Request<Body>, next: Next) -> Response<Body> {
     }
 }
 
-/// The client's address for rate limiting. Behind a reverse proxy on this machine or the LAN,
-/// the rightmost `X-Forwarded-For` entry (the address the proxy saw); otherwise the peer.
-pub struct ClientIp(pub IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        if crate::net::is_public(peer) {
-            return Ok(ClientIp(peer));
-        }
-        Ok(ClientIp(last_forwarded_for(&parts.headers).unwrap_or(peer)))
-    }
-}
-
-/// The rightmost `X-Forwarded-For` entry: the address the nearest proxy saw.
-pub fn last_forwarded_for(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-        .next_back()
-}
-
 /// Serves `service` on `listener` until `shutdown` resolves, then lets in-flight requests finish
 /// for a grace period. HTTP/1.1 with upgrades (the SFU's WebSocket will need them).
 pub async fn serve<S>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>)
@@ -198,14 +192,17 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    serve_with(listener, None, service, shutdown).await;
+    let caps = ConnectionCaps::new("public HTTP", PUBLIC_LIMITS).with_hint(PROXY_HINT);
+    serve_with(listener, None, caps, service, shutdown).await;
 }
 
 /// [`serve`], behind `front`'s TLS when there is one: the public HTTPS listener (TURN over TLS
 /// on the same port, see [`https`]) or the admin panel's ([`https::HttpsFront::http_only`]).
+/// Every connection holds a permit of `caps` until it ends; one refused is closed at once.
 pub async fn serve_with<S>(
     listener: TcpListener,
     front: Option<https::HttpsFront>,
+    caps: ConnectionCaps,
     service: S,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -215,16 +212,11 @@ pub async fn serve_with<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
 
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -238,6 +230,11 @@ pub async fn serve_with<S>(
             },
         };
         while connections.try_join_next().is_some() {}
+        // Refused: closed at once (dropped), so the accept loop never waits for a slot and the
+        // backlog never fills with one client's connections.
+        let Ok(permit) = caps.try_acquire(peer.ip()) else {
+            continue;
+        };
         let service = service.clone();
         let mut stop = stop_rx.clone();
         let front = front.clone();

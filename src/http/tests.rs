@@ -255,35 +255,42 @@ async fn clients_are_rate_limited_with_a_retry_hint() {
 }
 
 #[tokio::test]
-async fn client_ip_behind_a_local_proxy_comes_from_x_forwarded_for() {
-    let ip = |peer: &str, forwarded: Option<&str>| {
-        let mut request = Request::builder().uri("/");
-        if let Some(value) = forwarded {
-            request = request.header("x-forwarded-for", value);
-        }
-        let (mut parts, _) = request.body(()).unwrap().into_parts();
-        parts
-            .extensions
-            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+async fn forwarded_for_names_the_client_only_from_a_trusted_proxy() {
+    let trusted = TrustedProxies::new(vec![crate::net::Cidr::parse("127.0.0.1").unwrap()]);
+    let app = public_service(Arc::new(
+        PublicState::new(Arc::new(auth_service())).with_trusted_proxies(trusted),
+    ));
+    // Requests until the first 429, each with its own X-Forwarded-For unless `fixed`.
+    let limited_after = |peer: &'static str, fixed: Option<&'static str>| {
+        let app = app.clone();
         async move {
-            ClientIp::from_request_parts(&mut parts, &())
-                .await
-                .unwrap()
-                .0
-                .to_string()
+            for i in 0..100u32 {
+                let forwarded = fixed.map_or_else(|| format!("203.0.113.{i}"), str::to_owned);
+                let mut request = Request::post("/get_token")
+                    .header("x-forwarded-for", forwarded)
+                    .body(Body::from("{}"))
+                    .unwrap();
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap()));
+                let status = app.clone().oneshot(request).await.unwrap().status();
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    return Some(i);
+                }
+            }
+            None
         }
     };
-    assert_eq!(
-        ip("127.0.0.1:5000", Some("9.9.9.9, 1.1.1.1")).await,
-        "1.1.1.1"
+    // An untrusted peer inventing a client per request is still one client.
+    assert!(limited_after("127.0.0.2:5000", None).await.is_some());
+    assert!(limited_after("192.168.1.2:5000", None).await.is_some());
+    // The trusted proxy's clients are told apart, and each is limited.
+    assert_eq!(limited_after("127.0.0.1:5000", None).await, None);
+    assert!(
+        limited_after("127.0.0.1:5000", Some("198.51.100.7"))
+            .await
+            .is_some()
     );
-    assert_eq!(ip("192.168.1.2:5000", Some("garbage")).await, "192.168.1.2");
-    assert_eq!(
-        ip("8.8.8.8:5000", Some("1.1.1.1")).await,
-        "8.8.8.8",
-        "public peers cannot spoof"
-    );
-    assert_eq!(ip("127.0.0.1:5000", None).await, "127.0.0.1");
 }
 
 #[test]

@@ -165,6 +165,12 @@ pub fn answer_plain_binding(bytes: &[u8], source: SocketAddr) -> Option<Vec<u8>>
     }
 }
 
+/// Whether `bytes` starts like a STUN Binding request (type and magic cookie; nothing decoded):
+/// the first thing an ICE agent sends on a new ICE-TCP connection.
+pub fn looks_like_binding_request(bytes: &[u8]) -> bool {
+    bytes.len() >= HEADER_LEN && bytes[0] == 0x00 && bytes[1] == 0x01 && has_cookie(bytes)
+}
+
 /// Validates the header and decodes the attributes; checks FINGERPRINT when present.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StunError> {
     if bytes.len() < HEADER_LEN || bytes[0] & 0xC0 != 0 || !has_cookie(bytes) {

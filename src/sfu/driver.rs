@@ -3,6 +3,10 @@
 //!
 //! - UDP: one socket per advertised address, all on the one media port; every peer shares them.
 //! - TCP: one passive ICE-TCP listener; each connection carries RFC 4571 frames (2-byte length).
+//!   Connections are capped in total and per address ([`crate::net::caps`]), and one must
+//!   present an ICE connectivity check that reaches a session (a Binding request whose ufrag a
+//!   participant's ICE agent knows) within [`ICE_TCP_CHECK_TIMEOUT`] of opening, else it is
+//!   closed; until then only Binding requests reach the core. Sending empty frames keeps nothing.
 //! - Everything else reaches the core as a closure run on the driver task ([`SfuHandle::call`]),
 //!   so the core has exactly one owner and no lock.
 //! - A plain STUN Binding Request (no USERNAME) on either media port is answered right where it
@@ -13,8 +17,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use livekit_protocol as proto;
@@ -28,13 +32,20 @@ use super::core::{
     ConnId, JoinError, JoinRequest, Output, ResumeError, ResumeRequest, Sfu, SfuConfig,
 };
 use super::presence::{PRESENCE_CAPACITY, PresenceEvent};
+use crate::net::caps::{ConnectionCaps, Limits};
 use crate::net::stun;
 use crate::rooms::{CreateOutcome, RoomDirectory, RoomError, RoomFuture, RoomOptions};
 
-/// Most concurrent ICE-TCP connections.
-const MAX_TCP_CONNECTIONS: usize = 1024;
+/// Most concurrent ICE-TCP connections, and from one address (a participant opens one per
+/// peer connection and advertised address; many may share a NAT).
+pub const ICE_TCP_LIMITS: Limits = Limits {
+    total: 1024,
+    per_address: 64,
+};
+/// A new ICE-TCP connection must deliver an ICE check that reaches a session within this.
+pub const ICE_TCP_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// An ICE-TCP connection that sends nothing for this long is closed.
-const TCP_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+const TCP_IDLE: Duration = Duration::from_secs(60);
 
 /// The media sockets, bound before anything starts so a busy port stops start-up with a clear
 /// message.
@@ -144,6 +155,8 @@ enum Event {
     TcpOpened {
         remote: SocketAddr,
         writer: mpsc::Sender<Vec<u8>>,
+        /// Set by the driver task once a frame of this connection reached a session.
+        verified: Arc<AtomicBool>,
     },
     TcpFrame {
         remote: SocketAddr,
@@ -168,6 +181,7 @@ pub struct SfuHandle {
     events: mpsc::Sender<Event>,
     next_conn: Arc<AtomicU64>,
     presence: broadcast::Sender<PresenceEvent>,
+    ice_tcp_caps: ConnectionCaps,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,13 +212,25 @@ impl SfuHandle {
             tokio::spawn(read_udp(socket.clone(), *advertised, events.clone()));
         }
         let tcp_local = sockets.tcp_advertised.first().copied();
-        tokio::spawn(accept_tcp(sockets.tcp, tcp_local, events.clone()));
+        let ice_tcp_caps = ConnectionCaps::new("ICE-TCP", ICE_TCP_LIMITS);
+        tokio::spawn(accept_tcp(
+            sockets.tcp,
+            tcp_local,
+            events.clone(),
+            ice_tcp_caps.clone(),
+        ));
         tokio::spawn(run(core, sockets.udp, rx));
         SfuHandle {
             events,
             next_conn: Arc::new(AtomicU64::new(1)),
             presence,
+            ice_tcp_caps,
         }
+    }
+
+    /// The ICE-TCP listener's connection caps (the dashboard shows their counters).
+    pub fn ice_tcp_caps(&self) -> ConnectionCaps {
+        self.ice_tcp_caps.clone()
     }
 
     /// Joins and leaves from now on (`sfu::presence`).
@@ -316,6 +342,7 @@ async fn run(
     let sockets: HashMap<SocketAddr, Arc<UdpSocket>> =
         udp.into_iter().map(|(s, a)| (a, s)).collect();
     let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut tcp_verified: HashMap<SocketAddr, Arc<AtomicBool>> = HashMap::new();
     loop {
         flush(&mut core, &sockets, &tcp_writers).await;
         let deadline = core.sfu.poll_timeout();
@@ -336,21 +363,33 @@ async fn run(
                 source,
                 destination,
                 bytes,
-            } => core
-                .sfu
-                .handle_receive(now, Protocol::Udp, source, destination, &bytes),
-            Event::TcpOpened { remote, writer } => {
+            } => {
+                core.sfu
+                    .handle_receive(now, Protocol::Udp, source, destination, &bytes);
+            }
+            Event::TcpOpened {
+                remote,
+                writer,
+                verified,
+            } => {
                 tcp_writers.insert(remote, writer);
+                tcp_verified.insert(remote, verified);
             }
             Event::TcpFrame {
                 remote,
                 local,
                 bytes,
-            } => core
-                .sfu
-                .handle_receive(now, Protocol::Tcp, remote, local, &bytes),
+            } => {
+                let reached = core
+                    .sfu
+                    .handle_receive(now, Protocol::Tcp, remote, local, &bytes);
+                if reached && let Some(verified) = tcp_verified.remove(&remote) {
+                    verified.store(true, Ordering::Relaxed);
+                }
+            }
             Event::TcpClosed { remote } => {
                 tcp_writers.remove(&remote);
+                tcp_verified.remove(&remote);
             }
         }
     }
@@ -437,26 +476,33 @@ async fn read_udp(socket: Arc<UdpSocket>, advertised: SocketAddr, events: mpsc::
     }
 }
 
-async fn accept_tcp(listener: TcpListener, local: Option<SocketAddr>, events: mpsc::Sender<Event>) {
+async fn accept_tcp(
+    listener: TcpListener,
+    local: Option<SocketAddr>,
+    events: mpsc::Sender<Event>,
+    caps: ConnectionCaps,
+) {
     let Some(local) = local else {
         return;
     };
-    let open = Arc::new(AtomicU64::new(0));
     loop {
-        let Ok((stream, remote)) = listener.accept().await else {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "ICE-TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = caps.try_acquire(remote.ip()) else {
             continue;
         };
-        if open.load(Ordering::Relaxed) as usize >= MAX_TCP_CONNECTIONS {
-            drop(stream);
-            continue;
-        }
-        open.fetch_add(1, Ordering::Relaxed);
         let events = events.clone();
-        let open = open.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             serve_tcp(stream, remote, local, &events).await;
             let _ = events.send(Event::TcpClosed { remote }).await;
-            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -472,13 +518,25 @@ async fn serve_tcp(
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(512);
     let answers = tx.clone();
-    if events
-        .send(Event::TcpOpened { remote, writer: tx })
-        .await
-        .is_err()
-    {
+    let verified = Arc::new(AtomicBool::new(false));
+    let opened = Event::TcpOpened {
+        remote,
+        writer: tx,
+        verified: verified.clone(),
+    };
+    if events.send(opened).await.is_err() {
         return;
     }
+    let check_deadline = tokio::time::Instant::now() + ICE_TCP_CHECK_TIMEOUT;
+    // Until a check reached a session, reads wait until the check deadline at most; after,
+    // each read waits up to the idle time.
+    let deadline = |verified: &AtomicBool| {
+        if verified.load(Ordering::Relaxed) {
+            tokio::time::Instant::now() + TCP_IDLE
+        } else {
+            check_deadline
+        }
+    };
     let write = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
             let Ok(len) = u16::try_from(frame.len()) else {
@@ -495,7 +553,7 @@ async fn serve_tcp(
     let mut buf = vec![0u8; 65_535];
     loop {
         let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut len)).await {
+        match tokio::time::timeout_at(deadline(&verified), reader.read_exact(&mut len)).await {
             Ok(Ok(_)) => {}
             _ => break,
         }
@@ -503,7 +561,8 @@ async fn serve_tcp(
         if len == 0 {
             continue;
         }
-        match tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut buf[..len])).await {
+        match tokio::time::timeout_at(deadline(&verified), reader.read_exact(&mut buf[..len])).await
+        {
             Ok(Ok(_)) => {}
             _ => break,
         }
@@ -514,6 +573,10 @@ async fn serve_tcp(
             }
             continue;
         }
+        // Before a check reached a session, nothing but checks goes to the core.
+        if !verified.load(Ordering::Relaxed) && !stun::looks_like_binding_request(&buf[..len]) {
+            continue;
+        }
         let event = Event::TcpFrame {
             remote,
             local,
@@ -522,6 +585,9 @@ async fn serve_tcp(
         if events.send(event).await.is_err() {
             break;
         }
+    }
+    if !verified.load(Ordering::Relaxed) {
+        tracing::debug!(%remote, "ICE-TCP connection without an ICE check for a session; closed");
     }
     write.abort();
 }

@@ -11,14 +11,17 @@
 //!   the port the core chose; each has a reader task. The core advertises the public relay
 //!   address; the socket binds the local one.
 //! - The public HTTPS listener hands TLS connections that open with a STUN message to the same
-//!   stream path through [`TlsStreams`]; they count against the same connection cap.
+//!   stream path through [`TlsStreams`]; they count against the same connection caps.
+//! - Stream connections are capped in total and per address ([`crate::net::caps`]), and one
+//!   that holds no allocation for [`STREAM_UNAUTHENTICATED_TIMEOUT`] (from its start, or from
+//!   the end of its allocation) is closed by the core: an unauthenticated client cannot keep a
+//!   connection by sending Binding requests.
 //! - A listener that cannot be opened (e.g. coturn still holds 3478) is reported in the status
 //!   and the rest keeps running; ICE servers only name listeners that run.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -26,16 +29,25 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::net::caps::{ConnectionCaps, ConnectionPermit, Limits};
 use crate::secret::{Secret, random_alphanumeric};
 use crate::tls::TlsCertificates;
 use crate::turn::framing::{Frame, next_frame};
 use crate::turn::handle::{TurnHandle, TurnUrls};
 use crate::turn::policy::RelayPolicy;
 use crate::turn::server::{Config, Output, Server};
-use crate::turn::status::{Client, ListenerStatus, Transport};
+use crate::turn::status::{Client, ListenerStatus, StreamStats, Transport};
 
-/// Most TCP and TLS connections at once (each costs a task and buffers).
-const MAX_STREAM_CONNECTIONS: usize = 1024;
+/// Most TCP and TLS connections at once (each costs a task and buffers), and from one address.
+/// A browser opens up to two per peer connection and TURN URL and network interface (a
+/// participant has two peer connections): 64 serve several participants behind one NAT.
+pub const STREAM_LIMITS: Limits = Limits {
+    total: 1024,
+    per_address: 64,
+};
+/// A stream connection without an allocation is closed after this: time for Allocate, its
+/// 401 challenge and the authenticated retry, even over a slow network.
+pub const STREAM_UNAUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(5);
 /// A TLS handshake must finish within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A new stream must deliver its first message within this (an HTTP request or a port scan
@@ -46,8 +58,10 @@ const STREAM_FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600 + 120);
 /// How often the status the admin panel reads is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
-/// Allocations one username may hold.
+/// Allocations one identity (a participant, a Matrix user) may hold, whatever credentials.
 const MAX_ALLOCATIONS_PER_USERNAME: usize = 24;
+/// Allocations one client address may hold: two participants' worth.
+const MAX_ALLOCATIONS_PER_SOURCE: usize = 48;
 /// Largest UDP datagram read.
 const MAX_DATAGRAM: usize = 65_536;
 
@@ -99,17 +113,17 @@ enum Event {
 #[derive(Clone)]
 pub struct TlsStreams {
     events: mpsc::Sender<Event>,
-    open: Arc<AtomicUsize>,
+    caps: ConnectionCaps,
 }
 
 impl TlsStreams {
     /// Serves one TLS client until either side ends; refused at once when too many streams are
-    /// open.
+    /// open, in total or from its address.
     pub async fn serve<S>(&self, stream: S, remote: SocketAddr)
     where
         S: AsyncRead + AsyncWrite + Send + Unpin,
     {
-        let Some(_slot) = StreamSlot::take(&self.open) else {
+        let Ok(_permit) = self.caps.try_acquire(remote.ip()) else {
             return;
         };
         let client = Client {
@@ -117,25 +131,6 @@ impl TlsStreams {
             addr: remote,
         };
         serve_stream(stream, client, &self.events).await;
-    }
-}
-
-/// One of the [`MAX_STREAM_CONNECTIONS`], given back when dropped.
-struct StreamSlot(Arc<AtomicUsize>);
-
-impl StreamSlot {
-    fn take(open: &Arc<AtomicUsize>) -> Option<StreamSlot> {
-        if open.fetch_add(1, Ordering::Relaxed) >= MAX_STREAM_CONNECTIONS {
-            open.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(StreamSlot(open.clone()))
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -222,22 +217,23 @@ pub async fn start(setup: TurnSetup) -> (TurnHandle, TlsStreams) {
     // A browser allocates per peer connection (a participant has two), per TURN URL (three) and
     // per local network interface: room for two interfaces.
     config.max_allocations_per_username = MAX_ALLOCATIONS_PER_USERNAME;
+    config.max_allocations_per_source = MAX_ALLOCATIONS_PER_SOURCE;
     config.policy = setup.policy;
     config.sfu_routes = setup.sfu_routes;
 
     let (events_tx, events) = mpsc::channel(1024);
-    let open = Arc::new(AtomicUsize::new(0));
+    let caps = ConnectionCaps::new("TURN over TCP/TLS", STREAM_LIMITS);
     if let Some(listener) = tcp {
         tokio::spawn(accept_streams(
             listener,
             None,
             events_tx.clone(),
-            open.clone(),
+            caps.clone(),
         ));
     }
     let streams = TlsStreams {
         events: events_tx.clone(),
-        open: open.clone(),
+        caps: caps.clone(),
     };
     if let Some((listener, config)) = tls {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -245,7 +241,7 @@ pub async fn start(setup: TurnSetup) -> (TurnHandle, TlsStreams) {
             listener,
             Some(acceptor),
             events_tx.clone(),
-            open,
+            caps.clone(),
         ));
     }
     let core = Core {
@@ -256,6 +252,8 @@ pub async fn start(setup: TurnSetup) -> (TurnHandle, TlsStreams) {
         relays: HashMap::new(),
         events_tx,
         handle: handle.clone(),
+        caps,
+        closed_unauthenticated: 0,
     };
     tokio::spawn(core.run(events));
     (handle, streams)
@@ -300,11 +298,22 @@ struct Core {
     server: Server,
     udp: Option<Arc<UdpSocket>>,
     bind_ip: IpAddr,
-    streams: HashMap<Client, mpsc::Sender<Vec<u8>>>,
+    streams: HashMap<Client, Stream>,
     /// By advertised relay address.
     relays: HashMap<SocketAddr, Relay>,
     events_tx: mpsc::Sender<Event>,
     handle: TurnHandle,
+    /// The stream connections' caps, for the status.
+    caps: ConnectionCaps,
+    closed_unauthenticated: u64,
+}
+
+/// An open TCP or TLS connection, as the core sees it.
+struct Stream {
+    /// Dropping it ends the connection's task (its writer stops, then the reader).
+    to_client: mpsc::Sender<Vec<u8>>,
+    /// Since when it has had no allocation; `None` while it has one.
+    unallocated_since: Option<Instant>,
 }
 
 impl Core {
@@ -334,10 +343,19 @@ impl Core {
                 }
                 _ = status.tick() => {
                     let now = Instant::now();
+                    self.close_unauthenticated(now);
                     let (stats, allocations) = (self.server.stats(), self.server.allocations(now));
+                    let refusals = self.caps.refusals();
+                    let streams = StreamStats {
+                        open: self.caps.open(),
+                        refused_per_address: refusals.per_address,
+                        refused_full: refusals.full,
+                        closed_unauthenticated: self.closed_unauthenticated,
+                    };
                     self.handle.publish(|s| {
                         s.stats = stats;
                         s.allocations = allocations;
+                        s.streams = streams;
                     });
                 }
             }
@@ -352,7 +370,11 @@ impl Core {
                     .handle_client(Instant::now(), now_unix(), client, &bytes);
             }
             Event::Opened { client, to_client } => {
-                self.streams.insert(client, to_client);
+                let stream = Stream {
+                    to_client,
+                    unallocated_since: Some(Instant::now()),
+                };
+                self.streams.insert(client, stream);
             }
             Event::Closed(client) => {
                 self.streams.remove(&client);
@@ -379,7 +401,7 @@ impl Core {
                     Transport::Tcp | Transport::Tls => {
                         // A full queue drops this message whole, so the stream stays framed.
                         if let Some(stream) = self.streams.get(&to) {
-                            let _ = stream.try_send(bytes);
+                            let _ = stream.to_client.try_send(bytes);
                         }
                     }
                 },
@@ -407,6 +429,27 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Ends stream connections that have held no allocation for
+    /// [`STREAM_UNAUTHENTICATED_TIMEOUT`] (checked every [`STATUS_INTERVAL`]).
+    fn close_unauthenticated(&mut self, now: Instant) {
+        let server = &self.server;
+        let mut closed = 0;
+        self.streams.retain(|client, stream| {
+            if server.has_allocation(*client) {
+                stream.unallocated_since = None;
+                return true;
+            }
+            let since = *stream.unallocated_since.get_or_insert(now);
+            let keep = now.saturating_duration_since(since) < STREAM_UNAUTHENTICATED_TIMEOUT;
+            if !keep {
+                tracing::debug!(%client, "TURN stream without an allocation; closing");
+                closed += 1;
+            }
+            keep
+        });
+        self.closed_unauthenticated += closed;
     }
 
     fn bind_relay(&self, advertised: SocketAddr) -> std::io::Result<Relay> {
@@ -456,7 +499,7 @@ async fn accept_streams(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     events: mpsc::Sender<Event>,
-    open: Arc<AtomicUsize>,
+    caps: ConnectionCaps,
 ) {
     let transport = if tls.is_some() {
         Transport::Tls
@@ -473,7 +516,7 @@ async fn accept_streams(
                 continue;
             }
         };
-        let Some(slot) = StreamSlot::take(&open) else {
+        let Ok(permit) = caps.try_acquire(remote.ip()) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -484,7 +527,7 @@ async fn accept_streams(
         let events = events.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _permit: ConnectionPermit = permit;
             match tls {
                 None => serve_stream(stream, client, &events).await,
                 Some(acceptor) => {

@@ -1,7 +1,8 @@
 //! Which peers a TURN allocation may relay to. A TURN credential must never become a way into
 //! the machine's own services or the LAN behind it: peers on loopback, private, CGNAT,
 //! link-local, multicast, reserved or unspecified addresses are refused, also when written as
-//! IPv4 inside IPv6 (mapped, compatible, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`), and so is
+//! IPv4 inside IPv6 (mapped, compatible, translated `::ffff:0:0:0/96`, NAT64 `64:ff9b::/96`, 6to4
+//! `2002::/16`; local-use NAT64 `64:ff9b:1::/48` and Teredo `2001::/32` are refused whole), and so is
 //! every address of this host except the SFU's own media ports. An operator allow-list of CIDRs
 //! (`RTCBOX_TURN_ALLOW_PEERS`; tests allow loopback) overrides the refusals.
 //!
@@ -11,7 +12,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::net::{Special, canonical, special};
+use crate::net::{Cidr, Special, canonical, special};
 use crate::turn::credentials::CredentialKind;
 
 /// Why a peer is refused; counted per reason for the admin panel.
@@ -33,67 +34,6 @@ impl fmt::Display for Denied {
             Denied::NotSfu => f.write_str("participant credentials relay only to the SFU"),
         }
     }
-}
-
-/// An address block, e.g. `127.0.0.0/8` or `::1/128` (a bare address is a /32 or /128).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(raw: &str) -> Result<Cidr, String> {
-        let raw = raw.trim();
-        let (addr, prefix) = match raw.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (raw, None),
-        };
-        let network: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("'{raw}' is not an address block (e.g. 192.168.1.0/24)"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("'{raw}' has a prefix length outside 0-{max}"))?,
-        };
-        Ok(Cidr { network, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
-
-fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let full = usize::from(prefix / 8);
-    let rest = prefix % 8;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    if rest == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rest);
-    (a[full] & mask) == (b[full] & mask)
 }
 
 /// The relay rules of one running server.
@@ -200,6 +140,17 @@ mod tests {
             ("fec0::1", Reserved),
             ("100::1", Reserved),
             ("2002:0:0::", Unspecified),
+            ("::ffff:0:7f00:1", Loopback),
+            ("::ffff:0:a00:1", Private),
+            ("64:ff9b:1::7f00:1", Private),
+            ("64:ff9b:1:7f00:1::", Private),
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", Reserved),
+            ("2001::1", Reserved),
+            ("2001:2::1", Reserved),
+            ("3fff::1", Reserved),
+            ("5f00::1", Reserved),
+            ("100:0:0:1::1", Reserved),
+            ("192.88.99.1", Reserved),
         ] {
             check(raw, Err(Denied::Special(reason)));
         }

@@ -152,7 +152,13 @@ pub struct Config {
     /// (SFU media address as advertised, local address to send to instead). Default none.
     pub sfu_routes: Vec<(SocketAddr, SocketAddr)>,
     pub max_allocations_total: usize,
+    /// Allocations one identity may hold: the username without its expiry
+    /// ([`credentials::user`]) and its kind, so fresh credentials (a new expiry) of the same
+    /// participant or Matrix user count against the same quota.
     pub max_allocations_per_username: usize,
+    /// Allocations one client address (IPv4 address, IPv6 /64) may hold, whatever credentials
+    /// it uses.
+    pub max_allocations_per_source: usize,
     /// Payload bits per second one allocation may relay, each direction counted, with a burst
     /// of one second's worth; 0 = unlimited.
     pub max_allocation_bitrate: u64,
@@ -179,6 +185,7 @@ impl Config {
             sfu_routes: Vec::new(),
             max_allocations_total: 1000,
             max_allocations_per_username: 10,
+            max_allocations_per_source: 100,
             max_allocation_bitrate: 20_000_000,
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3600),
@@ -307,6 +314,12 @@ impl Server {
             Some(0x40..=0x7F) => self.handle_channel_data(now, client, bytes),
             _ => {}
         }
+    }
+
+    /// Whether `client` holds an allocation (one still waiting for its relay socket too), that
+    /// is, whether it authenticated an Allocate that is alive.
+    pub fn has_allocation(&self, client: Client) -> bool {
+        self.allocations.contains_key(&client)
     }
 
     /// A client's TCP or TLS connection closed: its allocation ends (RFC 8656 §3.1).
@@ -724,12 +737,21 @@ impl Server {
             self.reply_error(now, client, transaction, CODE_BAD_REQUEST, Some(&key));
             return;
         };
+        let identity = (auth.kind, credentials::user(&auth.username));
         let per_user = self
             .allocations
             .values()
-            .filter(|a| a.username == auth.username)
+            .filter(|a| (a.kind, credentials::user(&a.username)) == identity)
             .count();
-        if per_user >= self.config.max_allocations_per_username {
+        let source = source_key(client.addr.ip());
+        let per_source = self
+            .allocations
+            .keys()
+            .filter(|other| source_key(other.addr.ip()) == source)
+            .count();
+        if per_user >= self.config.max_allocations_per_username
+            || per_source >= self.config.max_allocations_per_source
+        {
             let code = CODE_ALLOC_QUOTA_REACHED;
             self.reply_error(now, client, transaction, code, Some(&key));
             return;
@@ -1366,8 +1388,8 @@ impl AnswerLimiter {
     }
 }
 
-/// What the limiter counts as one source: an IPv4 address, or an IPv6 /64 (one subscriber's
-/// network, where any address is the subscriber's to use).
+/// What the limiter and the per-source allocation quota count as one source: an IPv4 address,
+/// or an IPv6 /64 (one subscriber's network, where any address is the subscriber's to use).
 fn source_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {

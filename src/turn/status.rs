@@ -109,4 +109,18 @@ pub struct TurnStatus {
     pub allow_peers: Vec<String>,
     pub stats: Stats,
     pub allocations: Vec<AllocationInfo>,
+    /// TCP and TLS connections (TURN's own listeners and the HTTPS port's TURN streams).
+    pub streams: StreamStats,
+}
+
+/// TURN's TCP and TLS connections: open now, and turned away since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    pub open: usize,
+    /// Refused because their address held the per-address cap already.
+    pub refused_per_address: u64,
+    /// Refused because the shared cap was reached.
+    pub refused_full: u64,
+    /// Closed because no authenticated allocation came within the pre-authentication time.
+    pub closed_unauthenticated: u64,
 }

@@ -7,17 +7,21 @@
   coturn's echo peer with the REST credentials Synapse would hand out, and every message comes
   back.
 - The certificate files are replaced by a second certificate: a new TLS connection gets it
-  (within one poll of the files, bounded wait), while a connection opened before keeps working.
+  (within one poll of the files, bounded wait), while a TURN connection opened before (with an
+  allocation) keeps working.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import time
 import urllib.parse
@@ -87,6 +91,53 @@ def binding_over(tls: ssl.SSLSocket) -> bool:
     return is_binding_success(answer, transaction)
 
 
+def read_stun(tls: ssl.SSLSocket) -> bytes:
+    answer = b""
+    while len(answer) < 20 or len(answer) < 20 + int.from_bytes(answer[2:4], "big"):
+        chunk = tls.recv(2048)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def stun_attributes(message: bytes) -> dict[int, bytes]:
+    attributes, at = {}, 20
+    while at + 4 <= len(message):
+        kind, length = struct.unpack("!HH", message[at:at + 4])
+        attributes.setdefault(kind, message[at + 4:at + 4 + length])
+        at += 4 + length + (-length % 4)
+    return attributes
+
+
+def allocate_over(tls: ssl.SSLSocket) -> bool:
+    """A TURN allocation over ``tls`` with REST credentials from the shared secret, as a TURN
+    client makes it: Allocate, the 401 challenge (realm, nonce), Allocate with
+    MESSAGE-INTEGRITY. True when the second answer is an Allocate success."""
+    username = f"{int(time.time()) + 3600}:e2e-https"
+    password = base64.b64encode(hmac.new(SECRET.encode(), username.encode(),
+                                         hashlib.sha1).digest()).decode()
+
+    def attribute(kind: int, value: bytes) -> bytes:
+        return struct.pack("!HH", kind, len(value)) + value + b"\0" * (-len(value) % 4)
+
+    def allocate(extra: bytes, key: bytes | None) -> bytes:
+        transaction = os.urandom(12)
+        body = attribute(0x0019, bytes([17, 0, 0, 0])) + extra  # REQUESTED-TRANSPORT: UDP
+        if key is not None:
+            header = struct.pack("!HHI", 0x0003, len(body) + 24, 0x2112A442) + transaction
+            body += attribute(0x0008, hmac.new(key, header + body, hashlib.sha1).digest())
+        tls.sendall(struct.pack("!HHI", 0x0003, len(body), 0x2112A442) + transaction + body)
+        return read_stun(tls)
+
+    challenge = stun_attributes(allocate(b"", None))
+    realm, nonce = challenge[0x0014], challenge[0x0015]
+    key = hashlib.md5(username.encode() + b":" + realm + b":" + password.encode()).digest()
+    extra = attribute(0x0006, username.encode()) + attribute(0x0014, realm) \
+        + attribute(0x0015, nonce)
+    return allocate(extra, key)[:2] == b"\x01\x03"
+
+
 @pytest.fixture(scope="module")
 def served_files(tmp_path_factory, pki) -> dict:
     d = tmp_path_factory.mktemp("served-cert")
@@ -154,9 +205,11 @@ def test_a_replaced_certificate_is_served_to_new_connections(https_box, served_f
                                                              tmp_path):
     port = https_box.https_port
     first = fingerprint_of_pem(Path(pki["cert"]))
-    # Opened before the swap: a TURN client, which may stay connected for an hour.
+    # Opened before the swap: a TURN client with an allocation, which may stay connected for an
+    # hour (one without an allocation is closed after a few seconds).
     before = tls_connect(port, pki["ca"])
     assert served_fingerprint(before) == first
+    assert allocate_over(before)
     assert binding_over(before)
 
     cert, key = make_certificate(tmp_path, pki, "second")

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse as _, Redirect, Response};
 use super::views::{self, Layout, LoginPage, SetupPage};
 use super::{AdminState, unix_now};
 use crate::db::admin::{self as db, AccountState};
+use crate::http::forwarded::Client;
 use crate::secret::random_alphanumeric;
 
 /// How long a setup token stays valid.
@@ -133,12 +134,12 @@ pub async fn setup_page(State(state): State<Arc<AdminState>>, headers: HeaderMap
 
 pub async fn setup_submit(
     State(state): State<Arc<AdminState>>,
-    AdminClient(client): AdminClient,
+    client: Client,
     headers: HeaderMap,
     form: views::FormData,
 ) -> Response {
     let form = form.0;
-    if let Err(refused) = pre_login_gate(&state, client, &headers, &form) {
+    if let Err(refused) = pre_login_gate(&state, client.ip, &headers, &form) {
         return refused;
     }
     let csrf = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
@@ -189,7 +190,7 @@ pub async fn setup_submit(
     match db::set_first_password(&state.pool, &token_hash, &hash, unix_now()).await {
         Ok(true) => {
             tracing::info!("admin password set with the setup token");
-            start_session(&state, &headers).await
+            start_session(&state, client).await
         }
         Ok(false) => render_error(
             StatusCode::CONFLICT,
@@ -217,12 +218,12 @@ pub async fn login_page(State(state): State<Arc<AdminState>>, headers: HeaderMap
 
 pub async fn login_submit(
     State(state): State<Arc<AdminState>>,
-    AdminClient(client): AdminClient,
+    client: Client,
     headers: HeaderMap,
     form: views::FormData,
 ) -> Response {
     let form = form.0;
-    if let Err(refused) = pre_login_gate(&state, client, &headers, &form) {
+    if let Err(refused) = pre_login_gate(&state, client.ip, &headers, &form) {
         return refused;
     }
     let password_hash = match db::account(&state.pool).await {
@@ -233,11 +234,11 @@ pub async fn login_submit(
     let password = form.get("password").cloned().unwrap_or_default();
     match verify_password(password, password_hash).await {
         Ok(true) => {
-            tracing::info!(client = %client, "admin logged in");
-            start_session(&state, &headers).await
+            tracing::info!(client = %client.ip, "admin logged in");
+            start_session(&state, client).await
         }
         Ok(false) => {
-            tracing::info!(client = %client, "admin login failed: wrong password");
+            tracing::info!(client = %client.ip, "admin login failed: wrong password");
             let csrf = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
             let page = LoginPage {
                 layout: Layout::public("Log in", &csrf),
@@ -268,30 +269,6 @@ pub async fn logout(
         HeaderValue::from_static("rtcbox_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
     );
     response
-}
-
-/// The address a login attempt is counted against. Browsers reach the panel directly on the
-/// LAN, so the peer address is the client; `X-Forwarded-For` is believed only from a proxy on
-/// this machine. (The public listener's `ClientIp` trusts any private peer's header, which here
-/// would let someone on the LAN dodge the login rate limit by inventing addresses.)
-pub struct AdminClient(pub std::net::IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for AdminClient {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|axum::extract::ConnectInfo(addr)| addr.ip())
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        if !peer.is_loopback() {
-            return Ok(AdminClient(peer));
-        }
-        Ok(AdminClient(
-            crate::http::last_forwarded_for(&parts.headers).unwrap_or(peer),
-        ))
-    }
 }
 
 /// Problems with a new password and its confirmation, by field.
@@ -342,7 +319,7 @@ pub async fn verify_password(password: String, stored: String) -> anyhow::Result
 }
 
 /// Creates a session and redirects to the dashboard with its cookie.
-async fn start_session(state: &AdminState, headers: &HeaderMap) -> Response {
+async fn start_session(state: &AdminState, client: Client) -> Response {
     let id = random_alphanumeric(43);
     let csrf = random_alphanumeric(32);
     let now = unix_now();
@@ -353,7 +330,7 @@ async fn start_session(state: &AdminState, headers: &HeaderMap) -> Response {
     }
     let cookie = format!(
         "{SESSION_COOKIE}={id}; Path=/; Max-Age={SESSION_TTL_SECS}; HttpOnly; SameSite=Strict{}",
-        secure_suffix(headers, state.settings.admin_tls)
+        secure_suffix(client, state.settings.admin_tls)
     );
     let mut response = Redirect::to("/").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -364,15 +341,14 @@ async fn start_session(state: &AdminState, headers: &HeaderMap) -> Response {
 
 /// Cookies get `Secure` when the browser reached the panel over https: the admin listener
 /// serves TLS itself (`RTCBOX_ADMIN_TLS`, the setting it started with), or a TLS-terminating
-/// proxy in front of it says `X-Forwarded-Proto: https`. A plain-HTTP panel on the LAN gets
-/// none (the browser would drop a Secure cookie there).
-fn secure_suffix(headers: &HeaderMap, listener_tls: bool) -> &'static str {
-    let https = listener_tls
-        || headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
-    if https { "; Secure" } else { "" }
+/// proxy in front of it, one of `RTCBOX_TRUSTED_PROXIES`, says `X-Forwarded-Proto: https`. A
+/// plain-HTTP panel on the LAN gets none (the browser would drop a Secure cookie there).
+fn secure_suffix(client: Client, listener_tls: bool) -> &'static str {
+    if listener_tls || client.forwarded_https {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 /// Both forms without a session (setup and login): the double-submit CSRF check, then one

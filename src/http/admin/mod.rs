@@ -22,6 +22,7 @@ mod pages;
 mod views;
 mod wizard;
 
+use crate::http::forwarded::TrustedProxies;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +77,9 @@ pub struct AdminState {
     pub certificates: Option<crate::tls::TlsCertificates>,
     /// The ACME renewal loop's state; present when `RTCBOX_TLS_MODE=acme`.
     pub acme: Option<crate::acme::AcmeHandle>,
+    /// The stream listeners' connection caps, for the dashboard's counters (TURN's are in its
+    /// status).
+    pub connection_caps: Vec<crate::net::caps::ConnectionCaps>,
 }
 
 /// Reads one environment variable (the process's in production, a table in tests).
@@ -111,6 +115,7 @@ impl AdminState {
             data_dir: None,
             certificates: None,
             acme: None,
+            connection_caps: Vec::new(),
         }
     }
 }
@@ -141,6 +146,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(same_origin_posts))
         .layer(middleware::from_fn(security_headers))
+        .layer(axum::Extension(TrustedProxies::new(
+            state.settings.trusted_proxies.clone(),
+        )))
         .with_state(state)
 }
 

@@ -15,6 +15,7 @@ use super::wizard::{deployment, load_steps};
 use super::{AdminState, unix_now};
 use crate::config::{self, Layers, Origin, SettingKey, Settings};
 use crate::db;
+use crate::net::Cidr;
 use crate::net::{Special, special};
 use crate::setup::model::TlsMode;
 use crate::setup::outputs::{self, Output};
@@ -22,7 +23,6 @@ use crate::setup::verify::{self, Check, Status as CheckStatus};
 use crate::setup::wizard::Step;
 use crate::turn::TurnStatus;
 use crate::turn::credentials::CredentialKind;
-use crate::turn::policy::Cidr;
 use crate::turn::status::AllocationInfo;
 
 #[derive(Template)]
@@ -246,6 +246,19 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
         state.acme.as_ref().map(|a| a.status()).as_ref(),
         unix_now(),
     ));
+    for caps in &state.connection_caps {
+        let refused = caps.refusals();
+        facts.push((
+            format!("Connections: {}", caps.name()),
+            format!(
+                "{} open; refused since start: {} (too many from one address), {} (all {} taken)",
+                caps.open(),
+                refused.per_address,
+                refused.full,
+                caps.limits().total
+            ),
+        ));
+    }
     facts.push((
         "Bitrates".to_owned(),
         "not measured yet (arrives with bandwidth estimation)".to_owned(),
@@ -306,6 +319,23 @@ pub fn turn_view(status: &TurnStatus) -> TurnView {
     counters.push((
         "Packets dropped over the bandwidth cap".to_owned(),
         stats.dropped_over_bandwidth.to_string(),
+    ));
+    let streams = &status.streams;
+    counters.push((
+        "TCP/TLS connections open".to_owned(),
+        streams.open.to_string(),
+    ));
+    counters.push((
+        "TCP/TLS connections refused (too many from one address)".to_owned(),
+        streams.refused_per_address.to_string(),
+    ));
+    counters.push((
+        "TCP/TLS connections refused (all taken)".to_owned(),
+        streams.refused_full.to_string(),
+    ));
+    counters.push((
+        "TCP/TLS connections closed without authenticating".to_owned(),
+        streams.closed_unauthenticated.to_string(),
     ));
     let mut allocations: Vec<&AllocationInfo> = status.allocations.iter().collect();
     allocations.sort_by_key(|a| std::cmp::Reverse(a.age));
@@ -714,6 +744,9 @@ fn describe(key: SettingKey) -> &'static str {
         SettingKey::AutoCreateRooms => "Create rooms when someone joins (true/false)",
         SettingKey::AdminBind => "Admin panel listener",
         SettingKey::AdminTls => "Admin panel over HTTPS with rtcbox's certificate (true/false)",
+        SettingKey::TrustedProxies => {
+            "Reverse proxies whose X-Forwarded-For/-Proto are believed (CIDRs, comma-separated)"
+        }
         SettingKey::StunServers => {
             "STUN servers for public IP detection (host:port, comma-separated)"
         }

@@ -647,6 +647,12 @@ async fn complete_wizard(panel: &Panel, session: &str, csrf: &str) {
     );
     assert!(review.body.contains("RTCBOX_PUBLIC_URL"));
     assert!(review.body.contains("(a generated secret)"));
+    // The reverse proxy's forwarding headers will be believed from this machine only.
+    assert!(
+        review.body.contains("127.0.0.1/32,::1/128,192.168.1.20/32"),
+        "{}",
+        review.body
+    );
     let applied = panel
         .post(
             "/wizard/review",
@@ -712,8 +718,13 @@ async fn the_wizard_is_resumable_and_apply_writes_the_settings() {
     assert!(!stored.contains_key("turn_tls_port"));
     // Pinned by the command line in this panel: not written.
     assert!(!stored.contains_key("full_access_homeservers"));
-    // Behind a reverse proxy rtcbox's own HTTPS settings stay as they are.
+    // Behind a reverse proxy rtcbox's own HTTPS settings stay as they are, and the proxy on
+    // this machine (loopback, or the LAN address its config names) is trusted.
     assert!(!stored.contains_key("tls_mode") && !stored.contains_key("https_bind"));
+    assert_eq!(
+        stored["trusted_proxies"],
+        "127.0.0.1/32,::1/128,192.168.1.20/32"
+    );
     // The secret is kept when the TURN step is saved again.
     let secret = stored["turn_shared_secret"].clone();
     panel
@@ -1247,6 +1258,12 @@ fn busy_turn() -> crate::turn::TurnHandle {
         status.stats.auth_failures = 4;
         status.stats.errors_suppressed = 5;
         status.stats.dropped_over_bandwidth = 6;
+        status.streams = crate::turn::status::StreamStats {
+            open: 7,
+            refused_per_address: 8,
+            refused_full: 9,
+            closed_unauthenticated: 10,
+        };
         status.allocations = vec![
             AllocationInfo {
                 client: Client::udp("198.51.100.4:51000".parse().unwrap()),
@@ -1276,6 +1293,36 @@ fn busy_turn() -> crate::turn::TurnHandle {
         ];
     });
     handle
+}
+
+#[tokio::test]
+async fn the_dashboard_counts_refused_connections() {
+    use crate::net::caps::{ConnectionCaps, Limits};
+    let caps = ConnectionCaps::new(
+        "ICE-TCP",
+        Limits {
+            total: 3,
+            per_address: 1,
+        },
+    );
+    let _held = caps.try_acquire("192.0.2.1".parse().unwrap()).unwrap();
+    for _ in 0..2 {
+        assert!(caps.try_acquire("192.0.2.1".parse().unwrap()).is_err());
+    }
+    let shown = caps.clone();
+    let panel = panel_configured(&[(SettingKey::FullAccessHomeservers, "example.org")], |s| {
+        s.connection_caps = vec![shown]
+    })
+    .await;
+    let (session, _) = panel.logged_in().await;
+    let body = panel.get("/", &session).await.body;
+    assert!(
+        body.contains(
+            "<dt>Connections: ICE-TCP</dt><dd>1 open; refused since start: 2 (too many from one \
+             address), 0 (all 3 taken)</dd>"
+        ),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -1336,6 +1383,10 @@ async fn the_dashboard_shows_the_turn_server() {
         "<dt>Requests with bad or expired credentials</dt><dd>4</dd>",
         "<dt>Error answers held back (rate limit)</dt><dd>5</dd>",
         "<dt>Packets dropped over the bandwidth cap</dt><dd>6</dd>",
+        "<dt>TCP/TLS connections open</dt><dd>7</dd>",
+        "<dt>TCP/TLS connections refused (too many from one address)</dt><dd>8</dd>",
+        "<dt>TCP/TLS connections refused (all taken)</dt><dd>9</dd>",
+        "<dt>TCP/TLS connections closed without authenticating</dt><dd>10</dd>",
         "<code class=\"break\">UDP 198.51.100.4:51000</code></td><td><code class=\"break\">alice</code></td><td>call participant (LiveKit)</td><td><code>203.0.113.7:49161</code></td><td>1 min 15 s</td><td>8 min 45 s</td><td>2.0 KiB</td><td>1 permission, 1 channel</td>",
         "<code class=\"break\">TCP [2001:db8::4]:40000</code></td><td><code class=\"break\">@bob:example.org</code></td><td>legacy 1:1 call (Synapse)</td>",
         "2 h 1 min",

@@ -768,7 +768,9 @@ fn implied_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, Stri
         implied.push((SettingKey::HttpsBind, bind.to_string()));
     }
     match &d.tls {
-        crate::setup::model::TlsMode::ReverseProxy { .. } => {}
+        crate::setup::model::TlsMode::ReverseProxy { .. } => {
+            implied.push((SettingKey::TrustedProxies, local_proxies(d.network.lan_ip)));
+        }
         crate::setup::model::TlsMode::SelfSigned => implied.push((
             SettingKey::TlsMode,
             crate::config::TlsMode::SelfSigned.to_string(),
@@ -823,6 +825,23 @@ fn implied_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, Stri
         ));
     }
     implied
+}
+
+/// `RTCBOX_TRUSTED_PROXIES` for a reverse proxy on this machine: it connects from loopback
+/// (DSM's rule names localhost) or from the LAN address the other configs name. A proxy on
+/// another machine or in a container network needs its own address added (docs/configuration.md).
+fn local_proxies(lan_ip: std::net::IpAddr) -> String {
+    let mut blocks = vec!["127.0.0.1".to_owned(), "::1".to_owned()];
+    if !lan_ip.is_loopback() {
+        blocks.push(lan_ip.to_string());
+    }
+    // In the form `Settings::value` shows, so an applied value counts as unchanged.
+    let blocks: Vec<String> = blocks
+        .iter()
+        .filter_map(|raw| crate::net::Cidr::parse(raw).ok())
+        .map(|cidr| cidr.to_string())
+        .collect();
+    blocks.join(",")
 }
 
 /// The implied settings that differ from what rtcbox runs with.

@@ -83,6 +83,7 @@ async fn one_tls_port_serves_http_and_turn() {
     tokio::spawn(crate::http::serve_with(
         listener,
         Some(front),
+        crate::net::caps::ConnectionCaps::new("test HTTPS", crate::http::PUBLIC_LIMITS),
         service,
         async {
             let _ = stop_rx.await;
@@ -143,6 +144,7 @@ async fn a_tls_alpn_01_validation_is_closed_after_the_handshake() {
     tokio::spawn(crate::http::serve_with(
         listener,
         Some(front),
+        crate::net::caps::ConnectionCaps::new("test HTTPS", crate::http::PUBLIC_LIMITS),
         service,
         async {
             let _ = stop_rx.await;

@@ -6,10 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use serde_json::{Map, Value};
 
 use super::{Check, Status, ids};
+use crate::net::Cidr;
 use crate::setup::fetch::{FetchError, Fetched};
 use crate::setup::model::{Deployment, ProxyKind, SynapseVersion, TlsMode};
 use crate::turn::client::{Allocated, Answer, ProbeError, ProbeReport};
-use crate::turn::policy::Cidr;
 use crate::turn::status::Transport;
 
 /// Synapse serves `rtc/transports` from this release on.

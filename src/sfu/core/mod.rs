@@ -221,7 +221,9 @@ impl Sfu {
     }
 
     /// A datagram (UDP) or a de-framed RFC 4571 packet (TCP) arrived. `destination` is our
-    /// advertised address it was sent to.
+    /// advertised address it was sent to. True when it reached a participant's peer connection
+    /// (its ICE agent knew the check's ufrag, or the source is a known route); the driver keeps
+    /// an ICE-TCP connection only once that happened.
     pub fn handle_receive(
         &mut self,
         now: Instant,
@@ -229,9 +231,9 @@ impl Sfu {
         source: SocketAddr,
         destination: SocketAddr,
         bytes: &[u8],
-    ) {
+    ) -> bool {
         let Ok(receive) = Receive::new(proto, source, destination, bytes) else {
-            return;
+            return false;
         };
         let input = Input::Receive(now, receive);
         let route = match self.routes.get(&(proto, source)) {
@@ -240,11 +242,11 @@ impl Sfu {
         };
         let Some((key, pc)) = route else {
             tracing::trace!(%source, "datagram for no peer; dropped");
-            return;
+            return false;
         };
         self.routes.insert((proto, source), (key, pc));
         let Some(p) = self.participants.get_mut(&key) else {
-            return;
+            return false;
         };
         let peer = p.media.peer_mut(pc);
         match guard(|| peer.rtc.handle_input(input)) {
@@ -254,6 +256,7 @@ impl Sfu {
         }
         self.mark(key, pc);
         self.drain(now);
+        true
     }
 
     fn route_for(&self, input: &Input) -> Option<(ParticipantKey, Pc)> {

@@ -2,8 +2,8 @@ use super::*;
 
 use std::collections::BTreeMap;
 
+use crate::net::Cidr;
 use crate::turn::credentials::{participant_username, rest_password, rest_username};
-use crate::turn::policy::Cidr;
 
 const UNIX: u64 = 1_700_000_000;
 const REALM: &str = "turn.example.org";
@@ -1096,6 +1096,54 @@ fn per_username_quota() {
     let request = h.request(METHOD_ALLOCATE, &[udp()]);
     let (answers, _) = h.send_from(Client::udp("203.0.113.9:1".parse().unwrap()), &request);
     assert_eq!(error_code(&answers[0]), Some(486));
+}
+
+/// The quota is the identity's, not the username's: credentials minted again (a new expiry,
+/// a second token) count against the same quota. Another identity is not affected.
+#[test]
+fn the_username_quota_binds_fresh_credentials_of_the_same_identity() {
+    let mut config = config();
+    config.max_allocations_per_username = 2;
+    let mut h = Harness::new(config);
+    let check = |h: &mut Harness, username: String, from: &str, expected: Option<u16>| {
+        h.username = username;
+        h.client = Client::udp(from.parse().unwrap());
+        let (answer, _) = h.call(METHOD_ALLOCATE, &[udp()]);
+        assert_eq!(error_code(&answer), expected, "{}", h.username);
+    };
+    for (i, from) in ["198.51.100.1:1", "198.51.100.2:1"].into_iter().enumerate() {
+        let username = participant_username(UNIX + 600 + i as u64, "@mallory:example.org:DEV");
+        check(&mut h, username, from, None);
+    }
+    let third = participant_username(UNIX + 900, "@mallory:example.org:DEV");
+    check(&mut h, third, "198.51.100.3:1", Some(486));
+    let rest = rest_username(UNIX + 900, "@mallory:example.org:DEV");
+    check(&mut h, rest, "198.51.100.4:1", None); // a REST user is another identity
+    let honest = participant_username(UNIX + 600, "@alice:example.org:DEV");
+    check(&mut h, honest, "198.51.100.5:1", None);
+}
+
+/// One client address holds at most so many allocations, whatever credentials it uses; an
+/// IPv6 /64 counts as one address.
+#[test]
+fn per_source_quota() {
+    let mut config = config();
+    config.max_allocations_per_source = 2;
+    let mut h = Harness::new(config);
+    let mut allocate = |username: String, from: &str| {
+        h.username = username;
+        h.client = Client::udp(from.parse().unwrap());
+        error_code(&h.call(METHOD_ALLOCATE, &[udp()]).0)
+    };
+    let users = ["a", "b", "c", "d", "e", "f"].map(|u| rest_username(UNIX + 600, u));
+    assert_eq!(allocate(users[0].clone(), "198.51.100.1:1"), None);
+    assert_eq!(allocate(users[1].clone(), "198.51.100.1:2"), None);
+    assert_eq!(allocate(users[2].clone(), "198.51.100.1:3"), Some(486));
+    assert_eq!(allocate(users[2].clone(), "198.51.100.2:3"), None);
+    assert_eq!(allocate(users[3].clone(), "[2001:db8:1:2::1]:1"), None);
+    assert_eq!(allocate(users[4].clone(), "[2001:db8:1:2::2]:1"), None);
+    assert_eq!(allocate(users[5].clone(), "[2001:db8:1:2::3]:1"), Some(486));
+    assert_eq!(allocate(users[5].clone(), "[2001:db8:1:3::3]:1"), None);
 }
 
 #[test]
