@@ -806,6 +806,19 @@ async fn outputs_are_shown_and_downloadable() {
         panel.get("/outputs/nope", &session).await.status,
         StatusCode::NOT_FOUND
     );
+    // The port table says for each row what the text file says: required, recommended or
+    // optional, in a column of its own.
+    let forwards = crate::setup::outputs::ports::port_forwards(&d);
+    assert!(page.body.contains("<th scope=\"col\">Needed?</th>"));
+    for need in ["required", "recommended", "optional"] {
+        let cell = format!("<td data-label=\"Needed\"><strong class=\"need\">{need}</strong>");
+        assert_eq!(
+            page.body.matches(&cell).count(),
+            forwards.iter().filter(|f| f.need.label() == need).count(),
+            "{need}"
+        );
+    }
+    assert!(forwards.iter().any(|f| f.need.label() == "recommended"));
     // The API secret never appears in the generated configuration.
     let secret = panel.state.settings.api_secret.expose().to_owned();
     assert!(!page.body.contains(&secret));
