@@ -2,7 +2,10 @@
 // Browser end-to-end test of the admin panel: headless Debian Chromium, driven by playwright-core,
 // walks the first run as an admin would: setup token and password, every wizard step (fields
 // found by their labels, "Save and continue"), Review → Apply, the generated configuration and
-// the verification page. It takes a screenshot of each page.
+// the verification page. It takes a screenshot of each page, then looks at every page again on a
+// phone and on a desktop in dark mode. On every page it checks the layout: nothing wider than the
+// viewport or hidden behind a sideways scrollbar, and at desktop width no card taller than the
+// viewport.
 //
 //   node wizard.mjs CONFIG.json      (or the config itself as a JSON argument, or on stdin)
 //
@@ -15,6 +18,8 @@
 //   "expectPublicIp": "127.0.0.1",         what "Detect public IP" must fill in
 //   "accessToken": "...",                  optional: given to the verification page
 //   "outDir": "/path", "prefix": "admin",  screenshots: OUTDIR/PREFIX-NN-NAME.png
+//   "tourDir": "/path",                    optional: screenshots of every page on a phone and
+//                                          a desktop in dark mode, for a person to look at
 //   "deadlineMs": 120000
 // }
 // Prints one JSON report on stdout (progress on stderr); exits 0 when every step worked, 1 when
@@ -31,7 +36,7 @@ const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
-const DESKTOP = { width: 1200, height: 800 };
+const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
 // Screenshots of long pages stop here, so the images stay a sensible size.
 const MAX_SHOT_HEIGHT = 2400;
@@ -40,9 +45,49 @@ const MAX_SHOT_HEIGHT = 2400;
 const SHOTS = [
   'setup', 'dashboard', 'wizard-homeserver', 'wizard-endpoints', 'wizard-tls', 'wizard-network',
   'wizard-turn', 'wizard-review', 'outputs', 'verify', 'wizard-homeserver-error',
-  'wizard-network-phone',
+  'wizard-network-phone', 'menu-phone',
 ];
 const VERIFY_TIMEOUT_MS = 120000;
+
+// Runs in the page: what breaks the layout at this viewport. No element may reach past the
+// viewport's sides, nothing may scroll sideways (the page, or a box hiding part of a table; a
+// code block's own scrollbar is fine), and with `cardLimit` no card may be taller than that.
+function layoutProblems(cardLimit) {
+  const width = document.documentElement.clientWidth;
+  const describe = (el) => {
+    const classes = [...el.classList].map((c) => `.${c}`).join('');
+    const text = (el.textContent ?? '').trim().replace(/\s+/g, ' ').slice(0, 40);
+    return `${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ''}${classes} "${text}"`;
+  };
+  // Inside a box that clips or scrolls, that box is what counts (it is checked itself).
+  const clipped = (el) => {
+    for (let up = el.parentElement; up && up !== document.body; up = up.parentElement) {
+      if (getComputedStyle(up).overflowX !== 'visible') return true;
+    }
+    return false;
+  };
+  const problems = [];
+  if (document.documentElement.scrollWidth > width) {
+    problems.push(`the page scrolls sideways: ${document.documentElement.scrollWidth} px wide in a ${width} px viewport`);
+  }
+  for (const el of document.body.querySelectorAll('*')) {
+    // The skip link waits off-screen until it has focus; code blocks scroll on purpose.
+    if (el.closest('.skip, .sr, pre')) continue;
+    const style = getComputedStyle(el);
+    if (style.display === 'none' || style.visibility === 'hidden') continue;
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0) continue;
+    if (/(auto|scroll)/.test(style.overflowX) && el.scrollWidth > el.clientWidth + 1) {
+      problems.push(`${describe(el)} hides ${el.scrollWidth - el.clientWidth} px behind a sideways scrollbar`);
+    } else if ((box.left < -1 || box.right > width + 1) && !clipped(el)) {
+      problems.push(`${describe(el)} reaches past the viewport: ${Math.round(box.left)}..${Math.round(box.right)} of ${width} px`);
+    }
+    if (cardLimit && el.matches('.card') && box.height > cardLimit) {
+      problems.push(`${describe(el)} is ${Math.round(box.height)} px tall, taller than the ${cardLimit} px viewport`);
+    }
+  }
+  return problems.slice(0, 10);
+}
 
 function readConfig() {
   const arg = process.argv[2];
@@ -89,7 +134,70 @@ class Walk {
       clip: { x: 0, y: 0, width: size.width, height: Math.min(size.height, MAX_SHOT_HEIGHT) },
     });
     this.report.screenshots.push(file);
+    await this.layout(page, name);
     return file;
+  }
+
+  // Checks the layout of the page now shown (layoutProblems; cards only at desktop width). The
+  // problems are kept in the report under `label`; any at all fail the walk at its end.
+  async layout(page, label) {
+    const viewport = page.viewportSize();
+    const cardLimit = viewport.width >= DESKTOP.width ? viewport.height : 0;
+    const problems = await page.evaluate(layoutProblems, cardLimit);
+    this.report.layout[label] = problems;
+    if (problems.length) log(`layout of ${label}:`, problems.join('; '));
+  }
+
+  // On a phone the navigation is one "Menu" button: it opens a list of every page that fits
+  // the screen, and a link in it works.
+  async phoneMenu(page) {
+    await page.goto(`${this.opts.adminUrl}/`);
+    const viewport = page.viewportSize();
+    const nav = page.getByRole('navigation', { name: 'Main' });
+    this.check(await nav.count() === 0, 'a phone shows the navigation bar instead of the menu button');
+    const button = page.locator('header summary');
+    this.check(await button.isVisible() && (await button.textContent()).includes('Menu'), 'no Menu button on a phone');
+    await button.click();
+    await nav.waitFor();
+    const links = nav.getByRole('link');
+    const labels = await links.allTextContents();
+    this.check(labels.join(',') === 'Dashboard,Setup,Configuration,Verify,Logs,Settings', `the menu lists ${labels}`);
+    for (const link of await links.all()) {
+      const box = await link.boundingBox();
+      this.check(box && box.x >= 0 && box.x + box.width <= viewport.width && box.y + box.height <= viewport.height
+        && box.height >= 40, `menu entry ${await link.textContent()} is not a full tap target on screen: ${JSON.stringify(box)}`);
+    }
+    await this.shot(page, 'menu-phone');
+    await Promise.all([
+      page.waitForURL((url) => url.pathname === '/outputs'),
+      nav.getByRole('link', { name: 'Configuration' }).click(),
+    ]);
+    this.check(await page.locator('header summary').isVisible(), 'no Menu button on the next page');
+    this.check(await nav.count() === 0, 'the menu stays open on the next page');
+    this.step('phone menu', { labels });
+  }
+
+  // Every page of the panel in one more look (`scheme`, `viewport`): its layout, and with
+  // `tourDir` a screenshot for a person to look at.
+  async tour(browser, storageState, name, viewport, scheme) {
+    const context = await browser.newContext({
+      viewport, colorScheme: scheme, deviceScaleFactor: 1, storageState,
+      ...(viewport.width < 600 ? { isMobile: true, hasTouch: true } : {}),
+    });
+    const page = await context.newPage();
+    this.watch(page, name);
+    if (viewport.width < 600) await this.phoneMenu(page);
+    for (const path of ['/', '/wizard/network', '/wizard/review', '/outputs', '/verify', '/logs', '/settings']) {
+      await page.goto(`${this.opts.adminUrl}${path}`, { timeout: VERIFY_TIMEOUT_MS });
+      const label = `${name} ${path}`;
+      await this.layout(page, label);
+      if (this.opts.tourDir) {
+        mkdirSync(this.opts.tourDir, { recursive: true });
+        const file = `${name}${path.replaceAll('/', '-').replace(/-$/, '-dashboard')}.png`;
+        await page.screenshot({ path: join(this.opts.tourDir, file), fullPage: true, animations: 'disabled', caret: 'hide' });
+      }
+    }
+    await context.close();
   }
 
   // Clicks a form's submit button; the POST to `action` must redirect (303) to `next`. When it
@@ -281,12 +389,18 @@ class Walk {
     this.step('verify', { checks: this.report.checks.length });
     this.check(this.report.checks.length > 0, 'the verification page shows no check results');
     await this.shot(page, 'verify');
+    const session = await context.storageState();
     await context.close();
+
+    await this.tour(browser, session, 'phone-dark', PHONE, 'dark');
+    await this.tour(browser, session, 'desktop-dark', DESKTOP, 'dark');
+    const broken = Object.entries(this.report.layout).filter(([, problems]) => problems.length);
+    this.check(!broken.length, `layout problems: ${JSON.stringify(Object.fromEntries(broken))}`);
   }
 }
 
 async function main() {
-  const report = { ok: false, steps: [], screenshots: [], keyboard: {}, console: [], errors: [] };
+  const report = { ok: false, steps: [], screenshots: [], keyboard: {}, layout: {}, console: [], errors: [] };
   let browser = null;
   let code = 2;
   const finish = async (exitCode) => {

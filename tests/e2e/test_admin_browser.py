@@ -4,7 +4,8 @@ the verification page, pointing the wizard at the session's real Synapse, and ta
 of every page (docs/images/admin-*.png come from this test).
 
 Screenshots go to the test's temporary directory; set RTCBOX_SCREENSHOT_DIR (e.g. docs/images)
-to keep them. Needs node, `npm ci` in tests/browser and Debian's chromium, like
+to keep them, and RTCBOX_TOUR_DIR to keep the extra look at every page on a phone and a desktop
+in dark mode. Needs node, `npm ci` in tests/browser and Debian's chromium, like
 test_sfu_browser.py: outside CI a missing prerequisite skips the test, in CI it fails it.
 """
 
@@ -21,7 +22,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # counting from 01; docs/admin-panel.md refers to some of them by name).
 SHOTS = ["setup", "dashboard", "wizard-homeserver", "wizard-endpoints", "wizard-tls",
          "wizard-network", "wizard-turn", "wizard-review", "outputs", "verify",
-         "wizard-homeserver-error", "wizard-network-phone"]
+         "wizard-homeserver-error", "wizard-network-phone", "menu-phone"]
 
 
 def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
@@ -49,12 +50,18 @@ def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
         "prefix": "admin",
         "deadlineMs": RUNNER_DEADLINE_S * 1000,
     }
+    if os.environ.get("RTCBOX_TOUR_DIR"):
+        config["tourDir"] = str(Path(os.environ["RTCBOX_TOUR_DIR"]).resolve())
     report, stderr, status = run_node_runner("wizard.mjs", config, tmp_path, "wizard",
                                              RUNNER_DEADLINE_S)
     why = (f"report: {tmp_path / 'wizard-report.json'}\nerrors: {report.get('errors')}\n"
            f"failed at: {report.get('failedAt')}\n{report.get('failedPage', '')[:2000]}\n"
            f"steps:\n{stderr[-3000:]}\n--- rtcbox log (tail):\n{box.log_text()[-3000:]}")
     assert status == 0 and report["ok"], why
+    # Each page was looked at on a desktop and a phone, and nothing broke the layout (the runner
+    # fails on any problem; this keeps the test honest about having looked).
+    assert len(report["layout"]) >= len(SHOTS) + 2 * 7, report["layout"]
+    assert not any(report["layout"].values()), report["layout"]
 
     expected = [out_dir / f"admin-{i:02d}-{name}.png" for i, name in enumerate(SHOTS, start=1)]
     assert sorted(Path(p) for p in report["screenshots"]) == expected, report["screenshots"]
