@@ -1349,8 +1349,8 @@ async fn the_dashboard_shows_the_turn_server() {
         "<dt>Requests with bad or expired credentials</dt><dd>4</dd>",
         "<dt>Error answers held back (rate limit)</dt><dd>5</dd>",
         "<dt>Packets dropped over the bandwidth cap</dt><dd>6</dd>",
-        "<code class=\"break\">UDP 198.51.100.4:51000</code></td><td><code class=\"break\">alice</code></td><td>call participant (LiveKit)</td><td><code>203.0.113.7:49161</code></td><td>1 min 15 s</td><td>8 min 45 s</td><td>2.0 KiB</td><td>1 permission, 1 channel</td>",
-        "<code class=\"break\">TCP [2001:db8::4]:40000</code></td><td><code class=\"break\">@bob:example.org</code></td><td>legacy 1:1 call (Synapse)</td>",
+        "<code class=\"break\">UDP 198.51.100.4:51000</code></td><td data-label=\"User\"><code class=\"break\">alice</code></td><td data-label=\"Kind\">call participant (LiveKit)</td><td data-label=\"Relay\"><code class=\"break\">203.0.113.7:49161</code></td><td data-label=\"Age\">1 min 15 s</td><td data-label=\"Expires in\">8 min 45 s</td><td data-label=\"Relayed\">2.0 KiB</td><td data-label=\"Peers\">1 permission, 1 channel</td>",
+        "<code class=\"break\">TCP [2001:db8::4]:40000</code></td><td data-label=\"User\"><code class=\"break\">@bob:example.org</code></td><td data-label=\"Kind\">legacy 1:1 call (Synapse)</td>",
         "2 h 1 min",
         "2 permissions, 0 channels",
     ] {
