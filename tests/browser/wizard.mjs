@@ -45,7 +45,7 @@ const MAX_SHOT_HEIGHT = 2400;
 const SHOTS = [
   'setup', 'dashboard', 'wizard-homeserver', 'wizard-endpoints', 'wizard-tls', 'wizard-network',
   'wizard-turn', 'wizard-review', 'outputs', 'verify', 'wizard-homeserver-error',
-  'wizard-network-phone', 'menu-phone',
+  'wizard-network-phone', 'menu-phone', 'wizard-network-lan-doubt',
 ];
 const VERIFY_TIMEOUT_MS = 120000;
 
@@ -335,6 +335,22 @@ class Walk {
     this.step('network: detect public IP', { detected, flash });
     this.check(detected === o.expectPublicIp, `"Detect public IP" filled in '${detected}', not ${o.expectPublicIp} (${flash})`);
     await this.shot(page, 'wizard-network');
+    // A loopback LAN address (this test runs on one machine) is questioned: the router cannot
+    // forward to it. Saved only once "Use this address anyway" is ticked.
+    if (o.network.lan_ip.startsWith('127.')) {
+      this.rejecting = true;
+      await Promise.all([
+        page.waitForResponse((r) => r.url().endsWith('/wizard/network') && r.status() === 400),
+        page.getByRole('button', { name: 'Save and continue' }).click(),
+      ]);
+      const doubt = page.locator('#f-lan_ip-note [role="alert"]');
+      await doubt.waitFor();
+      this.rejecting = false;
+      this.check((await doubt.textContent()).includes('is the loopback address'), 'no doubt about a loopback LAN address');
+      await page.locator('#f-lan_ip').scrollIntoViewIfNeeded();
+      await this.shot(page, 'wizard-network-lan-doubt');
+      await page.getByLabel('Use this address anyway').check();
+    }
     await this.saveAndContinue('turn');
     this.step('network');
 

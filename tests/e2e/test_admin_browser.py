@@ -22,7 +22,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # counting from 01; docs/admin-panel.md refers to some of them by name).
 SHOTS = ["setup", "dashboard", "wizard-homeserver", "wizard-endpoints", "wizard-tls",
          "wizard-network", "wizard-turn", "wizard-review", "outputs", "verify",
-         "wizard-homeserver-error", "wizard-network-phone", "menu-phone"]
+         "wizard-homeserver-error", "wizard-network-phone", "menu-phone",
+         "wizard-network-lan-doubt"]
 
 
 def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):

@@ -196,7 +196,9 @@ def network_fields(box: Rtcbox) -> dict:
     http_port = int(urllib.parse.urlsplit(box.url).port)
     admin_port = int(urllib.parse.urlsplit(box.admin_url).port)
     relay_min, relay_max = relay_range([box.udp_port, box.turn_port])
-    return {"lan_ip": "127.0.0.1", "public_ip": "127.0.0.1", "http": http_port,
+    # Loopback as the LAN address (everything runs on this one machine) must be confirmed.
+    return {"lan_ip": "127.0.0.1", "lan_ip_anyway": "yes", "public_ip": "127.0.0.1",
+            "http": http_port,
             "https": free_port(), "admin": admin_port, "rtc_udp": box.udp_port,
             "rtc_tcp": box.tcp_port, "turn": box.turn_port, "turns": box.turn_tls_port,
             "relay_min": relay_min, "relay_max": relay_max}

@@ -76,6 +76,9 @@ pub struct AdminState {
     pub certificates: Option<crate::tls::TlsCertificates>,
     /// The ACME renewal loop's state; present when `RTCBOX_TLS_MODE=acme`.
     pub acme: Option<crate::acme::AcmeHandle>,
+    /// This machine's LAN addresses, offered and checked in the wizard's network step
+    /// (`discover::lan_addresses`; a fixed list in tests).
+    pub lan_addresses: fn() -> Vec<std::net::IpAddr>,
 }
 
 /// Reads one environment variable (the process's in production, a table in tests).
@@ -111,6 +114,7 @@ impl AdminState {
             data_dir: None,
             certificates: None,
             acme: None,
+            lan_addresses: crate::setup::discover::lan_addresses,
         }
     }
 }

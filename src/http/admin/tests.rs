@@ -46,6 +46,7 @@ async fn panel_configured(
     let mut state = AdminState::new(pool, settings, flags);
     state.env = Arc::new(|_| None);
     state.data_dir = Some(tmp.path().to_owned());
+    state.lan_addresses = || vec!["192.168.1.20".parse().unwrap(), "fd00::20".parse().unwrap()];
     configure(&mut state);
     let state = Arc::new(state);
     Panel {
@@ -573,6 +574,92 @@ async fn bad_wizard_input_re_renders_with_messages_and_stores_nothing() {
         panel.get("/wizard/nope", &session).await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+#[tokio::test]
+async fn network_step_offers_this_machines_addresses_and_questions_others() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let page = panel.get("/wizard/network", &session).await;
+    assert!(
+        page.body.contains(
+            "list=\"f-lan_ip-list\">\n  <datalist id=\"f-lan_ip-list\"><option value=\"192.168.1.20\">\
+             </option><option value=\"fd00::20\"></option></datalist>"
+        ),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("id=\"f-lan_ip\" name=\"lan_ip\" type=\"text\" value=\"192.168.1.20\"")
+    );
+    assert!(!page.body.contains("lan_ip_anyway"));
+
+    let network = |lan: &'static str, anyway: bool| {
+        let mut form: Vec<Field> = vec![
+            ("csrf", csrf.as_str()),
+            ("lan_ip", lan),
+            ("public_ip", "203.0.113.7"),
+            ("http", "8880"),
+            ("https", "8443"),
+            ("admin", "8089"),
+            ("rtc_udp", "8882"),
+            ("rtc_tcp", "8881"),
+            ("turn", "3478"),
+            ("turns", "5349"),
+            ("relay_min", "49160"),
+            ("relay_max", "49200"),
+        ];
+        if anyway {
+            form.push(("lan_ip_anyway", "yes"));
+        }
+        form
+    };
+    let saved_lan_ip = || async {
+        panel.wizard().await.get("network").map(|step| {
+            serde_json::from_str::<serde_json::Value>(&step.data).unwrap()["lan_ip"].clone()
+        })
+    };
+    let mut saved = None;
+    for (lan, doubt) in [
+        ("127.0.0.1", "127.0.0.1 is the loopback address"),
+        ("::1", "::1 is the loopback address"),
+        (
+            "192.168.1.99",
+            "192.168.1.99 is not an address of this machine",
+        ),
+    ] {
+        // Refused with the doubt, the machine's addresses and a box to insist; nothing saved.
+        let reply = panel
+            .post("/wizard/network", &session, &network(lan, false))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{lan}");
+        assert!(reply.body.contains(doubt), "{lan}: {}", reply.body);
+        assert!(
+            reply
+                .body
+                .contains("This machine has 192.168.1.20, fd00::20."),
+            "{lan}"
+        );
+        assert!(
+            reply.body.contains("name=\"lan_ip_anyway\" value=\"yes\""),
+            "{lan}"
+        );
+        assert!(reply.body.contains("Nothing was saved."), "{lan}");
+        assert_eq!(saved_lan_ip().await, saved, "{lan}");
+        // Ticked: saved as typed.
+        let reply = panel
+            .post("/wizard/network", &session, &network(lan, true))
+            .await;
+        assert_eq!(reply.location(), "/wizard/turn", "{lan}: {}", reply.body);
+        saved = Some(serde_json::json!(lan));
+        assert_eq!(saved_lan_ip().await, saved);
+    }
+    // One of this machine's addresses needs no box.
+    let reply = panel
+        .post("/wizard/network", &session, &network("fd00::20", false))
+        .await;
+    assert_eq!(reply.location(), "/wizard/turn", "{}", reply.body);
 }
 
 fn askama_escape(value: &str) -> String {

@@ -77,7 +77,7 @@ pub struct ErrorPage {
 pub struct Field {
     pub name: &'static str,
     pub label: String,
-    /// `text`, `number`, `password`, `email`, `radio`, `select`.
+    /// `text`, `number`, `password`, `email`, `radio`, `select`, `checkbox` (value `yes`).
     pub kind: &'static str,
     pub value: String,
     pub help: String,
@@ -88,6 +88,8 @@ pub struct Field {
     /// `field=value`: only relevant when that radio/select has that value (JS hides it otherwise).
     pub show_when: String,
     pub required: bool,
+    /// For text fields: values the browser offers while typing (a `<datalist>`).
+    pub suggestions: Vec<String>,
 }
 
 impl Field {
@@ -157,6 +159,11 @@ impl Field {
 
     pub fn show_when(mut self, condition: &str) -> Self {
         self.show_when = condition.to_owned();
+        self
+    }
+
+    pub fn suggestions(mut self, values: impl IntoIterator<Item = String>) -> Self {
+        self.suggestions = values.into_iter().collect();
         self
     }
 

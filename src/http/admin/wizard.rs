@@ -22,7 +22,7 @@ use crate::setup::discover;
 use crate::setup::model::{AcmeChallenge, Deployment, Ports, ProxyKind, Running};
 use crate::setup::wizard::{
     EndpointsStep, FieldErrors, HomeserverStep, NetworkStep, PORT_FIELDS, Step, Steps, TlsStep,
-    TurnStep, warnings,
+    TurnStep, lan_ip_doubt, warnings,
 };
 
 #[derive(Template)]
@@ -174,7 +174,10 @@ pub async fn submit(
                 )
                 .await;
             }
-            let result = entered.validate().map(|_| json(&entered));
+            let result = entered
+                .validate()
+                .and_then(|network| confirmed_lan_ip(&state, network.lan_ip, &form))
+                .map(|()| json(&entered));
             steps.network = Some(entered);
             result
         }
@@ -215,6 +218,21 @@ pub async fn submit(
             )
             .await
         }
+    }
+}
+
+/// A loopback LAN address, or one this machine does not have, is saved only when the admin
+/// ticks "Use this address anyway" (`lan_ip_anyway=yes`), which the step shows with the doubt.
+fn confirmed_lan_ip(
+    state: &AdminState,
+    ip: IpAddr,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<(), FieldErrors> {
+    match lan_ip_doubt(ip, &(state.lan_addresses)()) {
+        Some(doubt) if form.get("lan_ip_anyway").map(String::as_str) != Some("yes") => {
+            Err(FieldErrors::from([("lan_ip", doubt)]))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -550,10 +568,10 @@ async fn render_step(
             )
         }
         Step::Network => {
-            let lan = discover::lan_addresses();
+            let lan = (state.lan_addresses)();
             let s = steps.network.clone().unwrap_or_else(|| {
                 NetworkStep::suggested(
-                    discover::suggested_lan_ip(),
+                    lan.first().copied(),
                     state.settings.node_ip,
                     &running_ports(state),
                 )
@@ -562,13 +580,19 @@ async fn render_step(
                 "This machine's address on your LAN: your router forwards ports to it.".to_owned()
             } else {
                 format!(
-                    "This machine's address on your LAN: your router forwards ports to it. Addresses found here: {}.",
+                    "This machine's address on your LAN: your router forwards ports to it. Addresses found here (the field offers them): {}.",
                     lan.iter()
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
             };
+            // Shown with the doubt about a saved-but-refused address, so the admin can insist
+            // (a test on one machine, a container whose host has the address).
+            let doubtful = errors.contains_key("lan_ip")
+                && s.lan_ip
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| lan_ip_doubt(ip, &lan).is_some());
             let port = |name: &'static str| {
                 let label = PORT_FIELDS
                     .iter()
@@ -576,9 +600,20 @@ async fn render_step(
                     .map_or(name, |(_, label)| label);
                 Field::text(name, label, s.value(name)).kind("number")
             };
-            let fields = vec![
+            let mut fields = vec![
                 Field::heading("Addresses"),
-                Field::text("lan_ip", "LAN address", &s.lan_ip).placeholder("e.g. 192.168.1.20").required().help(&lan_help),
+                Field::text("lan_ip", "LAN address", &s.lan_ip)
+                    .placeholder("e.g. 192.168.1.20")
+                    .required()
+                    .help(&lan_help)
+                    .suggestions(lan.iter().map(ToString::to_string)),
+            ];
+            if doubtful {
+                fields.push(
+                    Field::text("lan_ip_anyway", "Use this address anyway", "").kind("checkbox"),
+                );
+            }
+            fields.extend([
                 Field::text("public_ip", "Public IP address", &s.public_ip)
                     .placeholder("e.g. 203.0.113.7")
                     .help("Your router's internet address, advertised to callers for media. \"Detect public IP\" asks a STUN server. Leave empty if it changes often and set up dynamic detection later."),
@@ -594,7 +629,7 @@ async fn render_step(
                 port("turns").help("TURN over TLS, for networks that let only encrypted traffic through."),
                 port("relay_min").help("Only legacy 1:1 calls need the relay range forwarded: for Element Call, rtcbox relays to its own media port inside this machine."),
                 port("relay_max"),
-            ];
+            ]);
             (
                 vec![
                     "Media (audio and video) does not go through the reverse proxy: callers send it straight to rtcbox's UDP port (or the ICE-TCP port when UDP is blocked). Your router must forward those ports to this machine, with the same port number outside and inside.",
