@@ -12,6 +12,7 @@
 // Config: {
 //   "adminUrl": "http://127.0.0.1:PORT",   the admin panel
 //   "setupToken": "...", "password": "...",
+//   "setupUrl": "http://127.0.0.1:PORT/setup?token=...",   optional: the log's setup URL
 //   "serverName": "localhost:PORT", "clientUrl": "http://127.0.0.1:PORT",   the homeserver
 //   "rtcUrl": "http://127.0.0.1:PORT",     the public URL (one hostname)
 //   "network": {"lan_ip": "127.0.0.1", "http": 8880, ...},   the Network step's fields
@@ -200,9 +201,10 @@ class Walk {
     await context.close();
   }
 
-  // Clicks a form's submit button; the POST to `action` must redirect (303) to `next`. When it
-  // does not, the error names the status, the page's message and the Origin the browser sent.
-  async submit(button, action, next) {
+  // Clicks a form's submit button; the POST to `action` must redirect (303) to `next` (which may
+  // redirect on, to `landing`). When it does not, the error names the status, the page's message
+  // and the Origin the browser sent.
+  async submit(button, action, next, landing = next) {
     const page = this.page;
     const [response] = await Promise.all([
       page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === action),
@@ -219,7 +221,7 @@ class Walk {
     }
     const location = new URL(response.headers().location ?? '', page.url()).pathname;
     if (location !== next) throw new Error(`"${button}" (POST ${action}) redirected to ${location}, not ${next}`);
-    await page.waitForURL((url) => url.pathname === next);
+    await page.waitForURL((url) => url.pathname === landing);
   }
 
   async saveAndContinue(next) {
@@ -266,12 +268,34 @@ class Walk {
     await page.goto(`${o.adminUrl}/`);
     this.check(new URL(page.url()).pathname === '/setup', `the first page is ${page.url()}, not /setup`);
     this.report.keyboard.setupTabsToToken = await this.keyboardToField('f-token', 3);
+    // A mistyped repetition: the token stays, and the one problem is said at its field.
     await this.label('Setup token').fill(o.setupToken);
+    await this.label('New password').fill(o.password);
+    await this.label('Repeat the password').fill(`${o.password}!`);
+    this.rejecting = true;
+    await Promise.all([
+      page.waitForResponse((r) => new URL(r.url()).pathname === '/setup' && r.status() === 400),
+      page.getByRole('button', { name: 'Set password and continue' }).click(),
+    ]);
+    await page.locator('#f-confirm-note [role="alert"]').waitFor();
+    this.rejecting = false;
+    const alerts = await page.locator('main [role="alert"]').allTextContents();
+    this.check(alerts.length === 1 && alerts[0].includes('The two passwords differ'), `setup said ${JSON.stringify(alerts)}`);
+    this.check(await this.label('Setup token').inputValue() === o.setupToken, 'a refused password cleared the setup token');
+    this.step('setup: a mistyped password is refused, the token kept');
+    // The setup URL from the log fills the token in (its origin is the panel's: the log names
+    // the listener's own address, loopback here).
+    if (o.setupUrl) {
+      await page.goto(o.setupUrl);
+      this.check(await this.label('Setup token').inputValue() === o.setupToken, 'the setup URL did not fill in the token');
+    }
     await this.label('New password').fill(o.password);
     await this.label('Repeat the password').fill(o.password);
     await this.shot(page, 'setup');
-    await this.submit('Set password and continue', '/setup', '/');
-    this.step('setup: password set');
+    // Setting the password continues into the wizard, at its first step.
+    await this.submit('Set password and continue', '/setup', '/wizard', '/wizard/homeserver');
+    this.step('setup: password set, on to the wizard');
+    await page.goto(`${o.adminUrl}/`);
     await this.shot(page, 'dashboard');
 
     await Promise.all([

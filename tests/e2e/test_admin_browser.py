@@ -1,5 +1,5 @@
 """The admin panel in a real browser: headless Debian Chromium (tests/browser/wizard.mjs, driven
-by playwright-core) walks the first run the way an admin does, from the setup token in the log to
+by playwright-core) walks the first run the way an admin does, from the setup URL in the log to
 the verification page, pointing the wizard at the session's real Synapse, and takes a screenshot
 of every page (docs/images/admin-*.png come from this test).
 
@@ -29,6 +29,10 @@ SHOTS = ["setup", "dashboard", "wizard-homeserver", "wizard-endpoints", "wizard-
 def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
     require_browser_tooling(("playwright-core",))
     box = start_rtcbox({}, name="browser-wizard")
+    # The log's setup URL is the panel's own address (RTCBOX_ADMIN_BIND is loopback here) with
+    # the token in it, and the same URL waits in the data directory for those without the log.
+    assert box.setup_url() == f"{box.admin_url}/setup?token={box.setup_token()}", box.log_text()
+    assert box.setup_url() in (box.data_dir / "setup-url.txt").read_text()
     out_dir = Path(os.environ.get("RTCBOX_SCREENSHOT_DIR") or tmp_path / "screenshots").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("admin-*.png"):
@@ -37,6 +41,7 @@ def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
     config = {
         "adminUrl": box.admin_url,
         "setupToken": box.setup_token(),
+        "setupUrl": box.setup_url(),
         "password": "correct horse battery staple",
         "serverName": synapse.server_name,
         "clientUrl": synapse.client_url,

@@ -86,7 +86,8 @@ class Panel:
         response = self.post("/setup", {"token": self.box.setup_token(), "password": password,
                                         "confirm": password})
         assert response.status_code == 303, describe(response)
-        assert response.headers["location"] == "/"
+        # A new admin continues into the setup wizard.
+        assert response.headers["location"] == "/wizard"
         cookie = response.headers.get("set-cookie", "")
         assert "rtcbox_session=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
         # The session has its own CSRF token: read it from a page of the session.

@@ -44,7 +44,10 @@ use crate::turn::TurnHandle;
 
 use super::ratelimit::RateLimiter;
 
-pub use auth::{SETUP_TOKEN_TTL_SECS, ensure_setup_token, new_setup_token};
+pub use auth::{
+    SETUP_TOKEN_TTL_SECS, SETUP_URL_FILE, ensure_setup_token, new_setup_token, remove_setup_url,
+    setup_url, write_setup_url,
+};
 
 /// Largest form accepted (the biggest is the wizard's network step).
 const MAX_FORM_BYTES: usize = 64 * 1024;

@@ -283,15 +283,7 @@ async fn setup_needs_the_token_a_good_password_and_the_csrf_cookie() {
         .await;
     assert_eq!(wrong_csrf.status, StatusCode::FORBIDDEN);
     assert!(wrong_csrf.body.contains("nothing was changed"));
-    let wrong_token = panel
-        .post("/setup", &pre, &with(&[("token", "NotTheToken")]))
-        .await;
-    assert_eq!(wrong_token.status, StatusCode::BAD_REQUEST);
-    assert!(
-        wrong_token.body.contains("not the current setup token"),
-        "{}",
-        wrong_token.body
-    );
+    // (A wrong token alone is the `both` case below: the login rate limit allows five tries.)
     let short = panel
         .post(
             "/setup",
@@ -301,6 +293,47 @@ async fn setup_needs_the_token_a_good_password_and_the_csrf_cookie() {
         .await;
     assert_eq!(short.status, StatusCode::BAD_REQUEST);
     assert!(short.body.contains("at least 10 characters"));
+    // The right token stays in its field; only the password is questioned.
+    assert!(
+        short.body.contains(&format!(
+            "id=\"f-token\" name=\"token\" type=\"text\" value=\"{token}\""
+        )),
+        "{}",
+        short.body
+    );
+    assert!(!short.body.contains("not the current setup token"));
+    assert!(
+        short
+            .body
+            .contains("Nothing was saved; see the message below.")
+    );
+    // A wrong token and a short password: both said at once, the token kept as typed.
+    let both = panel
+        .post(
+            "/setup",
+            &pre,
+            &with(&[("token", "NotTheToken"), ("password", "short")]),
+        )
+        .await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+    assert!(both.body.contains("not the current setup token"));
+    assert!(both.body.contains("at least 10 characters"));
+    assert!(both.body.contains("value=\"NotTheToken\""));
+    assert!(
+        both.body
+            .contains("Nothing was saved; see the messages below.")
+    );
+    // The setup URL from the log fills the token in.
+    let linked = panel.get(&format!("/setup?token={token}"), "").await;
+    assert!(
+        linked.body.contains(&format!(
+            "id=\"f-token\" name=\"token\" type=\"text\" value=\"{token}\""
+        )),
+        "{}",
+        linked.body
+    );
+    let data_dir = panel.state.data_dir.clone().unwrap();
+    write_setup_url(&data_dir, "http://192.168.1.20:8089/setup?token=x").unwrap();
     let differ = panel
         .post(
             "/setup",
@@ -316,7 +349,9 @@ async fn setup_needs_the_token_a_good_password_and_the_csrf_cookie() {
 
     let done = panel.post("/setup", &pre, &good).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);
-    assert_eq!(done.location(), "/");
+    // On into the wizard; the setup URL's file is gone with the token it held.
+    assert_eq!(done.location(), "/wizard");
+    assert!(!data_dir.join(SETUP_URL_FILE).exists());
     let session = done.cookie("rtcbox_session").unwrap();
     assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict"));
     assert!(
@@ -326,6 +361,63 @@ async fn setup_needs_the_token_a_good_password_and_the_csrf_cookie() {
     // The token is used up; setup now leads to login.
     assert_eq!(panel.get("/setup", "").await.location(), "/login");
     assert_eq!(panel.post("/setup", &pre, &good).await.location(), "/login");
+}
+
+#[test]
+fn the_setup_url_names_an_address_a_browser_on_the_lan_reaches() {
+    let lan = Some("192.168.1.20".parse().unwrap());
+    let check = |admin: &str, lan: Option<std::net::IpAddr>, expected: &str| {
+        assert_eq!(
+            setup_url("http", admin.parse().unwrap(), lan, "Tok3n"),
+            expected,
+            "{admin}"
+        );
+    };
+    check(
+        "0.0.0.0:8089",
+        lan,
+        "http://192.168.1.20:8089/setup?token=Tok3n",
+    );
+    check(
+        "[::]:8089",
+        Some("fd00::20".parse().unwrap()),
+        "http://[fd00::20]:8089/setup?token=Tok3n",
+    );
+    check(
+        "10.0.0.5:9000",
+        lan,
+        "http://10.0.0.5:9000/setup?token=Tok3n",
+    );
+    check(
+        "127.0.0.1:8089",
+        lan,
+        "http://127.0.0.1:8089/setup?token=Tok3n",
+    );
+    check(
+        "0.0.0.0:8089",
+        None,
+        "http://<this machine's address>:8089/setup?token=Tok3n",
+    );
+}
+
+#[test]
+fn the_setup_url_file_is_private_and_replaced() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SETUP_URL_FILE);
+    std::fs::write(&path, "old").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    write_setup_url(dir.path(), "http://192.168.1.20:8089/setup?token=New").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.ends_with("\n\nhttp://192.168.1.20:8089/setup?token=New\n"),
+        "{text}"
+    );
+    assert!(!text.contains("old"));
+    assert_eq!(path.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    remove_setup_url(dir.path());
+    assert!(!path.exists());
+    remove_setup_url(dir.path());
 }
 
 #[tokio::test]

@@ -55,6 +55,8 @@ pub struct SetupPage {
     pub expired: bool,
     pub error: Option<String>,
     pub errors: Errors,
+    /// The token as given (typed, or from the setup URL).
+    pub token: String,
 }
 
 #[derive(Template)]
