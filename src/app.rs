@@ -144,14 +144,13 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         Arc::new(sfu.clone()),
         Arc::new(leaves),
     );
-    let listener = TcpListener::bind(settings.http_bind)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (choose another address with RTCBOX_HTTP_BIND)",
-                settings.http_bind
-            )
-        })?;
+    let listener = TcpListener::bind(settings.http_bind).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {}: {} (choose another address with RTCBOX_HTTP_BIND)",
+            settings.http_bind,
+            crate::net::explain::io_error(&e)
+        )
+    })?;
     let bound = listener.local_addr().context("listener address")?;
     tracing::info!(version = crate::VERSION_LINE, "listening on http://{bound}");
 
@@ -213,10 +212,11 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
 
     let admin_listener = TcpListener::bind(settings.admin_bind)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} for the admin panel (choose another address with RTCBOX_ADMIN_BIND)",
-                settings.admin_bind
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} for the admin panel: {} (choose another address with RTCBOX_ADMIN_BIND)",
+                settings.admin_bind,
+                crate::net::explain::io_error(&e)
             )
         })?;
     let admin_bound = admin_listener
@@ -408,6 +408,7 @@ async fn bind_https(bind: SocketAddr, turn: &crate::turn::TurnHandle) -> Option<
             (Some(listener), addr, None)
         }
         Err(error) => {
+            let error = crate::net::explain::io_error(&error);
             tracing::error!(
                 "HTTPS listener not running: cannot listen on {bind}: {error} (choose another address with RTCBOX_HTTPS_BIND, or 0 to turn it off)"
             );

@@ -4,10 +4,12 @@
 //!   OpenID check today, TURN later): a request from the internet must not be able to make us
 //!   talk to loopback, the LAN or other special-purpose ranges unless the operator allowed it.
 //! - [`dns`]: name resolution without the C library (the release binary is static).
+//! - [`explain`]: socket errors in words that say what to check.
 //! - [`stun`]: the STUN Binding codec (sans-IO) the media ports answer with and the setup checks
 //!   probe with.
 
 pub mod dns;
+pub mod explain;
 pub mod stun;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
