@@ -404,6 +404,10 @@ class Walk {
     this.report.outputs = await page.locator('pre[id^="code-"]').evaluateAll((els) => els.map((e) => e.id.slice(5)));
     this.check(snippet?.includes('max_event_delay_duration'),
       `the homeserver.yaml snippet on /outputs lacks max_event_delay_duration: ${JSON.stringify(snippet?.slice(0, 300))}`);
+    // The test homeserver serves no well-known document rtcbox could read: the page says so and
+    // offers the entry to add by hand and a box for the current file.
+    this.check(await page.locator('#well-known-rtc-foci').isVisible(), 'no add-only well-known entry for an unread document');
+    this.check(await page.getByLabel('Your current /.well-known/matrix/client (optional)').isVisible(), 'no box to paste the current well-known');
     await this.shot(page, 'outputs');
 
     // The checks run while the page loads; each has its own time limit, so allow for them.

@@ -135,6 +135,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/wizard/{step}", get(wizard::show).post(wizard::submit))
         .route("/outputs", get(pages::outputs))
         .route("/outputs/{id}", get(pages::download))
+        .route("/outputs/well-known", post(pages::paste_well_known))
         .route("/verify", get(pages::verify).post(pages::verify_with_token))
         .route("/logs", get(pages::logs))
         .route(

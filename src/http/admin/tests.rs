@@ -947,6 +947,94 @@ async fn the_wizard_is_resumable_and_apply_writes_the_settings() {
 }
 
 #[tokio::test]
+async fn an_unread_well_known_can_be_pasted_and_is_then_kept() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    complete_wizard(&panel, &session, &csrf).await;
+    // The wizard could not read the homeserver's document (no network here): the page says so,
+    // offers the entry to add by hand, and a box for the current file.
+    let page = panel.get("/outputs", &session).await;
+    assert!(
+        page.body.contains("could not read a current document"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("id=\"well-known-rtc-foci\""));
+    assert!(page.body.contains("action=\"/outputs/well-known\""));
+    let stored_well_known = || async {
+        let steps = panel.wizard().await;
+        let data: serde_json::Value = serde_json::from_str(&steps["homeserver"].data).unwrap();
+        data["discovered"]["well_known"].clone()
+    };
+    // Not JSON, or JSON but not an object: refused with the reason, the text kept, nothing
+    // stored; without the form's token: refused before anything is read.
+    for (pasted, why) in [
+        ("{\"m.homeserver\": ", "is not valid JSON"),
+        ("[1, 2]", "not an object"),
+    ] {
+        let reply = panel
+            .post(
+                "/outputs/well-known",
+                &session,
+                &[("csrf", &csrf), ("current", pasted)],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{pasted}");
+        assert!(reply.body.contains(why), "{pasted}: {}", reply.body);
+        assert!(
+            reply.body.contains(&askama_escape(pasted.trim())),
+            "{pasted}"
+        );
+        assert_eq!(stored_well_known().await, serde_json::Value::Null);
+    }
+    let current = r#"{"m.homeserver": {"base_url": "https://matrix.example.org"},
+        "m.identity_server": {"base_url": "https://id.example.org"}}"#;
+    assert_eq!(
+        panel
+            .post(
+                "/outputs/well-known",
+                &session,
+                &[("csrf", "wrong"), ("current", current)]
+            )
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let reply = panel
+        .post(
+            "/outputs/well-known",
+            &session,
+            &[("csrf", &csrf), ("current", current)],
+        )
+        .await;
+    assert_eq!(
+        reply.location(),
+        "/outputs?pasted=1#well-known-client",
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        stored_well_known().await["m.identity_server"]["base_url"],
+        "https://id.example.org"
+    );
+    // Now the complete document keeps the pasted entries, and says so.
+    let page = panel.get("/outputs?pasted=1", &session).await;
+    assert!(page.body.contains("Your pasted document is used"));
+    assert!(page.body.contains("keeps every entry rtcbox read"));
+    assert!(!page.body.contains("id=\"well-known-rtc-foci\""));
+    let doc = panel.get("/outputs/well-known-client", &session).await.body;
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(
+        doc["m.identity_server"]["base_url"],
+        "https://id.example.org"
+    );
+    assert_eq!(
+        doc["org.matrix.msc4143.rtc_foci"][0]["livekit_service_url"],
+        "https://matrixrtc.example.org/livekit/jwt"
+    );
+}
+
+#[tokio::test]
 async fn outputs_are_shown_and_downloadable() {
     let panel = panel().await;
     let (session, csrf) = panel.logged_in().await;

@@ -600,6 +600,43 @@ fn well_known_keeps_existing_keys_and_puts_rtcbox_first() {
 }
 
 #[test]
+fn an_unread_well_known_is_said_and_gets_an_add_only_entry() {
+    // Read: the complete document "keeps every entry rtcbox read"; nothing to add by hand.
+    let read = one_host_dsm();
+    assert!(
+        well_known::client_json(&read)
+            .intro
+            .contains("keeps every entry rtcbox read")
+    );
+    assert!(well_known::add_only(&read).is_none());
+    assert!(!all(&read).iter().any(|o| o.id == well_known::ADD_ID));
+    // Not read (discovery failed): no claim to keep anything; the entry to add instead.
+    let unread = two_hosts_nginx();
+    let intro = well_known::client_json(&unread).intro;
+    assert!(
+        intro.contains("could not read a current document"),
+        "{intro}"
+    );
+    assert!(!intro.contains("keeps every"), "{intro}");
+    let add = well_known::add_only(&unread).expect("an add-only entry");
+    assert_eq!(
+        all(&unread)
+            .iter()
+            .map(|o| o.id)
+            .position(|id| id == well_known::ADD_ID),
+        Some(2),
+        "right after the complete document"
+    );
+    // The entry is valid JSON once it sits in an object.
+    let (_, entry) = add.text.split_once("\n\n").expect("prose, then the entry");
+    let object: Value = serde_json::from_str(&format!("{{{entry}}}")).expect("{entry}");
+    assert_eq!(
+        object,
+        json!({well_known::RTC_FOCI_KEY: [{"type": "livekit", "livekit_service_url": "https://jwt.example.net"}]})
+    );
+}
+
+#[test]
 fn well_known_base_url_is_kept_or_filled_in() {
     let check = |existing: Option<Value>, expected: Value| {
         let d = Deployment {
