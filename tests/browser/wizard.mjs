@@ -344,7 +344,12 @@ class Walk {
     await this.saveAndContinue('network');
     this.step('tls');
 
+    // The ports wait behind "Ports" (open already when one differs from its default); the
+    // relay range is asked in the legacy-calls step.
+    const ports = page.locator('details.advanced');
+    if (!(await ports.evaluate((d) => d.open))) await ports.locator('summary').click();
     for (const [name, value] of Object.entries(o.network)) {
+      if (name.startsWith('relay_')) continue;
       await page.locator(`#f-${name}`).fill(String(value));
     }
     await this.label('Public IP address').fill('');
@@ -392,7 +397,12 @@ class Walk {
     await this.shot(phonePage, 'wizard-network-phone');
     await phone.close();
 
+    // The relay range belongs to legacy calls: shown when they are on, kept when they are off.
+    await page.getByLabel('On', { exact: true }).check();
+    await this.label('TURN relay range: first port (UDP)').fill(String(o.network.relay_min));
+    await this.label('TURN relay range: last port (UDP)').fill(String(o.network.relay_max));
     await page.getByLabel('Off', { exact: true }).check();
+    this.check(!(await this.label('TURN relay range: first port (UDP)').isVisible()), 'the relay range is shown with legacy calls off');
     await this.shot(page, 'wizard-turn');
     await this.saveAndContinue('review');
     this.step('turn');

@@ -754,6 +754,116 @@ async fn network_step_offers_this_machines_addresses_and_questions_others() {
     assert_eq!(reply.location(), "/wizard/turn", "{}", reply.body);
 }
 
+#[tokio::test]
+async fn ports_wait_behind_advanced_and_the_relay_range_is_asked_with_legacy_calls() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let network: Vec<(&str, &str)> = vec![
+        ("csrf", csrf.as_str()),
+        ("lan_ip", "192.168.1.20"),
+        ("public_ip", "203.0.113.7"),
+        ("http", "8880"),
+        ("https", "8443"),
+        ("admin", "8089"),
+        ("rtc_udp", "8882"),
+        ("rtc_tcp", "8881"),
+        ("turn", "3478"),
+        ("turns", "5349"),
+        ("relay_min", "49160"),
+        ("relay_max", "49200"),
+    ];
+    // The defaults: the ports are folded away, the relay range travels along unseen.
+    let page = panel.get("/wizard/network", &session).await;
+    assert!(
+        page.body
+            .contains("<details class=\"advanced\"><summary>Ports"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("<input type=\"hidden\" name=\"relay_min\" value=\"49160\">")
+    );
+    assert!(!page.body.contains("id=\"f-relay_min\""));
+    // A port that needs another look opens the group.
+    let mut bad = network.clone();
+    bad.retain(|(name, _)| *name != "admin");
+    bad.push(("admin", "8880"));
+    let reply = panel.post("/wizard/network", &session, &bad).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body.contains("<details class=\"advanced\" open>"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        panel
+            .post("/wizard/network", &session, &network)
+            .await
+            .location(),
+        "/wizard/turn"
+    );
+
+    // The legacy-calls step asks for the relay range and stores it with the network answers.
+    let page = panel.get("/wizard/turn", &session).await;
+    assert!(
+        page.body
+            .contains("id=\"f-relay_min\" name=\"relay_min\" type=\"number\" value=\"49160\"")
+    );
+    let relay_saved = || async {
+        let steps = panel.wizard().await;
+        let data: serde_json::Value = serde_json::from_str(&steps["network"].data).unwrap();
+        (data["relay_min"].clone(), data["relay_max"].clone())
+    };
+    // A range over the media port is refused at the range, and nothing is saved.
+    let reply = panel
+        .post(
+            "/wizard/turn",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("legacy_turn", "on"),
+                ("relay_min", "8800"),
+                ("relay_max", "8900"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body.contains("The relay range includes port 8882"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        relay_saved().await,
+        (serde_json::json!("49160"), serde_json::json!("49200"))
+    );
+    assert!(!panel.wizard().await.contains_key("turn"));
+    let reply = panel
+        .post(
+            "/wizard/turn",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("legacy_turn", "on"),
+                ("relay_min", "50000"),
+                ("relay_max", "50100"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.location(), "/wizard/review", "{}", reply.body);
+    assert_eq!(
+        relay_saved().await,
+        (serde_json::json!("50000"), serde_json::json!("50100"))
+    );
+    // Back on the network step the new range is carried along.
+    let page = panel.get("/wizard/network", &session).await;
+    assert!(
+        page.body
+            .contains("<input type=\"hidden\" name=\"relay_min\" value=\"50000\">")
+    );
+}
+
 fn askama_escape(value: &str) -> String {
     value
         .replace('&', "&#38;")

@@ -134,6 +134,24 @@ impl Field {
         }
     }
 
+    /// The start of a folded group of the fields after it ("Advanced"), open when `open`.
+    pub fn advanced(summary: &str, open: bool) -> Self {
+        Field {
+            label: summary.to_owned(),
+            kind: "advanced",
+            value: if open { "open" } else { "" }.to_owned(),
+            ..Field::default()
+        }
+    }
+
+    /// The end of the group [`Field::advanced`] began.
+    pub fn advanced_end() -> Self {
+        Field {
+            kind: "advanced-end",
+            ..Field::default()
+        }
+    }
+
     /// An extra submit button in the flow of the form (`action=<value>`).
     pub fn action(value: &str, label: &str) -> Self {
         Field {

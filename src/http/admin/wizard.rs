@@ -189,7 +189,45 @@ pub async fn submit(
                 .filter(|s| s.len() >= 32)
                 .unwrap_or_else(|| random_alphanumeric(48));
             let entered = TurnStep::from_form(&form, &previous);
-            let result = entered.validate().map(|_| json(&entered));
+            let mut result = entered.validate().map(|_| json(&entered));
+            // The relay range asked here is stored with the network step's answers, checked
+            // with them (e.g. against the media port), and saved only when both are valid.
+            let relay = (form.get("relay_min"), form.get("relay_max"));
+            let mut network_update = None;
+            if let (Some(min), Some(max), Some(network)) = (relay.0, relay.1, steps.network.clone())
+            {
+                let network = NetworkStep {
+                    relay_min: min.trim().to_owned(),
+                    relay_max: max.trim().to_owned(),
+                    ..network
+                };
+                let relay_errors: FieldErrors = network
+                    .validate()
+                    .err()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(name, _)| name.starts_with("relay_"))
+                    .collect();
+                if !relay_errors.is_empty() {
+                    let mut errors = result.err().unwrap_or_default();
+                    errors.extend(relay_errors);
+                    result = Err(errors);
+                }
+                network_update = Some(network.clone());
+                steps.network = Some(network);
+            }
+            if let (Ok(_), Some(network)) = (&result, network_update)
+                && let Err(error) = db::admin::save_wizard_step(
+                    &state.pool,
+                    Step::Network.id(),
+                    &json(&network),
+                    true,
+                    unix_now(),
+                )
+                .await
+            {
+                return views::internal_error("saving a wizard step", &error);
+            }
             steps.turn = Some(entered);
             result
         }
@@ -233,6 +271,21 @@ fn confirmed_lan_ip(
             Err(FieldErrors::from([("lan_ip", doubt)]))
         }
         _ => Ok(()),
+    }
+}
+
+/// The default of one of the network step's port fields.
+fn default_port(defaults: &Ports, name: &str) -> u16 {
+    match name {
+        "http" => defaults.http,
+        "https" => defaults.https,
+        "admin" => defaults.admin,
+        "rtc_udp" => defaults.rtc_udp,
+        "rtc_tcp" => defaults.rtc_tcp,
+        "turn" => defaults.turn,
+        "turns" => defaults.turns,
+        "relay_min" => defaults.relay_min,
+        _ => defaults.relay_max,
     }
 }
 
@@ -616,24 +669,54 @@ async fn render_step(
             fields.extend([
                 Field::text("public_ip", "Public IP address", &s.public_ip)
                     .placeholder("e.g. 203.0.113.7")
-                    .help("Your router's internet address, advertised to callers for media. \"Detect public IP\" asks a STUN server. Leave empty if it changes often and set up dynamic detection later."),
+                    .help("Your router's internet address, advertised to callers for media. \"Detect public IP\" asks a STUN server. Leave it empty only when every caller is on your LAN: rtcbox then offers callers its own addresses only, and the address is not re-detected when your provider changes it."),
                 Field::action("detect", "Detect public IP"),
+            ]);
+            // The ports: the defaults suit almost everyone, so they wait behind "Ports", open
+            // when one of them needs another look or differs from the default.
+            let defaults = Ports::default();
+            let port_names = [
+                "http", "https", "admin", "rtc_udp", "rtc_tcp", "turn", "turns",
+            ];
+            let changed = port_names
+                .iter()
+                .any(|name| s.value(name) != default_port(&defaults, name).to_string());
+            let open = changed || port_names.iter().any(|name| errors.contains_key(name));
+            let https_help = if steps
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.mode == "reverse-proxy")
+            {
+                "Not used with a reverse proxy (your choice in the HTTPS step): rtcbox serves HTTPS itself only in the other modes."
+            } else {
+                "rtcbox's own HTTPS listener (your choice in the HTTPS step); also TURN over TLS."
+            };
+            fields.extend([
+                Field::advanced("Ports (the defaults avoid Synology DSM's; change them only if another program uses one)", open),
                 Field::heading("rtcbox's ports"),
                 port("http"),
-                port("https").help("Used only when rtcbox serves HTTPS itself (not behind a reverse proxy)."),
+                port("https").help(https_help),
                 port("admin").help("This panel. Keep it on the LAN: never forward it."),
                 port("rtc_udp"),
                 port("rtc_tcp"),
                 Field::heading("TURN ports"),
                 port("turn").help("rtcbox's TURN server: callers whose network blocks the media ports relay through it, and legacy 1:1 calls use it."),
                 port("turns").help("TURN over TLS, for networks that let only encrypted traffic through."),
-                port("relay_min").help("Only legacy 1:1 calls need the relay range forwarded: for Element Call, rtcbox relays to its own media port inside this machine."),
-                port("relay_max"),
             ]);
+            // The relay range is asked in the legacy-calls step, the only feature that needs it;
+            // here it travels along, shown only when it clashes with a port above.
+            for name in ["relay_min", "relay_max"] {
+                if errors.contains_key(name) {
+                    fields.push(port(name));
+                } else {
+                    fields.push(Field::text(name, "", s.value(name)).kind("hidden"));
+                }
+            }
+            fields.push(Field::advanced_end());
             (
                 vec![
                     "Media (audio and video) does not go through the reverse proxy: callers send it straight to rtcbox's UDP port (or the ICE-TCP port when UDP is blocked). Your router must forward those ports to this machine, with the same port number outside and inside.",
-                    "The defaults avoid the ports Synology DSM and its High Availability service use. Changing a port here changes rtcbox's setting when you apply the wizard.",
+                    "The ports' defaults avoid the ones Synology DSM and its High Availability service use; changing one changes rtcbox's setting when you apply the wizard.",
                 ],
                 fields,
             )
@@ -648,13 +731,31 @@ async fn render_step(
                     "Element Call and Element X do not need this: their media goes through rtcbox's SFU. Older 1:1 calls (Element Web/Desktop's legacy calls, Element Classic on mobile) need a TURN server that Synapse hands out credentials for; rtcbox can be that server, replacing coturn.",
                     "When on, rtcbox generates a shared secret and the homeserver.yaml snippet gets turn_uris and turn_shared_secret, so Synapse hands out credentials for rtcbox's own TURN server.",
                 ],
-                vec![Field::choice(
-                    "legacy_turn",
-                    "radio",
-                    "Legacy 1:1 calls through rtcbox's TURN server",
-                    &s.legacy_turn,
-                    &[("off", "Off"), ("on", "On")],
-                )],
+                {
+                    // The relay range lives with the network step's answers; it is asked here,
+                    // where the only feature that needs it is.
+                    let network = steps.network.clone().unwrap_or_else(|| {
+                        NetworkStep::suggested(None, None, &running_ports(state))
+                    });
+                    let relay = |name: &'static str, label: &str| {
+                        Field::text(name, label, network.value(name))
+                            .kind("number")
+                            .show_when("legacy_turn=on")
+                    };
+                    vec![
+                        Field::choice(
+                            "legacy_turn",
+                            "radio",
+                            "Legacy 1:1 calls through rtcbox's TURN server",
+                            &s.legacy_turn,
+                            &[("off", "Off"), ("on", "On")],
+                        ),
+                        relay("relay_min", "TURN relay range: first port (UDP)").help(
+                            "Legacy 1:1 calls relay media through these ports: forward the whole range on your router. Element Call does not need it (rtcbox relays to its own media port inside this machine).",
+                        ),
+                        relay("relay_max", "TURN relay range: last port (UDP)"),
+                    ]
+                },
             )
         }
         Step::Review => unreachable!("handled above"),
