@@ -772,6 +772,10 @@ async fn ports_wait_behind_advanced_and_the_relay_range_is_asked_with_legacy_cal
         ("relay_min", "49160"),
         ("relay_max", "49200"),
     ];
+    // Before the network step there is nothing to store a relay range with: not asked yet.
+    let page = panel.get("/wizard/turn", &session).await;
+    assert!(!page.body.contains("id=\"f-relay_min\""));
+    assert!(page.body.contains("once the Network step is answered"));
     // The defaults: the ports are folded away, the relay range travels along unseen.
     let page = panel.get("/wizard/network", &session).await;
     assert!(

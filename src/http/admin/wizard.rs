@@ -274,21 +274,6 @@ fn confirmed_lan_ip(
     }
 }
 
-/// The default of one of the network step's port fields.
-fn default_port(defaults: &Ports, name: &str) -> u16 {
-    match name {
-        "http" => defaults.http,
-        "https" => defaults.https,
-        "admin" => defaults.admin,
-        "rtc_udp" => defaults.rtc_udp,
-        "rtc_tcp" => defaults.rtc_tcp,
-        "turn" => defaults.turn,
-        "turns" => defaults.turns,
-        "relay_min" => defaults.relay_min,
-        _ => defaults.relay_max,
-    }
-}
-
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("wizard steps serialise")
 }
@@ -674,14 +659,19 @@ async fn render_step(
             ]);
             // The ports: the defaults suit almost everyone, so they wait behind "Ports", open
             // when one of them needs another look or differs from the default.
-            let defaults = Ports::default();
-            let port_names = [
-                "http", "https", "admin", "rtc_udp", "rtc_tcp", "turn", "turns",
+            let d = Ports::default();
+            let defaults = [
+                ("http", d.http),
+                ("https", d.https),
+                ("admin", d.admin),
+                ("rtc_udp", d.rtc_udp),
+                ("rtc_tcp", d.rtc_tcp),
+                ("turn", d.turn),
+                ("turns", d.turns),
             ];
-            let changed = port_names
-                .iter()
-                .any(|name| s.value(name) != default_port(&defaults, name).to_string());
-            let open = changed || port_names.iter().any(|name| errors.contains_key(name));
+            let open = defaults.iter().any(|(name, default)| {
+                s.value(name) != default.to_string() || errors.contains_key(name)
+            });
             let https_help = if steps
                 .tls
                 .as_ref()
@@ -732,29 +722,33 @@ async fn render_step(
                     "When on, rtcbox generates a shared secret and the homeserver.yaml snippet gets turn_uris and turn_shared_secret, so Synapse hands out credentials for rtcbox's own TURN server.",
                 ],
                 {
+                    let mut fields = vec![Field::choice(
+                        "legacy_turn",
+                        "radio",
+                        "Legacy 1:1 calls through rtcbox's TURN server",
+                        &s.legacy_turn,
+                        &[("off", "Off"), ("on", "On")],
+                    )];
                     // The relay range lives with the network step's answers; it is asked here,
-                    // where the only feature that needs it is.
-                    let network = steps.network.clone().unwrap_or_else(|| {
-                        NetworkStep::suggested(None, None, &running_ports(state))
-                    });
-                    let relay = |name: &'static str, label: &str| {
-                        Field::text(name, label, network.value(name))
-                            .kind("number")
-                            .show_when("legacy_turn=on")
-                    };
-                    vec![
-                        Field::choice(
-                            "legacy_turn",
-                            "radio",
-                            "Legacy 1:1 calls through rtcbox's TURN server",
-                            &s.legacy_turn,
-                            &[("off", "Off"), ("on", "On")],
+                    // where the only feature that needs it is, once there are such answers
+                    // to store it with (otherwise a range typed here would go nowhere).
+                    match &steps.network {
+                        Some(network) => {
+                            let relay = |name: &'static str, label: &str| {
+                                Field::text(name, label, network.value(name))
+                                    .kind("number")
+                                    .show_when("legacy_turn=on")
+                            };
+                            fields.push(relay("relay_min", "TURN relay range: first port (UDP)").help(
+                                "Legacy 1:1 calls relay media through these ports: forward the whole range on your router. Element Call does not need it (rtcbox relays to its own media port inside this machine).",
+                            ));
+                            fields.push(relay("relay_max", "TURN relay range: last port (UDP)"));
+                        }
+                        None => notes.push(
+                            "The TURN relay port range is asked here once the Network step is answered.".to_owned(),
                         ),
-                        relay("relay_min", "TURN relay range: first port (UDP)").help(
-                            "Legacy 1:1 calls relay media through these ports: forward the whole range on your router. Element Call does not need it (rtcbox relays to its own media port inside this machine).",
-                        ),
-                        relay("relay_max", "TURN relay range: last port (UDP)"),
-                    ]
+                    }
+                    fields
                 },
             )
         }
