@@ -188,7 +188,8 @@ class Walk {
     const page = await context.newPage();
     this.watch(page, name);
     if (viewport.width < 600) await this.phoneMenu(page);
-    for (const path of ['/', '/wizard/network', '/wizard/review', '/outputs', '/verify', '/logs', '/settings']) {
+    for (const path of ['/', '/wizard/homeserver', '/wizard/tls', '/wizard/network', '/wizard/turn',
+      '/wizard/review', '/outputs', '/verify', '/logs', '/settings']) {
       await page.goto(`${this.opts.adminUrl}${path}`, { timeout: VERIFY_TIMEOUT_MS });
       const label = `${name} ${path}`;
       await this.layout(page, label);
