@@ -144,14 +144,13 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         Arc::new(sfu.clone()),
         Arc::new(leaves),
     );
-    let listener = TcpListener::bind(settings.http_bind)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (choose another address with RTCBOX_HTTP_BIND)",
-                settings.http_bind
-            )
-        })?;
+    let listener = TcpListener::bind(settings.http_bind).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {}: {} (choose another address with RTCBOX_HTTP_BIND)",
+            settings.http_bind,
+            crate::net::explain::io_error(&e)
+        )
+    })?;
     let bound = listener.local_addr().context("listener address")?;
     tracing::info!(version = crate::VERSION_LINE, "listening on http://{bound}");
 
@@ -216,10 +215,11 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
 
     let admin_listener = TcpListener::bind(settings.admin_bind)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} for the admin panel (choose another address with RTCBOX_ADMIN_BIND)",
-                settings.admin_bind
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} for the admin panel: {} (choose another address with RTCBOX_ADMIN_BIND)",
+                settings.admin_bind,
+                crate::net::explain::io_error(&e)
             )
         })?;
     let admin_bound = admin_listener
@@ -237,7 +237,8 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         "http"
     };
     tracing::info!("admin panel on {admin_scheme}://{admin_bound}");
-    announce_setup_token(&pool, admin_bound, admin_scheme).await?;
+    let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
+    announce_setup_token(&pool, admin_bound, admin_scheme, &data_dir).await?;
     let public_caps = http_caps("public HTTP", http::PUBLIC_LIMITS, &settings);
     let https_caps = http_caps("public HTTPS", http::PUBLIC_LIMITS, &settings);
     let admin_caps = http_caps("admin panel", http::ADMIN_LIMITS, &settings);
@@ -433,6 +434,7 @@ async fn bind_https(bind: SocketAddr, turn: &crate::turn::TurnHandle) -> Option<
             (Some(listener), addr, None)
         }
         Err(error) => {
+            let error = crate::net::explain::io_error(&error);
             tracing::error!(
                 "HTTPS listener not running: cannot listen on {bind}: {error} (choose another address with RTCBOX_HTTPS_BIND, or 0 to turn it off)"
             );
@@ -508,11 +510,14 @@ async fn start_turn(
 }
 
 /// While no admin password exists, prints a fresh one-time setup token (or the one preset in
-/// `RTCBOX_SETUP_TOKEN`, e.g. by the Synology install wizard) with where to use it.
+/// `RTCBOX_SETUP_TOKEN`, e.g. by the Synology install wizard) as a setup URL with the token in
+/// it, on this machine's LAN address, and writes that URL to `setup-url.txt` in the data
+/// directory (0600). Once a password exists, a file left from before is deleted.
 async fn announce_setup_token(
     pool: &SqlitePool,
     admin: SocketAddr,
     scheme: &str,
+    data_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let preset = process_env("RTCBOX_SETUP_TOKEN").filter(|t| !t.trim().is_empty());
     if let Some(preset) = &preset
@@ -525,17 +530,25 @@ async fn announce_setup_token(
     let token = http::admin::ensure_setup_token(pool, preset.as_deref().map(str::trim))
         .await
         .context("cannot store the admin setup token")?;
-    if let Some(token) = token {
-        let host = if admin.ip().is_unspecified() {
-            "<this machine's address>".to_owned()
-        } else {
-            admin.ip().to_string()
-        };
-        tracing::warn!(
-            "admin panel setup: open {scheme}://{host}:{}/setup and enter the one-time setup token {token} (valid for 24 hours; restarting rtcbox before a password is set prints a new one)",
-            admin.port()
-        );
-    }
+    let Some(token) = token else {
+        http::admin::remove_setup_url(data_dir);
+        return Ok(());
+    };
+    let lan = crate::setup::discover::suggested_lan_ip();
+    let url = http::admin::setup_url(scheme, admin, lan, &token);
+    let file = match http::admin::write_setup_url(data_dir, &url) {
+        Ok(()) => format!(
+            "; the link is also in {}",
+            data_dir.join(http::admin::SETUP_URL_FILE).display()
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "cannot write {} to the data directory", http::admin::SETUP_URL_FILE);
+            String::new()
+        }
+    };
+    tracing::warn!(
+        "admin panel setup: open {url} in a browser on your LAN to choose the admin password (or open /setup there and enter the one-time setup token {token}). Valid for 24 hours; restarting rtcbox before a password is set prints a new one{file}"
+    );
     Ok(())
 }
 
@@ -582,7 +595,7 @@ fn log_settings(settings: &Settings) {
     if settings.origins.get(&SettingKey::PublicUrl) == Some(&Origin::Default) {
         tracing::warn!(
             "RTCBOX_PUBLIC_URL is not set: clients are told to connect to {}, which only works on this \
-             machine; set it to the public wss:// URL of the SFU",
+             machine. The setup wizard in the admin panel stores the public URL",
             settings.public_url
         );
     }
@@ -598,8 +611,8 @@ fn log_settings(settings: &Settings) {
     if settings.full_access_homeservers.is_none() {
         tracing::warn!(
             "RTCBOX_FULL_ACCESS_HOMESERVERS is not set: no homeserver's users can start calls (they \
-             can only join rooms that exist). Finish the admin panel's setup wizard, or set it to \
-             your homeserver's server_name (the part after ':' in user IDs), e.g. example.org"
+             can only join rooms that exist). The setup wizard in the admin panel stores your \
+             homeserver"
         );
     }
     if settings.dangerous_allow_private_homeservers {

@@ -11,9 +11,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::TokioResolver;
 use hickory_resolver::config::ResolverConfig;
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::{ResolveError, TokioResolver};
 
 /// Per query; the resolver tries each configured server once.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -72,7 +72,42 @@ pub async fn lookup_with(
         Err(_) if !configured => Err("this system has no DNS configuration (/etc/resolv.conf), \
                                       and /etc/hosts does not name it"
             .to_owned()),
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(explain(&error)),
+    }
+}
+
+/// Why a lookup failed, in words that say what to check (hickory's own text is a debug dump of
+/// the query).
+fn explain(error: &ResolveError) -> String {
+    use hickory_resolver::proto::ProtoErrorKind as K;
+    use hickory_resolver::proto::op::ResponseCode;
+    match error.proto().map(|proto| proto.kind()) {
+        Some(K::NoRecordsFound {
+            response_code: ResponseCode::NXDomain,
+            ..
+        }) => "the name does not exist in DNS: check its spelling, and that its DNS record is \
+               published"
+            .to_owned(),
+        Some(K::NoRecordsFound {
+            response_code: ResponseCode::NoError,
+            ..
+        }) => "the name exists in DNS but has no address (no A or AAAA record)".to_owned(),
+        Some(K::NoRecordsFound { response_code, .. }) => format!(
+            "the DNS server could not look it up (it answered {response_code}): check the DNS \
+             server this machine uses (/etc/resolv.conf)"
+        ),
+        Some(K::Timeout) => "the DNS server did not answer: check this machine's network \
+                             connection and the DNS server it uses (/etc/resolv.conf)"
+            .to_owned(),
+        Some(K::Io(io)) => format!(
+            "the DNS server cannot be reached ({}); check the DNS server this machine uses \
+             (/etc/resolv.conf)",
+            super::explain::io_error(io)
+        ),
+        Some(K::NoConnections) => {
+            "no DNS server is configured (/etc/resolv.conf lists none)".to_owned()
+        }
+        _ => format!("the DNS lookup failed ({error})"),
     }
 }
 
@@ -135,5 +170,72 @@ mod tests {
             .await
             .expect_err("no server, no hosts entry");
         assert!(error.contains("no DNS configuration"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_dns_server_that_does_not_answer_is_named_as_such() {
+        use hickory_resolver::config::{NameServerConfig, ResolverOpts};
+        use hickory_resolver::proto::xfer::Protocol;
+        // A loopback port where no DNS server listens: the query is refused or times out.
+        let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let config = ResolverConfig::from_parts(
+            None,
+            vec![],
+            vec![NameServerConfig::new(addr, Protocol::Udp)],
+        );
+        let mut builder =
+            TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
+        *builder.options_mut() = ResolverOpts::default();
+        builder.options_mut().timeout = Duration::from_millis(300);
+        builder.options_mut().attempts = 1;
+        let resolver = builder.build();
+        // (Not under .invalid, which hickory answers itself; the query only goes to `addr`.)
+        let error = lookup_with(&resolver, true, "matrix.example.org", 80)
+            .await
+            .expect_err("nobody answers");
+        assert!(
+            error.starts_with("the DNS server did not answer")
+                || error.starts_with("the DNS server cannot be reached"),
+            "{error}"
+        );
+        assert!(error.contains("/etc/resolv.conf"), "{error}");
+        assert!(!error.contains("Query {"), "{error}");
+    }
+
+    #[test]
+    fn dns_answers_say_what_to_check() {
+        use hickory_resolver::proto::op::{Query, ResponseCode};
+        use hickory_resolver::proto::rr::{Name, RecordType};
+        use hickory_resolver::proto::{ProtoError, ProtoErrorKind};
+        let no_records = |response_code| {
+            let kind = ProtoErrorKind::NoRecordsFound {
+                query: Box::new(Query::query(
+                    Name::from_ascii("matrix.example.org.").unwrap(),
+                    RecordType::A,
+                )),
+                soa: None,
+                ns: None,
+                negative_ttl: None,
+                response_code,
+                trusted: true,
+                authorities: None,
+            };
+            explain(&ResolveError::from(ProtoError::from(kind)))
+        };
+        assert!(
+            no_records(ResponseCode::NXDomain)
+                .contains("does not exist in DNS: check its spelling")
+        );
+        assert!(no_records(ResponseCode::NoError).contains("no A or AAAA record"));
+        assert!(no_records(ResponseCode::ServFail).contains("answered"));
+        let timeout = explain(&ResolveError::from(ProtoError::from(
+            ProtoErrorKind::Timeout,
+        )));
+        assert!(
+            timeout.starts_with("the DNS server did not answer"),
+            "{timeout}"
+        );
     }
 }

@@ -6,12 +6,14 @@
 //! - [`Cidr`]: address blocks in settings.
 //! - [`caps`]: per-address and total connection caps for every stream listener.
 //! - [`dns`]: name resolution without the C library (the release binary is static).
+//! - [`explain`]: socket errors in words that say what to check.
 //! - [`stun`]: the STUN Binding codec (sans-IO) the media ports answer with and the setup checks
 //!   probe with.
 
 pub mod caps;
 mod cidr;
 pub mod dns;
+pub mod explain;
 pub mod stun;
 
 pub use cidr::Cidr;

@@ -383,9 +383,12 @@ pub async fn stun_probe_udp(target: SocketAddr, timeout: Duration) -> Result<Soc
     } else {
         "[::]:0".parse().expect("literal")
     };
-    let socket = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| format!("no local UDP socket ({e})"))?;
+    let socket = UdpSocket::bind(bind).await.map_err(|e| {
+        format!(
+            "no local UDP socket ({})",
+            crate::net::explain::io_error(&e)
+        )
+    })?;
     let tid = stun::new_transaction_id();
     let request = stun::binding_request(&tid);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -400,7 +403,10 @@ pub async fn stun_probe_udp(target: SocketAddr, timeout: Duration) -> Result<Soc
         }
         if now >= next_send {
             if let Err(e) = socket.send_to(&request, target).await {
-                last_problem = Some(format!("cannot send ({e})"));
+                last_problem = Some(format!(
+                    "cannot send ({})",
+                    crate::net::explain::io_error(&e)
+                ));
             }
             next_send = now + interval;
             interval *= 2;
@@ -409,7 +415,7 @@ pub async fn stun_probe_udp(target: SocketAddr, timeout: Duration) -> Result<Soc
         match tokio::time::timeout_at(wake, socket.recv_from(&mut buf)).await {
             Err(_) => continue,
             // ICMP "port unreachable" from an earlier send: keep listening for the retransmits.
-            Ok(Err(e)) => last_problem = Some(format!("{e}")),
+            Ok(Err(e)) => last_problem = Some(crate::net::explain::io_error(&e)),
             // The random transaction id is what ties an answer to this probe (a NAT may
             // rewrite where it seems to come from).
             Ok(Ok((n, _))) => match stun::parse_binding_success(&buf[..n], &tid) {
@@ -431,7 +437,7 @@ pub async fn stun_probe_tcp(target: SocketAddr, timeout: Duration) -> Result<Soc
             if e.kind() == std::io::ErrorKind::ConnectionRefused {
                 "connection refused".to_owned()
             } else {
-                format!("cannot connect ({e})")
+                format!("cannot connect ({})", crate::net::explain::io_error(&e))
             }
         })?;
         let tid = stun::new_transaction_id();
@@ -442,21 +448,25 @@ pub async fn stun_probe_tcp(target: SocketAddr, timeout: Duration) -> Result<Soc
         stream
             .write_all(&framed)
             .await
-            .map_err(|e| format!("cannot send ({e})"))?;
+            .map_err(|e| format!("cannot send ({})", crate::net::explain::io_error(&e)))?;
         let mut len = [0u8; 2];
-        stream
-            .read_exact(&mut len)
-            .await
-            .map_err(|e| format!("the connection closed without an answer ({e})"))?;
+        stream.read_exact(&mut len).await.map_err(|e| {
+            format!(
+                "the connection closed without an answer ({})",
+                crate::net::explain::io_error(&e)
+            )
+        })?;
         let len = usize::from(u16::from_be_bytes(len));
         if len > 1500 {
             return Err(format!("a {len}-byte frame is no STUN answer"));
         }
         let mut answer = vec![0u8; len];
-        stream
-            .read_exact(&mut answer)
-            .await
-            .map_err(|e| format!("the answer was cut short ({e})"))?;
+        stream.read_exact(&mut answer).await.map_err(|e| {
+            format!(
+                "the answer was cut short ({})",
+                crate::net::explain::io_error(&e)
+            )
+        })?;
         stun::parse_binding_success(&answer, &tid).map_err(|e| e.to_string())
     };
     tokio::time::timeout(timeout, exchange)

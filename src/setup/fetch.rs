@@ -358,7 +358,7 @@ async fn connect(target: &Target) -> Result<TcpStream, FetchError> {
             }
             Ok(Err(e)) => FetchError::Connect {
                 addr,
-                reason: e.to_string(),
+                reason: crate::net::explain::io_error(&e),
             },
             Err(_) => FetchError::ConnectTimeout { addr },
         };

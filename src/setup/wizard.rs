@@ -628,6 +628,41 @@ impl NetworkStep {
     }
 }
 
+/// Why a LAN address that parses is still probably wrong, or `None`. `host` is this machine's
+/// own addresses (`discover::lan_addresses`: no loopback, no link-local). The router forwards to
+/// this address, the DSM firewall rule's subnet and the hairpin tip are derived from it, so
+/// loopback is always doubtful, and so is an address the machine does not have (a typo, the
+/// router's address, another machine), unless the machine's addresses are unknown.
+pub fn lan_ip_doubt(ip: IpAddr, host: &[IpAddr]) -> Option<String> {
+    let found = if host.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " This machine has {}.",
+            host.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    if ip.is_loopback() {
+        Some(format!(
+            "{ip} is the loopback address: it means \"this machine\" to every machine, so the \
+             router cannot forward to it, and the port table, firewall rule and DNS tip would \
+             all point at it. Enter the address other devices on your LAN reach this machine \
+             at.{found}"
+        ))
+    } else if !host.is_empty() && !host.contains(&ip) {
+        Some(format!(
+            "{ip} is not an address of this machine.{found} The router must forward to the \
+             machine rtcbox runs on. In a container with its own network (bridge mode) the \
+             host's LAN address is right: then confirm it below."
+        ))
+    } else {
+        None
+    }
+}
+
 /// Two listeners of the same protocol on one port, and a relay range that is empty or
 /// overlaps a UDP listener.
 fn port_conflicts(ports: &Ports, errors: &mut FieldErrors) {
@@ -824,6 +859,14 @@ pub fn warnings(deployment: &Deployment) -> Vec<String> {
              reach it (this is only right for a test on one machine or a LAN-only set-up)."
         )),
         Some(_) => {}
+    }
+    if net.lan_ip.is_loopback() {
+        out.push(format!(
+            "The LAN address {} is the loopback address: the router cannot forward to it, so \
+             only callers on this machine itself can reach rtcbox (right only for a test on one \
+             machine).",
+            net.lan_ip
+        ));
     }
     let ha = 7400..=7999;
     let ports = &net.ports;

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use livekit_protocol as proto;
 use proto::signal_response;
 use str0m::net::Protocol;
@@ -83,23 +82,28 @@ impl SfuSockets {
                 Ok(socket) => socket,
                 Err(_) if node_ip.is_some() => UdpSocket::bind(SocketAddr::new(bind_ip, udp_port))
                     .await
-                    .with_context(|| {
-                        format!("cannot bind the media UDP port {bind_ip}:{udp_port}")
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot bind the media UDP port {bind_ip}:{udp_port}: {} (RTCBOX_RTC_UDP_PORT)",
+                            crate::net::explain::io_error(&e)
+                        )
                     })?,
                 Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "cannot bind the media UDP port {advertised_addr} (RTCBOX_RTC_UDP_PORT)"
-                        )
-                    });
+                    anyhow::bail!(
+                        "cannot bind the media UDP port {advertised_addr}: {} (RTCBOX_RTC_UDP_PORT)",
+                        crate::net::explain::io_error(&e)
+                    );
                 }
             };
             let port = socket.local_addr().map(|a| a.port()).unwrap_or(udp_port);
             udp.push((Arc::new(socket), SocketAddr::new(*ip, port)));
         }
         let tcp_bind = SocketAddr::new(bind_ip, tcp_port);
-        let tcp = TcpListener::bind(tcp_bind).await.with_context(|| {
-            format!("cannot bind the ICE-TCP port {tcp_bind} (RTCBOX_RTC_TCP_PORT)")
+        let tcp = TcpListener::bind(tcp_bind).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot bind the ICE-TCP port {tcp_bind}: {} (RTCBOX_RTC_TCP_PORT)",
+                crate::net::explain::io_error(&e)
+            )
         })?;
         let tcp_port = tcp.local_addr().map(|a| a.port()).unwrap_or(tcp_port);
         let tcp_advertised = advertised

@@ -465,14 +465,17 @@ impl Conn {
                 } else {
                     SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
                 };
-                let socket = UdpSocket::bind(bind)
-                    .await
-                    .map_err(|e| ProbeError::Connect(format!("no local UDP socket: {e}")))?;
+                let socket = UdpSocket::bind(bind).await.map_err(|e| {
+                    ProbeError::Connect(format!(
+                        "no local UDP socket: {}",
+                        crate::net::explain::io_error(&e)
+                    ))
+                })?;
                 // Connected, so ICMP "port unreachable" comes back as an error.
                 socket
                     .connect(target)
                     .await
-                    .map_err(|e| ProbeError::Connect(e.to_string()))?;
+                    .map_err(|e| ProbeError::Connect(crate::net::explain::io_error(&e)))?;
                 Ok(Conn::Udp(socket))
             }
             Dial::Tcp => {
@@ -571,7 +574,10 @@ impl Conn {
                     if e.kind() == std::io::ErrorKind::ConnectionRefused {
                         refused = true;
                     } else if !is_udp {
-                        return Err(TxError::Io(format!("the connection failed ({e})")));
+                        return Err(TxError::Io(format!(
+                            "the connection failed ({})",
+                            crate::net::explain::io_error(&e)
+                        )));
                     }
                 }
                 sent_once = true;
@@ -630,7 +636,7 @@ impl Conn {
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                         Err(TxError::Unreachable)
                     }
-                    Err(e) => Err(TxError::Io(e.to_string())),
+                    Err(e) => Err(TxError::Io(crate::net::explain::io_error(&e))),
                 }
             }
             Conn::Stream { io, buffer } => loop {
@@ -653,7 +659,12 @@ impl Conn {
                         }));
                     }
                     Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                    Err(e) => return Err(TxError::Io(format!("the connection failed ({e})"))),
+                    Err(e) => {
+                        return Err(TxError::Io(format!(
+                            "the connection failed ({})",
+                            crate::net::explain::io_error(&e)
+                        )));
+                    }
                 }
             },
         }
@@ -848,7 +859,7 @@ async fn connect_tcp(target: SocketAddr, deadline: Instant) -> Result<TcpStream,
     match tokio::time::timeout_at(deadline, TcpStream::connect(target)).await {
         Err(_) => Err(ProbeError::ConnectTimeout),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(ProbeError::Refused),
-        Ok(Err(e)) => Err(ProbeError::Connect(e.to_string())),
+        Ok(Err(e)) => Err(ProbeError::Connect(crate::net::explain::io_error(&e))),
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Ok(stream)

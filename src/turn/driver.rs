@@ -268,17 +268,13 @@ fn running(transport: Transport, addr: SocketAddr) -> ListenerStatus {
     }
 }
 
+/// A listener that could not open, with what to check (a taken port names coturn).
 fn failed(transport: Transport, addr: SocketAddr, error: &std::io::Error) -> ListenerStatus {
-    let hint = if error.kind() == std::io::ErrorKind::AddrInUse {
-        " (another program uses this port; is coturn still running? Stop it, or choose another port)"
-    } else {
-        ""
-    };
     ListenerStatus {
         transport,
         addr,
         https: false,
-        error: Some(format!("{error}{hint}")),
+        error: Some(crate::net::explain::io_error(error)),
     }
 }
 

@@ -2,19 +2,25 @@
 // Browser end-to-end test of the admin panel: headless Debian Chromium, driven by playwright-core,
 // walks the first run as an admin would: setup token and password, every wizard step (fields
 // found by their labels, "Save and continue"), Review → Apply, the generated configuration and
-// the verification page. It takes a screenshot of each page.
+// the verification page. It takes a screenshot of each page, then looks at every page again on a
+// phone and on a desktop in dark mode. On every page it checks the layout: nothing wider than the
+// viewport or hidden behind a sideways scrollbar, and at desktop width no card taller than the
+// viewport.
 //
 //   node wizard.mjs CONFIG.json      (or the config itself as a JSON argument, or on stdin)
 //
 // Config: {
 //   "adminUrl": "http://127.0.0.1:PORT",   the admin panel
 //   "setupToken": "...", "password": "...",
+//   "setupUrl": "http://127.0.0.1:PORT/setup?token=...",   optional: the log's setup URL
 //   "serverName": "localhost:PORT", "clientUrl": "http://127.0.0.1:PORT",   the homeserver
 //   "rtcUrl": "http://127.0.0.1:PORT",     the public URL (one hostname)
 //   "network": {"lan_ip": "127.0.0.1", "http": 8880, ...},   the Network step's fields
 //   "expectPublicIp": "127.0.0.1",         what "Detect public IP" must fill in
 //   "accessToken": "...",                  optional: given to the verification page
 //   "outDir": "/path", "prefix": "admin",  screenshots: OUTDIR/PREFIX-NN-NAME.png
+//   "tourDir": "/path",                    optional: screenshots of every page on a phone and
+//                                          a desktop in dark mode, for a person to look at
 //   "deadlineMs": 120000
 // }
 // Prints one JSON report on stdout (progress on stderr); exits 0 when every step worked, 1 when
@@ -31,7 +37,7 @@ const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
-const DESKTOP = { width: 1200, height: 800 };
+const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
 // Screenshots of long pages stop here, so the images stay a sensible size.
 const MAX_SHOT_HEIGHT = 2400;
@@ -40,9 +46,49 @@ const MAX_SHOT_HEIGHT = 2400;
 const SHOTS = [
   'setup', 'dashboard', 'wizard-homeserver', 'wizard-endpoints', 'wizard-tls', 'wizard-network',
   'wizard-turn', 'wizard-review', 'outputs', 'verify', 'wizard-homeserver-error',
-  'wizard-network-phone',
+  'wizard-network-phone', 'menu-phone', 'wizard-network-lan-doubt',
 ];
 const VERIFY_TIMEOUT_MS = 120000;
+
+// Runs in the page: what breaks the layout at this viewport. No element may reach past the
+// viewport's sides, nothing may scroll sideways (the page, or a box hiding part of a table; a
+// code block's own scrollbar is fine), and with `cardLimit` no card may be taller than that.
+function layoutProblems(cardLimit) {
+  const width = document.documentElement.clientWidth;
+  const describe = (el) => {
+    const classes = [...el.classList].map((c) => `.${c}`).join('');
+    const text = (el.textContent ?? '').trim().replace(/\s+/g, ' ').slice(0, 40);
+    return `${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ''}${classes} "${text}"`;
+  };
+  // Inside a box that clips or scrolls, that box is what counts (it is checked itself).
+  const clipped = (el) => {
+    for (let up = el.parentElement; up && up !== document.body; up = up.parentElement) {
+      if (getComputedStyle(up).overflowX !== 'visible') return true;
+    }
+    return false;
+  };
+  const problems = [];
+  if (document.documentElement.scrollWidth > width) {
+    problems.push(`the page scrolls sideways: ${document.documentElement.scrollWidth} px wide in a ${width} px viewport`);
+  }
+  for (const el of document.body.querySelectorAll('*')) {
+    // The skip link waits off-screen until it has focus; code blocks scroll on purpose.
+    if (el.closest('.skip, .sr, pre')) continue;
+    const style = getComputedStyle(el);
+    if (style.display === 'none' || style.visibility === 'hidden') continue;
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0) continue;
+    if (/(auto|scroll)/.test(style.overflowX) && el.scrollWidth > el.clientWidth + 1) {
+      problems.push(`${describe(el)} hides ${el.scrollWidth - el.clientWidth} px behind a sideways scrollbar`);
+    } else if ((box.left < -1 || box.right > width + 1) && !clipped(el)) {
+      problems.push(`${describe(el)} reaches past the viewport: ${Math.round(box.left)}..${Math.round(box.right)} of ${width} px`);
+    }
+    if (cardLimit && el.matches('.card') && box.height > cardLimit) {
+      problems.push(`${describe(el)} is ${Math.round(box.height)} px tall, taller than the ${cardLimit} px viewport`);
+    }
+  }
+  return problems.slice(0, 10);
+}
 
 function readConfig() {
   const arg = process.argv[2];
@@ -89,12 +135,77 @@ class Walk {
       clip: { x: 0, y: 0, width: size.width, height: Math.min(size.height, MAX_SHOT_HEIGHT) },
     });
     this.report.screenshots.push(file);
+    await this.layout(page, name);
     return file;
   }
 
-  // Clicks a form's submit button; the POST to `action` must redirect (303) to `next`. When it
-  // does not, the error names the status, the page's message and the Origin the browser sent.
-  async submit(button, action, next) {
+  // Checks the layout of the page now shown (layoutProblems; cards only at desktop width). The
+  // problems are kept in the report under `label`; any at all fail the walk at its end.
+  async layout(page, label) {
+    const viewport = page.viewportSize();
+    const cardLimit = viewport.width >= DESKTOP.width ? viewport.height : 0;
+    const problems = await page.evaluate(layoutProblems, cardLimit);
+    this.report.layout[label] = problems;
+    if (problems.length) log(`layout of ${label}:`, problems.join('; '));
+  }
+
+  // On a phone the navigation is one "Menu" button: it opens a list of every page that fits
+  // the screen, and a link in it works.
+  async phoneMenu(page) {
+    await page.goto(`${this.opts.adminUrl}/`);
+    const viewport = page.viewportSize();
+    const nav = page.getByRole('navigation', { name: 'Main' });
+    this.check(await nav.count() === 0, 'a phone shows the navigation bar instead of the menu button');
+    const button = page.locator('header summary');
+    this.check(await button.isVisible() && (await button.textContent()).includes('Menu'), 'no Menu button on a phone');
+    await button.click();
+    await nav.waitFor();
+    const links = nav.getByRole('link');
+    const labels = await links.allTextContents();
+    this.check(labels.join(',') === 'Dashboard,Setup,Configuration,Verify,Logs,Settings', `the menu lists ${labels}`);
+    for (const link of await links.all()) {
+      const box = await link.boundingBox();
+      this.check(box && box.x >= 0 && box.x + box.width <= viewport.width && box.y + box.height <= viewport.height
+        && box.height >= 40, `menu entry ${await link.textContent()} is not a full tap target on screen: ${JSON.stringify(box)}`);
+    }
+    await this.shot(page, 'menu-phone');
+    await Promise.all([
+      page.waitForURL((url) => url.pathname === '/outputs'),
+      nav.getByRole('link', { name: 'Configuration' }).click(),
+    ]);
+    this.check(await page.locator('header summary').isVisible(), 'no Menu button on the next page');
+    this.check(await nav.count() === 0, 'the menu stays open on the next page');
+    this.step('phone menu', { labels });
+  }
+
+  // Every page of the panel in one more look (`scheme`, `viewport`): its layout, and with
+  // `tourDir` a screenshot for a person to look at.
+  async tour(browser, storageState, name, viewport, scheme) {
+    const context = await browser.newContext({
+      viewport, colorScheme: scheme, deviceScaleFactor: 1, storageState,
+      ...(viewport.width < 600 ? { isMobile: true, hasTouch: true } : {}),
+    });
+    const page = await context.newPage();
+    this.watch(page, name);
+    if (viewport.width < 600) await this.phoneMenu(page);
+    for (const path of ['/', '/wizard/homeserver', '/wizard/tls', '/wizard/network', '/wizard/turn',
+      '/wizard/review', '/outputs', '/verify', '/logs', '/settings']) {
+      await page.goto(`${this.opts.adminUrl}${path}`, { timeout: VERIFY_TIMEOUT_MS });
+      const label = `${name} ${path}`;
+      await this.layout(page, label);
+      if (this.opts.tourDir) {
+        mkdirSync(this.opts.tourDir, { recursive: true });
+        const file = `${name}${path.replaceAll('/', '-').replace(/-$/, '-dashboard')}.png`;
+        await page.screenshot({ path: join(this.opts.tourDir, file), fullPage: true, animations: 'disabled', caret: 'hide' });
+      }
+    }
+    await context.close();
+  }
+
+  // Clicks a form's submit button; the POST to `action` must redirect (303) to `next` (which may
+  // redirect on, to `landing`). When it does not, the error names the status, the page's message
+  // and the Origin the browser sent.
+  async submit(button, action, next, landing = next) {
     const page = this.page;
     const [response] = await Promise.all([
       page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === action),
@@ -111,7 +222,7 @@ class Walk {
     }
     const location = new URL(response.headers().location ?? '', page.url()).pathname;
     if (location !== next) throw new Error(`"${button}" (POST ${action}) redirected to ${location}, not ${next}`);
-    await page.waitForURL((url) => url.pathname === next);
+    await page.waitForURL((url) => url.pathname === landing);
   }
 
   async saveAndContinue(next) {
@@ -158,12 +269,34 @@ class Walk {
     await page.goto(`${o.adminUrl}/`);
     this.check(new URL(page.url()).pathname === '/setup', `the first page is ${page.url()}, not /setup`);
     this.report.keyboard.setupTabsToToken = await this.keyboardToField('f-token', 3);
+    // A mistyped repetition: the token stays, and the one problem is said at its field.
     await this.label('Setup token').fill(o.setupToken);
+    await this.label('New password').fill(o.password);
+    await this.label('Repeat the password').fill(`${o.password}!`);
+    this.rejecting = true;
+    await Promise.all([
+      page.waitForResponse((r) => new URL(r.url()).pathname === '/setup' && r.status() === 400),
+      page.getByRole('button', { name: 'Set password and continue' }).click(),
+    ]);
+    await page.locator('#f-confirm-note [role="alert"]').waitFor();
+    this.rejecting = false;
+    const alerts = await page.locator('main [role="alert"]').allTextContents();
+    this.check(alerts.length === 1 && alerts[0].includes('The two passwords differ'), `setup said ${JSON.stringify(alerts)}`);
+    this.check(await this.label('Setup token').inputValue() === o.setupToken, 'a refused password cleared the setup token');
+    this.step('setup: a mistyped password is refused, the token kept');
+    // The setup URL from the log fills the token in (its origin is the panel's: the log names
+    // the listener's own address, loopback here).
+    if (o.setupUrl) {
+      await page.goto(o.setupUrl);
+      this.check(await this.label('Setup token').inputValue() === o.setupToken, 'the setup URL did not fill in the token');
+    }
     await this.label('New password').fill(o.password);
     await this.label('Repeat the password').fill(o.password);
     await this.shot(page, 'setup');
-    await this.submit('Set password and continue', '/setup', '/');
-    this.step('setup: password set');
+    // Setting the password continues into the wizard, at its first step.
+    await this.submit('Set password and continue', '/setup', '/wizard', '/wizard/homeserver');
+    this.step('setup: password set, on to the wizard');
+    await page.goto(`${o.adminUrl}/`);
     await this.shot(page, 'dashboard');
 
     await Promise.all([
@@ -212,7 +345,12 @@ class Walk {
     await this.saveAndContinue('network');
     this.step('tls');
 
+    // The ports wait behind "Ports" (open already when one differs from its default); the
+    // relay range is asked in the legacy-calls step.
+    const ports = page.locator('details.advanced');
+    if (!(await ports.evaluate((d) => d.open))) await ports.locator('summary').click();
     for (const [name, value] of Object.entries(o.network)) {
+      if (name.startsWith('relay_')) continue;
       await page.locator(`#f-${name}`).fill(String(value));
     }
     await this.label('Public IP address').fill('');
@@ -227,6 +365,22 @@ class Walk {
     this.step('network: detect public IP', { detected, flash });
     this.check(detected === o.expectPublicIp, `"Detect public IP" filled in '${detected}', not ${o.expectPublicIp} (${flash})`);
     await this.shot(page, 'wizard-network');
+    // A loopback LAN address (this test runs on one machine) is questioned: the router cannot
+    // forward to it. Saved only once "Use this address anyway" is ticked.
+    if (o.network.lan_ip.startsWith('127.')) {
+      this.rejecting = true;
+      await Promise.all([
+        page.waitForResponse((r) => r.url().endsWith('/wizard/network') && r.status() === 400),
+        page.getByRole('button', { name: 'Save and continue' }).click(),
+      ]);
+      const doubt = page.locator('#f-lan_ip-note [role="alert"]');
+      await doubt.waitFor();
+      this.rejecting = false;
+      this.check((await doubt.textContent()).includes('is the loopback address'), 'no doubt about a loopback LAN address');
+      await page.locator('#f-lan_ip').scrollIntoViewIfNeeded();
+      await this.shot(page, 'wizard-network-lan-doubt');
+      await page.getByLabel('Use this address anyway').check();
+    }
     await this.saveAndContinue('turn');
     this.step('network');
 
@@ -244,7 +398,12 @@ class Walk {
     await this.shot(phonePage, 'wizard-network-phone');
     await phone.close();
 
+    // The relay range belongs to legacy calls: shown when they are on, kept when they are off.
+    await page.getByLabel('On', { exact: true }).check();
+    await this.label('TURN relay range: first port (UDP)').fill(String(o.network.relay_min));
+    await this.label('TURN relay range: last port (UDP)').fill(String(o.network.relay_max));
     await page.getByLabel('Off', { exact: true }).check();
+    this.check(!(await this.label('TURN relay range: first port (UDP)').isVisible()), 'the relay range is shown with legacy calls off');
     await this.shot(page, 'wizard-turn');
     await this.saveAndContinue('review');
     this.step('turn');
@@ -256,6 +415,10 @@ class Walk {
     this.report.outputs = await page.locator('pre[id^="code-"]').evaluateAll((els) => els.map((e) => e.id.slice(5)));
     this.check(snippet?.includes('max_event_delay_duration'),
       `the homeserver.yaml snippet on /outputs lacks max_event_delay_duration: ${JSON.stringify(snippet?.slice(0, 300))}`);
+    // The test homeserver serves no well-known document rtcbox could read: the page says so and
+    // offers the entry to add by hand and a box for the current file.
+    this.check(await page.locator('#well-known-rtc-foci').isVisible(), 'no add-only well-known entry for an unread document');
+    this.check(await page.getByLabel('Your current /.well-known/matrix/client (optional)').isVisible(), 'no box to paste the current well-known');
     await this.shot(page, 'outputs');
 
     // The checks run while the page loads; each has its own time limit, so allow for them.
@@ -281,12 +444,18 @@ class Walk {
     this.step('verify', { checks: this.report.checks.length });
     this.check(this.report.checks.length > 0, 'the verification page shows no check results');
     await this.shot(page, 'verify');
+    const session = await context.storageState();
     await context.close();
+
+    await this.tour(browser, session, 'phone-dark', PHONE, 'dark');
+    await this.tour(browser, session, 'desktop-dark', DESKTOP, 'dark');
+    const broken = Object.entries(this.report.layout).filter(([, problems]) => problems.length);
+    this.check(!broken.length, `layout problems: ${JSON.stringify(Object.fromEntries(broken))}`);
   }
 }
 
 async function main() {
-  const report = { ok: false, steps: [], screenshots: [], keyboard: {}, console: [], errors: [] };
+  const report = { ok: false, steps: [], screenshots: [], keyboard: {}, layout: {}, console: [], errors: [] };
   let browser = null;
   let code = 2;
   const finish = async (exitCode) => {

@@ -251,6 +251,13 @@ class Rtcbox:
         assert found, f"no setup token in the log:\n{self.log_text()[-2000:]}"
         return found[-1]
 
+    def setup_url(self) -> str:
+        """The setup URL (with the token) rtcbox printed to its log at start."""
+        import re
+        found = re.findall(r"open (https?://\S+/setup\?token=[A-Za-z0-9]{16,}) ", self.log_text())
+        assert found, f"no setup URL in the log:\n{self.log_text()[-2000:]}"
+        return found[-1]
+
     def key_pair(self) -> tuple[str, str]:
         """The API key and secret rtcbox signs and verifies LiveKit tokens with."""
         stored = self.stored()

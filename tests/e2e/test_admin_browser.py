@@ -1,10 +1,11 @@
 """The admin panel in a real browser: headless Debian Chromium (tests/browser/wizard.mjs, driven
-by playwright-core) walks the first run the way an admin does, from the setup token in the log to
+by playwright-core) walks the first run the way an admin does, from the setup URL in the log to
 the verification page, pointing the wizard at the session's real Synapse, and takes a screenshot
 of every page (docs/images/admin-*.png come from this test).
 
 Screenshots go to the test's temporary directory; set RTCBOX_SCREENSHOT_DIR (e.g. docs/images)
-to keep them. Needs node, `npm ci` in tests/browser and Debian's chromium, like
+to keep them, and RTCBOX_TOUR_DIR to keep the extra look at every page on a phone and a desktop
+in dark mode. Needs node, `npm ci` in tests/browser and Debian's chromium, like
 test_sfu_browser.py: outside CI a missing prerequisite skips the test, in CI it fails it.
 """
 
@@ -21,12 +22,17 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # counting from 01; docs/admin-panel.md refers to some of them by name).
 SHOTS = ["setup", "dashboard", "wizard-homeserver", "wizard-endpoints", "wizard-tls",
          "wizard-network", "wizard-turn", "wizard-review", "outputs", "verify",
-         "wizard-homeserver-error", "wizard-network-phone"]
+         "wizard-homeserver-error", "wizard-network-phone", "menu-phone",
+         "wizard-network-lan-doubt"]
 
 
 def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
     require_browser_tooling(("playwright-core",))
     box = start_rtcbox({}, name="browser-wizard")
+    # The log's setup URL is the panel's own address (RTCBOX_ADMIN_BIND is loopback here) with
+    # the token in it, and the same URL waits in the data directory for those without the log.
+    assert box.setup_url() == f"{box.admin_url}/setup?token={box.setup_token()}", box.log_text()
+    assert box.setup_url() in (box.data_dir / "setup-url.txt").read_text()
     out_dir = Path(os.environ.get("RTCBOX_SCREENSHOT_DIR") or tmp_path / "screenshots").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("admin-*.png"):
@@ -35,6 +41,7 @@ def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
     config = {
         "adminUrl": box.admin_url,
         "setupToken": box.setup_token(),
+        "setupUrl": box.setup_url(),
         "password": "correct horse battery staple",
         "serverName": synapse.server_name,
         "clientUrl": synapse.client_url,
@@ -49,12 +56,18 @@ def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
         "prefix": "admin",
         "deadlineMs": RUNNER_DEADLINE_S * 1000,
     }
+    if os.environ.get("RTCBOX_TOUR_DIR"):
+        config["tourDir"] = str(Path(os.environ["RTCBOX_TOUR_DIR"]).resolve())
     report, stderr, status = run_node_runner("wizard.mjs", config, tmp_path, "wizard",
                                              RUNNER_DEADLINE_S)
     why = (f"report: {tmp_path / 'wizard-report.json'}\nerrors: {report.get('errors')}\n"
            f"failed at: {report.get('failedAt')}\n{report.get('failedPage', '')[:2000]}\n"
            f"steps:\n{stderr[-3000:]}\n--- rtcbox log (tail):\n{box.log_text()[-3000:]}")
     assert status == 0 and report["ok"], why
+    # Each page was looked at on a desktop and a phone, and nothing broke the layout (the runner
+    # fails on any problem; this keeps the test honest about having looked).
+    assert len(report["layout"]) >= len(SHOTS) + 2 * 10, report["layout"]
+    assert not any(report["layout"].values()), report["layout"]
 
     expected = [out_dir / f"admin-{i:02d}-{name}.png" for i, name in enumerate(SHOTS, start=1)]
     assert sorted(Path(p) for p in report["screenshots"]) == expected, report["screenshots"]

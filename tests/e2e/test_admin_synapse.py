@@ -86,7 +86,8 @@ class Panel:
         response = self.post("/setup", {"token": self.box.setup_token(), "password": password,
                                         "confirm": password})
         assert response.status_code == 303, describe(response)
-        assert response.headers["location"] == "/"
+        # A new admin continues into the setup wizard.
+        assert response.headers["location"] == "/wizard"
         cookie = response.headers.get("set-cookie", "")
         assert "rtcbox_session=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
         # The session has its own CSRF token: read it from a page of the session.
@@ -196,7 +197,9 @@ def network_fields(box: Rtcbox) -> dict:
     http_port = int(urllib.parse.urlsplit(box.url).port)
     admin_port = int(urllib.parse.urlsplit(box.admin_url).port)
     relay_min, relay_max = relay_range([box.udp_port, box.turn_port])
-    return {"lan_ip": "127.0.0.1", "public_ip": "127.0.0.1", "http": http_port,
+    # Loopback as the LAN address (everything runs on this one machine) must be confirmed.
+    return {"lan_ip": "127.0.0.1", "lan_ip_anyway": "yes", "public_ip": "127.0.0.1",
+            "http": http_port,
             "https": free_port(), "admin": admin_port, "rtc_udp": box.udp_port,
             "rtc_tcp": box.tcp_port, "turn": box.turn_port, "turns": box.turn_tls_port,
             "relay_min": relay_min, "relay_max": relay_max}

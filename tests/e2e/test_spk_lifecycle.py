@@ -158,9 +158,9 @@ def test_install_setup_upgrade_uninstall_reinstall_erase(dsm, packages):
     panel = Panel(ports)
     assert panel.entry() == "/setup"
     wrong = panel.set_up("WrongToken0123456789", PASSWORD)
-    assert not (wrong.status_code == 303 and wrong.headers.get("location") == "/"), wrong.text
+    assert not (wrong.status_code == 303 and wrong.headers.get("location") == "/wizard"), wrong.text
     done = panel.set_up(TOKEN, PASSWORD)
-    assert done.status_code == 303 and done.headers["location"] == "/", done.text
+    assert done.status_code == 303 and done.headers["location"] == "/wizard", done.text
     assert "rtcbox_session=" in done.headers.get("set-cookie", "")
     assert panel.entry() == "", "logged in: the dashboard, no redirect"
     before = stored_settings(dsm)

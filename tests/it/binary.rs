@@ -322,6 +322,26 @@ fn serve_without_the_full_access_list_starts_and_says_what_to_do() {
         text.contains("RTCBOX_FULL_ACCESS_HOMESERVERS is not set") && text.contains("setup wizard"),
         "{text}"
     );
+    // The advice is the wizard, never a variable to set: a setting from the environment would
+    // be locked in the panel.
+    assert!(!text.contains("set it to"), "{text}");
+    // The setup URL carries the token and is also in a file only the owner can read; the file
+    // goes once the password is set (http::admin tests).
+    let (token, admin) = setup_token_and_admin(&server);
+    assert!(
+        text.contains(&format!(
+            "open http://{admin}/setup?token={token} in a browser"
+        )),
+        "{text}"
+    );
+    let file = tmp.path().join("data").join("setup-url.txt");
+    let content = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        content.contains(&format!("http://{admin}/setup?token={token}")),
+        "{content}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
     assert!(server.terminate());
 }
 
@@ -349,6 +369,11 @@ fn a_busy_media_port_is_reported() {
             && message.contains("RTCBOX_RTC_UDP_PORT"),
         "{message}"
     );
+    // What to check, not the raw OS error.
+    assert!(
+        message.contains("already in use by another program") && !message.contains("os error"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -367,10 +392,12 @@ fn a_busy_port_is_reported() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    let message = stderr(&out);
     assert!(
-        stderr(&out).contains(&format!("cannot listen on {bind}")),
-        "{}",
-        stderr(&out)
+        message.contains(&format!(
+            "cannot listen on {bind}: the port is already in use"
+        )) && !message.contains("os error"),
+        "{message}"
     );
 }
 

@@ -64,7 +64,23 @@ function setUpLiveChecks() {
   });
 }
 
+// The phone menu (a <details>): Escape or a tap elsewhere closes it, as menus do.
+function setUpMenu() {
+  const menu = document.querySelector("details.nav-menu");
+  if (!menu) return;
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && menu.open) {
+      menu.open = false;
+      menu.querySelector("summary").focus();
+    }
+  });
+  document.addEventListener("click", (event) => {
+    if (menu.open && !menu.contains(event.target)) menu.open = false;
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setUpMenu();
   updateConditionalFields();
   document.querySelectorAll("form").forEach((f) => f.addEventListener("change", updateConditionalFields));
   setUpCopyButtons();

@@ -8,12 +8,14 @@
 //!   a good one and is rate-limited per client address.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Redirect, Response};
@@ -54,6 +56,60 @@ pub async fn ensure_setup_token(
     let now = unix_now();
     let stored = db::store_setup_token(pool, &token, now + SETUP_TOKEN_TTL_SECS, now).await?;
     Ok(stored.then_some(token))
+}
+
+/// The file in the data directory that holds the setup URL while no password exists, for
+/// those who find a file easier than a log (a NAS package's shell, a container's volume).
+pub const SETUP_URL_FILE: &str = "setup-url.txt";
+
+/// The URL the start log prints: `/setup` with the token, on the address a browser on the LAN
+/// reaches: the admin listener's own address, or when it listens on every interface, this
+/// machine's LAN address (`lan`, the first of `discover::lan_addresses`).
+pub fn setup_url(scheme: &str, admin: SocketAddr, lan: Option<IpAddr>, token: &str) -> String {
+    let ip = if admin.ip().is_unspecified() {
+        lan
+    } else {
+        Some(admin.ip())
+    };
+    let host = match ip {
+        Some(IpAddr::V6(v6)) => format!("[{v6}]"),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        None => "<this machine's address>".to_owned(),
+    };
+    format!("{scheme}://{host}:{}/setup?token={token}", admin.port())
+}
+
+/// Writes the setup URL to [`SETUP_URL_FILE`], readable by the owner only (the token in it
+/// unlocks the panel). A file left from before is replaced, never appended to.
+pub fn write_setup_url(dir: &Path, url: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join(SETUP_URL_FILE);
+    remove_if_present(&path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    writeln!(
+        file,
+        "Open this in a browser on your LAN to choose the rtcbox admin password (one-time, valid \
+         for 24 hours; the file disappears once the password is set):\n\n{url}"
+    )
+}
+
+/// Deletes [`SETUP_URL_FILE`] once it is useless (the password is set); a failure is logged.
+pub fn remove_setup_url(dir: &Path) {
+    if let Err(error) = remove_if_present(&dir.join(SETUP_URL_FILE)) {
+        tracing::warn!(%error, "cannot delete {SETUP_URL_FILE} in the data directory");
+    }
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
 }
 
 /// A logged-in browser. Extracting it from a request that has no valid session redirects to
@@ -115,16 +171,23 @@ impl FromRequestParts<Arc<AdminState>> for Session {
     }
 }
 
-pub async fn setup_page(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+/// `/setup`, also as the setup URL from the log (`/setup?token=…`), which fills in the token.
+pub async fn setup_page(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     match db::account(&state.pool).await {
         Ok(AccountState::Ready { .. }) => Redirect::to("/login").into_response(),
         Ok(AccountState::AwaitingSetup { expires, .. }) => {
             let (csrf, set_cookie) = pre_login_csrf(&headers);
+            let token = query.get("token").map(|t| t.trim()).unwrap_or_default();
             let page = SetupPage {
                 layout: Layout::public("Set up rtcbox", &csrf),
                 expired: expires <= unix_now(),
                 error: None,
                 errors: Default::default(),
+                token: token.to_owned(),
             };
             with_cookie(views::render(&page), set_cookie)
         }
@@ -143,12 +206,15 @@ pub async fn setup_submit(
         return refused;
     }
     let csrf = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+    let token = form.get("token").map(|t| t.trim()).unwrap_or_default();
+    // A refused form keeps the token as typed (the passwords are never sent back).
     let render_error = |status: StatusCode, error: Option<String>, errors| {
         let page = SetupPage {
             layout: Layout::public("Set up rtcbox", &csrf),
             expired: false,
             error,
             errors,
+            token: token.to_owned(),
         };
         let mut response = views::render(&page);
         *response.status_mut() = status;
@@ -162,11 +228,14 @@ pub async fn setup_submit(
         }) => (token_hash, expires),
         Err(error) => return views::internal_error("reading the admin account", &error),
     };
-    let token = form.get("token").map(|t| t.trim()).unwrap_or_default();
     let token_hash = db::hash_token(token);
     let token_ok = stored_hash
         .as_deref()
         .is_some_and(|stored| constant_time_eq(stored.as_bytes(), token_hash.as_bytes()));
+    // Every problem at once, each at its field: a fixed password must not reveal a second one.
+    let password = form.get("password").cloned().unwrap_or_default();
+    let confirm = form.get("confirm").cloned().unwrap_or_default();
+    let mut errors = password_problems(&password, &confirm).unwrap_or_default();
     if !token_ok || expires <= unix_now() {
         let message = if token_ok {
             "This setup token has expired. Restart rtcbox (a new token is printed to its log) or run \
@@ -175,12 +244,9 @@ pub async fn setup_submit(
             "That is not the current setup token. Copy it from rtcbox's log (the line that says \
              \"setup token\"), or run `rtcbox admin reset-password` to get a new one."
         };
-        let errors = [("token", message.to_owned())].into_iter().collect();
-        return render_error(StatusCode::BAD_REQUEST, None, errors);
+        errors.insert("token", message.to_owned());
     }
-    let password = form.get("password").cloned().unwrap_or_default();
-    let confirm = form.get("confirm").cloned().unwrap_or_default();
-    if let Some(errors) = password_problems(&password, &confirm) {
+    if !errors.is_empty() {
         return render_error(StatusCode::BAD_REQUEST, None, errors);
     }
     let hash = match hash_password(password).await {
@@ -190,7 +256,11 @@ pub async fn setup_submit(
     match db::set_first_password(&state.pool, &token_hash, &hash, unix_now()).await {
         Ok(true) => {
             tracing::info!("admin password set with the setup token");
-            start_session(&state, client).await
+            if let Some(dir) = &state.data_dir {
+                remove_setup_url(dir);
+            }
+            // A new admin continues with the setup wizard (it resumes at its first open step).
+            start_session(&state, client, "/wizard").await
         }
         Ok(false) => render_error(
             StatusCode::CONFLICT,
@@ -235,7 +305,7 @@ pub async fn login_submit(
     match verify_password(password, password_hash).await {
         Ok(true) => {
             tracing::info!(client = %client.ip, "admin logged in");
-            start_session(&state, client).await
+            start_session(&state, client, "/").await
         }
         Ok(false) => {
             tracing::info!(client = %client.ip, "admin login failed: wrong password");
@@ -319,7 +389,8 @@ pub async fn verify_password(password: String, stored: String) -> anyhow::Result
 }
 
 /// Creates a session and redirects to the dashboard with its cookie.
-async fn start_session(state: &AdminState, client: Client) -> Response {
+/// Logs the browser in and sends it to `to`.
+async fn start_session(state: &AdminState, client: Client, to: &str) -> Response {
     let id = random_alphanumeric(43);
     let csrf = random_alphanumeric(32);
     let now = unix_now();
@@ -332,7 +403,7 @@ async fn start_session(state: &AdminState, client: Client) -> Response {
         "{SESSION_COOKIE}={id}; Path=/; Max-Age={SESSION_TTL_SECS}; HttpOnly; SameSite=Strict{}",
         secure_suffix(client, state.settings.admin_tls)
     );
-    let mut response = Redirect::to("/").into_response();
+    let mut response = Redirect::to(to).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -45,7 +45,10 @@ use crate::turn::TurnHandle;
 
 use super::ratelimit::RateLimiter;
 
-pub use auth::{SETUP_TOKEN_TTL_SECS, ensure_setup_token, new_setup_token};
+pub use auth::{
+    SETUP_TOKEN_TTL_SECS, SETUP_URL_FILE, ensure_setup_token, new_setup_token, remove_setup_url,
+    setup_url, write_setup_url,
+};
 
 /// Largest form accepted (the biggest is the wizard's network step).
 const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -80,6 +83,9 @@ pub struct AdminState {
     /// The stream listeners' connection caps, for the dashboard's counters (TURN's are in its
     /// status).
     pub connection_caps: Vec<crate::net::caps::ConnectionCaps>,
+    /// This machine's LAN addresses, offered and checked in the wizard's network step
+    /// (`discover::lan_addresses`; a fixed list in tests).
+    pub lan_addresses: fn() -> Vec<std::net::IpAddr>,
 }
 
 /// Reads one environment variable (the process's in production, a table in tests).
@@ -116,6 +122,7 @@ impl AdminState {
             certificates: None,
             acme: None,
             connection_caps: Vec::new(),
+            lan_addresses: crate::setup::discover::lan_addresses,
         }
     }
 }
@@ -133,6 +140,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/wizard/{step}", get(wizard::show).post(wizard::submit))
         .route("/outputs", get(pages::outputs))
         .route("/outputs/{id}", get(pages::download))
+        .route("/outputs/well-known", post(pages::paste_well_known))
         .route("/verify", get(pages::verify).post(pages::verify_with_token))
         .route("/logs", get(pages::logs))
         .route(

@@ -135,6 +135,13 @@ pub struct OutputsPage {
     /// Reverse-proxy configurations other than the chosen one, shown folded.
     pub others: Vec<Output>,
     pub forwards: Vec<outputs::ports::PortForward>,
+    /// rtcbox could not read the current well-known document: offer a box to paste it.
+    pub paste_well_known: bool,
+    /// A pasted document was just stored.
+    pub pasted: bool,
+    /// A refused paste: what was wrong, and the text as pasted.
+    pub paste_error: Option<String>,
+    pub paste_text: String,
 }
 
 #[derive(Template)]
@@ -553,6 +560,7 @@ async fn next_start_settings(
 #[derive(serde::Deserialize)]
 pub struct OutputsQuery {
     applied: Option<String>,
+    pasted: Option<String>,
 }
 
 pub async fn outputs(
@@ -560,7 +568,74 @@ pub async fn outputs(
     session: Session,
     Query(query): Query<OutputsQuery>,
 ) -> Response {
-    let (all, forwards, chosen_proxy, missing) = match deployment(&state).await {
+    outputs_page(
+        &state,
+        &session,
+        query.applied.is_some(),
+        query.pasted.is_some(),
+        None,
+    )
+    .await
+}
+
+/// The admin's current well-known document, pasted on the configuration page when rtcbox could
+/// not read it: stored with the homeserver step's discovery, so the generated document keeps
+/// every key of it. Anything but a JSON object is refused with the reason and stores nothing.
+pub async fn paste_well_known(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    form: FormData,
+) -> Response {
+    let form = form.0;
+    if let Err(rejected) = session.check_csrf(&form) {
+        return rejected;
+    }
+    let text = form.get("current").map(|t| t.trim()).unwrap_or_default();
+    let refuse =
+        |why: String| outputs_page(&state, &session, false, false, Some((why, text.to_owned())));
+    let object = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(object)) => object,
+        Ok(_) => {
+            return refuse(
+                "This is JSON, but not an object ({ … }), which a well-known document is.".into(),
+            )
+            .await;
+        }
+        Err(error) => {
+            return refuse(format!(
+                "This is not valid JSON ({error}). Paste the whole file, from {{ to }}."
+            ))
+            .await;
+        }
+    };
+    let steps = match load_steps(&state).await {
+        Ok(steps) => steps,
+        Err(response) => return response,
+    };
+    let Some(mut homeserver) = steps.homeserver else {
+        return views::error_response(
+            StatusCode::CONFLICT,
+            "Answer the wizard's homeserver step first; nothing was changed.",
+        );
+    };
+    homeserver.discovered.well_known = Some(object);
+    let data = serde_json::to_string(&homeserver).expect("wizard steps serialise");
+    if let Err(error) =
+        db::admin::save_wizard_step(&state.pool, "homeserver", &data, true, unix_now()).await
+    {
+        return views::internal_error("saving the pasted well-known document", &error);
+    }
+    Redirect::to("/outputs?pasted=1#well-known-client").into_response()
+}
+
+async fn outputs_page(
+    state: &AdminState,
+    session: &Session,
+    applied: bool,
+    pasted: bool,
+    paste_refused: Option<(String, String)>,
+) -> Response {
+    let (all, forwards, chosen_proxy, missing, paste_well_known) = match deployment(state).await {
         Ok(d) => {
             let chosen = match &d.tls {
                 TlsMode::ReverseProxy { proxy } => Some(format!("proxy-{}", proxy.slug())),
@@ -571,21 +646,33 @@ pub async fn outputs(
                 outputs::ports::port_forwards(&d),
                 chosen,
                 Vec::new(),
+                d.existing_well_known.is_none(),
             )
         }
-        Err(missing) => (Vec::new(), Vec::new(), None, missing),
+        Err(missing) => (Vec::new(), Vec::new(), None, missing, false),
     };
     let (outputs, others): (Vec<Output>, Vec<Output>) = all
         .into_iter()
         .partition(|o| !o.id.starts_with("proxy-") || chosen_proxy.as_deref() == Some(o.id));
-    views::render(&OutputsPage {
+    let refused = paste_refused.is_some();
+    let (paste_error, paste_text) =
+        paste_refused.map_or((None, String::new()), |(e, t)| (Some(e), t));
+    let mut response = views::render(&OutputsPage {
         layout: session.layout("Configuration", "outputs"),
-        applied: query.applied.is_some(),
+        applied,
         missing,
         outputs,
         others,
         forwards,
-    })
+        paste_well_known: paste_well_known || refused,
+        pasted,
+        paste_error,
+        paste_text,
+    });
+    if refused && response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    response
 }
 
 /// One generated file as a download.

@@ -46,6 +46,7 @@ async fn panel_configured(
     let mut state = AdminState::new(pool, settings, flags);
     state.env = Arc::new(|_| None);
     state.data_dir = Some(tmp.path().to_owned());
+    state.lan_addresses = || vec!["192.168.1.20".parse().unwrap(), "fd00::20".parse().unwrap()];
     configure(&mut state);
     let state = Arc::new(state);
     Panel {
@@ -282,15 +283,7 @@ async fn setup_needs_the_token_a_good_password_and_the_csrf_cookie() {
         .await;
     assert_eq!(wrong_csrf.status, StatusCode::FORBIDDEN);
     assert!(wrong_csrf.body.contains("nothing was changed"));
-    let wrong_token = panel
-        .post("/setup", &pre, &with(&[("token", "NotTheToken")]))
-        .await;
-    assert_eq!(wrong_token.status, StatusCode::BAD_REQUEST);
-    assert!(
-        wrong_token.body.contains("not the current setup token"),
-        "{}",
-        wrong_token.body
-    );
+    // (A wrong token alone is the `both` case below: the login rate limit allows five tries.)
     let short = panel
         .post(
             "/setup",
@@ -300,6 +293,47 @@ async fn setup_needs_the_token_a_good_password_and_the_csrf_cookie() {
         .await;
     assert_eq!(short.status, StatusCode::BAD_REQUEST);
     assert!(short.body.contains("at least 10 characters"));
+    // The right token stays in its field; only the password is questioned.
+    assert!(
+        short.body.contains(&format!(
+            "id=\"f-token\" name=\"token\" type=\"text\" value=\"{token}\""
+        )),
+        "{}",
+        short.body
+    );
+    assert!(!short.body.contains("not the current setup token"));
+    assert!(
+        short
+            .body
+            .contains("Nothing was saved; see the message below.")
+    );
+    // A wrong token and a short password: both said at once, the token kept as typed.
+    let both = panel
+        .post(
+            "/setup",
+            &pre,
+            &with(&[("token", "NotTheToken"), ("password", "short")]),
+        )
+        .await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+    assert!(both.body.contains("not the current setup token"));
+    assert!(both.body.contains("at least 10 characters"));
+    assert!(both.body.contains("value=\"NotTheToken\""));
+    assert!(
+        both.body
+            .contains("Nothing was saved; see the messages below.")
+    );
+    // The setup URL from the log fills the token in.
+    let linked = panel.get(&format!("/setup?token={token}"), "").await;
+    assert!(
+        linked.body.contains(&format!(
+            "id=\"f-token\" name=\"token\" type=\"text\" value=\"{token}\""
+        )),
+        "{}",
+        linked.body
+    );
+    let data_dir = panel.state.data_dir.clone().unwrap();
+    write_setup_url(&data_dir, "http://192.168.1.20:8089/setup?token=x").unwrap();
     let differ = panel
         .post(
             "/setup",
@@ -315,7 +349,9 @@ async fn setup_needs_the_token_a_good_password_and_the_csrf_cookie() {
 
     let done = panel.post("/setup", &pre, &good).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);
-    assert_eq!(done.location(), "/");
+    // On into the wizard; the setup URL's file is gone with the token it held.
+    assert_eq!(done.location(), "/wizard");
+    assert!(!data_dir.join(SETUP_URL_FILE).exists());
     let session = done.cookie("rtcbox_session").unwrap();
     assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict"));
     assert!(
@@ -325,6 +361,63 @@ async fn setup_needs_the_token_a_good_password_and_the_csrf_cookie() {
     // The token is used up; setup now leads to login.
     assert_eq!(panel.get("/setup", "").await.location(), "/login");
     assert_eq!(panel.post("/setup", &pre, &good).await.location(), "/login");
+}
+
+#[test]
+fn the_setup_url_names_an_address_a_browser_on_the_lan_reaches() {
+    let lan = Some("192.168.1.20".parse().unwrap());
+    let check = |admin: &str, lan: Option<std::net::IpAddr>, expected: &str| {
+        assert_eq!(
+            setup_url("http", admin.parse().unwrap(), lan, "Tok3n"),
+            expected,
+            "{admin}"
+        );
+    };
+    check(
+        "0.0.0.0:8089",
+        lan,
+        "http://192.168.1.20:8089/setup?token=Tok3n",
+    );
+    check(
+        "[::]:8089",
+        Some("fd00::20".parse().unwrap()),
+        "http://[fd00::20]:8089/setup?token=Tok3n",
+    );
+    check(
+        "10.0.0.5:9000",
+        lan,
+        "http://10.0.0.5:9000/setup?token=Tok3n",
+    );
+    check(
+        "127.0.0.1:8089",
+        lan,
+        "http://127.0.0.1:8089/setup?token=Tok3n",
+    );
+    check(
+        "0.0.0.0:8089",
+        None,
+        "http://<this machine's address>:8089/setup?token=Tok3n",
+    );
+}
+
+#[test]
+fn the_setup_url_file_is_private_and_replaced() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SETUP_URL_FILE);
+    std::fs::write(&path, "old").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    write_setup_url(dir.path(), "http://192.168.1.20:8089/setup?token=New").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.ends_with("\n\nhttp://192.168.1.20:8089/setup?token=New\n"),
+        "{text}"
+    );
+    assert!(!text.contains("old"));
+    assert_eq!(path.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    remove_setup_url(dir.path());
+    assert!(!path.exists());
+    remove_setup_url(dir.path());
 }
 
 #[tokio::test]
@@ -575,6 +668,206 @@ async fn bad_wizard_input_re_renders_with_messages_and_stores_nothing() {
     );
 }
 
+#[tokio::test]
+async fn network_step_offers_this_machines_addresses_and_questions_others() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let page = panel.get("/wizard/network", &session).await;
+    assert!(
+        page.body.contains(
+            "list=\"f-lan_ip-list\">\n  <datalist id=\"f-lan_ip-list\"><option value=\"192.168.1.20\">\
+             </option><option value=\"fd00::20\"></option></datalist>"
+        ),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("id=\"f-lan_ip\" name=\"lan_ip\" type=\"text\" value=\"192.168.1.20\"")
+    );
+    assert!(!page.body.contains("lan_ip_anyway"));
+
+    let network = |lan: &'static str, anyway: bool| {
+        let mut form: Vec<Field> = vec![
+            ("csrf", csrf.as_str()),
+            ("lan_ip", lan),
+            ("public_ip", "203.0.113.7"),
+            ("http", "8880"),
+            ("https", "8443"),
+            ("admin", "8089"),
+            ("rtc_udp", "8882"),
+            ("rtc_tcp", "8881"),
+            ("turn", "3478"),
+            ("turns", "5349"),
+            ("relay_min", "49160"),
+            ("relay_max", "49200"),
+        ];
+        if anyway {
+            form.push(("lan_ip_anyway", "yes"));
+        }
+        form
+    };
+    let saved_lan_ip = || async {
+        panel.wizard().await.get("network").map(|step| {
+            serde_json::from_str::<serde_json::Value>(&step.data).unwrap()["lan_ip"].clone()
+        })
+    };
+    let mut saved = None;
+    for (lan, doubt) in [
+        ("127.0.0.1", "127.0.0.1 is the loopback address"),
+        ("::1", "::1 is the loopback address"),
+        (
+            "192.168.1.99",
+            "192.168.1.99 is not an address of this machine",
+        ),
+    ] {
+        // Refused with the doubt, the machine's addresses and a box to insist; nothing saved.
+        let reply = panel
+            .post("/wizard/network", &session, &network(lan, false))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{lan}");
+        assert!(reply.body.contains(doubt), "{lan}: {}", reply.body);
+        assert!(
+            reply
+                .body
+                .contains("This machine has 192.168.1.20, fd00::20."),
+            "{lan}"
+        );
+        assert!(
+            reply.body.contains("name=\"lan_ip_anyway\" value=\"yes\""),
+            "{lan}"
+        );
+        assert!(reply.body.contains("Nothing was saved."), "{lan}");
+        assert_eq!(saved_lan_ip().await, saved, "{lan}");
+        // Ticked: saved as typed.
+        let reply = panel
+            .post("/wizard/network", &session, &network(lan, true))
+            .await;
+        assert_eq!(reply.location(), "/wizard/turn", "{lan}: {}", reply.body);
+        saved = Some(serde_json::json!(lan));
+        assert_eq!(saved_lan_ip().await, saved);
+    }
+    // One of this machine's addresses needs no box.
+    let reply = panel
+        .post("/wizard/network", &session, &network("fd00::20", false))
+        .await;
+    assert_eq!(reply.location(), "/wizard/turn", "{}", reply.body);
+}
+
+#[tokio::test]
+async fn ports_wait_behind_advanced_and_the_relay_range_is_asked_with_legacy_calls() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let network: Vec<(&str, &str)> = vec![
+        ("csrf", csrf.as_str()),
+        ("lan_ip", "192.168.1.20"),
+        ("public_ip", "203.0.113.7"),
+        ("http", "8880"),
+        ("https", "8443"),
+        ("admin", "8089"),
+        ("rtc_udp", "8882"),
+        ("rtc_tcp", "8881"),
+        ("turn", "3478"),
+        ("turns", "5349"),
+        ("relay_min", "49160"),
+        ("relay_max", "49200"),
+    ];
+    // Before the network step there is nothing to store a relay range with: not asked yet.
+    let page = panel.get("/wizard/turn", &session).await;
+    assert!(!page.body.contains("id=\"f-relay_min\""));
+    assert!(page.body.contains("once the Network step is answered"));
+    // The defaults: the ports are folded away, the relay range travels along unseen.
+    let page = panel.get("/wizard/network", &session).await;
+    assert!(
+        page.body
+            .contains("<details class=\"advanced\"><summary>Ports"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("<input type=\"hidden\" name=\"relay_min\" value=\"49160\">")
+    );
+    assert!(!page.body.contains("id=\"f-relay_min\""));
+    // A port that needs another look opens the group.
+    let mut bad = network.clone();
+    bad.retain(|(name, _)| *name != "admin");
+    bad.push(("admin", "8880"));
+    let reply = panel.post("/wizard/network", &session, &bad).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body.contains("<details class=\"advanced\" open>"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        panel
+            .post("/wizard/network", &session, &network)
+            .await
+            .location(),
+        "/wizard/turn"
+    );
+
+    // The legacy-calls step asks for the relay range and stores it with the network answers.
+    let page = panel.get("/wizard/turn", &session).await;
+    assert!(
+        page.body
+            .contains("id=\"f-relay_min\" name=\"relay_min\" type=\"number\" value=\"49160\"")
+    );
+    let relay_saved = || async {
+        let steps = panel.wizard().await;
+        let data: serde_json::Value = serde_json::from_str(&steps["network"].data).unwrap();
+        (data["relay_min"].clone(), data["relay_max"].clone())
+    };
+    // A range over the media port is refused at the range, and nothing is saved.
+    let reply = panel
+        .post(
+            "/wizard/turn",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("legacy_turn", "on"),
+                ("relay_min", "8800"),
+                ("relay_max", "8900"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body.contains("The relay range includes port 8882"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        relay_saved().await,
+        (serde_json::json!("49160"), serde_json::json!("49200"))
+    );
+    assert!(!panel.wizard().await.contains_key("turn"));
+    let reply = panel
+        .post(
+            "/wizard/turn",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("legacy_turn", "on"),
+                ("relay_min", "50000"),
+                ("relay_max", "50100"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.location(), "/wizard/review", "{}", reply.body);
+    assert_eq!(
+        relay_saved().await,
+        (serde_json::json!("50000"), serde_json::json!("50100"))
+    );
+    // Back on the network step the new range is carried along.
+    let page = panel.get("/wizard/network", &session).await;
+    assert!(
+        page.body
+            .contains("<input type=\"hidden\" name=\"relay_min\" value=\"50000\">")
+    );
+}
+
 fn askama_escape(value: &str) -> String {
     value
         .replace('&', "&#38;")
@@ -779,6 +1072,94 @@ async fn the_wizard_is_resumable_and_apply_writes_the_settings() {
 }
 
 #[tokio::test]
+async fn an_unread_well_known_can_be_pasted_and_is_then_kept() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    complete_wizard(&panel, &session, &csrf).await;
+    // The wizard could not read the homeserver's document (no network here): the page says so,
+    // offers the entry to add by hand, and a box for the current file.
+    let page = panel.get("/outputs", &session).await;
+    assert!(
+        page.body.contains("could not read a current document"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("id=\"well-known-rtc-foci\""));
+    assert!(page.body.contains("action=\"/outputs/well-known\""));
+    let stored_well_known = || async {
+        let steps = panel.wizard().await;
+        let data: serde_json::Value = serde_json::from_str(&steps["homeserver"].data).unwrap();
+        data["discovered"]["well_known"].clone()
+    };
+    // Not JSON, or JSON but not an object: refused with the reason, the text kept, nothing
+    // stored; without the form's token: refused before anything is read.
+    for (pasted, why) in [
+        ("{\"m.homeserver\": ", "is not valid JSON"),
+        ("[1, 2]", "not an object"),
+    ] {
+        let reply = panel
+            .post(
+                "/outputs/well-known",
+                &session,
+                &[("csrf", &csrf), ("current", pasted)],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{pasted}");
+        assert!(reply.body.contains(why), "{pasted}: {}", reply.body);
+        assert!(
+            reply.body.contains(&askama_escape(pasted.trim())),
+            "{pasted}"
+        );
+        assert_eq!(stored_well_known().await, serde_json::Value::Null);
+    }
+    let current = r#"{"m.homeserver": {"base_url": "https://matrix.example.org"},
+        "m.identity_server": {"base_url": "https://id.example.org"}}"#;
+    assert_eq!(
+        panel
+            .post(
+                "/outputs/well-known",
+                &session,
+                &[("csrf", "wrong"), ("current", current)]
+            )
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let reply = panel
+        .post(
+            "/outputs/well-known",
+            &session,
+            &[("csrf", &csrf), ("current", current)],
+        )
+        .await;
+    assert_eq!(
+        reply.location(),
+        "/outputs?pasted=1#well-known-client",
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        stored_well_known().await["m.identity_server"]["base_url"],
+        "https://id.example.org"
+    );
+    // Now the complete document keeps the pasted entries, and says so.
+    let page = panel.get("/outputs?pasted=1", &session).await;
+    assert!(page.body.contains("Your pasted document is used"));
+    assert!(page.body.contains("keeps every entry rtcbox read"));
+    assert!(!page.body.contains("id=\"well-known-rtc-foci\""));
+    let doc = panel.get("/outputs/well-known-client", &session).await.body;
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(
+        doc["m.identity_server"]["base_url"],
+        "https://id.example.org"
+    );
+    assert_eq!(
+        doc["org.matrix.msc4143.rtc_foci"][0]["livekit_service_url"],
+        "https://matrixrtc.example.org/livekit/jwt"
+    );
+}
+
+#[tokio::test]
 async fn outputs_are_shown_and_downloadable() {
     let panel = panel().await;
     let (session, csrf) = panel.logged_in().await;
@@ -817,6 +1198,19 @@ async fn outputs_are_shown_and_downloadable() {
         panel.get("/outputs/nope", &session).await.status,
         StatusCode::NOT_FOUND
     );
+    // The port table says for each row what the text file says: required, recommended or
+    // optional, in a column of its own.
+    let forwards = crate::setup::outputs::ports::port_forwards(&d);
+    assert!(page.body.contains("<th scope=\"col\">Needed?</th>"));
+    for need in ["required", "recommended", "optional"] {
+        let cell = format!("<td data-label=\"Needed\"><strong class=\"need\">{need}</strong>");
+        assert_eq!(
+            page.body.matches(&cell).count(),
+            forwards.iter().filter(|f| f.need.label() == need).count(),
+            "{need}"
+        );
+    }
+    assert!(forwards.iter().any(|f| f.need.label() == "recommended"));
     // The API secret never appears in the generated configuration.
     let secret = panel.state.settings.api_secret.expose().to_owned();
     assert!(!page.body.contains(&secret));
@@ -1387,8 +1781,8 @@ async fn the_dashboard_shows_the_turn_server() {
         "<dt>TCP/TLS connections refused (too many from one address)</dt><dd>8</dd>",
         "<dt>TCP/TLS connections refused (all taken)</dt><dd>9</dd>",
         "<dt>TCP/TLS connections closed without authenticating</dt><dd>10</dd>",
-        "<code class=\"break\">UDP 198.51.100.4:51000</code></td><td><code class=\"break\">alice</code></td><td>call participant (LiveKit)</td><td><code>203.0.113.7:49161</code></td><td>1 min 15 s</td><td>8 min 45 s</td><td>2.0 KiB</td><td>1 permission, 1 channel</td>",
-        "<code class=\"break\">TCP [2001:db8::4]:40000</code></td><td><code class=\"break\">@bob:example.org</code></td><td>legacy 1:1 call (Synapse)</td>",
+        "<code class=\"break\">UDP 198.51.100.4:51000</code></td><td data-label=\"User\"><code class=\"break\">alice</code></td><td data-label=\"Kind\">call participant (LiveKit)</td><td data-label=\"Relay\"><code class=\"break\">203.0.113.7:49161</code></td><td data-label=\"Age\">1 min 15 s</td><td data-label=\"Expires in\">8 min 45 s</td><td data-label=\"Relayed\">2.0 KiB</td><td data-label=\"Peers\">1 permission, 1 channel</td>",
+        "<code class=\"break\">TCP [2001:db8::4]:40000</code></td><td data-label=\"User\"><code class=\"break\">@bob:example.org</code></td><td data-label=\"Kind\">legacy 1:1 call (Synapse)</td>",
         "2 h 1 min",
         "2 permissions, 0 channels",
     ] {

@@ -55,6 +55,8 @@ pub struct SetupPage {
     pub expired: bool,
     pub error: Option<String>,
     pub errors: Errors,
+    /// The token as given (typed, or from the setup URL).
+    pub token: String,
 }
 
 #[derive(Template)]
@@ -77,7 +79,7 @@ pub struct ErrorPage {
 pub struct Field {
     pub name: &'static str,
     pub label: String,
-    /// `text`, `number`, `password`, `email`, `radio`, `select`.
+    /// `text`, `number`, `password`, `email`, `radio`, `select`, `checkbox` (value `yes`).
     pub kind: &'static str,
     pub value: String,
     pub help: String,
@@ -88,6 +90,8 @@ pub struct Field {
     /// `field=value`: only relevant when that radio/select has that value (JS hides it otherwise).
     pub show_when: String,
     pub required: bool,
+    /// For text fields: values the browser offers while typing (a `<datalist>`).
+    pub suggestions: Vec<String>,
 }
 
 impl Field {
@@ -130,6 +134,24 @@ impl Field {
         }
     }
 
+    /// The start of a folded group of the fields after it ("Advanced"), open when `open`.
+    pub fn advanced(summary: &str, open: bool) -> Self {
+        Field {
+            label: summary.to_owned(),
+            kind: "advanced",
+            value: if open { "open" } else { "" }.to_owned(),
+            ..Field::default()
+        }
+    }
+
+    /// The end of the group [`Field::advanced`] began.
+    pub fn advanced_end() -> Self {
+        Field {
+            kind: "advanced-end",
+            ..Field::default()
+        }
+    }
+
     /// An extra submit button in the flow of the form (`action=<value>`).
     pub fn action(value: &str, label: &str) -> Self {
         Field {
@@ -157,6 +179,11 @@ impl Field {
 
     pub fn show_when(mut self, condition: &str) -> Self {
         self.show_when = condition.to_owned();
+        self
+    }
+
+    pub fn suggestions(mut self, values: impl IntoIterator<Item = String>) -> Self {
+        self.suggestions = values.into_iter().collect();
         self
     }
 

@@ -22,7 +22,7 @@ use crate::setup::discover;
 use crate::setup::model::{AcmeChallenge, Deployment, Ports, ProxyKind, Running};
 use crate::setup::wizard::{
     EndpointsStep, FieldErrors, HomeserverStep, NetworkStep, PORT_FIELDS, Step, Steps, TlsStep,
-    TurnStep, warnings,
+    TurnStep, lan_ip_doubt, warnings,
 };
 
 #[derive(Template)]
@@ -174,7 +174,10 @@ pub async fn submit(
                 )
                 .await;
             }
-            let result = entered.validate().map(|_| json(&entered));
+            let result = entered
+                .validate()
+                .and_then(|network| confirmed_lan_ip(&state, network.lan_ip, &form))
+                .map(|()| json(&entered));
             steps.network = Some(entered);
             result
         }
@@ -186,7 +189,45 @@ pub async fn submit(
                 .filter(|s| s.len() >= 32)
                 .unwrap_or_else(|| random_alphanumeric(48));
             let entered = TurnStep::from_form(&form, &previous);
-            let result = entered.validate().map(|_| json(&entered));
+            let mut result = entered.validate().map(|_| json(&entered));
+            // The relay range asked here is stored with the network step's answers, checked
+            // with them (e.g. against the media port), and saved only when both are valid.
+            let relay = (form.get("relay_min"), form.get("relay_max"));
+            let mut network_update = None;
+            if let (Some(min), Some(max), Some(network)) = (relay.0, relay.1, steps.network.clone())
+            {
+                let network = NetworkStep {
+                    relay_min: min.trim().to_owned(),
+                    relay_max: max.trim().to_owned(),
+                    ..network
+                };
+                let relay_errors: FieldErrors = network
+                    .validate()
+                    .err()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(name, _)| name.starts_with("relay_"))
+                    .collect();
+                if !relay_errors.is_empty() {
+                    let mut errors = result.err().unwrap_or_default();
+                    errors.extend(relay_errors);
+                    result = Err(errors);
+                }
+                network_update = Some(network.clone());
+                steps.network = Some(network);
+            }
+            if let (Ok(_), Some(network)) = (&result, network_update)
+                && let Err(error) = db::admin::save_wizard_step(
+                    &state.pool,
+                    Step::Network.id(),
+                    &json(&network),
+                    true,
+                    unix_now(),
+                )
+                .await
+            {
+                return views::internal_error("saving a wizard step", &error);
+            }
             steps.turn = Some(entered);
             result
         }
@@ -215,6 +256,21 @@ pub async fn submit(
             )
             .await
         }
+    }
+}
+
+/// A loopback LAN address, or one this machine does not have, is saved only when the admin
+/// ticks "Use this address anyway" (`lan_ip_anyway=yes`), which the step shows with the doubt.
+fn confirmed_lan_ip(
+    state: &AdminState,
+    ip: IpAddr,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<(), FieldErrors> {
+    match lan_ip_doubt(ip, &(state.lan_addresses)()) {
+        Some(doubt) if form.get("lan_ip_anyway").map(String::as_str) != Some("yes") => {
+            Err(FieldErrors::from([("lan_ip", doubt)]))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -550,10 +606,10 @@ async fn render_step(
             )
         }
         Step::Network => {
-            let lan = discover::lan_addresses();
+            let lan = (state.lan_addresses)();
             let s = steps.network.clone().unwrap_or_else(|| {
                 NetworkStep::suggested(
-                    discover::suggested_lan_ip(),
+                    lan.first().copied(),
                     state.settings.node_ip,
                     &running_ports(state),
                 )
@@ -562,13 +618,19 @@ async fn render_step(
                 "This machine's address on your LAN: your router forwards ports to it.".to_owned()
             } else {
                 format!(
-                    "This machine's address on your LAN: your router forwards ports to it. Addresses found here: {}.",
+                    "This machine's address on your LAN: your router forwards ports to it. Addresses found here (the field offers them): {}.",
                     lan.iter()
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
             };
+            // Shown with the doubt about a saved-but-refused address, so the admin can insist
+            // (a test on one machine, a container whose host has the address).
+            let doubtful = errors.contains_key("lan_ip")
+                && s.lan_ip
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| lan_ip_doubt(ip, &lan).is_some());
             let port = |name: &'static str| {
                 let label = PORT_FIELDS
                     .iter()
@@ -576,29 +638,75 @@ async fn render_step(
                     .map_or(name, |(_, label)| label);
                 Field::text(name, label, s.value(name)).kind("number")
             };
-            let fields = vec![
+            let mut fields = vec![
                 Field::heading("Addresses"),
-                Field::text("lan_ip", "LAN address", &s.lan_ip).placeholder("e.g. 192.168.1.20").required().help(&lan_help),
+                Field::text("lan_ip", "LAN address", &s.lan_ip)
+                    .placeholder("e.g. 192.168.1.20")
+                    .required()
+                    .help(&lan_help)
+                    .suggestions(lan.iter().map(ToString::to_string)),
+            ];
+            if doubtful {
+                fields.push(
+                    Field::text("lan_ip_anyway", "Use this address anyway", "").kind("checkbox"),
+                );
+            }
+            fields.extend([
                 Field::text("public_ip", "Public IP address", &s.public_ip)
                     .placeholder("e.g. 203.0.113.7")
-                    .help("Your router's internet address, advertised to callers for media. \"Detect public IP\" asks a STUN server. Leave empty if it changes often and set up dynamic detection later."),
+                    .help("Your router's internet address, advertised to callers for media. \"Detect public IP\" asks a STUN server. Leave it empty only when every caller is on your LAN: rtcbox then offers callers its own addresses only, and the address is not re-detected when your provider changes it."),
                 Field::action("detect", "Detect public IP"),
+            ]);
+            // The ports: the defaults suit almost everyone, so they wait behind "Ports", open
+            // when one of them needs another look or differs from the default.
+            let d = Ports::default();
+            let defaults = [
+                ("http", d.http),
+                ("https", d.https),
+                ("admin", d.admin),
+                ("rtc_udp", d.rtc_udp),
+                ("rtc_tcp", d.rtc_tcp),
+                ("turn", d.turn),
+                ("turns", d.turns),
+            ];
+            let open = defaults.iter().any(|(name, default)| {
+                s.value(name) != default.to_string() || errors.contains_key(name)
+            });
+            let https_help = if steps
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.mode == "reverse-proxy")
+            {
+                "Not used with a reverse proxy (your choice in the HTTPS step): rtcbox serves HTTPS itself only in the other modes."
+            } else {
+                "rtcbox's own HTTPS listener (your choice in the HTTPS step); also TURN over TLS."
+            };
+            fields.extend([
+                Field::advanced("Ports (the defaults avoid Synology DSM's; change them only if another program uses one)", open),
                 Field::heading("rtcbox's ports"),
                 port("http"),
-                port("https").help("Used only when rtcbox serves HTTPS itself (not behind a reverse proxy)."),
+                port("https").help(https_help),
                 port("admin").help("This panel. Keep it on the LAN: never forward it."),
                 port("rtc_udp"),
                 port("rtc_tcp"),
                 Field::heading("TURN ports"),
                 port("turn").help("rtcbox's TURN server: callers whose network blocks the media ports relay through it, and legacy 1:1 calls use it."),
                 port("turns").help("TURN over TLS, for networks that let only encrypted traffic through."),
-                port("relay_min").help("Only legacy 1:1 calls need the relay range forwarded: for Element Call, rtcbox relays to its own media port inside this machine."),
-                port("relay_max"),
-            ];
+            ]);
+            // The relay range is asked in the legacy-calls step, the only feature that needs it;
+            // here it travels along, shown only when it clashes with a port above.
+            for name in ["relay_min", "relay_max"] {
+                if errors.contains_key(name) {
+                    fields.push(port(name));
+                } else {
+                    fields.push(Field::text(name, "", s.value(name)).kind("hidden"));
+                }
+            }
+            fields.push(Field::advanced_end());
             (
                 vec![
                     "Media (audio and video) does not go through the reverse proxy: callers send it straight to rtcbox's UDP port (or the ICE-TCP port when UDP is blocked). Your router must forward those ports to this machine, with the same port number outside and inside.",
-                    "The defaults avoid the ports Synology DSM and its High Availability service use. Changing a port here changes rtcbox's setting when you apply the wizard.",
+                    "The ports' defaults avoid the ones Synology DSM and its High Availability service use; changing one changes rtcbox's setting when you apply the wizard.",
                 ],
                 fields,
             )
@@ -613,13 +721,35 @@ async fn render_step(
                     "Element Call and Element X do not need this: their media goes through rtcbox's SFU. Older 1:1 calls (Element Web/Desktop's legacy calls, Element Classic on mobile) need a TURN server that Synapse hands out credentials for; rtcbox can be that server, replacing coturn.",
                     "When on, rtcbox generates a shared secret and the homeserver.yaml snippet gets turn_uris and turn_shared_secret, so Synapse hands out credentials for rtcbox's own TURN server.",
                 ],
-                vec![Field::choice(
-                    "legacy_turn",
-                    "radio",
-                    "Legacy 1:1 calls through rtcbox's TURN server",
-                    &s.legacy_turn,
-                    &[("off", "Off"), ("on", "On")],
-                )],
+                {
+                    let mut fields = vec![Field::choice(
+                        "legacy_turn",
+                        "radio",
+                        "Legacy 1:1 calls through rtcbox's TURN server",
+                        &s.legacy_turn,
+                        &[("off", "Off"), ("on", "On")],
+                    )];
+                    // The relay range lives with the network step's answers; it is asked here,
+                    // where the only feature that needs it is, once there are such answers
+                    // to store it with (otherwise a range typed here would go nowhere).
+                    match &steps.network {
+                        Some(network) => {
+                            let relay = |name: &'static str, label: &str| {
+                                Field::text(name, label, network.value(name))
+                                    .kind("number")
+                                    .show_when("legacy_turn=on")
+                            };
+                            fields.push(relay("relay_min", "TURN relay range: first port (UDP)").help(
+                                "Legacy 1:1 calls relay media through these ports: forward the whole range on your router. Element Call does not need it (rtcbox relays to its own media port inside this machine).",
+                            ));
+                            fields.push(relay("relay_max", "TURN relay range: last port (UDP)"));
+                        }
+                        None => notes.push(
+                            "The TURN relay port range is asked here once the Network step is answered.".to_owned(),
+                        ),
+                    }
+                    fields
+                },
             )
         }
         Step::Review => unreachable!("handled above"),

@@ -50,9 +50,12 @@ pub const IDS: [&str; 11] = [
 
 /// Every output for this deployment, in the order the admin panel shows them.
 pub fn all(deployment: &Deployment) -> Vec<Output> {
-    vec![
+    let mut all = vec![
         synapse::homeserver_yaml(deployment),
         well_known::client_json(deployment),
+    ];
+    all.extend(well_known::add_only(deployment));
+    all.extend([
         well_known::serving(deployment),
         proxy::synology_dsm(deployment),
         proxy::nginx(deployment),
@@ -62,7 +65,8 @@ pub fn all(deployment: &Deployment) -> Vec<Output> {
         ports::forwards(deployment),
         ports::dsm_firewall(deployment),
         compose::compose_yaml(deployment),
-    ]
+    ]);
+    all
 }
 
 /// One output by its id.

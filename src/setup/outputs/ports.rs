@@ -25,8 +25,35 @@ pub struct PortForward {
     pub purpose: String,
     /// What the user sees when it is missing.
     pub breaks_without: String,
-    /// Whether the configured features need it (otherwise it is recommended or optional).
-    pub required: bool,
+    /// How much the configured features need it.
+    pub need: Need,
+}
+
+/// How much a deployment needs a forward. The HTML table and the text file show the same word,
+/// and a row's "without it" text describes what its word promises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Calls (or the certificate) do not work without it.
+    Required,
+    /// Calls work, but some callers' networks fail without it.
+    Recommended,
+    /// Only for something that can be done another way.
+    Optional,
+}
+
+impl Need {
+    pub fn label(self) -> &'static str {
+        match self {
+            Need::Required => "required",
+            Need::Recommended => "recommended",
+            Need::Optional => "optional",
+        }
+    }
+
+    /// What the word means, for the table's legend.
+    pub const LEGEND: &'static str = "Required: calls fail without it. Recommended: calls \
+                                      work, but callers on some networks fail. Optional: needed \
+                                      only for what its row says.";
 }
 
 /// The forwards this deployment needs, HTTPS first, then media, then TURN (its relay range
@@ -149,7 +176,7 @@ fn rows(d: &Deployment) -> Vec<Row> {
                 breaks_without: "Clients cannot get a call token or open the SFU's WebSocket: \
                                  no call starts (\"Failed to connect\")."
                     .to_owned(),
-                required: true,
+                need: Need::Required,
             },
             local_port,
         });
@@ -169,7 +196,7 @@ fn rows(d: &Deployment) -> Vec<Row> {
                     ports.http
                 ),
                 "rtcbox cannot get or renew its certificate.".to_owned(),
-                true,
+                Need::Required,
             )),
             TlsMode::ReverseProxy {
                 proxy: ProxyKind::SynologyDsm,
@@ -180,7 +207,7 @@ fn rows(d: &Deployment) -> Vec<Row> {
                 "DSM cannot get or renew a Let's Encrypt certificate (not needed if you bring \
                  your own)."
                     .to_owned(),
-                false,
+                Need::Optional,
             )),
             TlsMode::ReverseProxy { .. } => Some((
                 "your reverse proxy's address, port 80".to_owned(),
@@ -191,11 +218,11 @@ fn rows(d: &Deployment) -> Vec<Row> {
                 "The proxy cannot get or renew a certificate by HTTP-01 (not needed with DNS-01 \
                  or your own certificates)."
                     .to_owned(),
-                false,
+                Need::Optional,
             )),
             TlsMode::Acme { .. } | TlsMode::SelfSigned | TlsMode::Files { .. } => None,
         };
-        if let Some((internal, local_port, purpose, breaks_without, required)) = port_80 {
+        if let Some((internal, local_port, purpose, breaks_without, need)) = port_80 {
             rows.push(Row {
                 forward: PortForward {
                     protocol: "TCP",
@@ -203,7 +230,7 @@ fn rows(d: &Deployment) -> Vec<Row> {
                     internal,
                     purpose,
                     breaks_without,
-                    required,
+                    need,
                 },
                 local_port,
             });
@@ -230,13 +257,13 @@ fn rows(d: &Deployment) -> Vec<Row> {
                     ports.https
                 ),
                 breaks_without: "rtcbox cannot get or renew its certificate.".to_owned(),
-                required: true,
+                need: Need::Required,
             },
             local_port: Some(ports.https.to_string()),
         });
     }
 
-    let mut to_rtcbox = |protocol, port: String, purpose: &str, breaks: &str, required| {
+    let mut to_rtcbox = |protocol, port: String, purpose: &str, breaks: &str, need| {
         rows.push(Row {
             forward: PortForward {
                 protocol,
@@ -244,7 +271,7 @@ fn rows(d: &Deployment) -> Vec<Row> {
                 internal: format!("{}{port}", socket_prefix(ip)),
                 purpose: purpose.to_owned(),
                 breaks_without: breaks.to_owned(),
-                required,
+                need,
             },
             local_port: Some(port),
         });
@@ -255,15 +282,15 @@ fn rows(d: &Deployment) -> Vec<Row> {
         "WebRTC media (audio, video, screen sharing), every caller on this one port",
         "Calls connect but stay black and silent (\"Waiting for media\"): no audio or video \
          reaches anyone outside your network.",
-        true,
+        Need::Required,
     );
     to_rtcbox(
         "TCP",
         ports.rtc_tcp.to_string(),
         "WebRTC media over TCP (ICE-TCP), the fallback when UDP is blocked",
         "Callers on networks that block UDP (some offices, hotels, mobile carriers) get no \
-         media. Strongly recommended.",
-        false,
+         media.",
+        Need::Recommended,
     );
 
     // TURN: for callers whose network blocks the media ports (the SFU hands every participant
@@ -285,14 +312,18 @@ fn rows(d: &Deployment) -> Vec<Row> {
             "Callers whose network blocks the media ports but allows TURN have no relay (most \
              still connect over the ICE-TCP port)."
         },
-        legacy,
+        if legacy {
+            Need::Required
+        } else {
+            Need::Recommended
+        },
     );
     to_rtcbox(
         "TCP",
         ports.turn.to_string(),
         &format!("TURN over TCP {for_whom}"),
         "Callers on networks that block UDP cannot use TURN.",
-        false,
+        Need::Recommended,
     );
     // Offered to clients only with a certificate browsers trust (see `Running::tls_trusted`).
     if d.running.tls_trusted {
@@ -301,7 +332,7 @@ fn rows(d: &Deployment) -> Vec<Row> {
             ports.turns.to_string(),
             &format!("TURN over TLS {for_whom}"),
             "Callers on networks that only allow encrypted connections cannot use TURN.",
-            false,
+            Need::Recommended,
         );
     }
     if legacy {
@@ -310,7 +341,7 @@ fn rows(d: &Deployment) -> Vec<Row> {
             format!("{}-{}", ports.relay_min, ports.relay_max),
             "TURN relay ports for legacy 1:1 calls (the other caller sends media to them)",
             "Legacy 1:1 calls that need TURN connect but carry no audio or video.",
-            true,
+            Need::Required,
         );
     }
     rows
@@ -373,11 +404,13 @@ fn forwards_text(d: &Deployment) -> String {
                 f.protocol.to_owned(),
                 f.external.clone(),
                 f.internal.clone(),
-                if f.required { "required" } else { "optional" }.to_owned(),
+                f.need.label().to_owned(),
             ]
         })
         .collect();
     out += &table(&["Protocol", "External", "Internal", "Needed"], &rows);
+    out += "\n";
+    out += &wrap(Need::LEGEND, WIDTH, "", "");
     out += "\n";
     out += &underline("What each one is for, and what breaks without it", '-');
     for f in &forwards {

@@ -15,6 +15,7 @@ use crate::setup::model::{
     AcmeChallenge, Endpoints, LegacyTurn, Network, Ports, ProxyKind, PublicOrigin, Running,
     SynapseVersion, TlsMode,
 };
+use crate::setup::outputs::ports::Need::{self, Optional, Recommended, Required};
 
 const TURN_SECRET_A: &str = "TurnSecretAlphaOnlyInHomeserverYaml0123456789";
 const TURN_SECRET_D: &str = "tricky\"secret\\with:yaml#chars";
@@ -599,6 +600,43 @@ fn well_known_keeps_existing_keys_and_puts_rtcbox_first() {
 }
 
 #[test]
+fn an_unread_well_known_is_said_and_gets_an_add_only_entry() {
+    // Read: the complete document "keeps every entry rtcbox read"; nothing to add by hand.
+    let read = one_host_dsm();
+    assert!(
+        well_known::client_json(&read)
+            .intro
+            .contains("keeps every entry rtcbox read")
+    );
+    assert!(well_known::add_only(&read).is_none());
+    assert!(!all(&read).iter().any(|o| o.id == well_known::ADD_ID));
+    // Not read (discovery failed): no claim to keep anything; the entry to add instead.
+    let unread = two_hosts_nginx();
+    let intro = well_known::client_json(&unread).intro;
+    assert!(
+        intro.contains("could not read a current document"),
+        "{intro}"
+    );
+    assert!(!intro.contains("keeps every"), "{intro}");
+    let add = well_known::add_only(&unread).expect("an add-only entry");
+    assert_eq!(
+        all(&unread)
+            .iter()
+            .map(|o| o.id)
+            .position(|id| id == well_known::ADD_ID),
+        Some(2),
+        "right after the complete document"
+    );
+    // The entry is valid JSON once it sits in an object.
+    let (_, entry) = add.text.split_once("\n\n").expect("prose, then the entry");
+    let object: Value = serde_json::from_str(&format!("{{{entry}}}")).expect("{entry}");
+    assert_eq!(
+        object,
+        json!({well_known::RTC_FOCI_KEY: [{"type": "livekit", "livekit_service_url": "https://jwt.example.net"}]})
+    );
+}
+
+#[test]
 fn well_known_base_url_is_kept_or_filled_in() {
     let check = |existing: Option<Value>, expected: Value| {
         let d = Deployment {
@@ -817,24 +855,24 @@ fn ipv6_upstreams_are_bracketed() {
 #[test]
 fn port_forwards_follow_the_configured_ports() {
     let d = ipv6_self_signed();
-    let rows: Vec<(&str, String, String, bool)> = ports::port_forwards(&d)
+    let rows: Vec<(&str, String, String, Need)> = ports::port_forwards(&d)
         .into_iter()
-        .map(|f| (f.protocol, f.external, f.internal, f.required))
+        .map(|f| (f.protocol, f.external, f.internal, f.need))
         .collect();
     let v6 = "[2001:db8:10::20]";
     assert_eq!(
         rows,
         vec![
-            ("TCP", "8444".into(), format!("{v6}:9443"), true),
-            ("UDP", "50000".into(), format!("{v6}:50000"), true),
-            ("TCP", "50001".into(), format!("{v6}:50001"), false),
-            ("UDP", "3479".into(), format!("{v6}:3479"), true),
-            ("TCP", "3479".into(), format!("{v6}:3479"), false),
+            ("TCP", "8444".into(), format!("{v6}:9443"), Required),
+            ("UDP", "50000".into(), format!("{v6}:50000"), Required),
+            ("TCP", "50001".into(), format!("{v6}:50001"), Recommended),
+            ("UDP", "3479".into(), format!("{v6}:3479"), Required),
+            ("TCP", "3479".into(), format!("{v6}:3479"), Recommended),
             (
                 "UDP",
                 "40000-40099".into(),
                 format!("{v6}:40000-40099"),
-                true
+                Required
             ),
         ]
     );
@@ -909,17 +947,20 @@ fn port_forwards_depend_on_the_tls_mode() {
             .iter()
             .all(|f| !f.protocol.is_empty() && !f.breaks_without.is_empty()),
     );
-    // Without legacy TURN: the TURN listeners as optional rows, no relay range.
-    let turn_rows = |d: &Deployment| -> Vec<(&'static str, String, bool)> {
+    // Without legacy TURN: the TURN listeners as recommended rows, no relay range.
+    let turn_rows = |d: &Deployment| -> Vec<(&'static str, String, Need)> {
         ports::port_forwards(d)
             .into_iter()
             .filter(|f| f.purpose.contains("TURN"))
-            .map(|f| (f.protocol, f.external, f.required))
+            .map(|f| (f.protocol, f.external, f.need))
             .collect()
     };
     assert_eq!(
         turn_rows(&two_hosts_nginx()),
-        vec![("UDP", "3478".into(), false), ("TCP", "3478".into(), false),]
+        vec![
+            ("UDP", "3478".into(), Recommended),
+            ("TCP", "3478".into(), Recommended),
+        ]
     );
     // TURN over TLS joins once the served certificate is one browsers trust.
     let mut trusted = two_hosts_nginx();
@@ -927,19 +968,76 @@ fn port_forwards_depend_on_the_tls_mode() {
     assert_eq!(
         turn_rows(&trusted),
         vec![
-            ("UDP", "3478".into(), false),
-            ("TCP", "3478".into(), false),
-            ("TCP", "5349".into(), false),
+            ("UDP", "3478".into(), Recommended),
+            ("TCP", "3478".into(), Recommended),
+            ("TCP", "5349".into(), Recommended),
         ]
     );
     assert_eq!(
         turn_rows(&one_host_dsm()),
         vec![
-            ("UDP", "3478".into(), true),
-            ("TCP", "3478".into(), false),
-            ("TCP", "5349".into(), false),
-            ("UDP", "49160-49200".into(), true),
+            ("UDP", "3478".into(), Required),
+            ("TCP", "3478".into(), Recommended),
+            ("TCP", "5349".into(), Recommended),
+            ("UDP", "49160-49200".into(), Required),
         ]
+    );
+}
+
+#[test]
+fn a_forwards_need_is_one_word_everywhere() {
+    for (case, d) in cases() {
+        let text = ports::forwards(&d).text;
+        let forwards = ports::port_forwards(&d);
+        for f in &forwards {
+            // The table's word is the only verdict: the prose never names another one (it once
+            // said "Strongly recommended" on a row the table called optional).
+            let prose = format!("{} {}", f.purpose, f.breaks_without).to_lowercase();
+            for word in ["required", "recommended", "optional"] {
+                assert!(
+                    !prose.contains(word),
+                    "{case}: {} {} says {word:?}: {prose}",
+                    f.protocol,
+                    f.external
+                );
+            }
+            assert!(
+                text.lines().any(|l| l.starts_with(f.protocol)
+                    && l.contains(&format!(" {} ", f.external))
+                    && l.contains(&f.internal)
+                    && l.ends_with(&format!("  {}", f.need.label()))),
+                "{case}: no table line says {} for {} {}:\n{text}",
+                f.need.label(),
+                f.protocol,
+                f.external
+            );
+        }
+        assert!(
+            text.contains("\n\nRequired: calls fail without it. Recommended:"),
+            "{text}"
+        );
+        let need = |external: &str| {
+            forwards
+                .iter()
+                .find(|f| f.external == external)
+                .map(|f| f.need)
+        };
+        assert_eq!(
+            need(&d.network.ports.rtc_udp.to_string()),
+            Some(Required),
+            "{case}"
+        );
+        assert_eq!(
+            need(&d.network.ports.rtc_tcp.to_string()),
+            Some(Recommended),
+            "{case}"
+        );
+    }
+    // Port 80 for a proxy's own certificate can be replaced by DNS-01 or bought certificates.
+    let dsm = ports::port_forwards(&one_host_dsm());
+    assert_eq!(
+        dsm.iter().find(|f| f.external == "80").map(|f| f.need),
+        Some(Optional)
     );
 }
 

@@ -11,6 +11,7 @@ use super::{Output, underline, yaml_entry};
 use crate::setup::model::Deployment;
 
 pub const JSON_ID: &str = "well-known-client";
+pub const ADD_ID: &str = "well-known-rtc-foci";
 pub const SERVING_ID: &str = "well-known-serving";
 
 /// The well-known key listing MatrixRTC backends ("foci"), read by Element X, Element Web and
@@ -79,14 +80,53 @@ pub fn client_json(d: &Deployment) -> Output {
         title: "/.well-known/matrix/client".to_owned(),
         filename: "matrix-client-well-known.json".to_owned(),
         media_type: "application/json",
-        intro: format!(
-            "Serve this document at https://{}/.well-known/matrix/client (the server_name's own \
-             domain), replacing the current one: it keeps every existing entry and adds rtcbox as \
-             the first MatrixRTC focus.",
-            well_known_host(d)
-        ),
+        intro: if d.existing_well_known.is_some() {
+            format!(
+                "Serve this document at https://{}/.well-known/matrix/client (the server_name's \
+                 own domain), replacing the current one: it keeps every entry rtcbox read there \
+                 and adds rtcbox as the first MatrixRTC focus.",
+                well_known_host(d)
+            )
+        } else {
+            format!(
+                "rtcbox could not read a current document at https://{}/.well-known/matrix/client, \
+                 so this one holds only m.homeserver and rtcbox's focus. Serve it as it is only if \
+                 there is no such file yet. If there is one, replacing it would drop its other \
+                 entries: add rtcbox's entry to it instead (next), or paste it into the box below \
+                 and the complete document is generated here.",
+                well_known_host(d)
+            )
+        },
         text,
     }
+}
+
+/// When rtcbox could not read the current document (discovery failed): only the entry to add
+/// to it, so nothing the admin's file holds is lost. `None` when the document was read.
+pub fn add_only(d: &Deployment) -> Option<Output> {
+    if d.existing_well_known.is_some() {
+        return None;
+    }
+    let foci = serde_json::to_string_pretty(&Value::Array(vec![our_focus(d)]))
+        .expect("a serde_json::Value always serializes");
+    let mut text = format!(
+        "Add this entry to the top-level object of your current\n\
+         https://{}/.well-known/matrix/client, with a comma between it and the entry\n\
+         before it. If the file already has \"{RTC_FOCI_KEY}\", put rtcbox's entry\n\
+         first in that list instead. Keep everything else as it is.\n\n  \"{RTC_FOCI_KEY}\": ",
+        well_known_host(d)
+    );
+    text += &foci.replace('\n', "\n  ");
+    text.push('\n');
+    Some(Output {
+        id: ADD_ID,
+        title: "Add rtcbox to your current well-known".to_owned(),
+        filename: "well-known-rtc-foci.txt".to_owned(),
+        media_type: "text/plain",
+        intro: "Only the entry rtcbox needs, for the well-known document you already serve."
+            .to_owned(),
+        text,
+    })
 }
 
 pub fn serving(d: &Deployment) -> Output {

@@ -233,6 +233,41 @@ fn network() {
 }
 
 #[test]
+fn lan_ip_doubts() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let host = [ip("192.168.1.20"), ip("fd00::20")];
+    let check = |lan: &str, host: &[IpAddr], expected: Option<&str>| {
+        let doubt = lan_ip_doubt(ip(lan), host);
+        match (expected, &doubt) {
+            (None, None) => {}
+            (Some(needle), Some(text)) => assert!(text.contains(needle), "{lan}: {text}"),
+            _ => panic!("{lan} on {host:?}: {doubt:?}, expected {expected:?}"),
+        }
+    };
+    // One of this machine's addresses: fine.
+    check("192.168.1.20", &host, None);
+    check("fd00::20", &host, None);
+    // Loopback is never what a router forwards to, whatever the machine has; the message
+    // offers the machine's addresses.
+    check(
+        "127.0.0.1",
+        &host,
+        Some("This machine has 192.168.1.20, fd00::20."),
+    );
+    check("127.0.0.53", &[], Some("loopback"));
+    check("::1", &host, Some("loopback"));
+    // Not this machine's: a typo, the router, another machine, or a container's host.
+    check(
+        "192.168.1.21",
+        &host,
+        Some("not an address of this machine"),
+    );
+    check("192.168.1.21", &host, Some("bridge mode"));
+    // Without a list of the machine's addresses only loopback can be judged.
+    check("192.168.1.21", &[], None);
+}
+
+#[test]
 fn turn() {
     let secret = "s".repeat(48);
     let on = TurnStep::from_form(&form(&[("legacy_turn", "on")]), &secret);
@@ -311,6 +346,26 @@ fn steps_become_a_deployment_when_all_are_complete() {
     let warnings = warnings(&deployment);
     assert!(
         warnings.iter().any(|w| w.contains("version is unknown")),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("loopback")),
+        "{warnings:?}"
+    );
+    // A loopback LAN address is allowed (a test on one machine) but named on the review page.
+    stored.insert(
+        "network".into(),
+        json(&NetworkStep::from_form(&network_form(&[(
+            "lan_ip",
+            "127.0.0.1",
+        )]))),
+    );
+    let looped = Steps::from_stored(&stored).deployment(running).unwrap();
+    let warnings = super::warnings(&looped);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("LAN address 127.0.0.1 is the loopback address")),
         "{warnings:?}"
     );
 }
