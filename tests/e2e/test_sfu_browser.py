@@ -117,4 +117,18 @@ def test_two_browsers_call_through_rtcbox(start_rtcbox, tmp_path):
         assert frames[1] - frames[0] >= 10, f"{me} decoded too few frames of {other}: {frames}\n{why}"
         packets = received.get("audioPacketsReceived", [0, 0])
         assert packets[1] - packets[0] >= 10, f"{me} got too few audio packets of {other}: {packets}\n{why}"
+    # Adaptive stream and dynacast, as Element Call runs them: the pages' tiles are small
+    # (a <video> without CSS is 300x150), so each subscriber asks for a small layer; rtcbox
+    # forwards that one and asks each publisher to stop its unwatched 720p layer, which
+    # livekit-client does (the encoding goes inactive).
+    for identity, peer in peers.items():
+        last = peer.get("lastStats") or {}
+        layers = {s.get("rid"): s for s in last.get("outbound", []) if s.get("kind") == "video"}
+        assert set(layers) == {"q", "h", "f"}, f"{identity} publishes {sorted(map(str, layers))}\n{why}"
+        assert layers["q"].get("active") is True, f"{identity}'s low layer was paused\n{why}"
+        assert layers["f"].get("active") is False, \
+            f"{identity}'s unwatched 720p layer is still encoded (dynacast)\n{why}"
+        widths = [s.get("frameWidth") for s in last.get("inbound", []) if s.get("kind") == "video"]
+        assert widths and all(w and w < 1280 for w in widths), \
+            f"{identity} receives the 720p layer for a small tile: {widths}\n{why}"
     assert report["ok"], why
