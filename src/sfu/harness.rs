@@ -61,6 +61,9 @@ pub struct Client {
     /// Its identity and participant sid, from the JoinResponse (what a resume names).
     identity: String,
     sid: String,
+    /// A lossy uplink: every n-th datagram it sends is lost (0: none).
+    pub drop_every: u32,
+    sent: u32,
 }
 
 impl Harness {
@@ -514,6 +517,8 @@ impl Client {
             rewrite_next_answer: None,
             identity: String::new(),
             sid: String::new(),
+            drop_every: 0,
+            sent: 0,
         }
     }
 
@@ -602,7 +607,12 @@ impl Client {
                         }
                         break;
                     }
-                    RtcOutput::Transmit(t) => datagrams.push(t),
+                    RtcOutput::Transmit(t) => {
+                        self.sent += 1;
+                        if self.drop_every == 0 || !self.sent.is_multiple_of(self.drop_every) {
+                            datagrams.push(t);
+                        }
+                    }
                     RtcOutput::Event(Event::Connected) => {
                         if publisher {
                             self.publisher_connected = true;
@@ -1291,4 +1301,58 @@ fn a_subscriber_gets_the_best_layer_its_link_carries_and_moves_up_when_it_grows(
     h.sfu.pin_downlink_estimate("room", "bob", 5_000_000);
     film(&mut h, 2);
     assert_eq!(h.sfu.forwarded_layers("room", "bob"), vec![2]);
+}
+
+/// The connection quality the client on `conn` was last told for participant `sid`.
+fn quality_told(h: &Harness, conn: ConnId, sid: &str) -> Option<i32> {
+    h.clients[&conn].signals.iter().rev().find_map(|m| match m {
+        signal_response::Message::ConnectionQuality(u) => u
+            .updates
+            .iter()
+            .find(|q| q.participant_sid == sid)
+            .map(|q| q.quality),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_lossy_uplink_shows_as_poor_connection_quality_to_the_room() {
+    use proto::ConnectionQuality as Q;
+    let mut h = Harness::new();
+    let mic = call_with_media(&mut h);
+    let (alice, bob) = (h.clients[&1].sid.clone(), h.clients[&2].sid.clone());
+    let mut elapsed = Duration::from_millis(20);
+    let mut talk = |h: &mut Harness, seconds: u64| {
+        for _ in 0..seconds * 50 {
+            h.write_audio(1, mic, elapsed, &[1; 40]);
+            h.advance(Duration::from_millis(20));
+            elapsed += Duration::from_millis(20);
+        }
+    };
+    talk(&mut h, 5);
+    assert_eq!(quality_told(&h, 2, &alice), Some(Q::Excellent as i32));
+    assert_eq!(quality_told(&h, 1, &bob), Some(Q::Excellent as i32));
+
+    // One datagram in five from alice is lost: 20 % loss.
+    h.clients.get_mut(&1).expect("alice").drop_every = 5;
+    talk(&mut h, 5);
+    assert_eq!(
+        quality_told(&h, 2, &alice),
+        Some(Q::Poor as i32),
+        "bob sees alice's link"
+    );
+    assert_eq!(
+        quality_told(&h, 1, &alice),
+        Some(Q::Poor as i32),
+        "alice sees her own"
+    );
+    assert_eq!(quality_told(&h, 2, &bob), Some(Q::Excellent as i32));
+
+    h.clients.get_mut(&1).expect("alice").drop_every = 0;
+    talk(&mut h, 5);
+    assert_eq!(
+        quality_told(&h, 2, &alice),
+        Some(Q::Excellent as i32),
+        "recovered"
+    );
 }

@@ -42,6 +42,7 @@ ROOM_EVENTS = (
     "track_subscribed", "track_unsubscribed", "track_subscription_failed", "track_muted",
     "track_unmuted", "data_received", "disconnected", "reconnecting", "reconnected",
     "local_track_published", "connection_state_changed", "active_speakers_changed",
+    "connection_quality_changed",
 )
 
 

@@ -1,7 +1,13 @@
-"""Active speakers: rtcbox tells the room who speaks, from the audio level the publisher's
+"""Active speakers and connection quality.
+
+Active speakers: rtcbox tells the room who speaks, from the audio level the publisher's
 packets carry (the `ssrc-audio-level` header extension libwebrtc sends), which is what lights
 the speaking indicator in Element Call. The Python SDK's `active_speakers_changed` event is
-driven only by the server's `SpeakersChanged` messages for remote participants."""
+driven only by the server's `SpeakersChanged` messages for remote participants.
+
+Connection quality: rtcbox judges each participant's link from its loss and round-trip time
+and tells the room (`ConnectionQualityUpdate`); on loopback every link is excellent. (Worse
+links are the harness's test: src/sfu/harness.rs, a lossy uplink.)"""
 
 from livekit import rtc
 
@@ -32,6 +38,12 @@ async def speakers_scenario(box):
         speakers, = await bob.log.wait_for(
             "active_speakers_changed", lambda s: names(s) == {"alice"}, "naming alice")
         assert "bob" not in names(speakers), "silent bob counted as a speaker"
+
+        participant, quality = await bob.log.wait_for(
+            "connection_quality_changed", lambda p, q: p.identity == "alice", "for alice")
+        assert quality == rtc.ConnectionQuality.QUALITY_EXCELLENT, quality
+        await alice.log.wait_for(
+            "connection_quality_changed", lambda p, q: p.identity == "alice", "for alice herself")
 
         # Muted, alice's tone stops reaching anyone: she is no longer a speaker.
         mark = bob.log.mark()

@@ -16,6 +16,8 @@ use str0m::{Candidate, Input, Rtc};
 use super::{Sfu, guard};
 use str0m::bwe::Bitrate;
 
+/// How often str0m reports a connection's loss and round-trip time (connection quality).
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Where the bandwidth estimate towards a client starts: enough for audio and a medium layer.
 const INITIAL_ESTIMATE_KBPS: u64 = 1000;
 
@@ -147,7 +149,10 @@ impl Sfu {
     /// candidates for UDP and passive TCP. One we send media on (`sends`) estimates the
     /// bandwidth towards the client (TWCC), which the layer allocation spends.
     pub(super) fn new_rtc(&self, now: Instant, sends: bool) -> Rtc {
-        let mut builder = Rtc::builder().set_rtp_mode(true).set_ice_lite(true);
+        let mut builder = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_stats_interval(Some(STATS_INTERVAL));
         if sends {
             builder = builder.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
         }

@@ -18,7 +18,8 @@
 //! - [`forwarding`]: RTP forwarding to subscriptions and keyframe requests;
 //! - [`data`]: data channel packets relayed to the room;
 //! - [`layers`]: simulcast layer allocation per subscription;
-//! - [`speakers`]: active speakers from the audio-level header extension.
+//! - [`speakers`]: active speakers from the audio-level header extension;
+//! - [`quality`]: connection quality from each participant's link statistics.
 
 // Several protocol fields are deprecated upstream but still read by released clients (legacy
 // `UserPacket` sender fields, `TrackInfo.layers`/`simulcast`, `DataPacket.kind`); we fill them.
@@ -29,6 +30,7 @@ mod forwarding;
 mod layers;
 mod media;
 mod negotiation;
+mod quality;
 mod rooms;
 mod session;
 mod speakers;
@@ -150,6 +152,8 @@ pub struct Sfu {
     outputs: VecDeque<Output>,
     next_housekeeping: Instant,
     next_speaker_update: Instant,
+    next_quality_update: Instant,
+    next_quality_refresh: Instant,
     /// When layer bitrates were last measured.
     last_rate_update: Instant,
     /// `(Instant, unix ms)` pair fixed at start: wall-clock times in protocol messages are derived
@@ -171,6 +175,8 @@ impl Sfu {
             outputs: VecDeque::new(),
             next_housekeeping: now,
             next_speaker_update: now,
+            next_quality_update: now,
+            next_quality_refresh: now,
             last_rate_update: now,
             epoch: (now, now_unix_ms),
         }
@@ -358,6 +364,7 @@ impl Sfu {
         self.allocate_layers(now);
         self.update_dynacast(now);
         self.update_speakers(now);
+        self.update_connection_quality(now);
     }
 
     fn mark(&mut self, key: ParticipantKey, pc: Pc) {
@@ -483,6 +490,15 @@ impl Sfu {
             Event::ChannelData(data) if uplink => self.channel_data(key, data),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 tracing::debug!(participant = %key, ?pc, "ICE disconnected");
+                self.set_link_lost(key, true);
+            }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) => self.set_link_lost(key, false),
+            Event::PeerStats(stats) => {
+                if let Some(p) = self.participants.get_mut(&key) {
+                    p.link_stats.observe(&stats);
+                }
             }
             Event::Connected => {
                 let Some(p) = self.participants.get_mut(&key) else {

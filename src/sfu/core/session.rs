@@ -11,6 +11,7 @@ use super::data::DataKind;
 use super::forwarding::Subscription;
 use super::media::Media;
 use super::negotiation::Negotiation;
+use super::quality::LinkStats;
 use super::tracks::Track;
 use super::{
     ConnId, JoinError, JoinRequest, Output, PING_INTERVAL_SECS, PING_TIMEOUT_SECS, RESUME_WINDOW,
@@ -83,6 +84,8 @@ pub(super) struct Participant {
     /// The bandwidth estimate towards the client (bit/s), once the downlink has one, and
     /// the desired rate last given to the estimator.
     pub(super) downlink_estimate: Option<u64>,
+    /// Loss and round-trip time of its connections, for its connection quality.
+    pub(super) link_stats: LinkStats,
     pub(super) bwe_desired: u64,
     /// Tests fix the estimate to check the allocation deterministically.
     #[cfg(test)]
@@ -152,6 +155,7 @@ impl Sfu {
             sub_lossy: None,
             last_data_sequence: 0,
             downlink_estimate: None,
+            link_stats: LinkStats::default(),
             bwe_desired: 0,
             #[cfg(test)]
             estimate_pinned: false,
