@@ -34,6 +34,8 @@ pub struct DashboardPage {
     pub pending_restart: Vec<&'static str>,
     pub rooms: Option<Vec<RoomView>>,
     pub facts: Vec<(String, String)>,
+    /// Per stream listener: connections open and refused.
+    pub connections: Vec<(String, String)>,
     /// Whether the certificate row offers "Renew now" (the certificate comes from ACME).
     pub renew_certificate: bool,
     /// The TURN server; `None` when it does not run in this process.
@@ -253,10 +255,13 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
         state.acme.as_ref().map(|a| a.status()).as_ref(),
         unix_now(),
     ));
+    // Connection counters get a card of their own: with them, "This server" grew taller than
+    // a laptop screen.
+    let mut connections = Vec::new();
     for caps in &state.connection_caps {
         let refused = caps.refusals();
-        facts.push((
-            format!("Connections: {}", caps.name()),
+        connections.push((
+            capitalised(caps.name()),
             format!(
                 "{} open; refused since start: {} (too many from one address), {} (all {} taken)",
                 caps.open(),
@@ -266,10 +271,6 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
             ),
         ));
     }
-    facts.push((
-        "Bitrates".to_owned(),
-        "not measured yet (arrives with bandwidth estimation)".to_owned(),
-    ));
     views::render(&DashboardPage {
         layout: session.layout("Dashboard", "dashboard"),
         setup_done: steps.is_complete(Step::Review),
@@ -277,6 +278,7 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
         pending_restart,
         rooms,
         facts,
+        connections,
         renew_certificate: state.acme.is_some(),
         turn: state.turn.as_ref().map(|turn| turn_view(&turn.status())),
         last_import,
@@ -1363,5 +1365,14 @@ mod certificate_facts_tests {
             )
         );
         assert_eq!(until(now, now - 7200), "2 h ago");
+    }
+}
+
+/// `text` with its first letter in upper case ("public HTTP" → "Public HTTP").
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }

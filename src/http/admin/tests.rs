@@ -1712,7 +1712,7 @@ async fn the_dashboard_counts_refused_connections() {
     let body = panel.get("/", &session).await.body;
     assert!(
         body.contains(
-            "<dt>Connections: ICE-TCP</dt><dd>1 open; refused since start: 2 (too many from one \
+            "<dt>ICE-TCP</dt><dd>1 open; refused since start: 2 (too many from one \
              address), 0 (all 3 taken)</dd>"
         ),
         "{body}"
