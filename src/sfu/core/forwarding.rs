@@ -50,8 +50,6 @@ impl Sfu {
         };
         let layer = layer_of(rid);
         track.layer_seen[layer as usize] = Some(now);
-        // RTP header and payload, as the subscriber's link carries them (SRTP adds ~10).
-        track.layer_bytes[layer as usize] += packet.payload.len() as u64 + 12;
         track.layer_rid[layer as usize] = rid;
         let video = track.video;
         if let Some(level) = packet.header.ext_vals.audio_level.filter(|_| !video) {

@@ -14,12 +14,9 @@ use str0m::net::TcpType;
 use str0m::{Candidate, Input, Rtc};
 
 use super::{Sfu, guard};
-use str0m::bwe::Bitrate;
 
 /// How often str0m reports a connection's loss and round-trip time (connection quality).
 const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Where the bandwidth estimate towards a client starts: enough for audio and a medium layer.
-const INITIAL_ESTIMATE_KBPS: u64 = 1000;
 
 /// One of a participant's peer connections, named as LiveKit's `SignalTarget` names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -146,17 +143,13 @@ impl Media {
 
 impl Sfu {
     /// A new peer connection: RTP mode (we forward packets, not frames), ICE-lite, our host
-    /// candidates for UDP and passive TCP. One we send media on (`sends`) estimates the
-    /// bandwidth towards the client (TWCC), which the layer allocation spends.
-    pub(super) fn new_rtc(&self, now: Instant, sends: bool) -> Rtc {
-        let mut builder = Rtc::builder()
+    /// candidates for UDP and passive TCP; str0m reports each one's statistics every second.
+    pub(super) fn new_rtc(&self, now: Instant) -> Rtc {
+        let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)
-            .set_stats_interval(Some(STATS_INTERVAL));
-        if sends {
-            builder = builder.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
-        }
-        let mut rtc = builder.build(now);
+            .set_stats_interval(Some(STATS_INTERVAL))
+            .build(now);
         for addr in &self.config.udp_candidates {
             if let Ok(candidate) = Candidate::host(*addr, "udp") {
                 rtc.add_local_candidate(candidate);

@@ -154,8 +154,6 @@ pub struct Sfu {
     next_speaker_update: Instant,
     next_quality_update: Instant,
     next_quality_refresh: Instant,
-    /// When layer bitrates were last measured.
-    last_rate_update: Instant,
     /// `(Instant, unix ms)` pair fixed at start: wall-clock times in protocol messages are derived
     /// from `now` and this anchor, so the core never reads a clock.
     epoch: (Instant, i64),
@@ -177,7 +175,6 @@ impl Sfu {
             next_speaker_update: now,
             next_quality_update: now,
             next_quality_refresh: now,
-            last_rate_update: now,
             epoch: (now, now_unix_ms),
         }
     }
@@ -313,33 +310,6 @@ impl Sfu {
         self.outputs.pop_front()
     }
 
-    /// Fixes a participant's downlink estimate (bit/s), whatever the estimator says.
-    #[cfg(test)]
-    pub fn pin_downlink_estimate(&mut self, room: &str, identity: &str, bps: u64) {
-        if let Some(p) = self
-            .find(room, identity)
-            .and_then(|key| self.participants.get_mut(&key))
-        {
-            p.estimate_pinned = true;
-            p.downlink_estimate = Some(bps);
-        }
-    }
-
-    /// The simulcast layer each of a participant's video subscriptions forwards now.
-    #[cfg(test)]
-    pub fn forwarded_layers(&self, room: &str, identity: &str) -> Vec<u8> {
-        self.find(room, identity)
-            .and_then(|key| self.participants.get(&key))
-            .map(|p| {
-                p.subs
-                    .iter()
-                    .filter(|s| s.video)
-                    .map(|s| s.forwarder.target())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// Number of participants across rooms (for status and tests).
     pub fn participant_count(&self) -> usize {
         self.participants.len()
@@ -407,8 +377,8 @@ impl Sfu {
                         Ok(str0m::Output::Timeout(at)) => {
                             // After its output is drained, a timeout at `now` or earlier only
                             // means str0m clamped a deadline it cannot act on yet (its pacer
-                            // before the connection is up): waking for it again at once
-                            // would spin.
+                            // with the bandwidth estimator on, before the connection is up):
+                            // waking for it again at once would spin.
                             peer.timeout = at.max(now + MIN_REPOLL);
                             break Ok(());
                         }
@@ -473,17 +443,6 @@ impl Sfu {
                     }
                 } else {
                     self.unpublish_media(now, key, changed.mid);
-                }
-            }
-            Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. })
-                if downlink =>
-            {
-                if let Some(p) = self.participants.get_mut(&key) {
-                    #[cfg(test)]
-                    if p.estimate_pinned {
-                        return;
-                    }
-                    p.downlink_estimate = Some(estimate.as_u64());
                 }
             }
             Event::ChannelOpen(id, label) => self.channel_opened(key, pc, id, &label),

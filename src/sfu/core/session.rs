@@ -81,15 +81,8 @@ pub(super) struct Participant {
     pub(super) sub_reliable: Option<ChannelId>,
     pub(super) sub_lossy: Option<ChannelId>,
     pub(super) last_data_sequence: u32,
-    /// The bandwidth estimate towards the client (bit/s), once the downlink has one, and
-    /// the desired rate last given to the estimator.
-    pub(super) downlink_estimate: Option<u64>,
     /// Loss and round-trip time of its connections, for its connection quality.
     pub(super) link_stats: LinkStats,
-    pub(super) bwe_desired: u64,
-    /// Tests fix the estimate to check the allocation deterministically.
-    #[cfg(test)]
-    pub(super) estimate_pinned: bool,
     pub(super) failed: bool,
 }
 
@@ -143,7 +136,7 @@ impl Sfu {
             state: proto::participant_info::State::Joined,
             client_protocol: request.client_protocol,
             auto_subscribe: request.auto_subscribe,
-            media: Media::dual(self.new_rtc(now, false), self.new_rtc(now, true), now),
+            media: Media::dual(self.new_rtc(now), self.new_rtc(now), now),
             tracks: Vec::new(),
             subs: Vec::new(),
             negotiation: Negotiation {
@@ -154,11 +147,7 @@ impl Sfu {
             sub_reliable: None,
             sub_lossy: None,
             last_data_sequence: 0,
-            downlink_estimate: None,
             link_stats: LinkStats::default(),
-            bwe_desired: 0,
-            #[cfg(test)]
-            estimate_pinned: false,
             failed: false,
         };
         tracing::info!(

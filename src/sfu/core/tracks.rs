@@ -26,9 +26,6 @@ pub(super) struct Track {
     pub(super) layer_seen: [Option<Instant>; 3],
     pub(super) layer_rid: [Option<Rid>; 3],
     pub(super) last_keyframe_request: [Option<Instant>; 3],
-    /// Bytes received per layer since the last rate update, and the smoothed rates (bit/s).
-    pub(super) layer_bytes: [u64; 3],
-    pub(super) layer_bitrate: [u64; 3],
     /// Audio: the loud packets of the current speaker window.
     pub(super) meter: LevelMeter,
     /// Video: the highest layer the publisher was told to send (dynacast; `None`: none), and
@@ -139,8 +136,6 @@ impl Sfu {
             layer_seen: [None; 3],
             layer_rid: [None, None, None],
             last_keyframe_request: [None; 3],
-            layer_bytes: [0; 3],
-            layer_bitrate: [0; 3],
             meter: LevelMeter::default(),
             // Clients start with every layer on.
             dynacast: Some(2),
