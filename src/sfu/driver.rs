@@ -532,15 +532,6 @@ async fn serve_tcp(
         return;
     }
     let check_deadline = tokio::time::Instant::now() + ICE_TCP_CHECK_TIMEOUT;
-    // Until a check reached a session, reads wait until the check deadline at most; after,
-    // each read waits up to the idle time.
-    let deadline = |verified: &AtomicBool| {
-        if verified.load(Ordering::Relaxed) {
-            tokio::time::Instant::now() + TCP_IDLE
-        } else {
-            check_deadline
-        }
-    };
     let write = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
             let Ok(len) = u16::try_from(frame.len()) else {
@@ -557,18 +548,23 @@ async fn serve_tcp(
     let mut buf = vec![0u8; 65_535];
     loop {
         let mut len = [0u8; 2];
-        match tokio::time::timeout_at(deadline(&verified), reader.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
-            _ => break,
+        if !read_in_time(&mut reader, &mut len, &verified, check_deadline, TCP_IDLE).await {
+            break;
         }
         let len = u16::from_be_bytes(len) as usize;
         if len == 0 {
             continue;
         }
-        match tokio::time::timeout_at(deadline(&verified), reader.read_exact(&mut buf[..len])).await
+        if !read_in_time(
+            &mut reader,
+            &mut buf[..len],
+            &verified,
+            check_deadline,
+            TCP_IDLE,
+        )
+        .await
         {
-            Ok(Ok(_)) => {}
-            _ => break,
+            break;
         }
         // As on UDP: a plain binding request is answered here (framed by the writer), no state.
         if let Some(answer) = stun::answer_plain_binding(&buf[..len], remote) {
@@ -594,6 +590,39 @@ async fn serve_tcp(
         tracing::debug!(%remote, "ICE-TCP connection without an ICE check for a session; closed");
     }
     write.abort();
+}
+
+/// Fills `buf` from an ICE-TCP connection; `false` when it ended or took too long. Until a
+/// check reached a session (`verified`, set by the SFU task) the read may last until
+/// `check_deadline`; after, up to `idle`. The flag is read again when the check deadline
+/// passes: the SFU task may set it after this read began (the check just sent was being
+/// handled), and closing a connection whose check was accepted would drop a participant that
+/// simply had nothing to send for a few seconds.
+async fn read_in_time<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+    verified: &AtomicBool,
+    check_deadline: tokio::time::Instant,
+    idle: std::time::Duration,
+) -> bool {
+    let read = reader.read_exact(buf);
+    tokio::pin!(read);
+    loop {
+        let was_verified = verified.load(Ordering::Relaxed);
+        let deadline = if was_verified {
+            tokio::time::Instant::now() + idle
+        } else {
+            check_deadline
+        };
+        tokio::select! {
+            result = &mut read => return result.is_ok(),
+            _ = tokio::time::sleep_until(deadline) => {
+                if was_verified || !verified.load(Ordering::Relaxed) {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 impl RoomDirectory for SfuHandle {
@@ -626,6 +655,37 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A connection whose check is accepted while its read is already waiting (the SFU task
+    /// sets the flag a moment after the frame went to it) is not closed at the check deadline;
+    /// one that never had a check accepted is.
+    #[tokio::test]
+    async fn an_ice_tcp_read_outlives_the_check_deadline_once_verified_meanwhile() {
+        use tokio::io::AsyncWriteExt as _;
+        for verify in [true, false] {
+            let (mut client, mut server) = tokio::io::duplex(64);
+            let verified = Arc::new(AtomicBool::new(false));
+            let check_deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+            let flag = verified.clone();
+            let read = tokio::spawn(async move {
+                let mut buf = [0u8; 4];
+                read_in_time(
+                    &mut server,
+                    &mut buf,
+                    &flag,
+                    check_deadline,
+                    Duration::from_secs(60),
+                )
+                .await
+            });
+            // The read is waiting on the check deadline when the flag changes.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            verified.store(verify, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = client.write_all(b"late").await;
+            assert_eq!(read.await.unwrap(), verify, "verified meanwhile: {verify}");
+        }
+    }
 
     /// Both media ports answer a plain binding request with the sender's address.
     #[tokio::test]
