@@ -10,6 +10,7 @@ printed (never asserted: tests do not time things).
 """
 
 import asyncio
+import os
 import urllib.parse
 
 from livekit import rtc
@@ -156,3 +157,75 @@ async def resume_scenario(box):
         await lk.leave_all(alice, bob)
         await relay.close()
         await lkapi.aclose()
+
+
+def test_livekit_client_in_chromium_resumes_after_its_signalling_socket_is_cut(start_rtcbox, tmp_path):
+    """The same with the SDK Element Call uses: two livekit-client pages in headless Chromium
+    (Element Call's room options) reach rtcbox's signalling through the relay; two seconds
+    after both subscribed, the relay cuts both sockets. Both resume (rtcbox logs two resumes
+    and no leave until the pages hang up), and each keeps decoding the other's camera and
+    receiving its microphone through the cut."""
+    import json
+    import secrets
+    import subprocess
+    import threading
+    import time
+
+    from conftest import BROWSER_DIR, CHROMIUM, require_browser_tooling
+    from test_sfu_browser import PEERS, ROOM, RUNNER_DEADLINE_S, create_room, explain, token
+
+    require_browser_tooling(("livekit-client", "playwright-core"))
+    key, secret = "APIbrowserresume", secrets.token_urlsafe(32)
+    box = start_rtcbox({"RTCBOX_API_KEY": key, "RTCBOX_API_SECRET": secret,
+                        "RTCBOX_FULL_ACCESS_HOMESERVERS": "*"})
+    asyncio.run(create_room(box.url, key, secret, ROOM))
+    url = urllib.parse.urlsplit(box.ws_url)
+    loop = asyncio.new_event_loop()
+    relay = CuttableRelay(url.hostname, url.port)
+    relay_port = loop.run_until_complete(relay.start())
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    config = {
+        "wsUrl": f"ws://127.0.0.1:{relay_port}",
+        "peers": [{"identity": p, "token": token(key, secret, p, ROOM)} for p in PEERS],
+        "profile": "element-call", "observeMs": 12000, "minFrames": 10, "minAudioPackets": 10,
+        "deadlineMs": RUNNER_DEADLINE_S * 1000,
+    }
+    config_file = tmp_path / "resume-config.json"
+    config_file.write_text(json.dumps(config))
+    runner = subprocess.Popen(["node", "run.mjs", str(config_file)], cwd=BROWSER_DIR,
+                              env=dict(os.environ, RTCBOX_CHROMIUM=CHROMIUM),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = []
+    cut = 0
+    try:
+        for line in runner.stderr:
+            progress.append(line)
+            if "subscribe (" in line and '"allSubscribed":true' in line:
+                time.sleep(2)  # into the media-observing window
+                cut = asyncio.run_coroutine_threadsafe(_cut(relay), loop).result(10)
+                break
+        stdout, rest = runner.communicate(timeout=RUNNER_DEADLINE_S + 30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        loop.call_soon_threadsafe(loop.stop)
+    progress.append(rest)
+    (tmp_path / "resume-report.json").write_text(stdout)
+    report = json.loads(stdout)
+    why = explain(report, "".join(progress), box, tmp_path / "resume-report.json")
+    # Both signalling sockets, and whatever HTTP connections the pages keep open besides.
+    assert cut >= 2, f"the relay carried {cut} connections, not both pages' sockets\n{why}"
+    log = box.log_text()
+    resumed = [line for line in log.splitlines() if "participant resumed its session" in line]
+    assert len(resumed) == 2, f"resumes logged: {resumed}\n{why}"
+    before_hangup = log.split("participant resumed its session")[-1].split("CLIENT_INITIATED")[0]
+    assert "participant left" not in log.split("participant resumed its session")[0], \
+        f"a participant left before resuming\n{why}"
+    assert "participant joined" not in before_hangup, f"a page joined again\n{why}"
+    # Media through the cut: report["ok"] requires each page to keep decoding the other's
+    # camera and receiving its microphone over the 12 s window the cut falls into.
+    assert report["ok"], why
+
+
+async def _cut(relay: CuttableRelay) -> int:
+    return relay.cut()
