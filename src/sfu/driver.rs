@@ -253,9 +253,17 @@ impl SfuHandle {
         &self,
         f: impl FnOnce(&mut Sfu, Instant) -> R + Send + 'static,
     ) -> Result<R, SfuGone> {
+        self.call_core(move |core, now| f(&mut core.sfu, now)).await
+    }
+
+    /// [`Self::call`] with the whole task state (the signaling channels and presence too).
+    async fn call_core<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Instant) -> R + Send + 'static,
+    ) -> Result<R, SfuGone> {
         let (tx, rx) = oneshot::channel();
         let call: Call = Box::new(move |core, now| {
-            let _ = tx.send(f(&mut core.sfu, now));
+            let _ = tx.send(f(core, now));
         });
         self.events
             .send(Event::Call(call))
@@ -275,8 +283,7 @@ impl SfuHandle {
         request: JoinRequest,
         signals: mpsc::Sender<signal_response::Message>,
     ) -> Result<Result<(), JoinError>, SfuGone> {
-        let (tx, rx) = oneshot::channel();
-        let call: Call = Box::new(move |core, now| {
+        self.call_core(move |core, now| {
             let conn = request.conn;
             let joined = PresenceEvent::Joined {
                 room: request.room.clone(),
@@ -290,13 +297,9 @@ impl SfuHandle {
                 // No subscriber is fine.
                 let _ = core.presence.send(joined);
             }
-            let _ = tx.send(result);
-        });
-        self.events
-            .send(Event::Call(call))
-            .await
-            .map_err(|_| SfuGone)?;
-        rx.await.map_err(|_| SfuGone)
+            result
+        })
+        .await
     }
 
     /// Re-attaches a session to a new signaling connection; its messages arrive on `signals`.
@@ -305,21 +308,16 @@ impl SfuHandle {
         request: ResumeRequest,
         signals: mpsc::Sender<signal_response::Message>,
     ) -> Result<Result<(), ResumeError>, SfuGone> {
-        let (tx, rx) = oneshot::channel();
-        let call: Call = Box::new(move |core, now| {
+        self.call_core(move |core, now| {
             let conn = request.conn;
             core.signals.insert(conn, signals);
             let result = core.sfu.resume(now, request);
             if result.is_err() {
                 core.signals.remove(&conn);
             }
-            let _ = tx.send(result);
-        });
-        self.events
-            .send(Event::Call(call))
-            .await
-            .map_err(|_| SfuGone)?;
-        rx.await.map_err(|_| SfuGone)
+            result
+        })
+        .await
     }
 
     /// A signaling request from `conn` (fire and forget; ordering per connection is kept).

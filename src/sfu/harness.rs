@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use livekit_protocol as proto;
 use proto::{signal_request, signal_response};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpApi, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaData, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, Transmit};
@@ -144,39 +144,40 @@ impl Harness {
     /// The client restarts ICE on its publisher connection (what it does after a resume): a
     /// new offer with fresh credentials.
     pub fn restart_publisher_ice(&mut self, conn: ConnId) {
-        let client = self.clients.get_mut(&conn).expect("a client");
-        let mut api = client.publisher.sdp_api();
-        api.ice_restart(true);
-        let (offer, pending) = api.apply().expect("an ICE restart to offer");
-        client.pending_offer = Some(pending);
-        self.send(
-            conn,
-            signal_request::Message::Offer(proto::SessionDescription {
-                r#type: "offer".into(),
-                sdp: offer.to_sdp_string(),
-                id: 2,
-                ..Default::default()
-            }),
-        );
+        self.offer_publisher_change(conn, 2, |api| {
+            api.ice_restart(true);
+        });
     }
 
     /// Renegotiates the publisher connection with `mid` in direction `direction` (a LiveKit
     /// client unpublishes by making it inactive; it republishes on it with sendonly).
     pub fn set_publisher_direction(&mut self, conn: ConnId, mid: Mid, direction: Direction) {
+        self.offer_publisher_change(conn, 3, |api| api.set_direction(mid, direction));
+    }
+
+    /// Makes a change on a client's publisher connection and sends the core its offer (id
+    /// `id`); the answer is applied when it comes back. Returns what `change` returned.
+    fn offer_publisher_change<T>(
+        &mut self,
+        conn: ConnId,
+        id: u32,
+        change: impl FnOnce(&mut SdpApi<'_>) -> T,
+    ) -> T {
         let client = self.clients.get_mut(&conn).expect("a client");
         let mut api = client.publisher.sdp_api();
-        api.set_direction(mid, direction);
-        let (offer, pending) = api.apply().expect("a direction change to offer");
+        let changed = change(&mut api);
+        let (offer, pending) = api.apply().expect("a change to offer");
         client.pending_offer = Some(pending);
         self.send(
             conn,
             signal_request::Message::Offer(proto::SessionDescription {
                 r#type: "offer".into(),
                 sdp: offer.to_sdp_string(),
-                id: 3,
+                id,
                 ..Default::default()
             }),
         );
+        changed
     }
 
     /// A client's signaling message to the core.
@@ -210,27 +211,15 @@ impl Harness {
                 ..Default::default()
             }),
         );
-        let client = self.clients.get_mut(&conn).expect("a client");
-        let mut api = client.publisher.sdp_api();
-        let mid = api.add_media(
-            kind,
-            Direction::SendOnly,
-            Some("stream".into()),
-            Some(cid.into()),
-            None,
-        );
-        let (offer, pending) = api.apply().expect("a change to offer");
-        client.pending_offer = Some(pending);
-        self.send(
-            conn,
-            signal_request::Message::Offer(proto::SessionDescription {
-                r#type: "offer".into(),
-                sdp: offer.to_sdp_string(),
-                id: 1,
-                ..Default::default()
-            }),
-        );
-        mid
+        self.offer_publisher_change(conn, 1, |api| {
+            api.add_media(
+                kind,
+                Direction::SendOnly,
+                Some("stream".into()),
+                Some(cid.into()),
+                None,
+            )
+        })
     }
 
     /// Sends the subscriber answers a client held back, in order.
