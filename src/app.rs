@@ -120,6 +120,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let certificates = tls_certificates(&pool, &settings).await?;
     let (turn, turn_tls_streams) = start_turn(&settings, &sockets, certificates.clone()).await;
     let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms);
+    let public_ip = follow_public_ip(&settings, sfu.clone(), turn.clone());
     let (delayed_leaves, leaves) = {
         let full_access = full_access.clone();
         let dangerous = settings.dangerous_allow_private_homeservers;
@@ -250,6 +251,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     admin.sfu = Some(sfu);
     admin.turn = Some(turn);
     admin.acme = acme;
+    admin.public_ip = Some(public_ip);
     admin.certificates = certificates;
     admin.media = media;
     admin.logs = crate::logbuf::global().clone();
@@ -300,6 +302,45 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     );
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Without a fixed `RTCBOX_NODE_IP`, starts the public IP monitor (`net::public_ip`): each
+/// change is advertised by the SFU and becomes TURN's relay address, live.
+fn follow_public_ip(
+    settings: &Settings,
+    sfu: SfuHandle,
+    turn: crate::turn::TurnHandle,
+) -> crate::net::public_ip::PublicIpHandle {
+    use crate::net::public_ip::{self, Mode, PublicIpHandle};
+    let handle = PublicIpHandle::new(settings.node_ip.map_or(Mode::Automatic, Mode::Fixed));
+    let stun_servers = settings.stun_servers.clone();
+    let detect = move || {
+        let stun_servers = stun_servers.clone();
+        async move { crate::setup::discover::public_ip(&stun_servers).await }
+    };
+    let apply = move |change: public_ip::Change| {
+        let (sfu, turn) = (sfu.clone(), turn.clone());
+        async move {
+            // Relays follow only an address media is advertised on (same family as the sockets).
+            if let Ok(media) = sfu.set_public_ip(change.to).await
+                && media.udp.iter().any(|a| a.ip() == change.to)
+            {
+                tracing::info!(udp = ?media.udp, tcp = ?media.tcp, "media candidates");
+                turn.readdress(crate::turn::handle::Readdress {
+                    relay_ip: change.to,
+                    sfu_media: media.udp,
+                    sfu_routes: media.routes,
+                });
+            }
+        }
+    };
+    tokio::spawn(public_ip::run(
+        handle.clone(),
+        settings.public_ip_interval,
+        detect,
+        apply,
+    ));
+    handle
 }
 
 /// An HTTP listener's connection caps: trusted reverse proxies carry many clients, so they are

@@ -124,9 +124,12 @@ pub struct SettingFlags {
     /// TCP port for ICE-TCP media fallback [env: RTCBOX_RTC_TCP_PORT] [default: 8881]
     #[arg(long, global = true, value_name = "PORT")]
     pub rtc_tcp_port: Option<String>,
-    /// IP address advertised to clients for media, e.g. the public IP [env: RTCBOX_NODE_IP] [default: the host's addresses]
+    /// A fixed IP address advertised to clients for media and TURN relays, e.g. a static public IP [env: RTCBOX_NODE_IP] [default: automatic: the host's addresses and the public IP from STUN, followed when it changes]
     #[arg(long, global = true, value_name = "IP")]
     pub node_ip: Option<String>,
+    /// Seconds between public IP checks when the node IP is automatic [env: RTCBOX_PUBLIC_IP_INTERVAL] [default: 60]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub public_ip_interval: Option<String>,
     /// Create rooms on join instead of requiring the auth service or the API to create them [env: RTCBOX_AUTO_CREATE_ROOMS]
     #[arg(long, global = true)]
     pub auto_create_rooms: bool,
@@ -231,6 +234,7 @@ impl SettingFlags {
         put(SettingKey::RtcUdpPort, &self.rtc_udp_port);
         put(SettingKey::RtcTcpPort, &self.rtc_tcp_port);
         put(SettingKey::NodeIp, &self.node_ip);
+        put(SettingKey::PublicIpInterval, &self.public_ip_interval);
         put(SettingKey::AdminBind, &self.admin_bind);
         put(SettingKey::TrustedProxies, &self.trusted_proxies);
         put(SettingKey::StunServers, &self.stun_servers);

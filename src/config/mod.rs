@@ -40,6 +40,9 @@ pub const DEFAULT_RTC_TCP_PORT: u16 = 8881;
 pub const DEFAULT_ADMIN_BIND: &str = "0.0.0.0:8089";
 /// Public STUN servers asked for this network's public IP address.
 pub const DEFAULT_STUN_SERVERS: [&str; 2] = ["stun.cloudflare.com:3478", "stun.l.google.com:19302"];
+/// How often the public IP is re-checked when it is not fixed: a changed address is followed
+/// within a minute, for two small STUN requests.
+pub const DEFAULT_PUBLIC_IP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// TURN over UDP and TCP.
 pub const DEFAULT_TURN_PORT: u16 = 3478;
 /// TURN over TLS.
@@ -62,6 +65,7 @@ pub enum SettingKey {
     RtcUdpPort,
     RtcTcpPort,
     NodeIp,
+    PublicIpInterval,
     AutoCreateRooms,
     AdminBind,
     AdminTls,
@@ -142,7 +146,7 @@ impl EnvSource {
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 37] = [
+    pub const ALL: [SettingKey; 38] = [
         SettingKey::HttpBind,
         SettingKey::PublicUrl,
         SettingKey::ApiKey,
@@ -153,6 +157,7 @@ impl SettingKey {
         SettingKey::RtcUdpPort,
         SettingKey::RtcTcpPort,
         SettingKey::NodeIp,
+        SettingKey::PublicIpInterval,
         SettingKey::AutoCreateRooms,
         SettingKey::AdminBind,
         SettingKey::AdminTls,
@@ -195,6 +200,7 @@ impl SettingKey {
             SettingKey::RtcUdpPort => "rtc_udp_port",
             SettingKey::RtcTcpPort => "rtc_tcp_port",
             SettingKey::NodeIp => "node_ip",
+            SettingKey::PublicIpInterval => "public_ip_interval",
             SettingKey::AutoCreateRooms => "auto_create_rooms",
             SettingKey::AdminBind => "admin_bind",
             SettingKey::AdminTls => "admin_tls",
@@ -243,6 +249,7 @@ impl SettingKey {
             SettingKey::RtcUdpPort => "--rtc-udp-port",
             SettingKey::RtcTcpPort => "--rtc-tcp-port",
             SettingKey::NodeIp => "--node-ip",
+            SettingKey::PublicIpInterval => "--public-ip-interval",
             SettingKey::AutoCreateRooms => "--auto-create-rooms",
             SettingKey::AdminBind => "--admin-bind",
             SettingKey::AdminTls => "--admin-tls",
@@ -311,6 +318,7 @@ impl SettingKey {
             SettingKey::RtcUdpPort => &[Value("RTCBOX_RTC_UDP_PORT")],
             SettingKey::RtcTcpPort => &[Value("RTCBOX_RTC_TCP_PORT")],
             SettingKey::NodeIp => &[Value("RTCBOX_NODE_IP")],
+            SettingKey::PublicIpInterval => &[Value("RTCBOX_PUBLIC_IP_INTERVAL")],
             SettingKey::AutoCreateRooms => &[Value("RTCBOX_AUTO_CREATE_ROOMS")],
             SettingKey::AdminBind => &[Value("RTCBOX_ADMIN_BIND")],
             SettingKey::AdminTls => &[Value("RTCBOX_ADMIN_TLS")],
@@ -407,8 +415,12 @@ pub struct Settings {
     pub dangerous_allow_private_homeservers: bool,
     pub rtc_udp_port: u16,
     pub rtc_tcp_port: u16,
-    /// The address advertised in ICE candidates; `None` means the host's own addresses.
+    /// A fixed address advertised in ICE candidates and TURN relays. `None` (the default)
+    /// means automatic: the host's own addresses plus the public IP the STUN servers report,
+    /// re-checked every [`Settings::public_ip_interval`] (`net::public_ip`).
     pub node_ip: Option<IpAddr>,
+    /// How often the public IP is re-checked in automatic mode.
+    pub public_ip_interval: std::time::Duration,
     /// Whether joining a room that does not exist creates it (LiveKit's `room.auto_create`).
     /// Off by default: in MatrixRTC only full-access homeservers create rooms.
     pub auto_create_rooms: bool,
@@ -481,6 +493,7 @@ impl Settings {
             SettingKey::RtcUdpPort => self.rtc_udp_port.to_string(),
             SettingKey::RtcTcpPort => self.rtc_tcp_port.to_string(),
             SettingKey::NodeIp => self.node_ip?.to_string(),
+            SettingKey::PublicIpInterval => self.public_ip_interval.as_secs().to_string(),
             SettingKey::AutoCreateRooms => self.auto_create_rooms.to_string(),
             SettingKey::AdminBind => self.admin_bind.to_string(),
             SettingKey::AdminTls => self.admin_tls.to_string(),
@@ -620,6 +633,12 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
             Some(parse_node_ip(&raw).map_err(|m| error(SettingKey::NodeIp, origin, m))?)
         }
         None => None,
+    };
+    let public_ip_interval = match pick(SettingKey::PublicIpInterval)? {
+        Some((raw, origin)) => {
+            parse_interval(&raw).map_err(|m| error(SettingKey::PublicIpInterval, origin, m))?
+        }
+        None => DEFAULT_PUBLIC_IP_INTERVAL,
     };
     let auto_create_rooms = match pick(SettingKey::AutoCreateRooms)? {
         Some((raw, origin)) => {
@@ -798,6 +817,7 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         rtc_udp_port,
         rtc_tcp_port,
         node_ip,
+        public_ip_interval,
         auto_create_rooms,
         admin_bind,
         admin_tls,
@@ -972,6 +992,7 @@ pub fn check_value(key: SettingKey, raw: &str) -> Result<(), String> {
                 .map_err(|e| e.message)
         }
         NodeIp => parse_node_ip(raw).map(drop),
+        PublicIpInterval => parse_interval(raw).map(drop),
         StunServers => parse_stun_servers(raw).map(drop),
         TurnRelayPorts => parse_port_range(raw).map(drop),
         TurnAllowPeers | TrustedProxies => parse_cidrs(raw).map(drop),
@@ -1253,6 +1274,17 @@ fn parse_node_ip(raw: &str) -> Result<IpAddr, String> {
         ));
     }
     Ok(ip)
+}
+
+/// Seconds between public IP checks: at least one, at most a day.
+fn parse_interval(raw: &str) -> Result<std::time::Duration, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(secs @ 1..=86_400) => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(format!(
+            "'{}' is not a number of seconds between 1 and 86400 (e.g. 60)",
+            raw.trim()
+        )),
+    }
 }
 
 /// `rtc.example.org,turn.example.org`: DNS names for a certificate (no IP addresses, which

@@ -14,6 +14,7 @@ pub mod caps;
 mod cidr;
 pub mod dns;
 pub mod explain;
+pub mod public_ip;
 pub mod stun;
 
 pub use cidr::Cidr;

@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::addresses::Advertised;
 use super::core::{
     ConnId, JoinError, JoinRequest, Output, ResumeError, ResumeRequest, Sfu, SfuConfig,
 };
@@ -47,16 +48,18 @@ pub const ICE_TCP_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 const TCP_IDLE: Duration = Duration::from_secs(60);
 
 /// The media sockets, bound before anything starts so a busy port stops start-up with a clear
-/// message.
+/// message, and where they are advertised ([`Advertised`]).
 pub struct SfuSockets {
-    udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    udp: Vec<Arc<UdpSocket>>,
     tcp: TcpListener,
-    tcp_advertised: Vec<SocketAddr>,
+    advertised: Advertised,
 }
 
 impl SfuSockets {
     /// Binds the UDP and TCP media ports. `bind_ip` is the public listener's address (media
-    /// listens where signaling does); `node_ip` is the address to advertise, if configured.
+    /// listens where signaling does); `node_ip` is a fixed address to advertise. Without one the
+    /// sockets advertise their own addresses and, once [`SfuHandle::set_public_ip`] is told it,
+    /// the public IP too.
     pub async fn bind(
         bind_ip: IpAddr,
         node_ip: Option<IpAddr>,
@@ -74,6 +77,7 @@ impl SfuSockets {
             );
         }
         let mut udp = Vec::new();
+        let mut udp_advertised = Vec::new();
         for ip in &advertised {
             let advertised_addr = SocketAddr::new(*ip, udp_port);
             // Bind the advertised address itself when it is ours; behind 1:1 NAT (a public
@@ -96,7 +100,8 @@ impl SfuSockets {
                 }
             };
             let port = socket.local_addr().map(|a| a.port()).unwrap_or(udp_port);
-            udp.push((Arc::new(socket), SocketAddr::new(*ip, port)));
+            udp.push(Arc::new(socket));
+            udp_advertised.push(SocketAddr::new(*ip, port));
         }
         let tcp_bind = SocketAddr::new(bind_ip, tcp_port);
         let tcp = TcpListener::bind(tcp_bind).await.map_err(|e| {
@@ -110,41 +115,77 @@ impl SfuSockets {
             .iter()
             .map(|ip| SocketAddr::new(*ip, tcp_port))
             .collect();
+        let automatic = node_ip.is_none();
+        let route_source = if automatic {
+            default_route_source()
+        } else {
+            None
+        };
         Ok(SfuSockets {
             udp,
             tcp,
-            tcp_advertised,
+            advertised: Advertised::new(udp_advertised, tcp_advertised, automatic, route_source),
         })
     }
 
     pub fn udp_advertised(&self) -> Vec<SocketAddr> {
-        self.udp.iter().map(|(_, a)| *a).collect()
+        self.advertised.udp_candidates()
     }
 
     /// For each advertised UDP address that is not this socket's own (a public IP behind a
     /// NAT), where a process on this host reaches the socket instead: the embedded TURN server
     /// relays there rather than counting on the router's hairpin NAT.
     pub fn udp_routes(&self) -> Vec<(SocketAddr, SocketAddr)> {
-        self.udp
-            .iter()
-            .filter_map(|(socket, advertised)| {
-                let local = socket.local_addr().ok()?;
-                let ip = match local.ip() {
-                    IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    IpAddr::V6(ip) if ip.is_unspecified() => {
-                        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
-                    }
-                    ip => ip,
-                };
-                let local = SocketAddr::new(ip, local.port());
-                (local != *advertised).then_some((*advertised, local))
-            })
-            .collect()
+        udp_routes(&self.advertised, &self.udp)
     }
 
-    pub fn tcp_advertised(&self) -> &[SocketAddr] {
-        &self.tcp_advertised
+    pub fn tcp_advertised(&self) -> Vec<SocketAddr> {
+        self.advertised.tcp_candidates()
     }
+
+    /// Whether the public IP is followed (no fixed `RTCBOX_NODE_IP`).
+    pub fn is_automatic(&self) -> bool {
+        self.advertised.is_automatic()
+    }
+}
+
+/// Where the media is advertised now, for TURN and the admin panel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaCandidates {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    /// (advertised address, local address a process on this host sends to instead).
+    pub routes: Vec<(SocketAddr, SocketAddr)>,
+}
+
+fn udp_routes(
+    advertised: &Advertised,
+    sockets: &[Arc<UdpSocket>],
+) -> Vec<(SocketAddr, SocketAddr)> {
+    advertised
+        .udp_candidates()
+        .into_iter()
+        .filter_map(|candidate| {
+            let socket = sockets.get(advertised.socket_for(candidate)?)?;
+            let local = socket.local_addr().ok()?;
+            let ip = match local.ip() {
+                IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            let local = SocketAddr::new(ip, local.port());
+            (local != candidate).then_some((candidate, local))
+        })
+        .collect()
+}
+
+/// The address the host's default route leaves from: the one a router forwards to. Asks the
+/// kernel's routing table by connecting a UDP socket to a documentation address (RFC 5737);
+/// nothing is sent.
+fn default_route_source() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }
 
 type Call = Box<dyn FnOnce(&mut Core, Instant) + Send>;
@@ -152,8 +193,9 @@ type Call = Box<dyn FnOnce(&mut Core, Instant) + Send>;
 enum Event {
     Call(Call),
     Udp {
+        /// The index of the socket that received it.
+        socket: usize,
         source: SocketAddr,
-        destination: SocketAddr,
         bytes: Vec<u8>,
     },
     TcpOpened {
@@ -177,6 +219,8 @@ pub struct Core {
     pub sfu: Sfu,
     signals: HashMap<ConnId, mpsc::Sender<signal_response::Message>>,
     presence: broadcast::Sender<PresenceEvent>,
+    udp: Vec<Arc<UdpSocket>>,
+    advertised: Advertised,
 }
 
 /// A cloneable handle to the SFU task. Dropping every handle stops the task.
@@ -198,7 +242,7 @@ impl SfuHandle {
         let (events, rx) = mpsc::channel(8192);
         let config = SfuConfig {
             udp_candidates: sockets.udp_advertised(),
-            tcp_candidates: sockets.tcp_advertised.clone(),
+            tcp_candidates: sockets.tcp_advertised(),
             auto_create_rooms,
             node_id: format!("ND_{}", &super::ids::room_sid()[3..]),
         };
@@ -207,15 +251,17 @@ impl SfuHandle {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let (presence, _) = broadcast::channel(PRESENCE_CAPACITY);
+        for (index, socket) in sockets.udp.iter().enumerate() {
+            tokio::spawn(read_udp(socket.clone(), index, events.clone()));
+        }
+        let tcp_local = sockets.advertised.tcp_candidates().first().copied();
         let core = Core {
             sfu: Sfu::new(config, Instant::now(), unix_ms),
             signals: HashMap::new(),
             presence: presence.clone(),
+            udp: sockets.udp,
+            advertised: sockets.advertised,
         };
-        for (socket, advertised) in &sockets.udp {
-            tokio::spawn(read_udp(socket.clone(), *advertised, events.clone()));
-        }
-        let tcp_local = sockets.tcp_advertised.first().copied();
         let ice_tcp_caps = ConnectionCaps::new("ICE-TCP", ICE_TCP_LIMITS);
         tokio::spawn(accept_tcp(
             sockets.tcp,
@@ -223,7 +269,7 @@ impl SfuHandle {
             events.clone(),
             ice_tcp_caps.clone(),
         ));
-        tokio::spawn(run(core, sockets.udp, rx));
+        tokio::spawn(run(core, rx));
         SfuHandle {
             events,
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -240,6 +286,29 @@ impl SfuHandle {
     /// Joins and leaves from now on (`sfu::presence`).
     pub fn subscribe_presence(&self) -> broadcast::Receiver<PresenceEvent> {
         self.presence.subscribe()
+    }
+
+    /// The public IP the STUN servers report now (automatic mode): advertised to new peer
+    /// connections and sent to every connected client, whose subscriber connection restarts
+    /// ICE (only when the candidates change: not for an address the host has itself, nor with
+    /// a fixed node IP). Returns where media is advertised from now on.
+    pub async fn set_public_ip(&self, ip: IpAddr) -> Result<MediaCandidates, SfuGone> {
+        self.call_core(move |core, now| {
+            let candidates = core.candidates();
+            if core.advertised.set_public(ip) {
+                let candidates = core.candidates();
+                core.sfu
+                    .set_candidates(now, candidates.udp.clone(), candidates.tcp.clone());
+                return candidates;
+            }
+            candidates
+        })
+        .await
+    }
+
+    /// Where media is advertised now.
+    pub async fn candidates(&self) -> Result<MediaCandidates, SfuGone> {
+        self.call_core(|core, _| core.candidates()).await
     }
 
     /// Whether `identity` is in `room` right now.
@@ -336,17 +405,21 @@ impl SfuHandle {
     }
 }
 
-async fn run(
-    mut core: Core,
-    udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
-    mut rx: mpsc::Receiver<Event>,
-) {
-    let sockets: HashMap<SocketAddr, Arc<UdpSocket>> =
-        udp.into_iter().map(|(s, a)| (a, s)).collect();
+impl Core {
+    fn candidates(&self) -> MediaCandidates {
+        MediaCandidates {
+            udp: self.advertised.udp_candidates(),
+            tcp: self.advertised.tcp_candidates(),
+            routes: udp_routes(&self.advertised, &self.udp),
+        }
+    }
+}
+
+async fn run(mut core: Core, mut rx: mpsc::Receiver<Event>) {
     let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut tcp_verified: HashMap<SocketAddr, Arc<AtomicBool>> = HashMap::new();
     loop {
-        flush(&mut core, &sockets, &tcp_writers).await;
+        flush(&mut core, &tcp_writers).await;
         let deadline = core.sfu.poll_timeout();
         let event = tokio::select! {
             event = rx.recv() => match event {
@@ -362,10 +435,11 @@ async fn run(
         match event {
             Event::Call(call) => call(&mut core, now),
             Event::Udp {
+                socket,
                 source,
-                destination,
                 bytes,
             } => {
+                let destination = core.advertised.udp_destination(socket, source);
                 core.sfu
                     .handle_receive(now, Protocol::Udp, source, destination, &bytes);
             }
@@ -382,6 +456,7 @@ async fn run(
                 local,
                 bytes,
             } => {
+                let local = core.advertised.tcp_destination(local, remote);
                 let reached = core
                     .sfu
                     .handle_receive(now, Protocol::Tcp, remote, local, &bytes);
@@ -399,17 +474,14 @@ async fn run(
 }
 
 /// Sends everything the core produced.
-async fn flush(
-    core: &mut Core,
-    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
-    tcp_writers: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
-) {
+async fn flush(core: &mut Core, tcp_writers: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>) {
     let mut stuck = Vec::new();
     while let Some(output) = core.sfu.poll_output() {
         match output {
             Output::Transmit(t) => match t.proto {
                 Protocol::Udp => {
-                    let socket = sockets.get(&t.source).or_else(|| sockets.values().next());
+                    let index = core.advertised.socket_for(t.source).unwrap_or(0);
+                    let socket = core.udp.get(index);
                     if let Some(socket) = socket
                         && let Err(error) = socket.try_send_to(&t.contents, t.destination)
                     {
@@ -450,7 +522,7 @@ async fn flush(
     }
 }
 
-async fn read_udp(socket: Arc<UdpSocket>, advertised: SocketAddr, events: mpsc::Sender<Event>) {
+async fn read_udp(socket: Arc<UdpSocket>, index: usize, events: mpsc::Sender<Event>) {
     let mut buf = vec![0u8; 2048];
     loop {
         match socket.recv_from(&mut buf).await {
@@ -464,8 +536,8 @@ async fn read_udp(socket: Arc<UdpSocket>, advertised: SocketAddr, events: mpsc::
                     continue;
                 }
                 let event = Event::Udp {
+                    socket: index,
                     source,
-                    destination: advertised,
                     bytes: buf[..n].to_vec(),
                 };
                 if events.send(event).await.is_err() {

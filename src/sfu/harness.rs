@@ -35,6 +35,10 @@ pub struct Harness {
     pub now: Instant,
     pub clients: BTreeMap<ConnId, Client>,
     sfu_addr: SocketAddr,
+    /// Where the SFU's address moved ([`Harness::move_public_address`]).
+    moved_to: Option<SocketAddr>,
+    /// SFU addresses that no longer reach anyone.
+    dead: Vec<SocketAddr>,
 }
 
 /// A LiveKit v0 client: two str0m peers and what it received.
@@ -85,7 +89,18 @@ impl Harness {
             now,
             clients: BTreeMap::new(),
             sfu_addr,
+            moved_to: None,
+            dead: Vec::new(),
         }
+    }
+
+    /// The SFU's public address moves to `to` (a home line's new IP): the core is told, and
+    /// from now on nothing sent to or from the old address arrives.
+    pub fn move_public_address(&mut self, to: SocketAddr) {
+        self.sfu.set_candidates(self.now, vec![to], Vec::new());
+        self.dead.push(self.sfu_addr);
+        self.moved_to = Some(to);
+        self.settle();
     }
 
     /// Joins `identity` to "room" on signaling connection `conn`.
@@ -365,6 +380,9 @@ impl Harness {
             }
             for t in datagrams {
                 moved = true;
+                if self.dead.contains(&t.destination) {
+                    continue;
+                }
                 self.sfu
                     .handle_receive(self.now, t.proto, t.source, t.destination, &t.contents);
             }
@@ -375,7 +393,13 @@ impl Harness {
     }
 
     fn deliver_to_client(&mut self, t: Transmit) {
-        assert_eq!(t.source, self.sfu_addr, "the core sends from its candidate");
+        if self.dead.contains(&t.source) {
+            return;
+        }
+        assert!(
+            t.source == self.sfu_addr || self.moved_to == Some(t.source),
+            "the core sends from its candidate"
+        );
         let now = self.now;
         for client in self.clients.values_mut() {
             let rtc = if t.destination == client.publisher_addr {
@@ -466,6 +490,23 @@ impl Client {
                     self.identity = me.identity.clone();
                     self.sid = me.sid.clone();
                 }
+            }
+            M::Trickle(trickle) => {
+                // The core's own candidates (a public address it moved to), as clients take them.
+                let init: serde_json::Value =
+                    serde_json::from_str(&trickle.candidate_init).expect("candidate JSON");
+                assert!(
+                    init["sdpMid"].as_str().is_some_and(|mid| !mid.is_empty()),
+                    "a trickled candidate names its m-line: {init}"
+                );
+                let line = init["candidate"].as_str().expect("a candidate line");
+                let candidate = Candidate::from_sdp_string(line).expect("a parsable candidate");
+                let rtc = if trickle.target == proto::SignalTarget::Subscriber as i32 {
+                    &mut self.subscriber
+                } else {
+                    &mut self.publisher
+                };
+                rtc.add_remote_candidate(candidate);
             }
             M::Answer(answer) => {
                 let pending = self.pending_offer.take().expect("an answer to our offer");
@@ -823,6 +864,73 @@ fn a_publisher_that_resumes_and_restarts_ice_keeps_publishing() {
     h.advance(Duration::from_millis(100));
     assert!(received_tag(&h, 2, 4), "bob hears alice after her resume");
     assert!(!told_left(&h, 2, "alice"));
+}
+
+#[test]
+fn a_call_survives_the_public_address_moving_without_a_rejoin() {
+    let mut h = Harness::new();
+    let mic = call_with_media(&mut h);
+    let offers_before = h.offers(2).len();
+    let new_addr: SocketAddr = "198.51.100.9:3478".parse().expect("an address");
+    h.move_public_address(new_addr);
+    // Alice publishes, Bob subscribes: the connection each has negotiated is told.
+    for (conn, target) in [
+        (1, proto::SignalTarget::Publisher),
+        (2, proto::SignalTarget::Subscriber),
+    ] {
+        let trickled: Vec<&proto::TrickleRequest> = h.clients[&conn]
+            .signals
+            .iter()
+            .filter_map(|m| match m {
+                signal_response::Message::Trickle(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            trickled.iter().any(|t| t.target == target as i32),
+            "connection {target:?} of client {conn} is told the new candidate: {trickled:?}"
+        );
+        assert!(
+            trickled
+                .iter()
+                .all(|t| t.candidate_init.contains("198.51.100.9 3478")),
+            "{trickled:?}"
+        );
+    }
+    let offers = h.offers(2);
+    assert_eq!(offers.len(), offers_before + 1, "one new subscriber offer");
+    let last = &offers.last().expect("offers").sdp;
+    assert!(
+        last.contains("198.51.100.9 3478"),
+        "the offer carries the new address"
+    );
+    assert_ne!(
+        ice_ufrag(last),
+        ice_ufrag(&offers[0].sdp),
+        "and restarts ICE"
+    );
+    // The old address is dead. The clients check the new one; once their ICE agents give up
+    // the old pair (a str0m client takes about 20 s, browsers a few) Bob hears Alice again,
+    // with nobody having rejoined.
+    let mut heard = None;
+    for second in 1..=30u8 {
+        h.advance(Duration::from_secs(1));
+        let tag = 100 + second;
+        h.write_audio(
+            1,
+            mic,
+            Duration::from_millis(20 * u64::from(second)),
+            &[tag; 40],
+        );
+        h.advance(Duration::from_millis(100));
+        if received_tag(&h, 2, tag) {
+            heard = Some(second);
+            break;
+        }
+    }
+    assert!(heard.is_some(), "bob hears alice over the new address");
+    assert_eq!(h.sfu.participant_count(), 2);
+    assert!(!told_left(&h, 1, "bob") && !told_left(&h, 2, "alice"));
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! [`core::Sfu::poll_output`] until it returns `None`, then sleep until
 //! [`core::Sfu::poll_timeout`] or the next input.
 
+pub mod addresses;
 pub mod core;
 pub mod driver;
 pub mod forward;
@@ -22,5 +23,5 @@ pub mod presence;
 pub use self::core::{
     ConnId, JoinError, JoinRequest, Output, ResumeError, ResumeRequest, Sfu, SfuConfig,
 };
-pub use driver::{SfuHandle, SfuSockets};
+pub use driver::{MediaCandidates, SfuHandle, SfuSockets};
 pub use presence::PresenceEvent;

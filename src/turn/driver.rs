@@ -278,6 +278,16 @@ fn failed(transport: Transport, addr: SocketAddr, error: &std::io::Error) -> Lis
     }
 }
 
+/// The next readdress request; pending forever when there is no channel.
+async fn next_readdress(
+    rx: &mut Option<mpsc::UnboundedReceiver<crate::turn::handle::Readdress>>,
+) -> Option<crate::turn::handle::Readdress> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -317,6 +327,7 @@ impl Core {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut status = tokio::time::interval(STATUS_INTERVAL);
         let udp = self.udp.clone();
+        let mut readdress = self.handle.take_readdress();
         loop {
             let deadline = self
                 .server
@@ -334,6 +345,11 @@ impl Core {
                     Some(event) => self.handle_event(event),
                     None => return,
                 },
+                Some(moved) = next_readdress(&mut readdress) => {
+                    tracing::info!(relay_ip = %moved.relay_ip, "TURN relays now advertised on the new public address");
+                    self.handle.publish(|s| s.relay_ip = Some(moved.relay_ip));
+                    self.server.readdress(moved.relay_ip, moved.sfu_media, moved.sfu_routes);
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     self.server.handle_timeout(Instant::now());
                 }

@@ -46,6 +46,15 @@ impl TurnUrls {
     }
 }
 
+/// Where the SFU's media is advertised after the public IP moved: the relay address and the
+/// relay policy follow it ([`crate::turn::server::Server::readdress`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readdress {
+    pub relay_ip: std::net::IpAddr,
+    pub sfu_media: Vec<std::net::SocketAddr>,
+    pub sfu_routes: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
+}
+
 /// A cheap, cloneable handle on the TURN server.
 #[derive(Clone)]
 pub struct TurnHandle {
@@ -54,6 +63,8 @@ pub struct TurnHandle {
 
 struct Shared {
     status: Mutex<TurnStatus>,
+    /// Where [`TurnHandle::readdress`] reaches the running server (set by the driver).
+    readdress: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Readdress>>,
     participant_secret: Secret,
     urls: TurnUrls,
     /// The certificate TURN over TLS serves; `turns:` is offered only while browsers trust it.
@@ -61,6 +72,20 @@ struct Shared {
 }
 
 impl TurnHandle {
+    /// Tells the running server that the public address moved; nothing when it does not run.
+    pub fn readdress(&self, readdress: Readdress) {
+        if let Some(tx) = self.shared.readdress.get() {
+            let _ = tx.send(readdress);
+        }
+    }
+
+    /// The driver's end of [`Self::readdress`].
+    pub(crate) fn take_readdress(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Readdress>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.shared.readdress.set(tx).ok()?;
+        Some(rx)
+    }
+
     pub fn new(
         participant_secret: Secret,
         urls: TurnUrls,
@@ -69,6 +94,7 @@ impl TurnHandle {
         TurnHandle {
             shared: Arc::new(Shared {
                 status: Mutex::new(TurnStatus::default()),
+                readdress: std::sync::OnceLock::new(),
                 participant_secret,
                 urls,
                 certificates,

@@ -308,6 +308,23 @@ impl Server {
     /// One message from a client: a UDP datagram, or one frame of a TCP/TLS stream. STUN or
     /// ChannelData; anything else is dropped. `now_unix` is the wall clock in seconds, for REST
     /// username expiry and nonces.
+    /// The public address moved (automatic node IP): new allocations are advertised on
+    /// `relay_ip`, and relaying to the SFU follows its new media addresses. Existing allocations
+    /// keep the address they were given (it died with the old IP; clients allocate again).
+    pub fn readdress(
+        &mut self,
+        relay_ip: IpAddr,
+        sfu_media: Vec<SocketAddr>,
+        sfu_routes: Vec<(SocketAddr, SocketAddr)>,
+    ) {
+        if !self.config.policy.host_addresses.contains(&relay_ip) {
+            self.config.policy.host_addresses.push(relay_ip);
+        }
+        self.config.relay_ip = relay_ip;
+        self.config.policy.sfu_media = sfu_media;
+        self.config.sfu_routes = sfu_routes;
+    }
+
     pub fn handle_client(&mut self, now: Instant, now_unix: u64, client: Client, bytes: &[u8]) {
         match bytes.first() {
             Some(0x00..=0x3F) => self.handle_stun(now, now_unix, client, bytes),

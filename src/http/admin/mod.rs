@@ -78,6 +78,8 @@ pub struct AdminState {
     pub data_dir: Option<PathBuf>,
     /// The certificate rtcbox serves (TURN over TLS); absent when nothing uses one.
     pub certificates: Option<crate::tls::TlsCertificates>,
+    /// The public IP monitor (`net::public_ip`); absent in tests of the panel alone.
+    pub public_ip: Option<crate::net::public_ip::PublicIpHandle>,
     /// The ACME renewal loop's state; present when `RTCBOX_TLS_MODE=acme`.
     pub acme: Option<crate::acme::AcmeHandle>,
     /// The stream listeners' connection caps, for the dashboard's counters (TURN's are in its
@@ -121,6 +123,7 @@ impl AdminState {
             data_dir: None,
             certificates: None,
             acme: None,
+            public_ip: None,
             connection_caps: Vec::new(),
             lan_addresses: crate::setup::discover::lan_addresses,
         }
@@ -150,6 +153,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/settings/keys", post(pages::rotate_keys))
         .route("/settings/password", post(pages::change_password))
         .route("/certificate/renew", post(pages::renew_certificate))
+        .route("/public-ip/check", post(pages::check_public_ip))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(same_origin_posts))

@@ -16,6 +16,7 @@ use super::{AdminState, unix_now};
 use crate::config::{self, Layers, Origin, SettingKey, Settings};
 use crate::db;
 use crate::net::Cidr;
+use crate::net::public_ip::{Mode, Status};
 use crate::net::{Special, special};
 use crate::setup::model::TlsMode;
 use crate::setup::outputs::{self, Output};
@@ -38,6 +39,8 @@ pub struct DashboardPage {
     pub connections: Vec<(String, String)>,
     /// Whether the certificate row offers "Renew now" (the certificate comes from ACME).
     pub renew_certificate: bool,
+    /// Whether the public IP row offers "Check now" (the public IP is followed).
+    pub check_public_ip: bool,
     /// The TURN server; `None` when it does not run in this process.
     pub turn: Option<TurnView>,
     pub last_import: Option<ImportView>,
@@ -231,13 +234,12 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
         "Public URL for clients".to_owned(),
         state.settings.public_url.to_string(),
     ));
+    let public_ip = state.public_ip.as_ref().map(|handle| handle.status());
     facts.push((
-        "Advertised public IP".to_owned(),
-        state.settings.node_ip.map_or_else(
-            || "not set (the host's own addresses)".to_owned(),
-            |ip| ip.to_string(),
-        ),
+        PUBLIC_IP_FACT.to_owned(),
+        public_ip_fact(public_ip.as_ref(), state.settings.node_ip, unix_now()),
     ));
+    let media = live_media(&state).await;
     let addresses = |list: &[std::net::SocketAddr]| {
         if list.is_empty() {
             "—".to_owned()
@@ -248,8 +250,8 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
                 .join(", ")
         }
     };
-    facts.push(("Media (UDP)".to_owned(), addresses(&state.media.udp)));
-    facts.push(("Media (ICE-TCP)".to_owned(), addresses(&state.media.tcp)));
+    facts.push(("Media (UDP)".to_owned(), addresses(&media.udp)));
+    facts.push(("Media (ICE-TCP)".to_owned(), addresses(&media.tcp)));
     facts.extend(certificate_facts(
         state.certificates.as_ref().map(|c| c.info()).as_ref(),
         state.acme.as_ref().map(|a| a.status()).as_ref(),
@@ -280,6 +282,7 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
         facts,
         connections,
         renew_certificate: state.acme.is_some(),
+        check_public_ip: public_ip.is_some_and(|s| s.mode == Mode::Automatic),
         turn: state.turn.as_ref().map(|turn| turn_view(&turn.status())),
         last_import,
     })
@@ -511,6 +514,94 @@ fn track_label(track: &proto::TrackInfo) -> String {
     label
 }
 
+/// Where media is advertised now: it follows the public IP.
+async fn live_media(state: &AdminState) -> super::MediaAddresses {
+    match &state.sfu {
+        Some(sfu) => match sfu.candidates().await {
+            Ok(c) => super::MediaAddresses {
+                udp: c.udp,
+                tcp: c.tcp,
+            },
+            Err(_) => state.media.clone(),
+        },
+        None => state.media.clone(),
+    }
+}
+
+/// The dashboard row naming the public IP (the template puts "Check now" beside it).
+pub const PUBLIC_IP_FACT: &str = "Public IP";
+
+/// What the dashboard says about the public IP: which one is advertised, how it was chosen,
+/// when it was checked and when it last changed.
+fn public_ip_fact(status: Option<&Status>, fixed: Option<std::net::IpAddr>, now: i64) -> String {
+    let Some(status) = status else {
+        return fixed.map_or_else(
+            || "automatic (not followed in this process)".to_owned(),
+            |ip| format!("{ip} (fixed)"),
+        );
+    };
+    let checked = |at: Option<i64>| at.map_or_else(String::new, |at| ago(now * 1000, at * 1000));
+    let mut text = match (status.mode, status.current) {
+        (Mode::Fixed(ip), _) => {
+            return format!(
+                "{ip}, fixed (RTCBOX_NODE_IP): not checked; clear it to follow the public IP \
+                 automatically"
+            );
+        }
+        (Mode::Automatic, Some(ip)) => {
+            format!("{ip}, automatic: checked {}", checked(status.checked_at))
+        }
+        (Mode::Automatic, None) if status.checked_at.is_none() => {
+            "automatic: being detected…".to_owned()
+        }
+        (Mode::Automatic, None) => format!(
+            "not known yet (automatic): clients outside your network cannot reach media until a \
+             STUN server answers; checked {}",
+            checked(status.checked_at)
+        ),
+    };
+    if let (Some(at), Some(previous)) = (status.changed_at, status.previous) {
+        text += &format!("; changed from {previous} at {}", utc_minute(at));
+    }
+    if let Some(error) = &status.last_error {
+        text += &format!(
+            "; the last check failed ({error}){}",
+            if status.current.is_some() {
+                ", so the address above stays in use"
+            } else {
+                ": check RTCBOX_STUN_SERVERS (Settings) or set a fixed IP"
+            }
+        );
+    }
+    text
+}
+
+/// Dashboard → "Check now": asks the public IP monitor to check at once.
+pub async fn check_public_ip(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    form: FormData,
+) -> Response {
+    if let Err(rejected) = session.check_csrf(&form.0) {
+        return rejected;
+    }
+    let Some(public_ip) = &state.public_ip else {
+        return views::error_response(
+            StatusCode::CONFLICT,
+            "The public IP is not followed in this process, so there is nothing to check.",
+        );
+    };
+    if public_ip.status().mode != Mode::Automatic {
+        return views::error_response(
+            StatusCode::CONFLICT,
+            "The public IP is fixed (RTCBOX_NODE_IP), so it is not checked. Clear that setting to \
+             follow the public IP automatically.",
+        );
+    }
+    public_ip.check_now();
+    Redirect::to("/").into_response()
+}
+
 fn ago(now_ms: i64, then_ms: i64) -> String {
     if then_ms <= 0 {
         return "—".to_owned();
@@ -716,7 +807,7 @@ pub async fn logs(State(state): State<Arc<AdminState>>, session: Session) -> Res
 }
 
 /// Settings the panel may change; the rest come from the environment, a flag or a dedicated form.
-const EDITABLE: [SettingKey; 10] = [
+const EDITABLE: [SettingKey; 11] = [
     SettingKey::PublicUrl,
     SettingKey::FullAccessHomeservers,
     SettingKey::HttpBind,
@@ -724,6 +815,7 @@ const EDITABLE: [SettingKey; 10] = [
     SettingKey::RtcUdpPort,
     SettingKey::RtcTcpPort,
     SettingKey::NodeIp,
+    SettingKey::PublicIpInterval,
     SettingKey::AutoCreateRooms,
     SettingKey::StunServers,
     SettingKey::MatrixCaFile,
@@ -829,7 +921,10 @@ fn describe(key: SettingKey) -> &'static str {
         }
         SettingKey::RtcUdpPort => "WebRTC media UDP port",
         SettingKey::RtcTcpPort => "WebRTC ICE-TCP port",
-        SettingKey::NodeIp => "IP address advertised for media (the public IP)",
+        SettingKey::NodeIp => {
+            "Fixed IP address advertised for media (empty: automatic, follows the public IP)"
+        }
+        SettingKey::PublicIpInterval => "Seconds between public IP checks (automatic mode)",
         SettingKey::AutoCreateRooms => "Create rooms when someone joins (true/false)",
         SettingKey::AdminBind => "Admin panel listener",
         SettingKey::AdminTls => "Admin panel over HTTPS with rtcbox's certificate (true/false)",
@@ -1220,11 +1315,12 @@ async fn run_checks(
             fix: None,
         }];
     };
+    let media = live_media(state).await;
     let input = verify::VerifyInput {
         deployment,
         access_token,
-        advertised_udp: state.media.udp.clone(),
-        advertised_tcp: state.media.tcp.clone(),
+        advertised_udp: media.udp,
+        advertised_tcp: media.tcp,
         stun_servers: state.settings.stun_servers.clone(),
         own_tls: verify::evaluate::OwnTls {
             served: state.certificates.as_ref().map(|c| c.info()),

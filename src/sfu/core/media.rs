@@ -7,13 +7,15 @@
 //! whether an event's connection is one or the other, so a v1 single peer connection (one `Rtc`
 //! that is both) fits behind the same methods without touching rooms or forwarding.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use livekit_protocol as proto;
-use str0m::net::TcpType;
+use proto::signal_response;
+use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, Input, Rtc};
 
-use super::{Sfu, guard};
+use super::{ParticipantKey, Sfu, guard};
 
 /// How often str0m reports a connection's loss and round-trip time (connection quality).
 const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -39,6 +41,9 @@ pub(super) struct Peer {
     /// Whether it waits in `Sfu::dirty` to be drained.
     pub(super) queued: bool,
     pub(super) connected: bool,
+    /// The first m-line's mid of the last description exchanged, which a trickled candidate
+    /// names (clients refuse a candidate without a known mid).
+    pub(super) first_mid: Option<String>,
 }
 
 impl Media {
@@ -150,23 +155,100 @@ impl Sfu {
             .set_ice_lite(true)
             .set_stats_interval(Some(STATS_INTERVAL))
             .build(now);
-        for addr in &self.config.udp_candidates {
-            if let Ok(candidate) = Candidate::host(*addr, "udp") {
-                rtc.add_local_candidate(candidate);
-            }
-        }
-        for addr in &self.config.tcp_candidates {
-            if let Ok(candidate) = Candidate::builder()
-                .tcp()
-                .host(*addr)
-                .tcptype(TcpType::Passive)
-                .build()
-            {
-                rtc.add_local_candidate(candidate);
-            }
+        for candidate in local_candidates(&self.config.udp_candidates, &self.config.tcp_candidates)
+        {
+            rtc.add_local_candidate(candidate);
         }
         rtc
     }
+
+    /// The advertised addresses changed (the public IP moved): new peer connections get the
+    /// new candidates; every session's connections add them and the client is sent them
+    /// (trickle, both connections), and the connection we offer restarts ICE, so a client
+    /// whose path died reconnects without rejoining. Candidates no longer advertised stay
+    /// known to existing connections (their pairs die with the old address).
+    pub fn set_candidates(&mut self, now: Instant, udp: Vec<SocketAddr>, tcp: Vec<SocketAddr>) {
+        let added: Vec<Candidate> = local_candidates(&udp, &tcp)
+            .into_iter()
+            .filter(|c| {
+                let known = match c.proto() {
+                    Protocol::Udp => &self.config.udp_candidates,
+                    _ => &self.config.tcp_candidates,
+                };
+                !known.contains(&c.addr())
+            })
+            .collect();
+        self.config.udp_candidates = udp;
+        self.config.tcp_candidates = tcp;
+        if added.is_empty() {
+            return;
+        }
+        let keys: Vec<ParticipantKey> = self.participants.keys().copied().collect();
+        for key in keys {
+            let mut trickles = Vec::new();
+            if let Some(p) = self.participants.get_mut(&key) {
+                for pc in p.media.pcs() {
+                    let peer = p.media.peer_mut(pc);
+                    for candidate in &added {
+                        if guard(|| peer.rtc.add_local_candidate(candidate.clone())).is_none() {
+                            continue;
+                        }
+                        if let Some(mid) = &peer.first_mid {
+                            trickles.push(trickle(pc, mid, candidate));
+                        }
+                    }
+                }
+            }
+            for message in trickles {
+                self.signal(key, message);
+            }
+            self.restart_subscriber_ice(key);
+            self.negotiate_subscriber(now, key);
+        }
+    }
+}
+
+/// Host candidates for UDP and passive TCP.
+fn local_candidates(udp: &[SocketAddr], tcp: &[SocketAddr]) -> Vec<Candidate> {
+    let udp = udp
+        .iter()
+        .filter_map(|addr| Candidate::host(*addr, "udp").ok());
+    let tcp = tcp.iter().filter_map(|addr| {
+        Candidate::builder()
+            .tcp()
+            .host(*addr)
+            .tcptype(TcpType::Passive)
+            .build()
+            .ok()
+    });
+    udp.chain(tcp).collect()
+}
+
+/// A `trickle` message carrying one of our candidates, as LiveKit servers send them: the
+/// RTCIceCandidateInit JSON of the candidate line, for the connection `pc`.
+fn trickle(pc: Pc, mid: &str, candidate: &Candidate) -> signal_response::Message {
+    let target = match pc {
+        Pc::Publisher => proto::SignalTarget::Publisher,
+        Pc::Subscriber => proto::SignalTarget::Subscriber,
+    };
+    let init = serde_json::json!({
+        "candidate": candidate.to_sdp_string(),
+        "sdpMid": mid,
+        "sdpMLineIndex": 0,
+        "usernameFragment": null,
+    });
+    signal_response::Message::Trickle(proto::TrickleRequest {
+        candidate_init: init.to_string(),
+        target: target as i32,
+        r#final: false,
+    })
+}
+
+/// The first `a=mid:` of a session description.
+pub(super) fn first_mid(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|line| line.trim().strip_prefix("a=mid:"))
+        .map(|mid| mid.trim().to_owned())
 }
 
 impl Peer {
@@ -176,6 +258,7 @@ impl Peer {
             timeout: now,
             queued: false,
             connected: false,
+            first_mid: None,
         }
     }
 }

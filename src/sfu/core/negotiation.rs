@@ -59,6 +59,8 @@ impl Sfu {
         match answer {
             Some(Ok(answer)) => {
                 let mid_to_track_id = p.mid_to_track_id();
+                let uplink = p.media.uplink_pc();
+                p.media.peer_mut(uplink).first_mid = super::media::first_mid(&offer.sdp);
                 let message = signal_response::Message::Answer(proto::SessionDescription {
                     r#type: "answer".into(),
                     sdp: answer.to_sdp_string(),
@@ -367,6 +369,8 @@ impl Sfu {
                     .map(|s| (s.mid.to_string(), s.track_sid.clone()))
                     .collect(),
             };
+            let downlink = p.media.downlink_pc();
+            p.media.peer_mut(downlink).first_mid = super::media::first_mid(&sent.sdp);
             p.negotiation.pending = Some(PendingOffer {
                 id,
                 offer: pending,
