@@ -127,6 +127,11 @@ impl PublicIpHandle {
         self.lock().status().clone()
     }
 
+    /// Records one check's result ([`Tracker::observe`]).
+    pub fn record(&self, result: Result<IpAddr, String>, now: i64) -> Option<Change> {
+        self.lock().observe(result, now)
+    }
+
     /// Asks the monitor to check now ("Check now" on the dashboard).
     pub fn check_now(&self) {
         self.wake.notify_one();
@@ -155,7 +160,7 @@ where
     loop {
         let result = detect().await;
         let now = crate::db::unix_now();
-        let change = handle.lock().observe(result.clone(), now);
+        let change = handle.record(result.clone(), now);
         match (&result, change) {
             (_, Some(change)) => {
                 match change.from {

@@ -275,8 +275,13 @@ impl AcmeChallenge {
 pub struct Network {
     /// The address rtcbox has on the LAN: where the router forwards to and a proxy connects to.
     pub lan_ip: IpAddr,
-    /// The address the internet sees (the router's WAN address), when known.
+    /// The address the internet sees (the router's WAN address), when known: the fixed one,
+    /// or (following) the one rtcbox detected last.
     pub public_ip: Option<IpAddr>,
+    /// No fixed address: rtcbox detects the public IP with STUN and follows it when the
+    /// provider changes it (`net::public_ip`); `public_ip` is then what it detected.
+    #[serde(default)]
+    pub follows_public_ip: bool,
     pub ports: Ports,
 }
 

@@ -621,6 +621,7 @@ impl NetworkStep {
             (Some(lan_ip), true) => Ok(Network {
                 lan_ip,
                 public_ip,
+                follows_public_ip: self.public_ip.is_empty(),
                 ports,
             }),
             _ => Err(errors),
@@ -849,6 +850,13 @@ pub fn warnings(deployment: &Deployment) -> Vec<String> {
     let mut out = Vec::new();
     let net = &deployment.network;
     match net.public_ip {
+        None if net.follows_public_ip => out.push(
+            "rtcbox has not detected the public IP yet (no STUN server answered): until one \
+             does, clients outside your LAN are offered only the LAN address for media. Check \
+             the STUN servers in Settings, or enter your router's internet address on the \
+             Network step."
+                .to_owned(),
+        ),
         None => out.push(
             "No public IP is set: clients outside your LAN will be offered only the LAN address \
              for media. Detect it on the Network step or enter your router's internet address."

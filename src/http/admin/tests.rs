@@ -878,7 +878,64 @@ fn askama_escape(value: &str) -> String {
 }
 
 /// The wizard from the first step to Apply, as a browser without JavaScript would go.
+#[tokio::test]
+async fn an_empty_public_ip_follows_the_detected_one_and_clears_a_fixed_one() {
+    use crate::net::public_ip::{Mode, PublicIpHandle};
+    let monitor = PublicIpHandle::new(Mode::Automatic);
+    monitor.record(Ok("198.51.100.20".parse().unwrap()), unix_now());
+    let panel = panel_configured(
+        &[(SettingKey::FullAccessHomeservers, "example.org")],
+        |state| {
+            // Running with a fixed address an earlier wizard stored.
+            state.settings.node_ip = Some("203.0.113.7".parse().unwrap());
+            state
+                .settings
+                .origins
+                .insert(SettingKey::NodeIp, config::Origin::Stored);
+            state.public_ip = Some(monitor.clone());
+        },
+    )
+    .await;
+    db::settings::set_many(
+        &panel.state.pool,
+        &[("node_ip", Some("203.0.113.7".to_owned()))],
+    )
+    .await
+    .unwrap();
+    let (session, csrf) = panel.logged_in().await;
+    let network = panel.get("/wizard/network", &session).await;
+    assert!(
+        network.body.contains("Fixed public IP (optional)"),
+        "{}",
+        network.body
+    );
+    complete_wizard_with(&panel, &session, &csrf, "").await;
+    assert!(
+        !panel.stored().await.contains_key("node_ip"),
+        "Apply cleared the fixed address"
+    );
+    // The outputs name the address rtcbox detected, as followed.
+    let review = panel.get("/wizard/review", &session).await;
+    assert!(
+        review.body.contains("198.51.100.20, detected and followed"),
+        "{}",
+        review.body
+    );
+    let ports = panel.get("/outputs/port-forwards", &session).await;
+    assert!(ports.body.contains("198.51.100.20"), "{}", ports.body);
+    assert!(
+        ports.body.contains("advertises the new one by itself"),
+        "{}",
+        ports.body
+    );
+}
+
 async fn complete_wizard(panel: &Panel, session: &str, csrf: &str) {
+    complete_wizard_with(panel, session, csrf, "203.0.113.7").await;
+}
+
+/// [`complete_wizard`] with `public_ip` in the network step (empty: follow the public IP).
+async fn complete_wizard_with(panel: &Panel, session: &str, csrf: &str, public_ip: &str) {
     let steps: [(&str, Vec<Field>, &str); 5] = [
         (
             "homeserver",
@@ -906,7 +963,7 @@ async fn complete_wizard(panel: &Panel, session: &str, csrf: &str) {
             "network",
             vec![
                 ("lan_ip", "192.168.1.20"),
-                ("public_ip", "203.0.113.7"),
+                ("public_ip", public_ip),
                 ("http", "8880"),
                 ("https", "8443"),
                 ("admin", "8089"),

@@ -156,9 +156,16 @@ pub async fn submit(
             let mut entered = NetworkStep::from_form(&form);
             if form.get("action").map(String::as_str) == Some("detect") {
                 let flash = match detect_public_ip(&state).await {
+                    Ok(ip) if entered.public_ip.is_empty() => format!(
+                        "The internet sees this machine as {ip}. With the field left empty, \
+                         rtcbox advertises that address and follows it when it changes."
+                    ),
                     Ok(ip) => {
                         entered.public_ip = ip.to_string();
-                        format!("Detected public IP {ip}. Check the other fields, then save.")
+                        format!(
+                            "Detected public IP {ip}, entered as the fixed address. Empty the \
+                             field to have rtcbox follow it instead."
+                        )
                     }
                     Err(why) => format!("The public IP could not be detected: {why}"),
                 };
@@ -293,11 +300,22 @@ pub async fn load_steps(state: &AdminState) -> Result<Steps, Response> {
 }
 
 /// The deployment the finished wizard describes, or a page saying which steps are missing.
+/// Without a fixed public IP, the outputs name the one rtcbox detected last: they describe
+/// what runs.
 pub async fn deployment(state: &AdminState) -> Result<Deployment, Vec<Step>> {
     match load_steps(state).await {
-        Ok(steps) => steps.deployment(running(state)),
+        Ok(steps) => steps_deployment(state, &steps),
         Err(_) => Err(Step::ALL[..5].to_vec()),
     }
+}
+
+/// The deployment `steps` describe on top of what runs (see [`deployment`]).
+fn steps_deployment(state: &AdminState, steps: &Steps) -> Result<Deployment, Vec<Step>> {
+    let mut d = steps.deployment(running(state))?;
+    if d.network.follows_public_ip {
+        d.network.public_ip = state.public_ip.as_ref().and_then(|p| p.status().current);
+    }
+    Ok(d)
 }
 
 /// `files` mode: the files must be readable by rtcbox and hold a certificate and its key, as
@@ -381,6 +399,25 @@ async fn discover_homeserver(
         unstable_features: info.unstable_features,
         notes: info.notes,
     }
+}
+
+/// The public IP field's help: empty follows the address; what rtcbox sees now.
+fn public_ip_help(state: &AdminState) -> String {
+    let now = match state.public_ip.as_ref().map(|p| p.status()) {
+        Some(status) => match status.current {
+            Some(ip) if status.mode == crate::net::public_ip::Mode::Automatic => {
+                format!(" rtcbox sees {ip} now.")
+            }
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    format!(
+        "Leave it empty: rtcbox asks STUN servers for your router's internet address, advertises \
+         it to callers for media and follows it when your provider changes it, with no \
+         restart.{now} Enter an address only if it never changes (a static IP); it is then \
+         advertised as it is and never checked."
+    )
 }
 
 async fn detect_public_ip(state: &AdminState) -> Result<IpAddr, String> {
@@ -652,9 +689,9 @@ async fn render_step(
                 );
             }
             fields.extend([
-                Field::text("public_ip", "Public IP address", &s.public_ip)
-                    .placeholder("e.g. 203.0.113.7")
-                    .help("Your router's internet address, advertised to callers for media. \"Detect public IP\" asks a STUN server. Leave it empty only when every caller is on your LAN: rtcbox then offers callers its own addresses only, and the address is not re-detected when your provider changes it."),
+                Field::text("public_ip", "Fixed public IP (optional)", &s.public_ip)
+                    .placeholder("empty: detect and follow it (recommended)")
+                    .help(&public_ip_help(state)),
                 Field::action("detect", "Detect public IP"),
             ]);
             // The ports: the defaults suit almost everyone, so they wait behind "Ports", open
@@ -791,7 +828,7 @@ fn review(
     steps: &Steps,
     progress: Vec<ProgressItem>,
 ) -> Response {
-    let (summary, warnings, changes, missing) = match steps.deployment(running(state)) {
+    let (summary, warnings, changes, missing) = match steps_deployment(state, steps) {
         Ok(d) => (
             summary(&d),
             warnings(&d),
@@ -847,9 +884,12 @@ fn summary(d: &Deployment) -> Vec<(String, String)> {
         ("LAN address".to_owned(), d.network.lan_ip.to_string()),
         (
             "Public IP".to_owned(),
-            d.network
-                .public_ip
-                .map_or_else(|| "not set".to_owned(), |ip| ip.to_string()),
+            match (d.network.public_ip, d.network.follows_public_ip) {
+                (Some(ip), true) => format!("{ip}, detected and followed"),
+                (None, true) => "detected and followed (not known yet)".to_owned(),
+                (Some(ip), false) => format!("{ip} (fixed)"),
+                (None, false) => "not set".to_owned(),
+            },
         ),
         (
             "Media ports".to_owned(),
@@ -877,9 +917,14 @@ fn implied_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, Stri
         (SettingKey::RtcUdpPort, ports.rtc_udp.to_string()),
         (SettingKey::RtcTcpPort, ports.rtc_tcp.to_string()),
     ];
-    if let Some(ip) = d.network.public_ip {
-        implied.push((SettingKey::NodeIp, ip.to_string()));
-    }
+    // Following the public IP is the absence of a fixed one ("" clears a stored value).
+    implied.push((
+        SettingKey::NodeIp,
+        match d.network.public_ip {
+            Some(ip) if !d.network.follows_public_ip => ip.to_string(),
+            _ => String::new(),
+        },
+    ));
     if ports.http != running.http_bind.port() {
         let bind = std::net::SocketAddr::new(running.http_bind.ip(), ports.http);
         implied.push((SettingKey::HttpBind, bind.to_string()));
@@ -983,7 +1028,7 @@ fn changed_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, Stri
             // Media ports of 0 (system-picked, in tests) count as already matching.
             let picked = matches!(key, SettingKey::RtcUdpPort | SettingKey::RtcTcpPort)
                 && current.as_deref() == Some("0");
-            current.as_deref() != Some(value.as_str()) && !picked
+            current.as_deref().unwrap_or_default() != value.as_str() && !picked
         })
         .collect()
 }
@@ -995,6 +1040,8 @@ fn setting_changes(state: &AdminState, d: &Deployment) -> Vec<SettingChange> {
             env_name: key.env_name(),
             value: if key.is_secret() {
                 "(a generated secret)".to_owned()
+            } else if value.is_empty() {
+                "(not set: the default)".to_owned()
             } else {
                 value
             },
@@ -1007,7 +1054,7 @@ fn setting_changes(state: &AdminState, d: &Deployment) -> Vec<SettingChange> {
 /// Review → Apply: every setting the deployment implies, in one transaction, skipping those
 /// the environment pins; then on to the generated configuration.
 async fn apply(state: &AdminState, steps: &Steps) -> Response {
-    let d = match steps.deployment(running(state)) {
+    let d = match steps_deployment(state, steps) {
         Ok(d) => d,
         Err(missing) => {
             let names: Vec<&str> = missing.iter().map(|s| s.title()).collect();
@@ -1024,9 +1071,10 @@ async fn apply(state: &AdminState, steps: &Steps) -> Response {
         .into_iter()
         .filter(|(key, _)| !state.settings.is_pinned(*key))
         .collect();
+    // An empty value clears the stored setting (back to its default).
     let rows: Vec<(&str, Option<String>)> = writes
         .iter()
-        .map(|(key, value)| (key.db_key(), Some(value.clone())))
+        .map(|(key, value)| (key.db_key(), Some(value.clone()).filter(|v| !v.is_empty())))
         .collect();
     if let Err(error) = db::settings::set_many(&state.pool, &rows).await {
         return views::internal_error("saving the settings", &error);

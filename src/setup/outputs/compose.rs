@@ -325,6 +325,10 @@ fn bridge(d: &Deployment) -> String {
     out += &comment(
         4,
         &match d.network.public_ip {
+            _ if d.network.follows_public_ip => format!(
+                "In a container rtcbox cannot see the machine's addresses: it announces the \
+                 public IP it detects with STUN (and follows when it changes); {hairpin}"
+            ),
             Some(ip) if ip.is_ipv6() => format!(
                 "In a container rtcbox cannot see the machine's addresses: it announces only the \
                  public IP the wizard stored, {ip}."

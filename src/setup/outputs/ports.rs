@@ -433,9 +433,20 @@ fn forwards_text(d: &Deployment) -> String {
         "your router's public address"
     };
     out += &note(&match d.network.public_ip {
+        Some(public) if d.network.follows_public_ip => format!(
+            "rtcbox tells callers to send media to {public}, {whose} as its STUN servers see it \
+             now. It checks again every minute and, when your provider changes the address, \
+             advertises the new one by itself."
+        ),
+        None if d.network.follows_public_ip => format!(
+            "rtcbox has not detected the public address yet (no STUN server answered). It \
+             keeps trying; until it succeeds, callers outside your LAN cannot reach it. Check \
+             the STUN servers in Settings, or set {whose} as a fixed public IP."
+        ),
         Some(public) => format!(
             "rtcbox tells callers to send media to {public} (RTCBOX_NODE_IP). That must be \
-             {whose}; if your provider changes it, change RTCBOX_NODE_IP too."
+             {whose}; it is fixed: if your provider changes it, change it too, or clear it \
+             (wizard's Network step) to let rtcbox follow the address by itself."
         ),
         None => format!(
             "The public address was not detected. rtcbox has to tell callers where to send \

@@ -62,6 +62,7 @@ fn one_host_dsm() -> Deployment {
         network: Network {
             lan_ip: ip("192.168.1.20"),
             public_ip: Some(ip("203.0.113.10")),
+            follows_public_ip: false,
             ports: Ports::default(),
         },
         legacy_turn: Some(LegacyTurn {
@@ -96,6 +97,7 @@ fn two_hosts_nginx() -> Deployment {
         network: Network {
             lan_ip: ip("10.0.0.5"),
             public_ip: None,
+            follows_public_ip: false,
             ports: Ports::default(),
         },
         legacy_turn: None,
@@ -127,6 +129,7 @@ fn old_synapse_acme() -> Deployment {
         network: Network {
             lan_ip: ip("192.168.178.40"),
             public_ip: Some(ip("198.51.100.7")),
+            follows_public_ip: false,
             ports: Ports::default(),
         },
         legacy_turn: None,
@@ -157,6 +160,7 @@ fn ipv6_self_signed() -> Deployment {
         network: Network {
             lan_ip: ip("2001:db8:10::20"),
             public_ip: Some(ip("2001:db8:10::20")),
+            follows_public_ip: false,
             ports: Ports {
                 http: 9080,
                 https: 9443,

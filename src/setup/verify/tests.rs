@@ -49,6 +49,7 @@ fn deployment() -> Deployment {
         network: Network {
             lan_ip: "192.168.1.20".parse().unwrap(),
             public_ip: Some("203.0.113.7".parse().unwrap()),
+            follows_public_ip: false,
             ports: Ports::default(),
         },
         legacy_turn: None,
@@ -1829,6 +1830,7 @@ fn staged_input(stage: &Stage, access_token: Option<&str>) -> (Targets, VerifyIn
         network: Network {
             lan_ip: localhost,
             public_ip: Some(localhost),
+            follows_public_ip: false,
             ports: Ports {
                 http: stage.addr.port(),
                 rtc_udp: stage.udp.port(),
