@@ -243,7 +243,11 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let public_caps = http_caps("public HTTP", http::PUBLIC_LIMITS, &settings);
     let https_caps = http_caps("public HTTPS", http::PUBLIC_LIMITS, &settings);
     let admin_caps = http_caps("admin panel", http::ADMIN_LIMITS, &settings);
+    // One shutdown signal stops every listener: SIGTERM/Ctrl-C, or "Restart now".
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
     let mut admin = http::admin::AdminState::new(pool, settings.clone(), cli.settings.to_map());
+    admin.restart = Some(crate::restart::Restarter::new(stop_tx.clone()));
     admin.connection_caps = vec![sfu.ice_tcp_caps(), public_caps.clone(), admin_caps.clone()];
     if https.is_some() {
         admin.connection_caps.push(https_caps.clone());
@@ -261,8 +265,6 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         federation,
     });
 
-    // One shutdown signal stops both listeners.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -300,7 +302,11 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
             stopped(stop_rx)
         ),
     );
-    tracing::info!("stopped");
+    if crate::restart::requested() {
+        tracing::info!("stopped; starting again in this process");
+    } else {
+        tracing::info!("stopped");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

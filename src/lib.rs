@@ -27,6 +27,7 @@ pub mod livekit;
 pub mod logbuf;
 pub mod matrix;
 pub mod net;
+pub mod restart;
 pub mod rooms;
 pub mod secret;
 pub mod setup;

@@ -19,7 +19,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(rtcbox::app::run(cli)) {
+    let result = runtime.block_on(rtcbox::app::run(cli));
+    if rtcbox::restart::requested() {
+        // Every task ends with the runtime; then the same binary starts again in this process.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        let error = rtcbox::restart::exec_self();
+        eprintln!("rtcbox: cannot restart itself: {error}");
+        return ExitCode::FAILURE;
+    }
+    match result {
         Ok(code) => code,
         Err(error) => {
             // `{:#}` prints the whole context chain on one line: "what failed: why".

@@ -78,6 +78,8 @@ pub struct AdminState {
     pub data_dir: Option<PathBuf>,
     /// The certificate rtcbox serves (TURN over TLS); absent when nothing uses one.
     pub certificates: Option<crate::tls::TlsCertificates>,
+    /// "Restart now"; absent in tests of the panel alone.
+    pub restart: Option<crate::restart::Restarter>,
     /// The public IP monitor (`net::public_ip`); absent in tests of the panel alone.
     pub public_ip: Option<crate::net::public_ip::PublicIpHandle>,
     /// The ACME renewal loop's state; present when `RTCBOX_TLS_MODE=acme`.
@@ -124,6 +126,7 @@ impl AdminState {
             certificates: None,
             acme: None,
             public_ip: None,
+            restart: None,
             connection_caps: Vec::new(),
             lan_addresses: crate::setup::discover::lan_addresses,
         }
@@ -154,6 +157,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/settings/password", post(pages::change_password))
         .route("/certificate/renew", post(pages::renew_certificate))
         .route("/public-ip/check", post(pages::check_public_ip))
+        .route("/restart", post(pages::restart))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(same_origin_posts))

@@ -33,6 +33,7 @@ pub struct DashboardPage {
     pub setup_done: bool,
     pub next_step: Step,
     pub pending_restart: Vec<&'static str>,
+    pub restart_by: Option<&'static str>,
     pub rooms: Option<Vec<RoomView>>,
     pub facts: Vec<(String, String)>,
     /// Per stream listener: connections open and refused.
@@ -135,6 +136,8 @@ pub struct ParticipantView {
 pub struct OutputsPage {
     pub layout: Layout,
     pub applied: bool,
+    /// Who supervises rtcbox, when the panel can restart it ("Restart now").
+    pub restart_by: Option<&'static str>,
     pub missing: Vec<Step>,
     pub outputs: Vec<Output>,
     /// Reverse-proxy configurations other than the chosen one, shown folded.
@@ -160,6 +163,7 @@ pub struct LogsPage {
 #[template(path = "settings.html")]
 pub struct SettingsPage {
     pub layout: Layout,
+    pub restart_by: Option<&'static str>,
     pub rows: Vec<SettingRow>,
     pub pending_restart: Vec<&'static str>,
     pub flash: Option<String>,
@@ -278,6 +282,7 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
         setup_done: steps.is_complete(Step::Review),
         next_step: steps.first_incomplete(),
         pending_restart,
+        restart_by: restart_by(&state),
         rooms,
         facts,
         connections,
@@ -512,6 +517,49 @@ fn track_label(track: &proto::TrackInfo) -> String {
         label.push_str(", muted");
     }
     label
+}
+
+/// Who supervises rtcbox, when this panel can restart it.
+pub fn restart_by(state: &AdminState) -> Option<&'static str> {
+    state.restart.as_ref().map(|_| crate::restart::supervisor())
+}
+
+/// "Restart now": answers with a page that reloads the dashboard once rtcbox is back, then
+/// stops every listener; `main` starts rtcbox again in the same process.
+pub async fn restart(
+    State(state): State<Arc<AdminState>>,
+    session: Session,
+    form: FormData,
+) -> Response {
+    if let Err(rejected) = session.check_csrf(&form.0) {
+        return rejected;
+    }
+    let Some(restarter) = state.restart.clone() else {
+        return views::error_response(
+            StatusCode::CONFLICT,
+            "This panel cannot restart rtcbox here; restart it the way it was started.",
+        );
+    };
+    // Let this answer leave before the listeners stop.
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        restarter.request();
+    });
+    let mut response = views::render(&RestartingPage {
+        layout: session.layout("Restarting", "dashboard"),
+        supervisor: crate::restart::supervisor(),
+    });
+    response
+        .headers_mut()
+        .insert("refresh", HeaderValue::from_static("4; url=/"));
+    response
+}
+
+#[derive(Template)]
+#[template(path = "restarting.html")]
+pub struct RestartingPage {
+    pub layout: Layout,
+    pub supervisor: &'static str,
 }
 
 /// Where media is advertised now: it follows the public IP.
@@ -751,6 +799,7 @@ async fn outputs_page(
     let (paste_error, paste_text) =
         paste_refused.map_or((None, String::new()), |(e, t)| (Some(e), t));
     let mut response = views::render(&OutputsPage {
+        restart_by: restart_by(state),
         layout: session.layout("Configuration", "outputs"),
         applied,
         missing,
@@ -1007,6 +1056,7 @@ async fn render_settings(
         })
         .collect();
     let mut response = views::render(&SettingsPage {
+        restart_by: restart_by(state),
         layout: session.layout("Settings", "settings"),
         rows,
         pending_restart,

@@ -879,6 +879,21 @@ fn askama_escape(value: &str) -> String {
 
 /// The wizard from the first step to Apply, as a browser without JavaScript would go.
 #[tokio::test]
+async fn restart_now_needs_the_csrf_token_and_a_restarter() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let forged = panel.post("/restart", &session, &[]).await;
+    assert!(forged.status.is_client_error(), "{}", forged.status);
+    // A panel without a restarter (tests of the panel alone) says so instead of pretending.
+    let refused = panel.post("/restart", &session, &[("csrf", &csrf)]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(refused.body.contains("cannot restart"), "{}", refused.body);
+    // Nor does it offer the button.
+    let dashboard = panel.get("/", &session).await;
+    assert!(!dashboard.body.contains("action=\"/restart\""));
+}
+
+#[tokio::test]
 async fn an_empty_public_ip_follows_the_detected_one_and_clears_a_fixed_one() {
     use crate::net::public_ip::{Mode, PublicIpHandle};
     let monitor = PublicIpHandle::new(Mode::Automatic);
