@@ -477,6 +477,30 @@ pub struct NetworkStep {
     pub relay_max: String,
 }
 
+impl NetworkStep {
+    /// A setting changed on the Settings page: the answers that hold the same value follow it,
+    /// so the wizard, the Settings page and the generated files agree. `true` when something
+    /// changed.
+    pub fn follow_settings(&mut self, settings: &crate::config::Settings) -> bool {
+        let before = self.clone();
+        self.public_ip = settings
+            .node_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
+        // 0 (system-picked, in tests) is no answer the step can hold.
+        let port = |field: &mut String, port: u16| {
+            if port != 0 {
+                *field = port.to_string();
+            }
+        };
+        port(&mut self.rtc_udp, settings.rtc_udp_port);
+        port(&mut self.rtc_tcp, settings.rtc_tcp_port);
+        port(&mut self.http, settings.http_bind.port());
+        port(&mut self.admin, settings.admin_bind.port());
+        *self != before
+    }
+}
+
 /// The port fields: form name, label.
 pub const PORT_FIELDS: [(&str, &str); 9] = [
     ("http", "Public HTTP (behind the reverse proxy)"),

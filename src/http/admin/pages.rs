@@ -1136,6 +1136,13 @@ pub async fn settings_submit(
     if let Err(error) = stored {
         return views::internal_error("saving a setting", &error);
     }
+    // One model: the wizard's answers that hold this value follow it, so the generated files
+    // describe what rtcbox will run with.
+    if let Ok(next) = &resolved
+        && let Err(response) = follow_in_wizard(&state, next).await
+    {
+        return response;
+    }
     tracing::info!(
         setting = key.env_name(),
         "setting changed in the admin panel"
@@ -1149,6 +1156,22 @@ pub async fn settings_submit(
         ),
     )
     .await
+}
+
+/// Updates the wizard's network answers to the settings the next start resolves.
+async fn follow_in_wizard(state: &AdminState, next: &Settings) -> Result<(), Response> {
+    let mut steps = load_steps(state).await?;
+    let Some(network) = steps.network.as_mut() else {
+        return Ok(());
+    };
+    if !network.follow_settings(next) {
+        return Ok(());
+    }
+    let data = serde_json::to_string(network).unwrap_or_default();
+    let complete = steps.is_complete(Step::Network);
+    db::admin::save_wizard_step(&state.pool, Step::Network.id(), &data, complete, unix_now())
+        .await
+        .map_err(|error| views::internal_error("updating the wizard's answers", &error))
 }
 
 /// A new LiveKit key pair, used from the next start (tokens signed with the old one stop working then).

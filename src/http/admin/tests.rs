@@ -879,6 +879,49 @@ fn askama_escape(value: &str) -> String {
 
 /// The wizard from the first step to Apply, as a browser without JavaScript would go.
 #[tokio::test]
+async fn a_public_ip_changed_in_settings_is_what_the_wizard_and_the_outputs_say() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    complete_wizard(&panel, &session, &csrf).await;
+    let saved = panel
+        .post(
+            "/settings",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("key", "node_ip"),
+                ("value", "203.0.113.99"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    let ports = panel.get("/outputs/port-forwards", &session).await;
+    assert!(ports.body.contains("203.0.113.99"), "{}", ports.body);
+    assert!(!ports.body.contains("203.0.113.7"), "{}", ports.body);
+    let network = panel.get("/wizard/network", &session).await;
+    assert!(
+        network.body.contains("value=\"203.0.113.99\""),
+        "{}",
+        network.body
+    );
+    // Cleared in Settings: the wizard follows the public IP too.
+    let cleared = panel
+        .post(
+            "/settings",
+            &session,
+            &[("csrf", &csrf), ("key", "node_ip"), ("value", "")],
+        )
+        .await;
+    assert_eq!(cleared.status, StatusCode::OK);
+    let review = panel.get("/wizard/review", &session).await;
+    assert!(
+        review.body.contains("detected and followed"),
+        "{}",
+        review.body
+    );
+}
+
+#[tokio::test]
 async fn restart_now_needs_the_csrf_token_and_a_restarter() {
     let panel = panel().await;
     let (session, csrf) = panel.logged_in().await;
