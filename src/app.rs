@@ -121,19 +121,22 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let (turn, turn_tls_streams) = start_turn(&settings, &sockets, certificates.clone()).await;
     let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms);
     let public_ip = follow_public_ip(&settings, sfu.clone(), turn.clone());
+    // The admin panel changes the full-access list without a restart (`live`).
+    let leave_access = Arc::new(std::sync::RwLock::new(full_access.clone()));
     let (delayed_leaves, leaves) = {
-        let full_access = full_access.clone();
+        let full_access = leave_access.clone();
         let dangerous = settings.dangerous_allow_private_homeservers;
         DelayedLeaves::new(
             pool.clone(),
             federation.clone(),
             sfu.clone(),
             Box::new(move |server_name| {
+                let full_access = full_access.read().unwrap_or_else(|e| e.into_inner());
                 crate::auth::address_policy(&full_access, dangerous, server_name)
             }),
         )
     };
-    let auth = AuthService::new(
+    let auth = Arc::new(AuthService::new(
         AuthConfig {
             public_url: settings.public_url.clone(),
             api_key: settings.api_key.clone(),
@@ -144,7 +147,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         federation.clone(),
         Arc::new(sfu.clone()),
         Arc::new(leaves),
-    );
+    ));
     let listener = TcpListener::bind(settings.http_bind).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {}: {} (choose another address with RTCBOX_HTTP_BIND)",
@@ -167,13 +170,13 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         settings.api_secret.clone(),
     ));
     let challenges = crate::acme::Challenges::default();
+    // One list for the public and the admin listener, changed in place by the panel.
+    let trusted_proxies = http::forwarded::TrustedProxies::new(settings.trusted_proxies.clone());
     let state = Arc::new(
-        http::PublicState::new(Arc::new(auth))
+        http::PublicState::new(auth.clone())
             .with_rtc(rtc)
             .with_acme(challenges.clone())
-            .with_trusted_proxies(http::forwarded::TrustedProxies::new(
-                settings.trusted_proxies.clone(),
-            )),
+            .with_trusted_proxies(trusted_proxies.clone()),
     );
     let https = match (settings.https_bind, &certificates) {
         (Some(bind), Some(certificates)) => {
@@ -248,10 +251,22 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let stop_tx = Arc::new(stop_tx);
     let mut admin = http::admin::AdminState::new(pool, settings.clone(), cli.settings.to_map());
     admin.restart = Some(crate::restart::Restarter::new(stop_tx.clone()));
+    admin.trusted_proxies = trusted_proxies.clone();
     admin.connection_caps = vec![sfu.ice_tcp_caps(), public_caps.clone(), admin_caps.clone()];
     if https.is_some() {
         admin.connection_caps.push(https_caps.clone());
     }
+    admin.live = Some(Arc::new(crate::live::Live::new(
+        crate::live::Targets {
+            auth: Some(auth),
+            leave_access: Some(leave_access),
+            turn: Some(turn.clone()),
+            public_ip: Some(public_ip.clone()),
+            trusted_proxies: Some(trusted_proxies),
+            proxy_caps: vec![public_caps.clone(), https_caps.clone(), admin_caps.clone()],
+        },
+        settings.clone(),
+    )));
     admin.sfu = Some(sfu);
     admin.turn = Some(turn);
     admin.acme = acme;
@@ -318,11 +333,13 @@ fn follow_public_ip(
     turn: crate::turn::TurnHandle,
 ) -> crate::net::public_ip::PublicIpHandle {
     use crate::net::public_ip::{self, Mode, PublicIpHandle};
-    let handle = PublicIpHandle::new(settings.node_ip.map_or(Mode::Automatic, Mode::Fixed));
-    let stun_servers = settings.stun_servers.clone();
-    let detect = move || {
-        let stun_servers = stun_servers.clone();
-        async move { crate::setup::discover::public_ip(&stun_servers).await }
+    let handle = PublicIpHandle::new(
+        settings.node_ip.map_or(Mode::Automatic, Mode::Fixed),
+        settings.stun_servers.clone(),
+        settings.public_ip_interval,
+    );
+    let detect = |stun_servers: Vec<String>| async move {
+        crate::setup::discover::public_ip(&stun_servers).await
     };
     let apply = move |change: public_ip::Change| {
         let (sfu, turn) = (sfu.clone(), turn.clone());
@@ -340,12 +357,7 @@ fn follow_public_ip(
             }
         }
     };
-    tokio::spawn(public_ip::run(
-        handle.clone(),
-        settings.public_ip_interval,
-        detect,
-        apply,
-    ));
+    tokio::spawn(public_ip::run(handle.clone(), detect, apply));
     handle
 }
 

@@ -23,6 +23,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod import;
+pub mod live;
 pub mod livekit;
 pub mod logbuf;
 pub mod matrix;

@@ -71,9 +71,19 @@ pub struct AuthConfig {
 
 pub struct AuthService {
     config: AuthConfig,
+    /// The public URL and the full-access list as they are now: the admin panel changes them
+    /// without a restart ([`AuthService::set_live`]); `config` keeps the rest.
+    live: std::sync::RwLock<Live>,
     verifier: Arc<dyn OpenIdVerifier>,
     rooms: Arc<dyn RoomDirectory>,
     leaves: Arc<dyn DelegateLeave>,
+}
+
+/// What the admin panel can change while rtcbox runs.
+#[derive(Clone, Debug)]
+struct Live {
+    public_url: PublicUrl,
+    full_access: FullAccess,
 }
 
 /// Which addresses requests to `server_name`'s homeserver may reach: a full-access homeserver is
@@ -202,6 +212,10 @@ impl AuthService {
         leaves: Arc<dyn DelegateLeave>,
     ) -> Self {
         AuthService {
+            live: std::sync::RwLock::new(Live {
+                public_url: config.public_url.clone(),
+                full_access: config.full_access.clone(),
+            }),
             config,
             verifier,
             rooms,
@@ -209,8 +223,27 @@ impl AuthService {
         }
     }
 
-    pub fn public_url(&self) -> &PublicUrl {
-        &self.config.public_url
+    /// The LiveKit URL handed out from now on.
+    pub fn public_url(&self) -> PublicUrl {
+        self.live().public_url
+    }
+
+    /// A settings change applied without a restart: tokens issued from now on name
+    /// `public_url`, and `full_access` decides who may create rooms.
+    pub fn set_live(&self, public_url: PublicUrl, full_access: FullAccess) {
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        *live = Live {
+            public_url,
+            full_access,
+        };
+    }
+
+    fn live(&self) -> Live {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn is_full_access(&self, server_name: &str) -> bool {
+        self.live().full_access.contains(server_name)
     }
 
     /// `POST /sfu/get`: identity `<mxid>:<device_id>`, room from the Matrix room and the call slot.
@@ -228,7 +261,7 @@ impl AuthService {
         let delay = check_delay_pair(&request.delay)?;
 
         let user_id = self.check_openid(server_name, access_token).await?;
-        let full_access = self.config.full_access.contains(server_name);
+        let full_access = self.is_full_access(server_name);
         if delay.is_some() && !full_access {
             return Err(AuthError::bad_json(AuthError::DELEGATION_FULL_ACCESS_ONLY));
         }
@@ -350,7 +383,7 @@ impl AuthService {
         Ok(CheckedTokenRequest {
             alias: derive::room_alias(room_id, slot_id),
             identity: derive::rtc_identity(&user_id, claimed_device_id, member_id),
-            full_access: self.config.full_access.contains(server_name),
+            full_access: self.is_full_access(server_name),
             server_name: server_name.to_owned(),
             user_id,
             delay,
@@ -400,7 +433,7 @@ impl AuthService {
 
     fn address_policy(&self, server_name: &str) -> AddressPolicy {
         address_policy(
-            &self.config.full_access,
+            &self.live().full_access,
             self.config.dangerous_allow_private_homeservers,
             server_name,
         )
@@ -488,7 +521,7 @@ impl AuthService {
         })?;
         tracing::info!(room = alias, user_id, identity, full_access, "token issued");
         Ok(TokenResponse {
-            url: self.config.public_url.as_str().to_owned(),
+            url: self.public_url().as_str().to_owned(),
             jwt,
         })
     }

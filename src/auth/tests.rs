@@ -560,3 +560,31 @@ fn only_full_access_homeservers_may_be_on_private_addresses() {
         ]
     );
 }
+
+#[test]
+fn a_new_public_url_and_full_access_list_apply_to_the_next_request() {
+    let (service, _, rooms) = service_with_rooms();
+    let bob = || msc4195("bob-token", "remote.example", "@bob:remote.example");
+    check_error(
+        run(service.get_token(bob().to_string().as_bytes())),
+        403,
+        "M_FORBIDDEN",
+        "not been started",
+    );
+    // The admin panel names bob's homeserver and moves the SFU, without a restart.
+    service.set_live(
+        PublicUrl::parse("wss://calls.example.net/livekit/sfu").unwrap(),
+        FullAccess::parse("home.example,remote.example").unwrap(),
+    );
+    let response = run(service.get_token(bob().to_string().as_bytes())).unwrap();
+    assert_eq!(response.url, "wss://calls.example.net/livekit/sfu");
+    assert_eq!(
+        rooms.lock().unwrap().len(),
+        1,
+        "a full-access user creates the room"
+    );
+    assert_eq!(
+        service.public_url().as_str(),
+        "wss://calls.example.net/livekit/sfu"
+    );
+}

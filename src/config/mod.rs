@@ -556,6 +556,28 @@ impl Settings {
         }
     }
 
+    /// Takes `key`'s value (and origin) from `other`, for the settings that apply while rtcbox
+    /// runs (`live`); `false` for the others, which only a restart changes.
+    pub fn adopt(&mut self, other: &Settings, key: SettingKey) -> bool {
+        match key {
+            SettingKey::PublicUrl => self.public_url = other.public_url.clone(),
+            SettingKey::FullAccessHomeservers => {
+                self.full_access_homeservers = other.full_access_homeservers.clone()
+            }
+            SettingKey::TurnSharedSecret => {
+                self.turn_shared_secret = other.turn_shared_secret.clone()
+            }
+            SettingKey::StunServers => self.stun_servers = other.stun_servers.clone(),
+            SettingKey::PublicIpInterval => self.public_ip_interval = other.public_ip_interval,
+            SettingKey::TrustedProxies => self.trusted_proxies = other.trusted_proxies.clone(),
+            _ => return false,
+        }
+        if let Some(origin) = other.origins.get(&key) {
+            self.origins.insert(key, origin.clone());
+        }
+        true
+    }
+
     /// Whether a flag or the environment sets this key, so the panel cannot change it.
     pub fn is_pinned(&self, key: SettingKey) -> bool {
         matches!(

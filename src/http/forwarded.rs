@@ -16,17 +16,27 @@ use axum::http::request::Parts;
 use crate::net::Cidr;
 
 /// The reverse proxies whose forwarding headers are believed. Routers carry it as a request
-/// extension (`axum::Extension`); a request without one trusts nobody.
+/// extension (`axum::Extension`); a request without one trusts nobody. Clones share the list,
+/// which the admin panel replaces without a restart ([`TrustedProxies::set`]).
 #[derive(Clone, Debug, Default)]
-pub struct TrustedProxies(Arc<[Cidr]>);
+pub struct TrustedProxies(Arc<std::sync::RwLock<Arc<[Cidr]>>>);
 
 impl TrustedProxies {
     pub fn new(blocks: Vec<Cidr>) -> Self {
-        TrustedProxies(blocks.into())
+        TrustedProxies(Arc::new(std::sync::RwLock::new(blocks.into())))
+    }
+
+    /// Replaces the list for every clone, from the next request on.
+    pub fn set(&self, blocks: Vec<Cidr>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = blocks.into();
+    }
+
+    fn blocks(&self) -> Arc<[Cidr]> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|block| block.contains(ip))
+        self.blocks().iter().any(|block| block.contains(ip))
     }
 
     /// The client behind `peer`: the peer itself unless it is trusted; then `X-Forwarded-For`

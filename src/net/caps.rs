@@ -48,7 +48,8 @@ pub struct Refusals {
 pub struct ConnectionCaps {
     name: &'static str,
     limits: Limits,
-    exempt: Arc<[Cidr]>,
+    /// Shared by clones; replaced without a restart ([`ConnectionCaps::set_exempt`]).
+    exempt: Arc<std::sync::RwLock<Arc<[Cidr]>>>,
     /// Said after a per-address refusal (what an operator may have to change).
     hint: &'static str,
     state: Arc<Mutex<State>>,
@@ -91,7 +92,7 @@ impl ConnectionCaps {
         ConnectionCaps {
             name,
             limits,
-            exempt: Arc::from([]),
+            exempt: Arc::new(std::sync::RwLock::new(Arc::from([]))),
             hint: "",
             state: Arc::default(),
         }
@@ -104,9 +105,14 @@ impl ConnectionCaps {
     }
 
     /// Addresses not held to the per-address cap (trusted reverse proxies).
-    pub fn with_exempt(mut self, exempt: Vec<Cidr>) -> ConnectionCaps {
-        self.exempt = exempt.into();
+    pub fn with_exempt(self, exempt: Vec<Cidr>) -> ConnectionCaps {
+        self.set_exempt(exempt);
         self
+    }
+
+    /// Replaces the exempt addresses for every clone, from the next connection on.
+    pub fn set_exempt(&self, exempt: Vec<Cidr>) {
+        *self.exempt.write().unwrap_or_else(|e| e.into_inner()) = exempt.into();
     }
 
     pub fn limits(&self) -> Limits {
@@ -126,7 +132,12 @@ impl ConnectionCaps {
         let refused = if state.open >= self.limits.total {
             Some(Refused::Full)
         } else if from_address >= self.limits.per_address
-            && !self.exempt.iter().any(|block| block.contains(ip))
+            && !self
+                .exempt
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|block| block.contains(ip))
         {
             Some(Refused::PerAddress)
         } else {

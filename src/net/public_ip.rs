@@ -113,14 +113,38 @@ impl Tracker {
 pub struct PublicIpHandle {
     tracker: Arc<Mutex<Tracker>>,
     wake: Arc<Notify>,
+    /// Whom to ask and how often; the admin panel changes them without a restart.
+    asking: Arc<Mutex<(Vec<String>, Duration)>>,
 }
 
 impl PublicIpHandle {
-    pub fn new(mode: Mode) -> PublicIpHandle {
+    /// `stun_servers` are asked every `interval` (automatic mode).
+    pub fn new(mode: Mode, stun_servers: Vec<String>, interval: Duration) -> PublicIpHandle {
         PublicIpHandle {
             tracker: Arc::new(Mutex::new(Tracker::new(mode))),
             wake: Arc::new(Notify::new()),
+            asking: Arc::new(Mutex::new((stun_servers, interval))),
         }
+    }
+
+    /// Other STUN servers or another interval, used from the check this starts.
+    pub fn set_asking(&self, stun_servers: Vec<String>, interval: Duration) {
+        let changed = {
+            let mut asking = self.asking.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = *asking != (stun_servers.clone(), interval);
+            *asking = (stun_servers, interval);
+            changed
+        };
+        if changed {
+            self.check_now();
+        }
+    }
+
+    fn asking(&self) -> (Vec<String>, Duration) {
+        self.asking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn status(&self) -> Status {
@@ -143,12 +167,12 @@ impl PublicIpHandle {
     }
 }
 
-/// Checks at once, then every `interval` and on [`PublicIpHandle::check_now`]; `detect` asks
-/// the STUN servers, `apply` carries a change out. Runs until the process ends (automatic mode
-/// only; in fixed mode it returns at once).
-pub async fn run<D, DF, A, AF>(handle: PublicIpHandle, interval: Duration, detect: D, apply: A)
+/// Checks at once, then every interval and on [`PublicIpHandle::check_now`]; `detect` asks
+/// the STUN servers it is given, `apply` carries a change out. Runs until the process ends
+/// (automatic mode only; in fixed mode it returns at once).
+pub async fn run<D, DF, A, AF>(handle: PublicIpHandle, detect: D, apply: A)
 where
-    D: Fn() -> DF,
+    D: Fn(Vec<String>) -> DF,
     DF: Future<Output = Result<IpAddr, String>>,
     A: Fn(Change) -> AF,
     AF: Future<Output = ()>,
@@ -158,7 +182,8 @@ where
     }
     let mut failing = false;
     loop {
-        let result = detect().await;
+        let (stun_servers, interval) = handle.asking();
+        let result = detect(stun_servers).await;
         let now = crate::db::unix_now();
         let change = handle.record(result.clone(), now);
         match (&result, change) {
@@ -249,7 +274,7 @@ mod tests {
     #[tokio::test]
     async fn the_monitor_applies_changes_and_checks_on_demand() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let handle = PublicIpHandle::new(Mode::Automatic);
+        let handle = PublicIpHandle::new(Mode::Automatic, Vec::new(), Duration::from_secs(3600));
         let answers = Arc::new(Mutex::new(vec![ip("198.51.100.9"), ip("203.0.113.7")]));
         let applied = Arc::new(Mutex::new(Vec::new()));
         let checks = Arc::new(AtomicUsize::new(0));
@@ -257,8 +282,7 @@ mod tests {
             let (answers, applied, checks) = (answers.clone(), applied.clone(), checks.clone());
             tokio::spawn(run(
                 handle.clone(),
-                Duration::from_secs(3600),
-                move || {
+                move |_| {
                     checks.fetch_add(1, Ordering::SeqCst);
                     let next = answers.lock().unwrap().pop();
                     async move { next.ok_or_else(|| "no answer".to_owned()) }

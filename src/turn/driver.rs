@@ -278,10 +278,10 @@ fn failed(transport: Transport, addr: SocketAddr, error: &std::io::Error) -> Lis
     }
 }
 
-/// The next readdress request; pending forever when there is no channel.
-async fn next_readdress(
-    rx: &mut Option<mpsc::UnboundedReceiver<crate::turn::handle::Readdress>>,
-) -> Option<crate::turn::handle::Readdress> {
+/// The next change from the handle; pending forever when there is no channel.
+async fn next_control(
+    rx: &mut Option<mpsc::UnboundedReceiver<crate::turn::handle::Control>>,
+) -> Option<crate::turn::handle::Control> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -327,7 +327,7 @@ impl Core {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut status = tokio::time::interval(STATUS_INTERVAL);
         let udp = self.udp.clone();
-        let mut readdress = self.handle.take_readdress();
+        let mut control = self.handle.take_control();
         loop {
             let deadline = self
                 .server
@@ -345,11 +345,7 @@ impl Core {
                     Some(event) => self.handle_event(event),
                     None => return,
                 },
-                Some(moved) = next_readdress(&mut readdress) => {
-                    tracing::info!(relay_ip = %moved.relay_ip, "TURN relays now advertised on the new public address");
-                    self.handle.publish(|s| s.relay_ip = Some(moved.relay_ip));
-                    self.server.readdress(moved.relay_ip, moved.sfu_media, moved.sfu_routes);
-                }
+                Some(change) = next_control(&mut control) => self.handle_control(change),
                 () = tokio::time::sleep_until(deadline) => {
                     self.server.handle_timeout(Instant::now());
                 }
@@ -372,6 +368,27 @@ impl Core {
                 }
             }
             self.drain();
+        }
+    }
+
+    fn handle_control(&mut self, change: crate::turn::handle::Control) {
+        use crate::turn::handle::Control;
+        match change {
+            Control::Readdress(moved) => {
+                tracing::info!(relay_ip = %moved.relay_ip, "TURN relays now advertised on the new public address");
+                self.handle.publish(|s| s.relay_ip = Some(moved.relay_ip));
+                self.server
+                    .readdress(moved.relay_ip, moved.sfu_media, moved.sfu_routes);
+            }
+            Control::SharedSecret(secret) => {
+                let on = secret.is_some();
+                tracing::info!(
+                    legacy_calls = on,
+                    "TURN REST secret changed in the admin panel"
+                );
+                self.handle.publish(|s| s.legacy_calls = on);
+                self.server.set_shared_secret(secret);
+            }
         }
     }
 

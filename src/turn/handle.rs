@@ -55,6 +55,14 @@ pub struct Readdress {
     pub sfu_routes: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
+/// A change to the running server.
+#[derive(Clone, Debug)]
+pub(crate) enum Control {
+    Readdress(Readdress),
+    /// coturn's REST secret (legacy 1:1 calls) changed in the admin panel; `None` turns them off.
+    SharedSecret(Option<Secret>),
+}
+
 /// A cheap, cloneable handle on the TURN server.
 #[derive(Clone)]
 pub struct TurnHandle {
@@ -63,8 +71,9 @@ pub struct TurnHandle {
 
 struct Shared {
     status: Mutex<TurnStatus>,
-    /// Where [`TurnHandle::readdress`] reaches the running server (set by the driver).
-    readdress: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Readdress>>,
+    /// Where [`TurnHandle::readdress`] and [`TurnHandle::set_shared_secret`] reach the running
+    /// server (set by the driver).
+    control: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Control>>,
     participant_secret: Secret,
     urls: TurnUrls,
     /// The certificate TURN over TLS serves; `turns:` is offered only while browsers trust it.
@@ -74,15 +83,25 @@ struct Shared {
 impl TurnHandle {
     /// Tells the running server that the public address moved; nothing when it does not run.
     pub fn readdress(&self, readdress: Readdress) {
-        if let Some(tx) = self.shared.readdress.get() {
-            let _ = tx.send(readdress);
+        self.control(Control::Readdress(readdress));
+    }
+
+    /// A new REST secret for Synapse's credentials (`None`: legacy calls off), from the next
+    /// request on.
+    pub fn set_shared_secret(&self, secret: Option<Secret>) {
+        self.control(Control::SharedSecret(secret));
+    }
+
+    fn control(&self, control: Control) {
+        if let Some(tx) = self.shared.control.get() {
+            let _ = tx.send(control);
         }
     }
 
-    /// The driver's end of [`Self::readdress`].
-    pub(crate) fn take_readdress(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Readdress>> {
+    /// The driver's end of [`Self::readdress`] and [`Self::set_shared_secret`].
+    pub(crate) fn take_control(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Control>> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        self.shared.readdress.set(tx).ok()?;
+        self.shared.control.set(tx).ok()?;
         Some(rx)
     }
 
@@ -94,7 +113,7 @@ impl TurnHandle {
         TurnHandle {
             shared: Arc::new(Shared {
                 status: Mutex::new(TurnStatus::default()),
-                readdress: std::sync::OnceLock::new(),
+                control: std::sync::OnceLock::new(),
                 participant_secret,
                 urls,
                 certificates,

@@ -308,6 +308,13 @@ impl Server {
     /// One message from a client: a UDP datagram, or one frame of a TCP/TLS stream. STUN or
     /// ChannelData; anything else is dropped. `now_unix` is the wall clock in seconds, for REST
     /// username expiry and nonces.
+    /// coturn's REST secret changed (admin panel): every request from now on is checked with it,
+    /// so an allocation made with credentials from the old secret cannot be refreshed and its
+    /// client allocates again with new ones.
+    pub fn set_shared_secret(&mut self, secret: Option<Secret>) {
+        self.config.shared_secret = secret;
+    }
+
     /// The public address moved (automatic node IP): new allocations are advertised on
     /// `relay_ip`, and relaying to the SFU follows its new media addresses. Existing allocations
     /// keep the address they were given (it died with the old IP; clients allocate again).

@@ -78,6 +78,12 @@ pub struct AdminState {
     pub data_dir: Option<PathBuf>,
     /// The certificate rtcbox serves (TURN over TLS); absent when nothing uses one.
     pub certificates: Option<crate::tls::TlsCertificates>,
+    /// Settings that apply without a restart, and the settings in effect now; absent in tests
+    /// of the panel alone (then `settings` is what runs).
+    pub live: Option<Arc<crate::live::Live>>,
+    /// The proxies whose forwarding headers the panel believes (shared with the public
+    /// listener, so a change in Settings reaches both).
+    pub trusted_proxies: TrustedProxies,
     /// "Restart now"; absent in tests of the panel alone.
     pub restart: Option<crate::restart::Restarter>,
     /// The public IP monitor (`net::public_ip`); absent in tests of the panel alone.
@@ -109,9 +115,26 @@ pub struct MediaAddresses {
 }
 
 impl AdminState {
+    /// The settings in effect now: those at start with the live changes applied.
+    pub fn running(&self) -> Settings {
+        match &self.live {
+            Some(live) => live.running(),
+            None => self.settings.clone(),
+        }
+    }
+
+    /// Carries the live settings of `next` over to the running parts; their names.
+    pub fn apply_live(&self, next: &Settings) -> Vec<&'static str> {
+        match &self.live {
+            Some(live) => live.apply(next),
+            None => Vec::new(),
+        }
+    }
+
     pub fn new(pool: SqlitePool, settings: Settings, flags: BTreeMap<SettingKey, String>) -> Self {
         AdminState {
             pool,
+            trusted_proxies: TrustedProxies::new(settings.trusted_proxies.clone()),
             settings,
             flags,
             sfu: None,
@@ -126,6 +149,7 @@ impl AdminState {
             certificates: None,
             acme: None,
             public_ip: None,
+            live: None,
             restart: None,
             connection_caps: Vec::new(),
             lan_addresses: crate::setup::discover::lan_addresses,
@@ -162,9 +186,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(same_origin_posts))
         .layer(middleware::from_fn(security_headers))
-        .layer(axum::Extension(TrustedProxies::new(
-            state.settings.trusted_proxies.clone(),
-        )))
+        .layer(axum::Extension(state.trusted_proxies.clone()))
         .with_state(state)
 }
 

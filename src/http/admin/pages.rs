@@ -668,16 +668,17 @@ async fn pending_restart(state: &AdminState) -> Result<Vec<&'static str>, Respon
     let Ok(next) = next else {
         return Ok(Vec::new());
     };
+    let running = state.running();
     Ok(SettingKey::ALL
         .into_iter()
-        .filter(|key| next.value(*key) != state.settings.value(*key))
+        .filter(|key| next.value(*key) != running.value(*key))
         .map(SettingKey::env_name)
         .collect())
 }
 
 /// What the next start would resolve, optionally with one stored setting replaced
 /// (`Some((key, None))` deletes it).
-async fn next_start_settings(
+pub(super) async fn next_start_settings(
     state: &AdminState,
     replace: Option<(SettingKey, Option<&str>)>,
 ) -> Result<Result<Settings, config::ConfigError>, Response> {
@@ -856,7 +857,7 @@ pub async fn logs(State(state): State<Arc<AdminState>>, session: Session) -> Res
 }
 
 /// Settings the panel may change; the rest come from the environment, a flag or a dedicated form.
-const EDITABLE: [SettingKey; 11] = [
+const EDITABLE: [SettingKey; 12] = [
     SettingKey::PublicUrl,
     SettingKey::FullAccessHomeservers,
     SettingKey::HttpBind,
@@ -868,6 +869,7 @@ const EDITABLE: [SettingKey; 11] = [
     SettingKey::AutoCreateRooms,
     SettingKey::StunServers,
     SettingKey::MatrixCaFile,
+    SettingKey::TrustedProxies,
 ];
 
 /// The dashboard's certificate rows: what is served, and what ACME is doing.
@@ -1032,7 +1034,8 @@ async fn render_settings(
         Ok(last) => last,
         Err(response) => return response,
     };
-    let s = &state.settings;
+    let running = state.running();
+    let s = &running;
     let rows = SettingKey::ALL
         .into_iter()
         .map(|key| {
@@ -1138,10 +1141,12 @@ pub async fn settings_submit(
     }
     // One model: the wizard's answers that hold this value follow it, so the generated files
     // describe what rtcbox will run with.
-    if let Ok(next) = &resolved
-        && let Err(response) = follow_in_wizard(&state, next).await
-    {
-        return response;
+    let mut live = Vec::new();
+    if let Ok(next) = &resolved {
+        if let Err(response) = follow_in_wizard(&state, next).await {
+            return response;
+        }
+        live = state.apply_live(next);
     }
     tracing::info!(
         setting = key.env_name(),
@@ -1150,10 +1155,14 @@ pub async fn settings_submit(
     settings_saved(
         &state,
         &session,
-        format!(
-            "Saved {}. It takes effect when rtcbox restarts.",
-            key.env_name()
-        ),
+        if live.contains(&key.env_name()) {
+            format!("Saved {}. It is in effect now.", key.env_name())
+        } else {
+            format!(
+                "Saved {}. It takes effect when rtcbox restarts.",
+                key.env_name()
+            )
+        },
     )
     .await
 }

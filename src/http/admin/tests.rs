@@ -939,7 +939,11 @@ async fn restart_now_needs_the_csrf_token_and_a_restarter() {
 #[tokio::test]
 async fn an_empty_public_ip_follows_the_detected_one_and_clears_a_fixed_one() {
     use crate::net::public_ip::{Mode, PublicIpHandle};
-    let monitor = PublicIpHandle::new(Mode::Automatic);
+    let monitor = PublicIpHandle::new(
+        Mode::Automatic,
+        Vec::new(),
+        std::time::Duration::from_secs(60),
+    );
     monitor.record(Ok("198.51.100.20".parse().unwrap()), unix_now());
     let panel = panel_configured(
         &[(SettingKey::FullAccessHomeservers, "example.org")],

@@ -1021,10 +1021,11 @@ fn local_proxies(lan_ip: std::net::IpAddr) -> String {
 
 /// The implied settings that differ from what rtcbox runs with.
 fn changed_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, String)> {
+    let running = state.running();
     implied_settings(state, d)
         .into_iter()
         .filter(|(key, value)| {
-            let current = state.settings.value(*key);
+            let current = running.value(*key);
             // Media ports of 0 (system-picked, in tests) count as already matching.
             let picked = matches!(key, SettingKey::RtcUdpPort | SettingKey::RtcTcpPort)
                 && current.as_deref() == Some("0");
@@ -1034,6 +1035,7 @@ fn changed_settings(state: &AdminState, d: &Deployment) -> Vec<(SettingKey, Stri
 }
 
 fn setting_changes(state: &AdminState, d: &Deployment) -> Vec<SettingChange> {
+    let running = state.running();
     changed_settings(state, d)
         .into_iter()
         .map(|(key, value)| SettingChange {
@@ -1045,7 +1047,7 @@ fn setting_changes(state: &AdminState, d: &Deployment) -> Vec<SettingChange> {
             } else {
                 value
             },
-            current: state.settings.display(key),
+            current: running.display(key),
             pinned: state.settings.is_pinned(key),
         })
         .collect()
@@ -1086,5 +1088,9 @@ async fn apply(state: &AdminState, steps: &Steps) -> Response {
     }
     let names: Vec<&str> = writes.iter().map(|(key, _)| key.env_name()).collect();
     tracing::info!(settings = ?names, "setup wizard applied");
+    // What can apply without a restart does so now.
+    if let Ok(Ok(next)) = super::pages::next_start_settings(state, None).await {
+        state.apply_live(&next);
+    }
     Redirect::to("/outputs?applied=1").into_response()
 }

@@ -1305,3 +1305,23 @@ fn even_port_gets_an_even_port_but_no_reservation() {
     assert!(others.is_empty());
     assert_eq!(h.server.stats().allocations, 0);
 }
+
+#[test]
+fn a_new_shared_secret_and_a_moved_public_address_apply_to_the_next_allocation() {
+    let mut h = Harness::new(config());
+    // The admin panel changed Synapse's secret: credentials from the old one are refused...
+    h.server.set_shared_secret(Some(Secret::new("n3w-s3cret")));
+    let (answer, _) = h.call(METHOD_ALLOCATE, &[udp()]);
+    assert_eq!(error_code(&answer), Some(401));
+    // ...and those from the new one accepted, on the address the public IP moved to.
+    h.password = Some(rest_password(&Secret::new("n3w-s3cret"), &h.username));
+    h.server
+        .readdress("198.51.100.9".parse().unwrap(), vec![sfu()], Vec::new());
+    let relay = h.allocate();
+    assert_eq!(relay.ip(), "198.51.100.9".parse::<IpAddr>().unwrap());
+    // Legacy calls turned off: REST credentials are refused.
+    let mut off = Harness::new(config());
+    off.server.set_shared_secret(None);
+    let (answer, _) = off.call(METHOD_ALLOCATE, &[udp()]);
+    assert_eq!(error_code(&answer), Some(401));
+}
