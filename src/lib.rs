@@ -26,6 +26,7 @@ pub mod import;
 pub mod livekit;
 pub mod logbuf;
 pub mod matrix;
+pub mod metrics;
 pub mod net;
 pub mod rooms;
 pub mod secret;

@@ -30,6 +30,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::core::{
     ConnId, JoinError, JoinRequest, Output, ResumeError, ResumeRequest, Sfu, SfuConfig,
 };
+use super::counters::SfuCounters;
 use super::presence::{PRESENCE_CAPACITY, PresenceEvent};
 use crate::net::caps::{ConnectionCaps, Limits};
 use crate::net::stun;
@@ -186,6 +187,7 @@ pub struct SfuHandle {
     next_conn: Arc<AtomicU64>,
     presence: broadcast::Sender<PresenceEvent>,
     ice_tcp_caps: ConnectionCaps,
+    counters: Arc<SfuCounters>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,8 +209,10 @@ impl SfuHandle {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let (presence, _) = broadcast::channel(PRESENCE_CAPACITY);
+        let sfu = Sfu::new(config, Instant::now(), unix_ms);
+        let counters = sfu.counters();
         let core = Core {
-            sfu: Sfu::new(config, Instant::now(), unix_ms),
+            sfu,
             signals: HashMap::new(),
             presence: presence.clone(),
         };
@@ -229,7 +233,14 @@ impl SfuHandle {
             next_conn: Arc::new(AtomicU64::new(1)),
             presence,
             ice_tcp_caps,
+            counters,
         }
+    }
+
+    /// What the SFU counts (rooms, participants, packets, bitrates), for `/metrics` and the
+    /// dashboard.
+    pub fn counters(&self) -> Arc<SfuCounters> {
+        self.counters.clone()
     }
 
     /// The ICE-TCP listener's connection caps (the dashboard shows their counters).

@@ -585,6 +585,28 @@ fn a_publishers_audio_reaches_a_subscriber_through_the_core() {
         h.clients[&1].received.is_empty(),
         "alice does not get her own audio"
     );
+    // The counters `/metrics` and the dashboard read saw the same: 50 packets of 40 bytes in,
+    // 50 out (one subscriber), one room with two participants and one track.
+    let c = h.sfu.counters();
+    assert_eq!(
+        (c.packets_received.get(), c.bytes_received.get()),
+        (50, 2000)
+    );
+    assert_eq!(
+        (c.packets_forwarded.get(), c.bytes_forwarded.get()),
+        (50, 2000)
+    );
+    assert_eq!(
+        (c.rooms.get(), c.participants.get(), c.tracks.get()),
+        (1, 2, 1)
+    );
+    assert_eq!(c.subscriptions.get(), 1);
+    // The frames fell inside the first rate interval (2 s), which ends now.
+    h.advance(Duration::from_millis(600));
+    assert!(
+        c.bitrate_forwarded.get() > 0,
+        "a bitrate over the last interval"
+    );
 }
 
 /// The first `a=ice-ufrag` of an SDP.

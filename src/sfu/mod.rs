@@ -11,6 +11,7 @@
 //! [`core::Sfu::poll_timeout`] or the next input.
 
 pub mod core;
+pub mod counters;
 pub mod driver;
 pub mod forward;
 #[cfg(test)]

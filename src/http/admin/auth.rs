@@ -441,6 +441,7 @@ fn rate_limit(state: &AdminState, client: std::net::IpAddr) -> Result<(), Respon
         .expect("limiter lock")
         .check(client, Instant::now());
     checked.map_err(|wait| {
+        crate::metrics::LOGIN_RATE_LIMITED.inc();
         tracing::warn!(client = %client, "admin login rate limit reached");
         let mut response = views::error_response(
             StatusCode::TOO_MANY_REQUESTS,
