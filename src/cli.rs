@@ -208,6 +208,9 @@ pub struct SettingFlags {
     /// dns-01 cloudflare: API base URL, for tests [env: RTCBOX_ACME_CLOUDFLARE_API] [default: https://api.cloudflare.com/client/v4]
     #[arg(long, global = true, value_name = "URL")]
     pub acme_cloudflare_api: Option<String>,
+    /// Bearer token Prometheus sends to /metrics on the admin listener; prefer the environment [env: RTCBOX_METRICS_TOKEN, RTCBOX_METRICS_TOKEN_FILE] [default: none: /metrics answers loopback only]
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub metrics_token: Option<String>,
 }
 
 impl SettingFlags {
@@ -259,6 +262,7 @@ impl SettingFlags {
         put(SettingKey::AcmeDnsTsigSecret, &self.acme_dns_tsig_secret);
         put(SettingKey::AcmeCloudflareToken, &self.acme_cloudflare_token);
         put(SettingKey::AcmeCloudflareApi, &self.acme_cloudflare_api);
+        put(SettingKey::MetricsToken, &self.metrics_token);
         if self.admin_tls {
             map.insert(SettingKey::AdminTls, "true".into());
         }

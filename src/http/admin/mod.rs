@@ -7,6 +7,7 @@
 //! - Pages: dashboard, the setup wizard, the generated outputs, the verification page, recent
 //!   logs, settings (environment-pinned settings shown locked), API key rotation, and "Renew
 //!   now" for an ACME certificate.
+//! - `/metrics` for Prometheus ([`metrics`]: a bearer token, loopback or a session).
 //!
 //! Handlers are thin: the wizard's logic lives in `setup::wizard`, the generated files in
 //! `setup::outputs`, the checks in `setup::verify`. Every error becomes a page without internals;
@@ -18,6 +19,7 @@
 
 mod assets;
 mod auth;
+mod metrics;
 mod pages;
 mod views;
 mod wizard;
@@ -128,7 +130,7 @@ impl AdminState {
 }
 
 /// Every admin route. Static assets are public; everything else needs a session, except the
-/// setup and login pages.
+/// setup and login pages and `/metrics` (its bearer token, or loopback: see [`metrics`]).
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/static/{*path}", get(assets::serve))
@@ -150,6 +152,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/settings/keys", post(pages::rotate_keys))
         .route("/settings/password", post(pages::change_password))
         .route("/certificate/renew", post(pages::renew_certificate))
+        .route("/metrics", get(metrics::metrics))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(same_origin_posts))

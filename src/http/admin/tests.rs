@@ -1831,3 +1831,148 @@ async fn the_last_import_is_shown_on_the_dashboard_and_the_settings_page() {
         );
     }
 }
+
+/// `GET /metrics` from `peer` with extra headers.
+async fn scrape(panel: &Panel, peer: &str, headers: &[(&str, &str)]) -> Reply {
+    use axum::extract::ConnectInfo;
+    let mut request = Request::get("/metrics");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut request = request.body(Body::empty()).unwrap();
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    request.extensions_mut().insert(ConnectInfo(peer));
+    reply(panel.router.clone().oneshot(request).await.unwrap()).await
+}
+
+/// The text format's grammar, line by line: every family has HELP then TYPE, and every sample
+/// belongs to the family announced last, with a number for its value.
+fn check_exposition(body: &str) -> BTreeMap<String, f64> {
+    let mut samples = BTreeMap::new();
+    let mut family = String::new();
+    let mut lines = body.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            family = rest.split(' ').next().unwrap().to_owned();
+            let kind = lines.next().unwrap();
+            assert!(
+                kind == format!("# TYPE {family} counter")
+                    || kind == format!("# TYPE {family} gauge"),
+                "{kind}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(
+            series == family || series.starts_with(&format!("{family}{{")),
+            "{line}"
+        );
+        samples.insert(series.to_owned(), value.parse::<f64>().unwrap());
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_without_a_token_answer_loopback_and_admins_only() {
+    let panel = panel_configured(&[(SettingKey::FullAccessHomeservers, "example.org")], |s| {
+        s.turn = Some(busy_turn())
+    })
+    .await;
+    let lan = scrape(&panel, "192.168.1.50:40000", &[]).await;
+    assert_eq!(lan.status, StatusCode::FORBIDDEN);
+    assert!(lan.body.contains("RTCBOX_METRICS_TOKEN"), "{}", lan.body);
+    // A reverse proxy on this host would make every client loopback: refused.
+    let proxied = scrape(
+        &panel,
+        "127.0.0.1:40000",
+        &[("x-forwarded-for", "198.51.100.9")],
+    )
+    .await;
+    assert_eq!(proxied.status, StatusCode::FORBIDDEN);
+
+    let local = scrape(&panel, "127.0.0.1:40000", &[]).await;
+    assert_eq!(local.status, StatusCode::OK, "{}", local.body);
+    assert_eq!(
+        local.headers[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let samples = check_exposition(&local.body);
+    let build = format!(
+        "rtcbox_build_info{{version=\"{}\",commit=\"{}\"}}",
+        crate::VERSION,
+        crate::GIT_COMMIT
+    );
+    assert_eq!(samples[&build], 1.0);
+    // TURN's status, as the dashboard shows it.
+    assert_eq!(samples["rtcbox_turn_allocations"], 2.0);
+    assert_eq!(samples["rtcbox_turn_auth_failures_total"], 4.0);
+    assert_eq!(
+        samples["rtcbox_turn_peers_refused_total{reason=\"this host's own address\"}"],
+        1.0
+    );
+    assert_eq!(
+        samples["rtcbox_connections_refused_total{listener=\"TURN TCP/TLS\",reason=\"full\"}"],
+        9.0
+    );
+    assert!(samples.contains_key("rtcbox_public_ip_changes_total"));
+    assert!(samples.contains_key("rtcbox_rate_limited_total{endpoint=\"admin_login\"}"));
+
+    // An admin's browser gets it from anywhere.
+    let (session, _) = panel.logged_in().await;
+    let admin = scrape(&panel, "192.168.1.50:40000", &[("cookie", &session)]).await;
+    assert_eq!(admin.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_with_a_token_need_it_even_from_loopback() {
+    let token = "scrape-token-0123456789abcdef";
+    let panel = panel_with(&[
+        (SettingKey::FullAccessHomeservers, "example.org"),
+        (SettingKey::MetricsToken, token),
+    ])
+    .await;
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer wrong-token-0123456789abcdef")],
+        vec![("authorization", "Bearer scrape-token-0123456789abcde")],
+        vec![("authorization", "Basic c2NyYXBlOnRva2Vu")],
+    ] {
+        let refused = scrape(&panel, "127.0.0.1:40000", &headers).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert_eq!(
+            refused.headers[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"rtcbox metrics\""
+        );
+        assert!(!refused.body.contains(token));
+    }
+    let bearer = format!("Bearer {token}");
+    let scraped = scrape(&panel, "192.168.1.50:40000", &[("authorization", &bearer)]).await;
+    assert_eq!(scraped.status, StatusCode::OK);
+    check_exposition(&scraped.body);
+    assert!(!scraped.body.contains(token));
+    let (session, _) = panel.logged_in().await;
+    let admin = scrape(&panel, "192.168.1.50:40000", &[("cookie", &session)]).await;
+    assert_eq!(admin.status, StatusCode::OK);
+}
+
+#[test]
+fn a_short_metrics_token_is_refused() {
+    assert!(config::check_value(SettingKey::MetricsToken, "short").is_err());
+    assert!(config::check_value(SettingKey::MetricsToken, "has a space in it, sixteen+").is_err());
+    assert!(config::check_value(SettingKey::MetricsToken, "0123456789abcdef").is_ok());
+}
+
+#[test]
+fn the_dashboard_bitrates_are_the_metrics_counters() {
+    let c = crate::sfu::counters::SfuCounters::default();
+    c.bitrate_received.set(850_000);
+    c.bitrate_forwarded.set(2_400_000);
+    c.packets_forwarded.add(1234);
+    c.bytes_forwarded.add(3 * 1024 * 1024);
+    let facts = pages::media_facts(&c);
+    assert_eq!(
+        facts[0].1,
+        "850 kbit/s received from publishers, 2.4 Mbit/s forwarded to subscribers"
+    );
+    assert_eq!(facts[1].1, "1234 packets, 3.0 MiB");
+}

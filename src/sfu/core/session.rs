@@ -56,6 +56,10 @@ pub(super) enum Link {
     },
 }
 
+/// One stream of a participant's: its connection, whether we send it (downlink), its m-line
+/// and simulcast layer.
+pub(super) type StreamKey = (Pc, bool, Mid, Option<Rid>);
+
 pub(super) struct Participant {
     pub(super) key: ParticipantKey,
     /// Where its signaling messages go now. A session outlives a lost connection: the client
@@ -86,7 +90,7 @@ pub(super) struct Participant {
     pub(super) link_stats: LinkStats,
     /// Per stream, the NACK and loss totals str0m reported last (its totals are per stream;
     /// the SFU's counters take the growth).
-    pub(super) reported: HashMap<(Pc, bool, Mid, Option<Rid>), (u64, u64)>,
+    pub(super) reported: HashMap<StreamKey, (u64, u64)>,
     pub(super) failed: bool,
 }
 
