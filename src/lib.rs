@@ -18,6 +18,7 @@ pub const VERSION_LINE: &str = concat!(
 pub mod acme;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod db;
