@@ -40,6 +40,27 @@ pub enum Command {
     /// Admin panel maintenance.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Write a backup of the data directory (settings, keys, admin account, certificates) to
+    /// one file. It holds secrets: keep it private. Works while rtcbox runs.
+    Backup(BackupArgs),
+    /// Replace the data directory's settings, keys, admin account and certificates with a
+    /// backup's, after checking all of it. Stop rtcbox first (or restore from the admin panel).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write it (created with mode 0600); `-` or nothing: standard output, which must
+    /// not be a terminal.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A file written by `rtcbox backup` or the admin panel's Backup page.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
