@@ -13,6 +13,8 @@
 //! their keys, the ACME accounts, the password hash, the wizard's steps). Its errors say what
 //! is wrong in words and never quote a value.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use sqlx::SqlitePool;
@@ -117,15 +119,28 @@ pub enum RestoreError {
     Storing(#[from] sqlx::Error),
 }
 
-/// Checks `bytes` ([`read`]) and only then replaces what the database holds with it, in one
-/// transaction: a refused or failed restore changes nothing. Returns what was restored.
+/// Checks `bytes` ([`read`], with the settings' other layers: the command-line `flags` and the
+/// environment `env` the restored settings will run with) and only then replaces what the
+/// database holds with it, in one transaction: a refused or failed restore changes nothing.
+/// Returns what was restored.
 pub async fn restore(
     pool: &SqlitePool,
     bytes: &[u8],
-    layers: &Layers<'_>,
+    flags: &BTreeMap<SettingKey, String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
     now: i64,
 ) -> Result<Snapshot, RestoreError> {
-    let snapshot = read(bytes, layers)?;
+    let snapshot = {
+        let stored = BTreeMap::new();
+        read(
+            bytes,
+            &Layers {
+                flags,
+                env,
+                stored: &stored,
+            },
+        )?
+    };
     crate::db::backup::replace(pool, &snapshot, now).await?;
     Ok(snapshot)
 }

@@ -113,10 +113,7 @@ async fn a_backup_restored_into_an_empty_database_is_the_same() {
     let other = tempfile::tempdir().unwrap();
     let fresh = db::open(other.path()).await.unwrap();
     let flags = BTreeMap::new();
-    let empty = BTreeMap::new();
-    let restored = restore(&fresh, &bytes, &layers(&flags, &empty), 99)
-        .await
-        .unwrap();
+    let restored = restore(&fresh, &bytes, &flags, &no_env, 99).await.unwrap();
     assert_eq!(restored, snapshot);
     assert_eq!(db::backup::snapshot(&fresh).await.unwrap(), snapshot);
     assert_eq!(
@@ -148,10 +145,7 @@ async fn a_restore_replaces_what_was_there_and_logs_everyone_out() {
         .await
         .unwrap();
     let flags = BTreeMap::new();
-    let empty = BTreeMap::new();
-    restore(&target, &bytes, &layers(&flags, &empty), 99)
-        .await
-        .unwrap();
+    restore(&target, &bytes, &flags, &no_env, 99).await.unwrap();
     assert_eq!(db::backup::snapshot(&target).await.unwrap(), snapshot);
     assert!(
         db::admin::session(&target, "session-id", 11)
@@ -166,8 +160,7 @@ async fn refused(bytes: &[u8]) -> Refused {
     let (_tmp, pool) = populated().await;
     let before = db::backup::snapshot(&pool).await.unwrap();
     let flags = BTreeMap::new();
-    let empty = BTreeMap::new();
-    let error = match restore(&pool, bytes, &layers(&flags, &empty), 99).await {
+    let error = match restore(&pool, bytes, &flags, &no_env, 99).await {
         Err(RestoreError::Refused(refused)) => refused,
         other => panic!("not refused: {other:?}"),
     };
@@ -372,9 +365,7 @@ async fn settings_are_checked_with_the_flags_and_environment_they_will_run_with(
         (SettingKey::TlsCertFile, "/etc/rtc/cert.pem".to_owned()),
         (SettingKey::TlsKeyFile, "/etc/rtc/key.pem".to_owned()),
     ]);
-    restore(&pool, &bytes, &layers(&flags, &empty), 1)
-        .await
-        .unwrap();
+    restore(&pool, &bytes, &flags, &no_env, 1).await.unwrap();
 }
 
 #[test]

@@ -199,7 +199,7 @@ fn encode(s: &str) -> String {
 type Field<'a> = (&'a str, &'a str);
 type Fields<'a> = &'a [Field<'a>];
 
-const PAGES: [&str; 9] = [
+const PAGES: [&str; 11] = [
     "/",
     "/wizard",
     "/wizard/homeserver",
@@ -209,9 +209,11 @@ const PAGES: [&str; 9] = [
     "/verify",
     "/logs",
     "/settings",
+    "/backup",
+    "/backup/download",
 ];
 
-const FORMS: [&str; 9] = [
+const FORMS: [&str; 10] = [
     "/wizard/homeserver",
     "/wizard/network",
     "/wizard/review",
@@ -220,6 +222,7 @@ const FORMS: [&str; 9] = [
     "/settings/keys",
     "/settings/password",
     "/certificate/renew",
+    "/backup/restore",
     "/logout",
 ];
 
@@ -1975,4 +1978,144 @@ fn the_dashboard_bitrates_are_the_metrics_counters() {
         "850 kbit/s received from publishers, 2.4 Mbit/s forwarded to subscribers"
     );
     assert_eq!(facts[1].1, "1234 packets, 3.0 MiB");
+}
+
+/// A multipart upload of `backup` with `csrf`, as a browser sends the Backup page's form.
+async fn upload_backup(panel: &Panel, session: &str, csrf: &str, backup: &[u8]) -> Reply {
+    let boundary = "----rtcboxTestBoundary7MA4YWxkTrZu0gW";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"backup\"; filename=\"b.json\"\r\n\
+         Content-Type: application/json\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(backup);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let request = Request::post("/backup/restore")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header(header::HOST, "panel.test")
+        .header(header::COOKIE, session)
+        .body(Body::from(body))
+        .unwrap();
+    reply(panel.router.clone().oneshot(request).await.unwrap()).await
+}
+
+#[tokio::test]
+async fn a_backup_downloaded_from_the_panel_restores_through_the_upload_form() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let page = panel.get("/backup", &session).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("The file contains secrets"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("enctype=\"multipart/form-data\""));
+
+    let download = panel.get("/backup/download", &session).await;
+    assert_eq!(download.status, StatusCode::OK);
+    assert_eq!(download.headers[header::CONTENT_TYPE], "application/json");
+    let disposition = download.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"rtcbox-backup-"),
+        "{disposition}"
+    );
+    let file = download.body.clone().into_bytes();
+    let key_before = panel.stored().await["api_key"].clone();
+
+    // Something changes after the backup; the restore takes it back.
+    db::settings::set(
+        &panel.state.pool,
+        "public_url",
+        "wss://changed.example.org/livekit/sfu",
+    )
+    .await
+    .unwrap();
+    db::settings::rotate_key_pair(&panel.state.pool)
+        .await
+        .unwrap();
+    let restored = upload_backup(&panel, &session, &csrf, &file).await;
+    assert_eq!(restored.status, StatusCode::OK, "{}", restored.body);
+    assert!(restored.body.contains("The backup was restored"));
+    assert!(restored.body.contains("Restart rtcbox now"));
+    assert!(restored.body.contains(&key_before));
+    assert_eq!(panel.stored().await["api_key"], key_before);
+    assert!(!panel.stored().await.contains_key("public_url"));
+    // Every session ended with it.
+    assert_eq!(panel.get("/", &session).await.location(), "/login");
+}
+
+#[tokio::test]
+async fn a_bad_upload_is_refused_on_the_page_and_changes_nothing() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let file = panel
+        .get("/backup/download", &session)
+        .await
+        .body
+        .into_bytes();
+    let before = db::backup::snapshot(&panel.state.pool).await.unwrap();
+    let cut = &file[..file.len() / 2];
+    let mut tampered = String::from_utf8(file.clone()).unwrap();
+    tampered = tampered.replacen("\"api_key\": \"API", "\"api_key\": \"APX", 1);
+    for (bad, says) in [
+        (cut, "cut off"),
+        (&b"hello"[..], "not an rtcbox backup"),
+        (tampered.as_bytes(), "checksum"),
+        (&b""[..], "empty"),
+    ] {
+        let reply = upload_backup(&panel, &session, &csrf, bad).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{says}");
+        assert!(reply.body.contains(says), "{says}: {}", reply.body);
+        assert!(reply.body.contains("Nothing was changed"));
+        assert_eq!(
+            db::backup::snapshot(&panel.state.pool).await.unwrap(),
+            before
+        );
+    }
+    // The wrong CSRF token: refused before the file is looked at.
+    let reply = upload_backup(&panel, &session, "0123456789abcdef0123456789abcdef", &file).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    // Still logged in: nothing was restored.
+    assert_eq!(panel.get("/", &session).await.status, StatusCode::OK);
+}
+
+#[test]
+fn multipart_bodies_are_parsed_and_garbage_is_refused_without_panicking() {
+    use super::backup::multipart_fields;
+    let ct = "multipart/form-data; boundary=\"XyZ\"";
+    let body = b"preamble\r\n--XyZ\r\ncontent-disposition: form-data; name=\"a\"\r\n\r\n1\r\n--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x\"\r\nContent-Type: text/plain\r\n\r\nline\r\n--Xy\r\n--XyZ--\r\n";
+    let fields = multipart_fields(ct, body).unwrap();
+    assert_eq!(fields["a"], b"1");
+    assert_eq!(fields["f"], b"line\r\n--Xy");
+    for bad_type in [
+        "multipart/form-data",
+        "multipart/form-data; boundary=",
+        "text/plain",
+    ] {
+        assert!(multipart_fields(bad_type, body).is_none(), "{bad_type}");
+    }
+    // Every cut of a good body, and seeded random bytes: an answer, never a panic.
+    for cut in 0..body.len() {
+        let _ = multipart_fields(ct, &body[..cut]);
+    }
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..2000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut mutated = body.to_vec();
+        let at = (seed % mutated.len() as u64) as usize;
+        mutated[at] = (seed >> 32) as u8;
+        if seed.is_multiple_of(5) {
+            mutated.truncate(at);
+        }
+        let _ = multipart_fields(ct, &mutated);
+    }
 }
