@@ -566,8 +566,9 @@ async fn announce_setup_token(
     Ok(())
 }
 
-/// `rtcbox admin reset-password`: works while rtcbox runs (SQLite in WAL mode).
-async fn reset_password(cli: &Cli) -> anyhow::Result<ExitCode> {
+/// The database of the configured data directory, which must exist (maintenance commands do
+/// not create one).
+async fn open_existing(cli: &Cli) -> anyhow::Result<(std::path::PathBuf, SqlitePool)> {
     let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
     if !db::db_path(&data_dir).exists() {
         anyhow::bail!(
@@ -576,6 +577,12 @@ async fn reset_password(cli: &Cli) -> anyhow::Result<ExitCode> {
         );
     }
     let pool = db::open(&data_dir).await?;
+    Ok((data_dir, pool))
+}
+
+/// `rtcbox admin reset-password`: works while rtcbox runs (SQLite in WAL mode).
+async fn reset_password(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let (_, pool) = open_existing(cli).await?;
     let token = http::admin::new_setup_token();
     let now = db::unix_now();
     db::admin::reset_password(&pool, &token, now + http::admin::SETUP_TOKEN_TTL_SECS, now)
@@ -602,14 +609,7 @@ async fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<ExitCode> {
              redirect standard output to a file"
         );
     }
-    let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
-    if !db::db_path(&data_dir).exists() {
-        anyhow::bail!(
-            "no rtcbox database in {} (give the data directory with --data-dir or RTCBOX_DATA_DIR)",
-            data_dir.display()
-        );
-    }
-    let pool = db::open(&data_dir).await?;
+    let (data_dir, pool) = open_existing(cli).await?;
     let snapshot = db::backup::snapshot(&pool)
         .await
         .context("cannot read the database")?;
