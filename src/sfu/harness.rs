@@ -1222,3 +1222,36 @@ fn a_lossy_uplink_shows_as_poor_connection_quality_to_the_room() {
         "recovered"
     );
 }
+
+#[test]
+fn a_lossy_uplink_shows_in_the_nack_counters() {
+    let mut h = Harness::new();
+    h.join(1, "alice");
+    h.join(2, "bob");
+    let cam = h.publish_video(1, "cam-1");
+    h.advance(Duration::from_millis(500));
+    let mut elapsed = Duration::ZERO;
+    let mut film = |h: &mut Harness, seconds: u64| {
+        for n in 0..seconds * 20 {
+            h.write_video(1, cam, elapsed, n % 40 == 0);
+            h.advance(Duration::from_millis(50));
+            elapsed += Duration::from_millis(50);
+        }
+    };
+    film(&mut h, 3);
+    let c = h.sfu.counters();
+    assert!(c.packets_forwarded.get() > 0, "bob gets alice's video");
+    assert_eq!(c.nacks_to_publishers.get(), 0, "no loss, no NACK");
+    // One datagram in seven from alice is lost: the SFU asks her again.
+    h.clients.get_mut(&1).expect("alice").drop_every = 7;
+    film(&mut h, 3);
+    assert!(
+        c.nacks_to_publishers.get() > 0,
+        "str0m's NACKs to the publisher are counted"
+    );
+    // What the SFU could not recover before forwarding leaves a gap bob asks for in turn.
+    assert!(
+        c.nacks_from_subscribers.get() > 0,
+        "the subscriber's NACKs are counted"
+    );
+}
