@@ -174,6 +174,26 @@ impl Panel {
         (session, csrf)
     }
 
+    /// Logs in with the password [`Panel::logged_in`] chose (after something ended the session).
+    async fn logged_in_again(&self) -> (String, String) {
+        let page = self.get("/login", "").await;
+        let pre = page.cookie("rtcbox_csrf").unwrap();
+        let pre = pre.split(';').next().unwrap().to_owned();
+        let csrf = page.csrf();
+        let done = self
+            .post(
+                "/login",
+                &pre,
+                &[("csrf", &csrf), ("password", "correct horse battery")],
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        let session = done.cookie("rtcbox_session").unwrap();
+        let session = session.split(';').next().unwrap().to_owned();
+        let csrf = self.get("/", &session).await.csrf();
+        (session, csrf)
+    }
+
     async fn stored(&self) -> BTreeMap<String, String> {
         db::settings::all(&self.state.pool).await.unwrap()
     }
@@ -2084,6 +2104,17 @@ async fn a_bad_upload_is_refused_on_the_page_and_changes_nothing() {
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     // Still logged in: nothing was restored.
     assert_eq!(panel.get("/", &session).await.status, StatusCode::OK);
+    // Larger than the other forms may be (64 KiB), as a backup with many certificates is: read,
+    // and judged by its content.
+    let mut large = file.clone();
+    large.extend(std::iter::repeat_n(b' ', 200 * 1024));
+    let reply = upload_backup(&panel, &session, &csrf, &large).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let (session, csrf) = panel.logged_in_again().await;
+    let huge = vec![b'x'; backup::MAX_UPLOAD_BYTES + 1];
+    let reply = upload_backup(&panel, &session, &csrf, &huge).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(reply.body.contains("Nothing was"), "{}", reply.body);
 }
 
 #[test]
