@@ -149,48 +149,39 @@ impl Panel {
             .await
             .unwrap()
             .unwrap();
-        let page = self.get("/setup", "").await;
+        self.pre_login_form(
+            "/setup",
+            &[
+                ("token", &token),
+                ("password", "correct horse battery"),
+                ("confirm", "correct horse battery"),
+            ],
+        )
+        .await
+    }
+
+    /// Logs in with the password [`Panel::logged_in`] chose (after something ended the session).
+    async fn logged_in_again(&self) -> (String, String) {
+        self.pre_login_form("/login", &[("password", "correct horse battery")])
+            .await
+    }
+
+    /// Sends `/setup` or `/login` with the pre-login CSRF cookie and token; returns the new
+    /// session cookie and its CSRF token.
+    async fn pre_login_form(&self, path: &str, fields: Fields<'_>) -> (String, String) {
+        let page = self.get(path, "").await;
         let pre = page.cookie("rtcbox_csrf").unwrap();
         let pre = pre.split(';').next().unwrap().to_owned();
         let csrf = page.csrf();
-        let done = self
-            .post(
-                "/setup",
-                &pre,
-                &[
-                    ("csrf", &csrf),
-                    ("token", &token),
-                    ("password", "correct horse battery"),
-                    ("confirm", "correct horse battery"),
-                ],
-            )
-            .await;
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        let done = self.post(path, &pre, &form).await;
         assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
         let session = done.cookie("rtcbox_session").unwrap();
         let session = session.split(';').next().unwrap().to_owned();
         let dashboard = self.get("/", &session).await;
         assert_eq!(dashboard.status, StatusCode::OK);
         let csrf = dashboard.csrf();
-        (session, csrf)
-    }
-
-    /// Logs in with the password [`Panel::logged_in`] chose (after something ended the session).
-    async fn logged_in_again(&self) -> (String, String) {
-        let page = self.get("/login", "").await;
-        let pre = page.cookie("rtcbox_csrf").unwrap();
-        let pre = pre.split(';').next().unwrap().to_owned();
-        let csrf = page.csrf();
-        let done = self
-            .post(
-                "/login",
-                &pre,
-                &[("csrf", &csrf), ("password", "correct horse battery")],
-            )
-            .await;
-        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
-        let session = done.cookie("rtcbox_session").unwrap();
-        let session = session.split(';').next().unwrap().to_owned();
-        let csrf = self.get("/", &session).await.csrf();
         (session, csrf)
     }
 
