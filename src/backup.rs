@@ -11,7 +11,8 @@
 //! restore writes anything: size, JSON, the marker, the version, the checksum, then every value
 //! the way rtcbox would use it (settings resolved as the next start would, certificates against
 //! their keys, the ACME accounts, the password hash, the wizard's steps). Its errors say what
-//! is wrong in words and never quote a value.
+//! is wrong in words and never quote a secret (config errors never carry secret values; serde
+//! messages are cut before the value they met).
 
 use std::collections::BTreeMap;
 
