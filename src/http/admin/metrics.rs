@@ -227,6 +227,14 @@ fn turn_families(e: &mut Exposition, status: &crate::turn::TurnStatus) {
     for (reason, count) in &stats.denials {
         e.sample(&[("reason", &reason.to_string())], count);
     }
+    e.family(
+        "rtcbox_turn_allocations_refused_total",
+        Kind::Counter,
+        "TURN allocations refused: quota (the user or the client address held its quota), \
+         capacity (the server was full or no relay port was free).",
+    )
+    .sample(&[("reason", "quota")], stats.quota_refusals)
+    .sample(&[("reason", "capacity")], stats.capacity_refusals);
     let counters = [
         (
             "rtcbox_turn_auth_failures_total",

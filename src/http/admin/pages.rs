@@ -332,6 +332,14 @@ pub fn turn_view(status: &TurnStatus) -> TurnView {
         "Packets dropped over the bandwidth cap".to_owned(),
         stats.dropped_over_bandwidth.to_string(),
     ));
+    counters.push((
+        "Allocations refused: quota of the user or address reached".to_owned(),
+        stats.quota_refusals.to_string(),
+    ));
+    counters.push((
+        "Allocations refused: server full or no relay port free".to_owned(),
+        stats.capacity_refusals.to_string(),
+    ));
     let streams = &status.streams;
     counters.push((
         "TCP/TLS connections open".to_owned(),

@@ -1666,6 +1666,8 @@ fn busy_turn() -> crate::turn::TurnHandle {
         status.stats.auth_failures = 4;
         status.stats.errors_suppressed = 5;
         status.stats.dropped_over_bandwidth = 6;
+        status.stats.quota_refusals = 11;
+        status.stats.capacity_refusals = 12;
         status.streams = crate::turn::status::StreamStats {
             open: 7,
             refused_per_address: 8,
@@ -1927,6 +1929,14 @@ async fn metrics_without_a_token_answer_loopback_and_admins_only() {
     assert_eq!(
         samples["rtcbox_connections_refused_total{listener=\"TURN TCP/TLS\",reason=\"full\"}"],
         9.0
+    );
+    assert_eq!(
+        samples["rtcbox_turn_allocations_refused_total{reason=\"quota\"}"],
+        11.0
+    );
+    assert_eq!(
+        samples["rtcbox_turn_allocations_refused_total{reason=\"capacity\"}"],
+        12.0
     );
     assert!(samples.contains_key("rtcbox_public_ip_changes_total"));
     assert!(samples.contains_key("rtcbox_rate_limited_total{endpoint=\"admin_login\"}"));
