@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::auth::delayed_leave::DelayedLeaves;
 use crate::auth::{AuthConfig, AuthService};
-use crate::cli::{AdminCommand, Cli, Command, HealthcheckArgs, TokenArgs};
+use crate::cli::{AdminCommand, BackupArgs, Cli, Command, HealthcheckArgs, RestoreArgs, TokenArgs};
 use crate::config::{self, Layers, Origin, SettingKey, Settings};
 use crate::livekit::signal::SignalState;
 use crate::livekit::token::{self, VideoGrant};
@@ -60,6 +60,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::import::command::run(args, &data_dir, &cli.settings.to_map(), &process_env).await
         }
         Command::Admin(AdminCommand::ResetPassword) => reset_password(&cli).await,
+        Command::Backup(args) => backup(&cli, args).await,
+        Command::Restore(args) => restore(&cli, args).await,
     }
 }
 
@@ -94,6 +96,18 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         tracing::warn!("{warning}");
     }
     let (pool, settings) = open_and_resolve(cli).await?;
+    // Held while serving: `rtcbox restore` refuses to replace the data under a running server.
+    let _serve_lock = {
+        let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
+        let lock = db::try_serve_lock(&data_dir)?;
+        if lock.is_none() {
+            tracing::warn!(
+                data_dir = %data_dir.display(),
+                "another rtcbox process serves this data directory"
+            );
+        }
+        lock
+    };
     let full_access = settings.full_access();
     log_settings(&settings);
 
@@ -611,8 +625,9 @@ async fn announce_setup_token(
     Ok(())
 }
 
-/// `rtcbox admin reset-password`: works while rtcbox runs (SQLite in WAL mode).
-async fn reset_password(cli: &Cli) -> anyhow::Result<ExitCode> {
+/// The database of the configured data directory, which must exist (maintenance commands do
+/// not create one).
+async fn open_existing(cli: &Cli) -> anyhow::Result<(std::path::PathBuf, SqlitePool)> {
     let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
     if !db::db_path(&data_dir).exists() {
         anyhow::bail!(
@@ -621,6 +636,12 @@ async fn reset_password(cli: &Cli) -> anyhow::Result<ExitCode> {
         );
     }
     let pool = db::open(&data_dir).await?;
+    Ok((data_dir, pool))
+}
+
+/// `rtcbox admin reset-password`: works while rtcbox runs (SQLite in WAL mode).
+async fn reset_password(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let (_, pool) = open_existing(cli).await?;
     let token = http::admin::new_setup_token();
     let now = db::unix_now();
     db::admin::reset_password(&pool, &token, now + http::admin::SETUP_TOKEN_TTL_SECS, now)
@@ -629,6 +650,121 @@ async fn reset_password(cli: &Cli) -> anyhow::Result<ExitCode> {
     println!(
         "The admin password was removed and every browser was logged out.\n\
          Open the admin panel's /setup page and enter this one-time setup token (valid for 24 hours):\n\n    {token}\n"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rtcbox backup`: the data directory's settings, keys, admin account and certificates as one
+/// file (`backup`), to `--out` or standard output.
+async fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let to_stdout = args
+        .out
+        .as_deref()
+        .is_none_or(|p| p == std::path::Path::new("-"));
+    if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        anyhow::bail!(
+            "the backup holds secrets and is not printed to a terminal: give --out FILE, or \
+             redirect standard output to a file"
+        );
+    }
+    let (data_dir, pool) = open_existing(cli).await?;
+    let snapshot = db::backup::snapshot(&pool)
+        .await
+        .context("cannot read the database")?;
+    let summary = crate::backup::summary(&snapshot);
+    let bytes = crate::backup::write(snapshot, db::unix_now());
+    let written_to = match &args.out {
+        Some(path) if !to_stdout => {
+            write_private_file(path, &bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            path.display().to_string()
+        }
+        _ => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)
+                .and_then(|()| out.flush())
+                .context("cannot write the backup to standard output")?;
+            "standard output".to_owned()
+        }
+    };
+    eprintln!(
+        "Backup of {} written to {written_to}. It holds:\n  - {}\nIt contains secrets (the API \
+         secret, private keys, the admin password hash): keep it where only you can read it.",
+        data_dir.display(),
+        summary.join("\n  - ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A new file only its owner can read, replacing any file of that name.
+fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode through `open`: narrow it too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// `rtcbox restore FILE`: checks the whole backup, then replaces the data directory's
+/// settings, keys, admin account and certificates with it in one transaction. Refused while
+/// `rtcbox serve` runs on the same data directory (it would keep running with the old keys and
+/// could write its own state over the restored one); the panel's restore is for a running one.
+async fn restore(cli: &Cli, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(&args.file)
+        .and_then(|f| {
+            f.take(crate::backup::MAX_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
+    let flags = cli.settings.to_map();
+    let empty = BTreeMap::new();
+    let layers = Layers {
+        flags: &flags,
+        env: &process_env,
+        stored: &empty,
+    };
+    // Checked before the database is even opened: a refused file leaves no trace.
+    let snapshot = crate::backup::read(&bytes, &layers).map_err(|why| {
+        anyhow::anyhow!(
+            "{} was not restored: {why}. Nothing was changed.",
+            args.file.display()
+        )
+    })?;
+    let Some(_serve_lock) = db::try_serve_lock(&data_dir)? else {
+        anyhow::bail!(
+            "rtcbox is running on {}: stop it first (e.g. `systemctl stop rtcbox`, `docker stop \
+             rtcbox`, or stop the package), then restore and start it again; or restore from the \
+             admin panel's Backup page. Nothing was changed.",
+            data_dir.display()
+        );
+    };
+    let pool = db::open(&data_dir).await?;
+    db::backup::replace(&pool, &snapshot, db::unix_now())
+        .await
+        .with_context(|| {
+            format!(
+                "{} was not restored; nothing was changed",
+                args.file.display()
+            )
+        })?;
+    eprintln!(
+        "Restored {} into {}:\n  - {}\nStart rtcbox to run with it. Browsers that were \
+         logged in must log in again.",
+        args.file.display(),
+        data_dir.display(),
+        crate::backup::summary(&snapshot).join("\n  - ")
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -40,6 +40,27 @@ pub enum Command {
     /// Admin panel maintenance.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Write a backup of the data directory (settings, keys, admin account, certificates) to
+    /// one file. It holds secrets: keep it private. Works while rtcbox runs.
+    Backup(BackupArgs),
+    /// Replace the data directory's settings, keys, admin account and certificates with a
+    /// backup's, after checking all of it. Stop rtcbox first (or restore from the admin panel).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write it (created with mode 0600); `-` or nothing: standard output, which must
+    /// not be a terminal.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A file written by `rtcbox backup` or the admin panel's Backup page.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +232,9 @@ pub struct SettingFlags {
     /// dns-01 cloudflare: API base URL, for tests [env: RTCBOX_ACME_CLOUDFLARE_API] [default: https://api.cloudflare.com/client/v4]
     #[arg(long, global = true, value_name = "URL")]
     pub acme_cloudflare_api: Option<String>,
+    /// Bearer token Prometheus sends to /metrics on the admin listener; prefer the environment [env: RTCBOX_METRICS_TOKEN, RTCBOX_METRICS_TOKEN_FILE] [default: none: /metrics answers loopback only]
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub metrics_token: Option<String>,
 }
 
 impl SettingFlags {
@@ -263,6 +287,7 @@ impl SettingFlags {
         put(SettingKey::AcmeDnsTsigSecret, &self.acme_dns_tsig_secret);
         put(SettingKey::AcmeCloudflareToken, &self.acme_cloudflare_token);
         put(SettingKey::AcmeCloudflareApi, &self.acme_cloudflare_api);
+        put(SettingKey::MetricsToken, &self.metrics_token);
         if self.admin_tls {
             map.insert(SettingKey::AdminTls, "true".into());
         }

@@ -18,6 +18,7 @@ pub const VERSION_LINE: &str = concat!(
 pub mod acme;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -27,6 +28,7 @@ pub mod live;
 pub mod livekit;
 pub mod logbuf;
 pub mod matrix;
+pub mod metrics;
 pub mod net;
 pub mod restart;
 pub mod rooms;

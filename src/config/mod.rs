@@ -93,6 +93,7 @@ pub enum SettingKey {
     AcmeDnsTsigSecret,
     AcmeCloudflareToken,
     AcmeCloudflareApi,
+    MetricsToken,
 }
 
 /// Where a resolved value came from; shown in logs and (later) as "locked by environment" in the panel.
@@ -146,7 +147,7 @@ impl EnvSource {
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 38] = [
+    pub const ALL: [SettingKey; 39] = [
         SettingKey::HttpBind,
         SettingKey::PublicUrl,
         SettingKey::ApiKey,
@@ -185,6 +186,7 @@ impl SettingKey {
         SettingKey::AcmeDnsTsigSecret,
         SettingKey::AcmeCloudflareToken,
         SettingKey::AcmeCloudflareApi,
+        SettingKey::MetricsToken,
     ];
 
     /// The key of this setting in the settings table.
@@ -228,6 +230,7 @@ impl SettingKey {
             SettingKey::AcmeDnsTsigSecret => "acme_dns_tsig_secret",
             SettingKey::AcmeCloudflareToken => "acme_cloudflare_token",
             SettingKey::AcmeCloudflareApi => "acme_cloudflare_api",
+            SettingKey::MetricsToken => "metrics_token",
         }
     }
 
@@ -277,6 +280,7 @@ impl SettingKey {
             SettingKey::AcmeDnsTsigSecret => "--acme-dns-tsig-secret",
             SettingKey::AcmeCloudflareToken => "--acme-cloudflare-token",
             SettingKey::AcmeCloudflareApi => "--acme-cloudflare-api",
+            SettingKey::MetricsToken => "--metrics-token",
         }
     }
 
@@ -355,6 +359,10 @@ impl SettingKey {
                 File("RTCBOX_ACME_CLOUDFLARE_TOKEN_FILE"),
             ],
             SettingKey::AcmeCloudflareApi => &[Value("RTCBOX_ACME_CLOUDFLARE_API")],
+            SettingKey::MetricsToken => &[
+                Value("RTCBOX_METRICS_TOKEN"),
+                File("RTCBOX_METRICS_TOKEN_FILE"),
+            ],
         }
     }
 
@@ -366,6 +374,7 @@ impl SettingKey {
                 | SettingKey::TurnSharedSecret
                 | SettingKey::AcmeDnsTsigSecret
                 | SettingKey::AcmeCloudflareToken
+                | SettingKey::MetricsToken
         )
     }
 }
@@ -471,6 +480,8 @@ pub struct Settings {
     pub acme_dns_tsig_secret: Option<Secret>,
     /// cloudflare: an API token with Zone.DNS edit on the zone.
     pub acme_cloudflare_token: Option<Secret>,
+    /// The bearer token `/metrics` asks for; without one it answers loopback only.
+    pub metrics_token: Option<Secret>,
     /// cloudflare: the API's base URL (a loopback stand-in in tests).
     pub acme_cloudflare_api: String,
     pub origins: BTreeMap<SettingKey, Origin>,
@@ -540,6 +551,7 @@ impl Settings {
             SettingKey::AcmeDnsTsigSecret => {
                 self.acme_dns_tsig_secret.as_ref()?.expose().to_owned()
             }
+            SettingKey::MetricsToken => self.metrics_token.as_ref()?.expose().to_owned(),
             SettingKey::AcmeCloudflareToken => {
                 self.acme_cloudflare_token.as_ref()?.expose().to_owned()
             }
@@ -699,6 +711,12 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         Some((raw, origin)) => {
             Some(parse_secret(raw).map_err(|m| error(SettingKey::TurnSharedSecret, origin, m))?)
         }
+        None => None,
+    };
+    let metrics_token = match pick(SettingKey::MetricsToken)? {
+        Some((raw, origin)) => Some(
+            parse_metrics_token(&raw).map_err(|m| error(SettingKey::MetricsToken, origin, m))?,
+        ),
         None => None,
     };
     let turn_port = parse_port(
@@ -867,6 +885,7 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         acme_dns_tsig_secret: dns.tsig_secret,
         acme_cloudflare_token: dns.cloudflare_token,
         acme_cloudflare_api: dns.cloudflare_api,
+        metrics_token,
         origins,
     })
 }
@@ -1007,6 +1026,7 @@ pub fn check_value(key: SettingKey, raw: &str) -> Result<(), String> {
         AcmeDnsTsigSecret => parse_tsig_secret(raw).map(drop),
         AcmeCloudflareToken => parse_api_token(raw).map(drop),
         AcmeCloudflareApi => parse_api_base(raw).map(drop),
+        MetricsToken => parse_metrics_token(raw).map(drop),
         DangerousAllowPrivateHomeservers | AutoCreateRooms | AdminTls => parse_bool(raw).map(drop),
         RtcUdpPort | RtcTcpPort | TurnPort | TurnTlsPort => {
             parse_port(Some((raw.to_owned(), Origin::Default)), key, 0)
@@ -1181,6 +1201,18 @@ fn parse_api_token(raw: &str) -> Result<(), String> {
         return Err("must be one word without spaces (paste the token exactly)".into());
     }
     Ok(())
+}
+
+/// A bearer token for `/metrics`: one word of at least 16 visible ASCII characters (a
+/// Prometheus `authorization` credential is sent as typed).
+fn parse_metrics_token(raw: &str) -> Result<Secret, String> {
+    let token = raw.trim();
+    if token.len() < 16 || !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(
+            "must be at least 16 characters without spaces (e.g. `openssl rand -hex 24`)".into(),
+        );
+    }
+    Ok(Secret::new(token))
 }
 
 /// The base URL of an HTTP API: `https://…` (or `http://` for a loopback test server).

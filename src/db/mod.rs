@@ -5,6 +5,7 @@
 
 pub mod acme;
 pub mod admin;
+pub mod backup;
 pub mod certificates;
 pub mod delayed_leaves;
 pub mod imports;
@@ -88,6 +89,30 @@ async fn open_lock(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     .context("the database lock task failed")?
 }
 
+/// Held by `rtcbox serve` for as long as it runs, so `rtcbox restore` can tell that a server
+/// uses the data directory (the operating system releases it when the process ends, however).
+const SERVE_LOCK_FILE: &str = "rtcbox.serve-lock";
+
+/// Takes the serve lock of `data_dir` without waiting; `None` when another process holds it.
+/// The lock lasts as long as the returned file is open.
+pub fn try_serve_lock(data_dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    create_private_dir(data_dir)?;
+    let path = data_dir.join(SERVE_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(anyhow::Error::new(error).context(format!("cannot lock {}", path.display())))
+        }
+    }
+}
+
 /// The data directory exists but this process may not write there: the usual first-run mistake
 /// with a container's bind mount or a package's folder.
 fn not_writable(dir: &Path) -> String {
@@ -140,6 +165,15 @@ mod tests {
                 open.await.unwrap().unwrap();
             }
         }
+    }
+
+    #[test]
+    fn the_serve_lock_is_held_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let held = try_serve_lock(tmp.path()).unwrap().expect("free at first");
+        assert!(try_serve_lock(tmp.path()).unwrap().is_none());
+        drop(held);
+        assert!(try_serve_lock(tmp.path()).unwrap().is_some());
     }
 
     #[tokio::test]

@@ -77,6 +77,7 @@ async fn token_endpoint(
         .expect("rate limiter lock")
         .check(ip, Instant::now());
     if let Err(wait) = limited {
+        crate::metrics::TOKEN_RATE_LIMITED.inc();
         let retry_ms = wait.as_millis().max(1) as u64;
         let mut response = cors_json(
             StatusCode::TOO_MANY_REQUESTS,

@@ -189,11 +189,14 @@ where
         match (&result, change) {
             (_, Some(change)) => {
                 match change.from {
-                    Some(from) => tracing::warn!(
+                    Some(from) => {
+                        crate::metrics::PUBLIC_IP_CHANGES.inc();
+                        tracing::warn!(
                         %from,
                         to = %change.to,
                         "the public IP changed; media and TURN now advertise the new address"
-                    ),
+                        )
+                    }
                     None => tracing::info!(ip = %change.to, "public IP detected"),
                 }
                 apply(change).await;

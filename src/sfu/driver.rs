@@ -31,6 +31,7 @@ use super::addresses::Advertised;
 use super::core::{
     ConnId, JoinError, JoinRequest, Output, ResumeError, ResumeRequest, Sfu, SfuConfig,
 };
+use super::counters::SfuCounters;
 use super::presence::{PRESENCE_CAPACITY, PresenceEvent};
 use crate::net::caps::{ConnectionCaps, Limits};
 use crate::net::stun;
@@ -230,6 +231,7 @@ pub struct SfuHandle {
     next_conn: Arc<AtomicU64>,
     presence: broadcast::Sender<PresenceEvent>,
     ice_tcp_caps: ConnectionCaps,
+    counters: Arc<SfuCounters>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -255,8 +257,10 @@ impl SfuHandle {
             tokio::spawn(read_udp(socket.clone(), index, events.clone()));
         }
         let tcp_local = sockets.advertised.tcp_candidates().first().copied();
+        let sfu = Sfu::new(config, Instant::now(), unix_ms);
+        let counters = sfu.counters();
         let core = Core {
-            sfu: Sfu::new(config, Instant::now(), unix_ms),
+            sfu,
             signals: HashMap::new(),
             presence: presence.clone(),
             udp: sockets.udp,
@@ -275,7 +279,14 @@ impl SfuHandle {
             next_conn: Arc::new(AtomicU64::new(1)),
             presence,
             ice_tcp_caps,
+            counters,
         }
+    }
+
+    /// What the SFU counts (rooms, participants, packets, bitrates), for `/metrics` and the
+    /// dashboard.
+    pub fn counters(&self) -> Arc<SfuCounters> {
+        self.counters.clone()
     }
 
     /// The ICE-TCP listener's connection caps (the dashboard shows their counters).

@@ -626,6 +626,28 @@ fn a_publishers_audio_reaches_a_subscriber_through_the_core() {
         h.clients[&1].received.is_empty(),
         "alice does not get her own audio"
     );
+    // The counters `/metrics` and the dashboard read saw the same: 50 packets of 40 bytes in,
+    // 50 out (one subscriber), one room with two participants and one track.
+    let c = h.sfu.counters();
+    assert_eq!(
+        (c.packets_received.get(), c.bytes_received.get()),
+        (50, 2000)
+    );
+    assert_eq!(
+        (c.packets_forwarded.get(), c.bytes_forwarded.get()),
+        (50, 2000)
+    );
+    assert_eq!(
+        (c.rooms.get(), c.participants.get(), c.tracks.get()),
+        (1, 2, 1)
+    );
+    assert_eq!(c.subscriptions.get(), 1);
+    // The frames fell inside the first rate interval (2 s), which ends now.
+    h.advance(Duration::from_millis(600));
+    assert!(
+        c.bitrate_forwarded.get() > 0,
+        "a bitrate over the last interval"
+    );
 }
 
 /// The first `a=ice-ufrag` of an SDP.
@@ -1306,5 +1328,38 @@ fn a_lossy_uplink_shows_as_poor_connection_quality_to_the_room() {
         quality_told(&h, 2, &alice),
         Some(Q::Excellent as i32),
         "recovered"
+    );
+}
+
+#[test]
+fn a_lossy_uplink_shows_in_the_nack_counters() {
+    let mut h = Harness::new();
+    h.join(1, "alice");
+    h.join(2, "bob");
+    let cam = h.publish_video(1, "cam-1");
+    h.advance(Duration::from_millis(500));
+    let mut elapsed = Duration::ZERO;
+    let mut film = |h: &mut Harness, seconds: u64| {
+        for n in 0..seconds * 20 {
+            h.write_video(1, cam, elapsed, n % 40 == 0);
+            h.advance(Duration::from_millis(50));
+            elapsed += Duration::from_millis(50);
+        }
+    };
+    film(&mut h, 3);
+    let c = h.sfu.counters();
+    assert!(c.packets_forwarded.get() > 0, "bob gets alice's video");
+    assert_eq!(c.nacks_to_publishers.get(), 0, "no loss, no NACK");
+    // One datagram in seven from alice is lost: the SFU asks her again.
+    h.clients.get_mut(&1).expect("alice").drop_every = 7;
+    film(&mut h, 3);
+    assert!(
+        c.nacks_to_publishers.get() > 0,
+        "str0m's NACKs to the publisher are counted"
+    );
+    // What the SFU could not recover before forwarding leaves a gap bob asks for in turn.
+    assert!(
+        c.nacks_from_subscribers.get() > 0,
+        "the subscriber's NACKs are counted"
     );
 }

@@ -12,6 +12,7 @@
 
 pub mod addresses;
 pub mod core;
+pub mod counters;
 pub mod driver;
 pub mod forward;
 #[cfg(test)]

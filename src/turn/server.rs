@@ -777,6 +777,7 @@ impl Server {
             || per_source >= self.config.max_allocations_per_source
         {
             let code = CODE_ALLOC_QUOTA_REACHED;
+            self.stats.quota_refusals += 1;
             self.reply_error(now, client, transaction, code, Some(&key));
             return;
         }
@@ -787,6 +788,7 @@ impl Server {
         };
         let Some(relay) = relay else {
             let code = CODE_INSUFFICIENT_CAPACITY;
+            self.stats.capacity_refusals += 1;
             self.reply_error(now, client, transaction, code, Some(&key));
             return;
         };

@@ -66,6 +66,10 @@ pub struct Stats {
     pub errors_suppressed: u64,
     /// Packets dropped because an allocation exceeded its bandwidth cap.
     pub dropped_over_bandwidth: u64,
+    /// Allocations refused because the identity or the client address held its quota (486).
+    pub quota_refusals: u64,
+    /// Allocations refused because the server was full or no relay port was free (508).
+    pub capacity_refusals: u64,
 }
 
 /// One live allocation, for the admin panel.

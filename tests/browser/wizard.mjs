@@ -162,7 +162,7 @@ class Walk {
     await nav.waitFor();
     const links = nav.getByRole('link');
     const labels = await links.allTextContents();
-    this.check(labels.join(',') === 'Dashboard,Setup,Configuration,Verify,Logs,Settings', `the menu lists ${labels}`);
+    this.check(labels.join(',') === 'Dashboard,Setup,Configuration,Verify,Logs,Settings,Backup', `the menu lists ${labels}`);
     for (const link of await links.all()) {
       const box = await link.boundingBox();
       this.check(box && box.x >= 0 && box.x + box.width <= viewport.width && box.y + box.height <= viewport.height
@@ -189,7 +189,7 @@ class Walk {
     this.watch(page, name);
     if (viewport.width < 600) await this.phoneMenu(page);
     for (const path of ['/', '/wizard/homeserver', '/wizard/tls', '/wizard/network', '/wizard/turn',
-      '/wizard/review', '/outputs', '/verify', '/logs', '/settings']) {
+      '/wizard/review', '/outputs', '/verify', '/logs', '/settings', '/backup']) {
       await page.goto(`${this.opts.adminUrl}${path}`, { timeout: VERIFY_TIMEOUT_MS });
       const label = `${name} ${path}`;
       await this.layout(page, label);

@@ -703,3 +703,57 @@ fn files_mode_without_usable_files_is_refused_clearly() {
     assert!(err.contains("RTCBOX_TLS_MODE is files"), "{err}");
     assert!(err.contains("missing-cert.pem"), "{err}");
 }
+
+#[test]
+fn backup_and_restore_on_the_command_line_and_not_under_a_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let file = tmp.path().join("backup.json");
+    let server = Server::start(&data_dir);
+    let pair = stored_pair(&data_dir);
+
+    // A backup works while the server runs; the file is private.
+    let out = rtcbox(&data_dir)
+        .args(["backup", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("keep it where only you can read it"));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // To standard output when it is a file or a pipe.
+    let piped = rtcbox(&data_dir).arg("backup").output().unwrap();
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("\"format\": \"rtcbox-backup\""));
+
+    // Not under the running server.
+    let out = rtcbox(&data_dir)
+        .arg("restore")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("stop it first"), "{}", stderr(&out));
+    assert!(server.terminate());
+
+    // Into an empty data directory: the same key pair.
+    let other = tmp.path().join("other");
+    let out = rtcbox(&other).arg("restore").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stored_pair(&other), pair);
+
+    // A cut-off file is refused and leaves no trace, not even a data directory.
+    let cut = tmp.path().join("cut.json");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let fresh = tmp.path().join("fresh");
+    let out = rtcbox(&fresh).arg("restore").arg(&cut).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cut off"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Nothing was changed"));
+    assert!(!fresh.exists());
+    // The secret is never printed.
+    assert!(!stderr(&out).contains(&pair.1));
+}

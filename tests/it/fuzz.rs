@@ -900,3 +900,37 @@ fn import_files() {
         }
     });
 }
+
+#[test]
+fn backup_files() {
+    use rtcbox::db::backup::Snapshot;
+    let snapshot = Snapshot {
+        settings: [
+            ("api_key", "APIfuzzkey1234"),
+            ("api_secret", "fuzz-secret-0123456789abcdef0123456789abcdef"),
+            ("full_access_homeservers", "example.org"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        ..Snapshot::default()
+    };
+    let file = rtcbox::backup::write(snapshot.clone(), 1_796_000_000);
+    let flags = std::collections::BTreeMap::new();
+    let stored = std::collections::BTreeMap::new();
+    let layers = rtcbox::config::Layers {
+        flags: &flags,
+        env: &|_| None,
+        stored: &stored,
+    };
+    fuzz(
+        "backup files",
+        &[&file, b"{}", b"{\"format\":\"rtcbox-backup\"}"],
+        |bytes| {
+            // Whatever gets through the checksum holds exactly what was backed up.
+            if let Ok(read) = rtcbox::backup::read(bytes, &layers) {
+                assert_eq!(read, snapshot);
+            }
+        },
+    );
+}

@@ -441,6 +441,7 @@ fn rate_limit(state: &AdminState, client: std::net::IpAddr) -> Result<(), Respon
         .expect("limiter lock")
         .check(client, Instant::now());
     checked.map_err(|wait| {
+        crate::metrics::LOGIN_RATE_LIMITED.inc();
         tracing::warn!(client = %client, "admin login rate limit reached");
         let mut response = views::error_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -504,7 +505,7 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -5,8 +5,9 @@
 //! - Then password login (argon2id), a session cookie (HttpOnly, SameSite=Strict, Secure when the
 //!   browser came over https), a CSRF token on every form, a login rate limit, logout.
 //! - Pages: dashboard, the setup wizard, the generated outputs, the verification page, recent
-//!   logs, settings (environment-pinned settings shown locked), API key rotation, and "Renew
-//!   now" for an ACME certificate.
+//!   logs, settings (environment-pinned settings shown locked), API key rotation, "Renew
+//!   now" for an ACME certificate, and backup/restore ([`backup`]).
+//! - `/metrics` for Prometheus ([`metrics`]: a bearer token, loopback or a session).
 //!
 //! Handlers are thin: the wizard's logic lives in `setup::wizard`, the generated files in
 //! `setup::outputs`, the checks in `setup::verify`. Every error becomes a page without internals;
@@ -18,6 +19,8 @@
 
 mod assets;
 mod auth;
+mod backup;
+mod metrics;
 mod pages;
 mod views;
 mod wizard;
@@ -158,7 +161,7 @@ impl AdminState {
 }
 
 /// Every admin route. Static assets are public; everything else needs a session, except the
-/// setup and login pages.
+/// setup and login pages and `/metrics` (its bearer token, or loopback: see [`metrics`]).
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/static/{*path}", get(assets::serve))
@@ -182,6 +185,13 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/certificate/renew", post(pages::renew_certificate))
         .route("/public-ip/check", post(pages::check_public_ip))
         .route("/restart", post(pages::restart))
+        .route("/metrics", get(metrics::metrics))
+        .route("/backup", get(backup::page))
+        .route("/backup/download", get(backup::download))
+        .route(
+            "/backup/restore",
+            post(backup::restore).layer(DefaultBodyLimit::max(backup::MAX_UPLOAD_BYTES)),
+        )
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(same_origin_posts))

@@ -256,6 +256,9 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
     };
     facts.push(("Media (UDP)".to_owned(), addresses(&media.udp)));
     facts.push(("Media (ICE-TCP)".to_owned(), addresses(&media.tcp)));
+    if let Some(sfu) = &state.sfu {
+        facts.extend(media_facts(&sfu.counters()));
+    }
     facts.extend(certificate_facts(
         state.certificates.as_ref().map(|c| c.info()).as_ref(),
         state.acme.as_ref().map(|a| a.status()).as_ref(),
@@ -336,6 +339,14 @@ pub fn turn_view(status: &TurnStatus) -> TurnView {
     counters.push((
         "Packets dropped over the bandwidth cap".to_owned(),
         stats.dropped_over_bandwidth.to_string(),
+    ));
+    counters.push((
+        "Allocations refused: quota of the user or address reached".to_owned(),
+        stats.quota_refusals.to_string(),
+    ));
+    counters.push((
+        "Allocations refused: server full or no relay port free".to_owned(),
+        stats.capacity_refusals.to_string(),
     ));
     let streams = &status.streams;
     counters.push((
@@ -469,6 +480,38 @@ fn human_bytes(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The SFU's traffic, from the counters `/metrics` exposes: bitrates over the last 2 s and
+/// totals since start.
+pub fn media_facts(c: &crate::sfu::counters::SfuCounters) -> Vec<(String, String)> {
+    vec![
+        (
+            "Media now (last 2 s)".to_owned(),
+            format!(
+                "{} received from publishers, {} forwarded to subscribers",
+                human_bitrate(c.bitrate_received.get()),
+                human_bitrate(c.bitrate_forwarded.get())
+            ),
+        ),
+        (
+            "Media forwarded since start".to_owned(),
+            format!(
+                "{} packets, {}",
+                c.packets_forwarded.get(),
+                human_bytes(c.bytes_forwarded.get())
+            ),
+        ),
+    ]
+}
+
+/// `0 kbit/s`, `850 kbit/s`, `2.4 Mbit/s`.
+fn human_bitrate(bits_per_second: u64) -> String {
+    if bits_per_second < 1_000_000 {
+        format!("{} kbit/s", bits_per_second.div_ceil(1000))
+    } else {
+        format!("{:.1} Mbit/s", bits_per_second as f64 / 1e6)
+    }
 }
 
 /// `45 s`, `3 min 5 s`, `2 h 4 min`.
@@ -1006,6 +1049,7 @@ fn describe(key: SettingKey) -> &'static str {
         SettingKey::AcmeDnsTsigAlgorithm => "dns-01 rfc2136: hmac-sha256 or hmac-sha512",
         SettingKey::AcmeDnsTsigSecret => "dns-01 rfc2136: TSIG secret (base64)",
         SettingKey::AcmeCloudflareToken => "dns-01 cloudflare: API token (Zone.DNS edit)",
+        SettingKey::MetricsToken => "Bearer token for /metrics (Prometheus); none: loopback only",
         SettingKey::AcmeCloudflareApi => "dns-01 cloudflare: API base URL (for tests)",
     }
 }

@@ -149,22 +149,33 @@ impl Panel {
             .await
             .unwrap()
             .unwrap();
-        let page = self.get("/setup", "").await;
+        self.pre_login_form(
+            "/setup",
+            &[
+                ("token", &token),
+                ("password", "correct horse battery"),
+                ("confirm", "correct horse battery"),
+            ],
+        )
+        .await
+    }
+
+    /// Logs in with the password [`Panel::logged_in`] chose (after something ended the session).
+    async fn logged_in_again(&self) -> (String, String) {
+        self.pre_login_form("/login", &[("password", "correct horse battery")])
+            .await
+    }
+
+    /// Sends `/setup` or `/login` with the pre-login CSRF cookie and token; returns the new
+    /// session cookie and its CSRF token.
+    async fn pre_login_form(&self, path: &str, fields: Fields<'_>) -> (String, String) {
+        let page = self.get(path, "").await;
         let pre = page.cookie("rtcbox_csrf").unwrap();
         let pre = pre.split(';').next().unwrap().to_owned();
         let csrf = page.csrf();
-        let done = self
-            .post(
-                "/setup",
-                &pre,
-                &[
-                    ("csrf", &csrf),
-                    ("token", &token),
-                    ("password", "correct horse battery"),
-                    ("confirm", "correct horse battery"),
-                ],
-            )
-            .await;
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        let done = self.post(path, &pre, &form).await;
         assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
         let session = done.cookie("rtcbox_session").unwrap();
         let session = session.split(';').next().unwrap().to_owned();
@@ -199,7 +210,7 @@ fn encode(s: &str) -> String {
 type Field<'a> = (&'a str, &'a str);
 type Fields<'a> = &'a [Field<'a>];
 
-const PAGES: [&str; 9] = [
+const PAGES: [&str; 11] = [
     "/",
     "/wizard",
     "/wizard/homeserver",
@@ -209,9 +220,11 @@ const PAGES: [&str; 9] = [
     "/verify",
     "/logs",
     "/settings",
+    "/backup",
+    "/backup/download",
 ];
 
-const FORMS: [&str; 9] = [
+const FORMS: [&str; 10] = [
     "/wizard/homeserver",
     "/wizard/network",
     "/wizard/review",
@@ -220,6 +233,7 @@ const FORMS: [&str; 9] = [
     "/settings/keys",
     "/settings/password",
     "/certificate/renew",
+    "/backup/restore",
     "/logout",
 ];
 
@@ -1771,6 +1785,8 @@ fn busy_turn() -> crate::turn::TurnHandle {
         status.stats.auth_failures = 4;
         status.stats.errors_suppressed = 5;
         status.stats.dropped_over_bandwidth = 6;
+        status.stats.quota_refusals = 11;
+        status.stats.capacity_refusals = 12;
         status.streams = crate::turn::status::StreamStats {
             open: 7,
             refused_per_address: 8,
@@ -1948,5 +1964,309 @@ async fn the_last_import_is_shown_on_the_dashboard_and_the_settings_page() {
             ),
             "{path}: {body}"
         );
+    }
+}
+
+/// `GET /metrics` from `peer` with extra headers.
+async fn scrape(panel: &Panel, peer: &str, headers: &[(&str, &str)]) -> Reply {
+    use axum::extract::ConnectInfo;
+    let mut request = Request::get("/metrics");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut request = request.body(Body::empty()).unwrap();
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    request.extensions_mut().insert(ConnectInfo(peer));
+    reply(panel.router.clone().oneshot(request).await.unwrap()).await
+}
+
+/// The text format's grammar, line by line: every family has HELP then TYPE, and every sample
+/// belongs to the family announced last, with a number for its value.
+fn check_exposition(body: &str) -> BTreeMap<String, f64> {
+    let mut samples = BTreeMap::new();
+    let mut family = String::new();
+    let mut lines = body.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            family = rest.split(' ').next().unwrap().to_owned();
+            let kind = lines.next().unwrap();
+            assert!(
+                kind == format!("# TYPE {family} counter")
+                    || kind == format!("# TYPE {family} gauge"),
+                "{kind}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(
+            series == family || series.starts_with(&format!("{family}{{")),
+            "{line}"
+        );
+        samples.insert(series.to_owned(), value.parse::<f64>().unwrap());
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_without_a_token_answer_loopback_and_admins_only() {
+    let panel = panel_configured(&[(SettingKey::FullAccessHomeservers, "example.org")], |s| {
+        s.turn = Some(busy_turn())
+    })
+    .await;
+    let lan = scrape(&panel, "192.168.1.50:40000", &[]).await;
+    assert_eq!(lan.status, StatusCode::FORBIDDEN);
+    assert!(lan.body.contains("RTCBOX_METRICS_TOKEN"), "{}", lan.body);
+    // A reverse proxy on this host would make every client loopback: refused.
+    let proxied = scrape(
+        &panel,
+        "127.0.0.1:40000",
+        &[("x-forwarded-for", "198.51.100.9")],
+    )
+    .await;
+    assert_eq!(proxied.status, StatusCode::FORBIDDEN);
+
+    let local = scrape(&panel, "127.0.0.1:40000", &[]).await;
+    assert_eq!(local.status, StatusCode::OK, "{}", local.body);
+    assert_eq!(
+        local.headers[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let samples = check_exposition(&local.body);
+    let build = format!(
+        "rtcbox_build_info{{version=\"{}\",commit=\"{}\"}}",
+        crate::VERSION,
+        crate::GIT_COMMIT
+    );
+    assert_eq!(samples[&build], 1.0);
+    // TURN's status, as the dashboard shows it.
+    assert_eq!(samples["rtcbox_turn_allocations"], 2.0);
+    assert_eq!(samples["rtcbox_turn_auth_failures_total"], 4.0);
+    assert_eq!(
+        samples["rtcbox_turn_peers_refused_total{reason=\"this host's own address\"}"],
+        1.0
+    );
+    assert_eq!(
+        samples["rtcbox_connections_refused_total{listener=\"TURN TCP/TLS\",reason=\"full\"}"],
+        9.0
+    );
+    assert_eq!(
+        samples["rtcbox_turn_allocations_refused_total{reason=\"quota\"}"],
+        11.0
+    );
+    assert_eq!(
+        samples["rtcbox_turn_allocations_refused_total{reason=\"capacity\"}"],
+        12.0
+    );
+    assert!(samples.contains_key("rtcbox_public_ip_changes_total"));
+    assert!(samples.contains_key("rtcbox_rate_limited_total{endpoint=\"admin_login\"}"));
+
+    // An admin's browser gets it from anywhere.
+    let (session, _) = panel.logged_in().await;
+    let admin = scrape(&panel, "192.168.1.50:40000", &[("cookie", &session)]).await;
+    assert_eq!(admin.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_with_a_token_need_it_even_from_loopback() {
+    let token = "scrape-token-0123456789abcdef";
+    let panel = panel_with(&[
+        (SettingKey::FullAccessHomeservers, "example.org"),
+        (SettingKey::MetricsToken, token),
+    ])
+    .await;
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer wrong-token-0123456789abcdef")],
+        vec![("authorization", "Bearer scrape-token-0123456789abcde")],
+        vec![("authorization", "Basic c2NyYXBlOnRva2Vu")],
+    ] {
+        let refused = scrape(&panel, "127.0.0.1:40000", &headers).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert_eq!(
+            refused.headers[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"rtcbox metrics\""
+        );
+        assert!(!refused.body.contains(token));
+    }
+    let bearer = format!("Bearer {token}");
+    let scraped = scrape(&panel, "192.168.1.50:40000", &[("authorization", &bearer)]).await;
+    assert_eq!(scraped.status, StatusCode::OK);
+    check_exposition(&scraped.body);
+    assert!(!scraped.body.contains(token));
+    let (session, _) = panel.logged_in().await;
+    let admin = scrape(&panel, "192.168.1.50:40000", &[("cookie", &session)]).await;
+    assert_eq!(admin.status, StatusCode::OK);
+}
+
+#[test]
+fn a_short_metrics_token_is_refused() {
+    assert!(config::check_value(SettingKey::MetricsToken, "short").is_err());
+    assert!(config::check_value(SettingKey::MetricsToken, "has a space in it, sixteen+").is_err());
+    assert!(config::check_value(SettingKey::MetricsToken, "0123456789abcdef").is_ok());
+}
+
+#[test]
+fn the_dashboard_bitrates_are_the_metrics_counters() {
+    let c = crate::sfu::counters::SfuCounters::default();
+    c.bitrate_received.set(850_000);
+    c.bitrate_forwarded.set(2_400_000);
+    c.packets_forwarded.add(1234);
+    c.bytes_forwarded.add(3 * 1024 * 1024);
+    let facts = pages::media_facts(&c);
+    assert_eq!(
+        facts[0].1,
+        "850 kbit/s received from publishers, 2.4 Mbit/s forwarded to subscribers"
+    );
+    assert_eq!(facts[1].1, "1234 packets, 3.0 MiB");
+}
+
+/// A multipart upload of `backup` with `csrf`, as a browser sends the Backup page's form.
+async fn upload_backup(panel: &Panel, session: &str, csrf: &str, backup: &[u8]) -> Reply {
+    let boundary = "----rtcboxTestBoundary7MA4YWxkTrZu0gW";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"backup\"; filename=\"b.json\"\r\n\
+         Content-Type: application/json\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(backup);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let request = Request::post("/backup/restore")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header(header::HOST, "panel.test")
+        .header(header::COOKIE, session)
+        .body(Body::from(body))
+        .unwrap();
+    reply(panel.router.clone().oneshot(request).await.unwrap()).await
+}
+
+#[tokio::test]
+async fn a_backup_downloaded_from_the_panel_restores_through_the_upload_form() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let page = panel.get("/backup", &session).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("The file contains secrets"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("enctype=\"multipart/form-data\""));
+
+    let download = panel.get("/backup/download", &session).await;
+    assert_eq!(download.status, StatusCode::OK);
+    assert_eq!(download.headers[header::CONTENT_TYPE], "application/json");
+    let disposition = download.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"rtcbox-backup-"),
+        "{disposition}"
+    );
+    let file = download.body.clone().into_bytes();
+    let key_before = panel.stored().await["api_key"].clone();
+
+    // Something changes after the backup; the restore takes it back.
+    db::settings::set(
+        &panel.state.pool,
+        "public_url",
+        "wss://changed.example.org/livekit/sfu",
+    )
+    .await
+    .unwrap();
+    db::settings::rotate_key_pair(&panel.state.pool)
+        .await
+        .unwrap();
+    let restored = upload_backup(&panel, &session, &csrf, &file).await;
+    assert_eq!(restored.status, StatusCode::OK, "{}", restored.body);
+    assert!(restored.body.contains("The backup was restored"));
+    assert!(restored.body.contains("Restart rtcbox now"));
+    assert!(restored.body.contains(&key_before));
+    assert_eq!(panel.stored().await["api_key"], key_before);
+    assert!(!panel.stored().await.contains_key("public_url"));
+    // Every session ended with it.
+    assert_eq!(panel.get("/", &session).await.location(), "/login");
+}
+
+#[tokio::test]
+async fn a_bad_upload_is_refused_on_the_page_and_changes_nothing() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let file = panel
+        .get("/backup/download", &session)
+        .await
+        .body
+        .into_bytes();
+    let before = db::backup::snapshot(&panel.state.pool).await.unwrap();
+    let cut = &file[..file.len() / 2];
+    let mut tampered = String::from_utf8(file.clone()).unwrap();
+    tampered = tampered.replacen("\"api_key\": \"API", "\"api_key\": \"APX", 1);
+    for (bad, says) in [
+        (cut, "cut off"),
+        (&b"hello"[..], "not an rtcbox backup"),
+        (tampered.as_bytes(), "checksum"),
+        (&b""[..], "empty"),
+    ] {
+        let reply = upload_backup(&panel, &session, &csrf, bad).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{says}");
+        assert!(reply.body.contains(says), "{says}: {}", reply.body);
+        assert!(reply.body.contains("Nothing was changed"));
+        assert_eq!(
+            db::backup::snapshot(&panel.state.pool).await.unwrap(),
+            before
+        );
+    }
+    // The wrong CSRF token: refused before the file is looked at.
+    let reply = upload_backup(&panel, &session, "0123456789abcdef0123456789abcdef", &file).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    // Still logged in: nothing was restored.
+    assert_eq!(panel.get("/", &session).await.status, StatusCode::OK);
+    // Larger than the other forms may be (64 KiB), as a backup with many certificates is: read,
+    // and judged by its content.
+    let mut large = file.clone();
+    large.extend(std::iter::repeat_n(b' ', 200 * 1024));
+    let reply = upload_backup(&panel, &session, &csrf, &large).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let (session, csrf) = panel.logged_in_again().await;
+    let huge = vec![b'x'; backup::MAX_UPLOAD_BYTES + 1];
+    let reply = upload_backup(&panel, &session, &csrf, &huge).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(reply.body.contains("Nothing was"), "{}", reply.body);
+}
+
+#[test]
+fn multipart_bodies_are_parsed_and_garbage_is_refused_without_panicking() {
+    use super::backup::multipart_fields;
+    let ct = "multipart/form-data; boundary=\"XyZ\"";
+    let body = b"preamble\r\n--XyZ\r\ncontent-disposition: form-data; name=\"a\"\r\n\r\n1\r\n--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x\"\r\nContent-Type: text/plain\r\n\r\nline\r\n--Xy\r\n--XyZ--\r\n";
+    let fields = multipart_fields(ct, body).unwrap();
+    assert_eq!(fields["a"], b"1");
+    assert_eq!(fields["f"], b"line\r\n--Xy");
+    for bad_type in [
+        "multipart/form-data",
+        "multipart/form-data; boundary=",
+        "text/plain",
+    ] {
+        assert!(multipart_fields(bad_type, body).is_none(), "{bad_type}");
+    }
+    // Every cut of a good body, and seeded random bytes: an answer, never a panic.
+    for cut in 0..body.len() {
+        let _ = multipart_fields(ct, &body[..cut]);
+    }
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..2000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut mutated = body.to_vec();
+        let at = (seed % mutated.len() as u64) as usize;
+        mutated[at] = (seed >> 32) as u8;
+        if seed.is_multiple_of(5) {
+            mutated.truncate(at);
+        }
+        let _ = multipart_fields(ct, &mutated);
     }
 }

@@ -36,13 +36,14 @@ impl Layout {
     }
 }
 
-pub const NAV: [(&str, &str, &str); 6] = [
+pub const NAV: [(&str, &str, &str); 7] = [
     ("dashboard", "/", "Dashboard"),
     ("wizard", "/wizard", "Setup"),
     ("outputs", "/outputs", "Configuration"),
     ("verify", "/verify", "Verify"),
     ("logs", "/logs", "Logs"),
     ("settings", "/settings", "Settings"),
+    ("backup", "/backup", "Backup"),
 ];
 
 /// Field name → message.

@@ -4,10 +4,11 @@
 use std::time::{Duration, Instant};
 
 use str0m::format::PayloadParams;
-use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::media::{KeyframeRequestKind, Mid, Rid};
 use str0m::rtp::{RtpPacket, RtpWrite};
 
 use super::layers::layer_of;
+use super::media::Pc;
 use super::{ParticipantKey, Sfu, guard};
 use crate::sfu::forward::{Forwarder, Layer, Verdict};
 use crate::sfu::keyframe;
@@ -35,6 +36,9 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
+        let payload_bytes = packet.payload.len() as u64;
+        self.counters.packets_received.inc();
+        self.counters.bytes_received.add(payload_bytes);
         let ssrc = packet.header.ssrc;
         let Some((mid, rid)) = p
             .media
@@ -138,7 +142,11 @@ impl Sfu {
                 }
             });
             match written {
-                Some(true) => self.mark_downlink(other),
+                Some(true) => {
+                    self.counters.packets_forwarded.inc();
+                    self.counters.bytes_forwarded.add(payload_bytes);
+                    self.mark_downlink(other)
+                }
                 Some(false) => {}
                 None => self.fail(other, "panic while writing RTP"),
             }
@@ -198,6 +206,36 @@ impl Sfu {
         if requested.is_none() {
             return self.fail(publisher, "panic while requesting a keyframe");
         }
+        self.counters.keyframe_requests.inc();
         self.mark_uplink(publisher);
+    }
+
+    /// One stream's statistics from str0m (totals since the stream began): the growth of its
+    /// NACKs and lost packets goes to the SFU's counters. On the downlink (a stream we send)
+    /// the NACKs and losses are the subscriber's, on the uplink the NACKs are ours.
+    pub(super) fn count_stream_stats(
+        &mut self,
+        key: ParticipantKey,
+        pc: Pc,
+        downlink: bool,
+        (mid, rid): (Mid, Option<Rid>),
+        nacks: u64,
+        lost: u64,
+    ) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let last = p.reported.insert((pc, downlink, mid, rid), (nacks, lost));
+        let (last_nacks, last_lost) = last.unwrap_or((0, 0));
+        let (new_nacks, new_lost) = (
+            nacks.saturating_sub(last_nacks),
+            lost.saturating_sub(last_lost),
+        );
+        if downlink {
+            self.counters.nacks_from_subscribers.add(new_nacks);
+            self.counters.packets_lost_to_subscribers.add(new_lost);
+        } else {
+            self.counters.nacks_to_publishers.add(new_nacks);
+        }
     }
 }

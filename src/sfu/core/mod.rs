@@ -39,6 +39,7 @@ mod tracks;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use livekit_protocol as proto;
@@ -52,6 +53,7 @@ pub use self::session::ParticipantKey;
 use self::session::{Link, Participant};
 use crate::livekit::token::VideoGrant;
 use crate::rooms::RoomRegistry;
+use crate::sfu::counters::{RATE_INTERVAL, RateSample, SfuCounters};
 
 /// The LiveKit server version we claim. ≥ 1.8.0 enables RPC in the SDKs; ≤ 1.13.6 keeps JS from
 /// expecting rid-simulcast for VP9/AV1, which we do not offer (`enabled_publish_codecs`).
@@ -157,6 +159,10 @@ pub struct Sfu {
     /// `(Instant, unix ms)` pair fixed at start: wall-clock times in protocol messages are derived
     /// from `now` and this anchor, so the core never reads a clock.
     epoch: (Instant, i64),
+    /// What `/metrics` and the dashboard read; written only here.
+    counters: Arc<SfuCounters>,
+    next_rate_update: Instant,
+    rate_sample: Option<RateSample>,
 }
 
 impl Sfu {
@@ -176,7 +182,15 @@ impl Sfu {
             next_quality_update: now,
             next_quality_refresh: now,
             epoch: (now, now_unix_ms),
+            counters: Arc::default(),
+            next_rate_update: now,
+            rate_sample: None,
         }
+    }
+
+    /// The counters this core keeps (shared: readers need not call into the SFU task).
+    pub fn counters(&self) -> Arc<SfuCounters> {
+        self.counters.clone()
     }
 
     /// The session attached to a signaling connection.
@@ -335,6 +349,24 @@ impl Sfu {
         self.update_dynacast(now);
         self.update_speakers(now);
         self.update_connection_quality(now);
+        self.update_counters(now);
+    }
+
+    /// The gauges (every housekeeping) and the bitrates (every [`RATE_INTERVAL`]).
+    fn update_counters(&mut self, now: Instant) {
+        let c = &self.counters;
+        c.rooms.set(self.rooms.len() as u64);
+        c.participants.set(self.participants.len() as u64);
+        let (tracks, subs) = self
+            .participants
+            .values()
+            .fold((0, 0), |(t, s), p| (t + p.tracks.len(), s + p.subs.len()));
+        c.tracks.set(tracks as u64);
+        c.subscriptions.set(subs as u64);
+        if now >= self.next_rate_update {
+            self.next_rate_update = now + RATE_INTERVAL;
+            self.rate_sample = Some(c.update_rates(now, self.rate_sample));
+        }
     }
 
     fn mark(&mut self, key: ParticipantKey, pc: Pc) {
@@ -458,6 +490,13 @@ impl Sfu {
                 if let Some(p) = self.participants.get_mut(&key) {
                     p.link_stats.observe(&stats);
                 }
+            }
+            Event::MediaEgressStats(stats) if downlink => {
+                let lost = stats.remote.as_ref().map_or(0, |r| r.packets_lost);
+                self.count_stream_stats(key, pc, true, (stats.mid, stats.rid), stats.nacks, lost);
+            }
+            Event::MediaIngressStats(stats) if uplink => {
+                self.count_stream_stats(key, pc, false, (stats.mid, stats.rid), stats.nacks, 0);
             }
             Event::Connected => {
                 let Some(p) = self.participants.get_mut(&key) else {

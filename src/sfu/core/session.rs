@@ -9,7 +9,7 @@ use proto::signal_response;
 
 use super::data::DataKind;
 use super::forwarding::Subscription;
-use super::media::Media;
+use super::media::{Media, Pc};
 use super::negotiation::Negotiation;
 use super::quality::LinkStats;
 use super::tracks::Track;
@@ -21,6 +21,7 @@ use crate::livekit::token::VideoGrant;
 use crate::rooms::RoomOptions;
 use crate::sfu::ids;
 use str0m::channel::ChannelId;
+use str0m::media::{Mid, Rid};
 
 const MAX_PARTICIPANTS_PER_ROOM: usize = 500;
 
@@ -55,6 +56,10 @@ pub(super) enum Link {
     },
 }
 
+/// One stream of a participant's: its connection, whether we send it (downlink), its m-line
+/// and simulcast layer.
+pub(super) type StreamKey = (Pc, bool, Mid, Option<Rid>);
+
 pub(super) struct Participant {
     pub(super) key: ParticipantKey,
     /// Where its signaling messages go now. A session outlives a lost connection: the client
@@ -83,6 +88,9 @@ pub(super) struct Participant {
     pub(super) last_data_sequence: u32,
     /// Loss and round-trip time of its connections, for its connection quality.
     pub(super) link_stats: LinkStats,
+    /// Per stream, the NACK and loss totals str0m reported last (its totals are per stream;
+    /// the SFU's counters take the growth).
+    pub(super) reported: HashMap<StreamKey, (u64, u64)>,
     pub(super) failed: bool,
 }
 
@@ -148,6 +156,7 @@ impl Sfu {
             sub_lossy: None,
             last_data_sequence: 0,
             link_stats: LinkStats::default(),
+            reported: HashMap::new(),
             failed: false,
         };
         tracing::info!(

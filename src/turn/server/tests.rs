@@ -1096,6 +1096,7 @@ fn per_username_quota() {
     let request = h.request(METHOD_ALLOCATE, &[udp()]);
     let (answers, _) = h.send_from(Client::udp("203.0.113.9:1".parse().unwrap()), &request);
     assert_eq!(error_code(&answers[0]), Some(486));
+    assert_eq!(h.server.stats().quota_refusals, 1);
 }
 
 /// The quota is the identity's, not the username's: credentials minted again (a new expiry,
@@ -1144,6 +1145,7 @@ fn per_source_quota() {
     assert_eq!(allocate(users[4].clone(), "[2001:db8:1:2::2]:1"), None);
     assert_eq!(allocate(users[5].clone(), "[2001:db8:1:2::3]:1"), Some(486));
     assert_eq!(allocate(users[5].clone(), "[2001:db8:1:3::3]:1"), None);
+    assert_eq!(h.server.stats().quota_refusals, 2);
 }
 
 #[test]
@@ -1264,6 +1266,7 @@ fn server_capacity_is_508() {
             h.send_from(Client::udp("203.0.113.9:1".parse().unwrap()), &request);
         assert_eq!(error_code(&answers[0]), Some(508));
         assert!(others.is_empty());
+        assert_eq!(h.server.stats().capacity_refusals, 1);
     };
     let mut total = config();
     total.max_allocations_total = 1;
