@@ -193,6 +193,20 @@ class Walk {
       await page.goto(`${this.opts.adminUrl}${path}`, { timeout: VERIFY_TIMEOUT_MS });
       const label = `${name} ${path}`;
       await this.layout(page, label);
+      if (path === '/settings') {
+        // One form, grouped by purpose; fields for a certificate mode show only with it.
+        const legends = await page.locator('fieldset.group > legend').allTextContents();
+        this.check(['Calls', 'Public IP and media', 'Listeners and proxies', 'TURN', 'Certificate'].every((g) => legends.includes(g)),
+          `${label}: the settings groups are ${JSON.stringify(legends)}`);
+        this.check((await page.locator('form.settings-form button[type=submit]').count()) === 1, `${label}: not one Save`);
+        const mode = page.locator('#f-tls_mode');
+        if (await mode.count()) {
+          await mode.selectOption('files');
+          this.check(await page.locator('#f-tls_cert_file').isVisible(), `${label}: choosing files does not show the certificate file field`);
+          await mode.selectOption('acme');
+          this.check(!(await page.locator('#f-tls_cert_file').isVisible()), `${label}: the certificate file field stays for acme`);
+        }
+      }
       if (this.opts.tourDir) {
         mkdirSync(this.opts.tourDir, { recursive: true });
         const file = `${name}${path.replaceAll('/', '-').replace(/-$/, '-dashboard')}.png`;

@@ -22,6 +22,7 @@ mod auth;
 mod backup;
 mod metrics;
 mod pages;
+mod settings_form;
 mod views;
 mod wizard;
 

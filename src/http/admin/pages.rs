@@ -1,6 +1,7 @@
 //! The panel's pages other than login and the wizard: dashboard, generated configuration,
 //! verification, logs and settings.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -13,7 +14,7 @@ use super::auth::{self, Session};
 use super::views::{self, Errors, Field, FormData, Layout};
 use super::wizard::{deployment, load_steps};
 use super::{AdminState, unix_now};
-use crate::config::{self, Layers, Origin, SettingKey, Settings};
+use crate::config::{self, Layers, SettingKey, Settings};
 use crate::db;
 use crate::net::Cidr;
 use crate::net::public_ip::{Mode, Status};
@@ -164,26 +165,13 @@ pub struct LogsPage {
 pub struct SettingsPage {
     pub layout: Layout,
     pub restart_by: Option<&'static str>,
-    pub rows: Vec<SettingRow>,
+    pub groups: Vec<super::settings_form::Group>,
     pub pending_restart: Vec<&'static str>,
     pub flash: Option<String>,
     pub keys_pinned: bool,
     pub api_key: String,
     pub password_errors: Errors,
     pub last_import: Option<ImportView>,
-}
-
-pub struct SettingRow {
-    pub key: &'static str,
-    pub env_name: &'static str,
-    pub description: &'static str,
-    pub value: String,
-    pub origin: String,
-    pub locked: bool,
-    pub editable: bool,
-    pub error: Option<String>,
-    /// What the form shows: the stored value, or what was typed when it was rejected.
-    pub entered: String,
 }
 
 pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -> Response {
@@ -707,7 +695,7 @@ fn ago(now_ms: i64, then_ms: i64) -> String {
 
 /// Settings stored since start that the running process does not use yet.
 async fn pending_restart(state: &AdminState) -> Result<Vec<&'static str>, Response> {
-    let next = next_start_settings(state, None).await?;
+    let next = next_start_settings(state, &[]).await?;
     let Ok(next) = next else {
         return Ok(Vec::new());
     };
@@ -723,14 +711,14 @@ async fn pending_restart(state: &AdminState) -> Result<Vec<&'static str>, Respon
 /// (`Some((key, None))` deletes it).
 pub(super) async fn next_start_settings(
     state: &AdminState,
-    replace: Option<(SettingKey, Option<&str>)>,
+    replace: &[(SettingKey, Option<String>)],
 ) -> Result<Result<Settings, config::ConfigError>, Response> {
     let mut stored = db::settings::all(&state.pool)
         .await
         .map_err(|e| views::internal_error("reading the settings", &e))?;
-    if let Some((key, value)) = replace {
+    for (key, value) in replace {
         match value {
-            Some(value) => stored.insert(key.db_key().to_owned(), value.to_owned()),
+            Some(value) => stored.insert(key.db_key().to_owned(), value.clone()),
             None => stored.remove(key.db_key()),
         };
     }
@@ -899,22 +887,6 @@ pub async fn logs(State(state): State<Arc<AdminState>>, session: Session) -> Res
     })
 }
 
-/// Settings the panel may change; the rest come from the environment, a flag or a dedicated form.
-const EDITABLE: [SettingKey; 12] = [
-    SettingKey::PublicUrl,
-    SettingKey::FullAccessHomeservers,
-    SettingKey::HttpBind,
-    SettingKey::AdminBind,
-    SettingKey::RtcUdpPort,
-    SettingKey::RtcTcpPort,
-    SettingKey::NodeIp,
-    SettingKey::PublicIpInterval,
-    SettingKey::AutoCreateRooms,
-    SettingKey::StunServers,
-    SettingKey::MatrixCaFile,
-    SettingKey::TrustedProxies,
-];
-
 /// The dashboard's certificate rows: what is served, and what ACME is doing.
 fn certificate_facts(
     served: Option<&crate::tls::CertificateInfo>,
@@ -1002,58 +974,6 @@ fn until(now: i64, at: i64) -> String {
     }
 }
 
-fn describe(key: SettingKey) -> &'static str {
-    match key {
-        SettingKey::HttpBind => "Public HTTP listener (behind the reverse proxy)",
-        SettingKey::PublicUrl => "LiveKit URL handed to clients (wss://…/livekit/sfu)",
-        SettingKey::ApiKey => "LiveKit API key (rotate below)",
-        SettingKey::ApiSecret => "LiveKit API secret (rotate below)",
-        SettingKey::FullAccessHomeservers => "Homeservers whose users may start calls",
-        SettingKey::MatrixCaFile => "Extra CA certificates (PEM file) for homeservers' TLS",
-        SettingKey::DangerousAllowPrivateHomeservers => {
-            "Let any homeserver name reach LAN addresses (environment only)"
-        }
-        SettingKey::RtcUdpPort => "WebRTC media UDP port",
-        SettingKey::RtcTcpPort => "WebRTC ICE-TCP port",
-        SettingKey::NodeIp => {
-            "Fixed IP address advertised for media (empty: automatic, follows the public IP)"
-        }
-        SettingKey::PublicIpInterval => "Seconds between public IP checks (automatic mode)",
-        SettingKey::AutoCreateRooms => "Create rooms when someone joins (true/false)",
-        SettingKey::AdminBind => "Admin panel listener",
-        SettingKey::AdminTls => "Admin panel over HTTPS with rtcbox's certificate (true/false)",
-        SettingKey::TrustedProxies => {
-            "Reverse proxies whose X-Forwarded-For/-Proto are believed (CIDRs, comma-separated)"
-        }
-        SettingKey::StunServers => {
-            "STUN servers for public IP detection (host:port, comma-separated)"
-        }
-        SettingKey::TurnSharedSecret => "TURN REST secret for Synapse (set by the wizard)",
-        SettingKey::TurnPort => "TURN over UDP and TCP (0 = off)",
-        SettingKey::TurnTlsPort => "TURN over TLS (0 = off)",
-        SettingKey::TurnRelayPorts => "TURN relay ports for legacy 1:1 calls",
-        SettingKey::TurnAllowPeers => "Private or loopback blocks TURN may relay to anyway",
-        SettingKey::HttpsBind => "Public HTTPS listener, also TURN over TLS (0 = off)",
-        SettingKey::TlsMode => "Certificate: proxy, self-signed, files or acme",
-        SettingKey::TlsCertFile => "files mode: certificate chain (PEM file)",
-        SettingKey::TlsKeyFile => "files mode: private key (PEM file)",
-        SettingKey::AcmeDomains => "Names of the ACME certificate (comma-separated)",
-        SettingKey::AcmeEmail => "Contact e-mail of the ACME account",
-        SettingKey::AcmeChallenge => "ACME challenge (http-01 or dns-01)",
-        SettingKey::AcmeDirectory => "ACME directory: production, staging or a URL",
-        SettingKey::AcmeCaFile => "Extra CA (PEM file) trusted for the ACME server",
-        SettingKey::AcmeDnsProvider => "dns-01: rfc2136, cloudflare or manual",
-        SettingKey::AcmeDnsServer => "dns-01 rfc2136: DNS server taking updates (host:port)",
-        SettingKey::AcmeDnsZone => "dns-01: zone of the TXT records (found by itself if unset)",
-        SettingKey::AcmeDnsTsigKey => "dns-01 rfc2136: TSIG key name",
-        SettingKey::AcmeDnsTsigAlgorithm => "dns-01 rfc2136: hmac-sha256 or hmac-sha512",
-        SettingKey::AcmeDnsTsigSecret => "dns-01 rfc2136: TSIG secret (base64)",
-        SettingKey::AcmeCloudflareToken => "dns-01 cloudflare: API token (Zone.DNS edit)",
-        SettingKey::MetricsToken => "Bearer token for /metrics (Prometheus); none: loopback only",
-        SettingKey::AcmeCloudflareApi => "dns-01 cloudflare: API base URL (for tests)",
-    }
-}
-
 pub async fn settings(State(state): State<Arc<AdminState>>, session: Session) -> Response {
     render_settings(&state, &session, None, None, Errors::new(), StatusCode::OK).await
 }
@@ -1062,7 +982,7 @@ async fn render_settings(
     state: &AdminState,
     session: &Session,
     flash: Option<String>,
-    rejected: Option<(SettingKey, String, String)>,
+    rejected: Option<Rejected>,
     password_errors: Errors,
     status: StatusCode,
 ) -> Response {
@@ -1079,33 +999,21 @@ async fn render_settings(
         Err(response) => return response,
     };
     let running = state.running();
+    let next = match next_start_settings(state, &[]).await {
+        Ok(Ok(next)) => next,
+        Ok(Err(_)) => running.clone(),
+        Err(response) => return response,
+    };
+    let (entered, errors) = match &rejected {
+        Some(r) => (Some(&r.form), r.errors.clone()),
+        None => (None, BTreeMap::new()),
+    };
+    let groups = super::settings_form::groups(&running, &next, &stored, entered, &errors);
     let s = &running;
-    let rows = SettingKey::ALL
-        .into_iter()
-        .map(|key| {
-            let origin = s.origins.get(&key).cloned().unwrap_or(Origin::Default);
-            let (error, entered) = match &rejected {
-                Some((k, typed, message)) if *k == key => (Some(message.clone()), typed.clone()),
-                _ if key.is_secret() => (None, String::new()),
-                _ => (None, stored.get(key.db_key()).cloned().unwrap_or_default()),
-            };
-            SettingRow {
-                key: key.db_key(),
-                env_name: key.env_name(),
-                description: describe(key),
-                value: s.display(key),
-                origin: origin.to_string(),
-                locked: s.is_pinned(key),
-                editable: EDITABLE.contains(&key) && !s.is_pinned(key),
-                error,
-                entered,
-            }
-        })
-        .collect();
     let mut response = views::render(&SettingsPage {
         restart_by: restart_by(state),
         layout: session.layout("Settings", "settings"),
-        rows,
+        groups,
         pending_restart,
         flash,
         keys_pinned: s.is_pinned(SettingKey::ApiKey) || s.is_pinned(SettingKey::ApiSecret),
@@ -1117,6 +1025,21 @@ async fn render_settings(
         *response.status_mut() = status;
     }
     response
+}
+
+/// A settings form that was refused: what was typed, and why, by setting.
+struct Rejected {
+    form: std::collections::HashMap<String, String>,
+    errors: BTreeMap<SettingKey, String>,
+}
+
+impl Rejected {
+    fn one(key: SettingKey, typed: String, message: String) -> Rejected {
+        Rejected {
+            form: std::collections::HashMap::from([(key.db_key().to_owned(), typed)]),
+            errors: BTreeMap::from([(key, message)]),
+        }
+    }
 }
 
 /// The settings page after a successful change, with a message saying what happened.
@@ -1132,8 +1055,9 @@ async fn settings_saved(state: &AdminState, session: &Session, message: String) 
     .await
 }
 
-/// One setting changed from the settings page: validated by resolving the whole configuration
-/// as the next start would; a value that does not resolve is refused and nothing is stored.
+/// The settings form: every field at once (`form=all`), or one setting (`key`, `value`: scripts
+/// and older pages). Validated by resolving the whole configuration as the next start would; if
+/// anything does not resolve, it is refused and nothing is stored.
 pub async fn settings_submit(
     State(state): State<Arc<AdminState>>,
     session: Session,
@@ -1143,72 +1067,96 @@ pub async fn settings_submit(
     if let Err(rejected) = session.check_csrf(&form) {
         return rejected;
     }
-    let key_name = form.get("key").map(String::as_str).unwrap_or_default();
-    let Some(key) = SettingKey::ALL.into_iter().find(|k| k.db_key() == key_name) else {
-        return views::error_response(StatusCode::BAD_REQUEST, "There is no such setting.");
+    let running = state.running();
+    let (changes, typed) = if form.get("form").map(String::as_str) == Some("all") {
+        let stored = match db::settings::all(&state.pool).await {
+            Ok(stored) => stored,
+            Err(error) => return views::internal_error("reading the settings", &error),
+        };
+        let next = match next_start_settings(&state, &[]).await {
+            Ok(Ok(next)) => next,
+            Ok(Err(_)) => running.clone(),
+            Err(response) => return response,
+        };
+        let changes = super::settings_form::changes(&form, &running, &next, &stored);
+        (changes, form.clone())
+    } else {
+        let key_name = form.get("key").map(String::as_str).unwrap_or_default();
+        let Some(key) = SettingKey::ALL.into_iter().find(|k| k.db_key() == key_name) else {
+            return views::error_response(StatusCode::BAD_REQUEST, "There is no such setting.");
+        };
+        if super::settings_form::meta(key).is_none() || running.is_pinned(key) {
+            return views::error_response(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "{} cannot be changed here (it is locked by the environment or command line, or has its own form).",
+                    key.env_name()
+                ),
+            );
+        }
+        let value = form
+            .get("value")
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default();
+        let typed = std::collections::HashMap::from([(key.db_key().to_owned(), value.clone())]);
+        (vec![(key, Some(value).filter(|v| !v.is_empty()))], typed)
     };
-    if !EDITABLE.contains(&key) || state.settings.is_pinned(key) {
-        return views::error_response(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "{} cannot be changed here (it is locked by the environment or command line, or has its own form).",
-                key.env_name()
-            ),
-        );
+    if changes.is_empty() {
+        return settings_saved(&state, &session, "Nothing was changed.".to_owned()).await;
     }
-    let value = form
-        .get("value")
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_default();
-    let replacement = (!value.is_empty()).then_some(value.as_str());
-    let resolved = match next_start_settings(&state, Some((key, replacement))).await {
-        Ok(resolved) => resolved,
+    let next = match next_start_settings(&state, &changes).await {
+        Ok(Ok(next)) => next,
+        Ok(Err(error)) => {
+            // The refused setting, by the name the error gives; else the first one changed.
+            let key = SettingKey::ALL
+                .into_iter()
+                .find(|k| k.env_name() == error.setting)
+                .unwrap_or(changes[0].0);
+            let mut rejected = Rejected::one(key, String::new(), error.to_string());
+            rejected.form = typed;
+            return render_settings(
+                &state,
+                &session,
+                Some("Nothing was saved: one value does not work (marked below).".to_owned()),
+                Some(rejected),
+                Errors::new(),
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        }
         Err(response) => return response,
     };
-    if let Err(error) = resolved {
-        return render_settings(
-            &state,
-            &session,
-            None,
-            Some((key, value, error.message)),
-            Errors::new(),
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+    let rows: Vec<(&str, Option<String>)> = changes
+        .iter()
+        .map(|(key, value)| (key.db_key(), value.clone()))
+        .collect();
+    if let Err(error) = db::settings::set_many(&state.pool, &rows).await {
+        return views::internal_error("saving the settings", &error);
     }
-    let stored = match replacement {
-        Some(value) => db::settings::set(&state.pool, key.db_key(), value).await,
-        None => db::settings::delete(&state.pool, key.db_key()).await,
-    };
-    if let Err(error) = stored {
-        return views::internal_error("saving a setting", &error);
+    // One model: the wizard's answers that hold these values follow them, so the generated
+    // files describe what rtcbox will run with.
+    if let Err(response) = follow_in_wizard(&state, &next).await {
+        return response;
     }
-    // One model: the wizard's answers that hold this value follow it, so the generated files
-    // describe what rtcbox will run with.
-    let mut live = Vec::new();
-    if let Ok(next) = &resolved {
-        if let Err(response) = follow_in_wizard(&state, next).await {
-            return response;
-        }
-        live = state.apply_live(next);
+    let live = state.apply_live(&next);
+    let names: Vec<&'static str> = changes.iter().map(|(key, _)| key.env_name()).collect();
+    tracing::info!(settings = ?names, "settings changed in the admin panel");
+    let (now, later): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| live.contains(n));
+    let mut message = format!("Saved {}.", names.join(", "));
+    if !now.is_empty() {
+        message += &format!(" In effect now: {}.", now.join(", "));
     }
-    tracing::info!(
-        setting = key.env_name(),
-        "setting changed in the admin panel"
-    );
-    settings_saved(
-        &state,
-        &session,
-        if live.contains(&key.env_name()) {
-            format!("Saved {}. It is in effect now.", key.env_name())
+    if !later.is_empty() {
+        message += &format!(" Takes effect when rtcbox restarts: {}.", later.join(", "));
+    }
+    if names.len() == 1 {
+        message = if now.is_empty() {
+            format!("Saved {}. It takes effect when rtcbox restarts.", names[0])
         } else {
-            format!(
-                "Saved {}. It takes effect when rtcbox restarts.",
-                key.env_name()
-            )
-        },
-    )
-    .await
+            format!("Saved {}. It is in effect now.", names[0])
+        };
+    }
+    settings_saved(&state, &session, message).await
 }
 
 /// Updates the wizard's network answers to the settings the next start resolves.

@@ -936,6 +936,99 @@ async fn a_public_ip_changed_in_settings_is_what_the_wizard_and_the_outputs_say(
 }
 
 #[tokio::test]
+async fn the_settings_form_saves_everything_or_nothing() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let page = panel.get("/settings", &session).await;
+    for group in [
+        "Calls",
+        "Public IP and media",
+        "Listeners and proxies",
+        "TURN",
+        "Certificate",
+    ] {
+        assert!(
+            page.body.contains(&format!("<legend>{group}</legend>")),
+            "{group}"
+        );
+    }
+    // Human names first, the environment name beside; a toggle and a picker.
+    assert!(
+        page.body
+            .contains("Homeservers whose users may start calls")
+    );
+    assert!(page.body.contains("RTCBOX_FULL_ACCESS_HOMESERVERS"));
+    assert!(
+        page.body
+            .contains("type=\"checkbox\" id=\"f-auto_create_rooms\"")
+    );
+    assert!(page.body.contains("<select id=\"f-tls_mode\""));
+    // The pinned full-access list is locked, with where it comes from.
+    assert!(
+        page.body
+            .contains("set by command-line flag --full-access-homeservers")
+    );
+    let before = panel.stored().await;
+    let refused = panel
+        .post(
+            "/settings",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("form", "all"),
+                ("stun_servers", "127.0.0.1:3478"),
+                ("public_ip_interval", "0"),
+                ("auto_create_rooms", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.body.contains("Nothing was saved"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("RTCBOX_PUBLIC_IP_INTERVAL"),
+        "{}",
+        refused.body
+    );
+    // What was typed is shown again.
+    assert!(refused.body.contains("value=\"127.0.0.1:3478\""));
+    assert_eq!(panel.stored().await, before, "nothing stored");
+    let saved = panel
+        .post(
+            "/settings",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("form", "all"),
+                ("stun_servers", "127.0.0.1:3478"),
+                ("public_ip_interval", "30"),
+                ("auto_create_rooms", "yes"),
+                ("tls_mode", "proxy"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    assert!(
+        saved.body.contains(
+            "Saved RTCBOX_PUBLIC_IP_INTERVAL, RTCBOX_AUTO_CREATE_ROOMS, RTCBOX_STUN_SERVERS."
+        ),
+        "{}",
+        saved.body
+    );
+    let stored = panel.stored().await;
+    assert_eq!(stored["stun_servers"], "127.0.0.1:3478");
+    assert_eq!(stored["public_ip_interval"], "30");
+    assert_eq!(stored["auto_create_rooms"], "true");
+    assert!(
+        !stored.contains_key("tls_mode"),
+        "an unchanged choice is not stored"
+    );
+}
+
+#[tokio::test]
 async fn restart_now_needs_the_csrf_token_and_a_restarter() {
     let panel = panel().await;
     let (session, csrf) = panel.logged_in().await;

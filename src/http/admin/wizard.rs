@@ -1089,7 +1089,7 @@ async fn apply(state: &AdminState, steps: &Steps) -> Response {
     let names: Vec<&str> = writes.iter().map(|(key, _)| key.env_name()).collect();
     tracing::info!(settings = ?names, "setup wizard applied");
     // What can apply without a restart does so now.
-    if let Ok(Ok(next)) = super::pages::next_start_settings(state, None).await {
+    if let Ok(Ok(next)) = super::pages::next_start_settings(state, &[]).await {
         state.apply_live(&next);
     }
     Redirect::to("/outputs?applied=1").into_response()
