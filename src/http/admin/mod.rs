@@ -20,6 +20,7 @@
 mod assets;
 mod auth;
 mod backup;
+mod health;
 mod metrics;
 mod pages;
 mod settings_form;
@@ -90,6 +91,9 @@ pub struct AdminState {
     pub trusted_proxies: TrustedProxies,
     /// "Restart now"; absent in tests of the panel alone.
     pub restart: Option<crate::restart::Restarter>,
+    /// The last run of the verification checks: (failed, total, Unix seconds), for the
+    /// dashboard's health summary.
+    pub last_checks: Mutex<Option<(usize, usize, i64)>>,
     /// The public IP monitor (`net::public_ip`); absent in tests of the panel alone.
     pub public_ip: Option<crate::net::public_ip::PublicIpHandle>,
     /// The ACME renewal loop's state; present when `RTCBOX_TLS_MODE=acme`.
@@ -155,6 +159,7 @@ impl AdminState {
             public_ip: None,
             live: None,
             restart: None,
+            last_checks: Mutex::new(None),
             connection_caps: Vec::new(),
             lan_addresses: crate::setup::discover::lan_addresses,
         }

@@ -31,10 +31,10 @@ use crate::turn::status::AllocationInfo;
 #[template(path = "dashboard.html")]
 pub struct DashboardPage {
     pub layout: Layout,
-    pub setup_done: bool,
-    pub next_step: Step,
     pub pending_restart: Vec<&'static str>,
     pub restart_by: Option<&'static str>,
+    /// The health summary at the top.
+    pub health: Vec<super::health::Item>,
     pub rooms: Option<Vec<RoomView>>,
     pub facts: Vec<(String, String)>,
     /// Per stream listener: connections open and refused.
@@ -270,8 +270,31 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
     }
     views::render(&DashboardPage {
         layout: session.layout("Dashboard", "dashboard"),
-        setup_done: steps.is_complete(Step::Review),
-        next_step: steps.first_incomplete(),
+        health: super::health::summary(&super::health::Inputs {
+            setup_done: steps.is_complete(Step::Review),
+            next_step: steps.first_incomplete(),
+            pending_restart: &pending_restart,
+            public_ip: public_ip.as_ref(),
+            tls_mode: state.running().tls_mode,
+            certificate: state.certificates.as_ref().map(|c| c.info()).as_ref(),
+            acme: state.acme.as_ref().map(|a| a.status()).as_ref(),
+            turn_failures: state
+                .turn
+                .as_ref()
+                .map(|t| {
+                    t.status()
+                        .listeners
+                        .iter()
+                        .filter_map(|l| {
+                            let error = l.error.as_ref()?;
+                            Some((format!("TURN over {}", l.transport), error.clone()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            last_checks: *state.last_checks.lock().unwrap_or_else(|e| e.into_inner()),
+            now: unix_now(),
+        }),
         pending_restart,
         restart_by: restart_by(&state),
         rooms,
@@ -1367,6 +1390,14 @@ async fn render_verify(
         Ok(d) => (run_checks(state, d, access_token).await, Vec::new()),
         Err(missing) => (Vec::new(), missing),
     };
+    if !checks.is_empty() {
+        let failed = checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Fail)
+            .count();
+        *state.last_checks.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((failed, checks.len(), unix_now()));
+    }
     views::render(&VerifyPage {
         layout: session.layout("Verify", "verify"),
         missing,

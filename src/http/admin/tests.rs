@@ -1029,6 +1029,42 @@ async fn the_settings_form_saves_everything_or_nothing() {
 }
 
 #[tokio::test]
+async fn the_dashboard_health_summary_links_each_problem_to_its_fix() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let fresh = panel.get("/", &session).await;
+    assert!(fresh.body.contains("id=\"health-title\""), "{}", fresh.body);
+    assert!(
+        fresh
+            .body
+            .contains("<a href=\"/wizard/homeserver\">Continue with &#34;Homeserver&#34;</a>")
+            || fresh.body.contains(
+                "<a href=\"/wizard/homeserver\">Continue with &quot;Homeserver&quot;</a>"
+            ),
+        "{}",
+        fresh.body
+    );
+    complete_wizard(&panel, &session, &csrf).await;
+    let done = panel.get("/", &session).await;
+    assert!(
+        done.body
+            .contains("<strong>Setup</strong>: <span class=\"break\">complete</span>")
+    );
+    assert!(
+        done.body.contains("<a href=\"/verify\">Run the checks</a>"),
+        "{}",
+        done.body
+    );
+    // Applied settings wait for a restart: the summary points at the button.
+    assert!(
+        done.body
+            .contains("<a href=\"#pending-restart\">Restart now</a>"),
+        "{}",
+        done.body
+    );
+}
+
+#[tokio::test]
 async fn restart_now_needs_the_csrf_token_and_a_restarter() {
     let panel = panel().await;
     let (session, csrf) = panel.logged_in().await;
