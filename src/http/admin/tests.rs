@@ -1065,6 +1065,26 @@ async fn the_dashboard_health_summary_links_each_problem_to_its_fix() {
 }
 
 #[tokio::test]
+async fn a_pinned_setting_is_shown_locked_in_the_wizard_too() {
+    let panel = panel_with(&[
+        (SettingKey::FullAccessHomeservers, "example.org"),
+        (SettingKey::RtcUdpPort, "9882"),
+    ])
+    .await;
+    let (session, _) = panel.logged_in().await;
+    let network = panel.get("/wizard/network", &session).await;
+    assert!(
+        network.body.contains(
+            "Locked: command-line flag --rtc-udp-port sets RTCBOX_RTC_UDP_PORT to 9882; Apply leaves it as it is."
+        ),
+        "{}",
+        network.body
+    );
+    // An unpinned one says nothing of the kind.
+    assert!(!network.body.contains("sets RTCBOX_RTC_TCP_PORT"));
+}
+
+#[tokio::test]
 async fn restart_now_needs_the_csrf_token_and_a_restarter() {
     let panel = panel().await;
     let (session, csrf) = panel.logged_in().await;

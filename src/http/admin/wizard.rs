@@ -792,7 +792,11 @@ async fn render_step(
         Step::Review => unreachable!("handled above"),
     };
     let has_errors = !errors.is_empty();
-    let fields = fields.into_iter().map(|f| f.with_errors(errors)).collect();
+    let running = state.running();
+    let fields = fields
+        .into_iter()
+        .map(|f| locked_note(f, &running).with_errors(errors))
+        .collect();
     let page = StepPage {
         layout,
         step,
@@ -809,6 +813,50 @@ async fn render_step(
         *response.status_mut() = status;
     }
     response
+}
+
+/// The setting a wizard field ends up in, where it is one setting.
+fn field_setting(name: &str) -> Option<SettingKey> {
+    Some(match name {
+        "public_ip" => SettingKey::NodeIp,
+        "http" => SettingKey::HttpBind,
+        "https" => SettingKey::HttpsBind,
+        "admin" => SettingKey::AdminBind,
+        "rtc_udp" => SettingKey::RtcUdpPort,
+        "rtc_tcp" => SettingKey::RtcTcpPort,
+        "turn" => SettingKey::TurnPort,
+        "turns" => SettingKey::TurnTlsPort,
+        "relay_min" | "relay_max" => SettingKey::TurnRelayPorts,
+        "email" => SettingKey::AcmeEmail,
+        "cert_file" => SettingKey::TlsCertFile,
+        "key_file" => SettingKey::TlsKeyFile,
+        _ => return None,
+    })
+}
+
+/// A field whose setting a flag or the environment pins says so, with where it comes from:
+/// Apply leaves that setting as it is (the review lists it too).
+fn locked_note(mut field: Field, running: &crate::config::Settings) -> Field {
+    if let Some(key) = field_setting(field.name)
+        && running.is_pinned(key)
+    {
+        let origin = running
+            .origins
+            .get(&key)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let note = format!(
+            "Locked: {origin} sets {} to {}; Apply leaves it as it is.",
+            key.env_name(),
+            running.display(key)
+        );
+        field.help = if field.help.is_empty() {
+            note
+        } else {
+            format!("{} {note}", field.help)
+        };
+    }
+    field
 }
 
 fn is_relevant_feature(name: &str) -> bool {
