@@ -6,7 +6,8 @@
 //!   browser came over https), a CSRF token on every form, a login rate limit, logout.
 //! - Pages: dashboard, the setup wizard, the generated outputs, the verification page, recent
 //!   logs, settings (environment-pinned settings shown locked), API key rotation, and "Renew
-//!   now" for an ACME certificate.
+//!   now" for an ACME certificate. The verification page runs its checks only when asked, and
+//!   streams them ([`verify`]).
 //!
 //! Handlers are thin: the wizard's logic lives in `setup::wizard`, the generated files in
 //! `setup::outputs`, the checks in `setup::verify`. Every error becomes a page without internals;
@@ -19,6 +20,7 @@
 mod assets;
 mod auth;
 mod pages;
+mod verify;
 mod views;
 mod wizard;
 
@@ -45,6 +47,7 @@ use crate::turn::TurnHandle;
 
 use super::ratelimit::RateLimiter;
 
+pub use assets::static_file;
 pub use auth::{
     SETUP_TOKEN_TTL_SECS, SETUP_URL_FILE, ensure_setup_token, new_setup_token, remove_setup_url,
     setup_url, write_setup_url,
@@ -86,6 +89,8 @@ pub struct AdminState {
     /// This machine's LAN addresses, offered and checked in the wizard's network step
     /// (`discover::lan_addresses`; a fixed list in tests).
     pub lan_addresses: fn() -> Vec<std::net::IpAddr>,
+    /// The verification page's last results (in memory: the checks run only when asked).
+    pub last_checks: Mutex<Option<verify::LastChecks>>,
 }
 
 /// Reads one environment variable (the process's in production, a table in tests).
@@ -123,6 +128,7 @@ impl AdminState {
             acme: None,
             connection_caps: Vec::new(),
             lan_addresses: crate::setup::discover::lan_addresses,
+            last_checks: Mutex::new(None),
         }
     }
 }
@@ -141,7 +147,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/outputs", get(pages::outputs))
         .route("/outputs/{id}", get(pages::download))
         .route("/outputs/well-known", post(pages::paste_well_known))
-        .route("/verify", get(pages::verify).post(pages::verify_with_token))
+        .route("/verify", get(verify::page).post(verify::run_and_show))
+        .route("/verify/run", post(verify::run_streaming))
+        .route("/verify/test-call", post(verify::start_test_call))
         .route("/logs", get(pages::logs))
         .route(
             "/settings",

@@ -211,11 +211,13 @@ const PAGES: [&str; 9] = [
     "/settings",
 ];
 
-const FORMS: [&str; 9] = [
+const FORMS: [&str; 11] = [
     "/wizard/homeserver",
     "/wizard/network",
     "/wizard/review",
     "/verify",
+    "/verify/run",
+    "/verify/test-call",
     "/settings",
     "/settings/keys",
     "/settings/password",
@@ -954,6 +956,172 @@ async fn complete_wizard(panel: &Panel, session: &str, csrf: &str) {
         )
         .await;
     assert_eq!(applied.location(), "/outputs?applied=1");
+}
+
+#[tokio::test]
+async fn the_checks_run_only_when_asked_and_stream_their_results() {
+    // Without network clients every run yields one "Live checks" result, so a page showing it
+    // has run the checks; nothing here goes out.
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let unfinished = panel
+        .post("/verify/run", &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        unfinished.status,
+        StatusCode::CONFLICT,
+        "{}",
+        unfinished.body
+    );
+    complete_wizard(&panel, &session, &csrf).await;
+
+    let opened = panel.get("/verify", &session).await;
+    assert_eq!(opened.status, StatusCode::OK);
+    assert!(opened.body.contains("Not checked yet."), "{}", opened.body);
+    assert!(!opened.body.contains("Live checks"), "{}", opened.body);
+    assert!(opened.body.contains("Run the checks"));
+
+    let streamed = panel
+        .post(
+            "/verify/run",
+            &session,
+            &[("csrf", &csrf), ("access_token", "syt_never_shown")],
+        )
+        .await;
+    assert_eq!(streamed.status, StatusCode::OK);
+    assert_eq!(
+        streamed.headers[header::CONTENT_TYPE],
+        "text/event-stream; charset=utf-8"
+    );
+    let events: Vec<&str> = streamed
+        .body
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| e.lines().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        events,
+        ["event: start", "event: check", "event: done"],
+        "{}",
+        streamed.body
+    );
+    // Every line of an event's HTML is a data line; the start lists every check as waiting.
+    for event in streamed.body.split("\n\n").filter(|e| !e.is_empty()) {
+        assert!(
+            event.lines().skip(1).all(|l| l.starts_with("data: ")),
+            "{event}"
+        );
+    }
+    let start = streamed.body.split("\n\n").next().unwrap();
+    assert_eq!(
+        start.matches("class=\"check running\"").count(),
+        13,
+        "{start}"
+    );
+    assert!(streamed.body.contains("id=\"check-network\""));
+    assert!(!streamed.body.contains("syt_never_shown"));
+
+    // The page shows the last results when opened again, and still runs nothing.
+    let reopened = panel.get("/verify", &session).await;
+    assert!(reopened.body.contains("Live checks"), "{}", reopened.body);
+    assert!(reopened.body.contains("Checked at "), "{}", reopened.body);
+
+    // Without JavaScript: the form's POST renders the page with every result.
+    let posted = panel.post("/verify", &session, &[("csrf", &csrf)]).await;
+    assert_eq!(posted.status, StatusCode::OK);
+    assert!(
+        posted
+            .body
+            .contains("<li class=\"check unavailable\" id=\"check-network\">")
+    );
+    assert!(posted.body.contains("Run the checks"));
+}
+
+#[tokio::test]
+async fn a_test_call_is_started_by_the_admin_only_after_setup() {
+    str0m::crypto::from_feature_flags().install_process_default();
+    let sockets = crate::sfu::SfuSockets::bind("127.0.0.1".parse().unwrap(), None, 0, 0)
+        .await
+        .unwrap();
+    let sfu = crate::sfu::SfuHandle::spawn(sockets, false);
+    let panel = panel_configured(
+        &[(SettingKey::FullAccessHomeservers, "example.org")],
+        |state| state.sfu = Some(sfu.clone()),
+    )
+    .await;
+    let (session, csrf) = panel.logged_in().await;
+    let rooms = || async {
+        sfu.call(|core, _| core.list_rooms(&[]).len())
+            .await
+            .unwrap()
+    };
+    // Before the wizard is finished: refused, with what to do, and no room.
+    let early = panel
+        .post("/verify/test-call", &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(early.status, StatusCode::CONFLICT);
+    let error: serde_json::Value = serde_json::from_str(&early.body).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("finish it first"),
+        "{error}"
+    );
+    assert_eq!(rooms().await, 0);
+    complete_wizard(&panel, &session, &csrf).await;
+    // The page may connect to the SFU's public URL (and its own origin) only.
+    let page = panel.get("/verify", &session).await;
+    let public_url = panel.state.settings.public_url.as_str();
+    let sources = crate::http::test_call::connect_sources(public_url);
+    assert!(!sources.is_empty(), "{public_url}");
+    let policy = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        policy.contains(&format!("connect-src 'self' {sources};")),
+        "{policy}"
+    );
+    assert!(page.body.contains("Start a test call"));
+
+    let started = panel
+        .post("/verify/test-call", &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    assert_eq!(started.headers[header::CACHE_CONTROL], "no-store");
+    let call: serde_json::Value = serde_json::from_str(&started.body).unwrap();
+    let room = call["room"].as_str().unwrap();
+    assert!(room.starts_with("rtcbox-test-call-"), "{room}");
+    assert_eq!(call["url"], public_url);
+    for token in ["sender", "viewer"] {
+        let claims = crate::livekit::token::verify(
+            call[token].as_str().unwrap(),
+            &panel.state.settings.api_key,
+            &panel.state.settings.api_secret,
+        )
+        .unwrap();
+        assert_eq!(claims.video.unwrap().room, room);
+    }
+    let link = call["phone_link"].as_str().unwrap();
+    assert!(
+        link.starts_with(&crate::http::test_call::phone_page(public_url)),
+        "{link}"
+    );
+    assert!(call["phone_qr"].as_str().unwrap().contains("<svg"));
+    assert_eq!(rooms().await, 1);
+}
+
+#[tokio::test]
+async fn without_an_sfu_the_test_call_says_why() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    complete_wizard(&panel, &session, &csrf).await;
+    let refused = panel
+        .post("/verify/test-call", &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    let error: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(
+        error["error"],
+        "No test call: the SFU is not running in this process."
+    );
 }
 
 #[tokio::test]
