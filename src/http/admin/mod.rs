@@ -19,6 +19,7 @@
 
 mod assets;
 mod auth;
+mod logs;
 mod pages;
 mod verify;
 mod views;
@@ -150,7 +151,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/verify", get(verify::page).post(verify::run_and_show))
         .route("/verify/run", post(verify::run_streaming))
         .route("/verify/test-call", post(verify::start_test_call))
-        .route("/logs", get(pages::logs))
+        .route("/logs", get(logs::page))
+        .route("/logs/download", get(logs::download))
         .route(
             "/settings",
             get(pages::settings).post(pages::settings_submit),

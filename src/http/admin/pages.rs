@@ -1,5 +1,5 @@
-//! The panel's pages other than login, the wizard and verification: dashboard, generated
-//! configuration, logs and settings.
+//! The panel's pages other than login, the wizard, verification and logs: dashboard, generated
+//! configuration and settings.
 
 use std::sync::Arc;
 
@@ -143,13 +143,6 @@ pub struct OutputsPage {
     /// A refused paste: what was wrong, and the text as pasted.
     pub paste_error: Option<String>,
     pub paste_text: String,
-}
-
-#[derive(Template)]
-#[template(path = "logs.html")]
-pub struct LogsPage {
-    pub layout: Layout,
-    pub lines: Vec<String>,
 }
 
 #[derive(Template)]
@@ -705,13 +698,6 @@ pub async fn download(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     response
-}
-
-pub async fn logs(State(state): State<Arc<AdminState>>, session: Session) -> Response {
-    views::render(&LogsPage {
-        layout: session.layout("Logs", "logs"),
-        lines: state.logs.recent(500),
-    })
 }
 
 /// Settings the panel may change; the rest come from the environment, a flag or a dedicated form.

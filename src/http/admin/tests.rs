@@ -199,7 +199,7 @@ fn encode(s: &str) -> String {
 type Field<'a> = (&'a str, &'a str);
 type Fields<'a> = &'a [Field<'a>];
 
-const PAGES: [&str; 9] = [
+const PAGES: [&str; 10] = [
     "/",
     "/wizard",
     "/wizard/homeserver",
@@ -208,6 +208,7 @@ const PAGES: [&str; 9] = [
     "/outputs/homeserver-yaml",
     "/verify",
     "/logs",
+    "/logs/download",
     "/settings",
 ];
 
@@ -1656,6 +1657,102 @@ async fn assets_logs_and_unknown_pages() {
     let missing = panel.get("/no/such/page", &session).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.body.contains("There is no such page"));
+}
+
+#[tokio::test]
+async fn the_log_page_filters_by_level_downloads_and_says_where_the_log_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let panel = panel().await;
+    let (session, _) = panel.logged_in().await;
+    let logs = &panel.state.logs;
+    let no_file = panel.get("/logs", &session).await;
+    assert!(!no_file.body.contains("Kept across restarts"));
+    logs.persist_in(dir.path()).unwrap();
+    let line = |level: &str, what: &str| {
+        format!("2026-12-04T20:58:43.993851Z  {level} rtcbox::app: {what}")
+    };
+    for (level, what) in [
+        ("DEBUG", "debug-line"),
+        ("INFO", "info-line"),
+        ("WARN", "warn-line"),
+        ("ERROR", "error-line"),
+    ] {
+        logs.push(&line(level, what));
+    }
+    logs.push("    continued-error-line");
+    // Each level shows its lines and those above it, a continuation line with its event.
+    let all = [
+        "debug-line",
+        "info-line",
+        "warn-line",
+        "error-line",
+        "continued-error-line",
+    ];
+    let shown =
+        |body: &str| -> Vec<&str> { all.into_iter().filter(|what| body.contains(what)).collect() };
+    for (query, expected, selected) in [
+        ("", &all[..], "trace"),
+        ("?level=warn", &all[2..], "warn"),
+        ("?level=ERROR", &all[3..], "error"),
+        ("?level=info", &all[1..], "info"),
+        // Unknown levels show everything.
+        ("?level=%3Cb%3E", &all[..], "trace"),
+    ] {
+        let page = panel.get(&format!("/logs{query}"), &session).await;
+        assert_eq!(page.status, StatusCode::OK, "{query}");
+        assert_eq!(shown(&page.body), expected, "{query}");
+        assert!(
+            page.body
+                .contains(&format!("<option value=\"{selected}\" selected>")),
+            "{query}: {}",
+            page.body
+        );
+        assert!(
+            page.body
+                .contains(&format!("href=\"/logs/download?level={selected}\"")),
+            "{query}"
+        );
+    }
+    let page = panel.get("/logs", &session).await;
+    assert!(
+        page.body.contains("Kept across restarts in")
+            && page
+                .body
+                .contains(&dir.path().join("rtcbox.log").display().to_string()),
+        "{}",
+        page.body
+    );
+
+    let download = panel.get("/logs/download?level=warn", &session).await;
+    assert_eq!(download.status, StatusCode::OK);
+    assert_eq!(
+        download.headers[header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(
+        download.headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"rtcbox-log-warn.txt\""
+    );
+    assert_eq!(
+        download.body,
+        format!(
+            "{}\n{}\n    continued-error-line\n",
+            line("WARN", "warn-line"),
+            line("ERROR", "error-line")
+        )
+    );
+    // The download reads the file: what was logged before this buffer existed is in it.
+    std::fs::write(
+        dir.path().join("rtcbox.log.1"),
+        format!("{}\n", line("ERROR", "last-week")),
+    )
+    .unwrap();
+    let download = panel.get("/logs/download?level=error", &session).await;
+    assert!(
+        download.body.starts_with(&line("ERROR", "last-week")),
+        "{}",
+        download.body
+    );
 }
 
 #[tokio::test]
