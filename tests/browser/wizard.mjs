@@ -50,7 +50,7 @@ const SHOTS = [
   'setup', 'dashboard', 'wizard-homeserver', 'wizard-endpoints', 'wizard-tls', 'wizard-network',
   'wizard-turn', 'wizard-review', 'outputs', 'verify', 'wizard-homeserver-error',
   'wizard-network-phone', 'menu-phone', 'wizard-network-lan-doubt', 'verify-test-call',
-  'test-call-phone', 'verify-test-call-dark',
+  'test-call-phone', 'verify-test-call-dark', 'logs',
 ];
 // How long a test call may take to show media (ICE and DTLS on loopback take a second or two).
 const CALL_TIMEOUT_MS = 30000;
@@ -330,6 +330,31 @@ class Walk {
     this.endingCall = false;
   }
 
+  // The log page: warnings and up only (rtcbox warned at start, e.g. about the setup URL), and
+  // the same as a download.
+  async logs(page) {
+    await page.goto(`${this.opts.adminUrl}/logs`);
+    await page.getByLabel('Show', { exact: true }).selectOption('warn');
+    await Promise.all([
+      page.waitForURL((url) => url.pathname === '/logs' && url.searchParams.get('level') === 'warn'),
+      page.getByRole('button', { name: 'Show', exact: true }).click(),
+    ]);
+    const lines = (await page.locator('pre.log').textContent()).split('\n').filter((l) => /^\d{4}-/.test(l));
+    this.check(lines.length > 0, 'no warnings on the log page, though rtcbox warned at start');
+    const others = lines.filter((l) => !/^\S+\s+(WARN|ERROR)\s/.test(l));
+    this.check(others.length === 0, `the warnings filter shows other lines: ${others.slice(0, 3)}`);
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('link', { name: 'Download' }).click(),
+    ]);
+    this.check(download.suggestedFilename() === 'rtcbox-log-warn.txt', `the download is called ${download.suggestedFilename()}`);
+    const saved = await download.path();
+    const text = readFileSync(saved, 'utf8');
+    this.check(lines.every((l) => text.includes(l)), 'the download lacks lines the page shows');
+    this.step('logs: filtered and downloaded', { warnings: lines.length });
+    await this.shot(page, 'logs');
+  }
+
   async run(browser) {
     const o = this.opts;
     const context = await browser.newContext({ viewport: DESKTOP, colorScheme: 'light', deviceScaleFactor: 1 });
@@ -521,6 +546,7 @@ class Walk {
     this.check(this.report.checks.length > 0, 'the verification page shows no check results');
     await this.shot(page, 'verify');
     await this.testCall(browser, page);
+    await this.logs(page);
     const session = await context.storageState();
     await context.close();
 

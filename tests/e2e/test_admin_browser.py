@@ -23,7 +23,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SHOTS = ["setup", "dashboard", "wizard-homeserver", "wizard-endpoints", "wizard-tls",
          "wizard-network", "wizard-turn", "wizard-review", "outputs", "verify",
          "wizard-homeserver-error", "wizard-network-phone", "menu-phone",
-         "wizard-network-lan-doubt", "verify-test-call", "test-call-phone", "verify-test-call-dark"]
+         "wizard-network-lan-doubt", "verify-test-call", "test-call-phone", "verify-test-call-dark",
+         "logs"]
 
 
 def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
