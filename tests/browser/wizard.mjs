@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // Browser end-to-end test of the admin panel: headless Debian Chromium, driven by playwright-core,
 // walks the first run as an admin would: setup token and password, every wizard step (fields
-// found by their labels, "Save and continue"), Review → Apply, the generated configuration and
-// the verification page. It takes a screenshot of each page, then looks at every page again on a
+// found by their labels, "Save and continue"), Review → Apply, the generated configuration, the
+// verification page (nothing runs until "Run the checks"; the results stream in), a test call
+// from that page to "media received" with a path and round trip (and from a phone-sized page
+// with Chromium's fake camera, through the public listener), and the log page's level filter
+// and download. It takes a screenshot of each page, then looks at every page again on a
 // phone and on a desktop in dark mode. On every page it checks the layout: nothing wider than the
 // viewport or hidden behind a sideways scrollbar, and at desktop width no card taller than the
 // viewport.
@@ -273,7 +276,7 @@ class Walk {
   }
 
   // Waits until the test call panel `selector` shows received media with a path and a round
-  // trip time; returns its facts.
+  // trip time (new ones: the state is reset when a call starts); returns its facts.
   async callReceives(page, selector, who) {
     try {
       await page.waitForFunction((sel) => {
@@ -327,6 +330,17 @@ class Walk {
     await page.getByRole('button', { name: 'End the test call' }).click();
     await page.locator('#call-panel [data-call="state"]', { hasText: 'ended' }).waitFor();
     await phone.close();
+    this.endingCall = false;
+    // Again, through the TURN relay only: the path says so.
+    await page.getByLabel("Only through rtcbox's TURN relay", { exact: false }).check();
+    await page.getByRole('button', { name: 'Start a test call' }).click();
+    const viaTurn = await this.callReceives(page, '#call-panel', 'the admin page, TURN only');
+    this.report.testCall.relayOnly = viaTurn;
+    this.check(viaTurn.path.startsWith('TURN relay'), `a relay-only call took the path ${viaTurn.path}`);
+    this.step('test call: through the TURN relay', viaTurn);
+    this.endingCall = true;
+    await page.getByRole('button', { name: 'End the test call' }).click();
+    await page.locator('#call-panel [data-call="state"]', { hasText: 'ended' }).waitFor();
     this.endingCall = false;
   }
 

@@ -94,3 +94,6 @@ def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
         assert call[side]["state"] == "media received", call
         assert call[side]["path"].startswith("UDP"), call
         assert call[side]["rtt"].endswith(" ms"), call
+    # Again with only the TURN relay allowed: the media went through rtcbox's TURN server.
+    assert call["relayOnly"]["state"] == "media received", call
+    assert call["relayOnly"]["path"].startswith("TURN relay"), call

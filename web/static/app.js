@@ -165,10 +165,12 @@ function setUpTestCall() {
       show({ state: "loading livekit-client…" });
       const LK = await T.loadClient("/static/vendor/livekit-client.umd.js");
       const wantsCamera = document.getElementById("call-camera").checked;
+      const relayOnly = document.getElementById("call-relay").checked;
       const source = (wantsCamera && (await T.camera())) || T.testPattern("rtcbox test call");
       call = { rooms: [], source, timer: null };
       show({ state: `connecting to ${answer.url}…` });
       const viewer = await T.join(LK, answer.url, answer.viewer, {
+        relayOnly,
         tiles: panel.querySelector(".tiles"),
         captions: { "test-pattern": "test pattern, back through the SFU", phone: "the phone" },
         onData: (who, payload) => {
@@ -176,7 +178,7 @@ function setUpTestCall() {
         },
       });
       call.rooms.push(viewer.room);
-      const sender = await T.join(LK, answer.url, answer.sender, { source });
+      const sender = await T.join(LK, answer.url, answer.sender, { source, relayOnly });
       call.rooms.push(sender.room);
       stop.hidden = false;
       show({ state: "connected, waiting for media…" });

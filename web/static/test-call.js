@@ -167,9 +167,10 @@ window.RtcboxTestCall = (() => {
 
   // Joins `url` with `token`, publishing `source` when given, subscribing when `tiles` is given
   // (each participant's video in a tile captioned `captions[identity]`, else the identity).
-  // `onData(identity, bytes)` gets the test call's data messages. Returns the room and the
+  // `onData(identity, bytes)` gets the test call's data messages; `relayOnly` allows only TURN
+  // relay candidates. Returns the room and the
   // remote tracks by participant identity.
-  async function join(LK, url, token, { source, tiles, captions = {}, onData } = {}) {
+  async function join(LK, url, token, { source, tiles, captions = {}, onData, relayOnly = false } = {}) {
     // Two peer connections (LiveKit's v0 signaling, what rtcbox speaks) from the start: the
     // SDK's default first tries /rtc/v1 and falls back after a 404, which only adds noise here.
     const room = new LK.Room({ adaptiveStream: false, dynacast: false, singlePeerConnection: false });
@@ -186,7 +187,12 @@ window.RtcboxTestCall = (() => {
         if (topic === "rtcbox-test-call") onData(participant?.identity, payload);
       });
     }
-    await room.connect(url, token, { autoSubscribe: Boolean(tiles) });
+    // relayOnly: only rtcbox's TURN relay (the ICE servers the JoinResponse lists) may carry
+    // the media, which tests TURN the way a caller behind a strict firewall uses it.
+    await room.connect(url, token, {
+      autoSubscribe: Boolean(tiles),
+      ...(relayOnly ? { rtcConfig: { iceTransportPolicy: "relay" } } : {}),
+    });
     if (source) {
       await room.localParticipant.publishTrack(source.video, { name: "test-video", source: LK.Track.Source.Camera, simulcast: false });
       if (source.audio) await room.localParticipant.publishTrack(source.audio, { name: "test-audio", source: LK.Track.Source.Microphone });
