@@ -2,8 +2,9 @@
 //! and a phone join through the public URL, to see media go through rtcbox for real.
 //!
 //! - [`start`] (for the admin panel's `POST /verify/test-call`) creates a room named
-//!   `rtcbox-test-call-<random>` (MatrixRTC rooms are named by the authorization service from a
-//!   hash, so no real room has such a name), at most [`MAX_PARTICIPANTS`], gone
+//!   `rtcbox-test-call-<random>` (the authorization service names MatrixRTC rooms with unpadded
+//!   standard base64, which has no `-`, so no real room has such a name), at most
+//!   [`MAX_PARTICIPANTS`], gone
 //!   [`EMPTY_TIMEOUT`] after it empties, and mints LiveKit tokens for it alone, valid
 //!   [`TOKEN_TTL`]: a sender and a hidden viewer for the admin's page, one for a phone. Nothing
 //!   else can mint tokens for it, so the room is usable for nothing else.

@@ -121,3 +121,16 @@ async fn a_test_call_is_a_room_of_its_own_with_short_lived_tokens() {
     );
     assert!(call.phone_qr.contains("<svg"));
 }
+
+#[test]
+fn no_matrixrtc_room_is_named_like_a_test_room() {
+    // The authorization service names rooms with unpadded standard base64, which has no '-'.
+    for (room, slot) in [("!a:example.org", "m.call#ROOM"), ("!zz:x", ""), ("", "")] {
+        let alias = crate::auth::derive::room_alias(room, slot);
+        assert!(
+            !alias.contains('-') && !alias.starts_with(ROOM_PREFIX),
+            "{alias}"
+        );
+    }
+    assert!(ROOM_PREFIX.contains('-'));
+}
