@@ -96,6 +96,17 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
         tracing::warn!("{warning}");
     }
     let (pool, settings) = open_and_resolve(cli).await?;
+    // The admin panel's log page keeps its lines in the data directory (writable: the database
+    // was just opened there), so they survive a restart.
+    let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);
+    if let Err(error) = crate::logbuf::global().persist_in(&data_dir) {
+        tracing::warn!(
+            %error,
+            "cannot keep the log in {}/{}: the admin panel shows this run's lines only",
+            data_dir.display(),
+            crate::logbuf::FILE_NAME
+        );
+    }
     // Held while serving: `rtcbox restore` refuses to replace the data under a running server.
     let _serve_lock = {
         let data_dir = config::data_dir(cli.data_dir.as_deref(), &process_env);

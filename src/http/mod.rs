@@ -10,6 +10,7 @@ mod auth_routes;
 pub mod forwarded;
 pub mod https;
 pub mod ratelimit;
+pub mod test_call;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -119,7 +120,9 @@ pub fn public_router(state: Arc<PublicState>) -> Router {
         )
         .with_state(state.clone());
     if let Some(rtc) = &state.rtc {
-        router = router.merge(rtc.clone()).nest("/livekit/sfu", rtc.clone());
+        // The test call's phone page sits at the SFU's public origin, with the SFU's routes.
+        let rtc = rtc.clone().merge(test_call::routes());
+        router = router.merge(rtc.clone()).nest("/livekit/sfu", rtc);
     }
     router
         .layer(middleware::from_fn(request_timeout))

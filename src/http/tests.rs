@@ -330,3 +330,64 @@ async fn acme_http01_tokens_are_answered_while_published() {
     challenges.remove("tok-1");
     assert_eq!(call_on(&app, "GET", path, "").await.status, 404);
 }
+
+#[tokio::test]
+async fn the_test_call_page_is_served_with_the_sfu_routes() {
+    // Without an SFU there is no test call page.
+    assert_eq!(call("GET", "/test-call", Body::empty()).await.status, 404);
+    let app = public_service(Arc::new(
+        PublicState::new(Arc::new(auth_service())).with_rtc(axum::Router::new()),
+    ));
+    for prefix in ["", "/livekit/sfu"] {
+        let page = call_on(&app, "GET", &format!("{prefix}/test-call"), Body::empty()).await;
+        assert_eq!(page.status, 200, "{prefix}");
+        assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
+        assert!(page.body.contains("Join the test call"), "{}", page.body);
+        let policy = page.header("content-security-policy");
+        assert!(policy.contains("connect-src 'self';"), "{policy}");
+        assert_eq!(page.header("referrer-policy"), "no-referrer");
+        for (file, kind) in [
+            ("test-call.js", "text/javascript; charset=utf-8"),
+            ("livekit-client.umd.js", "text/javascript; charset=utf-8"),
+            ("app.css", "text/css; charset=utf-8"),
+            ("icon.svg", "image/svg+xml"),
+        ] {
+            let served = call_on(
+                &app,
+                "GET",
+                &format!("{prefix}/test-call/{file}"),
+                Body::empty(),
+            )
+            .await;
+            assert_eq!(served.status, 200, "{prefix}/test-call/{file}");
+            assert_eq!(served.header("content-type"), kind);
+        }
+        // Only those: not the admin panel's other files.
+        for other in [
+            "app.js",
+            "vendor%2Flivekit-client.umd.js",
+            "..%2Fapp.js",
+            "test-call.html",
+        ] {
+            let refused = call_on(
+                &app,
+                "GET",
+                &format!("{prefix}/test-call/{other}"),
+                Body::empty(),
+            )
+            .await;
+            assert_eq!(refused.status, 404, "{prefix}/test-call/{other}");
+        }
+    }
+    assert!(
+        call_on(
+            &app,
+            "GET",
+            "/test-call/livekit-client.umd.js",
+            Body::empty()
+        )
+        .await
+        .body
+        .contains("LivekitClient")
+    );
+}

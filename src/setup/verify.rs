@@ -11,6 +11,7 @@
 //! run takes at most that long. The judgement lives in [`evaluate`] as pure functions of what was
 //! observed; this file only gathers the observations.
 
+pub mod causes;
 pub mod evaluate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -134,19 +135,38 @@ pub struct Check {
     pub status: Status,
     pub detail: String,
     pub fix: Option<String>,
+    /// Why it did not pass, as far as its observations show ([`causes::group`] finds the ones
+    /// several checks share); empty for a pass.
+    pub causes: Vec<causes::Cause>,
 }
 
 impl Check {
-    fn new(id: &'static str, status: Status, detail: String, fix: Option<String>) -> Check {
+    pub fn new(id: &'static str, status: Status, detail: String, fix: Option<String>) -> Check {
         Check {
             id,
             title: title(id),
             status,
             detail,
             fix,
+            causes: Vec::new(),
         }
     }
+
+    /// The check with `causes` attached, unless it passed.
+    fn caused_by(mut self, causes: impl IntoIterator<Item = Option<causes::Cause>>) -> Check {
+        if self.status != Status::Pass {
+            for cause in causes.into_iter().flatten() {
+                if !self.causes.contains(&cause) {
+                    self.causes.push(cause);
+                }
+            }
+        }
+        self
+    }
 }
+
+/// Where [`run_all_reporting`] sends each check as it finishes.
+pub type Progress = tokio::sync::mpsc::UnboundedSender<Check>;
 
 /// What the checks compare the live deployment against.
 #[derive(Clone, Debug)]
@@ -196,7 +216,27 @@ pub async fn run_all(
     sfu: Option<&SfuAccess>,
     turn: Option<&TurnAccess>,
 ) -> Vec<Check> {
-    run_with(&Targets::of(&input.deployment), input, http, sfu, turn).await
+    run_with(
+        &Targets::of(&input.deployment),
+        input,
+        http,
+        sfu,
+        turn,
+        None,
+    )
+    .await
+}
+
+/// [`run_all`], sending each check to `progress` the moment it finishes (in any order).
+pub async fn run_all_reporting(
+    input: &VerifyInput,
+    http: &HttpClient,
+    sfu: Option<&SfuAccess>,
+    turn: Option<&TurnAccess>,
+    progress: &Progress,
+) -> Vec<Check> {
+    let targets = Targets::of(&input.deployment);
+    run_with(&targets, input, http, sfu, turn, Some(progress)).await
 }
 
 /// The URLs the checks fetch.
@@ -250,6 +290,7 @@ async fn run_with(
     http: &HttpClient,
     sfu: Option<&SfuAccess>,
     turn: Option<&TurnAccess>,
+    progress: Option<&Progress>,
 ) -> Vec<Check> {
     // Detected at most once, shared by the public-ip and media checks.
     let detected: OnceCell<Result<IpAddr, String>> = OnceCell::new();
@@ -265,46 +306,80 @@ async fn run_with(
         tcp,
         (turn_udp, turn_tcp, turn_tls, turn_legacy),
     ) = tokio::join!(
-        bounded(ids::WELL_KNOWN, check_well_known(targets, http)),
-        bounded(ids::SYNAPSE_VERSIONS, check_versions(targets, input, http)),
-        bounded(ids::RTC_TRANSPORTS, check_transports(targets, input, http)),
+        bounded(ids::WELL_KNOWN, check_well_known(targets, http), progress),
+        bounded(
+            ids::SYNAPSE_VERSIONS,
+            check_versions(targets, input, http),
+            progress
+        ),
+        bounded(
+            ids::RTC_TRANSPORTS,
+            check_transports(targets, input, http),
+            progress
+        ),
         async {
-            match tokio::time::timeout(CHECK_TIMEOUT, check_proxied(targets, input, http, sfu))
-                .await
-            {
-                Ok(checks) => checks,
-                Err(_) => [
-                    evaluate::timed_out(ids::AUTH_HEALTHZ),
-                    evaluate::timed_out(ids::SFU_WEBSOCKET),
-                    evaluate::timed_out(ids::TLS),
-                ],
+            let checks =
+                match tokio::time::timeout(CHECK_TIMEOUT, check_proxied(targets, input, http, sfu))
+                    .await
+                {
+                    Ok(checks) => checks,
+                    Err(_) => [
+                        evaluate::timed_out(ids::AUTH_HEALTHZ),
+                        evaluate::timed_out(ids::SFU_WEBSOCKET),
+                        evaluate::timed_out(ids::TLS),
+                    ],
+                };
+            for check in &checks {
+                report(progress, check);
             }
+            checks
         },
-        bounded(ids::PUBLIC_IP, async {
-            evaluate::public_ip(
-                detect().await,
-                input.deployment.network.public_ip,
-                &input.advertised_udp,
-            )
-        }),
-        bounded(ids::MEDIA_UDP, check_media(Proto::Udp, input, detect)),
-        bounded(ids::MEDIA_TCP, check_media(Proto::Tcp, input, detect)),
+        bounded(
+            ids::PUBLIC_IP,
+            async {
+                let detected = detect().await;
+                evaluate::public_ip(
+                    detected,
+                    input.deployment.network.public_ip,
+                    &input.advertised_udp,
+                )
+                .caused_by([detected.is_err().then_some(causes::Cause::PublicIpUnknown)])
+            },
+            progress
+        ),
+        bounded(
+            ids::MEDIA_UDP,
+            check_media(Proto::Udp, input, detect),
+            progress
+        ),
+        bounded(
+            ids::MEDIA_TCP,
+            check_media(Proto::Tcp, input, detect),
+            progress
+        ),
         // Boxed: the four probes' futures (TLS state included) are large.
         Box::pin(async {
             tokio::join!(
                 bounded(
                     ids::TURN_UDP,
-                    check_turn(Transport::Udp, input, http, turn, detect)
+                    check_turn(Transport::Udp, input, http, turn, detect),
+                    progress
                 ),
                 bounded(
                     ids::TURN_TCP,
-                    check_turn(Transport::Tcp, input, http, turn, detect)
+                    check_turn(Transport::Tcp, input, http, turn, detect),
+                    progress
                 ),
                 bounded(
                     ids::TURN_TLS,
-                    check_turn(Transport::Tls, input, http, turn, detect)
+                    check_turn(Transport::Tls, input, http, turn, detect),
+                    progress
                 ),
-                bounded(ids::TURN_LEGACY, check_turn_legacy(input, turn, detect)),
+                bounded(
+                    ids::TURN_LEGACY,
+                    check_turn_legacy(input, turn, detect),
+                    progress
+                ),
             )
         }),
     );
@@ -326,10 +401,23 @@ async fn run_with(
     ]
 }
 
-async fn bounded(id: &'static str, check: impl Future<Output = Check>) -> Check {
-    tokio::time::timeout(CHECK_TIMEOUT, check)
+async fn bounded(
+    id: &'static str,
+    check: impl Future<Output = Check>,
+    progress: Option<&Progress>,
+) -> Check {
+    let check = tokio::time::timeout(CHECK_TIMEOUT, check)
         .await
-        .unwrap_or_else(|_| evaluate::timed_out(id))
+        .unwrap_or_else(|_| evaluate::timed_out(id));
+    report(progress, &check);
+    check
+}
+
+fn report(progress: Option<&Progress>, check: &Check) {
+    if let Some(progress) = progress {
+        // The page may have gone away; the checks finish anyway.
+        let _ = progress.send(check.clone());
+    }
 }
 
 const JSON: (&str, &str) = ("accept", "application/json");
@@ -361,6 +449,7 @@ async fn check_well_known(targets: &Targets, http: &HttpClient) -> Check {
         },
         alternate,
     )
+    .caused_by([causes::of_fetch(&primary)])
 }
 
 /// GET following up to 3 redirects (as clients do); returns the hops and the final answer.
@@ -405,6 +494,7 @@ async fn check_versions(targets: &Targets, input: &VerifyInput, http: &HttpClien
     let url = format!("{}/_matrix/client/versions", targets.client_base_url);
     let result = http.get(&url, &[JSON]).await;
     evaluate::synapse_versions(&url, &result, input.deployment.synapse_version)
+        .caused_by([causes::of_fetch(&result)])
 }
 
 async fn check_transports(targets: &Targets, input: &VerifyInput, http: &HttpClient) -> Check {
@@ -432,6 +522,7 @@ async fn check_transports(targets: &Targets, input: &VerifyInput, http: &HttpCli
         synapse,
         &targets.livekit_service_url,
     )
+    .caused_by([causes::of_fetch(&result)])
 }
 
 /// `auth-healthz`, `sfu-websocket` and `tls`, which judges the other two's connections.
@@ -462,10 +553,12 @@ async fn check_proxied(
         .as_ref()
         .is_ok_and(|f| f.status == 200)
         .then_some(&preflight);
-    let healthz_check = evaluate::auth_healthz(deployment, &healthz_url, &healthz, preflight);
+    let healthz_check = evaluate::auth_healthz(deployment, &healthz_url, &healthz, preflight)
+        .caused_by([causes::of_fetch(&healthz)]);
     let (websocket_check, websocket_result) = match &websocket {
         Some((shown, result)) => (
-            evaluate::sfu_websocket(deployment, shown, result),
+            evaluate::sfu_websocket(deployment, shown, result)
+                .caused_by([causes::of_fetch(result)]),
             Some(result),
         ),
         None => (
@@ -478,7 +571,16 @@ async fn check_proxied(
             None,
         ),
     };
-    let tls_check = evaluate::tls(deployment, &healthz, websocket_result, &input.own_tls);
+    let tls_check = evaluate::tls(deployment, &healthz, websocket_result, &input.own_tls)
+        .caused_by(
+            [&healthz]
+                .into_iter()
+                .chain(websocket_result)
+                .map(|result| {
+                    causes::of_fetch(result)
+                        .filter(|c| matches!(c, causes::Cause::UntrustedCertificate { .. }))
+                }),
+        );
     [healthz_check, websocket_check, tls_check]
 }
 
@@ -614,6 +716,7 @@ where
         &public,
         (lan, &lan_result),
     )
+    .caused_by([causes::of_media(proto, port, &public, (lan, &lan_result))])
 }
 
 /// How long a TURN probe may take: within [`CHECK_TIMEOUT`], with room to judge and return.
@@ -703,6 +806,11 @@ where
         None => detect().await.clone(),
     };
     let (public, lan) = probe_turn(&spec, public_ip, deadline).await;
+    let proto = match transport {
+        Transport::Udp => "UDP",
+        Transport::Tcp | Transport::Tls => "TCP",
+    };
+    let cause = causes::of_turn(proto, &public, &lan);
     evaluate::turn_listener(
         &TurnExpect {
             transport,
@@ -715,6 +823,7 @@ where
         &public,
         &lan,
     )
+    .caused_by([cause])
 }
 
 /// `turn-legacy`: allocate over UDP with credentials made from the shared secret as Synapse
@@ -784,6 +893,9 @@ where
         },
         probes.as_ref().map(|(public, lan)| (public, lan)),
     )
+    .caused_by([probes
+        .as_ref()
+        .and_then(|(public, lan)| causes::of_turn("UDP", public, lan))])
 }
 
 /// `spec` (aimed at the LAN address) at the public address and on the LAN, concurrently; once

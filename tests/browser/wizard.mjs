@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // Browser end-to-end test of the admin panel: headless Debian Chromium, driven by playwright-core,
 // walks the first run as an admin would: setup token and password, every wizard step (fields
-// found by their labels, "Save and continue"), Review → Apply, the generated configuration and
-// the verification page. It takes a screenshot of each page, then looks at every page again on a
+// found by their labels, "Save and continue"), Review → Apply, the generated configuration, the
+// verification page (nothing runs until "Run the checks"; the results stream in), a test call
+// from that page to "media received" with a path and round trip (and from a phone-sized page
+// with Chromium's fake camera, through the public listener), and the log page's level filter
+// and download. It takes a screenshot of each page, then looks at every page again on a
 // phone and on a desktop in dark mode. On every page it checks the layout: nothing wider than the
 // viewport or hidden behind a sideways scrollbar, and at desktop width no card taller than the
 // viewport.
@@ -36,6 +39,9 @@ const log = (...args) => console.error(`[${((Date.now() - t0) / 1000).toFixed(1)
 const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  // The test call: a phone page's "camera" is Chromium's fake device, granted without a prompt.
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--autoplay-policy=no-user-gesture-required',
 ];
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
@@ -46,8 +52,11 @@ const MAX_SHOT_HEIGHT = 2400;
 const SHOTS = [
   'setup', 'dashboard', 'wizard-homeserver', 'wizard-endpoints', 'wizard-tls', 'wizard-network',
   'wizard-turn', 'wizard-review', 'outputs', 'verify', 'wizard-homeserver-error',
-  'wizard-network-phone', 'menu-phone', 'wizard-network-lan-doubt',
+  'wizard-network-phone', 'menu-phone', 'wizard-network-lan-doubt', 'verify-test-call',
+  'test-call-phone', 'verify-test-call-dark', 'logs',
 ];
+// How long a test call may take to show media (ICE and DTLS on loopback take a second or two).
+const CALL_TIMEOUT_MS = 30000;
 const VERIFY_TIMEOUT_MS = 120000;
 
 // Runs in the page: what breaks the layout at this viewport. No element may reach past the
@@ -115,6 +124,9 @@ class Walk {
     page.on('console', (m) => {
       // A form the test submits wrong on purpose answers 400, which Chromium logs.
       if (this.rejecting && /status of 400/.test(m.text())) return;
+      // Ending the test call: rtcbox closes the signaling socket after the leave while
+      // livekit-client still reads it, which it logs as an error (the call is over either way).
+      if (this.endingCall && /error reading from signal stream/.test(m.text())) return;
       if (m.type() === 'error' || m.type() === 'warning') {
         this.report.console.push(`${label} ${m.type()}: ${m.text()}`.slice(0, 500));
       }
@@ -269,6 +281,106 @@ class Walk {
       if (id === fieldId) return tabs;
     }
     throw new Error(`${maxTabs} Tab presses after the skip link did not reach #${fieldId}`);
+  }
+
+  // The facts a test call panel shows (data-call="state|path|rtt|loss").
+  static callFacts(page, selector) {
+    return page.evaluate((sel) => Object.fromEntries([...document.querySelectorAll(`${sel} [data-call]`)]
+      .map((e) => [e.dataset.call, e.textContent.trim()])), selector);
+  }
+
+  // Waits until the test call panel `selector` shows received media with a path and a round
+  // trip time (new ones: the state is reset when a call starts); returns its facts.
+  async callReceives(page, selector, who) {
+    try {
+      await page.waitForFunction((sel) => {
+        const fact = (name) => document.querySelector(`${sel} [data-call="${name}"]`)?.textContent.trim() ?? '';
+        return fact('state') === 'media received' && /^(UDP|TCP|TURN)/.test(fact('path')) && /^\d+ ms$/.test(fact('rtt'));
+      }, selector, { timeout: CALL_TIMEOUT_MS });
+    } catch (e) {
+      throw new Error(`${who}: no media received: ${JSON.stringify(await Walk.callFacts(page, selector))} (${e.message})`);
+    }
+    return Walk.callFacts(page, selector);
+  }
+
+  // The verification page's test call: the admin's browser sends a test pattern through the
+  // SFU's public URL and receives it back; then a phone (390 px, Chromium's fake camera) joins
+  // with the page's link, both sides see media, and the admin's page shows what the phone saw.
+  async testCall(browser, page) {
+    const endButton = page.getByRole('button', { name: 'End the test call' });
+    this.check(!(await endButton.isVisible()), '"End the test call" is shown before a call started');
+    await page.getByRole('button', { name: 'Start a test call' }).click();
+    const admin = await this.callReceives(page, '#call-panel', 'the admin page');
+    this.report.testCall = { admin };
+    this.step('test call: media received', admin);
+    this.check(await page.locator('#call-panel video').count() >= 1, 'no video of the test pattern on the page');
+    const link = await page.locator('#call-link').getAttribute('href');
+    this.check(await page.locator('#call-qr svg').isVisible(), 'no QR code for the phone');
+    this.check(link.includes('/test-call#'), `the phone link is ${link}`);
+    await page.locator('#test-call').scrollIntoViewIfNeeded();
+    await this.shot(page, 'verify-test-call');
+
+    const phone = await browser.newContext({
+      viewport: PHONE, colorScheme: 'light', deviceScaleFactor: 1, isMobile: true, hasTouch: true,
+    });
+    const phonePage = await phone.newPage();
+    this.watch(phonePage, 'phone call');
+    await phonePage.goto(link);
+    await phonePage.getByRole('button', { name: 'Join the test call' }).click();
+    const phoneSaw = await this.callReceives(phonePage, '#phone-call', 'the phone page');
+    this.check(!(await phonePage.getByRole('button', { name: 'Join the test call' }).isVisible()), 'the phone page still offers to join');
+    this.report.testCall.phone = phoneSaw;
+    await this.shot(phonePage, 'test-call-phone');
+    // The admin's page shows what the phone measured, and the phone's camera.
+    const relayed = await this.callReceives(page, '#call-phone-facts', 'the phone facts on the admin page');
+    this.report.testCall.phoneOnAdminPage = relayed;
+    this.check(await page.locator('#call-panel figure[data-who="the phone"] video').count() === 1, "no tile of the phone's video on the admin page");
+    this.step('test call: a phone joined', phoneSaw);
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await page.locator('#test-call').scrollIntoViewIfNeeded();
+    await this.shot(page, 'verify-test-call-dark');
+    await page.emulateMedia({ colorScheme: 'light' });
+    this.endingCall = true;
+    await page.getByRole('button', { name: 'End the test call' }).click();
+    await page.locator('#call-panel [data-call="state"]', { hasText: 'ended' }).waitFor();
+    await phone.close();
+    this.endingCall = false;
+    // Again, through the TURN relay only: the path says so.
+    await page.getByLabel("Only through rtcbox's TURN relay", { exact: false }).check();
+    await page.getByRole('button', { name: 'Start a test call' }).click();
+    const viaTurn = await this.callReceives(page, '#call-panel', 'the admin page, TURN only');
+    this.report.testCall.relayOnly = viaTurn;
+    this.check(viaTurn.path.startsWith('TURN relay'), `a relay-only call took the path ${viaTurn.path}`);
+    this.step('test call: through the TURN relay', viaTurn);
+    this.endingCall = true;
+    await page.getByRole('button', { name: 'End the test call' }).click();
+    await page.locator('#call-panel [data-call="state"]', { hasText: 'ended' }).waitFor();
+    this.endingCall = false;
+  }
+
+  // The log page: warnings and up only (rtcbox warned at start, e.g. about the setup URL), and
+  // the same as a download.
+  async logs(page) {
+    await page.goto(`${this.opts.adminUrl}/logs`);
+    await page.getByLabel('Show', { exact: true }).selectOption('warn');
+    await Promise.all([
+      page.waitForURL((url) => url.pathname === '/logs' && url.searchParams.get('level') === 'warn'),
+      page.getByRole('button', { name: 'Show', exact: true }).click(),
+    ]);
+    const lines = (await page.locator('pre.log').textContent()).split('\n').filter((l) => /^\d{4}-/.test(l));
+    this.check(lines.length > 0, 'no warnings on the log page, though rtcbox warned at start');
+    const others = lines.filter((l) => !/^\S+\s+(WARN|ERROR)\s/.test(l));
+    this.check(others.length === 0, `the warnings filter shows other lines: ${others.slice(0, 3)}`);
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('link', { name: 'Download' }).click(),
+    ]);
+    this.check(download.suggestedFilename() === 'rtcbox-log-warn.txt', `the download is called ${download.suggestedFilename()}`);
+    const saved = await download.path();
+    const text = readFileSync(saved, 'utf8');
+    this.check(lines.every((l) => text.includes(l)), 'the download lacks lines the page shows');
+    this.step('logs: filtered and downloaded', { warnings: lines.length });
+    await this.shot(page, 'logs');
   }
 
   async run(browser) {
@@ -439,20 +551,23 @@ class Walk {
     this.check(await page.getByLabel('Your current /.well-known/matrix/client (optional)').isVisible(), 'no box to paste the current well-known');
     await this.shot(page, 'outputs');
 
-    // The checks run while the page loads; each has its own time limit, so allow for them.
+    // Opening the page runs nothing: the checks go out when "Run the checks" is pressed, and
+    // the page's script shows each result as it arrives (server-sent events from /verify/run).
     await Promise.all([
-      page.waitForURL((url) => url.pathname === '/verify', { timeout: VERIFY_TIMEOUT_MS }),
+      page.waitForURL((url) => url.pathname === '/verify'),
       page.getByRole('link', { name: 'Verify', exact: true }).first().click(),
     ]);
+    this.check((await page.locator('#check-status').textContent()).includes('Not checked yet'),
+      'the verification page ran checks on opening');
+    if (o.accessToken) await page.getByLabel('Matrix access token (optional)').fill(o.accessToken);
+    const [verified] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/verify/run') && r.request().method() === 'POST', { timeout: VERIFY_TIMEOUT_MS }),
+      page.getByRole('button', { name: 'Run the checks' }).click(),
+    ]);
+    this.check(verified.status() === 200, `"Run the checks" answered ${verified.status()}`);
+    await page.waitForFunction(() => document.getElementById('check-status')?.textContent.includes('Checked at'), null, { timeout: VERIFY_TIMEOUT_MS });
+    this.check(await page.locator('li.check.running').count() === 0, 'a check is still shown as running after the run');
     if (o.accessToken) {
-      await page.getByLabel('Matrix access token (optional)').fill(o.accessToken);
-      const [verified] = await Promise.all([
-        page.waitForResponse((r) => r.url().endsWith('/verify') && r.request().method() === 'POST', { timeout: VERIFY_TIMEOUT_MS }),
-        page.getByRole('button', { name: 'Run the checks' }).click(),
-      ]);
-      this.check(verified.status() === 200, `"Run the checks" answered ${verified.status()}`);
-      // The page's script runs the checks in place: the results are replaced, the token stays.
-      await page.waitForFunction(() => document.getElementById('check-status')?.textContent.includes('Checked at'));
       this.check(await page.getByLabel('Matrix access token (optional)').inputValue() === o.accessToken,
         'the access token field was cleared by running the checks');
     }
@@ -462,6 +577,8 @@ class Walk {
     this.step('verify', { checks: this.report.checks.length });
     this.check(this.report.checks.length > 0, 'the verification page shows no check results');
     await this.shot(page, 'verify');
+    await this.testCall(browser, page);
+    await this.logs(page);
     const session = await context.storageState();
     await context.close();
 

@@ -23,12 +23,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SHOTS = ["setup", "dashboard", "wizard-homeserver", "wizard-endpoints", "wizard-tls",
          "wizard-network", "wizard-turn", "wizard-review", "outputs", "verify",
          "wizard-homeserver-error", "wizard-network-phone", "menu-phone",
-         "wizard-network-lan-doubt"]
+         "wizard-network-lan-doubt", "verify-test-call", "test-call-phone", "verify-test-call-dark",
+         "logs"]
 
 
 def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
     require_browser_tooling(("playwright-core",))
-    box = start_rtcbox({}, name="browser-wizard")
+    # The test call joins through the public URL: this instance's own, on loopback.
+    box = start_rtcbox({}, name="browser-wizard", public_url="self")
     # The log's setup URL is the panel's own address (RTCBOX_ADMIN_BIND is loopback here) with
     # the token in it, and the same URL waits in the data directory for those without the log.
     assert box.setup_url() == f"{box.admin_url}/setup?token={box.setup_token()}", box.log_text()
@@ -85,3 +87,13 @@ def test_browser_walks_the_wizard(start_rtcbox, synapse, tmp_path):
     assert not report["console"], report["console"]
     assert "homeserver-yaml" in report["outputs"], report["outputs"]
     assert report["checks"], report
+    # The test call: media came back through the SFU to the admin's page and reached a phone
+    # page, each with the path it took and a round-trip time (loopback: UDP to the SFU's port).
+    call = report["testCall"]
+    for side in ("admin", "phone", "phoneOnAdminPage"):
+        assert call[side]["state"] == "media received", call
+        assert call[side]["path"].startswith("UDP"), call
+        assert call[side]["rtt"].endswith(" ms"), call
+    # Again with only the TURN relay allowed: the media went through rtcbox's TURN server.
+    assert call["relayOnly"]["state"] == "media received", call
+    assert call["relayOnly"]["path"].startswith("TURN relay"), call

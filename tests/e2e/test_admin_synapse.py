@@ -156,7 +156,7 @@ class Check:
 
 def parse_checks(page: str) -> list[Check]:
     checks = []
-    for status, body in re.findall(r'<li class="check (\w+)">(.*?)</li>', page, flags=re.S):
+    for status, body in re.findall(r'<li class="check (\w+)"[^>]*>(.*?)</li>', page, flags=re.S):
         title = re.search(r"<h2>(.*?)</h2>", body, flags=re.S)
         title = re.sub(r'<span class="badge[^"]*">.*?</span>', "", title.group(1) if title else "",
                        flags=re.S)

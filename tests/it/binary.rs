@@ -254,6 +254,16 @@ fn restart_keeps_the_key_pair() {
     let video = claims.video.unwrap();
     assert_eq!((video.room.as_str(), video.room_join), ("lobby", true));
     drop(server);
+
+    // The admin panel's log is kept in the data directory: both runs are in it (so the panel
+    // shows the last run's lines after a restart), private, and without the API secret.
+    let log_file = data_dir.join("rtcbox.log");
+    let kept = std::fs::read_to_string(&log_file).unwrap();
+    assert_eq!(kept.matches("listening on http://").count(), 2, "{kept}");
+    assert!(!kept.contains(&secret));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&log_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 #[test]

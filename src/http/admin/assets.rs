@@ -27,9 +27,16 @@ pub async fn serve(Path(path): Path<String>) -> Response {
     response
 }
 
+/// An embedded file's bytes (the public listener's test-call page serves a few of them).
+pub fn static_file(path: &str) -> Option<Vec<u8>> {
+    Static::get(path).map(|file| file.data.into_owned())
+}
+
 fn content_type(path: &str) -> &'static str {
     match path.rsplit_once('.').map(|(_, ext)| ext) {
         Some("css") => "text/css; charset=utf-8",
+        Some("html") => "text/html; charset=utf-8",
+        Some("txt" | "md") => "text/plain; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",
         Some("svg") => "image/svg+xml",
         Some("png") => "image/png",

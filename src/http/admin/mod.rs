@@ -6,7 +6,8 @@
 //!   browser came over https), a CSRF token on every form, a login rate limit, logout.
 //! - Pages: dashboard, the setup wizard, the generated outputs, the verification page, recent
 //!   logs, settings (environment-pinned settings shown locked), API key rotation, "Renew
-//!   now" for an ACME certificate, and backup/restore ([`backup`]).
+//!   now" for an ACME certificate, and backup/restore ([`backup`]). The verification page runs
+//!   its checks only when asked, and streams them ([`verify`]).
 //! - `/metrics` for Prometheus ([`metrics`]: a bearer token, loopback or a session).
 //!
 //! Handlers are thin: the wizard's logic lives in `setup::wizard`, the generated files in
@@ -21,9 +22,11 @@ mod assets;
 mod auth;
 mod backup;
 mod health;
+mod logs;
 mod metrics;
 mod pages;
 mod settings_form;
+mod verify;
 mod views;
 mod wizard;
 
@@ -50,6 +53,7 @@ use crate::turn::TurnHandle;
 
 use super::ratelimit::RateLimiter;
 
+pub use assets::static_file;
 pub use auth::{
     SETUP_TOKEN_TTL_SECS, SETUP_URL_FILE, ensure_setup_token, new_setup_token, remove_setup_url,
     setup_url, write_setup_url,
@@ -91,9 +95,6 @@ pub struct AdminState {
     pub trusted_proxies: TrustedProxies,
     /// "Restart now"; absent in tests of the panel alone.
     pub restart: Option<crate::restart::Restarter>,
-    /// The last run of the verification checks: (failed, total, Unix seconds), for the
-    /// dashboard's health summary.
-    pub last_checks: Mutex<Option<(usize, usize, i64)>>,
     /// The public IP monitor (`net::public_ip`); absent in tests of the panel alone.
     pub public_ip: Option<crate::net::public_ip::PublicIpHandle>,
     /// The ACME renewal loop's state; present when `RTCBOX_TLS_MODE=acme`.
@@ -104,6 +105,8 @@ pub struct AdminState {
     /// This machine's LAN addresses, offered and checked in the wizard's network step
     /// (`discover::lan_addresses`; a fixed list in tests).
     pub lan_addresses: fn() -> Vec<std::net::IpAddr>,
+    /// The verification page's last results (in memory: the checks run only when asked).
+    pub last_checks: Mutex<Option<verify::LastChecks>>,
 }
 
 /// Reads one environment variable (the process's in production, a table in tests).
@@ -159,9 +162,9 @@ impl AdminState {
             public_ip: None,
             live: None,
             restart: None,
-            last_checks: Mutex::new(None),
             connection_caps: Vec::new(),
             lan_addresses: crate::setup::discover::lan_addresses,
+            last_checks: Mutex::new(None),
         }
     }
 }
@@ -180,8 +183,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/outputs", get(pages::outputs))
         .route("/outputs/{id}", get(pages::download))
         .route("/outputs/well-known", post(pages::paste_well_known))
-        .route("/verify", get(pages::verify).post(pages::verify_with_token))
-        .route("/logs", get(pages::logs))
+        .route("/verify", get(verify::page).post(verify::run_and_show))
+        .route("/verify/run", post(verify::run_streaming))
+        .route("/verify/test-call", post(verify::start_test_call))
+        .route("/logs", get(logs::page))
+        .route("/logs/download", get(logs::download))
         .route(
             "/settings",
             get(pages::settings).post(pages::settings_submit),

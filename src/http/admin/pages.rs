@@ -1,5 +1,5 @@
-//! The panel's pages other than login and the wizard: dashboard, generated configuration,
-//! verification, logs and settings.
+//! The panel's pages other than login, the wizard, verification and logs: dashboard, generated
+//! configuration and settings.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +21,6 @@ use crate::net::public_ip::{Mode, Status};
 use crate::net::{Special, special};
 use crate::setup::model::TlsMode;
 use crate::setup::outputs::{self, Output};
-use crate::setup::verify::{self, Check, Status as CheckStatus};
 use crate::setup::wizard::Step;
 use crate::turn::TurnStatus;
 use crate::turn::credentials::CredentialKind;
@@ -66,7 +65,7 @@ impl ImportView {
 }
 
 /// `2026-12-04 13:10 UTC`.
-fn utc_minute(unix: i64) -> String {
+pub(super) fn utc_minute(unix: i64) -> String {
     match time::OffsetDateTime::from_unix_timestamp(unix) {
         Ok(t) => format!(
             "{:04}-{:02}-{:02} {:02}:{:02} UTC",
@@ -151,13 +150,6 @@ pub struct OutputsPage {
     /// A refused paste: what was wrong, and the text as pasted.
     pub paste_error: Option<String>,
     pub paste_text: String,
-}
-
-#[derive(Template)]
-#[template(path = "logs.html")]
-pub struct LogsPage {
-    pub layout: Layout,
-    pub lines: Vec<String>,
 }
 
 #[derive(Template)]
@@ -292,7 +284,19 @@ pub async fn dashboard(State(state): State<Arc<AdminState>>, session: Session) -
                         .collect()
                 })
                 .unwrap_or_default(),
-            last_checks: *state.last_checks.lock().unwrap_or_else(|e| e.into_inner()),
+            last_checks: state
+                .last_checks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|last| {
+                    let failed = last
+                        .checks
+                        .iter()
+                        .filter(|c| c.status == crate::setup::verify::Status::Fail)
+                        .count();
+                    (failed, last.checks.len(), last.at)
+                }),
             now: unix_now(),
         }),
         pending_restart,
@@ -617,7 +621,7 @@ pub struct RestartingPage {
 }
 
 /// Where media is advertised now: it follows the public IP.
-async fn live_media(state: &AdminState) -> super::MediaAddresses {
+pub(super) async fn live_media(state: &AdminState) -> super::MediaAddresses {
     match &state.sfu {
         Some(sfu) => match sfu.candidates().await {
             Ok(c) => super::MediaAddresses {
@@ -901,13 +905,6 @@ pub async fn download(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     response
-}
-
-pub async fn logs(State(state): State<Arc<AdminState>>, session: Session) -> Response {
-    views::render(&LogsPage {
-        layout: session.layout("Logs", "logs"),
-        lines: state.logs.recent(500),
-    })
 }
 
 /// The dashboard's certificate rows: what is served, and what ACME is doing.
@@ -1320,130 +1317,6 @@ pub fn password_fields(errors: &Errors) -> Vec<Field> {
             .kind("password")
             .with_errors(errors),
     ]
-}
-
-#[derive(Template)]
-#[template(path = "verify.html")]
-pub struct VerifyPage {
-    pub layout: Layout,
-    pub missing: Vec<Step>,
-    pub checks: Vec<CheckView>,
-    pub token_given: bool,
-}
-
-pub struct CheckView {
-    pub title: &'static str,
-    /// `pass`, `fail`, `warn` or `unavailable` (CSS class and badge).
-    pub status: &'static str,
-    pub label: &'static str,
-    pub detail: String,
-    pub fix: Option<String>,
-}
-
-impl From<Check> for CheckView {
-    fn from(check: Check) -> Self {
-        let (status, label) = match check.status {
-            CheckStatus::Pass => ("pass", "pass"),
-            CheckStatus::Fail => ("fail", "fail"),
-            CheckStatus::Warn => ("warn", "warning"),
-            CheckStatus::Unavailable => ("unavailable", "not checked"),
-        };
-        CheckView {
-            title: check.title,
-            status,
-            label,
-            detail: check.detail,
-            fix: check.fix,
-        }
-    }
-}
-
-pub async fn verify(State(state): State<Arc<AdminState>>, session: Session) -> Response {
-    render_verify(&state, &session, None).await
-}
-
-/// The checks again, with an access token for the rtc/transports check (never stored).
-pub async fn verify_with_token(
-    State(state): State<Arc<AdminState>>,
-    session: Session,
-    form: FormData,
-) -> Response {
-    let form = form.0;
-    if let Err(rejected) = session.check_csrf(&form) {
-        return rejected;
-    }
-    let token = form
-        .get("access_token")
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty() && t.len() <= 1024)
-        .map(crate::secret::Secret::new);
-    render_verify(&state, &session, token).await
-}
-
-async fn render_verify(
-    state: &AdminState,
-    session: &Session,
-    access_token: Option<crate::secret::Secret>,
-) -> Response {
-    let token_given = access_token.is_some();
-    let (checks, missing) = match deployment(state).await {
-        Ok(d) => (run_checks(state, d, access_token).await, Vec::new()),
-        Err(missing) => (Vec::new(), missing),
-    };
-    if !checks.is_empty() {
-        let failed = checks
-            .iter()
-            .filter(|c| c.status == CheckStatus::Fail)
-            .count();
-        *state.last_checks.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((failed, checks.len(), unix_now()));
-    }
-    views::render(&VerifyPage {
-        layout: session.layout("Verify", "verify"),
-        missing,
-        checks: checks.into_iter().map(CheckView::from).collect(),
-        token_given,
-    })
-}
-
-async fn run_checks(
-    state: &AdminState,
-    deployment: crate::setup::model::Deployment,
-    access_token: Option<crate::secret::Secret>,
-) -> Vec<Check> {
-    let Some(net) = &state.net else {
-        return vec![Check {
-            id: "network",
-            title: "Live checks",
-            status: CheckStatus::Unavailable,
-            detail: "This panel runs without network access, so nothing can be checked.".into(),
-            fix: None,
-        }];
-    };
-    let media = live_media(state).await;
-    let input = verify::VerifyInput {
-        deployment,
-        access_token,
-        advertised_udp: media.udp,
-        advertised_tcp: media.tcp,
-        stun_servers: state.settings.stun_servers.clone(),
-        own_tls: verify::evaluate::OwnTls {
-            served: state.certificates.as_ref().map(|c| c.info()),
-            acme: state.acme.as_ref().map(|a| a.status()),
-            now: crate::db::unix_now(),
-        },
-    };
-    let sfu = state.sfu.as_ref().map(|handle| verify::SfuAccess {
-        handle: handle.clone(),
-        api_key: state.settings.api_key.clone(),
-        api_secret: state.settings.api_secret.clone(),
-    });
-    let turn = state.turn.as_ref().map(|handle| verify::TurnAccess {
-        handle: handle.clone(),
-        shared_secret: state.settings.turn_shared_secret.clone(),
-        shared_secret_pinned: state.settings.is_pinned(SettingKey::TurnSharedSecret),
-    });
-    verify::run_all(&input, &net.http, sfu.as_ref(), turn.as_ref()).await
 }
 
 #[cfg(test)]

@@ -210,7 +210,7 @@ fn encode(s: &str) -> String {
 type Field<'a> = (&'a str, &'a str);
 type Fields<'a> = &'a [Field<'a>];
 
-const PAGES: [&str; 11] = [
+const PAGES: [&str; 12] = [
     "/",
     "/wizard",
     "/wizard/homeserver",
@@ -219,16 +219,21 @@ const PAGES: [&str; 11] = [
     "/outputs/homeserver-yaml",
     "/verify",
     "/logs",
+    "/logs/download",
     "/settings",
     "/backup",
     "/backup/download",
 ];
 
-const FORMS: [&str; 10] = [
+const FORMS: [&str; 14] = [
+    "/public-ip/check",
+    "/restart",
     "/wizard/homeserver",
     "/wizard/network",
     "/wizard/review",
     "/verify",
+    "/verify/run",
+    "/verify/test-call",
     "/settings",
     "/settings/keys",
     "/settings/password",
@@ -1239,6 +1244,172 @@ async fn complete_wizard_with(panel: &Panel, session: &str, csrf: &str, public_i
 }
 
 #[tokio::test]
+async fn the_checks_run_only_when_asked_and_stream_their_results() {
+    // Without network clients every run yields one "Live checks" result, so a page showing it
+    // has run the checks; nothing here goes out.
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    let unfinished = panel
+        .post("/verify/run", &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        unfinished.status,
+        StatusCode::CONFLICT,
+        "{}",
+        unfinished.body
+    );
+    complete_wizard(&panel, &session, &csrf).await;
+
+    let opened = panel.get("/verify", &session).await;
+    assert_eq!(opened.status, StatusCode::OK);
+    assert!(opened.body.contains("Not checked yet."), "{}", opened.body);
+    assert!(!opened.body.contains("Live checks"), "{}", opened.body);
+    assert!(opened.body.contains("Run the checks"));
+
+    let streamed = panel
+        .post(
+            "/verify/run",
+            &session,
+            &[("csrf", &csrf), ("access_token", "syt_never_shown")],
+        )
+        .await;
+    assert_eq!(streamed.status, StatusCode::OK);
+    assert_eq!(
+        streamed.headers[header::CONTENT_TYPE],
+        "text/event-stream; charset=utf-8"
+    );
+    let events: Vec<&str> = streamed
+        .body
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| e.lines().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        events,
+        ["event: start", "event: check", "event: done"],
+        "{}",
+        streamed.body
+    );
+    // Every line of an event's HTML is a data line; the start lists every check as waiting.
+    for event in streamed.body.split("\n\n").filter(|e| !e.is_empty()) {
+        assert!(
+            event.lines().skip(1).all(|l| l.starts_with("data: ")),
+            "{event}"
+        );
+    }
+    let start = streamed.body.split("\n\n").next().unwrap();
+    assert_eq!(
+        start.matches("class=\"check running\"").count(),
+        13,
+        "{start}"
+    );
+    assert!(streamed.body.contains("id=\"check-network\""));
+    assert!(!streamed.body.contains("syt_never_shown"));
+
+    // The page shows the last results when opened again, and still runs nothing.
+    let reopened = panel.get("/verify", &session).await;
+    assert!(reopened.body.contains("Live checks"), "{}", reopened.body);
+    assert!(reopened.body.contains("Checked at "), "{}", reopened.body);
+
+    // Without JavaScript: the form's POST renders the page with every result.
+    let posted = panel.post("/verify", &session, &[("csrf", &csrf)]).await;
+    assert_eq!(posted.status, StatusCode::OK);
+    assert!(
+        posted
+            .body
+            .contains("<li class=\"check unavailable\" id=\"check-network\">")
+    );
+    assert!(posted.body.contains("Run the checks"));
+}
+
+#[tokio::test]
+async fn a_test_call_is_started_by_the_admin_only_after_setup() {
+    str0m::crypto::from_feature_flags().install_process_default();
+    let sockets = crate::sfu::SfuSockets::bind("127.0.0.1".parse().unwrap(), None, 0, 0)
+        .await
+        .unwrap();
+    let sfu = crate::sfu::SfuHandle::spawn(sockets, false);
+    let panel = panel_configured(
+        &[(SettingKey::FullAccessHomeservers, "example.org")],
+        |state| state.sfu = Some(sfu.clone()),
+    )
+    .await;
+    let (session, csrf) = panel.logged_in().await;
+    let rooms = || async {
+        sfu.call(|core, _| core.list_rooms(&[]).len())
+            .await
+            .unwrap()
+    };
+    // Before the wizard is finished: refused, with what to do, and no room.
+    let early = panel
+        .post("/verify/test-call", &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(early.status, StatusCode::CONFLICT);
+    let error: serde_json::Value = serde_json::from_str(&early.body).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("finish it first"),
+        "{error}"
+    );
+    assert_eq!(rooms().await, 0);
+    complete_wizard(&panel, &session, &csrf).await;
+    // The page may connect to the SFU's public URL (and its own origin) only.
+    let page = panel.get("/verify", &session).await;
+    let public_url = panel.state.settings.public_url.as_str();
+    let sources = crate::http::test_call::connect_sources(public_url);
+    assert!(!sources.is_empty(), "{public_url}");
+    let policy = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        policy.contains(&format!("connect-src 'self' {sources};")),
+        "{policy}"
+    );
+    assert!(page.body.contains("Start a test call"));
+
+    let started = panel
+        .post("/verify/test-call", &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    assert_eq!(started.headers[header::CACHE_CONTROL], "no-store");
+    let call: serde_json::Value = serde_json::from_str(&started.body).unwrap();
+    let room = call["room"].as_str().unwrap();
+    assert!(room.starts_with("rtcbox-test-call-"), "{room}");
+    assert_eq!(call["url"], public_url);
+    for token in ["sender", "viewer"] {
+        let claims = crate::livekit::token::verify(
+            call[token].as_str().unwrap(),
+            &panel.state.settings.api_key,
+            &panel.state.settings.api_secret,
+        )
+        .unwrap();
+        assert_eq!(claims.video.unwrap().room, room);
+    }
+    let link = call["phone_link"].as_str().unwrap();
+    assert!(
+        link.starts_with(&crate::http::test_call::phone_page(public_url)),
+        "{link}"
+    );
+    assert!(call["phone_qr"].as_str().unwrap().contains("<svg"));
+    assert_eq!(rooms().await, 1);
+}
+
+#[tokio::test]
+async fn without_an_sfu_the_test_call_says_why() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    complete_wizard(&panel, &session, &csrf).await;
+    let refused = panel
+        .post("/verify/test-call", &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    let error: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(
+        error["error"],
+        "No test call: the SFU is not running in this process."
+    );
+}
+
+#[tokio::test]
 async fn the_wizard_is_resumable_and_apply_writes_the_settings() {
     let panel = panel().await;
     let (session, csrf) = panel.logged_in().await;
@@ -1770,6 +1941,102 @@ async fn assets_logs_and_unknown_pages() {
     let missing = panel.get("/no/such/page", &session).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.body.contains("There is no such page"));
+}
+
+#[tokio::test]
+async fn the_log_page_filters_by_level_downloads_and_says_where_the_log_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let panel = panel().await;
+    let (session, _) = panel.logged_in().await;
+    let logs = &panel.state.logs;
+    let no_file = panel.get("/logs", &session).await;
+    assert!(!no_file.body.contains("Kept across restarts"));
+    logs.persist_in(dir.path()).unwrap();
+    let line = |level: &str, what: &str| {
+        format!("2026-12-04T20:58:43.993851Z  {level} rtcbox::app: {what}")
+    };
+    for (level, what) in [
+        ("DEBUG", "debug-line"),
+        ("INFO", "info-line"),
+        ("WARN", "warn-line"),
+        ("ERROR", "error-line"),
+    ] {
+        logs.push(&line(level, what));
+    }
+    logs.push("    continued-error-line");
+    // Each level shows its lines and those above it, a continuation line with its event.
+    let all = [
+        "debug-line",
+        "info-line",
+        "warn-line",
+        "error-line",
+        "continued-error-line",
+    ];
+    let shown =
+        |body: &str| -> Vec<&str> { all.into_iter().filter(|what| body.contains(what)).collect() };
+    for (query, expected, selected) in [
+        ("", &all[..], "trace"),
+        ("?level=warn", &all[2..], "warn"),
+        ("?level=ERROR", &all[3..], "error"),
+        ("?level=info", &all[1..], "info"),
+        // Unknown levels show everything.
+        ("?level=%3Cb%3E", &all[..], "trace"),
+    ] {
+        let page = panel.get(&format!("/logs{query}"), &session).await;
+        assert_eq!(page.status, StatusCode::OK, "{query}");
+        assert_eq!(shown(&page.body), expected, "{query}");
+        assert!(
+            page.body
+                .contains(&format!("<option value=\"{selected}\" selected>")),
+            "{query}: {}",
+            page.body
+        );
+        assert!(
+            page.body
+                .contains(&format!("href=\"/logs/download?level={selected}\"")),
+            "{query}"
+        );
+    }
+    let page = panel.get("/logs", &session).await;
+    assert!(
+        page.body.contains("Kept across restarts in")
+            && page
+                .body
+                .contains(&dir.path().join("rtcbox.log").display().to_string()),
+        "{}",
+        page.body
+    );
+
+    let download = panel.get("/logs/download?level=warn", &session).await;
+    assert_eq!(download.status, StatusCode::OK);
+    assert_eq!(
+        download.headers[header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(
+        download.headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"rtcbox-log-warn.txt\""
+    );
+    assert_eq!(
+        download.body,
+        format!(
+            "{}\n{}\n    continued-error-line\n",
+            line("WARN", "warn-line"),
+            line("ERROR", "error-line")
+        )
+    );
+    // The download reads the file: what was logged before this buffer existed is in it.
+    std::fs::write(
+        dir.path().join("rtcbox.log.1"),
+        format!("{}\n", line("ERROR", "last-week")),
+    )
+    .unwrap();
+    let download = panel.get("/logs/download?level=error", &session).await;
+    assert!(
+        download.body.starts_with(&line("ERROR", "last-week")),
+        "{}",
+        download.body
+    );
 }
 
 #[tokio::test]

@@ -1745,6 +1745,11 @@ enum Published {
 }
 
 async fn stage(published: Published) -> Stage {
+    stage_gated(published, None).await
+}
+
+/// A stage whose `/versions` answers only once `gate` is notified.
+async fn stage_gated(published: Published, gate: Option<Arc<tokio::sync::Notify>>) -> Stage {
     str0m::crypto::from_feature_flags().install_process_default();
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let sockets = SfuSockets::bind(localhost, None, 0, 0).await.unwrap();
@@ -1784,7 +1789,10 @@ async fn stage(published: Published) -> Stage {
         )
         .route(
             "/_matrix/client/versions",
-            get(|| async {
+            get(move || async move {
+                if let Some(gate) = gate {
+                    gate.notified().await;
+                }
                 axum::Json(json!({"versions": ["v1.12"], "unstable_features": {
                     "org.matrix.msc4140": true, "org.matrix.msc4222": true, "org.matrix.msc4143": true
                 }}))
@@ -1867,7 +1875,7 @@ async fn a_working_deployment_passes_end_to_end() {
     let (targets, input) = staged_input(&stage, Some("good-token"));
     let http = HttpClient::new(None).unwrap();
     let started = std::time::Instant::now();
-    let checks = run_with(&targets, &input, &http, Some(&stage.sfu), None).await;
+    let checks = run_with(&targets, &input, &http, Some(&stage.sfu), None, None).await;
     assert!(started.elapsed() < CHECK_TIMEOUT);
     let got: Vec<&str> = checks.iter().map(|c| c.id).collect();
     assert_eq!(got, ids::ALL);
@@ -1900,7 +1908,7 @@ async fn problems_show_up_end_to_end() {
     let (targets, mut input) = staged_input(&stage, Some("good-token"));
     input.deployment.network.ports.rtc_tcp = 8881;
     input.deployment.network.public_ip = Some("127.0.0.2".parse().unwrap());
-    let checks = run_with(&targets, &input, &http, Some(&stage.sfu), None).await;
+    let checks = run_with(&targets, &input, &http, Some(&stage.sfu), None, None).await;
     let by_id = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
     check(by_id(ids::RTC_TRANSPORTS), Status::Fail, "no transports");
     check(
@@ -1922,7 +1930,7 @@ async fn problems_show_up_end_to_end() {
 
     // No token; no SFU in this process.
     let (targets, input) = staged_input(&stage, None);
-    let checks = run_with(&targets, &input, &http, None, None).await;
+    let checks = run_with(&targets, &input, &http, None, None, None).await;
     let by_id = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
     check(
         by_id(ids::RTC_TRANSPORTS),
@@ -1937,12 +1945,19 @@ async fn problems_show_up_end_to_end() {
     check(by_id(ids::TLS), Status::Warn, "plain HTTP");
 }
 
-#[tokio::test]
-async fn the_turn_checks_against_the_real_turn_server() {
-    let stage = stage(Published::Ours).await;
+/// A real TURN server on loopback next to `stage`, with legacy calls on, and the checks' input
+/// describing both.
+async fn turn_stage(
+    stage: &Stage,
+) -> (
+    crate::turn::testing::LoopbackTurn,
+    TurnAccess,
+    Targets,
+    VerifyInput,
+) {
     let secret = Secret::new("legacy-shared-secret-legacy-shared-secret");
     let turn = crate::turn::testing::loopback_turn(vec![stage.udp], Some(secret.clone())).await;
-    let (targets, mut input) = staged_input(&stage, Some("good-token"));
+    let (targets, mut input) = staged_input(stage, Some("good-token"));
     input.deployment.legacy_turn = Some(crate::setup::model::LegacyTurn {
         shared_secret: secret.clone(),
     });
@@ -1952,12 +1967,27 @@ async fn the_turn_checks_against_the_real_turn_server() {
     (ports.relay_min, ports.relay_max) = turn.relay_ports;
     let access = TurnAccess {
         handle: turn.handle.clone(),
-        shared_secret: Some(secret.clone()),
+        shared_secret: Some(secret),
         shared_secret_pinned: false,
     };
+    (turn, access, targets, input)
+}
+
+#[tokio::test]
+async fn the_turn_checks_against_the_real_turn_server() {
+    let stage = stage(Published::Ours).await;
+    let (turn, access, targets, mut input) = turn_stage(&stage).await;
     let http = HttpClient::new(None).unwrap();
     let started = std::time::Instant::now();
-    let checks = run_with(&targets, &input, &http, Some(&stage.sfu), Some(&access)).await;
+    let checks = run_with(
+        &targets,
+        &input,
+        &http,
+        Some(&stage.sfu),
+        Some(&access),
+        None,
+    )
+    .await;
     assert!(started.elapsed() < CHECK_TIMEOUT);
     let by_id = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
     let sfu = stage.udp;
@@ -1998,7 +2028,15 @@ async fn the_turn_checks_against_the_real_turn_server() {
         shared_secret: Secret::new("another-secret-another-secret-another"),
     });
     input.deployment.network.ports.turn = turn.port.wrapping_add(1);
-    let checks = run_with(&targets, &input, &http, Some(&stage.sfu), Some(&access)).await;
+    let checks = run_with(
+        &targets,
+        &input,
+        &http,
+        Some(&stage.sfu),
+        Some(&access),
+        None,
+    )
+    .await;
     let by_id = |id: &str| checks.iter().find(|c| c.id == id).unwrap().clone();
     check(
         by_id(ids::TURN_LEGACY),
@@ -2010,4 +2048,254 @@ async fn the_turn_checks_against_the_real_turn_server() {
         Status::Fail,
         &format!("which sets RTCBOX_TURN_PORT={}", turn.port.wrapping_add(1)),
     );
+}
+
+#[tokio::test]
+async fn each_check_is_reported_when_it_finishes() {
+    // Synapse's /versions answers only after a first result was reported: the run can finish
+    // in time only if results are streamed while others still wait.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let stage = stage_gated(Published::Ours, Some(gate.clone())).await;
+    let (targets, input) = staged_input(&stage, Some("good-token"));
+    let http = HttpClient::new(None).unwrap();
+    let (progress, mut reported) = tokio::sync::mpsc::unbounded_channel();
+    let run = async {
+        let checks = run_with(
+            &targets,
+            &input,
+            &http,
+            Some(&stage.sfu),
+            None,
+            Some(&progress),
+        )
+        .await;
+        drop(progress);
+        checks
+    };
+    let watch = async {
+        let first = reported.recv().await.expect("a first check");
+        gate.notify_one();
+        let mut all = vec![first];
+        while let Some(check) = reported.recv().await {
+            all.push(check);
+        }
+        all
+    };
+    let (checks, reported) = tokio::join!(run, watch);
+    assert_ne!(reported[0].id, ids::SYNAPSE_VERSIONS);
+    let versions = checks
+        .iter()
+        .find(|c| c.id == ids::SYNAPSE_VERSIONS)
+        .unwrap();
+    assert_eq!(versions.status, Status::Pass, "{versions:#?}");
+    let mut got: Vec<&str> = reported.iter().map(|c| c.id).collect();
+    got.sort_unstable();
+    let mut all = ids::ALL.to_vec();
+    all.sort_unstable();
+    assert_eq!(got, all);
+    // What was reported is what the run returned.
+    for check in &checks {
+        assert!(reported.contains(check), "{check:#?}");
+    }
+}
+
+/// A failed check with `causes`.
+fn failed(id: &'static str, causes: Vec<causes::Cause>) -> Check {
+    Check {
+        causes,
+        ..Check::new(id, Status::Fail, "seen".into(), Some("do".into()))
+    }
+}
+
+#[test]
+fn causes_shared_by_several_checks_are_grouped() {
+    use causes::{Cause, group};
+    let name = |host: &str| Cause::NameUnresolved { host: host.into() };
+    let public_ip = "203.0.113.7".parse().unwrap();
+    let lan_ip = "192.168.1.20".parse().unwrap();
+    let not_forwarded = |proto, port| Cause::NotForwarded {
+        proto,
+        port,
+        public_ip,
+        lan_ip,
+    };
+    let passed = Check {
+        causes: vec![name("matrix.example.org")],
+        ..Check::new(ids::TLS, Status::Pass, "fine".into(), None)
+    };
+    let groups = group(&[
+        failed(ids::WELL_KNOWN, vec![name("example.org")]),
+        failed(ids::SYNAPSE_VERSIONS, vec![name("matrix.example.org")]),
+        failed(ids::RTC_TRANSPORTS, vec![name("Matrix.example.org")]),
+        failed(ids::MEDIA_UDP, vec![not_forwarded("UDP", 8882)]),
+        failed(ids::TURN_UDP, vec![not_forwarded("UDP", 3478)]),
+        failed(ids::TURN_LEGACY, vec![not_forwarded("UDP", 3478)]),
+        failed(ids::MEDIA_TCP, vec![not_forwarded("TCP", 8881)]),
+        passed,
+    ]);
+    let summary: Vec<(&str, Vec<&str>)> = groups
+        .iter()
+        .map(|g| (g.title.as_str(), g.checks.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "Not reachable at the public address: UDP 8882, UDP 3478, TCP 8881",
+                vec![
+                    ids::MEDIA_UDP,
+                    ids::TURN_UDP,
+                    ids::TURN_LEGACY,
+                    ids::MEDIA_TCP
+                ]
+            ),
+            (
+                "matrix.example.org does not resolve",
+                vec![ids::SYNAPSE_VERSIONS, ids::RTC_TRANSPORTS]
+            ),
+        ]
+    );
+    // The fix is said once, with every port; the hairpin caveat with it.
+    let ports = &groups[0];
+    assert!(
+        ports
+            .fix
+            .contains("Forward UDP 8882, UDP 3478, TCP 8881 on the router to 192.168.1.20"),
+        "{}",
+        ports.fix
+    );
+    assert!(ports.detail.contains("hairpin NAT"), "{}", ports.detail);
+    // One check alone is no group: its own fix says it.
+    assert_eq!(
+        group(&[failed(ids::WELL_KNOWN, vec![name("example.org")])]),
+        []
+    );
+    assert_eq!(group(&[]), []);
+}
+
+#[test]
+fn causes_read_from_the_observations() {
+    use causes::{Cause, of_fetch, of_media};
+    let addr: SocketAddr = "127.0.0.1:8448".parse().unwrap();
+    let cases: Vec<(Observed, Option<Cause>)> = vec![
+        (
+            Err(FetchError::Dns {
+                host: "x.example".into(),
+                reason: "no record".into(),
+            }),
+            Some(Cause::NameUnresolved {
+                host: "x.example".into(),
+            }),
+        ),
+        (
+            Err(FetchError::Refused { addr }),
+            Some(Cause::Unreachable { addr }),
+        ),
+        (
+            Err(FetchError::ConnectTimeout { addr }),
+            Some(Cause::Unreachable { addr }),
+        ),
+        (
+            Err(FetchError::Certificate {
+                host: "x.example".into(),
+                reason: "self-signed".into(),
+            }),
+            Some(Cause::UntrustedCertificate {
+                host: "x.example".into(),
+            }),
+        ),
+        (
+            Err(FetchError::Timeout {
+                url: "https://x.example/".into(),
+            }),
+            None,
+        ),
+    ];
+    for (observed, expected) in cases {
+        assert_eq!(of_fetch(&observed), expected, "{observed:?}");
+    }
+    let lan: SocketAddr = "192.168.1.20:8882".parse().unwrap();
+    let public: SocketAddr = "203.0.113.7:8882".parse().unwrap();
+    let answered: Result<SocketAddr, String> = Ok(public);
+    let silent: Result<SocketAddr, String> = Err("no answer".into());
+    let probed = |r: &Result<SocketAddr, String>| PublicProbe::Probed(public, r.clone());
+    assert_eq!(
+        of_media(Proto::Udp, 8882, &probed(&silent), (lan, &answered)),
+        Some(Cause::NotForwarded {
+            proto: "UDP",
+            port: 8882,
+            public_ip: public.ip(),
+            lan_ip: lan.ip()
+        })
+    );
+    assert_eq!(
+        of_media(Proto::Tcp, 8882, &probed(&silent), (lan, &silent)),
+        Some(Cause::NotAnsweringOnLan {
+            proto: "TCP",
+            port: 8882,
+            lan_ip: lan.ip()
+        })
+    );
+    assert_eq!(
+        of_media(
+            Proto::Udp,
+            8882,
+            &PublicProbe::Unknown("stun".into()),
+            (lan, &answered)
+        ),
+        Some(Cause::PublicIpUnknown)
+    );
+    assert_eq!(
+        of_media(Proto::Udp, 8882, &probed(&answered), (lan, &answered)),
+        None
+    );
+}
+
+#[tokio::test]
+async fn ports_not_forwarded_are_one_cause_end_to_end() {
+    // The "public" 127.0.0.2 reaches nothing (every listener is on 127.0.0.1): the media and
+    // TURN checks each warn, and one root cause explains them with one fix.
+    let stage = stage(Published::Ours).await;
+    let (turn, access, targets, mut input) = turn_stage(&stage).await;
+    input.deployment.network.public_ip = Some("127.0.0.2".parse().unwrap());
+    let http = HttpClient::new(None).unwrap();
+    let checks = run_with(
+        &targets,
+        &input,
+        &http,
+        Some(&stage.sfu),
+        Some(&access),
+        None,
+    )
+    .await;
+    let groups = causes::group(&checks);
+    let forwards = groups
+        .iter()
+        .find(|g| g.title.starts_with("Not reachable at the public address"))
+        .unwrap_or_else(|| panic!("{groups:#?}\n{checks:#?}"));
+    let mut explained = forwards.checks.clone();
+    explained.sort_unstable();
+    let mut expected = vec![
+        ids::MEDIA_UDP,
+        ids::MEDIA_TCP,
+        ids::TURN_UDP,
+        ids::TURN_TCP,
+        ids::TURN_TLS,
+        ids::TURN_LEGACY,
+    ];
+    expected.sort_unstable();
+    assert_eq!(explained, expected, "{checks:#?}");
+    for (proto, port) in [
+        ("UDP", stage.udp.port()),
+        ("TCP", stage.tcp.port()),
+        ("UDP", turn.port),
+        ("TCP", turn.tls_port),
+    ] {
+        assert!(
+            forwards.title.contains(&format!("{proto} {port}")),
+            "{proto} {port} not in {}",
+            forwards.title
+        );
+    }
+    assert!(forwards.fix.contains("to 127.0.0.1"), "{}", forwards.fix);
 }
