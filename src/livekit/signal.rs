@@ -207,7 +207,7 @@ async fn refuse_resume(socket: &mut WebSocket) {
         ..Default::default()
     });
     let _ = send(socket, leave).await;
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = socket.send(normal_close()).await;
 }
 
 async fn send(socket: &mut WebSocket, message: signal_response::Message) -> Result<(), ()> {
@@ -277,7 +277,7 @@ async fn session(
                     _ => proto::DisconnectReason::JoinFailure,
                 };
                 let _ = send(&mut socket, leave(reason)).await;
-                let _ = socket.send(Message::Close(None)).await;
+                let _ = socket.send(normal_close()).await;
                 return;
             }
             Err(_) => return,
@@ -309,7 +309,7 @@ async fn session(
                 }
                 // The SFU closed the session (leave sent, or the participant was removed).
                 None => {
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = socket.send(normal_close()).await;
                     break proto::DisconnectReason::ClientInitiated;
                 }
             },
@@ -385,7 +385,16 @@ async fn session(
         }
     };
     state.sfu.disconnected(conn, reason).await;
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = socket.send(normal_close()).await;
+}
+
+/// The close frame every session ends with: 1000 (normal closure). A close without a code
+/// reaches browsers as 1005, which livekit-client reports as an unexpected close.
+fn normal_close() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    }))
 }
 
 fn leave(reason: proto::DisconnectReason) -> signal_response::Message {
