@@ -32,6 +32,17 @@ impl Restarter {
     }
 }
 
+impl Restarter {
+    /// [`Restarter::request`] once the page answering the request has had time to leave.
+    pub fn request_soon(&self) {
+        let restarter = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            restarter.request();
+        });
+    }
+}
+
 /// Whether the process stopped to restart.
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)

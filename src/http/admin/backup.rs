@@ -108,10 +108,7 @@ pub async fn restore(
     // write some back): it restarts at once, after this page has left.
     let restarting = match (&restored, state.restart.clone()) {
         (Some(_), Some(restarter)) => {
-            tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                restarter.request();
-            });
+            restarter.request_soon();
             Some(crate::restart::supervisor())
         }
         _ => None,

@@ -598,11 +598,7 @@ pub async fn restart(
             "This panel cannot restart rtcbox here; restart it the way it was started.",
         );
     };
-    // Let this answer leave before the listeners stop.
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        restarter.request();
-    });
+    restarter.request_soon();
     let mut response = views::render(&RestartingPage {
         layout: session.layout("Restarting", "dashboard"),
         supervisor: crate::restart::supervisor(),
