@@ -360,11 +360,14 @@ fn follow_public_ip(
     use crate::net::public_ip::{self, Mode, PublicIpHandle};
     let handle = PublicIpHandle::new(
         settings.node_ip.map_or(Mode::Automatic, Mode::Fixed),
-        settings.stun_servers.clone(),
+        public_ip::Source::of(settings),
         settings.public_ip_interval,
     );
-    let detect = |stun_servers: Vec<String>| async move {
-        crate::setup::discover::public_ip(&stun_servers).await
+    let detect = |source: public_ip::Source| async move {
+        match source {
+            public_ip::Source::Stun(servers) => crate::setup::discover::public_ip(&servers).await,
+            public_ip::Source::Dns(name) => public_ip::resolve_name(&name).await,
+        }
     };
     let apply = move |change: public_ip::Change| {
         let (sfu, turn) = (sfu.clone(), turn.clone());

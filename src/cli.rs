@@ -151,6 +151,9 @@ pub struct SettingFlags {
     /// Seconds between public IP checks when the node IP is automatic [env: RTCBOX_PUBLIC_IP_INTERVAL] [default: 60]
     #[arg(long, global = true, value_name = "SECONDS")]
     pub public_ip_interval: Option<String>,
+    /// A DNS name whose address is your public IP (dynamic DNS), resolved at every check instead of asking STUN servers [env: RTCBOX_PUBLIC_IP_DNS]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub public_ip_dns: Option<String>,
     /// Create rooms on join instead of requiring the auth service or the API to create them [env: RTCBOX_AUTO_CREATE_ROOMS]
     #[arg(long, global = true)]
     pub auto_create_rooms: bool,
@@ -259,6 +262,7 @@ impl SettingFlags {
         put(SettingKey::RtcTcpPort, &self.rtc_tcp_port);
         put(SettingKey::NodeIp, &self.node_ip);
         put(SettingKey::PublicIpInterval, &self.public_ip_interval);
+        put(SettingKey::PublicIpDns, &self.public_ip_dns);
         put(SettingKey::AdminBind, &self.admin_bind);
         put(SettingKey::TrustedProxies, &self.trusted_proxies);
         put(SettingKey::StunServers, &self.stun_servers);

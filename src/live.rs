@@ -6,7 +6,7 @@
 //! |---|---|
 //! | public URL, full-access homeservers | the authorization service's next token; the delayed-leave task's address policy |
 //! | TURN shared secret | the TURN server's next request |
-//! | STUN servers, public IP interval | the public IP monitor, which checks again at once |
+//! | STUN servers, public IP DNS name and interval | the public IP monitor, which checks again at once |
 //! | trusted proxies | the public and admin listeners' next request and connection |
 //!
 //! Everything else (listeners, ports, the node IP, certificates' mode) still waits for a restart,
@@ -19,14 +19,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::config::{FullAccess, SettingKey, Settings};
 use crate::http::forwarded::TrustedProxies;
 use crate::net::caps::ConnectionCaps;
+use crate::net::public_ip::Source;
 
 /// The settings [`Live::apply`] carries over.
-pub const LIVE_KEYS: [SettingKey; 6] = [
+pub const LIVE_KEYS: [SettingKey; 7] = [
     SettingKey::PublicUrl,
     SettingKey::FullAccessHomeservers,
     SettingKey::TurnSharedSecret,
     SettingKey::StunServers,
     SettingKey::PublicIpInterval,
+    SettingKey::PublicIpDns,
     SettingKey::TrustedProxies,
 ];
 
@@ -91,7 +93,7 @@ impl Live {
             turn.set_shared_secret(next.turn_shared_secret.clone());
         }
         if let Some(public_ip) = &t.public_ip {
-            public_ip.set_asking(next.stun_servers.clone(), next.public_ip_interval);
+            public_ip.set_asking(Source::of(next), next.public_ip_interval);
         }
         if let Some(proxies) = &t.trusted_proxies {
             proxies.set(next.trusted_proxies.clone());
@@ -145,7 +147,7 @@ mod tests {
         );
         let public_ip = PublicIpHandle::new(
             Mode::Automatic,
-            vec!["127.0.0.1:3478".into()],
+            crate::net::public_ip::Source::Stun(vec!["127.0.0.1:3478".into()]),
             std::time::Duration::from_secs(60),
         );
         let live = Live::new(

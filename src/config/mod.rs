@@ -66,6 +66,7 @@ pub enum SettingKey {
     RtcTcpPort,
     NodeIp,
     PublicIpInterval,
+    PublicIpDns,
     AutoCreateRooms,
     AdminBind,
     AdminTls,
@@ -147,7 +148,7 @@ impl EnvSource {
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 39] = [
+    pub const ALL: [SettingKey; 40] = [
         SettingKey::HttpBind,
         SettingKey::PublicUrl,
         SettingKey::ApiKey,
@@ -159,6 +160,7 @@ impl SettingKey {
         SettingKey::RtcTcpPort,
         SettingKey::NodeIp,
         SettingKey::PublicIpInterval,
+        SettingKey::PublicIpDns,
         SettingKey::AutoCreateRooms,
         SettingKey::AdminBind,
         SettingKey::AdminTls,
@@ -203,6 +205,7 @@ impl SettingKey {
             SettingKey::RtcTcpPort => "rtc_tcp_port",
             SettingKey::NodeIp => "node_ip",
             SettingKey::PublicIpInterval => "public_ip_interval",
+            SettingKey::PublicIpDns => "public_ip_dns",
             SettingKey::AutoCreateRooms => "auto_create_rooms",
             SettingKey::AdminBind => "admin_bind",
             SettingKey::AdminTls => "admin_tls",
@@ -253,6 +256,7 @@ impl SettingKey {
             SettingKey::RtcTcpPort => "--rtc-tcp-port",
             SettingKey::NodeIp => "--node-ip",
             SettingKey::PublicIpInterval => "--public-ip-interval",
+            SettingKey::PublicIpDns => "--public-ip-dns",
             SettingKey::AutoCreateRooms => "--auto-create-rooms",
             SettingKey::AdminBind => "--admin-bind",
             SettingKey::AdminTls => "--admin-tls",
@@ -323,6 +327,7 @@ impl SettingKey {
             SettingKey::RtcTcpPort => &[Value("RTCBOX_RTC_TCP_PORT")],
             SettingKey::NodeIp => &[Value("RTCBOX_NODE_IP")],
             SettingKey::PublicIpInterval => &[Value("RTCBOX_PUBLIC_IP_INTERVAL")],
+            SettingKey::PublicIpDns => &[Value("RTCBOX_PUBLIC_IP_DNS")],
             SettingKey::AutoCreateRooms => &[Value("RTCBOX_AUTO_CREATE_ROOMS")],
             SettingKey::AdminBind => &[Value("RTCBOX_ADMIN_BIND")],
             SettingKey::AdminTls => &[Value("RTCBOX_ADMIN_TLS")],
@@ -430,6 +435,9 @@ pub struct Settings {
     pub node_ip: Option<IpAddr>,
     /// How often the public IP is re-checked in automatic mode.
     pub public_ip_interval: std::time::Duration,
+    /// A DNS name whose address is the public IP (a dynamic DNS name): resolved at every check
+    /// instead of asking the STUN servers.
+    pub public_ip_dns: Option<String>,
     /// Whether joining a room that does not exist creates it (LiveKit's `room.auto_create`).
     /// Off by default: in MatrixRTC only full-access homeservers create rooms.
     pub auto_create_rooms: bool,
@@ -505,6 +513,7 @@ impl Settings {
             SettingKey::RtcTcpPort => self.rtc_tcp_port.to_string(),
             SettingKey::NodeIp => self.node_ip?.to_string(),
             SettingKey::PublicIpInterval => self.public_ip_interval.as_secs().to_string(),
+            SettingKey::PublicIpDns => self.public_ip_dns.clone()?,
             SettingKey::AutoCreateRooms => self.auto_create_rooms.to_string(),
             SettingKey::AdminBind => self.admin_bind.to_string(),
             SettingKey::AdminTls => self.admin_tls.to_string(),
@@ -581,6 +590,7 @@ impl Settings {
             }
             SettingKey::StunServers => self.stun_servers = other.stun_servers.clone(),
             SettingKey::PublicIpInterval => self.public_ip_interval = other.public_ip_interval,
+            SettingKey::PublicIpDns => self.public_ip_dns = other.public_ip_dns.clone(),
             SettingKey::TrustedProxies => self.trusted_proxies = other.trusted_proxies.clone(),
             _ => return false,
         }
@@ -673,6 +683,12 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
             parse_interval(&raw).map_err(|m| error(SettingKey::PublicIpInterval, origin, m))?
         }
         None => DEFAULT_PUBLIC_IP_INTERVAL,
+    };
+    let public_ip_dns = match pick(SettingKey::PublicIpDns)? {
+        Some((raw, origin)) => {
+            Some(parse_host_name(&raw).map_err(|m| error(SettingKey::PublicIpDns, origin, m))?)
+        }
+        None => None,
     };
     let auto_create_rooms = match pick(SettingKey::AutoCreateRooms)? {
         Some((raw, origin)) => {
@@ -858,6 +874,7 @@ pub fn resolve(layers: &Layers<'_>) -> Result<Settings, ConfigError> {
         rtc_tcp_port,
         node_ip,
         public_ip_interval,
+        public_ip_dns,
         auto_create_rooms,
         admin_bind,
         admin_tls,
@@ -1035,6 +1052,7 @@ pub fn check_value(key: SettingKey, raw: &str) -> Result<(), String> {
         }
         NodeIp => parse_node_ip(raw).map(drop),
         PublicIpInterval => parse_interval(raw).map(drop),
+        PublicIpDns => parse_host_name(raw).map(drop),
         StunServers => parse_stun_servers(raw).map(drop),
         TurnRelayPorts => parse_port_range(raw).map(drop),
         TurnAllowPeers | TrustedProxies => parse_cidrs(raw).map(drop),
@@ -1328,6 +1346,30 @@ fn parse_node_ip(raw: &str) -> Result<IpAddr, String> {
         ));
     }
     Ok(ip)
+}
+
+/// A host name to resolve (`home.example.org`, or a single label such as a LAN name), not an
+/// address.
+fn parse_host_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.parse::<IpAddr>().is_err()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if valid {
+        Ok(name)
+    } else {
+        Err(format!(
+            "'{}' is not a DNS name such as home.example.org (for a fixed address use RTCBOX_NODE_IP)",
+            raw.trim()
+        ))
+    }
 }
 
 /// Seconds between public IP checks: at least one, at most a day.

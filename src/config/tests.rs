@@ -661,3 +661,37 @@ fn dns01_settings_parse_and_name_what_each_provider_needs() {
     .to_string();
     assert!(e.contains("only the dns-01 challenge can prove one"), "{e}");
 }
+
+#[test]
+fn the_public_ip_follows_stun_or_a_dns_name_unless_fixed() {
+    let s = resolve_with(&[], &[], stored_pair()).unwrap();
+    assert_eq!(s.node_ip, None, "automatic by default");
+    assert_eq!(s.public_ip_interval, std::time::Duration::from_secs(60));
+    assert_eq!(s.public_ip_dns, None);
+    let s = resolve_with(
+        &[],
+        &[
+            ("RTCBOX_PUBLIC_IP_DNS", "Home.Example.org."),
+            ("RTCBOX_PUBLIC_IP_INTERVAL", "300"),
+        ],
+        stored_pair(),
+    )
+    .unwrap();
+    assert_eq!(s.public_ip_dns.as_deref(), Some("home.example.org"));
+    assert_eq!(s.public_ip_interval.as_secs(), 300);
+    // A single label (a LAN name) is a name too; an address is not.
+    let s = resolve_with(&[], &[("RTCBOX_PUBLIC_IP_DNS", "nas")], stored_pair()).unwrap();
+    assert_eq!(s.public_ip_dns.as_deref(), Some("nas"));
+    for bad in ["203.0.113.7", "a..b", "-home.example.org", "ho me"] {
+        let error = resolve_with(&[], &[("RTCBOX_PUBLIC_IP_DNS", bad)], stored_pair())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("RTCBOX_PUBLIC_IP_DNS"), "{bad}: {error}");
+    }
+    for bad in ["0", "86401", "soon"] {
+        let error = resolve_with(&[], &[("RTCBOX_PUBLIC_IP_INTERVAL", bad)], stored_pair())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("between 1 and 86400"), "{bad}: {error}");
+    }
+}

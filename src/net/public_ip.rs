@@ -1,5 +1,6 @@
 //! The public IP, followed: without a fixed `RTCBOX_NODE_IP`, rtcbox asks its STUN servers
-//! which address the internet sees at start, then every `RTCBOX_PUBLIC_IP_INTERVAL` and
+//! which address the internet sees (or resolves `RTCBOX_PUBLIC_IP_DNS`, a dynamic DNS name) at
+//! start, then every `RTCBOX_PUBLIC_IP_INTERVAL` and
 //! whenever the admin presses "Check now". A changed answer is applied at once, without a
 //! restart: the SFU advertises the new address to new and connected clients (trickled
 //! candidates, an ICE restart of the connection it offers) and TURN relays are advertised on
@@ -22,6 +23,25 @@ pub enum Mode {
     Automatic,
     /// `RTCBOX_NODE_IP`: advertised as it is, never checked.
     Fixed(IpAddr),
+}
+
+/// Where a check learns the public IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Asks these STUN servers (`host:port`) which address they see.
+    Stun(Vec<String>),
+    /// Resolves this name (a dynamic DNS name kept pointing at the line's address).
+    Dns(String),
+}
+
+impl Source {
+    /// A DNS name when one is configured, else the STUN servers.
+    pub fn of(settings: &crate::config::Settings) -> Source {
+        match &settings.public_ip_dns {
+            Some(name) => Source::Dns(name.clone()),
+            None => Source::Stun(settings.stun_servers.clone()),
+        }
+    }
 }
 
 /// What the dashboard shows about the public IP.
@@ -108,31 +128,45 @@ impl Tracker {
     }
 }
 
+/// Resolves a dynamic DNS name to the public IP it names (IPv4 first: the address that
+/// matters sits behind an IPv4 NAT).
+pub async fn resolve_name(name: &str) -> Result<IpAddr, String> {
+    let found = crate::net::dns::lookup(name, 0)
+        .await
+        .map_err(|why| format!("{name}: {why}"))?;
+    found
+        .iter()
+        .map(|a| a.ip())
+        .find(IpAddr::is_ipv4)
+        .or_else(|| found.first().map(|a| a.ip()))
+        .ok_or_else(|| format!("{name} has no address"))
+}
+
 /// Shared between the monitor task and the admin panel.
 #[derive(Clone)]
 pub struct PublicIpHandle {
     tracker: Arc<Mutex<Tracker>>,
     wake: Arc<Notify>,
     /// Whom to ask and how often; the admin panel changes them without a restart.
-    asking: Arc<Mutex<(Vec<String>, Duration)>>,
+    asking: Arc<Mutex<(Source, Duration)>>,
 }
 
 impl PublicIpHandle {
-    /// `stun_servers` are asked every `interval` (automatic mode).
-    pub fn new(mode: Mode, stun_servers: Vec<String>, interval: Duration) -> PublicIpHandle {
+    /// `source` is asked every `interval` (automatic mode).
+    pub fn new(mode: Mode, source: Source, interval: Duration) -> PublicIpHandle {
         PublicIpHandle {
             tracker: Arc::new(Mutex::new(Tracker::new(mode))),
             wake: Arc::new(Notify::new()),
-            asking: Arc::new(Mutex::new((stun_servers, interval))),
+            asking: Arc::new(Mutex::new((source, interval))),
         }
     }
 
-    /// Other STUN servers or another interval, used from the check this starts.
-    pub fn set_asking(&self, stun_servers: Vec<String>, interval: Duration) {
+    /// Another source or another interval, used from the check this starts.
+    pub fn set_asking(&self, source: Source, interval: Duration) {
         let changed = {
             let mut asking = self.asking.lock().unwrap_or_else(|e| e.into_inner());
-            let changed = *asking != (stun_servers.clone(), interval);
-            *asking = (stun_servers, interval);
+            let changed = *asking != (source.clone(), interval);
+            *asking = (source, interval);
             changed
         };
         if changed {
@@ -140,7 +174,7 @@ impl PublicIpHandle {
         }
     }
 
-    fn asking(&self) -> (Vec<String>, Duration) {
+    fn asking(&self) -> (Source, Duration) {
         self.asking
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -168,11 +202,11 @@ impl PublicIpHandle {
 }
 
 /// Checks at once, then every interval and on [`PublicIpHandle::check_now`]; `detect` asks
-/// the STUN servers it is given, `apply` carries a change out. Runs until the process ends
+/// the source it is given, `apply` carries a change out. Runs until the process ends
 /// (automatic mode only; in fixed mode it returns at once).
 pub async fn run<D, DF, A, AF>(handle: PublicIpHandle, detect: D, apply: A)
 where
-    D: Fn(Vec<String>) -> DF,
+    D: Fn(Source) -> DF,
     DF: Future<Output = Result<IpAddr, String>>,
     A: Fn(Change) -> AF,
     AF: Future<Output = ()>,
@@ -182,8 +216,8 @@ where
     }
     let mut failing = false;
     loop {
-        let (stun_servers, interval) = handle.asking();
-        let result = detect(stun_servers).await;
+        let (source, interval) = handle.asking();
+        let result = detect(source).await;
         let now = crate::db::unix_now();
         let change = handle.record(result.clone(), now);
         match (&result, change) {
@@ -277,7 +311,11 @@ mod tests {
     #[tokio::test]
     async fn the_monitor_applies_changes_and_checks_on_demand() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let handle = PublicIpHandle::new(Mode::Automatic, Vec::new(), Duration::from_secs(3600));
+        let handle = PublicIpHandle::new(
+            Mode::Automatic,
+            Source::Stun(Vec::new()),
+            Duration::from_secs(3600),
+        );
         let answers = Arc::new(Mutex::new(vec![ip("198.51.100.9"), ip("203.0.113.7")]));
         let applied = Arc::new(Mutex::new(Vec::new()));
         let checks = Arc::new(AtomicUsize::new(0));

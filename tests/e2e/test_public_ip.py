@@ -150,3 +150,17 @@ def test_a_changed_public_ip_is_advertised_live_and_the_call_goes_on(start_rtcbo
         assert box.log_text().count("listening on http://") == 1
     finally:
         stun.close()
+
+
+def test_a_dns_name_can_stand_for_the_public_ip(start_rtcbox):
+    """RTCBOX_PUBLIC_IP_DNS (a dynamic DNS name): resolved instead of asking the STUN servers.
+    `localhost` (from /etc/hosts) keeps the test on loopback."""
+    stun = StunStandIn(FIRST)
+    try:
+        box = start_rtcbox(dict(sfu_env(), RTCBOX_NODE_IP="", RTCBOX_PUBLIC_IP_DNS="localhost",
+                                RTCBOX_STUN_SERVERS=f"127.0.0.1:{stun.port}"))
+        wait_until(lambda: "public IP detected ip=127.0.0.1" in box.log_text(), 20,
+                   "the name resolved")
+        assert stun.asked == 0, "the STUN server was asked although a DNS name is set"
+    finally:
+        stun.close()

@@ -113,6 +113,11 @@ pub fn meta(key: SettingKey) -> Option<Meta> {
         K::NodeIp => m(1, "Fixed public IP (empty: detect and follow)", Text),
         K::StunServers => m(1, "STUN servers asked for the public IP", Text),
         K::PublicIpInterval => m(1, "Seconds between public IP checks", Text),
+        K::PublicIpDns => m(
+            1,
+            "Or a DNS name that points at your public IP (dynamic DNS)",
+            Text,
+        ),
         K::RtcUdpPort => m(1, "Media port (UDP)", Text),
         K::RtcTcpPort => m(1, "Media fallback port (ICE-TCP)", Text),
         K::HttpBind => m(2, "Public HTTP listener", Text),

@@ -1109,7 +1109,7 @@ async fn an_empty_public_ip_follows_the_detected_one_and_clears_a_fixed_one() {
     use crate::net::public_ip::{Mode, PublicIpHandle};
     let monitor = PublicIpHandle::new(
         Mode::Automatic,
-        Vec::new(),
+        crate::net::public_ip::Source::Stun(Vec::new()),
         std::time::Duration::from_secs(60),
     );
     monitor.record(Ok("198.51.100.20".parse().unwrap()), unix_now());
