@@ -119,7 +119,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let acme_mode = settings.tls_mode == config::TlsMode::Acme;
     let certificates = tls_certificates(&pool, &settings).await?;
     let (turn, turn_tls_streams) = start_turn(&settings, &sockets, certificates.clone()).await;
-    let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms);
+    let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms, Some(turn.clone()));
     let (delayed_leaves, leaves) = {
         let full_access = full_access.clone();
         let dangerous = settings.dangerous_allow_private_homeservers;

@@ -34,6 +34,7 @@ use super::presence::{PRESENCE_CAPACITY, PresenceEvent};
 use crate::net::caps::{ConnectionCaps, Limits};
 use crate::net::stun;
 use crate::rooms::{CreateOutcome, RoomDirectory, RoomError, RoomFuture, RoomOptions};
+use crate::turn::TurnHandle;
 
 /// Most concurrent ICE-TCP connections, and from one address (a participant opens one per
 /// peer connection and advertised address; many may share a NAT).
@@ -177,6 +178,8 @@ pub struct Core {
     pub sfu: Sfu,
     signals: HashMap<ConnId, mpsc::Sender<signal_response::Message>>,
     presence: broadcast::Sender<PresenceEvent>,
+    /// Told of every session that ends, so its TURN allocations end too.
+    turn: Option<TurnHandle>,
 }
 
 /// A cloneable handle to the SFU task. Dropping every handle stops the task.
@@ -194,7 +197,13 @@ pub struct SfuGone;
 
 impl SfuHandle {
     /// Starts the SFU task on the current runtime.
-    pub fn spawn(sockets: SfuSockets, auto_create_rooms: bool) -> SfuHandle {
+    /// Starts the SFU task; `turn` (the embedded TURN server, when it runs) hears of every
+    /// session that ends.
+    pub fn spawn(
+        sockets: SfuSockets,
+        auto_create_rooms: bool,
+        turn: Option<TurnHandle>,
+    ) -> SfuHandle {
         let (events, rx) = mpsc::channel(8192);
         let config = SfuConfig {
             udp_candidates: sockets.udp_advertised(),
@@ -211,6 +220,7 @@ impl SfuHandle {
             sfu: Sfu::new(config, Instant::now(), unix_ms),
             signals: HashMap::new(),
             presence: presence.clone(),
+            turn,
         };
         for (socket, advertised) in &sockets.udp {
             tokio::spawn(read_udp(socket.clone(), *advertised, events.clone()));
@@ -434,7 +444,16 @@ async fn flush(
                 // Dropping the sender ends the session's writer after what is queued.
                 core.signals.remove(&conn);
             }
-            Output::Left { room, identity } => {
+            Output::Left {
+                room,
+                identity,
+                sid,
+            } => {
+                // Its relays go with it (a participant replaced by a new join of its identity
+                // too), before anyone can hear of the leave.
+                if let Some(turn) = &core.turn {
+                    turn.session_ended(&sid);
+                }
                 // No subscriber is fine.
                 let _ = core.presence.send(PresenceEvent::Left { room, identity });
             }
@@ -693,7 +712,7 @@ mod tests {
         let sockets = SfuSockets::bind(localhost, None, 0, 0).await.unwrap();
         let udp = sockets.udp_advertised()[0];
         let tcp = sockets.tcp_advertised()[0];
-        let _sfu = SfuHandle::spawn(sockets, false);
+        let _sfu = SfuHandle::spawn(sockets, false, None);
         let wait = Duration::from_secs(5);
 
         let client = UdpSocket::bind((localhost, 0)).await.unwrap();

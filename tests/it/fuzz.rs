@@ -490,6 +490,28 @@ fn turn_core() {
                             server.handle_bound(relay);
                         }
                     }
+                    Output::BindLocal { client, .. } => {
+                        *seen.entry("bind").or_default() += 1;
+                        assert_eq!(Some(client), from, "binds follow client requests");
+                        assert!(genuine, "an allocation from mutated bytes: {input:02x?}");
+                        assert_eq!(input.get(..2), Some(&[0x00, 0x03][..]), "not an Allocate");
+                        assert!(participant(&client), "a participant relay for {client}");
+                        if rng.below(4) == 0 {
+                            server.handle_bind_local_failed(client);
+                        } else {
+                            // A port the OS chose, outside the relay range.
+                            let relay = SocketAddr::new(
+                                "192.0.2.1".parse().unwrap(),
+                                40000 + rng.below(1000) as u16,
+                            );
+                            if let std::collections::hash_map::Entry::Vacant(free) =
+                                relays.entry(relay)
+                            {
+                                free.insert(client);
+                                server.handle_bound_local(client, relay);
+                            }
+                        }
+                    }
                     Output::Unbind(relay) => {
                         relays.remove(&relay);
                     }
@@ -772,9 +794,10 @@ mod turn {
             }
             if signed && spec.group != Group::Common {
                 let (username, secret) = match spec.group {
-                    Group::Participant => {
-                        (participant_username(UNIX + 3600, "alice"), "participant")
-                    }
+                    Group::Participant => (
+                        participant_username(UNIX + 3600, "PA_test", "alice"),
+                        "participant",
+                    ),
                     _ => (rest_username(UNIX + 3600, "@alice:example.org"), "shared"),
                 };
                 let password = rest_password(&Secret::new(secret), &username);

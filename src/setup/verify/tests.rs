@@ -1749,7 +1749,7 @@ async fn stage(published: Published) -> Stage {
     let sockets = SfuSockets::bind(localhost, None, 0, 0).await.unwrap();
     let udp = sockets.udp_advertised()[0];
     let tcp = sockets.tcp_advertised()[0];
-    let handle = SfuHandle::spawn(sockets, false);
+    let handle = SfuHandle::spawn(sockets, false, None);
     let sfu = SfuAccess {
         handle: handle.clone(),
         api_key: ApiKey::parse("checkkey").unwrap(),
