@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 import lk_helpers as lk
 from conftest import wait_until
 from lk_helpers import API_KEY, API_SECRET, sfu_env
+from test_https import stun_attributes
 from test_turn import (SECRET, assert_everything_echoed, binding_request, echo_peer,  # noqa: F401
                        coturn_tools, join_response, log_tail, relay_env, turn_ports, uclient,
                        wait_turn_ready)
@@ -379,15 +380,6 @@ def test_one_identity_with_fresh_credentials_cannot_take_the_relay_range(start_r
 
 def relay_ports(run) -> list[int]:
     return [int(relay.rsplit(":", 1)[1]) for relay in run.relays]
-
-
-def stun_attributes(message: bytes) -> dict[int, bytes]:
-    attributes, at = {}, 20
-    while at + 4 <= len(message):
-        kind, length = struct.unpack("!HH", message[at:at + 4])
-        attributes.setdefault(kind, message[at + 4:at + 4 + length])
-        at += 4 + length + (-length % 4)
-    return attributes
 
 
 def turn_allocate(port: int, username: str, password: str,
