@@ -10,7 +10,7 @@
 # for the packaging tests podman (with runc) to build and run the image, coreutils' chroot and
 # binutils' readelf (the static binary in an empty root, as root); for the ACME tests Debian's
 # pebble (the test CA) and knot (knotd: the DNS server DNS-01 updates through RFC 2136); for
-# the dependency check cargo-deny.
+# the dependency check cargo-deny, for fuzzing the nightly toolchain and cargo-fuzz.
 # Installs the Python test peers into a venv (default ~/.cache/rtcbox-venv, reused when the
 # requirements did not change) and the browser test's npm packages into tests/browser/node_modules
 # (reused while package-lock.json is unchanged; playwright-core never downloads a browser). Cargo's
@@ -67,6 +67,18 @@ elif [ "${CI:-}" = "true" ]; then
     exit 1
 else
     echo "cargo-deny not installed: skipped (cargo install cargo-deny --locked; fails under CI=true)"
+fi
+
+# Every cargo-fuzz target for 15 s from the seed corpus (docs/fuzzing.md); the fuzz crate
+# builds in $CARGO_TARGET_DIR/fuzz with the nightly toolchain.
+step "fuzzing (fuzz/run.sh, 15 s per target)"
+if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
+    fuzz/run.sh 15
+elif [ "${CI:-}" = "true" ]; then
+    echo "fuzzing needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz --locked)" >&2
+    exit 1
+else
+    echo "nightly or cargo-fuzz not installed: fuzzing skipped (fails under CI=true)"
 fi
 
 # The artefacts users install, built as a release would build them: the static binary, the

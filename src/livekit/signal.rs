@@ -341,7 +341,7 @@ async fn session(
                         break proto::DisconnectReason::StateMismatch;
                     }
                 };
-                let Some(message) = proto::SignalRequest::decode(bytes.as_ref()).ok().and_then(|r| r.message) else {
+                let Some(message) = decode_request(&bytes) else {
                     tracing::debug!(identity = claims.sub, "undecodable signaling frame; ending the session");
                     let _ = send(&mut socket, leave(proto::DisconnectReason::StateMismatch)).await;
                     break proto::DisconnectReason::StateMismatch;
@@ -391,6 +391,14 @@ async fn session(
     };
     state.sfu.disconnected(conn, reason).await;
     let _ = socket.send(Message::Close(None)).await;
+}
+
+/// One binary frame from the client as a signaling request; `None` for anything that is not a
+/// `SignalRequest` with a message (the session then ends with a `leave`).
+pub fn decode_request(bytes: &[u8]) -> Option<signal_request::Message> {
+    proto::SignalRequest::decode(bytes)
+        .ok()
+        .and_then(|r| r.message)
 }
 
 fn leave(reason: proto::DisconnectReason) -> signal_response::Message {
