@@ -14,7 +14,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let text = String::from_utf8_lossy(text);
-    let lines = text.lines().count() as u64 + 1;
+    // Lines as YAML counts them: a lone CR breaks a line too.
+    let lines = text
+        .replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .lines()
+        .count() as u64
+        + 1;
     let parsed = match which % 3 {
         0 => match livekit_yaml::parse("livekit.yaml", &text) {
             Ok(parsed) => parsed,

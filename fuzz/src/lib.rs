@@ -3,6 +3,9 @@
 
 pub mod sfu;
 pub mod turn;
+// Shared with the seeded fuzz loop of the integration tests.
+#[path = "../../tests/it/turn_auth.rs"]
+mod turn_auth;
 pub mod twirp;
 
 /// Splits `data` into records: one byte saying what, two bytes of length, that many bytes.

@@ -4,32 +4,25 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rtc_stun::attributes::{
-    ATTR_NONCE, ATTR_REALM, ATTR_REQUESTED_TRANSPORT, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS,
-    AttrType,
-};
+use rtc_stun::attributes::{ATTR_REQUESTED_TRANSPORT, ATTR_XOR_PEER_ADDRESS, AttrType};
 use rtc_stun::fingerprint::FINGERPRINT;
-use rtc_stun::integrity::MessageIntegrity;
 use rtc_stun::message::{
     CLASS_INDICATION, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND,
     METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND, Message, MessageType, Method,
     Setter as _, TransactionId,
 };
-use rtc_stun::textattrs::TextAttribute;
 use rtc_stun::xoraddr::XorMappedAddress;
 use rtcbox::net::is_public;
-use rtcbox::secret::Secret;
-use rtcbox::turn::credentials::{
-    CredentialKind, participant_username, rest_password, rest_username,
-};
+use rtcbox::turn::credentials::{CredentialKind, participant_username, rest_username};
 use rtcbox::turn::framing::{Frame, next_frame};
-use rtcbox::turn::server::{Config, Output, Server};
+use rtcbox::turn::server::{Output, Server};
 use rtcbox::turn::{Client, Transport};
 
+use crate::turn_auth::{
+    PARTICIPANT_SECRET, REALM, SFU, SFU_LOCAL, SHARED_SECRET, config, learn_nonce, sign,
+};
+
 const UNIX: u64 = 1_700_000_000;
-const REALM: &str = "turn.fuzz.example";
-const SFU: &str = "81.2.69.160:8882";
-const SFU_LOCAL: &str = "127.0.0.1:8882";
 const MAX_ALLOCATIONS: usize = 4;
 /// The SFU session the participant credentials name.
 const SESSION: &str = "PA_fuzz";
@@ -138,21 +131,11 @@ fn client(transport: Transport, addr: &str) -> Client {
 
 impl Harness {
     fn new(participant_clients: Vec<Client>) -> Harness {
-        let mut config = Config::new(
-            REALM,
-            Secret::new("participant"),
-            Some(Secret::new("shared")),
-            "192.0.2.1".parse().unwrap(),
-        );
-        config.relay_ports = 50000..50006;
-        config.policy.sfu_media = vec![SFU.parse().unwrap()];
-        config.sfu_routes = vec![(SFU.parse().unwrap(), SFU_LOCAL.parse().unwrap())];
-        config.max_allocation_bitrate = 300_000;
+        let mut config = config(50000..50006);
         config.max_allocations_total = MAX_ALLOCATIONS;
         config.max_allocations_per_username = 3;
         let mut server = Server::new(config);
-        // Learn a nonce the way a client does: an unauthenticated Allocate over TCP.
-        let learner = client(Transport::Tcp, "198.51.100.1:1");
+        // Learn a nonce the way a client does: an unauthenticated Allocate.
         let mut challenge = Message::new();
         challenge.typ = MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST);
         challenge.transaction_id = TransactionId([1; 12]);
@@ -160,15 +143,7 @@ impl Harness {
         challenge.add(ATTR_REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
         FINGERPRINT.add_to(&mut challenge).unwrap();
         let now = Instant::now();
-        server.handle_client(now, UNIX, learner, &challenge.raw);
-        let Some(Output::ToClient { bytes, .. }) = server.poll_output() else {
-            panic!("no challenge");
-        };
-        let mut answer = Message::new();
-        answer.unmarshal_binary(&bytes).unwrap();
-        let nonce = TextAttribute::get_from_as(&answer, ATTR_NONCE)
-            .unwrap()
-            .text;
+        let nonce = learn_nonce(&mut server, now, UNIX, &challenge.raw);
         Harness {
             server,
             nonce,
@@ -227,32 +202,15 @@ impl Harness {
             let (username, secret) = if participant {
                 (
                     participant_username(UNIX + 3600, SESSION, "alice"),
-                    "participant",
+                    PARTICIPANT_SECRET,
                 )
             } else {
-                (rest_username(UNIX + 3600, "@alice:example.org"), "shared")
+                (
+                    rest_username(UNIX + 3600, "@alice:example.org"),
+                    SHARED_SECRET,
+                )
             };
-            let password = rest_password(&Secret::new(secret), &username);
-            for (typ, text) in [
-                (ATTR_USERNAME, username.as_str()),
-                (ATTR_REALM, REALM),
-                (ATTR_NONCE, self.nonce.as_str()),
-            ] {
-                if TextAttribute::new(typ, text.to_owned())
-                    .add_to(&mut message)
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            let integrity = MessageIntegrity::new_long_term_integrity_with_provider(
-                username,
-                REALM.to_owned(),
-                password,
-                &rtc_stun::crypto::providers::RingCrypto,
-            )
-            .unwrap();
-            if integrity.add_to(&mut message).is_err() {
+            if !sign(&mut message, &username, secret, REALM, &self.nonce) {
                 return;
             }
         }

@@ -604,17 +604,16 @@ mod turn {
 
     use rtc_stun::attributes::*;
     use rtc_stun::message::*;
-    use rtcbox::secret::Secret;
-    use rtcbox::turn::credentials::{participant_username, rest_password, rest_username};
-    use rtcbox::turn::server::{Config, Output, Server};
+    use rtcbox::turn::credentials::{participant_username, rest_username};
+
+    use crate::turn_auth::{PARTICIPANT_SECRET, SHARED_SECRET, config, learn_nonce, sign};
+    use rtcbox::turn::server::{Config, Server};
 
     use super::{Rng, mutate};
 
     pub const UNIX: u64 = 1_700_000_000;
-    pub const REALM: &str = "turn.fuzz.example";
+    pub use crate::turn_auth::{REALM, SFU, SFU_LOCAL};
     pub const PEER: &str = "93.184.216.34:7000";
-    pub const SFU: &str = "81.2.69.160:8882";
-    pub const SFU_LOCAL: &str = "127.0.0.1:8882";
 
     /// Whose traffic a seed is: sent from that group's clients.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -654,16 +653,7 @@ mod turn {
         /// The seeds, and the server whose nonce they carry (nonces are checked under a
         /// per-server key).
         pub fn new() -> (Seeds, Server) {
-            let mut config = Config::new(
-                REALM,
-                Secret::new("participant"),
-                Some(Secret::new("shared")),
-                "192.0.2.1".parse().unwrap(),
-            );
-            config.relay_ports = 50000..50008;
-            config.policy.sfu_media = vec![SFU.parse().unwrap()];
-            config.sfu_routes = vec![(SFU.parse().unwrap(), SFU_LOCAL.parse().unwrap())];
-            config.max_allocation_bitrate = 300_000;
+            let config = config(50000..50008);
             let mut seeds = Seeds {
                 config,
                 nonce: String::new(),
@@ -680,19 +670,7 @@ mod turn {
             };
             let challenge = seeds.build(&challenge, false);
             let mut server = Server::new(seeds.config.clone());
-            let learner = rtcbox::turn::Client {
-                transport: rtcbox::turn::Transport::Tcp,
-                addr: "198.51.100.1:1".parse().unwrap(),
-            };
-            server.handle_client(Instant::now(), UNIX, learner, &challenge);
-            let Some(Output::ToClient { bytes, .. }) = server.poll_output() else {
-                panic!("no challenge");
-            };
-            let mut answer = Message::new();
-            answer.unmarshal_binary(&bytes).unwrap();
-            seeds.nonce = rtc_stun::textattrs::TextAttribute::get_from_as(&answer, ATTR_NONCE)
-                .unwrap()
-                .text;
+            seeds.nonce = learn_nonce(&mut server, Instant::now(), UNIX, &challenge);
 
             for (group, peer) in [(Group::Rest, PEER), (Group::Participant, SFU)] {
                 let peer = Some(peer.parse().unwrap());
@@ -796,29 +774,14 @@ mod turn {
                 let (username, secret) = match spec.group {
                     Group::Participant => (
                         participant_username(UNIX + 3600, "PA_test", "alice"),
-                        "participant",
+                        PARTICIPANT_SECRET,
                     ),
-                    _ => (rest_username(UNIX + 3600, "@alice:example.org"), "shared"),
+                    _ => (
+                        rest_username(UNIX + 3600, "@alice:example.org"),
+                        SHARED_SECRET,
+                    ),
                 };
-                let password = rest_password(&Secret::new(secret), &username);
-                for (typ, text) in [
-                    (ATTR_USERNAME, username.as_str()),
-                    (ATTR_REALM, REALM),
-                    (ATTR_NONCE, self.nonce.as_str()),
-                ] {
-                    rtc_stun::textattrs::TextAttribute::new(typ, text.to_owned())
-                        .add_to(&mut message)
-                        .unwrap();
-                }
-                rtc_stun::integrity::MessageIntegrity::new_long_term_integrity_with_provider(
-                    username,
-                    REALM.to_owned(),
-                    password,
-                    &rtc_stun::crypto::providers::RingCrypto,
-                )
-                .unwrap()
-                .add_to(&mut message)
-                .unwrap();
+                assert!(sign(&mut message, &username, secret, REALM, &self.nonce));
             }
             rtc_stun::fingerprint::FINGERPRINT
                 .add_to(&mut message)
