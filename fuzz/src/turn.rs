@@ -19,7 +19,8 @@ use rtcbox::turn::server::{Output, Server};
 use rtcbox::turn::{Client, Transport};
 
 use crate::turn_auth::{
-    PARTICIPANT_SECRET, REALM, SFU, SFU_LOCAL, SHARED_SECRET, config, learn_nonce, sign,
+    PARTICIPANT_SECRET, REALM, SFU, SFU_LOCAL, SHARED_SECRET, assert_may_relay, config,
+    learn_nonce, sign,
 };
 
 const UNIX: u64 = 1_700_000_000;
@@ -255,7 +256,6 @@ impl Harness {
 
     /// Carries out the outputs as the driver would; `op` decides whether binds succeed.
     fn drain(&mut self, from: Option<Client>, signed_allocate: bool, op: u8) {
-        let sfu_local: SocketAddr = SFU_LOCAL.parse().unwrap();
         while let Some(output) = self.server.poll_output() {
             match output {
                 Output::Bind(relay) => {
@@ -295,11 +295,7 @@ impl Harness {
                     if let Some(from) = from {
                         assert_eq!(owner, from, "relayed for someone else");
                     }
-                    if self.participant_clients.contains(&owner) {
-                        assert_eq!(to, sfu_local, "a participant relayed to {to}");
-                    } else {
-                        assert!(is_public(to.ip()) || to == sfu_local, "relayed to {to}");
-                    }
+                    assert_may_relay(self.participant_clients.contains(&owner), to);
                 }
                 Output::ToClient { to, .. } => {
                     if let Some(from) = from {

@@ -3,6 +3,7 @@
 //! (`fuzz/src/turn.rs` includes this file): the configuration, the nonce a server hands out,
 //! and long-term credentials added to a message.
 
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -80,4 +81,18 @@ pub fn sign(message: &mut Message, username: &str, secret: &str, realm: &str, no
         &rtc_stun::crypto::providers::RingCrypto,
     )
     .is_ok_and(|integrity| integrity.add_to(message).is_ok())
+}
+
+/// Where a relay may send: a participant's only to the SFU (its local socket, by the NAT
+/// route), anyone else's to public addresses or the SFU.
+pub fn assert_may_relay(participant: bool, to: SocketAddr) {
+    let sfu_local: SocketAddr = SFU_LOCAL.parse().unwrap();
+    if participant {
+        assert_eq!(to, sfu_local, "a participant relayed to {to}");
+    } else {
+        assert!(
+            rtcbox::net::is_public(to.ip()) || to == sfu_local,
+            "relayed to {to}"
+        );
+    }
 }
