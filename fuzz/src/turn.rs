@@ -19,7 +19,7 @@ use rtcbox::turn::server::{Output, Server};
 use rtcbox::turn::{Client, Transport};
 
 use crate::turn_auth::{
-    PARTICIPANT_SECRET, REALM, SFU, SFU_LOCAL, SHARED_SECRET, assert_may_relay, config,
+    PARTICIPANT_SECRET, PEERS, REALM, SFU, SFU_LOCAL, SHARED_SECRET, assert_may_relay, config,
     learn_nonce, sign,
 };
 
@@ -27,20 +27,6 @@ const UNIX: u64 = 1_700_000_000;
 const MAX_ALLOCATIONS: usize = 4;
 /// The SFU session the participant credentials name.
 const SESSION: &str = "PA_fuzz";
-/// Peers a request or a peer datagram may name: public, the SFU (advertised and local), the
-/// LAN, this host, IPv4 inside IPv6, NAT64.
-const PEERS: &[&str] = &[
-    "93.184.216.34:7000",
-    SFU,
-    SFU_LOCAL,
-    "81.2.69.160:22",
-    "10.0.0.1:7000",
-    "[::1]:7000",
-    "[::ffff:127.0.0.1]:7000",
-    "[2606:4700::1111]:7000",
-    "[64:ff9b::7f00:1]:7000",
-    "0.0.0.0:0",
-];
 const METHODS: &[Method] = &[
     METHOD_ALLOCATE,
     METHOD_REFRESH,

@@ -607,8 +607,7 @@ mod turn {
     use super::{Rng, mutate};
 
     pub const UNIX: u64 = 1_700_000_000;
-    pub use crate::turn_auth::{REALM, SFU, SFU_LOCAL};
-    pub const PEER: &str = "93.184.216.34:7000";
+    pub use crate::turn_auth::{PEER, PEERS, REALM, SFU, SFU_LOCAL};
 
     /// Whose traffic a seed is: sent from that group's clients.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -798,20 +797,6 @@ mod turn {
                 }
             }
         }
-        const PEERS: &[&str] = &[
-            PEER,
-            SFU,
-            SFU_LOCAL,
-            "81.2.69.160:22",
-            "10.0.0.1:7000",
-            "[::1]:7000",
-            "[::ffff:127.0.0.1]:7000",
-            "[::ffff:93.184.216.34]:7000",
-            "[2606:4700::1111]:7000",
-            "[64:ff9b::7f00:1]:7000",
-            "0.0.0.0:0",
-            "255.255.255.255:9",
-        ];
         if rng.below(2) == 0 {
             spec.peer = Some(PEERS[rng.below(PEERS.len())].parse().unwrap());
         }

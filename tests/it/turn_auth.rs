@@ -20,6 +20,23 @@ pub const REALM: &str = "turn.fuzz.example";
 /// The SFU's media socket as advertised (behind a NAT), and where it really is.
 pub const SFU: &str = "81.2.69.160:8882";
 pub const SFU_LOCAL: &str = "127.0.0.1:8882";
+/// A public peer, and the peers requests name: public, the SFU (advertised and local), the
+/// LAN, this host, IPv4 inside IPv6, NAT64, unspecified and broadcast.
+pub const PEER: &str = "93.184.216.34:7000";
+pub const PEERS: &[&str] = &[
+    PEER,
+    SFU,
+    SFU_LOCAL,
+    "81.2.69.160:22",
+    "10.0.0.1:7000",
+    "[::1]:7000",
+    "[::ffff:127.0.0.1]:7000",
+    "[::ffff:93.184.216.34]:7000",
+    "[2606:4700::1111]:7000",
+    "[64:ff9b::7f00:1]:7000",
+    "0.0.0.0:0",
+    "255.255.255.255:9",
+];
 /// The secrets of participant and of REST (Synapse) credentials.
 pub const PARTICIPANT_SECRET: &str = "participant";
 pub const SHARED_SECRET: &str = "shared";
