@@ -7,26 +7,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use rtcbox::net::stun;
-use rtcbox::turn::framing::{Frame, MAX_FRAME_LEN, OPENING_LEN, Opening, next_frame, opening};
+use rtcbox::turn::framing::{OPENING_LEN, Opening, opening};
 
 fuzz_target!(|data: &[u8]| {
-    match next_frame(data) {
-        Frame::Complete(n) => {
-            assert!(n >= 4 && n <= data.len() && n <= MAX_FRAME_LEN && n % 4 == 0);
-            assert_eq!(next_frame(&data[..n]), Frame::Complete(n));
-            for cut in [0, 1, 3, 4, 7, 8, 19, 20, n / 2, n - 1] {
-                if cut < n {
-                    assert_eq!(next_frame(&data[..cut]), Frame::Incomplete, "{cut} of {n}");
-                }
-            }
-        }
-        Frame::Incomplete => assert!(data.len() < MAX_FRAME_LEN),
-        Frame::Invalid => {
-            let mut longer = data.to_vec();
-            longer.extend_from_slice(&[0; 64]);
-            assert_eq!(next_frame(&longer), Frame::Invalid);
-        }
-    }
+    rtcbox_fuzz::checked_frame(data);
     match opening(data) {
         Opening::Undecided => assert!(data.len() < OPENING_LEN),
         Opening::Turn => {

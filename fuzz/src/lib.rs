@@ -4,8 +4,10 @@
 pub mod sfu;
 pub mod turn;
 // Shared with the seeded fuzz loop of the integration tests.
-#[path = "../../tests/it/turn_auth.rs"]
-mod turn_auth;
+#[path = "../../tests/it/turn_fuzzing.rs"]
+mod turn_fuzzing;
+
+pub use turn_fuzzing::checked_frame;
 pub mod twirp;
 
 /// Splits `data` into records: one byte saying what, two bytes of length, that many bytes.

@@ -18,7 +18,7 @@ use rtcbox::turn::framing::{Frame, next_frame};
 use rtcbox::turn::server::{Output, Server};
 use rtcbox::turn::{Client, Transport};
 
-use crate::turn_auth::{
+use crate::turn_fuzzing::{
     PARTICIPANT_SECRET, PEERS, REALM, SFU, SFU_LOCAL, SHARED_SECRET, assert_may_relay, config,
     learn_nonce, sign,
 };

@@ -2,4 +2,4 @@
 
 mod binary;
 mod fuzz;
-mod turn_auth;
+mod turn_fuzzing;

@@ -1,7 +1,7 @@
-//! The TURN server the fuzzers drive and requests as an authenticated client makes them,
-//! shared by the seeded fuzz loop (`fuzz.rs`) and the cargo-fuzz TURN target
-//! (`fuzz/src/turn.rs` includes this file): the configuration, the nonce a server hands out,
-//! and long-term credentials added to a message.
+//! What the TURN fuzzers share: the seeded fuzz loop (`fuzz.rs`) and the cargo-fuzz TURN
+//! targets (the fuzz crate includes this file). The server's configuration and the peers
+//! requests name, the nonce a server hands out, long-term credentials added to a message, and
+//! the properties every output and every stream frame must have.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -13,6 +13,7 @@ use rtc_stun::message::{Message, Setter as _};
 use rtc_stun::textattrs::TextAttribute;
 use rtcbox::secret::Secret;
 use rtcbox::turn::credentials::rest_password;
+use rtcbox::turn::framing::{Frame, MAX_FRAME_LEN, next_frame};
 use rtcbox::turn::server::{Config, Output, Server};
 use rtcbox::turn::{Client, Transport};
 
@@ -112,4 +113,29 @@ pub fn assert_may_relay(participant: bool, to: SocketAddr) {
             "relayed to {to}"
         );
     }
+}
+
+/// What the framer says about `input`, after checking it: a complete frame's length fits the
+/// buffer, the limit and the 4-byte alignment, and a frame cut short is incomplete; more bytes
+/// never make an invalid stream valid.
+pub fn checked_frame(input: &[u8]) -> Frame {
+    let frame = next_frame(input);
+    match frame {
+        Frame::Complete(n) => {
+            assert!(n >= 4 && n <= input.len() && n <= MAX_FRAME_LEN && n % 4 == 0);
+            assert_eq!(next_frame(&input[..n]), Frame::Complete(n));
+            for cut in [0, 1, 3, 4, 7, 8, 19, 20, n / 2, n - 1] {
+                if cut < n {
+                    assert_eq!(next_frame(&input[..cut]), Frame::Incomplete, "{cut} of {n}");
+                }
+            }
+        }
+        Frame::Incomplete => assert!(input.len() < MAX_FRAME_LEN),
+        Frame::Invalid => {
+            let mut longer = input.to_vec();
+            longer.extend_from_slice(&[0; 64]);
+            assert_eq!(next_frame(&longer), Frame::Invalid);
+        }
+    }
+    frame
 }
