@@ -389,8 +389,9 @@ def turn_allocate(port: int, username: str, password: str,
     unauthenticated first (the server answers only so many of those per second and address).
     Returns the socket (its allocation is its 5-tuple's) and the relayed "ip:port", or the
     error code.
-    coturn's uclient cannot be used here: before relaying it binds a channel to the peer's
-    port + 1, which participant credentials may not reach, and quits."""
+    coturn's uclient cannot be used here: with participant credentials it is refused a channel
+    bind even when its peer is the SFU's media port (it binds channels to more than the peer
+    it is given), and it quits at the first refusal, two allocations in."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     s.settimeout(5)
