@@ -144,7 +144,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     let acme_mode = settings.tls_mode == config::TlsMode::Acme;
     let certificates = tls_certificates(&pool, &settings).await?;
     let (turn, turn_tls_streams) = start_turn(&settings, &sockets, certificates.clone()).await;
-    let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms);
+    let sfu = SfuHandle::spawn(sockets, settings.auto_create_rooms, Some(turn.clone()));
     let public_ip = follow_public_ip(&settings, sfu.clone(), turn.clone());
     // The admin panel changes the full-access list without a restart (`live`).
     let leave_access = Arc::new(std::sync::RwLock::new(full_access.clone()));

@@ -9,7 +9,8 @@
 # test also node >= 20 with npm and Debian's chromium (/usr/bin/chromium, or $RTCBOX_CHROMIUM);
 # for the packaging tests podman (with runc) to build and run the image, coreutils' chroot and
 # binutils' readelf (the static binary in an empty root, as root); for the ACME tests Debian's
-# pebble (the test CA) and knot (knotd: the DNS server DNS-01 updates through RFC 2136).
+# pebble (the test CA) and knot (knotd: the DNS server DNS-01 updates through RFC 2136); for
+# the dependency check cargo-deny, for fuzzing the nightly toolchain and cargo-fuzz.
 # Installs the Python test peers into a venv (default ~/.cache/rtcbox-venv, reused when the
 # requirements did not change) and the browser test's npm packages into tests/browser/node_modules
 # (reused while package-lock.json is unchanged; playwright-core never downloads a browser). Cargo's
@@ -55,6 +56,30 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --locked
+
+# Licences, banned crates and sources of the dependency tree (deny.toml); advisories need the
+# RustSec database, which CI cannot reach (docs/dependencies.md).
+step "cargo deny check licenses bans sources"
+if cargo deny --version >/dev/null 2>&1; then
+    cargo deny --locked check --hide-inclusion-graph licenses bans sources
+elif [ "${CI:-}" = "true" ]; then
+    echo "cargo-deny is missing (cargo install cargo-deny --locked)" >&2
+    exit 1
+else
+    echo "cargo-deny not installed: skipped (cargo install cargo-deny --locked; fails under CI=true)"
+fi
+
+# Every cargo-fuzz target for 15 s from the seed corpus (docs/fuzzing.md); the fuzz crate
+# builds in $CARGO_TARGET_DIR/fuzz with the nightly toolchain.
+step "fuzzing (fuzz/run.sh, 15 s per target)"
+if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
+    fuzz/run.sh 15
+elif [ "${CI:-}" = "true" ]; then
+    echo "fuzzing needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz --locked)" >&2
+    exit 1
+else
+    echo "nightly or cargo-fuzz not installed: fuzzing skipped (fails under CI=true)"
+fi
 
 # The artefacts users install, built as a release would build them: the static binary, the
 # tarball, the Synology package and (where podman, buildah or docker can build) the image.

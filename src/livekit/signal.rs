@@ -28,7 +28,7 @@ use super::keepalive::{self, Due, Keepalive};
 use super::token::{self, Claims};
 use crate::config::ApiKey;
 use crate::secret::Secret;
-use crate::sfu::{JoinError, JoinRequest, ResumeRequest, SfuHandle};
+use crate::sfu::{IceServers, JoinError, JoinRequest, ResumeRequest, SfuHandle};
 use crate::turn::TurnHandle;
 
 /// Largest signaling message accepted (SDP offers with many m-lines are tens of KiB).
@@ -233,10 +233,15 @@ async fn session(
     let claims = admitted.claims;
     let grant = claims.video.clone().unwrap_or_default();
     let (tx, mut rx) = mpsc::channel(SEND_QUEUE);
+    // Minted by the core once it knows the session's sid, which the credentials name.
     let ice_servers = state
         .turn
-        .as_ref()
-        .map(|turn| turn.ice_servers(&claims.sub, turn_credentials_expiry(claims.exp, unix_now())))
+        .clone()
+        .map(|turn| {
+            let identity = claims.sub.clone();
+            let expires = turn_credentials_expiry(claims.exp, unix_now());
+            IceServers::new(move |sid| turn.ice_servers(sid, &identity, expires))
+        })
         .unwrap_or_default();
     if flag(&params, "reconnect").unwrap_or(false) {
         let request = ResumeRequest {
@@ -336,7 +341,7 @@ async fn session(
                         break proto::DisconnectReason::StateMismatch;
                     }
                 };
-                let Some(message) = proto::SignalRequest::decode(bytes.as_ref()).ok().and_then(|r| r.message) else {
+                let Some(message) = decode_request(&bytes) else {
                     tracing::debug!(identity = claims.sub, "undecodable signaling frame; ending the session");
                     let _ = send(&mut socket, leave(proto::DisconnectReason::StateMismatch)).await;
                     break proto::DisconnectReason::StateMismatch;
@@ -395,6 +400,14 @@ fn normal_close() -> Message {
         code: axum::extract::ws::close_code::NORMAL,
         reason: "".into(),
     }))
+}
+
+/// One binary frame from the client as a signaling request; `None` for anything that is not a
+/// `SignalRequest` with a message (the session then ends with a `leave`).
+pub fn decode_request(bytes: &[u8]) -> Option<signal_request::Message> {
+    proto::SignalRequest::decode(bytes)
+        .ok()
+        .and_then(|r| r.message)
 }
 
 fn leave(reason: proto::DisconnectReason) -> signal_response::Message {

@@ -208,7 +208,7 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Dela
 }
 
 /// `{"m.homeserver": {"base_url": "https://…"}}` → the client API URL.
-fn parse_client_well_known(body: &[u8]) -> Result<ClientApiUrl, UserInfoError> {
+pub fn parse_client_well_known(body: &[u8]) -> Result<ClientApiUrl, UserInfoError> {
     #[derive(Deserialize)]
     struct WellKnown {
         #[serde(rename = "m.homeserver")]

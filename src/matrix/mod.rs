@@ -24,7 +24,9 @@ use rustls::pki_types::{CertificateDer, ServerName as TlsServerName};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
-pub use client_api::{ClientApiUrl, DelayedEventAction, DelayedEventAnswer};
+pub use client_api::{
+    ClientApiUrl, DelayedEventAction, DelayedEventAnswer, classify, parse_client_well_known,
+};
 pub use discovery::{DEFAULT_FEDERATION_PORT, Endpoint, Lookup, SrvRecord, discover};
 pub use server_name::{Host, InvalidServerName, ServerName};
 
@@ -486,7 +488,7 @@ pub fn parse_server_version(body: &[u8]) -> Result<ServerSoftware, UserInfoError
 }
 
 /// `{"m.server": "host[:port]"}` → the delegated server name.
-fn parse_well_known(body: &[u8]) -> Option<ServerName> {
+pub fn parse_well_known(body: &[u8]) -> Option<ServerName> {
     #[derive(Deserialize)]
     struct WellKnown {
         #[serde(rename = "m.server")]

@@ -782,9 +782,9 @@ where
             .filter_map(|l| Some(format!("{} {}: {}", l.transport, l.addr, l.error.as_ref()?)))
             .collect()
     };
-    let (username, password) = turn
-        .handle
-        .participant_credentials(CHECK_IDENTITY, unix_now() + 300);
+    let (username, password) =
+        turn.handle
+            .participant_credentials("", CHECK_IDENTITY, unix_now() + 300);
     let dial = match transport {
         Transport::Udp => Dial::Udp,
         Transport::Tcp => Dial::Tcp,

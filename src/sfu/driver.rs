@@ -36,6 +36,7 @@ use super::presence::{PRESENCE_CAPACITY, PresenceEvent};
 use crate::net::caps::{ConnectionCaps, Limits};
 use crate::net::stun;
 use crate::rooms::{CreateOutcome, RoomDirectory, RoomError, RoomFuture, RoomOptions};
+use crate::turn::TurnHandle;
 
 /// Most concurrent ICE-TCP connections, and from one address (a participant opens one per
 /// peer connection and advertised address; many may share a NAT).
@@ -222,6 +223,8 @@ pub struct Core {
     presence: broadcast::Sender<PresenceEvent>,
     udp: Vec<Arc<UdpSocket>>,
     advertised: Advertised,
+    /// Told of every session that ends, so its TURN allocations end too.
+    turn: Option<TurnHandle>,
 }
 
 /// A cloneable handle to the SFU task. Dropping every handle stops the task.
@@ -240,7 +243,13 @@ pub struct SfuGone;
 
 impl SfuHandle {
     /// Starts the SFU task on the current runtime.
-    pub fn spawn(sockets: SfuSockets, auto_create_rooms: bool) -> SfuHandle {
+    /// Starts the SFU task; `turn` (the embedded TURN server, when it runs) hears of every
+    /// session that ends.
+    pub fn spawn(
+        sockets: SfuSockets,
+        auto_create_rooms: bool,
+        turn: Option<TurnHandle>,
+    ) -> SfuHandle {
         let (events, rx) = mpsc::channel(8192);
         let config = SfuConfig {
             udp_candidates: sockets.udp_advertised(),
@@ -265,6 +274,7 @@ impl SfuHandle {
             presence: presence.clone(),
             udp: sockets.udp,
             advertised: sockets.advertised,
+            turn,
         };
         let ice_tcp_caps = ConnectionCaps::new("ICE-TCP", ICE_TCP_LIMITS);
         tokio::spawn(accept_tcp(
@@ -517,7 +527,16 @@ async fn flush(core: &mut Core, tcp_writers: &HashMap<SocketAddr, mpsc::Sender<V
                 // Dropping the sender ends the session's writer after what is queued.
                 core.signals.remove(&conn);
             }
-            Output::Left { room, identity } => {
+            Output::Left {
+                room,
+                identity,
+                sid,
+            } => {
+                // Its relays go with it (a participant replaced by a new join of its identity
+                // too), before anyone can hear of the leave.
+                if let Some(turn) = &core.turn {
+                    turn.session_ended(&sid);
+                }
                 // No subscriber is fine.
                 let _ = core.presence.send(PresenceEvent::Left { room, identity });
             }
@@ -776,7 +795,7 @@ mod tests {
         let sockets = SfuSockets::bind(localhost, None, 0, 0).await.unwrap();
         let udp = sockets.udp_advertised()[0];
         let tcp = sockets.tcp_advertised()[0];
-        let _sfu = SfuHandle::spawn(sockets, false);
+        let _sfu = SfuHandle::spawn(sockets, false, None);
         let wait = Duration::from_secs(5);
 
         let client = UdpSocket::bind((localhost, 0)).await.unwrap();

@@ -120,7 +120,7 @@ impl Harness {
             },
             auto_subscribe: true,
             client_protocol: 16,
-            ice_servers: Vec::new(),
+            ice_servers: Default::default(),
         };
         self.sfu.join(self.now, request).expect("join accepted");
         self.settle();
@@ -149,7 +149,7 @@ impl Harness {
             room: "room".into(),
             identity,
             sid,
-            ice_servers: Vec::new(),
+            ice_servers: Default::default(),
         };
         let result = self.sfu.resume(self.now, request);
         self.settle();

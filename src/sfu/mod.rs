@@ -22,7 +22,7 @@ pub mod keyframe;
 pub mod presence;
 
 pub use self::core::{
-    ConnId, JoinError, JoinRequest, Output, ResumeError, ResumeRequest, Sfu, SfuConfig,
+    ConnId, IceServers, JoinError, JoinRequest, Output, ResumeError, ResumeRequest, Sfu, SfuConfig,
 };
 pub use driver::{MediaCandidates, SfuHandle, SfuSockets};
 pub use presence::PresenceEvent;

@@ -81,9 +81,11 @@ pub fn rest_username(expires: u64, user: &str) -> String {
     format!("{expires}:{user}")
 }
 
-/// The user part that marks credentials the SFU minted for one participant
-/// (`"<expiry>:sfu:<identity>"`). They are checked against the server's participant secret, not
-/// the shared secret, and may relay only to the SFU's own media sockets. Synapse's usernames are
+/// The user part that marks credentials the SFU minted for one participant session
+/// (`"<expiry>:sfu:<session>:<identity>"`, the session being the participant's sid, or empty
+/// for credentials of no session). They are checked against the server's participant secret,
+/// not the shared secret, and may relay only to the SFU's own media sockets; the session's
+/// allocations end when it does ([`participant_session`]). Synapse's usernames are
 /// `"<expiry>:@user:server"`, so the two never collide.
 pub const PARTICIPANT_PREFIX: &str = "sfu:";
 
@@ -96,9 +98,25 @@ pub enum CredentialKind {
     Rest,
 }
 
-/// A participant username valid until `expires`.
-pub fn participant_username(expires: u64, identity: &str) -> String {
-    rest_username(expires, &format!("{PARTICIPANT_PREFIX}{identity}"))
+/// A participant username valid until `expires`, for one SFU session (its sid, which never
+/// contains `:`; empty for none) of `identity`.
+pub fn participant_username(expires: u64, session: &str, identity: &str) -> String {
+    debug_assert!(!session.contains(':'), "a session id with ':'");
+    rest_username(
+        expires,
+        &format!("{PARTICIPANT_PREFIX}{session}:{identity}"),
+    )
+}
+
+/// The SFU session a participant username was minted for; `None` for REST usernames and
+/// participant credentials of no session.
+pub fn participant_session(username: &str) -> Option<&str> {
+    if kind(username) != CredentialKind::Participant {
+        return None;
+    }
+    let (_, user) = username.split_once(':')?;
+    let (session, _) = user.strip_prefix(PARTICIPANT_PREFIX)?.split_once(':')?;
+    (!session.is_empty()).then_some(session)
 }
 
 /// Which secret `username` must be checked against.
@@ -114,8 +132,9 @@ pub fn kind(username: &str) -> CredentialKind {
     }
 }
 
-/// Who a username names, for people to read: without its expiry, and for participants the
-/// identity without [`PARTICIPANT_PREFIX`]. Empty for a bare timestamp.
+/// Who a username names, for people to read and for the per-identity quota: without its
+/// expiry, and for participants the identity alone (no prefix, no session). Empty for a bare
+/// timestamp.
 pub fn user(username: &str) -> &str {
     let user = match username.split_once(':') {
         Some((first, rest)) if all_digits(first) => rest,
@@ -126,7 +145,10 @@ pub fn user(username: &str) -> &str {
         },
     };
     match kind(username) {
-        CredentialKind::Participant => user.strip_prefix(PARTICIPANT_PREFIX).unwrap_or(user),
+        CredentialKind::Participant => {
+            let user = user.strip_prefix(PARTICIPANT_PREFIX).unwrap_or(user);
+            user.split_once(':').map_or(user, |(_, identity)| identity)
+        }
         CredentialKind::Rest => user,
     }
 }
@@ -152,8 +174,8 @@ mod tests {
 
     #[test]
     fn participant_usernames_are_told_apart() {
-        let name = participant_username(1_700_000_000, "alice");
-        assert_eq!(name, "1700000000:sfu:alice");
+        let name = participant_username(1_700_000_000, "PA_x", "alice");
+        assert_eq!(name, "1700000000:sfu:PA_x:alice");
         assert_eq!(kind(&name), CredentialKind::Participant);
         assert_eq!(expiry(&name), Ok(1_700_000_000));
         assert_eq!(kind("1700000000:@bob:example.org"), CredentialKind::Rest);
@@ -166,13 +188,32 @@ mod tests {
     #[test]
     fn user_parts() {
         let check = |username: &str, expected: &str| assert_eq!(user(username), expected);
-        check("1700000000:sfu:alice", "alice");
+        check("1700000000:sfu:PA_x:alice", "alice");
+        check(
+            "1700000000:sfu::@alice:example.org:DEV",
+            "@alice:example.org:DEV",
+        );
         check("1700000000:@bob:example.org", "@bob:example.org");
         check("@bob:example.org:1700000000", "@bob:example.org");
         check("bob:1700000000", "bob");
         check("1700000000", "");
         check("sfu:alice:1700000000", "sfu:alice");
         check("no-expiry", "no-expiry");
+    }
+
+    #[test]
+    fn participant_sessions() {
+        let check = |username: &str, expected: Option<&str>| {
+            assert_eq!(participant_session(username), expected, "{username}");
+        };
+        check(
+            &participant_username(1, "PA_abc", "@a:b:DEV"),
+            Some("PA_abc"),
+        );
+        check(&participant_username(1, "", "rtcbox-verify"), None);
+        check("1700000000:@bob:example.org", None);
+        check("1700000000:sfu:", None);
+        check("sfu:PA_abc:alice:1700000000", None);
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //!   ([`framing::next_frame`]) and writes what the core sends back; a framing error closes the
 //!   connection, and closing a connection ends its allocation.
 //! - Relay sockets are bound when the core asks ([`Output::Bind`]), on the listeners' IP with
-//!   the port the core chose; each has a reader task. The core advertises the public relay
-//!   address; the socket binds the local one.
+//!   the port the core chose from the forwarded range; each has a reader task. The core
+//!   advertises the public relay address; the socket binds the local one. Participant relays
+//!   ([`Output::BindLocal`]) take a port the OS chooses on the same IP, never one of the range.
+//! - The SFU reports sessions that ended through [`TurnHandle::session_ended`]; the core ends
+//!   their allocations.
 //! - The public HTTPS listener hands TLS connections that open with a STUN message to the same
 //!   stream path through [`TlsStreams`]; they count against the same connection caps.
 //! - Stream connections are capped in total and per address ([`crate::net::caps`]), and one
@@ -21,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +66,9 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_ALLOCATIONS_PER_USERNAME: usize = 24;
 /// Allocations one client address may hold: two participants' worth.
 const MAX_ALLOCATIONS_PER_SOURCE: usize = 48;
+/// Ports the OS may offer a participant relay before it is refused (508): enough that an even
+/// one (EVEN-PORT) comes up whatever the odds.
+const LOCAL_BIND_ATTEMPTS: usize = 32;
 /// Largest UDP datagram read.
 const MAX_DATAGRAM: usize = 65_536;
 
@@ -220,6 +227,7 @@ pub async fn start(setup: TurnSetup) -> (TurnHandle, TlsStreams) {
     config.max_allocations_per_source = MAX_ALLOCATIONS_PER_SOURCE;
     config.policy = setup.policy;
     config.sfu_routes = setup.sfu_routes;
+    let relay_ports = config.relay_ports.clone();
 
     let (events_tx, events) = mpsc::channel(1024);
     let caps = ConnectionCaps::new("TURN over TCP/TLS", STREAM_LIMITS);
@@ -248,6 +256,9 @@ pub async fn start(setup: TurnSetup) -> (TurnHandle, TlsStreams) {
         server: Server::new(config),
         udp,
         bind_ip: setup.bind_ip,
+        relay_ip: setup.relay_ip,
+        relay_ports,
+        ended_sessions: handle.take_ended_sessions(),
         streams: HashMap::new(),
         relays: HashMap::new(),
         events_tx,
@@ -304,6 +315,11 @@ struct Core {
     server: Server,
     udp: Option<Arc<UdpSocket>>,
     bind_ip: IpAddr,
+    /// Where relays are advertised, and the forwarded range participant relays stay out of.
+    relay_ip: IpAddr,
+    relay_ports: Range<u16>,
+    /// [`TurnHandle::session_ended`]'s channel.
+    ended_sessions: Option<mpsc::UnboundedReceiver<String>>,
     streams: HashMap<Client, Stream>,
     /// By advertised relay address.
     relays: HashMap<SocketAddr, Relay>,
@@ -346,6 +362,9 @@ impl Core {
                     None => return,
                 },
                 Some(change) = next_control(&mut control) => self.handle_control(change),
+                Some(session) = ended_session(self.ended_sessions.as_mut()) => {
+                    self.server.handle_session_ended(&session);
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     self.server.handle_timeout(Instant::now());
                 }
@@ -441,6 +460,16 @@ impl Core {
                         tracing::trace!(%error, %to, "relayed datagram not sent");
                     }
                 }
+                Output::BindLocal { client, even } => match self.bind_local(even) {
+                    Ok((advertised, relay)) => {
+                        self.relays.insert(advertised, relay);
+                        self.server.handle_bound_local(client, advertised);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "participant relay socket not opened");
+                        self.server.handle_bind_local_failed(client);
+                    }
+                },
                 Output::Bind(advertised) => match self.bind_relay(advertised) {
                     Ok(relay) => {
                         self.relays.insert(advertised, relay);
@@ -483,6 +512,37 @@ impl Core {
 
     fn bind_relay(&self, advertised: SocketAddr) -> std::io::Result<Relay> {
         let socket = std::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, advertised.port()))?;
+        self.start_relay(socket, advertised)
+    }
+
+    /// A participant relay on a port the OS chooses: not one of the forwarded range, not one
+    /// another relay is advertised with, even if asked. Ports the OS offers that do not fit
+    /// stay open until it offers one that does, so it never offers them twice.
+    fn bind_local(&self, even: bool) -> std::io::Result<(SocketAddr, Relay)> {
+        let mut unfit = Vec::new();
+        for _ in 0..LOCAL_BIND_ATTEMPTS {
+            let socket = std::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, 0))?;
+            let port = socket.local_addr()?.port();
+            let advertised = SocketAddr::new(self.relay_ip, port);
+            if self.relay_ports.contains(&port)
+                || (even && port % 2 == 1)
+                || self.relays.contains_key(&advertised)
+            {
+                unfit.push(socket);
+                continue;
+            }
+            return Ok((advertised, self.start_relay(socket, advertised)?));
+        }
+        Err(std::io::Error::other(format!(
+            "the system offered {LOCAL_BIND_ATTEMPTS} unfit ports in a row"
+        )))
+    }
+
+    fn start_relay(
+        &self,
+        socket: std::net::UdpSocket,
+        advertised: SocketAddr,
+    ) -> std::io::Result<Relay> {
         socket.set_nonblocking(true)?;
         let socket = Arc::new(UdpSocket::from_std(socket)?);
         let reader = tokio::spawn(read_relay(
@@ -491,6 +551,17 @@ impl Core {
             self.events_tx.clone(),
         ));
         Ok(Relay { socket, reader })
+    }
+}
+
+/// The next ended session, or never when there is no channel (or it closed).
+async fn ended_session(rx: Option<&mut mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match rx {
+        Some(rx) => match rx.recv().await {
+            Some(session) => Some(session),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

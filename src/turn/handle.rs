@@ -1,9 +1,11 @@
 //! What the rest of rtcbox holds on the running TURN server: the status the driver publishes,
-//! and the minting of per-participant credentials for JoinResponse.ice_servers.
+//! the minting of per-session participant credentials for JoinResponse.ice_servers, and the
+//! SFU's word that a session ended (its allocations then end too).
 
 use std::sync::{Arc, Mutex};
 
 use livekit_protocol as proto;
+use tokio::sync::mpsc;
 
 use crate::secret::Secret;
 use crate::tls::TlsCertificates;
@@ -78,6 +80,9 @@ struct Shared {
     urls: TurnUrls,
     /// The certificate TURN over TLS serves; `turns:` is offered only while browsers trust it.
     certificates: Option<TlsCertificates>,
+    /// SFU sessions that ended, to the driver; it takes the receiver when it starts.
+    ended_tx: mpsc::UnboundedSender<String>,
+    ended_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
 impl TurnHandle {
@@ -110,6 +115,7 @@ impl TurnHandle {
         urls: TurnUrls,
         certificates: Option<TlsCertificates>,
     ) -> TurnHandle {
+        let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         TurnHandle {
             shared: Arc::new(Shared {
                 status: Mutex::new(TurnStatus::default()),
@@ -117,7 +123,23 @@ impl TurnHandle {
                 participant_secret,
                 urls,
                 certificates,
+                ended_tx,
+                ended_rx: Mutex::new(Some(ended_rx)),
             }),
+        }
+    }
+
+    /// The SFU session `session` (a participant sid) ended: the driver ends its allocations.
+    /// Never blocks; the order of calls is kept.
+    pub fn session_ended(&self, session: &str) {
+        let _ = self.shared.ended_tx.send(session.to_owned());
+    }
+
+    /// For the driver, once: where [`TurnHandle::session_ended`] arrives.
+    pub(crate) fn take_ended_sessions(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        match self.shared.ended_rx.lock() {
+            Ok(mut rx) => rx.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
         }
     }
 
@@ -158,21 +180,32 @@ impl TurnHandle {
         &self.shared.urls
     }
 
-    /// Credentials for one participant, valid until `expires` (unix seconds), that may relay
-    /// only to the SFU.
-    pub fn participant_credentials(&self, identity: &str, expires: u64) -> (String, Secret) {
-        let username = participant_username(expires, identity);
+    /// Credentials for one participant session (its sid; empty for none), valid until
+    /// `expires` (unix seconds), that may relay only to the SFU.
+    pub fn participant_credentials(
+        &self,
+        session: &str,
+        identity: &str,
+        expires: u64,
+    ) -> (String, Secret) {
+        let username = participant_username(expires, session, identity);
         let password = Secret::new(rest_password(&self.shared.participant_secret, &username));
         (username, password)
     }
 
-    /// The ICE servers for a JoinResponse: every TURN URL with one participant's credentials.
-    pub fn ice_servers(&self, identity: &str, expires: u64) -> Vec<proto::IceServer> {
+    /// The ICE servers for a JoinResponse: every TURN URL with one participant session's
+    /// credentials.
+    pub fn ice_servers(
+        &self,
+        session: &str,
+        identity: &str,
+        expires: u64,
+    ) -> Vec<proto::IceServer> {
         let urls = self.offered_urls();
         if urls.is_empty() {
             return Vec::new();
         }
-        let (username, password) = self.participant_credentials(identity, expires);
+        let (username, password) = self.participant_credentials(session, identity, expires);
         vec![proto::IceServer {
             urls,
             username,
@@ -184,7 +217,9 @@ impl TurnHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::turn::credentials::{CredentialKind, check_rest_username, kind};
+    use crate::turn::credentials::{
+        CredentialKind, check_rest_username, kind, participant_session,
+    };
 
     fn urls(tls_port: Option<u16>, https_port: Option<u16>) -> TurnUrls {
         TurnUrls {
@@ -213,7 +248,7 @@ mod tests {
             urls(Some(5349), Some(443)),
             Some(certificate("acme")),
         );
-        let servers = handle.ice_servers("alice", 2_000_000_000);
+        let servers = handle.ice_servers("PA_x", "alice", 2_000_000_000);
         assert_eq!(servers.len(), 1);
         let server = &servers[0];
         assert_eq!(
@@ -226,6 +261,7 @@ mod tests {
             ]
         );
         assert_eq!(kind(&server.username), CredentialKind::Participant);
+        assert_eq!(participant_session(&server.username), Some("PA_x"));
         let expected = check_rest_username(&secret, &server.username, 1_999_999_999).unwrap();
         assert_eq!(server.credential, expected.expose());
     }
@@ -267,7 +303,7 @@ mod tests {
             https_port: None,
         };
         let handle = TurnHandle::new(Secret::new("s"), none, Some(certificate("acme")));
-        assert!(handle.ice_servers("alice", 1).is_empty());
+        assert!(handle.ice_servers("PA_x", "alice", 1).is_empty());
         let tls_only = TurnUrls {
             host: "h".into(),
             port: None,

@@ -22,7 +22,8 @@
 //! policy is applied to every peer: in CreatePermission and ChannelBind, and again on every Send,
 //! ChannelData and datagram arriving from a peer.
 //!
-//! Relay sockets: Allocate picks a free port from [`Config::relay_ports`] and emits
+//! Relay sockets: an Allocate with REST credentials picks a free port from
+//! [`Config::relay_ports`] (the forwarded range, for legacy 1:1 calls) and emits
 //! [`Output::Bind`] with the advertised address ([`Config::relay_ip`] and that port), holding the
 //! answer. The driver binds that port on its own local address and calls [`Server::handle_bound`]
 //! (the success answer goes out) or [`Server::handle_bind_failed`] (the next free port is tried,
@@ -30,7 +31,16 @@
 //! relay that is not open; until then requests on the allocation get 437 and peer data is
 //! dropped, and a Bind never answered waits until the allocation's lifetime ends.
 //! [`Output::Unbind`] closes a relay socket when its allocation ends (also one still being bound:
-//! outputs are carried out in order).
+//! outputs are carried out in order). Participant relays never take a port of that range: they
+//! only ever talk to the SFU on this host, so [`Output::BindLocal`] asks the driver for a socket
+//! on a port the OS chooses outside it, answered with [`Server::handle_bound_local`] or
+//! [`Server::handle_bind_local_failed`].
+//!
+//! Participant sessions: participant credentials name the SFU session they were minted for
+//! ([`credentials::participant_session`]). When the SFU says the session ended (it left, or
+//! its identity joined again), [`Server::handle_session_ended`] ends its allocations at once,
+//! and its credentials allocate nothing more (the last [`ENDED_SESSIONS_TRACKED`] sessions are
+//! remembered).
 //!
 //! SFU routes ([`Config::sfu_routes`]): behind a NAT the SFU advertises an address this host
 //! does not have. Datagrams to such an advertised address go to the SFU's local socket instead,
@@ -106,6 +116,8 @@ pub const ANSWER_RATE_PER_SOURCE: u64 = 20;
 pub const ANSWER_RATE_TOTAL: u64 = 500;
 /// Sources the rate limiter tracks one by one; beyond that, new sources share one budget.
 pub const ANSWER_SOURCES_TRACKED: usize = 4096;
+/// Ended SFU sessions whose credentials are refused; the oldest is forgotten first.
+pub const ENDED_SESSIONS_TRACKED: usize = 4096;
 
 /// IANA protocol number of UDP, the only REQUESTED-TRANSPORT supported.
 const TRANSPORT_UDP: u8 = 17;
@@ -147,7 +159,8 @@ pub struct Config {
     /// The address relays are advertised on (XOR-RELAYED-ADDRESS, [`Output::Bind`]); it also
     /// fixes the relays' address family.
     pub relay_ip: IpAddr,
-    /// Ports relay sockets may use.
+    /// Ports relay sockets of REST credentials (legacy 1:1 calls) may use: the forwarded
+    /// range. Participant relays never use them.
     pub relay_ports: Range<u16>,
     /// (SFU media address as advertised, local address to send to instead). Default none.
     pub sfu_routes: Vec<(SocketAddr, SocketAddr)>,
@@ -208,6 +221,10 @@ pub enum Output {
     /// Open a relay socket on this port; the address is the advertised one. Answer with
     /// [`Server::handle_bound`] or [`Server::handle_bind_failed`].
     Bind(SocketAddr),
+    /// Open a participant relay socket for `client`'s allocation on a port the OS chooses,
+    /// outside [`Config::relay_ports`] (even when `even`), and answer with
+    /// [`Server::handle_bound_local`] or [`Server::handle_bind_local_failed`].
+    BindLocal { client: Client, even: bool },
     /// Close this relay socket.
     Unbind(SocketAddr),
 }
@@ -223,14 +240,20 @@ pub struct Server {
     next_port: u16,
     outputs: VecDeque<Output>,
     limiter: AnswerLimiter,
+    /// SFU sessions that ended, oldest first, and the same as a set.
+    ended_sessions: VecDeque<String>,
+    ended_set: std::collections::HashSet<String>,
     /// Counters; `allocations` is filled in by [`Server::stats`].
     stats: Stats,
 }
 
 struct Allocation {
+    /// The advertised relay address; port 0 while a participant relay waits for its socket.
     relay: SocketAddr,
     username: String,
     kind: CredentialKind,
+    /// The SFU session participant credentials were minted for.
+    session: Option<String>,
     created: Instant,
     expires: Instant,
     /// The Allocate request that created it, so a retransmission gets the same answer.
@@ -253,6 +276,8 @@ struct PendingBind {
     failed: Vec<u16>,
     /// EVEN-PORT asked for an even port.
     even: bool,
+    /// A participant relay: the driver picks the port ([`Output::BindLocal`]).
+    local: bool,
 }
 
 struct Channel {
@@ -301,6 +326,8 @@ impl Server {
             next_port,
             outputs: VecDeque::new(),
             limiter: AnswerLimiter::default(),
+            ended_sessions: VecDeque::new(),
+            ended_set: Default::default(),
             stats: Stats::default(),
         }
     }
@@ -493,6 +520,76 @@ impl Server {
                     Some(&pending.key),
                 );
             }
+        }
+    }
+
+    /// The driver opened the participant relay [`Output::BindLocal`] asked for `client`, and
+    /// keeps it under the advertised address `relay` (one no other relay has: the driver makes
+    /// sure): the held Allocate answer goes out. When that allocation is gone (or has its
+    /// relay), `relay` is closed again ([`Output::Unbind`]).
+    pub fn handle_bound_local(&mut self, client: Client, relay: SocketAddr) {
+        let waiting = self
+            .allocations
+            .get(&client)
+            .and_then(|a| a.pending.as_ref())
+            .is_some_and(|p| p.local);
+        if !waiting {
+            self.outputs.push_back(Output::Unbind(relay));
+            return;
+        }
+        let allocation = self.allocations.get_mut(&client).expect("checked above");
+        let pending = allocation.pending.take().expect("checked above");
+        allocation.relay = relay;
+        let transaction = Transaction {
+            method: METHOD_ALLOCATE,
+            id: allocation.allocate_transaction,
+        };
+        let lifetime = allocation.lifetime;
+        self.relays.insert(relay, client);
+        self.reply_allocated(client, transaction, relay, lifetime, &pending.key);
+    }
+
+    /// The driver could not open the participant relay for `client`: 508, and the allocation
+    /// ends.
+    pub fn handle_bind_local_failed(&mut self, client: Client) {
+        let Some(allocation) = self
+            .allocations
+            .get(&client)
+            .filter(|a| a.pending.as_ref().is_some_and(|p| p.local))
+        else {
+            return;
+        };
+        let transaction = Transaction {
+            method: METHOD_ALLOCATE,
+            id: allocation.allocate_transaction,
+        };
+        let allocation = self.allocations.remove(&client).expect("found above");
+        let key = allocation.pending.expect("pending").key;
+        self.send_error(client, transaction, CODE_INSUFFICIENT_CAPACITY, Some(&key));
+    }
+
+    /// The SFU session `session` ended (the participant left, was removed, or its identity
+    /// joined again): its allocations end now, and its credentials allocate nothing more.
+    pub fn handle_session_ended(&mut self, session: &str) {
+        if session.is_empty() {
+            return;
+        }
+        if self.ended_set.insert(session.to_owned()) {
+            self.ended_sessions.push_back(session.to_owned());
+            if self.ended_sessions.len() > ENDED_SESSIONS_TRACKED
+                && let Some(oldest) = self.ended_sessions.pop_front()
+            {
+                self.ended_set.remove(&oldest);
+            }
+        }
+        let ended: Vec<Client> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| a.session.as_deref() == Some(session))
+            .map(|(client, _)| *client)
+            .collect();
+        for client in ended {
+            self.remove_allocation(client);
         }
     }
 
@@ -761,6 +858,11 @@ impl Server {
             self.reply_error(now, client, transaction, CODE_BAD_REQUEST, Some(&key));
             return;
         };
+        let session = credentials::participant_session(&auth.username).map(str::to_owned);
+        if session.as_ref().is_some_and(|s| self.ended_set.contains(s)) {
+            self.reply_error(now, client, transaction, CODE_FORBIDDEN, Some(&key));
+            return;
+        }
         let identity = (auth.kind, credentials::user(&auth.username));
         let per_user = self
             .allocations
@@ -781,10 +883,14 @@ impl Server {
             self.reply_error(now, client, transaction, code, Some(&key));
             return;
         }
-        let relay = if self.allocations.len() < self.config.max_allocations_total {
-            self.free_relay(&[], even)
-        } else {
+        let local = auth.kind == CredentialKind::Participant;
+        let relay = if self.allocations.len() >= self.config.max_allocations_total {
             None
+        } else if local {
+            // Known once the driver has the socket.
+            Some(SocketAddr::new(self.config.relay_ip, 0))
+        } else {
+            self.free_relay(&[], even)
         };
         let Some(relay) = relay else {
             let code = CODE_INSUFFICIENT_CAPACITY;
@@ -804,6 +910,7 @@ impl Server {
                 relay,
                 username: auth.username,
                 kind: auth.kind,
+                session,
                 created: now,
                 expires: now + lifetime,
                 allocate_transaction: transaction.id,
@@ -812,6 +919,7 @@ impl Server {
                     key,
                     failed: Vec::new(),
                     even,
+                    local,
                 }),
                 permissions: HashMap::new(),
                 channels: HashMap::new(),
@@ -819,8 +927,12 @@ impl Server {
                 bytes: 0,
             },
         );
-        self.relays.insert(relay, client);
-        self.outputs.push_back(Output::Bind(relay));
+        if local {
+            self.outputs.push_back(Output::BindLocal { client, even });
+        } else {
+            self.relays.insert(relay, client);
+            self.outputs.push_back(Output::Bind(relay));
+        }
     }
 
     /// REQUESTED-ADDRESS-FAMILY (RFC 8656 §18.1): only the relay address's own family.
@@ -1107,8 +1219,12 @@ impl Server {
 
     fn remove_allocation(&mut self, client: Client) {
         if let Some(allocation) = self.allocations.remove(&client) {
-            self.relays.remove(&allocation.relay);
-            self.outputs.push_back(Output::Unbind(allocation.relay));
+            // A participant relay still waiting for its socket has none to close; the driver
+            // closes the socket it opens late (`handle_bound_local`).
+            if allocation.relay.port() != 0 {
+                self.relays.remove(&allocation.relay);
+                self.outputs.push_back(Output::Unbind(allocation.relay));
+            }
         }
     }
 

@@ -26,8 +26,9 @@ from websockets.asyncio.client import connect as ws_connect
 import lk_helpers as lk
 from conftest import wait_until
 from lk_helpers import API_KEY, API_SECRET, sfu_env
+from test_https import stun_attributes
 from test_turn import (SECRET, assert_everything_echoed, binding_request, echo_peer,  # noqa: F401
-                       coturn_tools, join_response, relay_env, turn_ports, uclient,
+                       coturn_tools, join_response, log_tail, relay_env, turn_ports, uclient,
                        wait_turn_ready)
 
 ATTACKER = "127.0.0.2"
@@ -372,3 +373,160 @@ def test_one_identity_with_fresh_credentials_cannot_take_the_relay_range(start_r
 
     run = uclient(box.turn_port, echo_peer, "udp", user="@alice:example.org")
     assert_everything_echoed(run, box.log)
+
+
+# Defect 3, the rest: participant relays stay out of the forwarded range and end with their
+# session.
+
+def relay_ports(run) -> list[int]:
+    return [int(relay.rsplit(":", 1)[1]) for relay in run.relays]
+
+
+def turn_allocate(port: int, username: str, password: str,
+                  realm_nonce: list) -> tuple[socket.socket, str | int]:
+    """One UDP Allocate from a fresh socket with long-term credentials, as RFC 8656 clients
+    make it: with the REALM and NONCE of an earlier 401 (kept in ``realm_nonce``), else
+    unauthenticated first (the server answers only so many of those per second and address).
+    Returns the socket (its allocation is its 5-tuple's) and the relayed "ip:port", or the
+    error code.
+    coturn's uclient cannot be used here: with participant credentials it is refused a channel
+    bind even when its peer is the SFU's media port (it binds channels to more than the peer
+    it is given), and it quits at the first refusal, two allocations in."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(5)
+
+    def exchange(auth: tuple[str, str] | None) -> tuple[int, dict[int, bytes]]:
+        transaction = os.urandom(12)
+        attributes = stun_attribute(0x0019, bytes([17, 0, 0, 0]))
+        if auth:
+            realm, nonce = auth
+            attributes += (stun_attribute(0x0006, username.encode())
+                           + stun_attribute(0x0014, realm.encode())
+                           + stun_attribute(0x0015, nonce.encode()))
+
+        def header(length: int) -> bytes:
+            return struct.pack("!HHI", 0x0003, length, 0x2112A442) + transaction
+
+        if auth:
+            key = hashlib.md5(f"{username}:{auth[0]}:{password}".encode()).digest()
+            integrity = hmac.new(key, header(len(attributes) + 24) + attributes,
+                                 hashlib.sha1).digest()
+            attributes += stun_attribute(0x0008, integrity)
+        crc = binascii.crc32(header(len(attributes) + 8) + attributes) ^ 0x5354554E
+        attributes += stun_attribute(0x8028, struct.pack("!I", crc))
+        s.sendto(header(len(attributes)) + attributes, ("127.0.0.1", port))
+        while True:
+            answer = s.recv(4096)
+            if answer[8:20] == transaction:
+                return struct.unpack("!H", answer[:2])[0], stun_attributes(answer)
+
+    def error_code(attributes: dict[int, bytes]) -> int:
+        code = attributes[0x0009]
+        return code[2] * 100 + code[3]
+
+    if not realm_nonce:
+        kind, attributes = exchange(None)
+        assert kind == 0x0113 and error_code(attributes) == 401, (hex(kind), attributes)
+        realm_nonce[:] = [attributes[0x0014].decode(), attributes[0x0015].decode()]
+    kind, attributes = exchange(tuple(realm_nonce))
+    if kind != 0x0103:
+        return s, error_code(attributes)
+    relayed = attributes[0x0016]
+    relay_port = struct.unpack("!H", relayed[2:4])[0] ^ 0x2112
+    relay_ip = socket.inet_ntoa(bytes(a ^ b for a, b in zip(relayed[4:8], b"\x21\x12\xa4\x42")))
+    return s, f"{relay_ip}:{relay_port}"
+
+
+def test_participant_relays_end_with_their_session_and_leave_the_range_alone(start_rtcbox,
+                                                                             echo_peer):
+    """A participant (a raw signaling session, its credentials from the JoinResponse) fills
+    its identity's quota of 24 allocations: every relay port is outside the forwarded range
+    (10 ports), which legacy REST credentials (coturn's uclient) still get whole. The same
+    identity joins again (the old session is replaced): the old session's 24 allocations end
+    at once, so the new session's credentials get relays (before, the zombies kept the quota
+    full and it got 486), and the old credentials get 403. When that session leaves, its
+    allocations end too and the next session of the identity gets all 24 again; another
+    participant is served throughout."""
+    env = dict(sfu_env(), **relay_env(10), RTCBOX_TURN_SHARED_SECRET=SECRET,
+               RTCBOX_TURN_ALLOW_PEERS="127.0.0.1/32")
+    box = start_rtcbox(env, name="turn-sessions", public_url="self")
+    wait_turn_ready("rtcbox", turn_ports(box), box.log)
+    first, last = (int(p) for p in env["RTCBOX_TURN_RELAY_PORTS"].split("-"))
+    udp_url = f"turn:127.0.0.1:{box.turn_port}?transport=udp"
+    sockets = []
+    realm_nonce = []
+
+    def allocate(server, count: int) -> list[str | int]:
+        """``count`` allocations with ``server``'s credentials: relays, or error codes."""
+        results = []
+        for _ in range(count):
+            s, result = turn_allocate(box.turn_port, server.username, server.credential,
+                                      realm_nonce)
+            sockets.append(s)
+            results.append(result)
+        return results
+
+    def outside_range(results) -> bool:
+        return all(not first <= int(r.rsplit(":", 1)[1]) <= last for r in results)
+
+    async def session(room: str, identity: str):
+        query = urllib.parse.urlencode({
+            "access_token": lk.join_token(API_KEY, API_SECRET, identity, room),
+            "sdk": "python", "protocol": "16", "auto_subscribe": "1"})
+        ws = await ws_connect(f"{box.ws_url}/rtc?{query}", open_timeout=lk.WAIT, max_size=None)
+        join = await join_response(ws)
+        server = next(s for s in join.ice_servers if udp_url in s.urls)
+        assert join.participant.sid in server.username, \
+            f"credentials not of session {join.participant.sid}: {server.username}"
+        return ws, server
+
+    async def eventually_relays(server, count: int, what: str):
+        """``count`` relays for ``server``'s credentials, the first within a few tries (the
+        TURN task hears of an ended session a moment after the SFU answered)."""
+        for _ in range(10):
+            results = await asyncio.to_thread(allocate, server, 1)
+            if isinstance(results[0], str):
+                break
+            await asyncio.sleep(0.3)
+        results += await asyncio.to_thread(allocate, server, count - 1)
+        assert all(isinstance(r, str) for r in results), \
+            f"{what}: {results}\n{log_tail(box.log)}"
+        assert outside_range(results), f"{what}: relays in the range {first}-{last}: {results}"
+
+    async def scenario():
+        room = lk.unique("turn-sessions")
+        lkapi = lk.server_api(box.url, API_KEY, API_SECRET)
+        try:
+            await lk.create_room(lkapi, room)
+        finally:
+            await lkapi.aclose()
+        old_ws, old = await session(room, "mallory")
+        results = await asyncio.to_thread(allocate, old, 24)
+        assert all(isinstance(r, str) for r in results), f"the quota's worth: {results}"
+        assert outside_range(results), \
+            f"participant relays took ports of the range {first}-{last}: {results}"
+        assert await asyncio.to_thread(allocate, old, 1) == [486], "the identity's quota is full"
+        rest = await asyncio.to_thread(uclient, box.turn_port, echo_peer, "udp",
+                                       user="@alice:example.org", messages=5, clients=2)
+        assert rest.returncode == 0 and not rest.errors and rest.relays, rest.describe()
+        assert rest.sent and rest.received == rest.sent, f"messages lost:\n{rest.describe()}"
+        assert all(first <= port <= last for port in relay_ports(rest)), rest.describe()
+
+        # The same identity joins again: the old session is replaced, its allocations end.
+        new_ws, new = await session(room, "mallory")
+        await eventually_relays(new, 4, "the new session of the identity")
+        assert await asyncio.to_thread(allocate, old, 1) == [403], \
+            "the replaced session's credentials allocate"
+        _, bob = await session(room, "bob")
+        await eventually_relays(bob, 4, "another participant")
+
+        # The new session leaves: its allocations end, the next session gets all 24.
+        await new_ws.close()
+        await old_ws.close()
+        _, again = await session(room, "mallory")
+        await eventually_relays(again, 24, "the identity's next session after a leave")
+        for s in sockets:
+            s.close()
+
+    lk.run(scenario(), box, timeout=240)

@@ -385,7 +385,7 @@ fn verification_answers() {
 /// mind about a frame.
 #[test]
 fn turn_stream_frames() {
-    use rtcbox::turn::framing::{Frame, MAX_FRAME_LEN, next_frame};
+    use rtcbox::turn::framing::Frame;
 
     let (seeds, _) = turn::Seeds::new();
     let mut stream = Vec::new();
@@ -395,22 +395,9 @@ fn turn_stream_frames() {
     let mut refs: Vec<&[u8]> = seeds.all.iter().map(|(_, seed)| seed.as_slice()).collect();
     refs.push(&stream);
     let mut complete = 0;
-    fuzz("turn frames", &refs, |input| match next_frame(input) {
-        Frame::Complete(n) => {
+    fuzz("turn frames", &refs, |input| {
+        if let Frame::Complete(_) = crate::turn_fuzzing::checked_frame(input) {
             complete += 1;
-            assert!(n >= 4 && n <= input.len() && n <= MAX_FRAME_LEN && n % 4 == 0);
-            assert_eq!(next_frame(&input[..n]), Frame::Complete(n));
-            for cut in [0, 1, 3, 4, 7, 8, 19, 20, n / 2, n - 1] {
-                if cut < n {
-                    assert_eq!(next_frame(&input[..cut]), Frame::Incomplete, "{cut} of {n}");
-                }
-            }
-        }
-        Frame::Incomplete => assert!(input.len() < MAX_FRAME_LEN),
-        Frame::Invalid => {
-            let mut longer = input.to_vec();
-            longer.extend_from_slice(&[0; 64]);
-            assert_eq!(next_frame(&longer), Frame::Invalid);
         }
     });
     assert!(complete > 1000, "the seeds are frames: {complete}");
@@ -423,7 +410,6 @@ fn turn_stream_frames() {
 /// refuses, and participant allocations exchange data with the SFU only.
 #[test]
 fn turn_core() {
-    use rtcbox::net::is_public;
     use rtcbox::turn::framing::{Frame, next_frame};
     use rtcbox::turn::server::{Output, Server};
     use rtcbox::turn::{Client, Transport};
@@ -490,17 +476,35 @@ fn turn_core() {
                             server.handle_bound(relay);
                         }
                     }
+                    Output::BindLocal { client, .. } => {
+                        *seen.entry("bind").or_default() += 1;
+                        assert_eq!(Some(client), from, "binds follow client requests");
+                        assert!(genuine, "an allocation from mutated bytes: {input:02x?}");
+                        assert_eq!(input.get(..2), Some(&[0x00, 0x03][..]), "not an Allocate");
+                        assert!(participant(&client), "a participant relay for {client}");
+                        if rng.below(4) == 0 {
+                            server.handle_bind_local_failed(client);
+                        } else {
+                            // A port the OS chose, outside the relay range.
+                            let relay = SocketAddr::new(
+                                "192.0.2.1".parse().unwrap(),
+                                40000 + rng.below(1000) as u16,
+                            );
+                            if let std::collections::hash_map::Entry::Vacant(free) =
+                                relays.entry(relay)
+                            {
+                                free.insert(client);
+                                server.handle_bound_local(client, relay);
+                            }
+                        }
+                    }
                     Output::Unbind(relay) => {
                         relays.remove(&relay);
                     }
                     Output::ToPeer { relay, to, bytes } => {
                         *seen.entry("to peer").or_default() += 1;
                         assert!(bytes.len() <= input.len());
-                        if participant(&relays[&relay]) {
-                            assert_eq!(to, sfu_local, "a participant relayed elsewhere");
-                        } else {
-                            assert!(is_public(to.ip()) || to == sfu_local, "relayed to {to}");
-                        }
+                        crate::turn_fuzzing::assert_may_relay(participant(&relays[&relay]), to);
                     }
                     Output::ToClient { to, .. } => {
                         *seen.entry("to client").or_default() += 1;
@@ -582,17 +586,15 @@ mod turn {
 
     use rtc_stun::attributes::*;
     use rtc_stun::message::*;
-    use rtcbox::secret::Secret;
-    use rtcbox::turn::credentials::{participant_username, rest_password, rest_username};
-    use rtcbox::turn::server::{Config, Output, Server};
+    use rtcbox::turn::credentials::{participant_username, rest_username};
+
+    use crate::turn_fuzzing::{PARTICIPANT_SECRET, SHARED_SECRET, config, learn_nonce, sign};
+    use rtcbox::turn::server::{Config, Server};
 
     use super::{Rng, mutate};
 
     pub const UNIX: u64 = 1_700_000_000;
-    pub const REALM: &str = "turn.fuzz.example";
-    pub const PEER: &str = "93.184.216.34:7000";
-    pub const SFU: &str = "81.2.69.160:8882";
-    pub const SFU_LOCAL: &str = "127.0.0.1:8882";
+    pub use crate::turn_fuzzing::{PEER, PEERS, REALM, SFU, SFU_LOCAL};
 
     /// Whose traffic a seed is: sent from that group's clients.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -632,16 +634,7 @@ mod turn {
         /// The seeds, and the server whose nonce they carry (nonces are checked under a
         /// per-server key).
         pub fn new() -> (Seeds, Server) {
-            let mut config = Config::new(
-                REALM,
-                Secret::new("participant"),
-                Some(Secret::new("shared")),
-                "192.0.2.1".parse().unwrap(),
-            );
-            config.relay_ports = 50000..50008;
-            config.policy.sfu_media = vec![SFU.parse().unwrap()];
-            config.sfu_routes = vec![(SFU.parse().unwrap(), SFU_LOCAL.parse().unwrap())];
-            config.max_allocation_bitrate = 300_000;
+            let config = config(50000..50008);
             let mut seeds = Seeds {
                 config,
                 nonce: String::new(),
@@ -658,19 +651,7 @@ mod turn {
             };
             let challenge = seeds.build(&challenge, false);
             let mut server = Server::new(seeds.config.clone());
-            let learner = rtcbox::turn::Client {
-                transport: rtcbox::turn::Transport::Tcp,
-                addr: "198.51.100.1:1".parse().unwrap(),
-            };
-            server.handle_client(Instant::now(), UNIX, learner, &challenge);
-            let Some(Output::ToClient { bytes, .. }) = server.poll_output() else {
-                panic!("no challenge");
-            };
-            let mut answer = Message::new();
-            answer.unmarshal_binary(&bytes).unwrap();
-            seeds.nonce = rtc_stun::textattrs::TextAttribute::get_from_as(&answer, ATTR_NONCE)
-                .unwrap()
-                .text;
+            seeds.nonce = learn_nonce(&mut server, Instant::now(), UNIX, &challenge);
 
             for (group, peer) in [(Group::Rest, PEER), (Group::Participant, SFU)] {
                 let peer = Some(peer.parse().unwrap());
@@ -772,30 +753,16 @@ mod turn {
             }
             if signed && spec.group != Group::Common {
                 let (username, secret) = match spec.group {
-                    Group::Participant => {
-                        (participant_username(UNIX + 3600, "alice"), "participant")
-                    }
-                    _ => (rest_username(UNIX + 3600, "@alice:example.org"), "shared"),
+                    Group::Participant => (
+                        participant_username(UNIX + 3600, "PA_test", "alice"),
+                        PARTICIPANT_SECRET,
+                    ),
+                    _ => (
+                        rest_username(UNIX + 3600, "@alice:example.org"),
+                        SHARED_SECRET,
+                    ),
                 };
-                let password = rest_password(&Secret::new(secret), &username);
-                for (typ, text) in [
-                    (ATTR_USERNAME, username.as_str()),
-                    (ATTR_REALM, REALM),
-                    (ATTR_NONCE, self.nonce.as_str()),
-                ] {
-                    rtc_stun::textattrs::TextAttribute::new(typ, text.to_owned())
-                        .add_to(&mut message)
-                        .unwrap();
-                }
-                rtc_stun::integrity::MessageIntegrity::new_long_term_integrity_with_provider(
-                    username,
-                    REALM.to_owned(),
-                    password,
-                    &rtc_stun::crypto::providers::RingCrypto,
-                )
-                .unwrap()
-                .add_to(&mut message)
-                .unwrap();
+                assert!(sign(&mut message, &username, secret, REALM, &self.nonce));
             }
             rtc_stun::fingerprint::FINGERPRINT
                 .add_to(&mut message)
@@ -817,20 +784,6 @@ mod turn {
                 }
             }
         }
-        const PEERS: &[&str] = &[
-            PEER,
-            SFU,
-            SFU_LOCAL,
-            "81.2.69.160:22",
-            "10.0.0.1:7000",
-            "[::1]:7000",
-            "[::ffff:127.0.0.1]:7000",
-            "[::ffff:93.184.216.34]:7000",
-            "[2606:4700::1111]:7000",
-            "[64:ff9b::7f00:1]:7000",
-            "0.0.0.0:0",
-            "255.255.255.255:9",
-        ];
         if rng.below(2) == 0 {
             spec.peer = Some(PEERS[rng.below(PEERS.len())].parse().unwrap());
         }

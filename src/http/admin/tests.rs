@@ -1328,7 +1328,7 @@ async fn a_test_call_is_started_by_the_admin_only_after_setup() {
     let sockets = crate::sfu::SfuSockets::bind("127.0.0.1".parse().unwrap(), None, 0, 0)
         .await
         .unwrap();
-    let sfu = crate::sfu::SfuHandle::spawn(sockets, false);
+    let sfu = crate::sfu::SfuHandle::spawn(sockets, false, None);
     let panel = panel_configured(
         &[(SettingKey::FullAccessHomeservers, "example.org")],
         |state| state.sfu = Some(sfu.clone()),

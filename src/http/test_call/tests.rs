@@ -59,7 +59,7 @@ async fn a_test_call_is_a_room_of_its_own_with_short_lived_tokens() {
     let sockets = SfuSockets::bind(IpAddr::V4(Ipv4Addr::LOCALHOST), None, 0, 0)
         .await
         .unwrap();
-    let sfu = SfuHandle::spawn(sockets, false);
+    let sfu = SfuHandle::spawn(sockets, false, None);
     let key = ApiKey::parse("APItestcall").unwrap();
     let secret = Secret::new("test-call-secret-test-call-secret-0");
     let now = u64::try_from(crate::db::unix_now()).unwrap();

@@ -15,7 +15,7 @@ async fn sfu() -> (SfuHandle, SocketAddr, SocketAddr) {
         .unwrap();
     let udp = sockets.udp_advertised()[0];
     let tcp = sockets.tcp_advertised()[0];
-    (SfuHandle::spawn(sockets, false), udp, tcp)
+    (SfuHandle::spawn(sockets, false, None), udp, tcp)
 }
 
 /// Serves the router `make` builds for the server's own address.

@@ -1755,7 +1755,7 @@ async fn stage_gated(published: Published, gate: Option<Arc<tokio::sync::Notify>
     let sockets = SfuSockets::bind(localhost, None, 0, 0).await.unwrap();
     let udp = sockets.udp_advertised()[0];
     let tcp = sockets.tcp_advertised()[0];
-    let handle = SfuHandle::spawn(sockets, false);
+    let handle = SfuHandle::spawn(sockets, false, None);
     let sfu = SfuAccess {
         handle: handle.clone(),
         api_key: ApiKey::parse("checkkey").unwrap(),

@@ -95,7 +95,7 @@ pub struct JoinRequest {
     pub auto_subscribe: bool,
     pub client_protocol: i32,
     /// TURN servers with this participant's credentials, for the JoinResponse.
-    pub ice_servers: Vec<proto::IceServer>,
+    pub ice_servers: IceServers,
 }
 
 /// A client resuming its session on a new signaling connection (`reconnect=1`).
@@ -108,7 +108,38 @@ pub struct ResumeRequest {
     /// identity.
     pub sid: String,
     /// TURN servers with fresh credentials, for the ReconnectResponse.
-    pub ice_servers: Vec<proto::IceServer>,
+    pub ice_servers: IceServers,
+}
+
+/// A session's TURN servers, minted once the core knows the session's sid: participant
+/// credentials name their session, so the TURN server can end its allocations when the session
+/// ends ([`Output::Left`]). The mint is a pure function (credentials are an HMAC); none mints
+/// no servers.
+#[derive(Clone, Default)]
+pub struct IceServers(Option<Arc<MintIceServers>>);
+
+/// Turns a participant sid into that session's ICE servers.
+type MintIceServers = dyn Fn(&str) -> Vec<proto::IceServer> + Send + Sync;
+
+impl IceServers {
+    pub fn new(mint: impl Fn(&str) -> Vec<proto::IceServer> + Send + Sync + 'static) -> Self {
+        IceServers(Some(Arc::new(mint)))
+    }
+
+    /// The servers for the session with this participant sid.
+    pub fn for_session(&self, sid: &str) -> Vec<proto::IceServer> {
+        self.0.as_ref().map(|mint| mint(sid)).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for IceServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "IceServers(mint)"
+        } else {
+            "IceServers(none)"
+        })
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -137,7 +168,12 @@ pub enum Output {
     /// messages.
     Close(ConnId),
     /// A participant left its room (any reason); published by the driver (`sfu::presence`).
-    Left { room: String, identity: String },
+    /// `sid` names the session, whose TURN allocations end with it.
+    Left {
+        room: String,
+        identity: String,
+        sid: String,
+    },
 }
 
 pub struct Sfu {

@@ -194,7 +194,7 @@ impl Sfu {
             participant: Some(participant.info()),
             other_participants: others,
             server_version: SERVER_VERSION.into(),
-            ice_servers: request.ice_servers.clone(),
+            ice_servers: request.ice_servers.for_session(&participant.sid),
             subscriber_primary: true,
             client_configuration: Some(client_configuration()),
             ping_timeout: PING_TIMEOUT_SECS,
@@ -279,7 +279,7 @@ impl Sfu {
             "participant resumed its session"
         );
         let reconnect = proto::ReconnectResponse {
-            ice_servers: request.ice_servers,
+            ice_servers: request.ice_servers.for_session(&p.sid),
             client_configuration: Some(client_configuration()),
             server_info: Some(server_info),
             // Reliable data it sent after this is resent by the client.
@@ -392,6 +392,7 @@ impl Sfu {
         self.outputs.push_back(Output::Left {
             room: p.room.clone(),
             identity: p.identity.clone(),
+            sid: p.sid.clone(),
         });
         if let Some(conn) = conn.filter(|_| notify) {
             let leave = signal_response::Message::Leave(proto::LeaveRequest {

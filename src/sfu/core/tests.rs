@@ -23,7 +23,7 @@ fn sfu(auto_create_rooms: bool) -> (Sfu, Instant) {
 
 fn request(conn: ConnId, room: &str, identity: &str) -> JoinRequest {
     JoinRequest {
-        ice_servers: Vec::new(),
+        ice_servers: IceServers::default(),
         conn,
         room: room.into(),
         identity: identity.into(),

@@ -30,12 +30,14 @@ fn sfu() -> SocketAddr {
     "81.2.69.160:8882".parse().unwrap()
 }
 
+const RELAY_IP: &str = "192.0.2.1";
+
 fn config() -> Config {
     let mut config = Config::new(
         REALM,
         Secret::new(PARTICIPANT),
         Some(Secret::new(SHARED)),
-        "192.0.2.1".parse().unwrap(),
+        RELAY_IP.parse().unwrap(),
     );
     config.relay_ports = 50000..50010;
     config.policy.host_addresses = vec![sfu().ip()];
@@ -66,6 +68,8 @@ struct Harness {
     nonce: Option<String>,
     /// Answer every Bind with `handle_bound`, as a driver whose binds succeed.
     auto_bind: bool,
+    /// The last port handed out for a participant relay.
+    local_ports: u16,
 }
 
 impl Harness {
@@ -81,12 +85,13 @@ impl Harness {
             password: None,
             nonce: None,
             auto_bind: true,
+            local_ports: 40000,
         }
     }
 
     fn participant(config: Config) -> Harness {
         let mut h = Harness::new(config);
-        h.username = participant_username(UNIX + 3600, "alice");
+        h.username = participant_username(UNIX + 3600, "PA_test", "alice");
         h
     }
 
@@ -100,8 +105,15 @@ impl Harness {
     fn outputs(&mut self) -> Vec<Output> {
         let mut all = Vec::new();
         while let Some(output) = self.server.poll_output() {
-            if let (true, Output::Bind(relay)) = (self.auto_bind, &output) {
-                self.server.handle_bound(*relay);
+            match (self.auto_bind, &output) {
+                (true, Output::Bind(relay)) => self.server.handle_bound(*relay),
+                (true, Output::BindLocal { client, .. }) => {
+                    // An OS-chosen port, outside the relay range.
+                    self.local_ports += 1;
+                    let relay = SocketAddr::new(RELAY_IP.parse().unwrap(), self.local_ports);
+                    self.server.handle_bound_local(*client, relay);
+                }
+                _ => {}
             }
             all.push(output);
         }
@@ -217,7 +229,14 @@ impl Harness {
             error_code(&answer)
         );
         let relay = xor(&answer, ATTR_XOR_RELAYED_ADDRESS).unwrap();
-        assert_eq!(others, [Output::Bind(relay)]);
+        let bind = match credentials::kind(&self.username) {
+            CredentialKind::Participant => Output::BindLocal {
+                client: self.client,
+                even: false,
+            },
+            CredentialKind::Rest => Output::Bind(relay),
+        };
+        assert_eq!(others, [bind]);
         relay
     }
 
@@ -999,7 +1018,7 @@ fn status_lists_allocations_and_counts() {
     h.peer_sends(relay, peer, b"123");
     h.advance(Duration::from_secs(10));
     // A participant over TCP.
-    h.username = participant_username(UNIX + 3600, "alice");
+    h.username = participant_username(UNIX + 3600, "PA_test", "alice");
     h.client = tcp("203.0.113.6:40000");
     let second = h.allocate();
 
@@ -1113,14 +1132,18 @@ fn the_username_quota_binds_fresh_credentials_of_the_same_identity() {
         assert_eq!(error_code(&answer), expected, "{}", h.username);
     };
     for (i, from) in ["198.51.100.1:1", "198.51.100.2:1"].into_iter().enumerate() {
-        let username = participant_username(UNIX + 600 + i as u64, "@mallory:example.org:DEV");
+        let username = participant_username(
+            UNIX + 600 + i as u64,
+            &format!("PA_{i}"),
+            "@mallory:example.org:DEV",
+        );
         check(&mut h, username, from, None);
     }
-    let third = participant_username(UNIX + 900, "@mallory:example.org:DEV");
+    let third = participant_username(UNIX + 900, "PA_test", "@mallory:example.org:DEV");
     check(&mut h, third, "198.51.100.3:1", Some(486));
     let rest = rest_username(UNIX + 900, "@mallory:example.org:DEV");
     check(&mut h, rest, "198.51.100.4:1", None); // a REST user is another identity
-    let honest = participant_username(UNIX + 600, "@alice:example.org:DEV");
+    let honest = participant_username(UNIX + 600, "PA_test", "@alice:example.org:DEV");
     check(&mut h, honest, "198.51.100.5:1", None);
 }
 
@@ -1196,7 +1219,7 @@ fn garbage_never_panics_nor_allocates() {
     h.nonce = Some(format!("{:x}-abc", UNIX + 100));
     seeds.push(h.request(METHOD_ALLOCATE, &[udp()]));
     seeds.push(h.request(METHOD_CREATE_PERMISSION, &[]));
-    h.username = participant_username(UNIX + 3600, "mallory");
+    h.username = participant_username(UNIX + 3600, "PA_test", "mallory");
     seeds.push(h.request(
         METHOD_ALLOCATE,
         &[udp(), (ATTR_REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0])],
@@ -1327,4 +1350,139 @@ fn a_new_shared_secret_and_a_moved_public_address_apply_to_the_next_allocation()
     off.server.set_shared_secret(None);
     let (answer, _) = off.call(METHOD_ALLOCATE, &[udp()]);
     assert_eq!(error_code(&answer), Some(401));
+}
+
+/// Participant relays only ever talk to the SFU on this host: they take a port the OS chooses
+/// (`BindLocal`), never one of the forwarded range, so legacy 1:1 calls keep the whole range
+/// however many participants relay. Removing the `local` branch of `handle_allocate` makes the
+/// participant take range ports (and, with the range full, get 508).
+#[test]
+fn participant_relays_do_not_draw_from_the_relay_range() {
+    let mut config = config();
+    config.relay_ports = 50000..50002;
+    let mut h = Harness::new(config);
+    let mut rest = Vec::new();
+    for from in ["198.51.100.1:1", "198.51.100.2:1"] {
+        h.client = Client::udp(from.parse().unwrap());
+        rest.push(h.allocate().port());
+    }
+    assert_eq!(rest, [50000, 50001]);
+    // The range is full: another REST allocation gets 508.
+    h.client = Client::udp("198.51.100.3:1".parse().unwrap());
+    assert_eq!(error_code(&h.call(METHOD_ALLOCATE, &[udp()]).0), Some(508));
+    // Participants still get relays, each on a port of its own outside the range.
+    h.username = participant_username(UNIX + 3600, "PA_a", "alice");
+    let mut local = Vec::new();
+    for from in ["198.51.100.4:1", "198.51.100.5:1", "198.51.100.6:1"] {
+        h.client = Client::udp(from.parse().unwrap());
+        local.push(h.allocate());
+    }
+    assert!(
+        local.iter().all(|r| !(50000..50002).contains(&r.port())),
+        "{local:?}"
+    );
+    assert_eq!(h.server.stats().allocations, 5);
+    // And they relay to the SFU as before.
+    assert_eq!(h.create_permission(sfu()), None);
+    let sent = h.send_indication(sfu(), b"rtp");
+    assert_eq!(
+        sent,
+        [Output::ToPeer {
+            relay: local[2],
+            to: sfu(),
+            bytes: b"rtp".to_vec()
+        }]
+    );
+}
+
+/// A participant's allocations end when the SFU says its session ended (it left, or its
+/// identity joined again), and its credentials allocate nothing more; another session of the
+/// same identity and other participants keep theirs. Without `handle_session_ended` the
+/// allocations would live until their lifetime ends, refreshed by whoever holds the
+/// credentials.
+#[test]
+fn a_participant_session_that_ended_loses_its_allocations() {
+    let mut h = Harness::new(config());
+    let old = participant_username(UNIX + 3600, "PA_old", "@alice:example.org:DEV");
+    let new = participant_username(UNIX + 3600, "PA_new", "@alice:example.org:DEV");
+    let bob = participant_username(UNIX + 3600, "PA_bob", "@bob:example.org:DEV");
+    let mut relays = BTreeMap::new();
+    for (username, from) in [
+        (&old, "198.51.100.1:1"),
+        (&old, "198.51.100.1:2"),
+        (&new, "198.51.100.2:1"),
+        (&bob, "198.51.100.3:1"),
+    ] {
+        h.username = username.clone();
+        h.client = Client::udp(from.parse().unwrap());
+        relays.insert(from, h.allocate());
+    }
+    assert_eq!(h.server.stats().allocations, 4);
+
+    h.server.handle_session_ended("PA_old");
+    let mut closed: Vec<Output> = h.outputs();
+    closed.sort_by_key(|o| format!("{o:?}"));
+    let mut expected = vec![
+        Output::Unbind(relays["198.51.100.1:1"]),
+        Output::Unbind(relays["198.51.100.1:2"]),
+    ];
+    expected.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(closed, expected);
+    assert_eq!(h.server.stats().allocations, 2);
+    let users: Vec<String> = h
+        .server
+        .allocations(h.now)
+        .into_iter()
+        .map(|a| a.user)
+        .collect();
+    assert_eq!(users, ["@alice:example.org:DEV", "@bob:example.org:DEV"]);
+
+    // The ended session's credentials are refused from now on, from anywhere.
+    h.username = old.clone();
+    h.client = Client::udp("198.51.100.1:1".parse().unwrap());
+    assert_eq!(error_code(&h.call(METHOD_ALLOCATE, &[udp()]).0), Some(403));
+    // Others are not affected, and ending an unknown or empty session changes nothing.
+    h.username = bob.clone();
+    h.client = Client::udp("198.51.100.3:2".parse().unwrap());
+    h.allocate();
+    h.server.handle_session_ended("PA_nobody");
+    h.server.handle_session_ended("");
+    assert!(h.outputs().is_empty());
+    assert_eq!(h.server.stats().allocations, 3);
+}
+
+/// The driver's answers to `BindLocal`: a socket opened after its allocation ended is closed
+/// again; a failed bind is a 508 and the allocation is gone.
+#[test]
+fn participant_relay_binds_answered_late_or_failed() {
+    let mut h = Harness::participant(config());
+    h.auto_bind = false;
+    let (answers, others) = h.send_from(h.client, &h.request(METHOD_ALLOCATE, &[udp()]));
+    // First the challenge.
+    assert_eq!(error_code(&answers[0]), Some(401));
+    assert!(others.is_empty());
+    h.nonce = TextAttribute::get_from_as(&answers[0], ATTR_NONCE)
+        .ok()
+        .map(|n| n.text);
+    let (answers, others) = h.send_from(h.client, &h.request(METHOD_ALLOCATE, &[udp()]));
+    assert!(answers.is_empty(), "held until the relay is open");
+    assert_eq!(
+        others,
+        [Output::BindLocal {
+            client: h.client,
+            even: false
+        }]
+    );
+    h.server.handle_bind_local_failed(h.client);
+    let (answers, _) = h.answers_to(h.client);
+    assert_eq!(error_code(&answers[0]), Some(508));
+    assert_eq!(h.server.stats().allocations, 0);
+
+    let (_, others) = h.send_from(h.client, &h.request(METHOD_ALLOCATE, &[udp()]));
+    assert_eq!(others.len(), 1);
+    h.server.handle_client_closed(h.client);
+    assert!(h.outputs().is_empty(), "no socket yet, nothing to close");
+    let late: SocketAddr = "192.0.2.1:40123".parse().unwrap();
+    h.server.handle_bound_local(h.client, late);
+    assert_eq!(h.outputs(), [Output::Unbind(late)]);
 }
