@@ -4,16 +4,26 @@ with no restart: new joins get it, connected clients are sent it (trickle, subsc
 restart) and keep their call, and TURN relays are advertised on it.
 
 The "internet" here is a STUN stand-in on loopback whose answer the test changes (127.0.0.2,
-then 127.0.0.3). Clients are on this machine, so they also have rtcbox's own host candidate
-(127.0.0.1) and their media never needed the public address: that the call survives proves no
-rejoin and no restart. That media moves over to the new address once the old one is dead is
-shown by the SFU harness (`a_call_survives_the_public_address_moving_without_a_rejoin`)."""
+then 127.0.0.3). The first test's clients are on this machine, so they also have rtcbox's own host candidate
+(127.0.0.1): it shows what is advertised and that nothing restarts. The third puts the caller in
+a network namespace of its own that reaches rtcbox only through a router stand-in at the public
+address, and kills the old address: the call recovers through the new one without a rejoin (it
+fails, with a rejoin, when the SFU does not tell connected clients of the new address). The SFU
+harness shows the same deterministically."""
 
 import asyncio
+import json
+import os
 import re
+import shutil
 import socket
 import struct
+import subprocess
+import sys
 import threading
+from pathlib import Path
+
+import pytest
 
 from livekit import api, rtc
 from livekit.protocol import rtc as signal
@@ -163,4 +173,196 @@ def test_a_dns_name_can_stand_for_the_public_ip(start_rtcbox):
                    "the name resolved")
         assert stun.asked == 0, "the STUN server was asked although a DNS name is set"
     finally:
+        stun.close()
+
+
+class UdpForward:
+    """A router's UDP port forward stand-in: datagrams to `listen` go on to `target` from a
+    socket of their own per sender, and the answers come back from `listen`."""
+
+    def __init__(self, listen: tuple[str, int], target: tuple[str, int]):
+        self.target = target
+        self.outer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.outer.bind(listen)
+        self.inner: dict[tuple, socket.socket] = {}
+        self.alive = True
+        threading.Thread(target=self._outward, daemon=True).start()
+
+    def _outward(self):
+        while self.alive:
+            try:
+                data, sender = self.outer.recvfrom(65536)
+            except OSError:
+                return
+            inner = self.inner.get(sender)
+            if inner is None:
+                inner = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                inner.bind(("127.0.0.1", 0))
+                self.inner[sender] = inner
+                threading.Thread(target=self._inward, args=(inner, sender), daemon=True).start()
+            try:
+                inner.sendto(data, self.target)
+            except OSError:
+                pass
+
+    def _inward(self, inner: socket.socket, sender: tuple):
+        while self.alive:
+            try:
+                data, _ = inner.recvfrom(65536)
+                self.outer.sendto(data, sender)
+            except OSError:
+                return
+
+    def close(self):
+        self.alive = False
+        self.outer.close()
+        for inner in self.inner.values():
+            inner.close()
+
+
+class TcpForward:
+    """The same for TCP (the signalling connection)."""
+
+    def __init__(self, listen: tuple[str, int], target: tuple[str, int]):
+        self.target = target
+        self.server = socket.create_server(listen)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.server.close()
+
+
+def run(*command: str) -> None:
+    subprocess.run(command, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def caller_namespace():
+    """A network namespace for a caller "on the internet": its only way to rtcbox is a veth
+    to this namespace, whose end has the old (10.77.0.1) and the new (10.77.1.1) public
+    address. rtcbox's own address (127.0.0.1) is the caller's own loopback there: unreachable."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        if os.environ.get("CI"):
+            pytest.fail("this test needs root and iproute2 (ip) to create a network namespace")
+        pytest.skip("needs root and iproute2 (ip) to create a network namespace")
+    tag = f"{os.getpid() % 100000}"
+    ns, host_end, ns_end = f"rtcbox-ip-{tag}", f"rtbh{tag}", f"rtbc{tag}"
+    run("ip", "netns", "add", ns)
+    try:
+        run("ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end, "netns", ns)
+        for address in ("10.77.0.1/24", "10.77.1.1/24"):
+            run("ip", "addr", "add", address, "dev", host_end)
+        run("ip", "link", "set", host_end, "up")
+        for address in ("10.77.0.2/24", "10.77.1.2/24"):
+            run("ip", "-n", ns, "addr", "add", address, "dev", ns_end)
+        run("ip", "-n", ns, "link", "set", ns_end, "up")
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        subprocess.run(["ip", "link", "del", host_end], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_a_call_recovers_media_when_the_public_ip_changes(start_rtcbox, caller_namespace):
+    """Alice (on this machine) talks to Bob, a caller in another network namespace who reaches
+    rtcbox only through the router stand-in at the public address. The address changes (the
+    STUN answer moves to 10.77.1.1, the forward on 10.77.0.1 dies): Bob hears Alice again
+    without rejoining (same participant sid) and nobody restarted anything."""
+    old, new = "10.77.0.1", "10.77.1.1"
+    stun = StunStandIn(old)
+    forwards = []
+    bob = None
+    try:
+        box = start_rtcbox(dict(sfu_env(), RTCBOX_NODE_IP="", RTCBOX_PUBLIC_IP_INTERVAL="1",
+                                RTCBOX_STUN_SERVERS=f"127.0.0.1:{stun.port}"))
+        wait_until(lambda: f"public IP detected ip={old}" in box.log_text(), 20, "the detection")
+        http_port = int(box.url.rsplit(":", 1)[1])
+        signalling = TcpForward((old, http_port), ("127.0.0.1", http_port))
+        forwards.append(signalling)
+        old_media = UdpForward((old, box.udp_port), ("127.0.0.1", box.udp_port))
+        forwards.append(old_media)
+        forwards.append(UdpForward((new, box.udp_port), ("127.0.0.1", box.udp_port)))
+
+        async def scenario():
+            nonlocal bob
+            lkapi = lk.server_api(box.url, API_KEY, API_SECRET)
+            room = lk.unique("move")
+            await lk.create_room(lkapi, room)
+            alice = await lk.join(box.ws_url, lk.join_token(API_KEY, API_SECRET, "alice", room), "alice")
+            try:
+                await lk.publish_media(alice, video=False)
+                bob = subprocess.Popen(
+                    ["ip", "netns", "exec", caller_namespace, sys.executable,
+                     str(Path(__file__).with_name("netns_listener.py")),
+                     f"ws://{old}:{http_port}", lk.join_token(API_KEY, API_SECRET, "bob", room)],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                lines: list[dict] = []
+
+                def read_lines():
+                    for line in bob.stdout:
+                        lines.append(json.loads(line))
+
+                threading.Thread(target=read_lines, daemon=True).start()
+
+                async def heard(more_than: int, what: str, seconds: float) -> dict:
+                    loop = asyncio.get_running_loop()
+                    deadline = loop.time() + seconds
+                    while not (lines and lines[-1]["audible"] > more_than + 50):
+                        assert bob.poll() is None, "bob's client exited"
+                        assert loop.time() < deadline, f"bob hears no tone {what}: {lines[-1:]}"
+                        await asyncio.sleep(0.2)
+                    return lines[-1]
+
+                before = await heard(0, "through the first public address", lk.WAIT)
+                # The line's address changes: the forward on the old one dies, the STUN server
+                # reports the new one.
+                old_media.close()
+                stun.answer = new
+                await asyncio.to_thread(wait_until, lambda: f"to={new}" in box.log_text(), 20,
+                                        "the change noticed")
+                mark = lines[-1]["audible"]
+                after = await heard(mark, "after the address changed", 30)
+                assert after["sid"] == before["sid"], "bob rejoined instead of recovering"
+                assert after["connected"] and "disconnected" not in after["events"], after
+            finally:
+                await lk.leave_all(alice)
+                await lkapi.aclose()
+
+        lk.run(scenario(), box)
+        assert box.process.poll() is None
+        assert box.log_text().count("listening on http://") == 1, "rtcbox restarted"
+    finally:
+        if bob is not None:
+            bob.kill()
+            bob.wait(10)
+        for forward in forwards:
+            forward.close()
         stun.close()
