@@ -32,6 +32,7 @@ from websockets.asyncio.client import connect as ws_connect
 import lk_helpers as lk
 from conftest import wait_until
 from lk_helpers import API_KEY, API_SECRET, sfu_env
+from netns_helpers import TcpForward, UdpForward, caller_namespace  # noqa: F401 (a fixture)
 from test_turn import SECRET, uclient
 
 MAGIC = 0x2112A442
@@ -174,121 +175,6 @@ def test_a_dns_name_can_stand_for_the_public_ip(start_rtcbox):
         assert stun.asked == 0, "the STUN server was asked although a DNS name is set"
     finally:
         stun.close()
-
-
-class UdpForward:
-    """A router's UDP port forward stand-in: datagrams to `listen` go on to `target` from a
-    socket of their own per sender, and the answers come back from `listen`."""
-
-    def __init__(self, listen: tuple[str, int], target: tuple[str, int]):
-        self.target = target
-        self.outer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.outer.bind(listen)
-        self.inner: dict[tuple, socket.socket] = {}
-        self.alive = True
-        threading.Thread(target=self._outward, daemon=True).start()
-
-    def _outward(self):
-        while self.alive:
-            try:
-                data, sender = self.outer.recvfrom(65536)
-            except OSError:
-                return
-            inner = self.inner.get(sender)
-            if inner is None:
-                inner = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                inner.bind(("127.0.0.1", 0))
-                self.inner[sender] = inner
-                threading.Thread(target=self._inward, args=(inner, sender), daemon=True).start()
-            try:
-                inner.sendto(data, self.target)
-            except OSError:
-                pass
-
-    def _inward(self, inner: socket.socket, sender: tuple):
-        while self.alive:
-            try:
-                data, _ = inner.recvfrom(65536)
-                self.outer.sendto(data, sender)
-            except OSError:
-                return
-
-    def close(self):
-        self.alive = False
-        self.outer.close()
-        for inner in self.inner.values():
-            inner.close()
-
-
-class TcpForward:
-    """The same for TCP (the signalling connection)."""
-
-    def __init__(self, listen: tuple[str, int], target: tuple[str, int]):
-        self.target = target
-        self.server = socket.create_server(listen)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self):
-        self.server.close()
-
-
-def run(*command: str) -> None:
-    subprocess.run(command, check=True, capture_output=True, text=True)
-
-
-@pytest.fixture
-def caller_namespace():
-    """A network namespace for a caller "on the internet": its only way to rtcbox is a veth
-    to this namespace, whose end has the old (10.77.0.1) and the new (10.77.1.1) public
-    address. rtcbox's own address (127.0.0.1) is the caller's own loopback there: unreachable."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        if os.environ.get("CI"):
-            pytest.fail("this test needs root and iproute2 (ip) to create a network namespace")
-        pytest.skip("needs root and iproute2 (ip) to create a network namespace")
-    tag = f"{os.getpid() % 100000}"
-    ns, host_end, ns_end = f"rtcbox-ip-{tag}", f"rtbh{tag}", f"rtbc{tag}"
-    run("ip", "netns", "add", ns)
-    try:
-        run("ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end, "netns", ns)
-        for address in ("10.77.0.1/24", "10.77.1.1/24"):
-            run("ip", "addr", "add", address, "dev", host_end)
-        run("ip", "link", "set", host_end, "up")
-        for address in ("10.77.0.2/24", "10.77.1.2/24"):
-            run("ip", "-n", ns, "addr", "add", address, "dev", ns_end)
-        run("ip", "-n", ns, "link", "set", ns_end, "up")
-        run("ip", "-n", ns, "link", "set", "lo", "up")
-        yield ns
-    finally:
-        subprocess.run(["ip", "link", "del", host_end], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def test_a_call_recovers_media_when_the_public_ip_changes(start_rtcbox, caller_namespace):
