@@ -45,7 +45,7 @@ pub enum Scenario {
 const FLOOR_AUDIO_BYTES: usize = 100;
 const FLOOR_VIDEO_BYTES: usize = 1_100;
 /// Time after everyone joined before measuring: keyframes and layer choice settle.
-const SETTLE: Duration = Duration::from_secs(2);
+const SETTLE: Duration = Duration::from_secs(1);
 const JOIN_LIMIT: Duration = Duration::from_secs(60);
 
 pub async fn run(args: &LoadtestArgs) -> anyhow::Result<ExitCode> {
@@ -286,7 +286,24 @@ fn summarize(s: Summary<'_>) -> serde_json::Value {
     let mut joins = Vec::new();
     let mut errors = Vec::new();
     let mut keyframe_requests = 0;
+    let mut detail = Vec::new();
     for (role, report) in s.roles.iter().zip(s.reports) {
+        detail.push(json!({
+            "participant": role.index,
+            "publishes_audio": role.publish_audio,
+            "publishes_video": role.publish_video,
+            "subscribes": role.subscribe,
+            "join_ms": report.join.map(|d| d.as_secs_f64() * 1000.0),
+            "frames_sent": report.frames_sent,
+            "received": report.streams.iter().map(|((publisher, stream), stats)| json!({
+                "publisher": publisher,
+                "stream": stream_name(*stream),
+                "frames": stats.frames,
+                "packets": stats.packets,
+                "lost_frames": stats.lost(),
+                "reordered_frames": stats.reordered,
+            })).collect::<Vec<_>>(),
+        }));
         let want = expected(s.roles, role);
         expected_total += want.len();
         for (publisher, kind) in &want {
@@ -373,7 +390,19 @@ fn summarize(s: Summary<'_>) -> serde_json::Value {
             "ratio": forwarded_per_cpu / floor_pps,
         },
         "errors": errors,
+        "participant_detail": detail,
     })
+}
+
+/// How the report names a stream of a [`client::Tag`].
+fn stream_name(stream: u8) -> &'static str {
+    match stream {
+        0 => "audio",
+        1 => "video-q",
+        2 => "video-h",
+        3 => "video-f",
+        _ => "unknown",
+    }
 }
 
 /// p50/p95/p99/max in milliseconds of microsecond samples; null without samples.
