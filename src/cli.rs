@@ -75,6 +75,16 @@ pub struct LoadtestArgs {
     /// Write the JSON result here instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Also compare TURN with coturn: turnutils_uclient through rtcbox, then through
+    /// turnserver (needs coturn's tools on PATH).
+    #[arg(long)]
+    pub turn: bool,
+    /// Allocations (uclient clients) in the TURN comparison.
+    #[arg(long, default_value_t = 20, requires = "turn")]
+    pub turn_clients: u32,
+    /// Messages each TURN client sends (one every 20 ms).
+    #[arg(long, default_value_t = 500, requires = "turn")]
+    pub turn_messages: u32,
 }
 
 #[derive(Debug, Args)]

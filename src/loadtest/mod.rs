@@ -11,6 +11,7 @@
 pub mod client;
 pub mod floor;
 pub mod server;
+pub mod turn;
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -84,6 +85,11 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<ExitCode> {
         // Let the room close and memory settle between scenarios.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let turn = if args.turn {
+        Some(turn::compare(&server, args.turn_clients, args.turn_messages).await?)
+    } else {
+        None
+    };
     let report = json!({
         "machine": machine(),
         "server": {
@@ -92,6 +98,7 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<ExitCode> {
         },
         "floor": [floor_audio, floor_video],
         "scenarios": results,
+        "turn": turn,
     });
     let text = serde_json::to_string_pretty(&report)?;
     match &args.out {

@@ -19,6 +19,9 @@ pub struct Server {
     pub admin: SocketAddr,
     pub api_key: String,
     pub api_secret: String,
+    pub turn_port: u16,
+    /// coturn's REST secret (`RTCBOX_TURN_SHARED_SECRET`), for the TURN comparison.
+    pub turn_secret: String,
     dir: PathBuf,
 }
 
@@ -31,7 +34,7 @@ fn free_udp() -> anyhow::Result<u16> {
 }
 
 /// A port free for both UDP and TCP (TURN listens on both).
-fn free_udp_tcp() -> anyhow::Result<u16> {
+pub fn free_udp_tcp() -> anyhow::Result<u16> {
     for _ in 0..50 {
         let udp = UdpSocket::bind("127.0.0.1:0")?;
         let port = udp.local_addr()?.port();
@@ -40,6 +43,14 @@ fn free_udp_tcp() -> anyhow::Result<u16> {
         }
     }
     bail!("no port free for both UDP and TCP on 127.0.0.1")
+}
+
+/// 256 consecutive ports above 20000 for relays, starting at a random one.
+pub fn relay_range() -> anyhow::Result<(u16, u16)> {
+    let mut raw = [0u8; 2];
+    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let first = 20_000 + u16::from_be_bytes(raw) % 40_000;
+    Ok((first, first + 255))
 }
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
@@ -57,8 +68,9 @@ impl Server {
         let http = free_tcp()?;
         let admin = free_tcp()?;
         let udp = free_udp()?;
-        let relay = free_udp()?;
-        let relay_last = relay.saturating_add(15);
+        let (relay, relay_last) = relay_range()?;
+        let turn_port = free_udp_tcp()?;
+        let turn_secret = random_hex(16)?;
         let api_key = format!("APIloadtest{}", random_hex(4)?);
         let api_secret = random_hex(32)?;
         let log = std::fs::File::create(dir.join("serve.log"))?;
@@ -73,7 +85,10 @@ impl Server {
             ("RTCBOX_NODE_IP", "127.0.0.1".into()),
             // Its own media port answers STUN: nothing leaves loopback.
             ("RTCBOX_STUN_SERVERS", format!("127.0.0.1:{udp}")),
-            ("RTCBOX_TURN_PORT", free_udp_tcp()?.to_string()),
+            ("RTCBOX_TURN_PORT", turn_port.to_string()),
+            ("RTCBOX_TURN_SHARED_SECRET", turn_secret.clone()),
+            // Only for the TURN comparison's echo peer: every listener is on loopback anyway.
+            ("RTCBOX_TURN_ALLOW_PEERS", "127.0.0.1/32".into()),
             ("RTCBOX_TURN_TLS_PORT", free_tcp()?.to_string()),
             ("RTCBOX_TURN_RELAY_PORTS", format!("{relay}-{relay_last}")),
             ("RTCBOX_API_KEY", api_key.clone()),
@@ -103,6 +118,8 @@ impl Server {
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             api_key,
             api_secret,
+            turn_port,
+            turn_secret,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
