@@ -14,6 +14,8 @@ use super::server::{self, Server};
 
 /// Bytes per uclient message (the shared test-peers notes' reference command).
 const MESSAGE_BYTES: &str = "170";
+/// rtcbox's `max_allocations_per_username`.
+const CLIENTS_PER_USER: u32 = 10;
 
 fn tool(name: &str) -> anyhow::Result<PathBuf> {
     std::env::var_os("PATH")
@@ -73,30 +75,50 @@ async fn measure(
 ) -> anyhow::Result<Measured> {
     let rss_before = server::rss_bytes(pid)?;
     let cpu_before = server::process_cpu_seconds(pid)?;
-    let out = std::env::temp_dir().join(format!("rtcbox-loadtest-uclient-{pid}.out"));
-    let child = Command::new(tool("turnutils_uclient")?)
-        .args([
-            "-c",
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port.to_string(),
-            "-X",
-            "-g",
-        ])
-        .args(["-n", &messages.to_string(), "-m", &clients.to_string()])
-        .args(["-l", MESSAGE_BYTES, "-u", "loadtest", "-W", secret])
-        .args(["-p", &port.to_string(), "127.0.0.1"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out)?)
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting turnutils_uclient")?;
-    let mut child = Reaped(child);
+    // rtcbox allows 10 allocations per user name, so one uclient per 10 clients, each with a
+    // user name of its own, all at once.
+    let mut runs = Vec::new();
+    let mut left = clients;
+    while left > 0 {
+        let n = left.min(CLIENTS_PER_USER);
+        left -= n;
+        let out =
+            std::env::temp_dir().join(format!("rtcbox-loadtest-uclient-{pid}-{}.out", runs.len()));
+        let child = Command::new(tool("turnutils_uclient")?)
+            .args([
+                "-c",
+                "-e",
+                "127.0.0.1",
+                "-r",
+                &peer_port.to_string(),
+                "-X",
+                "-g",
+            ])
+            .args(["-n", &messages.to_string(), "-m", &n.to_string()])
+            .args([
+                "-l",
+                MESSAGE_BYTES,
+                "-u",
+                &format!("loadtest{}", runs.len()),
+                "-W",
+                secret,
+            ])
+            .args(["-p", &port.to_string(), "127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting turnutils_uclient")?;
+        runs.push((Reaped(child), out));
+    }
     let mut rss_peak = rss_before;
     let started = Instant::now();
     loop {
-        if child.0.try_wait()?.is_some() {
+        let mut running = false;
+        for (child, _) in &mut runs {
+            running |= child.0.try_wait()?.is_none();
+        }
+        if !running {
             break;
         }
         if started.elapsed() > Duration::from_secs(300) {
@@ -110,15 +132,20 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let cpu_seconds = server::process_cpu_seconds(pid)? - cpu_before;
-    let output = std::fs::read_to_string(&out).unwrap_or_default();
-    let _ = std::fs::remove_file(&out);
-    let (sent, received) = totals(&output).with_context(|| {
-        let tail = output.len().saturating_sub(1500);
-        format!(
-            "no totals in uclient's output:\n{}",
-            output.get(tail..).unwrap_or_default()
-        )
-    })?;
+    let (mut sent, mut received) = (0, 0);
+    for (_, out) in runs {
+        let output = std::fs::read_to_string(&out).unwrap_or_default();
+        let _ = std::fs::remove_file(&out);
+        let (s, r) = totals(&output).with_context(|| {
+            let tail = output.len().saturating_sub(1500);
+            format!(
+                "no totals in uclient's output:\n{}",
+                output.get(tail..).unwrap_or_default()
+            )
+        })?;
+        sent += s;
+        received += r;
+    }
     Ok(Measured {
         sent,
         received,
