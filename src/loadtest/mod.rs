@@ -85,8 +85,16 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<ExitCode> {
         // Let the room close and memory settle between scenarios.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    // A failed TURN comparison is reported beside the SFU's results instead of losing them.
     let turn = if args.turn {
-        Some(turn::compare(&server, args.turn_clients, args.turn_messages).await?)
+        match turn::compare(&server, args.turn_clients, args.turn_messages).await {
+            Ok(result) => Some(result),
+            Err(error) => {
+                healthy = false;
+                eprintln!("loadtest: the TURN comparison failed: {error:#}");
+                Some(json!({ "error": format!("{error:#}") }))
+            }
+        }
     } else {
         None
     };

@@ -76,7 +76,7 @@ async fn measure(
     let rss_before = server::rss_bytes(pid)?;
     let cpu_before = server::process_cpu_seconds(pid)?;
     // rtcbox allows 10 allocations per user name, so one uclient per 10 clients, each with a
-    // user name of its own, all at once.
+    // user name and a loopback address of its own, all at once.
     let mut runs = Vec::new();
     let mut left = clients;
     while left > 0 {
@@ -103,6 +103,9 @@ async fn measure(
                 "-W",
                 secret,
             ])
+            // A local address each: parallel uclients pick the same local ports otherwise,
+            // and a reused 5-tuple is an allocation mismatch (437).
+            .args(["-L", &format!("127.0.0.{}", runs.len() + 2)])
             .args(["-p", &port.to_string(), "127.0.0.1"])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out)?)
