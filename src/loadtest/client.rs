@@ -177,9 +177,11 @@ impl Peer {
     }
 
     fn receive(&mut self, from: SocketAddr, data: &[u8]) -> anyhow::Result<()> {
+        let now = Instant::now();
         let receive = Receive::new(Protocol::Udp, from, self.addr, data)?;
-        self.rtc
-            .handle_input(Input::Receive(Instant::now(), receive))?;
+        self.rtc.handle_input(Input::Receive(now, receive))?;
+        // Frame mode depacketizes on a timeout: deliver what is complete now.
+        self.rtc.handle_input(Input::Timeout(now))?;
         Ok(())
     }
 }
@@ -286,8 +288,12 @@ async fn drive(
         let measuring = phase == Phase::Measure;
         // Media due now.
         let now = Instant::now();
-        if publisher.connected {
-            send_media(&mut publisher.rtc, &mut sender, role, shared, now, report)?;
+        if publisher.connected
+            && send_media(&mut publisher.rtc, &mut sender, role, shared, now, report)?
+        {
+            // str0m's pacer sees written media only on a timeout: without one now, frames
+            // would wait for the peer's next deadline and the latency would be ours.
+            publisher.rtc.handle_input(Input::Timeout(now))?;
         }
         // Drain both peers.
         for (is_pub, peer) in [(true, &mut publisher), (false, &mut subscriber)] {
@@ -560,7 +566,7 @@ fn payload_type(
         .ok_or_else(|| anyhow!("{codec:?} not negotiated"))
 }
 
-/// Writes every frame that is due.
+/// Writes every frame that is due; whether it wrote any.
 fn send_media(
     rtc: &mut Rtc,
     sender: &mut Sender,
@@ -568,7 +574,8 @@ fn send_media(
     shared: &Shared,
     now: Instant,
     report: &mut ClientReport,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
+    let mut wrote = false;
     if let Some(mid) = sender.audio_mid {
         let mut due = false;
         while sender.next_audio <= now {
@@ -591,6 +598,7 @@ fn send_media(
             writer.write(pt, now, rtp_time, audio_frame(tag))?;
             sender.audio_index += 1;
             report.frames_sent += 1;
+            wrote = true;
         }
     }
     if let Some(mid) = sender.video_mid {
@@ -620,8 +628,9 @@ fn send_media(
                 )?;
                 sender.video_index[layer] += 1;
                 report.frames_sent += 1;
+                wrote = true;
             }
         }
     }
-    Ok(())
+    Ok(wrote)
 }
