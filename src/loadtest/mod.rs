@@ -68,8 +68,22 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<ExitCode> {
     let server = Server::start(&bin).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = server.rss_bytes()?;
-    let mut results = Vec::new();
     let mut healthy = true;
+    // TURN first, while the server is idle: memory the SFU scenarios freed stays in the
+    // process and would hide what allocations cost. A failure is reported, not fatal.
+    let turn = if args.turn {
+        match turn::compare(&server, args.turn_clients, args.turn_messages).await {
+            Ok(result) => Some(result),
+            Err(error) => {
+                healthy = false;
+                eprintln!("loadtest: the TURN comparison failed: {error:#}");
+                Some(json!({ "error": format!("{error:#}") }))
+            }
+        }
+    } else {
+        None
+    };
+    let mut results = Vec::new();
     for (n, scenario) in args.scenarios.iter().enumerate() {
         let result = run_scenario(
             &server,
@@ -85,19 +99,6 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<ExitCode> {
         // Let the room close and memory settle between scenarios.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    // A failed TURN comparison is reported beside the SFU's results instead of losing them.
-    let turn = if args.turn {
-        match turn::compare(&server, args.turn_clients, args.turn_messages).await {
-            Ok(result) => Some(result),
-            Err(error) => {
-                healthy = false;
-                eprintln!("loadtest: the TURN comparison failed: {error:#}");
-                Some(json!({ "error": format!("{error:#}") }))
-            }
-        }
-    } else {
-        None
-    };
     let report = json!({
         "machine": machine(),
         "server": {
