@@ -135,10 +135,17 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let cpu_seconds = server::process_cpu_seconds(pid)? - cpu_before;
+    // Every output file is read and removed before any is judged, so none is left behind.
+    let outputs: Vec<String> = runs
+        .into_iter()
+        .map(|(_, out)| {
+            let output = std::fs::read_to_string(&out).unwrap_or_default();
+            let _ = std::fs::remove_file(&out);
+            output
+        })
+        .collect();
     let (mut sent, mut received) = (0, 0);
-    for (_, out) in runs {
-        let output = std::fs::read_to_string(&out).unwrap_or_default();
-        let _ = std::fs::remove_file(&out);
+    for output in outputs {
         let (s, r) = totals(&output).with_context(|| {
             let tail = output.len().saturating_sub(1500);
             format!(
