@@ -62,6 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Admin(AdminCommand::ResetPassword) => reset_password(&cli).await,
         Command::Backup(args) => backup(&cli, args).await,
         Command::Restore(args) => restore(&cli, args).await,
+        Command::Loadtest(args) => crate::loadtest::run(args).await,
     }
 }
 

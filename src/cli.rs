@@ -46,6 +46,45 @@ pub enum Command {
     /// Replace the data directory's settings, keys, admin account and certificates with a
     /// backup's, after checking all of it. Stop rtcbox first (or restore from the admin panel).
     Restore(RestoreArgs),
+    /// Measure the SFU: many LiveKit clients in this process against `rtcbox serve` started as
+    /// a child on loopback, beside the machine's floor (SRTP + send). JSON on stdout or --out.
+    Loadtest(LoadtestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadtestArgs {
+    /// Scenarios to run, in order.
+    #[arg(value_enum, default_values_t = [
+        crate::loadtest::Scenario::Audio,
+        crate::loadtest::Scenario::Meeting,
+        crate::loadtest::Scenario::Livestream,
+    ])]
+    pub scenarios: Vec<crate::loadtest::Scenario>,
+    /// Audio publishers in `audio`; participants in `meeting`.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: u32,
+    /// Listeners in `audio`; viewers in `livestream`.
+    #[arg(long, default_value_t = 20)]
+    pub subscribers: u32,
+    /// How long each scenario is measured once everyone joined, e.g. 10s, 1m.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    /// The rtcbox binary to start as the server [default: this one].
+    #[arg(long, value_name = "FILE")]
+    pub server_bin: Option<PathBuf>,
+    /// Write the JSON result here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Also compare TURN with coturn: turnutils_uclient through rtcbox, then through
+    /// turnserver (needs coturn's tools on PATH).
+    #[arg(long)]
+    pub turn: bool,
+    /// Allocations (uclient clients) in the TURN comparison.
+    #[arg(long, default_value_t = 20, requires = "turn")]
+    pub turn_clients: u32,
+    /// Messages each TURN client sends (one every 20 ms).
+    #[arg(long, default_value_t = 500, requires = "turn")]
+    pub turn_messages: u32,
 }
 
 #[derive(Debug, Args)]

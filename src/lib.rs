@@ -26,6 +26,7 @@ pub mod http;
 pub mod import;
 pub mod live;
 pub mod livekit;
+pub mod loadtest;
 pub mod logbuf;
 pub mod matrix;
 pub mod metrics;

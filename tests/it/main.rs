@@ -2,4 +2,5 @@
 
 mod binary;
 mod fuzz;
+mod loadtest;
 mod turn_fuzzing;
