@@ -1,7 +1,8 @@
 //! `rtcbox import` (src/import): the first byte says which reader gets the text (livekit.yaml,
 //! an lk-jwt-service env file, coturn's turnserver.conf), then the plan. Whatever the text,
 //! readers and plan return; every entry's line lies within the text; every value the plan
-//! would store passes the parser the next start uses; a secret never shows in the table.
+//! would store passes the parser the next start uses; a secret never shows in the table (unless
+//! a value that is shown contains its text).
 
 #![no_main]
 
@@ -70,7 +71,13 @@ fuzz_target!(|data: &[u8]| {
             change.key,
             SettingKey::ApiSecret | SettingKey::TurnSharedSecret
         );
-        if secret && change.value.len() >= 8 {
+        // A value that is shown (the API key, say) may itself contain the secret's text: the
+        // file said so, and showing that value is no leak of the secret.
+        let inside_shown = plan
+            .changes
+            .iter()
+            .any(|other| !other.key.is_secret() && other.value.contains(&change.value));
+        if secret && change.value.len() >= 8 && !inside_shown {
             assert!(!table.contains(&change.value), "a secret in the table");
         }
     }
