@@ -14,7 +14,7 @@ from test_trusted_proxies import login
 PROXY = "127.0.0.2"
 
 
-def test_stun_servers_and_trusted_proxies_apply_without_a_restart(start_rtcbox):
+def test_the_check_interval_and_trusted_proxies_apply_without_a_restart(start_rtcbox):
     stun = StunStandIn("127.0.0.5")
     try:
         # The default interval (a minute): a changed answer is not seen within this test...
