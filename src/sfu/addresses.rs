@@ -56,11 +56,6 @@ impl Advertised {
         }
     }
 
-    /// Whether the public IP is followed (no fixed node IP).
-    pub fn is_automatic(&self) -> bool {
-        self.automatic
-    }
-
     /// The public IP in use, in automatic mode.
     pub fn public(&self) -> Option<IpAddr> {
         self.public

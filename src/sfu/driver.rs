@@ -144,11 +144,6 @@ impl SfuSockets {
     pub fn tcp_advertised(&self) -> Vec<SocketAddr> {
         self.advertised.tcp_candidates()
     }
-
-    /// Whether the public IP is followed (no fixed `RTCBOX_NODE_IP`).
-    pub fn is_automatic(&self) -> bool {
-        self.advertised.is_automatic()
-    }
 }
 
 /// Where the media is advertised now, for TURN and the admin panel.
