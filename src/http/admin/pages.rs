@@ -1158,20 +1158,20 @@ pub async fn settings_submit(
     let names: Vec<&'static str> = changes.iter().map(|(key, _)| key.env_name()).collect();
     tracing::info!(settings = ?names, "settings changed in the admin panel");
     let (now, later): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| live.contains(n));
-    let mut message = format!("Saved {}.", names.join(", "));
-    if !now.is_empty() {
-        message += &format!(" In effect now: {}.", now.join(", "));
-    }
-    if !later.is_empty() {
-        message += &format!(" Takes effect when rtcbox restarts: {}.", later.join(", "));
-    }
-    if names.len() == 1 {
-        message = if now.is_empty() {
-            format!("Saved {}. It takes effect when rtcbox restarts.", names[0])
-        } else {
-            format!("Saved {}. It is in effect now.", names[0])
-        };
-    }
+    let message = match (names.as_slice(), now.is_empty()) {
+        ([one], true) => format!("Saved {one}. It takes effect when rtcbox restarts."),
+        ([one], false) => format!("Saved {one}. It is in effect now."),
+        _ => {
+            let mut message = format!("Saved {}.", names.join(", "));
+            if !now.is_empty() {
+                message += &format!(" In effect now: {}.", now.join(", "));
+            }
+            if !later.is_empty() {
+                message += &format!(" Takes effect when rtcbox restarts: {}.", later.join(", "));
+            }
+            message
+        }
+    };
     settings_saved(&state, &session, message).await
 }
 
