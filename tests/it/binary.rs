@@ -20,7 +20,11 @@ fn rtcbox(data_dir: &Path) -> Command {
         .env("RTCBOX_RTC_TCP_PORT", "0")
         .env("RTCBOX_ADMIN_BIND", "127.0.0.1:0")
         // Never the default 8443: parallel tests and the developer's own rtcbox would collide.
-        .env("RTCBOX_HTTPS_BIND", "127.0.0.1:0");
+        .env("RTCBOX_HTTPS_BIND", "127.0.0.1:0")
+        // The public IP is followed by default: it may ask only loopback (a closed port, so
+        // the check fails at once and the media stays on the host's own address), never the
+        // default STUN servers on the internet.
+        .env("RTCBOX_STUN_SERVERS", "127.0.0.1:9");
     command.arg("--data-dir").arg(data_dir);
     command
 }
