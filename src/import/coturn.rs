@@ -9,9 +9,12 @@ pub fn parse(file: &str, text: &str) -> Parsed {
     for (line, trimmed) in super::meaningful_lines(text) {
         // coturn also accepts the command-line spelling `--name=value`.
         let trimmed = trimmed.trim_start_matches('-');
-        let split = trimmed.find(|c: char| c == '=' || c.is_whitespace());
+        // The separator may be any whitespace, and some (U+0085, U+3000) are more than a byte.
+        let split = trimmed
+            .char_indices()
+            .find(|&(_, c)| c == '=' || c.is_whitespace());
         let (name, value) = match split {
-            Some(at) => (&trimmed[..at], trimmed[at + 1..].trim()),
+            Some((at, sep)) => (&trimmed[..at], trimmed[at + sep.len_utf8()..].trim()),
             None => (trimmed, ""),
         };
         let value = value.trim_matches('"');

@@ -280,6 +280,16 @@ fn coturn_forms() {
         "static-auth-secret=ssssssssssssssssssssssssssssssssssss\n",
         &["WARN use-auth-secret is not set, so coturn did not use it"],
     );
+    // A separator of more than one byte (the fuzzer found U+0085 once) splits like a space.
+    check(
+        "",
+        "",
+        "listening-port\u{85}3479\nmin-port\u{3000}49152\n",
+        &[
+            "SET RTCBOX_TURN_PORT=3479 <- turnserver.conf: listening-port (line 1)",
+            "WARN min-port (line 2) is not imported without its partner",
+        ],
+    );
     // Synapse's legacy calls go to coturn's port; LiveKit's embedded TURN port gives way.
     check(
         "turn:\n  enabled: true\n  udp_port: 3478\n",
