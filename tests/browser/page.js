@@ -63,6 +63,7 @@
     return {
       sid: pub.trackSid, kind: pub.kind, source: pub.source, name: pub.trackName,
       subscribed: pub.isSubscribed, muted: pub.isMuted, mimeType: pub.mimeType,
+      encrypted: pub.isEncrypted,
       streamState: pub.track?.streamState,
     };
   }
@@ -128,12 +129,23 @@
     if (opts.publishDefaults) {
       options.publishDefaults = Object.assign({}, options.publishDefaults, opts.publishDefaults);
     }
+    // End-to-end encryption with one shared key (Element Call derives per-participant keys; the
+    // frames on the wire look the same to an SFU).
+    let keyProvider = null;
+    if (opts.e2eeKey) {
+      keyProvider = new LK.ExternalE2EEKeyProvider();
+      options.e2ee = { keyProvider, worker: new Worker('/livekit-client.e2ee.worker.js') };
+    }
     room = new Room(options);
     window.room = room; // for poking at it by hand with a headed browser
     wire(room);
     const connectOptions = Object.assign({ autoSubscribe: true }, opts.connectOptions ?? {});
     note('connect', { wsUrl, options: Object.keys(options), connectOptions });
     try {
+      if (keyProvider) {
+        await keyProvider.setKey(opts.e2eeKey);
+        await room.setE2EEEnabled(true);
+      }
       await room.connect(wsUrl, token, connectOptions);
       note('connectResolved', { room: room.name, serverInfo: room.serverInfo });
       return { ok: true, localIdentity: room.localParticipant.identity, serverInfo: room.serverInfo ?? null };
@@ -168,6 +180,7 @@
         identity: p.identity, sid: p.sid, tracks: [...p.trackPublications.values()].map(trackInfo),
       })),
       canPlaybackAudio: room.canPlaybackAudio,
+      e2eeEnabled: room.isE2EEEnabled,
     };
   }
 

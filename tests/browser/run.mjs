@@ -5,7 +5,8 @@
 //
 // Config: {
 //   "wsUrl": "ws://127.0.0.1:PORT",                  the SFU's signaling URL
-//   "peers": [{"identity": "alice", "token": "JWT"}, ...],   one page each (two for a call)
+//   "peers": [{"identity": "alice", "token": "JWT"}, ...],   one page each (two for a call);
+//            a peer's "e2eeKey": "..." turns on livekit-client's E2EE with that shared key
 //   "profile": "element-call" | "default",           Room options: Element Call's or the SDK's
 //   "roomOptions": {...}, "publishDefaults": {...}, "connectOptions": {...}   overrides
 //   "observeMs": 6000,        how long to watch media after every peer has subscribed
@@ -63,6 +64,8 @@ const FILES = {
   '/page.js': ['page.js', 'text/javascript; charset=utf-8'],
   '/livekit-client.umd.js': ['node_modules/livekit-client/dist/livekit-client.umd.js', 'text/javascript; charset=utf-8'],
   '/livekit-client.umd.js.map': ['node_modules/livekit-client/dist/livekit-client.umd.js.map', 'application/json'],
+  // The frame cryptor worker of livekit-client's E2EE (pages given an `e2eeKey`).
+  '/livekit-client.e2ee.worker.js': ['node_modules/livekit-client/dist/livekit-client.e2ee.worker.js', 'text/javascript; charset=utf-8'],
 };
 
 function servePage() {
@@ -103,6 +106,7 @@ class Peer {
   constructor(spec, index) {
     this.identity = spec.identity ?? `peer${index}`;
     this.token = spec.token;
+    this.e2eeKey = spec.e2eeKey;
     this.console = [];
     this.network = [];
     this.runnerErrors = [];
@@ -304,7 +308,7 @@ async function main() {
     };
     const connected = await Promise.all(peers.map((p) => p.call(
       ([url, token, o]) => window.rtcbox.connect(url, token, o),
-      [opts.wsUrl, p.token, connectArgs], opts.connectTimeoutMs, 'room.connect')));
+      [opts.wsUrl, p.token, { ...connectArgs, e2eeKey: p.e2eeKey }], opts.connectTimeoutMs, 'room.connect')));
     connected.forEach((c, i) => {
       peers[i].result.connected = !!c.ok;
       peers[i].result.connect = c;
@@ -358,6 +362,10 @@ async function main() {
       await sampleAll();
     }
     step('observe media', startedAt, { samples: samples[0].length });
+    // What each page knows of the call before leaving (leaving clears it): tracks, encryption.
+    await Promise.all(peers.map(async (p) => {
+      p.result.stateBeforeLeave = await within(p.page.evaluate(() => window.rtcbox.state()), 5000, () => null);
+    }));
 
     let ok = allSubscribed;
     peers.forEach((peer, i) => {
