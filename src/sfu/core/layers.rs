@@ -14,8 +14,13 @@ use str0m::media::Rid;
 use super::{ParticipantKey, Sfu};
 use crate::sfu::forward::Layer;
 
-/// A simulcast layer without packets for this long is considered off.
+/// A layer without packets for this long is considered off (the publisher may have paused).
 const LAYER_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A simulcast layer silent this long while another layer of its track still sends is
+/// considered off sooner: the publisher is there and dropped this layer, so its subscribers
+/// move down now instead of seeing a frozen picture for [`LAYER_TIMEOUT`]. Longer than the
+/// frame interval of anything down to 2 fps.
+const LAYER_STOPPED: Duration = Duration::from_millis(500);
 /// A publisher is asked for more layers at once, for fewer only after they went unwatched
 /// this long (a subscriber resizing a tile back and forth does not toggle encoders).
 const DYNACAST_LOWER_AFTER: Duration = Duration::from_secs(3);
@@ -31,9 +36,7 @@ impl Sfu {
         for p in self.participants.values() {
             sids.insert(p.key, p.sid.clone());
             for t in &p.tracks {
-                let live = t.layer_seen.map(|seen| {
-                    seen.is_some_and(|s| now.saturating_duration_since(s) < LAYER_TIMEOUT)
-                });
+                let live = live_layers(t.layer_seen, now);
                 let ever = t.layer_seen.iter().any(Option::is_some);
                 layers.insert(t.info.sid.clone(), (live, ever, t.info.muted));
             }
@@ -51,9 +54,17 @@ impl Sfu {
                 };
                 if let Some(target) = target
                     && sub.video
-                    && target != sub.forwarder.target()
                 {
-                    sub.forwarder.set_target(target);
+                    if target != sub.forwarder.target() {
+                        sub.forwarder.set_target(target);
+                    }
+                    // A subscriber on a layer that stopped restarts on any live one at once.
+                    if let Some(current) = sub.forwarder.current()
+                        && current != target
+                        && !live[current as usize % 3]
+                    {
+                        sub.forwarder.current_lost();
+                    }
                 }
                 // A track that never sent yet, or is muted, keeps its state: clients show
                 // those on their own.
@@ -201,6 +212,18 @@ pub(super) fn layer_of(rid: Option<Rid>) -> Layer {
         Some(_) => 0,
         None => 0,
     }
+}
+
+/// Which layers of a track are live: each heard from within [`LAYER_TIMEOUT`], and not
+/// [`LAYER_STOPPED`] behind the track's newest packet.
+pub(super) fn live_layers(seen: [Option<Instant>; 3], now: Instant) -> [bool; 3] {
+    let newest = seen.iter().flatten().max().copied();
+    seen.map(|s| {
+        s.zip(newest).is_some_and(|(s, newest)| {
+            now.saturating_duration_since(s) < LAYER_TIMEOUT
+                && newest.saturating_duration_since(s) < LAYER_STOPPED
+        })
+    })
 }
 
 /// The best live layer not above `wanted`, else the lowest live one.
