@@ -1573,3 +1573,50 @@ fn a_subscriber_whose_layer_stops_moves_down_without_a_long_freeze() {
         "no gap in the sequence numbers across the switch"
     );
 }
+
+/// Asks for one quality of every track of `publisher` the client on `conn` subscribes to.
+fn ask_quality(h: &mut Harness, conn: ConnId, publisher: &str, quality: proto::VideoQuality) {
+    let track_sids = h
+        .sfu
+        .participant("room", publisher)
+        .expect("the publisher")
+        .tracks
+        .iter()
+        .map(|t| t.sid.clone())
+        .collect();
+    h.send(
+        conn,
+        signal_request::Message::TrackSetting(proto::UpdateTrackSettings {
+            track_sids,
+            quality: quality as i32,
+            ..Default::default()
+        }),
+    );
+}
+
+#[test]
+fn a_subscriber_gets_the_layer_it_asks_for_down_and_back_up() {
+    let mut h = Harness::new();
+    h.join(1, "alice");
+    let mid = h.publish_simulcast_video(1, "cam-1");
+    h.join(2, "bob");
+    h.advance(Duration::from_millis(500));
+    let mut cam = Camera::new(mid, [30, 30, 30], true);
+    cam.film(&mut h, 20);
+    let last_layer = |h: &Harness| layers_received(h, 2).last().map(|(l, _)| *l);
+    assert_eq!(last_layer(&h), Some(2));
+    for (quality, layer) in [
+        (proto::VideoQuality::Low, 0),
+        (proto::VideoQuality::High, 2),
+        (proto::VideoQuality::Medium, 1),
+        (proto::VideoQuality::High, 2),
+    ] {
+        ask_quality(&mut h, 2, "alice", quality);
+        cam.film(&mut h, 10);
+        assert_eq!(last_layer(&h), Some(layer), "asked for {quality:?}");
+    }
+    assert!(
+        h.clients[&2].received.iter().skip(1).all(|d| d.contiguous),
+        "no gap in the sequence numbers across the switches"
+    );
+}

@@ -11,7 +11,13 @@
 //   "observeMs": 6000,        how long to watch media after every peer has subscribed
 //   "connectTimeoutMs": 20000, "subscribeTimeoutMs": 20000, "deadlineMs": 90000,
 //   "minFrames": 10, "minAudioPackets": 10,   what the runner's own verdict (`ok`) requires
-//   "logLevel": "info"        livekit-client's log level (its logs land in each page's console)
+//   "logLevel": "info",       livekit-client's log level (its logs land in each page's console)
+//   "qualitySwitch": {"subscriber": ID, "publisher": ID, "steps": ["low", "high"], "timeoutMs": 30000}
+//                             after observing: the subscriber asks for each quality of the
+//                             publisher's camera in turn; each step polls both pages' stats every
+//                             250 ms until the received frame width is the publisher's width for
+//                             that layer (q for low, h for medium, f for high) or the timeout, and
+//                             records the samples and the time it took (report.qualitySwitches)
 // }
 // Prints one JSON document on stdout (progress goes to stderr) and exits 0 when the call worked
 // (every peer connected, saw every other peer, and decoded video frames and received audio packets
@@ -203,6 +209,49 @@ function totals(sample, identity) {
   };
 }
 
+// The subscriber asks for each quality of the publisher's camera in turn and watches, through
+// both browsers' own stats, for the frames it decodes to have that layer's width.
+async function switchQualities(peers, spec) {
+  const subscriber = peers.find((p) => p.identity === spec.subscriber);
+  const publisher = peers.find((p) => p.identity === spec.publisher);
+  const rids = { low: 'q', medium: 'h', high: 'f' };
+  const steps = [];
+  for (const quality of spec.steps) {
+    const startedAt = Date.now();
+    const tracks = await subscriber.page.evaluate(([id, q]) => window.rtcbox.setVideoQuality(id, q),
+      [publisher.identity, quality]);
+    const step = { quality, rid: rids[quality], tracks, reached: false, samples: [] };
+    while (Date.now() - startedAt < (spec.timeoutMs ?? 30000)) {
+      const [mine, theirs] = await Promise.all([subscriber, publisher].map((p) => within(
+        p.page.evaluate(() => window.rtcbox.stats()), 5000, () => ({ inbound: [], outbound: [] }))));
+      const inbound = mine.inbound.find((s) => s.identity === publisher.identity && s.kind === 'video');
+      const layers = Object.fromEntries(theirs.outbound.filter((s) => s.kind === 'video' && s.rid)
+        .map((s) => [s.rid, {
+          width: s.frameWidth, active: s.active, framesEncoded: s.framesEncoded, pliCount: s.pliCount,
+          limitation: s.qualityLimitationReason,
+        }]));
+      const sample = {
+        ms: Date.now() - startedAt, width: inbound?.frameWidth, framesDecoded: inbound?.framesDecoded,
+        keyFramesDecoded: inbound?.keyFramesDecoded, layers,
+      };
+      step.samples.push(sample);
+      if (step.samples.length > 200) step.samples.splice(1, 1);
+      const wanted = layers[step.rid];
+      if (inbound?.frameWidth && wanted?.active !== false && wanted?.width === inbound.frameWidth) {
+        step.reached = true;
+        step.ms = sample.ms;
+        break;
+      }
+      await sleep(250);
+    }
+    step.last = step.samples[step.samples.length - 1];
+    log(`quality ${quality}: ${step.reached ? `width ${step.last.width} after ${step.ms} ms` : 'not reached'}`,
+      JSON.stringify(step.last));
+    steps.push(step);
+  }
+  return steps;
+}
+
 async function main() {
   const config = readConfig();
   const opts = {
@@ -390,6 +439,8 @@ async function main() {
       peer.result.lastStats = last;
     });
     if (!peers.every((p) => p.result.connected && p.result.published)) ok = false;
+
+    if (opts.qualitySwitch) report.qualitySwitches = await switchQualities(peers, opts.qualitySwitch);
 
     // 5. Leave cleanly (the SFU sees a LeaveRequest), so its logs end the way a real call does.
     startedAt = Date.now();
