@@ -67,6 +67,13 @@ pub struct Client {
     /// The simulcast layers (rids) its publisher was asked for a keyframe on, not yet taken
     /// ([`Harness::take_keyframe_request`]).
     pub keyframe_requests: Vec<Option<Rid>>,
+    /// A bottleneck before its subscriber connection: at most this many bits per second
+    /// arrive (a token bucket holding 150 ms of it), the rest is dropped (0: none).
+    pub downlink_bps: u64,
+    bucket: f64,
+    bucket_at: Option<Instant>,
+    /// Datagrams the bottleneck dropped.
+    pub downlink_dropped: u64,
     /// A lossy uplink: every n-th datagram it sends is lost (0: none).
     pub drop_every: u32,
     sent: u32,
@@ -478,6 +485,10 @@ impl Harness {
             let rtc = if t.destination == client.publisher_addr {
                 &mut client.publisher
             } else if t.destination == client.subscriber_addr {
+                if !client.bottleneck_passes(now, t.contents.len()) {
+                    client.downlink_dropped += 1;
+                    return;
+                }
                 &mut client.subscriber
             } else {
                 continue;
@@ -520,9 +531,33 @@ impl Client {
             identity: String::new(),
             sid: String::new(),
             keyframe_requests: Vec::new(),
+            downlink_bps: 0,
+            bucket: 0.0,
+            bucket_at: None,
+            downlink_dropped: 0,
             drop_every: 0,
             sent: 0,
         }
+    }
+
+    /// Whether a datagram of `bytes` gets through the subscriber's bottleneck at `now`.
+    fn bottleneck_passes(&mut self, now: Instant, bytes: usize) -> bool {
+        if self.downlink_bps == 0 {
+            self.bucket_at = None;
+            return true;
+        }
+        let rate = self.downlink_bps as f64 / 8.0;
+        let depth = rate * 0.15;
+        let since = self.bucket_at.map_or(depth / rate, |at| {
+            now.saturating_duration_since(at).as_secs_f64()
+        });
+        self.bucket = (self.bucket + since * rate).min(depth);
+        self.bucket_at = Some(now);
+        if self.bucket < bytes as f64 {
+            return false;
+        }
+        self.bucket -= bytes as f64;
+        true
     }
 
     /// Handles a message from the core; returns the client's replies (answers, candidates).
@@ -1453,6 +1488,7 @@ fn a_lossy_uplink_shows_in_the_nack_counters() {
 /// Frame sizes per simulcast layer (q, h, f), so a received frame tells its layer.
 const LAYER_BYTES: [usize; 3] = [300, 1000, 3000];
 const RIDS: [&str; 3] = ["q", "h", "f"];
+const AUDIO_BYTES: usize = 80;
 
 /// A simulcast camera on the publisher on connection 1, filming at 10 fps.
 struct Camera {
@@ -1465,6 +1501,8 @@ struct Camera {
     key_every: [u64; 3],
     /// Whether a keyframe request is answered with a keyframe on the next frame.
     answers_requests: bool,
+    /// A microphone on this m-line, sending a frame every 20 ms.
+    mic: Option<Mid>,
 }
 
 impl Camera {
@@ -1476,6 +1514,7 @@ impl Camera {
             sending: [true; 3],
             key_every,
             answers_requests,
+            mic: None,
         }
     }
 
@@ -1491,7 +1530,13 @@ impl Camera {
                 let bytes = LAYER_BYTES[layer];
                 h.write_layer(1, self.mid, RIDS[layer], self.elapsed, key, bytes);
             }
-            h.advance(Duration::from_millis(100));
+            for n in 0..5 {
+                let at = self.elapsed + Duration::from_millis(20 * n);
+                if let Some(mic) = self.mic {
+                    h.write_audio(1, mic, at, &[7; AUDIO_BYTES]);
+                }
+                h.advance(Duration::from_millis(20));
+            }
             self.elapsed += Duration::from_millis(100);
             self.frame += 1;
         }
@@ -1503,12 +1548,11 @@ fn layers_received(h: &Harness, conn: ConnId) -> Vec<(usize, Instant)> {
     h.clients[&conn]
         .received
         .iter()
-        .map(|data| {
+        .filter_map(|data| {
             let layer = LAYER_BYTES
                 .iter()
-                .position(|bytes| *bytes == data.data.len())
-                .expect("a frame of one of the layers");
-            (layer, data.network_time)
+                .position(|bytes| *bytes == data.data.len())?;
+            Some((layer, data.network_time))
         })
         .collect()
 }
@@ -1619,4 +1663,70 @@ fn a_subscriber_gets_the_layer_it_asks_for_down_and_back_up() {
         h.clients[&2].received.iter().skip(1).all(|d| d.contiguous),
         "no gap in the sequence numbers across the switches"
     );
+}
+
+/// The audio frames the client on `conn` received.
+fn audio_received(h: &Harness, conn: ConnId) -> usize {
+    h.clients[&conn]
+        .received
+        .iter()
+        .filter(|data| data.data.len() == AUDIO_BYTES)
+        .count()
+}
+
+#[test]
+fn a_subscriber_behind_a_bottleneck_keeps_audio_drops_a_layer_and_climbs_back() {
+    let mut h = Harness::new();
+    h.join(1, "alice");
+    let mid = h.publish_simulcast_video(1, "cam-1");
+    let mic = h.publish_audio(1, "mic-1");
+    h.join(2, "bob");
+    h.advance(Duration::from_millis(500));
+    let mut cam = Camera::new(mid, [50, 50, 50], true);
+    cam.mic = Some(mic);
+    cam.film(&mut h, 30);
+    let last_layer = |h: &Harness| layers_received(h, 2).last().map(|(l, _)| *l);
+    assert_eq!(
+        last_layer(&h),
+        Some(2),
+        "an open link carries the top layer"
+    );
+
+    // 200 kbit/s: audio and the middle layer fit (~150 kbit/s), the top one (~300) does not.
+    h.clients.get_mut(&2).expect("bob").downlink_bps = 200_000;
+    cam.film(&mut h, 100);
+    assert!(h.clients[&2].downlink_dropped > 0, "the bottleneck bites");
+    let (frames, audio) = (layers_received(&h, 2).len(), audio_received(&h, 2));
+    let dropped = h.clients[&2].downlink_dropped;
+    cam.film(&mut h, 100);
+    let layers: Vec<usize> = layers_received(&h, 2)[frames..]
+        .iter()
+        .map(|(l, _)| *l)
+        .collect();
+    let audio = audio_received(&h, 2) - audio;
+    let lost = h.clients[&2].downlink_dropped - dropped;
+    let top = layers.iter().filter(|l| **l == 2).count();
+    eprintln!(
+        "behind the bottleneck, 10 s: {} frames ({top} of the top layer), {audio} audio frames, {lost} datagrams lost",
+        layers.len()
+    );
+    assert!(layers.len() >= 80, "bob still sees video");
+    assert!(audio >= 480, "bob still hears alice");
+    assert!(
+        layers.iter().all(|l| *l >= 1),
+        "bob stays on the middle layer, not ratcheted down to the lowest"
+    );
+    assert!(
+        top < layers.len() / 2,
+        "mostly the middle layer: {layers:?}"
+    );
+    assert!(
+        lost < dropped,
+        "fewer datagrams lost than while on the top layer"
+    );
+
+    // The bottleneck goes: bob is back on the top layer once a probe up succeeds.
+    h.clients.get_mut(&2).expect("bob").downlink_bps = 0;
+    cam.film(&mut h, 250);
+    assert_eq!(last_layer(&h), Some(2), "bob climbed back");
 }

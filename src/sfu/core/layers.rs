@@ -11,6 +11,7 @@ use livekit_protocol as proto;
 use proto::signal_response;
 use str0m::media::Rid;
 
+use super::bandwidth::Candidate;
 use super::{ParticipantKey, Sfu};
 use crate::sfu::forward::Layer;
 
@@ -30,25 +31,45 @@ impl Sfu {
     /// else the lowest live one. Subscribers are told when a subscription pauses (they
     /// disabled it, or its publisher stopped sending every layer) or resumes.
     pub(super) fn allocate_layers(&mut self, now: Instant) {
-        // Per track: which layers are live, whether any ever was, muted.
-        let mut layers: HashMap<String, ([bool; 3], bool, bool)> = HashMap::new();
+        // Per track: which layers are live, whether any ever was, muted, a screen share.
+        let mut layers: HashMap<String, ([bool; 3], bool, bool, bool)> = HashMap::new();
         let mut sids: HashMap<ParticipantKey, String> = HashMap::new();
         for p in self.participants.values() {
             sids.insert(p.key, p.sid.clone());
             for t in &p.tracks {
                 let live = live_layers(t.layer_seen, now);
                 let ever = t.layer_seen.iter().any(Option::is_some);
-                layers.insert(t.info.sid.clone(), (live, ever, t.info.muted));
+                let screen = t.info.source == proto::TrackSource::ScreenShare as i32;
+                layers.insert(t.info.sid.clone(), (live, ever, t.info.muted, screen));
             }
         }
         let mut states: Vec<(ParticipantKey, proto::StreamStateInfo)> = Vec::new();
         for p in self.participants.values_mut() {
+            // The downlink's evidence of congestion caps its video layers.
+            let candidates: Vec<Candidate<'_>> = p
+                .subs
+                .iter()
+                .filter(|s| s.video && !s.disabled)
+                .filter_map(|s| {
+                    let (live, _, _, screen_share) = layers.get(&s.track_sid)?;
+                    let capped = s.wanted.min(p.downlink.cap(&s.track_sid).unwrap_or(2));
+                    Some(Candidate {
+                        track_sid: &s.track_sid,
+                        layer: choose_layer(*live, capped)?,
+                        uncapped: choose_layer(*live, s.wanted)?,
+                        screen_share: *screen_share,
+                    })
+                })
+                .collect();
+            p.downlink.allocate(now, &candidates);
+            drop(candidates);
             for sub in p.subs.iter_mut() {
-                let Some((live, ever, muted)) = layers.get(&sub.track_sid) else {
+                let Some((live, ever, muted, _)) = layers.get(&sub.track_sid) else {
                     continue;
                 };
                 let target = if sub.video {
-                    choose_layer(*live, sub.wanted)
+                    let cap = p.downlink.cap(&sub.track_sid).unwrap_or(2);
+                    choose_layer(*live, sub.wanted.min(cap))
                 } else {
                     Some(0)
                 };
