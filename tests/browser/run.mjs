@@ -12,6 +12,8 @@
 //   "connectTimeoutMs": 20000, "subscribeTimeoutMs": 20000, "deadlineMs": 90000,
 //   "minFrames": 10, "minAudioPackets": 10,   what the runner's own verdict (`ok`) requires
 //   "logLevel": "info",       livekit-client's log level (its logs land in each page's console)
+//   "chromium": "/usr/bin/chromium",  the browser (a wrapper that starts it in a namespace)
+//   "pageHost": "127.0.0.1",  the loopback or test-namespace address the page is served on
 //   "qualitySwitch": {"subscriber": ID, "publisher": ID, "steps": ["low", "high"], "timeoutMs": 30000}
 //                             after observing: the subscriber asks for each quality of the
 //                             publisher's camera in turn; each step polls both pages' stats every
@@ -71,7 +73,7 @@ const FILES = {
   '/livekit-client.umd.js.map': ['node_modules/livekit-client/dist/livekit-client.umd.js.map', 'application/json'],
 };
 
-function servePage() {
+function servePage(host) {
   const server = createServer(async (req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
     const file = FILES[path];
@@ -92,7 +94,7 @@ function servePage() {
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve(server));
+    server.listen(0, host, () => resolve(server));
   });
 }
 
@@ -256,9 +258,10 @@ async function main() {
   const config = readConfig();
   const opts = {
     profile: 'element-call', observeMs: 6000, connectTimeoutMs: 20000, subscribeTimeoutMs: 20000,
-    deadlineMs: 90000, minFrames: 10, minAudioPackets: 10, logLevel: 'info', ...config,
+    deadlineMs: 90000, minFrames: 10, minAudioPackets: 10, logLevel: 'info', pageHost: '127.0.0.1',
+    ...config,
   };
-  const executablePath = process.env.RTCBOX_CHROMIUM || opts.chromium || '/usr/bin/chromium';
+  const executablePath = opts.chromium || process.env.RTCBOX_CHROMIUM || '/usr/bin/chromium';
   const peers = (opts.peers ?? []).map((p, i) => new Peer(p, i));
   const report = {
     ok: false, versions: {}, chromium: executablePath, page: null, steps: [], peers: [], errors: [],
@@ -296,13 +299,17 @@ async function main() {
     if (!existsSync(join(here, FILES['/livekit-client.umd.js'][0]))) {
       throw new Error('livekit-client is not installed: run `npm ci` in tests/browser');
     }
-    server = await servePage();
-    const pageUrl = `http://127.0.0.1:${server.address().port}/`;
+    server = await servePage(opts.pageHost);
+    const pageUrl = `http://${opts.pageHost}:${server.address().port}/`;
     report.page = pageUrl;
 
     let startedAt = Date.now();
     browser = await chromium.launch({
-      executablePath, headless: true, args: CHROMIUM_ARGS, timeout: 30000,
+      executablePath, headless: true, timeout: 30000,
+      // Camera and microphone need a secure context: a page served on a test namespace's
+      // address is declared one.
+      args: opts.pageHost === '127.0.0.1' ? CHROMIUM_ARGS
+        : [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${pageUrl.slice(0, -1)}`],
       // Playwright mutes audio output by default; play the received audio as a user would hear it.
       ignoreDefaultArgs: ['--mute-audio'],
     });
@@ -437,6 +444,14 @@ async function main() {
       peer.result.audioPacketsReceived = [sumOver(first, 'audioPackets'), sumOver(last, 'audioPackets')];
       peer.result.audioSamplesReceived = [sumOver(first, 'audioSamples'), sumOver(last, 'audioSamples')];
       peer.result.lastStats = last;
+      // Per sample: each received video stream's width, frames decoded, bytes, loss and NACKs,
+      // and the audio packets received.
+      peer.result.timeline = samples[i].map((sample) => ({
+        t: sample.t,
+        video: sample.inbound.filter((v) => v.kind === 'video')
+          .map((v) => [v.frameWidth, v.framesDecoded, v.bytesReceived, v.packetsLost, v.nackCount]),
+        audioPackets: sample.inbound.filter((a) => a.kind === 'audio').reduce((n, a) => n + (a.packetsReceived ?? 0), 0),
+      }));
     });
     if (!peers.every((p) => p.result.connected && p.result.published)) ok = false;
 

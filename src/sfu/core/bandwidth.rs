@@ -97,8 +97,14 @@ impl Downlink {
     pub(super) fn allocate(&mut self, now: Instant, subs: &[Candidate<'_>]) {
         match self.look(now, subs.iter().any(|s| s.layer < s.uncapped)) {
             Step::Hold => {}
-            Step::Down => self.step_down(subs),
-            Step::Up => self.step_up(now, subs),
+            Step::Down => {
+                tracing::debug!("downlink congested: a video subscription steps down");
+                self.step_down(subs)
+            }
+            Step::Up => {
+                tracing::debug!("downlink clean: a video subscription steps up on trial");
+                self.step_up(now, subs)
+            }
         }
         // Caps of tracks no longer subscribed go.
         self.caps
@@ -126,6 +132,7 @@ impl Downlink {
             if loss > CONGESTED {
                 // The step up did not fit: back, and wait longer before the next. (Evidence
                 // from before the step was clean, so congestion now is the step's.)
+                tracing::debug!(loss, "downlink congested on trial: the step up is undone");
                 self.restore(sid, before);
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 self.settled_at = Some(now + SETTLE);
