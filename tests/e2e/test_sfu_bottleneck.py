@@ -80,7 +80,9 @@ def test_subscribers_behind_a_bottleneck_drop_a_layer_and_keep_audio(
             assert peer["connected"] and peer["published"], f"{identity}\n{why}"
             assert len(timeline) >= OBSERVE_S // 2, f"{identity}: too few samples\n{why}"
             # The last WINDOW samples (one a second): video still decoded, audio still
-            # flowing, mostly below 720p (a probe up may show the top layer for a moment).
+            # flowing, mostly below 720p (probes up show the top layer for a few seconds; five
+            # runs here had 10 to 15 of 15 samples below it, without the caps 0 of 15 and no
+            # frame decoded).
             window = timeline[-WINDOW:]
             first, last = window[0], window[-1]
             assert first["video"] and last["video"], f"{identity} receives no video\n{why}"
@@ -92,7 +94,7 @@ def test_subscribers_behind_a_bottleneck_drop_a_layer_and_keep_audio(
                   f"{lower} of {WINDOW} samples below 720p, {nacks} NACKs sent in all")
             assert frames >= 4 * WINDOW, f"{identity}'s video froze: {frames} frames\n{why}"
             assert audio >= 30 * WINDOW, f"{identity}'s audio stopped: {audio} packets\n{why}"
-            assert lower >= WINDOW * 2 // 3, \
+            assert lower > WINDOW // 2, \
                 f"{identity} mostly gets the top layer behind the bottleneck\n{why}"
             assert nacks > 0, f"{identity} never asked for a retransmission: no loss?\n{why}"
         assert lossy.dropped > 0, f"the lossy path lost nothing\n{why}"
