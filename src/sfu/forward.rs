@@ -23,7 +23,8 @@ pub enum Verdict {
     Forward { seq: u64, ts: u32 },
     /// Not for this subscriber (another layer, or too old).
     Drop,
-    /// The target layer has packets but the subscriber cannot start on them: ask for a keyframe.
+    /// A layer the subscriber could move to has packets but it cannot start on them: ask for a
+    /// keyframe on that layer.
     NeedKeyframe,
 }
 
@@ -47,13 +48,23 @@ impl Forwarder {
         self.current
     }
 
-    /// The layer the subscriber should move to; the move happens at that layer's next keyframe.
+    /// The layer the subscriber should move to. Down: at that layer's next keyframe, the old
+    /// layer flowing until then. Up: at the next keyframe of any layer between the current one
+    /// and the target, so the picture improves as soon as it can.
     pub fn set_target(&mut self, layer: Layer) {
         self.target = layer;
     }
 
+    /// The current layer stopped (its publisher no longer sends it): the subscriber restarts
+    /// on the next keyframe of any layer up to the target, numbers continuing where they were.
+    pub fn current_lost(&mut self) {
+        self.current = None;
+    }
+
     /// Decides about one incoming packet. `seq` is the publisher's extended sequence number.
-    /// Video may only start or switch on a keyframe; audio starts anywhere.
+    /// Video may only start or switch on a keyframe; audio starts anywhere. A subscriber that
+    /// receives nothing yet starts on the first keyframe of any layer up to the target (the
+    /// best one available) and climbs from there.
     pub fn handle(
         &mut self,
         layer: Layer,
@@ -62,21 +73,28 @@ impl Forwarder {
         keyframe: bool,
         video: bool,
     ) -> Verdict {
-        if Some(layer) == self.current && layer == self.target {
-            return self.rewrite(seq, ts);
-        }
         if Some(layer) == self.current {
-            // Keep the old layer flowing until the target's keyframe arrives.
+            // The current layer flows until a keyframe elsewhere moves the subscriber.
             return self.rewrite(seq, ts);
         }
-        if layer == self.target {
-            if video && !keyframe {
-                return Verdict::NeedKeyframe;
-            }
-            self.switch_to(layer, seq, ts, video);
-            return self.rewrite(seq, ts);
+        let may_switch = match self.current {
+            None => layer <= self.target,
+            Some(current) if current < self.target => current < layer && layer <= self.target,
+            Some(_) => layer == self.target,
+        };
+        if !may_switch {
+            return Verdict::Drop;
         }
-        Verdict::Drop
+        if video && !keyframe {
+            // Starting: any layer's keyframe will do, so ask each. Climbing: only the target's.
+            return if self.current.is_none() || layer == self.target {
+                Verdict::NeedKeyframe
+            } else {
+                Verdict::Drop
+            };
+        }
+        self.switch_to(layer, seq, ts, video);
+        self.rewrite(seq, ts)
     }
 
     fn switch_to(&mut self, layer: Layer, seq: u64, ts: u32, video: bool) {
@@ -134,14 +152,42 @@ mod tests {
     }
 
     #[test]
-    fn video_waits_for_a_keyframe_then_switches_layers_seamlessly() {
+    fn video_starts_on_the_first_keyframe_of_any_layer_then_climbs_to_the_target() {
         let mut f = Forwarder::new(2);
         assert_eq!(f.handle(2, 100, 9000, false, true), Verdict::NeedKeyframe);
+        assert_eq!(f.handle(0, 4999, 0, false, true), Verdict::NeedKeyframe);
+        // The low layer's keyframe comes first: the subscriber starts there at once.
         assert_eq!(
             f.handle(0, 5000, 1, true, true),
-            Verdict::Drop,
-            "not the target layer"
+            Verdict::Forward { seq: 5000, ts: 1 }
         );
+        assert_eq!(f.current(), Some(0));
+        // While climbing, only the target's keyframe is asked for; the middle layer's is taken
+        // if it comes.
+        assert_eq!(f.handle(2, 101, 12000, false, true), Verdict::NeedKeyframe);
+        assert_eq!(f.handle(1, 700, 80, false, true), Verdict::Drop);
+        assert_eq!(
+            f.handle(1, 701, 3080, true, true),
+            Verdict::Forward {
+                seq: 5001,
+                ts: 3001
+            }
+        );
+        assert_eq!(f.handle(0, 5001, 3001, false, true), Verdict::Drop);
+        assert_eq!(
+            f.handle(2, 102, 15000, true, true),
+            Verdict::Forward {
+                seq: 5002,
+                ts: 6001
+            }
+        );
+        assert_eq!(f.handle(1, 702, 6080, true, true), Verdict::Drop);
+        assert_eq!(f.current(), Some(2));
+    }
+
+    #[test]
+    fn video_moves_down_at_the_lower_layers_keyframe_without_a_gap_in_numbers() {
+        let mut f = Forwarder::new(2);
         assert_eq!(
             f.handle(2, 101, 12000, true, true),
             Verdict::Forward {
@@ -149,21 +195,14 @@ mod tests {
                 ts: 12000
             }
         );
-        assert_eq!(
-            f.handle(2, 102, 12000, false, true),
-            Verdict::Forward {
-                seq: 102,
-                ts: 12000
-            }
-        );
-
         f.set_target(0);
         // The old layer keeps flowing until the new one has a keyframe.
         assert_eq!(f.handle(0, 5001, 77, false, true), Verdict::NeedKeyframe);
+        assert_eq!(f.handle(1, 900, 77, true, true), Verdict::Drop);
         assert_eq!(
-            f.handle(2, 103, 15000, false, true),
+            f.handle(2, 102, 15000, false, true),
             Verdict::Forward {
-                seq: 103,
+                seq: 102,
                 ts: 15000
             }
         );
@@ -171,19 +210,35 @@ mod tests {
         assert_eq!(
             f.handle(0, 5002, 80, true, true),
             Verdict::Forward {
-                seq: 104,
+                seq: 103,
                 ts: 18000
             }
         );
-        assert_eq!(f.handle(2, 104, 18000, false, true), Verdict::Drop);
+        assert_eq!(f.handle(2, 103, 18000, false, true), Verdict::Drop);
         assert_eq!(
             f.handle(0, 5003, 3080, false, true),
             Verdict::Forward {
-                seq: 105,
+                seq: 104,
                 ts: 21000
             }
         );
         assert_eq!(f.current(), Some(0));
+    }
+
+    #[test]
+    fn a_lost_layer_restarts_on_any_keyframe_with_continuous_numbers() {
+        let mut f = Forwarder::new(2);
+        assert!(matches!(
+            f.handle(2, 10, 0, true, true),
+            Verdict::Forward { seq: 10, .. }
+        ));
+        f.set_target(1);
+        f.current_lost();
+        assert_eq!(f.handle(1, 400, 50, false, true), Verdict::NeedKeyframe);
+        assert_eq!(
+            f.handle(0, 90, 60, true, true),
+            Verdict::Forward { seq: 11, ts: 3000 }
+        );
     }
 
     #[test]

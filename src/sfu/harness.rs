@@ -17,7 +17,7 @@ use livekit_protocol as proto;
 use proto::{signal_request, signal_response};
 use str0m::change::{SdpAnswer, SdpApi, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaData, MediaKind, Mid};
+use str0m::media::{Direction, MediaData, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
@@ -64,6 +64,16 @@ pub struct Client {
     /// Its identity and participant sid, from the JoinResponse (what a resume names).
     identity: String,
     sid: String,
+    /// The simulcast layers (rids) its publisher was asked for a keyframe on, not yet taken
+    /// ([`Harness::take_keyframe_request`]).
+    pub keyframe_requests: Vec<Option<Rid>>,
+    /// A bottleneck before its subscriber connection: at most this many bits per second
+    /// arrive (a token bucket holding 150 ms of it), the rest is dropped (0: none).
+    pub downlink_bps: u64,
+    bucket: f64,
+    bucket_at: Option<Instant>,
+    /// Datagrams the bottleneck dropped.
+    pub downlink_dropped: u64,
     /// A lossy uplink: every n-th datagram it sends is lost (0: none).
     pub drop_every: u32,
     sent: u32,
@@ -212,6 +222,81 @@ impl Harness {
         self.publish(conn, cid, MediaKind::Video)
     }
 
+    /// Publishes a camera track in three simulcast layers (rids q, h, f: 320x180, 640x360,
+    /// 1280x720), as livekit-client does; returns the m-line.
+    pub fn publish_simulcast_video(&mut self, conn: ConnId, cid: &str) -> Mid {
+        let layers = [(0, 320, 180), (1, 640, 360), (2, 1280, 720)]
+            .map(|(quality, width, height)| proto::VideoLayer {
+                quality,
+                width,
+                height,
+                ..Default::default()
+            })
+            .to_vec();
+        self.send(
+            conn,
+            signal_request::Message::AddTrack(proto::AddTrackRequest {
+                cid: cid.into(),
+                r#type: proto::TrackType::Video as i32,
+                source: proto::TrackSource::Camera as i32,
+                width: 1280,
+                height: 720,
+                layers,
+                ..Default::default()
+            }),
+        );
+        self.offer_publisher_change(conn, 1, |api| {
+            let simulcast = Simulcast {
+                send: ["q", "h", "f"].map(SimulcastLayer::new).to_vec(),
+                recv: Vec::new(),
+            };
+            api.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some("stream".into()),
+                Some(cid.into()),
+                Some(simulcast),
+            )
+        })
+    }
+
+    /// Whether the publisher on `conn` was asked for a keyframe on layer `rid` since the last
+    /// call (the request is taken).
+    pub fn take_keyframe_request(&mut self, conn: ConnId, rid: &str) -> bool {
+        let client = self.clients.get_mut(&conn).expect("a client");
+        let before = client.keyframe_requests.len();
+        client
+            .keyframe_requests
+            .retain(|r| r.as_deref() != Some(rid));
+        client.keyframe_requests.len() != before
+    }
+
+    /// Writes one VP8 frame of `bytes` bytes (a keyframe when `key`) on simulcast layer `rid`.
+    pub fn write_layer(
+        &mut self,
+        conn: ConnId,
+        mid: Mid,
+        rid: &str,
+        elapsed: Duration,
+        key: bool,
+        bytes: usize,
+    ) {
+        let now = self.now;
+        let client = self.clients.get_mut(&conn).expect("a client");
+        let writer = client.publisher.writer(mid).expect("a negotiated m-line");
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .expect("VP8 negotiated")
+            .pt();
+        writer
+            .rid(rid.into())
+            .write(pt, now, elapsed.into(), vp8_frame(key, bytes))
+            .expect("frame written");
+        client.publisher_timeout = now;
+        self.settle();
+    }
+
     fn publish(&mut self, conn: ConnId, cid: &str, kind: MediaKind) -> Mid {
         let (r#type, source) = match kind {
             MediaKind::Audio => (proto::TrackType::Audio, proto::TrackSource::Microphone),
@@ -303,13 +388,8 @@ impl Harness {
             .find(|p| p.spec().codec == Codec::Vp8)
             .expect("VP8 negotiated")
             .pt();
-        // A VP8 frame header: bit 0 clear marks a keyframe, whose start code and a 16x16
-        // size follow.
-        let mut frame = vec![if key { 0x10 } else { 0x11 }, 0x02, 0x00, 0x9d, 0x01, 0x2a];
-        frame.extend_from_slice(&[16, 0, 16, 0]);
-        frame.resize(200, 0x55);
         writer
-            .write(pt, now, elapsed.into(), frame)
+            .write(pt, now, elapsed.into(), vp8_frame(key, 200))
             .expect("frame written");
         client.publisher_timeout = now;
         self.settle();
@@ -405,6 +485,10 @@ impl Harness {
             let rtc = if t.destination == client.publisher_addr {
                 &mut client.publisher
             } else if t.destination == client.subscriber_addr {
+                if !client.bottleneck_passes(now, t.contents.len()) {
+                    client.downlink_dropped += 1;
+                    return;
+                }
                 &mut client.subscriber
             } else {
                 continue;
@@ -446,9 +530,34 @@ impl Client {
             rewrite_next_answer: None,
             identity: String::new(),
             sid: String::new(),
+            keyframe_requests: Vec::new(),
+            downlink_bps: 0,
+            bucket: 0.0,
+            bucket_at: None,
+            downlink_dropped: 0,
             drop_every: 0,
             sent: 0,
         }
+    }
+
+    /// Whether a datagram of `bytes` gets through the subscriber's bottleneck at `now`.
+    fn bottleneck_passes(&mut self, now: Instant, bytes: usize) -> bool {
+        if self.downlink_bps == 0 {
+            self.bucket_at = None;
+            return true;
+        }
+        let rate = self.downlink_bps as f64 / 8.0;
+        let depth = rate * 0.15;
+        let since = self.bucket_at.map_or(depth / rate, |at| {
+            now.saturating_duration_since(at).as_secs_f64()
+        });
+        self.bucket = (self.bucket + since * rate).min(depth);
+        self.bucket_at = Some(now);
+        if self.bucket < bytes as f64 {
+            return false;
+        }
+        self.bucket -= bytes as f64;
+        true
     }
 
     /// Handles a message from the core; returns the client's replies (answers, candidates).
@@ -569,11 +678,23 @@ impl Client {
                     RtcOutput::Event(Event::MediaData(data)) if !publisher => {
                         self.received.push(data)
                     }
+                    RtcOutput::Event(Event::KeyframeRequest(request)) if publisher => {
+                        self.keyframe_requests.push(request.rid)
+                    }
                     RtcOutput::Event(_) => {}
                 }
             }
         }
     }
+}
+
+/// A VP8 frame of `bytes` bytes: bit 0 of the header clear marks a keyframe, whose start code
+/// and a 16x16 size follow.
+fn vp8_frame(key: bool, bytes: usize) -> Vec<u8> {
+    let mut frame = vec![if key { 0x10 } else { 0x11 }, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+    frame.extend_from_slice(&[16, 0, 16, 0]);
+    frame.resize(bytes.max(10), 0x55);
+    frame
 }
 
 /// The trickle message a LiveKit client sends for its host candidate.
@@ -1362,4 +1483,250 @@ fn a_lossy_uplink_shows_in_the_nack_counters() {
         c.nacks_from_subscribers.get() > 0,
         "the subscriber's NACKs are counted"
     );
+}
+
+/// Frame sizes per simulcast layer (q, h, f), so a received frame tells its layer.
+const LAYER_BYTES: [usize; 3] = [300, 1000, 3000];
+const RIDS: [&str; 3] = ["q", "h", "f"];
+const AUDIO_BYTES: usize = 80;
+
+/// A simulcast camera on the publisher on connection 1, filming at 10 fps.
+struct Camera {
+    mid: Mid,
+    elapsed: Duration,
+    frame: u64,
+    /// Which layers it sends.
+    sending: [bool; 3],
+    /// Each layer's keyframe interval in frames.
+    key_every: [u64; 3],
+    /// Whether a keyframe request is answered with a keyframe on the next frame.
+    answers_requests: bool,
+    /// A microphone on this m-line, sending a frame every 20 ms.
+    mic: Option<Mid>,
+}
+
+impl Camera {
+    fn new(mid: Mid, key_every: [u64; 3], answers_requests: bool) -> Self {
+        Camera {
+            mid,
+            elapsed: Duration::ZERO,
+            frame: 0,
+            sending: [true; 3],
+            key_every,
+            answers_requests,
+            mic: None,
+        }
+    }
+
+    fn film(&mut self, h: &mut Harness, frames: u64) {
+        for _ in 0..frames {
+            for layer in 0..3 {
+                let requested = h.take_keyframe_request(1, RIDS[layer]);
+                if !self.sending[layer] {
+                    continue;
+                }
+                let key = self.frame.is_multiple_of(self.key_every[layer])
+                    || (self.answers_requests && requested);
+                let bytes = LAYER_BYTES[layer];
+                h.write_layer(1, self.mid, RIDS[layer], self.elapsed, key, bytes);
+            }
+            for n in 0..5 {
+                let at = self.elapsed + Duration::from_millis(20 * n);
+                if let Some(mic) = self.mic {
+                    h.write_audio(1, mic, at, &[7; AUDIO_BYTES]);
+                }
+                h.advance(Duration::from_millis(20));
+            }
+            self.elapsed += Duration::from_millis(100);
+            self.frame += 1;
+        }
+    }
+}
+
+/// The layers of the video frames the client on `conn` received, with when each arrived.
+fn layers_received(h: &Harness, conn: ConnId) -> Vec<(usize, Instant)> {
+    h.clients[&conn]
+        .received
+        .iter()
+        .filter_map(|data| {
+            let layer = LAYER_BYTES
+                .iter()
+                .position(|bytes| *bytes == data.data.len())?;
+            Some((layer, data.network_time))
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_subscriber_starts_at_once_on_a_lower_layer_and_climbs_to_the_target() {
+    let mut h = Harness::new();
+    h.join(1, "alice");
+    let mid = h.publish_simulcast_video(1, "cam-1");
+    h.advance(Duration::from_millis(500));
+    // Keyframes on q and h every second, on f every four (the big one comes late); keyframe
+    // requests go unanswered.
+    let mut cam = Camera::new(mid, [10, 10, 40], false);
+    cam.film(&mut h, 11);
+    h.join(2, "bob");
+    let joined = h.now;
+    cam.film(&mut h, 35);
+
+    let received = layers_received(&h, 2);
+    let (first_layer, first_at) = *received.first().expect("bob gets video");
+    let waited = first_at.saturating_duration_since(joined);
+    assert!(
+        first_layer < 2 && waited < Duration::from_millis(1500),
+        "bob starts on a lower layer's keyframe, not the top one's: layer {first_layer} after {waited:?}"
+    );
+    let tail: Vec<usize> = received.iter().rev().take(5).map(|(l, _)| *l).collect();
+    assert_eq!(tail, vec![2; 5], "bob climbed to the top layer");
+    assert!(
+        h.clients[&2].received.iter().skip(1).all(|d| d.contiguous),
+        "no gap in the sequence numbers across the switches"
+    );
+}
+
+#[test]
+fn a_subscriber_whose_layer_stops_moves_down_without_a_long_freeze() {
+    let mut h = Harness::new();
+    h.join(1, "alice");
+    let mid = h.publish_simulcast_video(1, "cam-1");
+    h.join(2, "bob");
+    h.advance(Duration::from_millis(500));
+    let mut cam = Camera::new(mid, [30, 30, 30], true);
+    cam.film(&mut h, 30);
+    let before = layers_received(&h, 2);
+    assert_eq!(before.last().map(|(l, _)| *l), Some(2), "bob watches f");
+
+    // The publisher drops its top layer (its own uplink estimate fell).
+    cam.sending[2] = false;
+    cam.film(&mut h, 30);
+    let received = layers_received(&h, 2);
+    let freeze = received[before.len() - 1..]
+        .windows(2)
+        .map(|w| w[1].1.saturating_duration_since(w[0].1))
+        .max()
+        .expect("frames after the stop");
+    assert!(
+        freeze < Duration::from_millis(1000),
+        "the longest time without a frame was {freeze:?}"
+    );
+    assert_eq!(received.last().map(|(l, _)| *l), Some(1), "bob moved to h");
+    assert!(
+        h.clients[&2].received.iter().skip(1).all(|d| d.contiguous),
+        "no gap in the sequence numbers across the switch"
+    );
+}
+
+/// Asks for one quality of every track of `publisher` the client on `conn` subscribes to.
+fn ask_quality(h: &mut Harness, conn: ConnId, publisher: &str, quality: proto::VideoQuality) {
+    let track_sids = h
+        .sfu
+        .participant("room", publisher)
+        .expect("the publisher")
+        .tracks
+        .iter()
+        .map(|t| t.sid.clone())
+        .collect();
+    h.send(
+        conn,
+        signal_request::Message::TrackSetting(proto::UpdateTrackSettings {
+            track_sids,
+            quality: quality as i32,
+            ..Default::default()
+        }),
+    );
+}
+
+#[test]
+fn a_subscriber_gets_the_layer_it_asks_for_down_and_back_up() {
+    let mut h = Harness::new();
+    h.join(1, "alice");
+    let mid = h.publish_simulcast_video(1, "cam-1");
+    h.join(2, "bob");
+    h.advance(Duration::from_millis(500));
+    let mut cam = Camera::new(mid, [30, 30, 30], true);
+    cam.film(&mut h, 20);
+    let last_layer = |h: &Harness| layers_received(h, 2).last().map(|(l, _)| *l);
+    assert_eq!(last_layer(&h), Some(2));
+    for (quality, layer) in [
+        (proto::VideoQuality::Low, 0),
+        (proto::VideoQuality::High, 2),
+        (proto::VideoQuality::Medium, 1),
+        (proto::VideoQuality::High, 2),
+    ] {
+        ask_quality(&mut h, 2, "alice", quality);
+        cam.film(&mut h, 10);
+        assert_eq!(last_layer(&h), Some(layer), "asked for {quality:?}");
+    }
+    assert!(
+        h.clients[&2].received.iter().skip(1).all(|d| d.contiguous),
+        "no gap in the sequence numbers across the switches"
+    );
+}
+
+/// The audio frames the client on `conn` received.
+fn audio_received(h: &Harness, conn: ConnId) -> usize {
+    h.clients[&conn]
+        .received
+        .iter()
+        .filter(|data| data.data.len() == AUDIO_BYTES)
+        .count()
+}
+
+#[test]
+fn a_subscriber_behind_a_bottleneck_keeps_audio_drops_a_layer_and_climbs_back() {
+    let mut h = Harness::new();
+    h.join(1, "alice");
+    let mid = h.publish_simulcast_video(1, "cam-1");
+    let mic = h.publish_audio(1, "mic-1");
+    h.join(2, "bob");
+    h.advance(Duration::from_millis(500));
+    let mut cam = Camera::new(mid, [50, 50, 50], true);
+    cam.mic = Some(mic);
+    cam.film(&mut h, 30);
+    let last_layer = |h: &Harness| layers_received(h, 2).last().map(|(l, _)| *l);
+    assert_eq!(
+        last_layer(&h),
+        Some(2),
+        "an open link carries the top layer"
+    );
+
+    // 200 kbit/s: audio and the middle layer fit (~150 kbit/s), the top one (~300) does not.
+    h.clients.get_mut(&2).expect("bob").downlink_bps = 200_000;
+    cam.film(&mut h, 100);
+    assert!(h.clients[&2].downlink_dropped > 0, "the bottleneck bites");
+    let (frames, audio) = (layers_received(&h, 2).len(), audio_received(&h, 2));
+    let dropped = h.clients[&2].downlink_dropped;
+    cam.film(&mut h, 100);
+    let layers: Vec<usize> = layers_received(&h, 2)[frames..]
+        .iter()
+        .map(|(l, _)| *l)
+        .collect();
+    let audio = audio_received(&h, 2) - audio;
+    let lost = h.clients[&2].downlink_dropped - dropped;
+    let top = layers.iter().filter(|l| **l == 2).count();
+    eprintln!(
+        "behind the bottleneck, 10 s: {} frames ({top} of the top layer), {audio} audio frames, {lost} datagrams lost",
+        layers.len()
+    );
+    assert!(layers.len() >= 80, "bob still sees video");
+    assert!(audio >= 480, "bob still hears alice");
+    assert!(
+        layers.iter().all(|l| *l >= 1),
+        "bob stays on the middle layer, not ratcheted down to the lowest"
+    );
+    assert!(
+        top < layers.len() / 2,
+        "mostly the middle layer: {layers:?}"
+    );
+    assert!(
+        lost < dropped,
+        "fewer datagrams lost than while on the top layer"
+    );
+
+    // The bottleneck goes: bob is back on the top layer once a probe up succeeds.
+    h.clients.get_mut(&2).expect("bob").downlink_bps = 0;
+    cam.film(&mut h, 250);
+    assert_eq!(last_layer(&h), Some(2), "bob climbed back");
 }

@@ -287,6 +287,17 @@
     return { first, last };
   }
 
+  // Asks for one quality ('low', 'medium', 'high') of every video track `identity` publishes,
+  // as a client does with adaptive stream off (UpdateTrackSettings with that quality).
+  function setVideoQuality(identity, quality) {
+    const q = { low: LK.VideoQuality.LOW, medium: LK.VideoQuality.MEDIUM, high: LK.VideoQuality.HIGH }[quality];
+    const participant = [...room.remoteParticipants.values()].find((p) => p.identity === identity);
+    const pubs = [...(participant?.trackPublications.values() ?? [])].filter((pub) => pub.kind === Track.Kind.Video);
+    pubs.forEach((pub) => pub.setVideoQuality(q));
+    note('setVideoQuality', `${identity} ${quality} (${pubs.length} tracks)`);
+    return pubs.length;
+  }
+
   async function disconnect() {
     stopping = true;
     if (room) await room.disconnect();
@@ -299,7 +310,7 @@
     version: LK.version,
     protocolVersion: LK.protocolVersion,
     setLogLevel: (level) => LK.setLogLevel(level),
-    connect, publish, state, stats, localTracks, loopback, disconnect,
+    connect, publish, state, stats, localTracks, loopback, setVideoQuality, disconnect,
     events: () => events,
     errors: () => errors,
   };

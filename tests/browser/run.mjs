@@ -12,7 +12,15 @@
 //   "observeMs": 6000,        how long to watch media after every peer has subscribed
 //   "connectTimeoutMs": 20000, "subscribeTimeoutMs": 20000, "deadlineMs": 90000,
 //   "minFrames": 10, "minAudioPackets": 10,   what the runner's own verdict (`ok`) requires
-//   "logLevel": "info"        livekit-client's log level (its logs land in each page's console)
+//   "logLevel": "info",       livekit-client's log level (its logs land in each page's console)
+//   "chromium": "/usr/bin/chromium",  the browser (a wrapper that starts it in a namespace)
+//   "pageHost": "127.0.0.1",  the loopback or test-namespace address the page is served on
+//   "qualitySwitch": {"subscriber": ID, "publisher": ID, "steps": ["low", "high"], "timeoutMs": 30000}
+//                             after observing: the subscriber asks for each quality of the
+//                             publisher's camera in turn; each step polls both pages' stats every
+//                             250 ms until the received frame width is the publisher's width for
+//                             that layer (q for low, h for medium, f for high) or the timeout, and
+//                             records the samples and the time it took (report.qualitySwitches)
 // }
 // Prints one JSON document on stdout (progress goes to stderr) and exits 0 when the call worked
 // (every peer connected, saw every other peer, and decoded video frames and received audio packets
@@ -68,7 +76,7 @@ const FILES = {
   '/livekit-client.e2ee.worker.js': ['node_modules/livekit-client/dist/livekit-client.e2ee.worker.js', 'text/javascript; charset=utf-8'],
 };
 
-function servePage() {
+function servePage(host) {
   const server = createServer(async (req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
     const file = FILES[path];
@@ -89,7 +97,7 @@ function servePage() {
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve(server));
+    server.listen(0, host, () => resolve(server));
   });
 }
 
@@ -207,13 +215,57 @@ function totals(sample, identity) {
   };
 }
 
+// The subscriber asks for each quality of the publisher's camera in turn and watches, through
+// both browsers' own stats, for the frames it decodes to have that layer's width.
+async function switchQualities(peers, spec) {
+  const subscriber = peers.find((p) => p.identity === spec.subscriber);
+  const publisher = peers.find((p) => p.identity === spec.publisher);
+  const rids = { low: 'q', medium: 'h', high: 'f' };
+  const steps = [];
+  for (const quality of spec.steps) {
+    const startedAt = Date.now();
+    const tracks = await subscriber.page.evaluate(([id, q]) => window.rtcbox.setVideoQuality(id, q),
+      [publisher.identity, quality]);
+    const step = { quality, rid: rids[quality], tracks, reached: false, samples: [] };
+    while (Date.now() - startedAt < (spec.timeoutMs ?? 30000)) {
+      const [mine, theirs] = await Promise.all([subscriber, publisher].map((p) => within(
+        p.page.evaluate(() => window.rtcbox.stats()), 5000, () => ({ inbound: [], outbound: [] }))));
+      const inbound = mine.inbound.find((s) => s.identity === publisher.identity && s.kind === 'video');
+      const layers = Object.fromEntries(theirs.outbound.filter((s) => s.kind === 'video' && s.rid)
+        .map((s) => [s.rid, {
+          width: s.frameWidth, active: s.active, framesEncoded: s.framesEncoded, pliCount: s.pliCount,
+          limitation: s.qualityLimitationReason,
+        }]));
+      const sample = {
+        ms: Date.now() - startedAt, width: inbound?.frameWidth, framesDecoded: inbound?.framesDecoded,
+        keyFramesDecoded: inbound?.keyFramesDecoded, layers,
+      };
+      step.samples.push(sample);
+      if (step.samples.length > 200) step.samples.splice(1, 1);
+      const wanted = layers[step.rid];
+      if (inbound?.frameWidth && wanted?.active !== false && wanted?.width === inbound.frameWidth) {
+        step.reached = true;
+        step.ms = sample.ms;
+        break;
+      }
+      await sleep(250);
+    }
+    step.last = step.samples[step.samples.length - 1];
+    log(`quality ${quality}: ${step.reached ? `width ${step.last.width} after ${step.ms} ms` : 'not reached'}`,
+      JSON.stringify(step.last));
+    steps.push(step);
+  }
+  return steps;
+}
+
 async function main() {
   const config = readConfig();
   const opts = {
     profile: 'element-call', observeMs: 6000, connectTimeoutMs: 20000, subscribeTimeoutMs: 20000,
-    deadlineMs: 90000, minFrames: 10, minAudioPackets: 10, logLevel: 'info', ...config,
+    deadlineMs: 90000, minFrames: 10, minAudioPackets: 10, logLevel: 'info', pageHost: '127.0.0.1',
+    ...config,
   };
-  const executablePath = process.env.RTCBOX_CHROMIUM || opts.chromium || '/usr/bin/chromium';
+  const executablePath = opts.chromium || process.env.RTCBOX_CHROMIUM || '/usr/bin/chromium';
   const peers = (opts.peers ?? []).map((p, i) => new Peer(p, i));
   const report = {
     ok: false, versions: {}, chromium: executablePath, page: null, steps: [], peers: [], errors: [],
@@ -251,13 +303,17 @@ async function main() {
     if (!existsSync(join(here, FILES['/livekit-client.umd.js'][0]))) {
       throw new Error('livekit-client is not installed: run `npm ci` in tests/browser');
     }
-    server = await servePage();
-    const pageUrl = `http://127.0.0.1:${server.address().port}/`;
+    server = await servePage(opts.pageHost);
+    const pageUrl = `http://${opts.pageHost}:${server.address().port}/`;
     report.page = pageUrl;
 
     let startedAt = Date.now();
     browser = await chromium.launch({
-      executablePath, headless: true, args: CHROMIUM_ARGS, timeout: 30000,
+      executablePath, headless: true, timeout: 30000,
+      // Camera and microphone need a secure context: a page served on a test namespace's
+      // address is declared one.
+      args: opts.pageHost === '127.0.0.1' ? CHROMIUM_ARGS
+        : [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${pageUrl.slice(0, -1)}`],
       // Playwright mutes audio output by default; play the received audio as a user would hear it.
       ignoreDefaultArgs: ['--mute-audio'],
     });
@@ -396,8 +452,18 @@ async function main() {
       peer.result.audioPacketsReceived = [sumOver(first, 'audioPackets'), sumOver(last, 'audioPackets')];
       peer.result.audioSamplesReceived = [sumOver(first, 'audioSamples'), sumOver(last, 'audioSamples')];
       peer.result.lastStats = last;
+      // Per sample: each received video stream's width, frames decoded, bytes, loss and NACKs,
+      // and the audio packets received.
+      peer.result.timeline = samples[i].map((sample) => ({
+        t: sample.t,
+        video: sample.inbound.filter((v) => v.kind === 'video')
+          .map((v) => [v.frameWidth, v.framesDecoded, v.bytesReceived, v.packetsLost, v.nackCount]),
+        audioPackets: sample.inbound.filter((a) => a.kind === 'audio').reduce((n, a) => n + (a.packetsReceived ?? 0), 0),
+      }));
     });
     if (!peers.every((p) => p.result.connected && p.result.published)) ok = false;
+
+    if (opts.qualitySwitch) report.qualitySwitches = await switchQualities(peers, opts.qualitySwitch);
 
     // 5. Leave cleanly (the SFU sees a LeaveRequest), so its logs end the way a real call does.
     startedAt = Date.now();

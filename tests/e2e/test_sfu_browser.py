@@ -132,3 +132,45 @@ def test_two_browsers_call_through_rtcbox(start_rtcbox, tmp_path):
         assert widths and all(w and w < 1280 for w in widths), \
             f"{identity} receives the 720p layer for a small tile: {widths}\n{why}"
     assert report["ok"], why
+
+
+def test_browser_subscriber_gets_the_simulcast_layer_it_asks_for(start_rtcbox, tmp_path):
+    """A livekit-client subscriber with adaptive stream off asks for the high layer of the other
+    page's camera (which also waits out the publishing browser's bandwidth ramp-up: it encodes
+    720p only once its estimate allows), then the low one, then high again: the frames its
+    browser decodes have the width the publishing browser encodes that layer at (both read from
+    the browsers' own stats). The time each switch took is printed, not asserted."""
+    require_browser_tooling(("livekit-client", "playwright-core"))
+    key, secret = "APIbrowsertest", secrets.token_urlsafe(32)
+    box = start_rtcbox({"RTCBOX_API_KEY": key, "RTCBOX_API_SECRET": secret,
+                        "RTCBOX_FULL_ACCESS_HOMESERVERS": "*"})
+    asyncio.run(create_room(box.url, key, secret, ROOM))
+    subscriber, publisher = PEERS
+    deadline_s = RUNNER_DEADLINE_S + 150
+    config = {
+        "wsUrl": box.ws_url,
+        "peers": [{"identity": p, "token": token(key, secret, p, ROOM)} for p in PEERS],
+        "profile": "element-call",
+        "roomOptions": {"adaptiveStream": False},
+        "observeMs": 1000,
+        "minFrames": 1,
+        "minAudioPackets": 1,
+        "qualitySwitch": {"subscriber": subscriber, "publisher": publisher,
+                          "steps": ["high", "low", "high"], "timeoutMs": 45000},
+        "deadlineMs": deadline_s * 1000,
+    }
+    report, stderr, _ = run_node_runner("run.mjs", config, tmp_path, "simulcast", deadline_s)
+    why = explain(report, stderr, box, tmp_path / "simulcast-report.json")
+    steps = report.get("qualitySwitches") or []
+    assert [s["quality"] for s in steps] == ["high", "low", "high"], why
+    for step in steps:
+        print(f"{step['quality']}: reached={step['reached']} after {step.get('ms')} ms: "
+              f"{step.get('last')}")
+    for step in steps:
+        assert step["tracks"] == 1, f"no camera of {publisher} to ask for\n{why}"
+        assert step["reached"], (f"{subscriber} asked for {step['quality']} and did not get the "
+                                 f"{step['rid']} layer's width: {step['samples'][-5:]}\n{why}")
+    low, high = steps[1]["last"], steps[2]["last"]
+    assert low["width"] == low["layers"]["q"]["width"], why
+    assert high["width"] == high["layers"]["f"]["width"] > low["width"], why
+    assert report["ok"], why

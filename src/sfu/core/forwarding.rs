@@ -104,7 +104,7 @@ impl Sfu {
             ) {
                 Verdict::Forward { seq, ts } => (seq, ts),
                 Verdict::NeedKeyframe => {
-                    wants_keyframe = Some(sub.forwarder.target());
+                    wants_keyframe = Some(layer);
                     continue;
                 }
                 Verdict::Drop => continue,

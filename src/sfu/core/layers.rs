@@ -11,11 +11,17 @@ use livekit_protocol as proto;
 use proto::signal_response;
 use str0m::media::Rid;
 
+use super::bandwidth::Candidate;
 use super::{ParticipantKey, Sfu};
 use crate::sfu::forward::Layer;
 
-/// A simulcast layer without packets for this long is considered off.
+/// A layer without packets for this long is considered off (the publisher may have paused).
 const LAYER_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A simulcast layer silent this long while another layer of its track still sends is
+/// considered off sooner: the publisher is there and dropped this layer, so its subscribers
+/// move down now instead of seeing a frozen picture for [`LAYER_TIMEOUT`]. Longer than the
+/// frame interval of anything down to 2 fps.
+const LAYER_STOPPED: Duration = Duration::from_millis(500);
 /// A publisher is asked for more layers at once, for fewer only after they went unwatched
 /// this long (a subscriber resizing a tile back and forth does not toggle encoders).
 const DYNACAST_LOWER_AFTER: Duration = Duration::from_secs(3);
@@ -25,35 +31,61 @@ impl Sfu {
     /// else the lowest live one. Subscribers are told when a subscription pauses (they
     /// disabled it, or its publisher stopped sending every layer) or resumes.
     pub(super) fn allocate_layers(&mut self, now: Instant) {
-        // Per track: which layers are live, whether any ever was, muted.
-        let mut layers: HashMap<String, ([bool; 3], bool, bool)> = HashMap::new();
+        // Per track: which layers are live, whether any ever was, muted, a screen share.
+        let mut layers: HashMap<String, ([bool; 3], bool, bool, bool)> = HashMap::new();
         let mut sids: HashMap<ParticipantKey, String> = HashMap::new();
         for p in self.participants.values() {
             sids.insert(p.key, p.sid.clone());
             for t in &p.tracks {
-                let live = t.layer_seen.map(|seen| {
-                    seen.is_some_and(|s| now.saturating_duration_since(s) < LAYER_TIMEOUT)
-                });
+                let live = live_layers(t.layer_seen, now);
                 let ever = t.layer_seen.iter().any(Option::is_some);
-                layers.insert(t.info.sid.clone(), (live, ever, t.info.muted));
+                let screen = t.info.source == proto::TrackSource::ScreenShare as i32;
+                layers.insert(t.info.sid.clone(), (live, ever, t.info.muted, screen));
             }
         }
         let mut states: Vec<(ParticipantKey, proto::StreamStateInfo)> = Vec::new();
         for p in self.participants.values_mut() {
+            // The downlink's evidence of congestion caps its video layers.
+            let candidates: Vec<Candidate<'_>> = p
+                .subs
+                .iter()
+                .filter(|s| s.video && !s.disabled)
+                .filter_map(|s| {
+                    let (live, _, _, screen_share) = layers.get(&s.track_sid)?;
+                    let capped = s.wanted.min(p.downlink.cap(&s.track_sid).unwrap_or(2));
+                    Some(Candidate {
+                        track_sid: &s.track_sid,
+                        layer: choose_layer(*live, capped)?,
+                        uncapped: choose_layer(*live, s.wanted)?,
+                        screen_share: *screen_share,
+                    })
+                })
+                .collect();
+            p.downlink.allocate(now, &candidates);
+            drop(candidates);
             for sub in p.subs.iter_mut() {
-                let Some((live, ever, muted)) = layers.get(&sub.track_sid) else {
+                let Some((live, ever, muted, _)) = layers.get(&sub.track_sid) else {
                     continue;
                 };
                 let target = if sub.video {
-                    choose_layer(*live, sub.wanted)
+                    let cap = p.downlink.cap(&sub.track_sid).unwrap_or(2);
+                    choose_layer(*live, sub.wanted.min(cap))
                 } else {
                     Some(0)
                 };
                 if let Some(target) = target
                     && sub.video
-                    && target != sub.forwarder.target()
                 {
-                    sub.forwarder.set_target(target);
+                    if target != sub.forwarder.target() {
+                        sub.forwarder.set_target(target);
+                    }
+                    // A subscriber on a layer that stopped restarts on any live one at once.
+                    if let Some(current) = sub.forwarder.current()
+                        && current != target
+                        && !live[current as usize % 3]
+                    {
+                        sub.forwarder.current_lost();
+                    }
                 }
                 // A track that never sent yet, or is muted, keeps its state: clients show
                 // those on their own.
@@ -201,6 +233,18 @@ pub(super) fn layer_of(rid: Option<Rid>) -> Layer {
         Some(_) => 0,
         None => 0,
     }
+}
+
+/// Which layers of a track are live: each heard from within [`LAYER_TIMEOUT`], and not
+/// [`LAYER_STOPPED`] behind the track's newest packet.
+pub(super) fn live_layers(seen: [Option<Instant>; 3], now: Instant) -> [bool; 3] {
+    let newest = seen.iter().flatten().max().copied();
+    seen.map(|s| {
+        s.zip(newest).is_some_and(|(s, newest)| {
+            now.saturating_duration_since(s) < LAYER_TIMEOUT
+                && newest.saturating_duration_since(s) < LAYER_STOPPED
+        })
+    })
 }
 
 /// The best live layer not above `wanted`, else the lowest live one.

@@ -25,6 +25,7 @@
 // `UserPacket` sender fields, `TrackInfo.layers`/`simulcast`, `DataPacket.kind`); we fill them.
 #![allow(deprecated)]
 
+mod bandwidth;
 mod data;
 mod forwarding;
 mod layers;
@@ -529,6 +530,10 @@ impl Sfu {
             }
             Event::MediaEgressStats(stats) if downlink => {
                 let lost = stats.remote.as_ref().map_or(0, |r| r.packets_lost);
+                if let Some(p) = self.participants.get_mut(&key) {
+                    p.downlink
+                        .observe((stats.mid, stats.rid), stats.loss, stats.packets);
+                }
                 self.count_stream_stats(key, pc, true, (stats.mid, stats.rid), stats.nacks, lost);
             }
             Event::MediaIngressStats(stats) if uplink => {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use livekit_protocol as proto;
 use proto::signal_response;
 
+use super::bandwidth::Downlink;
 use super::data::DataKind;
 use super::forwarding::Subscription;
 use super::media::{Media, Pc};
@@ -88,6 +89,8 @@ pub(super) struct Participant {
     pub(super) last_data_sequence: u32,
     /// Loss and round-trip time of its connections, for its connection quality.
     pub(super) link_stats: LinkStats,
+    /// Congestion evidence on its downlink and the layer caps it put on its video.
+    pub(super) downlink: Downlink,
     /// Per stream, the NACK and loss totals str0m reported last (its totals are per stream;
     /// the SFU's counters take the growth).
     pub(super) reported: HashMap<StreamKey, (u64, u64)>,
@@ -156,6 +159,7 @@ impl Sfu {
             sub_lossy: None,
             last_data_sequence: 0,
             link_stats: LinkStats::default(),
+            downlink: Downlink::default(),
             reported: HashMap::new(),
             failed: false,
         };
