@@ -17,8 +17,8 @@ from lk_helpers import API_KEY, API_SECRET, sfu_env
 
 @pytest.mark.parametrize("single_peer_connection", [None, False], ids=["sdk-default", "dual-pc"])
 def test_two_python_participants_exchange_media_data_and_state(start_rtcbox, single_peer_connection):
-    """The full call path with the SDK's default connection mode (tries /rtc/v1, falls back to
-    /rtc on 404) and with dual PeerConnections forced: room creation over Twirp, join, remote
+    """The full call path with the SDK's default connection mode (one peer connection through
+    /rtc/v1) and with dual PeerConnections forced (/rtc): room creation over Twirp, join, remote
     participant discovery, audio and video forwarding with content checks, reliable data both
     ways, mute/unmute propagation, leave propagation, and ListParticipants along the way."""
     box = start_rtcbox(sfu_env())
@@ -38,6 +38,9 @@ async def call_scenario(box, single_peer_connection):
         alice = await lk.join(box.ws_url, lk.join_token(API_KEY, API_SECRET, "alice", room), "alice", options)
         bob = await lk.join(box.ws_url, lk.join_token(API_KEY, API_SECRET, "bob", room), "bob", options)
         assert alice.room.name == room and bob.room.name == room
+        # The SDK default joins through /rtc/v1 with no fallback; forced dual-PC through /rtc.
+        path = "v0" if single_peer_connection is False else "v1"
+        assert lk.signaling_of(box) == {"alice": path, "bob": path}
         # `Room.sid` is an async property: it resolves once the server has sent the room sid.
         sid = await asyncio.wait_for(bob.room.sid, lk.WAIT)
         assert sid == created.sid, "the joined room is not the room CreateRoom made"
