@@ -1488,6 +1488,15 @@ fn section_of(sdp: &str, mid: &str) -> String {
         .to_owned()
 }
 
+/// The SSRCs an SDP names on `a=ssrc` lines.
+fn ssrcs(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=ssrc:"))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The MediaSectionsRequirements the core sent a client: (audios, videos).
 fn requirements(h: &Harness, conn: ConnId) -> Vec<(u32, u32)> {
     h.clients[&conn]
@@ -1694,9 +1703,22 @@ fn a_v1_subscriber_unsubscribes_its_m_line_goes_inactive_and_is_reused() {
         "nothing after unsubscribing"
     );
     // Subscribing again takes a free m-line (the released one is free now) and media flows.
+    let ssrcs_before = ssrcs(&section_of(&h.answers(2)[1].sdp, &slot));
     h.send(2, subscription(true));
     h.advance(Duration::from_millis(200));
-    assert!(slot_sending(&h, 2, &track).is_some_and(|s| s.contains("a=sendonly")));
+    let section = slot_sending(&h, 2, &track).expect("subscribed again");
+    assert!(section.contains("a=sendonly"), "{section}");
+    assert!(
+        section.contains(&format!("a=mid:{slot}")),
+        "the released m-line is reused"
+    );
+    // On a new SSRC: the old one's sequence numbers continued by another track's would be
+    // dropped by the receiver (SRTP replay protection).
+    let ssrc = ssrcs(&section);
+    assert!(
+        !ssrc.is_empty() && ssrc.iter().all(|s| !ssrcs_before.contains(s)),
+        "{section}"
+    );
     for n in 5..10u8 {
         h.write_audio(1, mid, Duration::from_millis(20 * u64::from(n)), &[n; 40]);
         h.advance(Duration::from_millis(20));

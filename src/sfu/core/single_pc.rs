@@ -64,6 +64,7 @@ impl Sfu {
             .copied()
             .collect();
         let mut still_waiting = Vec::new();
+        let mut renamed_ssrcs = Vec::new();
         for track in waiting {
             let kind = track.kind();
             match free.iter().position(|(_, k)| *k == kind) {
@@ -73,7 +74,12 @@ impl Sfu {
                         "{}|{} {}",
                         track.publisher_sid, track.track_sid, track.track_sid
                     );
-                    p.negotiation.msids.insert(mid, msid);
+                    if p.negotiation.msids.insert(mid, msid).is_some() {
+                        match guard(|| new_ssrcs(p.media.downlink_mut(), mid)) {
+                            Some(renamed) => renamed_ssrcs.extend(renamed),
+                            None => return self.fail(key, "panic while renewing an SSRC"),
+                        }
+                    }
                     p.subs.push(new_subscription(
                         track.publisher,
                         &track.track_sid,
@@ -95,7 +101,9 @@ impl Sfu {
             .iter()
             .filter_map(|s| Some((s.mid, p.negotiation.msids.get(&s.mid)?.clone())))
             .collect();
-        let sdp = shape_answer(&answer.to_sdp_string(), &slots, &msids);
+        // str0m wrote the answer before the slots were bound: it names the SSRCs they had.
+        let sdp = rename_ssrcs(&answer.to_sdp_string(), &renamed_ssrcs);
+        let sdp = shape_answer(&sdp, &slots, &msids);
         let mut mid_to_track_id = p.mid_to_track_id();
         mid_to_track_id.extend(
             p.subs
@@ -189,6 +197,66 @@ impl Sfu {
             })
             .collect()
     }
+}
+
+/// Gives the stream we send on `mid` a new SSRC (and RTX SSRC): a slot used again carries a new
+/// track, which receivers must not take for the old one continued (its sequence numbers start
+/// elsewhere, and SRTP's replay protection would drop them as old).
+/// Returns the (old, new) pairs.
+fn new_ssrcs(rtc: &mut str0m::Rtc, mid: Mid) -> Vec<(u32, u32)> {
+    let mut api = rtc.direct_api();
+    let Some((old, old_rtx)) = api.stream_tx_by_mid(mid, None).map(|s| (s.ssrc(), s.rtx())) else {
+        return Vec::new();
+    };
+    let ssrc = api.new_ssrc();
+    let rtx = old_rtx.map(|_| api.new_ssrc());
+    if api.reset_stream_tx(mid, None, ssrc, rtx).is_none() {
+        return Vec::new();
+    }
+    let mut renamed = vec![(*old, *ssrc)];
+    if let (Some(old), Some(new)) = (old_rtx, rtx) {
+        renamed.push((*old, *new));
+    }
+    renamed
+}
+
+/// `sdp` with the SSRCs on `a=ssrc` and `a=ssrc-group` lines renamed (old → new).
+fn rename_ssrcs(sdp: &str, renamed: &[(u32, u32)]) -> String {
+    if renamed.is_empty() {
+        return sdp.to_owned();
+    }
+    let rename = |token: &str| -> String {
+        let (number, rest) = token
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or((token, ""), |at| token.split_at(at));
+        match renamed
+            .iter()
+            .find(|(old, _)| number.parse::<u32>() == Ok(*old))
+        {
+            Some((_, new)) => format!("{new}{rest}"),
+            None => token.to_owned(),
+        }
+    };
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let text = line.trim_end();
+        let ending = &line[text.len()..];
+        if let Some(ssrc_line) = text.strip_prefix("a=ssrc:") {
+            let (first, rest) = ssrc_line.split_once(' ').unwrap_or((ssrc_line, ""));
+            let rest = if rest.is_empty() {
+                String::new()
+            } else {
+                format!(" {rest}")
+            };
+            out.push_str(&format!("a=ssrc:{}{rest}{ending}", rename(first)));
+        } else if let Some(group) = text.strip_prefix("a=ssrc-group:") {
+            let tokens: Vec<String> = group.split(' ').map(&rename).collect();
+            out.push_str(&format!("a=ssrc-group:{}{ending}", tokens.join(" ")));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// A subscription waiting for its m-line.
@@ -333,6 +401,17 @@ mod tests {
             .replace("a=mid:1\r\na=sendonly", "a=mid:1\r\na=inactive")
             .replace("a=msid:ghi jkl\r\n", "");
         assert_eq!(shaped, expected);
+    }
+
+    #[test]
+    fn renamed_ssrcs_change_on_their_lines_only() {
+        let sdp = "a=ssrc-group:FID 11 12\r\na=ssrc:11 cname:x\r\na=ssrc:12 msid:a 11\r\n\
+            a=ssrc:110 cname:y\r\na=rtpmap:11 x\r\n";
+        assert_eq!(
+            rename_ssrcs(sdp, &[(11, 21), (12, 22)]),
+            "a=ssrc-group:FID 21 22\r\na=ssrc:21 cname:x\r\na=ssrc:22 msid:a 11\r\n\
+            a=ssrc:110 cname:y\r\na=rtpmap:11 x\r\n"
+        );
     }
 
     #[test]
