@@ -1752,3 +1752,68 @@ fn a_v1_client_that_leaves_is_gone_for_the_others_and_its_tracks_with_it() {
         "bob's m-lines send nothing now"
     );
 }
+
+#[test]
+fn v0_and_v1_clients_hear_each_other_in_one_room() {
+    let mut h = Harness::new();
+    h.join_v1(1, "alice");
+    h.join(2, "bob");
+    let from_alice = h.publish_audio(1, "mic-a");
+    let from_bob = h.publish_audio(2, "mic-b");
+    h.advance(Duration::from_millis(500));
+    for n in 0..10u8 {
+        let elapsed = Duration::from_millis(20 * u64::from(n));
+        h.write_audio(1, from_alice, elapsed, &[n; 40]);
+        h.write_audio(2, from_bob, elapsed, &[100 + n; 40]);
+        h.advance(Duration::from_millis(20));
+    }
+    let got = |conn| -> Vec<u8> {
+        h.clients[&conn]
+            .received
+            .iter()
+            .map(|d| d.data[0])
+            .collect()
+    };
+    assert_eq!(
+        got(2),
+        (0..10).collect::<Vec<u8>>(),
+        "v0 bob hears v1 alice"
+    );
+    assert_eq!(
+        got(1),
+        (100..110).collect::<Vec<u8>>(),
+        "v1 alice hears v0 bob"
+    );
+}
+
+#[test]
+fn a_v1_call_survives_the_public_address_moving_without_a_rejoin() {
+    let mut h = Harness::new();
+    let (mic, _) = v1_call(&mut h);
+    h.move_public_address("198.51.100.9:3478".parse().expect("an address"));
+    // Each client's one connection is told the new candidate (as its publisher connection:
+    // livekit-client drops a subscriber-target candidate in v1); nobody is sent an offer.
+    for conn in [1, 2] {
+        let told = h.clients[&conn].signals.iter().any(|m| {
+            matches!(m, signal_response::Message::Trickle(t)
+                if t.target == proto::SignalTarget::Publisher as i32
+                    && t.candidate_init.contains("198.51.100.9 3478"))
+        });
+        assert!(told, "client {conn} is told the new address");
+    }
+    let mut heard = None;
+    for second in 1..=30u8 {
+        h.advance(Duration::from_secs(1));
+        let tag = 100 + second;
+        let elapsed = Duration::from_millis(20 * u64::from(second));
+        h.write_audio(1, mic, elapsed, &[tag; 40]);
+        h.advance(Duration::from_millis(100));
+        if received_tag(&h, 2, tag) {
+            heard = Some(second);
+            break;
+        }
+    }
+    assert!(heard.is_some(), "bob hears alice over the new address");
+    assert_eq!(h.sfu.participant_count(), 2);
+    assert!(!told_left(&h, 1, "bob") && !told_left(&h, 2, "alice"));
+}
