@@ -48,6 +48,9 @@ impl Room {
                 auto_subscribe: true,
                 client_protocol: 16,
                 ice_servers: Default::default(),
+                single_pc: false,
+                publisher_offer: None,
+                add_tracks: Vec::new(),
             };
             room.sfu.join(now, request).expect("the room takes two");
         }

@@ -1,5 +1,6 @@
-//! LiveKit signaling over WebSocket: `/rtc` (v0, two peer connections), `/rtc/validate`, and
-//! the v1 paths answered with the 404 that makes both SDKs fall back to `/rtc`.
+//! LiveKit signaling over WebSocket: `/rtc` (v0, two peer connections, parameters in the query)
+//! and `/rtc/v1` (one peer connection; a protobuf `JoinRequest` in the query, gzipped or not,
+//! carrying the client's first offer), each with its `/validate`.
 //!
 //! Everything that can be refused is refused *before* the upgrade, with LiveKit's statuses and
 //! bodies (clients classify errors by them): 401 for a missing or bad token, 400 for a token
@@ -56,8 +57,8 @@ pub fn router(state: Arc<SignalState>) -> Router {
     Router::new()
         .route("/rtc", any(rtc))
         .route("/rtc/validate", any(validate))
-        .route("/rtc/v1", any(v1_not_supported))
-        .route("/rtc/v1/validate", any(v1_not_supported))
+        .route("/rtc/v1", any(rtc_v1))
+        .route("/rtc/v1/validate", any(validate_v1))
         .with_state(state)
 }
 
@@ -77,21 +78,93 @@ fn plain(status: StatusCode, body: &str) -> Response<Body> {
     response
 }
 
-/// Until single-PC signaling exists: a 404 whose body does not say the room is missing, so the
-/// JS SDK classifies it as "service not found" and retries on `/rtc`, and the Rust/Python SDK
-/// (which falls back on any 404 of the upgrade) does the same.
-///
-/// No cheaper answer exists. The Rust/Python SDK falls back only on a 404 of the upgrade itself
-/// (any other status makes it ask `/rtc/v1/validate` and fail). livekit-client cannot see a
-/// failed upgrade's status, so it always asks `/rtc/v1/validate`: 404 without `requested room
-/// does not exist` is its only fallback (warning "v1 RTC path not found" and retrying on v0),
-/// 401/403 and any other status or a missing CORS header end the join. Accepting the upgrade
-/// and sending anything but a JoinResponse (a `leave`, say) fails the join too.
-async fn v1_not_supported() -> Response<Body> {
-    plain(
-        StatusCode::NOT_FOUND,
-        "not found: this server speaks signaling v0 at /rtc",
-    )
+/// The largest join request accepted once decompressed (LiveKit's limit: the default maximum
+/// header size). Offers are tens of KiB.
+const MAX_JOIN_REQUEST_BYTES: u64 = 1 << 20;
+
+/// How a client asked to join: from v0's query parameters or v1's `JoinRequest`.
+struct Hello {
+    /// Resume the session `sid` (v0 `reconnect=1&sid=`, v1 `reconnect`/`participant_sid`).
+    reconnect: bool,
+    sid: String,
+    auto_subscribe: bool,
+    client_protocol: i32,
+    /// v1: one peer connection, and the first offer and tracks its join request carried.
+    single_pc: bool,
+    publisher_offer: Option<proto::SessionDescription>,
+    add_tracks: Vec<proto::AddTrackRequest>,
+}
+
+impl Hello {
+    /// v0: booleans are `1`/`true`; `auto_subscribe` is on unless said otherwise.
+    fn from_query(params: &HashMap<String, String>) -> Self {
+        Hello {
+            reconnect: flag(params, "reconnect").unwrap_or(false),
+            sid: params.get("sid").cloned().unwrap_or_default(),
+            auto_subscribe: flag(params, "auto_subscribe").unwrap_or(true),
+            client_protocol: params
+                .get("client_protocol")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            single_pc: false,
+            publisher_offer: None,
+            add_tracks: Vec::new(),
+        }
+    }
+
+    /// v1: `join_request` is base64url (padded or not) of a `WrappedJoinRequest`, its
+    /// `JoinRequest` gzipped or plain; `auto_subscribe` is off unless its settings say so.
+    /// The error is the 400's text.
+    fn from_join_request(params: &HashMap<String, String>) -> Result<Self, String> {
+        let Some(encoded) = params.get("join_request").filter(|v| !v.is_empty()) else {
+            return Err("join_request is required".into());
+        };
+        let request = decode_join_request(encoded)?;
+        let settings = request.connection_settings.unwrap_or_default();
+        Ok(Hello {
+            reconnect: request.reconnect,
+            sid: request.participant_sid,
+            auto_subscribe: settings.auto_subscribe,
+            client_protocol: request.client_info.map_or(0, |c| c.client_protocol),
+            single_pc: true,
+            publisher_offer: request.publisher_offer,
+            add_tracks: request.add_track_requests,
+        })
+    }
+}
+
+/// The `JoinRequest` in a v1 `join_request` parameter, or what is wrong with it.
+pub fn decode_join_request(encoded: &str) -> Result<proto::JoinRequest, String> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use std::io::Read as _;
+    const URL_SAFE_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let bytes = URL_SAFE_ANY_PADDING
+        .decode(encoded.trim())
+        .map_err(|_| "join_request is not base64url".to_owned())?;
+    let wrapped = proto::WrappedJoinRequest::decode(bytes.as_slice())
+        .map_err(|_| "join_request is not a WrappedJoinRequest".to_owned())?;
+    use proto::wrapped_join_request::Compression;
+    let inner = match Compression::try_from(wrapped.compression) {
+        Ok(Compression::None) => wrapped.join_request,
+        Ok(Compression::Gzip) => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(wrapped.join_request.as_slice())
+                .take(MAX_JOIN_REQUEST_BYTES + 1)
+                .read_to_end(&mut out)
+                .map_err(|_| "join_request is not valid gzip".to_owned())?;
+            if out.len() as u64 > MAX_JOIN_REQUEST_BYTES {
+                return Err("join_request is too large".into());
+            }
+            out
+        }
+        Err(_) => return Err("join_request has an unknown compression".into()),
+    };
+    proto::JoinRequest::decode(inner.as_slice())
+        .map_err(|_| "join_request is not a JoinRequest".to_owned())
 }
 
 async fn validate(
@@ -105,26 +178,69 @@ async fn validate(
     }
 }
 
+/// `/rtc/v1/validate`: what `/rtc/v1` would refuse, refused the same way (livekit-client asks
+/// after a failed upgrade to learn why).
+async fn validate_v1(
+    State(state): State<Arc<SignalState>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    if let Err(refusal) = admit(&state, &params, &headers).await {
+        return refusal;
+    }
+    match Hello::from_join_request(&params) {
+        Ok(_) => plain(StatusCode::OK, "success"),
+        Err(why) => plain(StatusCode::BAD_REQUEST, &why),
+    }
+}
+
 async fn rtc(
     State(state): State<Arc<SignalState>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response<Body> {
+    let hello = Hello::from_query(&params);
+    upgrade_after_admission(state, params, headers, upgrade, Ok(hello)).await
+}
+
+async fn rtc_v1(
+    State(state): State<Arc<SignalState>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response<Body> {
+    let hello = Hello::from_join_request(&params);
+    upgrade_after_admission(state, params, headers, upgrade, hello).await
+}
+
+/// Refuses before the upgrade what LiveKit refuses (a plain request, then the token, grant,
+/// identity and room, then a bad join request), else upgrades into a session.
+async fn upgrade_after_admission(
+    state: Arc<SignalState>,
+    params: HashMap<String, String>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    hello: Result<Hello, String>,
+) -> Response<Body> {
     let Ok(upgrade) = upgrade else {
         return plain(
             StatusCode::NOT_FOUND,
-            "not found: /rtc needs a WebSocket upgrade",
+            "not found: signaling needs a WebSocket upgrade",
         );
     };
     let admitted = match admit(&state, &params, &headers).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
+    let hello = match hello {
+        Ok(hello) => hello,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, &why),
+    };
     let upgrade = upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES);
-    upgrade.on_upgrade(move |socket| session(state, admitted, params, socket))
+    upgrade.on_upgrade(move |socket| session(state, admitted, hello, socket))
 }
 
 struct Admitted {
@@ -223,12 +339,7 @@ async fn send(socket: &mut WebSocket, message: signal_response::Message) -> Resu
 
 /// One participant's signaling session, from upgrade to close: a join, or (`reconnect=1`) a
 /// resume of the session the client had on a connection that was lost.
-async fn session(
-    state: Arc<SignalState>,
-    admitted: Admitted,
-    params: HashMap<String, String>,
-    mut socket: WebSocket,
-) {
+async fn session(state: Arc<SignalState>, admitted: Admitted, hello: Hello, mut socket: WebSocket) {
     let conn = state.sfu.next_conn();
     let claims = admitted.claims;
     let grant = claims.video.clone().unwrap_or_default();
@@ -243,12 +354,12 @@ async fn session(
             IceServers::new(move |sid| turn.ice_servers(sid, &identity, expires))
         })
         .unwrap_or_default();
-    if flag(&params, "reconnect").unwrap_or(false) {
+    if hello.reconnect {
         let request = ResumeRequest {
             conn,
             room: admitted.room,
             identity: claims.sub.clone(),
-            sid: params.get("sid").cloned().unwrap_or_default(),
+            sid: hello.sid,
             ice_servers,
         };
         match state.sfu.resume(request, tx).await {
@@ -262,17 +373,17 @@ async fn session(
     } else {
         let request = JoinRequest {
             ice_servers,
+            single_pc: hello.single_pc,
+            publisher_offer: hello.publisher_offer,
+            add_tracks: hello.add_tracks,
             conn,
             room: admitted.room,
             identity: claims.sub.clone(),
             name: claims.name.clone().unwrap_or_default(),
             metadata: claims.metadata.clone().unwrap_or_default(),
             grant: grant.clone(),
-            auto_subscribe: flag(&params, "auto_subscribe").unwrap_or(true),
-            client_protocol: params
-                .get("client_protocol")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
+            auto_subscribe: hello.auto_subscribe,
+            client_protocol: hello.client_protocol,
         };
         match state.sfu.join(request, tx).await {
             Ok(Ok(())) => {}
@@ -454,4 +565,57 @@ fn unix_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use std::io::Write as _;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(bytes).expect("in memory");
+        encoder.finish().expect("in memory")
+    }
+
+    fn wrapped(compression: i32, join_request: Vec<u8>) -> Vec<u8> {
+        proto::WrappedJoinRequest {
+            compression,
+            join_request,
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_join_request_decodes_gzipped_or_plain_padded_or_not() {
+        let request = proto::JoinRequest {
+            participant_sid: "PA_x".into(),
+            reconnect: true,
+            publisher_offer: Some(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: "v=0\r\n".repeat(100),
+                id: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let inner = request.encode_to_vec();
+        for bytes in [wrapped(1, gzip(&inner)), wrapped(0, inner.clone())] {
+            let padded = base64::engine::general_purpose::URL_SAFE.encode(&bytes);
+            let unpadded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
+            assert_eq!(decode_join_request(&padded), Ok(request.clone()));
+            assert_eq!(decode_join_request(&unpadded), Ok(request.clone()));
+        }
+    }
+
+    #[test]
+    fn a_join_request_that_inflates_past_the_limit_is_refused() {
+        let bomb = gzip(&vec![0; 2 << 20]);
+        let encoded = base64::engine::general_purpose::URL_SAFE.encode(wrapped(1, bomb));
+        assert_eq!(
+            decode_join_request(&encoded),
+            Err("join_request is too large".into())
+        );
+    }
 }

@@ -41,7 +41,8 @@ pub struct Harness {
     dead: Vec<SocketAddr>,
 }
 
-/// A LiveKit v0 client: two str0m peers and what it received.
+/// A LiveKit client: v0's two str0m peers, or v1's one (`publisher`, which then also receives),
+/// and what it received.
 pub struct Client {
     pub publisher: Rtc,
     pub subscriber: Rtc,
@@ -77,6 +78,13 @@ pub struct Client {
     /// A lossy uplink: every n-th datagram it sends is lost (0: none).
     pub drop_every: u32,
     sent: u32,
+    /// v1 (single peer connection): it offers on `publisher`, and adds receive-only m-lines
+    /// and offers again when asked (`MediaSectionsRequirement`).
+    single: bool,
+    /// v1: the m-lines asked for while its own offer was outstanding (audio, video).
+    asked: Option<(u32, u32)>,
+    /// v1: its receive-only m-lines.
+    slots: Vec<Mid>,
 }
 
 impl Harness {
@@ -131,9 +139,68 @@ impl Harness {
             auto_subscribe: true,
             client_protocol: 16,
             ice_servers: Default::default(),
+            single_pc: false,
+            publisher_offer: None,
+            add_tracks: Vec::new(),
         };
         self.sfu.join(self.now, request).expect("join accepted");
         self.settle();
+    }
+
+    /// Joins `identity` to "room" on `conn` the way v1 clients do (`/rtc/v1`): one peer
+    /// connection whose first offer (three receive-only audio and video m-lines and a data
+    /// channel, as livekit-client lays it out) travels in the join request.
+    pub fn join_v1(&mut self, conn: ConnId, identity: &str) {
+        let mut client = Client::new(conn, self.now);
+        client.single = true;
+        let mut api = client.publisher.sdp_api();
+        api.add_channel("_reliable".into());
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            for _ in 0..3 {
+                let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
+                client.slots.push(mid);
+            }
+        }
+        let (offer, pending) = api.apply().expect("an offer");
+        client.pending_offer = Some(pending);
+        self.clients.insert(conn, client);
+        let request = JoinRequest {
+            ice_servers: Default::default(),
+            single_pc: true,
+            publisher_offer: Some(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.to_sdp_string(),
+                id: 1,
+                ..Default::default()
+            }),
+            add_tracks: Vec::new(),
+            conn,
+            room: "room".into(),
+            identity: identity.into(),
+            name: String::new(),
+            metadata: String::new(),
+            grant: VideoGrant {
+                room_join: true,
+                room: "room".into(),
+                ..Default::default()
+            },
+            auto_subscribe: true,
+            client_protocol: 16,
+        };
+        self.sfu.join(self.now, request).expect("join accepted");
+        self.settle();
+    }
+
+    /// The answers the core sent a client, in order.
+    pub fn answers(&self, conn: ConnId) -> Vec<&proto::SessionDescription> {
+        self.clients[&conn]
+            .signals
+            .iter()
+            .filter_map(|m| match m {
+                signal_response::Message::Answer(answer) => Some(answer),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The client on `old` lost its signaling connection (the core hears `SignalClose`); it
@@ -537,6 +604,9 @@ impl Client {
             downlink_dropped: 0,
             drop_every: 0,
             sent: 0,
+            single: false,
+            asked: None,
+            slots: Vec::new(),
         }
     }
 
@@ -569,6 +639,7 @@ impl Client {
         use signal_response::Message as M;
         let mut replies = Vec::new();
         match &message {
+            M::Offer(_) if self.single => panic!("a v1 client got an offer: {message:?}"),
             M::Offer(offer) => {
                 let parsed = SdpOffer::from_sdp_string(&offer.sdp).expect("a parsable offer");
                 let answer = self
@@ -626,11 +697,56 @@ impl Client {
                     .expect("answer accepted");
                 replies.push(trickle(self.publisher_addr, proto::SignalTarget::Publisher));
                 self.publisher_timeout = now;
+                if let Some(asked) = self.asked.take() {
+                    replies.push(self.offer_sections(asked));
+                }
+            }
+            M::MediaSectionsRequirement(r) => {
+                assert!(self.single, "a v0 client was asked for m-lines");
+                let asked = (r.num_audios, r.num_videos);
+                if self.pending_offer.is_some() {
+                    // Like livekit-client: offer again once the outstanding offer is answered.
+                    let (audios, videos) = self.asked.unwrap_or((0, 0));
+                    self.asked = Some((audios + asked.0, videos + asked.1));
+                } else {
+                    replies.push(self.offer_sections(asked));
+                }
+                self.publisher_timeout = now;
             }
             _ => {}
         }
         self.signals.push(message);
         replies
+    }
+
+    /// v1: adds the receive-only m-lines asked for and offers. Like a browser's transceivers,
+    /// its m-lines stay receive-only whatever the last answer said (str0m takes an answer's
+    /// `inactive` as its own direction). With nothing changed the offer restarts ICE, the one
+    /// change a str0m peer can offer alone (browsers offer their unchanged state).
+    fn offer_sections(&mut self, (audios, videos): (u32, u32)) -> signal_request::Message {
+        let mut api = self.publisher.sdp_api();
+        for mid in &self.slots {
+            api.set_direction(*mid, Direction::RecvOnly);
+        }
+        for _ in 0..audios {
+            let mid = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+            self.slots.push(mid);
+        }
+        for _ in 0..videos {
+            let mid = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+            self.slots.push(mid);
+        }
+        if !api.has_changes() {
+            api.ice_restart(true);
+        }
+        let (offer, pending) = api.apply().expect("a change to offer");
+        self.pending_offer = Some(pending);
+        signal_request::Message::Offer(proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: offer.to_sdp_string(),
+            id: 10,
+            ..Default::default()
+        })
     }
 
     /// Feeds both peers the time. Always both: str0m only starts ICE checks for a new remote
@@ -675,7 +791,7 @@ impl Client {
                             self.subscriber_connected = true;
                         }
                     }
-                    RtcOutput::Event(Event::MediaData(data)) if !publisher => {
+                    RtcOutput::Event(Event::MediaData(data)) if !publisher || self.single => {
                         self.received.push(data)
                     }
                     RtcOutput::Event(Event::KeyframeRequest(request)) if publisher => {
@@ -1557,6 +1673,37 @@ fn layers_received(h: &Harness, conn: ConnId) -> Vec<(usize, Instant)> {
         .collect()
 }
 
+/// The m-section of `sdp` whose mid is `mid`.
+fn section_of(sdp: &str, mid: &str) -> String {
+    sdp.split("m=")
+        .find(|s| s.lines().any(|l| l.trim() == format!("a=mid:{mid}")))
+        .unwrap_or_else(|| panic!("no m-line {mid} in {sdp}"))
+        .to_owned()
+}
+
+/// The SSRCs an SDP names on `a=ssrc` lines.
+fn ssrcs(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=ssrc:"))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The MediaSectionsRequirements the core sent a client: (audios, videos).
+fn requirements(h: &Harness, conn: ConnId) -> Vec<(u32, u32)> {
+    h.clients[&conn]
+        .signals
+        .iter()
+        .filter_map(|m| match m {
+            signal_response::Message::MediaSectionsRequirement(r) => {
+                Some((r.num_audios, r.num_videos))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_new_subscriber_starts_at_once_on_a_lower_layer_and_climbs_to_the_target() {
     let mut h = Harness::new();
@@ -1729,4 +1876,311 @@ fn a_subscriber_behind_a_bottleneck_keeps_audio_drops_a_layer_and_climbs_back() 
     h.clients.get_mut(&2).expect("bob").downlink_bps = 0;
     cam.film(&mut h, 250);
     assert_eq!(last_layer(&h), Some(2), "bob climbed back");
+}
+
+/// The sid of the track `identity` published, as `conn` was told.
+fn track_sid_of(h: &Harness, conn: ConnId, identity: &str) -> String {
+    h.clients[&conn]
+        .signals
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            signal_response::Message::Update(u) => u
+                .participants
+                .iter()
+                .find(|p| p.identity == identity && !p.tracks.is_empty())
+                .map(|p| p.tracks[0].sid.clone()),
+            _ => None,
+        })
+        .expect("the track was announced")
+}
+
+/// The participant sid of `identity`, as `conn` was told.
+fn sid_of(h: &Harness, conn: ConnId, identity: &str) -> String {
+    h.clients[&conn]
+        .signals
+        .iter()
+        .find_map(|m| match m {
+            signal_response::Message::Update(u) => u
+                .participants
+                .iter()
+                .find(|p| p.identity == identity)
+                .map(|p| p.sid.clone()),
+            signal_response::Message::Join(j) => j
+                .other_participants
+                .iter()
+                .find(|p| p.identity == identity)
+                .map(|p| p.sid.clone()),
+            _ => None,
+        })
+        .expect("the participant was announced")
+}
+
+#[test]
+fn a_v1_client_gets_its_join_offer_answered_after_the_join_response_and_connects() {
+    let mut h = Harness::new();
+    h.join_v1(1, "alice");
+    let signals = &h.clients[&1].signals;
+    let signal_response::Message::Join(join) = &signals[0] else {
+        panic!("the JoinResponse comes first: {:?}", signals[0]);
+    };
+    assert!(
+        !join.subscriber_primary,
+        "v1: the client's connection leads"
+    );
+    // Its offer is answered (same id), and no offer of ours ever comes (the client panics).
+    let answers = h.answers(1);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].id, 1);
+    // Nobody publishes yet: every receive-only m-line is answered inactive, no msid of str0m's.
+    let media: Vec<&str> = answers[0]
+        .sdp
+        .split("m=")
+        .filter(|s| s.starts_with("audio") || s.starts_with("video"))
+        .collect();
+    assert_eq!(media.len(), 6, "three audio and three video m-lines");
+    for section in media {
+        assert!(section.contains("a=inactive"), "{section}");
+        assert!(!section.contains("a=msid"), "{section}");
+    }
+    assert!(requirements(&h, 1).is_empty(), "nothing to ask for");
+    h.advance(Duration::from_millis(500));
+    assert!(
+        h.clients[&1].publisher_connected,
+        "its one connection is up"
+    );
+    assert!(h.sfu.participant_count() == 1);
+}
+
+/// Alice (v1) publishes audio; Bob (v1) is asked to offer again and receives it on one of his
+/// own receive-only m-lines, named `PA_alice|TR_track` in the answer.
+fn v1_call(h: &mut Harness) -> (Mid, String) {
+    h.join_v1(1, "alice");
+    h.join_v1(2, "bob");
+    let mid = h.publish_audio(1, "mic-1");
+    h.advance(Duration::from_millis(500));
+    (mid, track_sid_of(h, 2, "alice"))
+}
+
+/// Whether Bob's last answer sends him `track` on a slot of his, with the msid of v1.
+fn slot_sending(h: &Harness, conn: ConnId, track: &str) -> Option<String> {
+    let answer = h.answers(conn).last().cloned()?.clone();
+    let (mid, _) = answer.mid_to_track_id.iter().find(|(_, t)| *t == track)?;
+    Some(section_of(&answer.sdp, mid))
+}
+
+#[test]
+fn a_v1_client_publishes_and_another_subscribes_after_offering_again() {
+    let mut h = Harness::new();
+    let (mid, track) = v1_call(&mut h);
+    let published = h.clients[&1].signals.iter().any(|m| {
+        matches!(m, signal_response::Message::TrackPublished(t)
+            if t.cid == "mic-1" && t.track.as_ref().is_some_and(|i| i.sid == track))
+    });
+    assert!(published, "alice got TrackPublished");
+    // Bob had free audio m-lines: asked for none, he offered again, and his answer sends
+    // alice's track on one of them.
+    assert_eq!(requirements(&h, 2), vec![(0, 0)]);
+    let alice = sid_of(&h, 2, "alice");
+    let section = slot_sending(&h, 2, &track).expect("bob's answer maps the track");
+    assert!(section.starts_with("audio"), "{section}");
+    assert!(section.contains("a=sendonly"), "{section}");
+    assert!(
+        section.contains(&format!("a=msid:{alice}|{track} {track}")),
+        "{section}"
+    );
+    for n in 0..20u8 {
+        h.write_audio(1, mid, Duration::from_millis(20 * u64::from(n)), &[n; 40]);
+        h.advance(Duration::from_millis(20));
+    }
+    let got: Vec<u8> = h.clients[&2].received.iter().map(|d| d.data[0]).collect();
+    assert_eq!(got, (0..20).collect::<Vec<u8>>());
+    assert!(
+        h.clients[&1].received.is_empty(),
+        "alice does not get her own audio"
+    );
+}
+
+#[test]
+fn a_v1_client_with_too_few_m_lines_is_asked_for_the_missing_ones() {
+    let mut h = Harness::new();
+    h.join(1, "carol");
+    for n in 0..5 {
+        h.publish_audio(1, &format!("mic-{n}"));
+    }
+    h.advance(Duration::from_millis(200));
+    // Bob's join offer has three audio m-lines for five tracks: two more are asked for.
+    h.join_v1(2, "bob");
+    h.advance(Duration::from_millis(200));
+    assert_eq!(requirements(&h, 2), vec![(2, 0)]);
+    let answer = h.answers(2).last().cloned().expect("an answer").clone();
+    let carol = sid_of(&h, 2, "carol");
+    let sending: Vec<String> = answer
+        .sdp
+        .split("m=")
+        .filter(|s| s.contains("a=sendonly"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(sending.len(), 5, "every track on an m-line of bob's");
+    for (mid, track) in &answer.mid_to_track_id {
+        let section = section_of(&answer.sdp, mid);
+        assert!(
+            section.contains(&format!("a=msid:{carol}|{track} {track}")),
+            "{section}"
+        );
+    }
+    assert_eq!(answer.mid_to_track_id.len(), 5);
+}
+
+#[test]
+fn a_v1_subscriber_unsubscribes_its_m_line_goes_inactive_and_is_reused() {
+    let mut h = Harness::new();
+    let (mid, track) = v1_call(&mut h);
+    let subscription = |subscribe| {
+        signal_request::Message::Subscription(proto::UpdateSubscription {
+            track_sids: vec![track.clone()],
+            subscribe,
+            ..Default::default()
+        })
+    };
+    let slot = {
+        let answer = h.answers(2).last().cloned().expect("an answer").clone();
+        answer
+            .mid_to_track_id
+            .iter()
+            .find(|(_, t)| **t == track)
+            .map(|(m, _)| m.clone())
+            .expect("subscribed")
+    };
+    h.send(2, subscription(false));
+    h.advance(Duration::from_millis(200));
+    assert_eq!(requirements(&h, 2), vec![(0, 0), (0, 0)]);
+    let answer = h.answers(2).last().cloned().expect("an answer").clone();
+    assert!(!answer.mid_to_track_id.values().any(|t| *t == track));
+    let section = section_of(&answer.sdp, &slot);
+    assert!(section.contains("a=inactive"), "{section}");
+    let before = h.clients[&2].received.len();
+    for n in 0..5u8 {
+        h.write_audio(1, mid, Duration::from_millis(20 * u64::from(n)), &[n; 40]);
+        h.advance(Duration::from_millis(20));
+    }
+    assert_eq!(
+        h.clients[&2].received.len(),
+        before,
+        "nothing after unsubscribing"
+    );
+    // Subscribing again takes a free m-line (the released one is free now) and media flows.
+    let ssrcs_before = ssrcs(&section_of(&h.answers(2)[1].sdp, &slot));
+    h.send(2, subscription(true));
+    h.advance(Duration::from_millis(200));
+    let section = slot_sending(&h, 2, &track).expect("subscribed again");
+    assert!(section.contains("a=sendonly"), "{section}");
+    assert!(
+        section.contains(&format!("a=mid:{slot}")),
+        "the released m-line is reused"
+    );
+    // On a new SSRC: the old one's sequence numbers continued by another track's would be
+    // dropped by the receiver (SRTP replay protection).
+    let ssrc = ssrcs(&section);
+    assert!(
+        !ssrc.is_empty() && ssrc.iter().all(|s| !ssrcs_before.contains(s)),
+        "{section}"
+    );
+    for n in 5..10u8 {
+        h.write_audio(1, mid, Duration::from_millis(20 * u64::from(n)), &[n; 40]);
+        h.advance(Duration::from_millis(20));
+    }
+    let got: Vec<u8> = h.clients[&2].received[before..]
+        .iter()
+        .map(|d| d.data[0])
+        .collect();
+    assert!(got.ends_with(&[7, 8, 9]), "media again: {got:?}");
+}
+
+#[test]
+fn a_v1_client_that_leaves_is_gone_for_the_others_and_its_tracks_with_it() {
+    let mut h = Harness::new();
+    let (_, track) = v1_call(&mut h);
+    // Alice (the publisher) leaves: bob is told, and his m-line is released at his next offer.
+    h.send(
+        1,
+        signal_request::Message::Leave(proto::LeaveRequest {
+            reason: proto::DisconnectReason::ClientInitiated as i32,
+            ..Default::default()
+        }),
+    );
+    h.advance(Duration::from_millis(200));
+    assert!(told_left(&h, 2, "alice"));
+    assert_eq!(h.sfu.participant_count(), 1);
+    let answer = h.answers(2).last().cloned().expect("an answer").clone();
+    assert!(!answer.mid_to_track_id.values().any(|t| *t == track));
+    assert!(
+        !answer.sdp.contains("a=sendonly"),
+        "bob's m-lines send nothing now"
+    );
+}
+
+#[test]
+fn v0_and_v1_clients_hear_each_other_in_one_room() {
+    let mut h = Harness::new();
+    h.join_v1(1, "alice");
+    h.join(2, "bob");
+    let from_alice = h.publish_audio(1, "mic-a");
+    let from_bob = h.publish_audio(2, "mic-b");
+    h.advance(Duration::from_millis(500));
+    for n in 0..10u8 {
+        let elapsed = Duration::from_millis(20 * u64::from(n));
+        h.write_audio(1, from_alice, elapsed, &[n; 40]);
+        h.write_audio(2, from_bob, elapsed, &[100 + n; 40]);
+        h.advance(Duration::from_millis(20));
+    }
+    let got = |conn| -> Vec<u8> {
+        h.clients[&conn]
+            .received
+            .iter()
+            .map(|d| d.data[0])
+            .collect()
+    };
+    assert_eq!(
+        got(2),
+        (0..10).collect::<Vec<u8>>(),
+        "v0 bob hears v1 alice"
+    );
+    assert_eq!(
+        got(1),
+        (100..110).collect::<Vec<u8>>(),
+        "v1 alice hears v0 bob"
+    );
+}
+
+#[test]
+fn a_v1_call_survives_the_public_address_moving_without_a_rejoin() {
+    let mut h = Harness::new();
+    let (mic, _) = v1_call(&mut h);
+    h.move_public_address("198.51.100.9:3478".parse().expect("an address"));
+    // Each client's one connection is told the new candidate (as its publisher connection:
+    // livekit-client drops a subscriber-target candidate in v1); nobody is sent an offer.
+    for conn in [1, 2] {
+        let told = h.clients[&conn].signals.iter().any(|m| {
+            matches!(m, signal_response::Message::Trickle(t)
+                if t.target == proto::SignalTarget::Publisher as i32
+                    && t.candidate_init.contains("198.51.100.9 3478"))
+        });
+        assert!(told, "client {conn} is told the new address");
+    }
+    let mut heard = None;
+    for second in 1..=30u8 {
+        h.advance(Duration::from_secs(1));
+        let tag = 100 + second;
+        let elapsed = Duration::from_millis(20 * u64::from(second));
+        h.write_audio(1, mic, elapsed, &[tag; 40]);
+        h.advance(Duration::from_millis(100));
+        if received_tag(&h, 2, tag) {
+            heard = Some(second);
+            break;
+        }
+    }
+    assert!(heard.is_some(), "bob hears alice over the new address");
+    assert_eq!(h.sfu.participant_count(), 2);
+    assert!(!told_left(&h, 1, "bob") && !told_left(&h, 2, "alice"));
 }

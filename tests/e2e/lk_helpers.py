@@ -406,6 +406,17 @@ async def assert_media_flows(subscriber: Peer, publisher_identity: str) -> None:
     assert_is_colour(pixels)
 
 
+# --- what rtcbox logged ---------------------------------------------------------------------------
+
+def signaling_of(box) -> dict[str, str]:
+    """Each identity's signaling path as rtcbox logged its join: "v1" (`/rtc/v1`, one peer
+    connection) or "v0" (`/rtc`, two). An SDK that fell back from v1 to v0 shows as "v0"."""
+    import re
+    joins = re.findall(r'participant joined .*?identity="([^"]*)".*?signaling="(v[01])"',
+                       box.log_text())
+    return dict(joins)
+
+
 # --- running a scenario --------------------------------------------------------------------------
 
 def run(scenario, box=None, timeout: float = 240.0):

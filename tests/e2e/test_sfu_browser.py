@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import lk_helpers as lk
 from conftest import BROWSER_DIR, CHROMIUM, require_browser_tooling, run_node_runner
 
 RUNNER_DEADLINE_S = 90
@@ -81,7 +82,10 @@ def test_browser_environment(tmp_path):
         "errors", "localTracks", "loopbackGrowth", "peers")}, indent=1)[:20000]
 
 
-def test_two_browsers_call_through_rtcbox(start_rtcbox, tmp_path):
+@pytest.mark.parametrize("single_pc", [True, False], ids=["v1-default", "v0-dual-pc"])
+def test_two_browsers_call_through_rtcbox(start_rtcbox, tmp_path, single_pc):
+    """livekit-client's default (one peer connection through /rtc/v1, as Element Call joins)
+    and its dual-PC mode (/rtc, `singlePeerConnection: false`)."""
     require_browser_tooling(("livekit-client", "playwright-core"))
     key, secret = "APIbrowsertest", secrets.token_urlsafe(32)
     box = start_rtcbox({"RTCBOX_API_KEY": key, "RTCBOX_API_SECRET": secret,
@@ -95,6 +99,7 @@ def test_two_browsers_call_through_rtcbox(start_rtcbox, tmp_path):
         "wsUrl": box.ws_url,
         "peers": [{"identity": p, "token": token(key, secret, p, ROOM)} for p in PEERS],
         "profile": "element-call",
+        "roomOptions": {} if single_pc else {"singlePeerConnection": False},
         "observeMs": 6000,
         "minFrames": 10,
         "minAudioPackets": 10,
@@ -106,6 +111,9 @@ def test_two_browsers_call_through_rtcbox(start_rtcbox, tmp_path):
 
     peers = {p["identity"]: p for p in report["peers"]}
     assert sorted(peers) == sorted(PEERS), why
+    # Each page joined on the path it was meant to, with no fallback from /rtc/v1 to /rtc.
+    path = "v1" if single_pc else "v0"
+    assert lk.signaling_of(box) == {p: path for p in PEERS}, why
     for me in PEERS:
         (other,) = [p for p in PEERS if p != me]
         peer = peers[me]

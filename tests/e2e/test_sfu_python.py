@@ -17,8 +17,8 @@ from lk_helpers import API_KEY, API_SECRET, sfu_env
 
 @pytest.mark.parametrize("single_peer_connection", [None, False], ids=["sdk-default", "dual-pc"])
 def test_two_python_participants_exchange_media_data_and_state(start_rtcbox, single_peer_connection):
-    """The full call path with the SDK's default connection mode (tries /rtc/v1, falls back to
-    /rtc on 404) and with dual PeerConnections forced: room creation over Twirp, join, remote
+    """The full call path with the SDK's default connection mode (one peer connection through
+    /rtc/v1) and with dual PeerConnections forced (/rtc): room creation over Twirp, join, remote
     participant discovery, audio and video forwarding with content checks, reliable data both
     ways, mute/unmute propagation, leave propagation, and ListParticipants along the way."""
     box = start_rtcbox(sfu_env())
@@ -38,6 +38,9 @@ async def call_scenario(box, single_peer_connection):
         alice = await lk.join(box.ws_url, lk.join_token(API_KEY, API_SECRET, "alice", room), "alice", options)
         bob = await lk.join(box.ws_url, lk.join_token(API_KEY, API_SECRET, "bob", room), "bob", options)
         assert alice.room.name == room and bob.room.name == room
+        # The SDK default joins through /rtc/v1 with no fallback; forced dual-PC through /rtc.
+        path = "v0" if single_peer_connection is False else "v1"
+        assert lk.signaling_of(box) == {"alice": path, "bob": path}
         # `Room.sid` is an async property: it resolves once the server has sent the room sid.
         sid = await asyncio.wait_for(bob.room.sid, lk.WAIT)
         assert sid == created.sid, "the joined room is not the room CreateRoom made"
@@ -87,6 +90,32 @@ async def call_scenario(box, single_peer_connection):
         assert "alice" not in bob.room.remote_participants
         assert await lk.participant_identities(lkapi, room) == {"bob"}
         assert bob.room.isconnected(), "bob was disconnected when alice left"
+    finally:
+        await lk.leave_all(alice, bob)
+        await lkapi.aclose()
+
+
+def test_an_encrypted_call_decrypts_through_a_single_peer_connection(start_rtcbox):
+    """End-to-end encryption (a shared key, as the SDKs offer it) over /rtc/v1: rtcbox forwards
+    frames it cannot read, byte for byte, so the receiver decrypts the tone and the colour."""
+    box = start_rtcbox(sfu_env())
+    lk.run(encrypted_call(box), box)
+
+
+async def encrypted_call(box):
+    room = lk.unique("py-e2ee")
+    key = rtc.KeyProviderOptions(shared_key=b"rtcbox-e2e-shared-key-0123456789")
+    options = rtc.RoomOptions(auto_subscribe=True, encryption=rtc.E2EEOptions(key_provider_options=key))
+    lkapi = lk.server_api(box.url, API_KEY, API_SECRET)
+    alice = bob = None
+    try:
+        await lk.create_room(lkapi, room)
+        alice = await lk.join(box.ws_url, lk.join_token(API_KEY, API_SECRET, "alice", room), "alice", options)
+        bob = await lk.join(box.ws_url, lk.join_token(API_KEY, API_SECRET, "bob", room), "bob", options)
+        assert lk.signaling_of(box) == {"alice": "v1", "bob": "v1"}
+        published = await lk.publish_media(alice)
+        assert published.audio.encryption_type != 0, "the SDK did not encrypt"
+        await lk.assert_media_flows(bob, "alice")
     finally:
         await lk.leave_all(alice, bob)
         await lkapi.aclose()

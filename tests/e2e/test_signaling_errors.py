@@ -1,6 +1,6 @@
 """The signalling endpoints' answers to bad and unusual input, as the LiveKit SDKs rely on them:
-HTTP errors before the WebSocket upgrade (401 / 404 with LiveKit's texts), the 404s on /rtc/v1
-that make SDKs fall back to /rtc, and a server that drops a client sending garbage or oversize
+HTTP errors before the WebSocket upgrade (401 / 404 with LiveKit's texts), /rtc/v1's join request
+and its validate endpoint, and a server that drops a client sending garbage or oversize
 frames instead of hanging on it. Raw HTTP (requests) and a raw WebSocket client (websockets)."""
 
 import asyncio
@@ -122,27 +122,59 @@ def test_rtc_answers_404_for_a_room_that_does_not_exist(box, room):
     assert response.headers.get("access-control-allow-origin") == "*"
 
 
-def test_rtc_v1_is_a_plain_404_so_sdks_fall_back(box, room):
-    """/rtc/v1 (upgrade or not) and /rtc/v1/validate answer 404 with
-    Access-Control-Allow-Origin: * and without the room-missing text, which is exactly what
-    makes the JS SDK (validate) and the Rust/Python SDK (upgrade status) fall back to /rtc."""
+def join_request(compress: bool = True, padded: bool = True, **fields) -> str:
+    """A v1 `join_request` parameter as the SDKs build it: base64url of a WrappedJoinRequest
+    whose JoinRequest is gzipped (livekit-client, usually) or not."""
+    import base64
+    import gzip
+    inner = signal.JoinRequest(**fields).SerializeToString()
+    wrapped = signal.WrappedJoinRequest(
+        compression=signal.WrappedJoinRequest.GZIP if compress else signal.WrappedJoinRequest.NONE,
+        join_request=gzip.compress(inner) if compress else inner)
+    encoded = base64.urlsafe_b64encode(wrapped.SerializeToString()).decode()
+    return encoded if padded else encoded.rstrip("=")
+
+
+def test_rtc_v1_joins_and_validates_like_livekit(box, room):
+    """/rtc/v1 takes the join request from the query (gzipped or not, base64url padded or not)
+    and answers with a JoinResponse for one peer connection; /rtc/v1/validate says "success"
+    for what /rtc/v1 would admit and refuses the rest with LiveKit's statuses, every answer with
+    Access-Control-Allow-Origin: * (livekit-client reads them cross-origin)."""
     good = token(room)
     origin = {"Origin": "https://call.example.org"}
+    settings = signal.ConnectionSettings(auto_subscribe=True)
 
     async def scenario():
+        for compress, padded in [(True, True), (False, False)]:
+            query = urllib.parse.urlencode(
+                {"join_request": join_request(compress, padded, connection_settings=settings)})
+            async with ws_connect(f"{box.ws_url}/rtc/v1?{query}", additional_headers=bearer(good),
+                                  open_timeout=CLOSE_WAIT) as ws:
+                first = signal.SignalResponse.FromString(await asyncio.wait_for(ws.recv(), CLOSE_WAIT))
+                assert first.WhichOneof("message") == "join", first
+                assert not first.join.subscriber_primary, "v1: the client's connection leads"
+                assert first.join.room.name == room
+        # A join request that is not one is refused before the upgrade.
         status, body, _ = await upgrade_refused(f"{box.ws_url}/rtc/v1?join_request=CAES", bearer(good))
-        assert status == 404, (status, body)
-        assert ROOM_MISSING not in body
+        assert (status, body) == (400, "join_request is not a WrappedJoinRequest")
 
     lk.run(scenario(), box, timeout=60)
-    for path in ("/rtc/v1", "/rtc/v1/validate"):
-        for headers, params in [({**bearer(good), **origin}, {"join_request": "CAES"}),
-                                (origin, {"access_token": good, "join_request": "CAES"})]:
-            response = requests.get(f"{box.url}{path}", headers=headers, params=params, timeout=10)
-            assert response.status_code == 404, (path, response.status_code, response.text)
-            assert ROOM_MISSING not in response.text, (path, response.text)
-            assert response.headers.get("access-control-allow-origin") == "*", \
-                (path, dict(response.headers))
+    valid = join_request(connection_settings=settings)
+    cases = [
+        # (headers, query, status, body)
+        ({**bearer(good), **origin}, {"join_request": valid}, 200, "success"),
+        (origin, {"access_token": good, "join_request": valid}, 200, "success"),
+        (origin, {"access_token": good}, 400, "join_request is required"),
+        (origin, {"access_token": good, "join_request": "CAES"}, 400,
+         "join_request is not a WrappedJoinRequest"),
+        (origin, {"access_token": good, "join_request": "!!"}, 400, "join_request is not base64url"),
+        (origin, {"access_token": "garbage", "join_request": valid}, 401, "invalid authorization token"),
+        (origin, {"access_token": token(lk.unique("nowhere")), "join_request": valid}, 404, ROOM_MISSING),
+    ]
+    for headers, params, status, body in cases:
+        response = requests.get(f"{box.url}/rtc/v1/validate", headers=headers, params=params, timeout=10)
+        assert (response.status_code, response.text) == (status, body), params
+        assert response.headers.get("access-control-allow-origin") == "*", dict(response.headers)
 
 
 async def joined_socket(box, room: str, identity: str):

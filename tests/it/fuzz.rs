@@ -253,6 +253,55 @@ fn token_request_bodies() {
 }
 
 #[test]
+fn v1_join_requests() {
+    use base64::Engine as _;
+    use livekit_protocol as proto;
+    use prost::Message as _;
+    let inner = proto::JoinRequest {
+        participant_sid: "PA_abc".into(),
+        publisher_offer: Some(proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".into(),
+            id: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let plain = proto::WrappedJoinRequest {
+        compression: 0,
+        join_request: inner.clone(),
+    }
+    .encode_to_vec();
+    let gzipped = proto::WrappedJoinRequest {
+        compression: 1,
+        join_request: {
+            use std::io::Write as _;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&inner).expect("in memory");
+            gz.finish().expect("in memory")
+        },
+    }
+    .encode_to_vec();
+    fuzz("v1 join requests", &[&plain, &gzipped], |input| {
+        // Whatever decodes re-encodes to a request that decodes the same.
+        let encoded = base64::engine::general_purpose::URL_SAFE.encode(input);
+        if let Ok(request) = rtcbox::livekit::signal::decode_join_request(&encoded) {
+            let again = proto::WrappedJoinRequest {
+                compression: 0,
+                join_request: request.encode_to_vec(),
+            }
+            .encode_to_vec();
+            let again = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(again);
+            assert_eq!(
+                rtcbox::livekit::signal::decode_join_request(&again),
+                Ok(request)
+            );
+        }
+    });
+}
+
+#[test]
 fn stun_messages() {
     let tid = [7u8; 12];
     let request = stun::binding_request(&tid);

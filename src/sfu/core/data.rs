@@ -34,6 +34,14 @@ impl Sfu {
         if p.media.is_uplink(pc) {
             p.pub_channels.insert(id, kind);
         }
+        // v1: we send on the client's own channels (both SDKs read them too).
+        if p.media.is_single() {
+            match kind {
+                DataKind::Reliable => p.sub_reliable = Some(id),
+                DataKind::Lossy => p.sub_lossy = Some(id),
+                DataKind::Other => {}
+            }
+        }
     }
 
     /// Data on one of the publisher connection's channels.

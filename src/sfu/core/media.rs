@@ -1,11 +1,11 @@
 //! A participant's media: the str0m peer connections it holds and which one carries what.
 //!
-//! [`Media`] is the one type that owns a participant's `Rtc`s. Today that is LiveKit's v0 dual
-//! peer connection: the client publishes on a publisher `Rtc` (its RTP, new m-lines and data
-//! arrive there) and we send on a subscriber `Rtc`. The rest of the core never counts them: it
-//! asks for the uplink (what the client sends us) or the downlink (what we send the client), and
-//! whether an event's connection is one or the other, so a v1 single peer connection (one `Rtc`
-//! that is both) fits behind the same methods without touching rooms or forwarding.
+//! [`Media`] is the one type that owns a participant's `Rtc`s: LiveKit's v0 dual peer
+//! connection (the client publishes on a publisher `Rtc`, where its RTP, new m-lines and data
+//! arrive, and we send on a subscriber `Rtc`), or v1's single peer connection (one `Rtc`, the
+//! client's "publisher", that is both). The rest of the core never counts them: it asks for the
+//! uplink (what the client sends us) or the downlink (what we send the client), and whether an
+//! event's connection is one or the other.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -27,10 +27,16 @@ pub(super) enum Pc {
     Subscriber,
 }
 
-/// A participant's peer connections (v0: publisher + subscriber).
-pub(super) struct Media {
-    publisher: Peer,
-    subscriber: Peer,
+/// A participant's peer connections.
+pub(super) enum Media {
+    /// v0: the client's publisher connection and our subscriber connection (boxed: the
+    /// variants then weigh one `Rtc` each).
+    Dual {
+        publisher: Peer,
+        subscriber: Box<Peer>,
+    },
+    /// v1: one connection the client offers on, named [`Pc::Publisher`] as the client names it.
+    Single { peer: Peer },
 }
 
 /// One str0m `Rtc` and the run-loop state the core keeps for it.
@@ -49,28 +55,46 @@ pub(super) struct Peer {
 impl Media {
     /// LiveKit v0: two peer connections, built by [`Sfu::new_rtc`].
     pub(super) fn dual(publisher: Rtc, subscriber: Rtc, now: Instant) -> Self {
-        Media {
+        Media::Dual {
             publisher: Peer::new(publisher, now),
-            subscriber: Peer::new(subscriber, now),
+            subscriber: Box::new(Peer::new(subscriber, now)),
         }
     }
 
-    /// The connections this participant has.
-    pub(super) fn pcs(&self) -> [Pc; 2] {
-        [Pc::Publisher, Pc::Subscriber]
+    /// LiveKit v1: one peer connection the client offers on, carrying both directions.
+    pub(super) fn single(rtc: Rtc, now: Instant) -> Self {
+        Media::Single {
+            peer: Peer::new(rtc, now),
+        }
     }
 
+    /// Whether this is v1's single peer connection (the client offers, we only answer).
+    pub(super) fn is_single(&self) -> bool {
+        matches!(self, Media::Single { .. })
+    }
+
+    /// The connections this participant has.
+    pub(super) fn pcs(&self) -> &'static [Pc] {
+        match self {
+            Media::Dual { .. } => &[Pc::Publisher, Pc::Subscriber],
+            Media::Single { .. } => &[Pc::Publisher],
+        }
+    }
+
+    /// The connection `pc` names (v1 has one, whatever the name).
     pub(super) fn peer(&self, pc: Pc) -> &Peer {
-        match pc {
-            Pc::Publisher => &self.publisher,
-            Pc::Subscriber => &self.subscriber,
+        match (self, pc) {
+            (Media::Dual { publisher, .. }, Pc::Publisher) => publisher,
+            (Media::Dual { subscriber, .. }, Pc::Subscriber) => subscriber,
+            (Media::Single { peer }, _) => peer,
         }
     }
 
     pub(super) fn peer_mut(&mut self, pc: Pc) -> &mut Peer {
-        match pc {
-            Pc::Publisher => &mut self.publisher,
-            Pc::Subscriber => &mut self.subscriber,
+        match (self, pc) {
+            (Media::Dual { publisher, .. }, Pc::Publisher) => publisher,
+            (Media::Dual { subscriber, .. }, Pc::Subscriber) => subscriber,
+            (Media::Single { peer }, _) => peer,
         }
     }
 
@@ -81,7 +105,10 @@ impl Media {
 
     /// The connection we send media and data to the client on.
     pub(super) fn downlink_pc(&self) -> Pc {
-        Pc::Subscriber
+        match self {
+            Media::Dual { .. } => Pc::Subscriber,
+            Media::Single { .. } => Pc::Publisher,
+        }
     }
 
     pub(super) fn uplink(&self) -> &Rtc {
@@ -112,7 +139,7 @@ impl Media {
 
     /// The connection a trickled candidate is for.
     pub(super) fn for_target(&self, target: i32) -> Pc {
-        if target == proto::SignalTarget::Subscriber as i32 {
+        if target == proto::SignalTarget::Subscriber as i32 && !self.is_single() {
             Pc::Subscriber
         } else {
             Pc::Publisher
@@ -122,7 +149,7 @@ impl Media {
     /// The connection that accepts `input` (a STUN request names it by ICE credentials); `None`
     /// when none does or str0m panicked.
     pub(super) fn accepting(&self, input: &Input) -> Option<Pc> {
-        self.pcs().into_iter().find(|pc| {
+        self.pcs().iter().copied().find(|pc| {
             let rtc = &self.peer(*pc).rtc;
             guard(|| rtc.accepts(input)).unwrap_or(false)
         })
@@ -135,13 +162,13 @@ impl Media {
 
     /// The earliest time a connection wants `Input::Timeout`.
     pub(super) fn next_timeout(&self) -> Instant {
-        let [first, second] = self.pcs().map(|pc| self.peer(pc).timeout);
-        first.min(second)
+        let timeout = self.peer(self.uplink_pc()).timeout;
+        timeout.min(self.peer(self.downlink_pc()).timeout)
     }
 
     pub(super) fn disconnect(&mut self) {
         for pc in self.pcs() {
-            self.peer_mut(pc).rtc.disconnect();
+            self.peer_mut(*pc).rtc.disconnect();
         }
     }
 }
@@ -188,6 +215,7 @@ impl Sfu {
             let mut trickles = Vec::new();
             if let Some(p) = self.participants.get_mut(&key) {
                 for pc in p.media.pcs() {
+                    let pc = *pc;
                     let peer = p.media.peer_mut(pc);
                     for candidate in &added {
                         if guard(|| peer.rtc.add_local_candidate(candidate.clone())).is_none() {

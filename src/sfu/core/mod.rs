@@ -34,6 +34,7 @@ mod negotiation;
 mod quality;
 mod rooms;
 mod session;
+mod single_pc;
 mod speakers;
 mod tracks;
 
@@ -97,6 +98,13 @@ pub struct JoinRequest {
     pub client_protocol: i32,
     /// TURN servers with this participant's credentials, for the JoinResponse.
     pub ice_servers: IceServers,
+    /// LiveKit v1 (`/rtc/v1`): one peer connection that the client always offers on.
+    pub single_pc: bool,
+    /// v1: the client's first offer, carried in its join request (answered after the
+    /// JoinResponse). Firefox sends it as a normal `offer` after joining instead.
+    pub publisher_offer: Option<proto::SessionDescription>,
+    /// v1: tracks the join request announces (handled before its offer is answered).
+    pub add_tracks: Vec<proto::AddTrackRequest>,
 }
 
 /// A client resuming its session on a new signaling connection (`reconnect=1`).
@@ -326,8 +334,8 @@ impl Sfu {
         let mut due = Vec::new();
         for (key, p) in &self.participants {
             for pc in p.media.pcs() {
-                if p.media.peer(pc).timeout <= now {
-                    due.push((*key, pc));
+                if p.media.peer(*pc).timeout <= now {
+                    due.push((*key, *pc));
                 }
             }
         }
@@ -496,7 +504,8 @@ impl Sfu {
             Event::KeyframeRequest(request) if downlink => {
                 self.forward_keyframe_request(now, key, request.mid, request.kind)
             }
-            Event::MediaAdded(added) if uplink => {
+            // A v1 client's receive-only m-lines are slots for what we send, not its media.
+            Event::MediaAdded(added) if uplink && added.direction.is_receiving() => {
                 self.publish_media(now, key, added.mid, added.kind)
             }
             // The client stopped sending on an m-line (unpublished: its offer made it inactive

@@ -28,6 +28,12 @@ pub(super) struct Negotiation {
     pub(super) remote_ice: Option<(String, String)>,
     /// The next offer restarts ICE (the client changed its credentials on its own).
     pub(super) restart_ice: bool,
+    /// v1: the m-lines the client receives on, from its last offer ([`super::single_pc`]).
+    pub(super) slots: Vec<(Mid, MediaKind)>,
+    /// v1: the msid each slot in use was answered with.
+    pub(super) msids: HashMap<Mid, String>,
+    /// v1: the client was asked to offer (or has yet to make its first offer).
+    pub(super) offer_awaited: bool,
 }
 
 /// Our one outstanding subscriber offer.
@@ -48,6 +54,9 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
+        if p.media.is_single() {
+            return self.answer_single_pc_offer(key, offer);
+        }
         let parsed = match SdpOffer::from_sdp_string(&offer.sdp) {
             Ok(parsed) => parsed,
             Err(error) => {
@@ -163,6 +172,10 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
+        if p.media.is_single() {
+            // v1: we never offer; the client restarts ICE in its own next offer.
+            return;
+        }
         p.negotiation.restart_ice = true;
         if let Some(sent) = p.negotiation.pending.as_ref().map(|o| o.sent.clone()) {
             self.signal(key, signal_response::Message::Offer(sent));
@@ -257,6 +270,13 @@ impl Sfu {
     /// Sends the next subscriber offer if something changed and no offer is outstanding (str0m
     /// allows one pending offer; later changes wait for the answer).
     pub(super) fn negotiate_subscriber(&mut self, _now: Instant, key: ParticipantKey) {
+        if self
+            .participants
+            .get(&key)
+            .is_some_and(|p| p.media.is_single())
+        {
+            return self.negotiate_single_pc(key);
+        }
         let mut tracks: Vec<(ParticipantKey, String, String, bool, bool)> = Vec::new();
         {
             let Some(p) = self.participants.get(&key) else {
@@ -330,18 +350,9 @@ impl Sfu {
                     Some(track_sid.clone()),
                     None,
                 );
-                added.push(Subscription {
-                    track_sid: track_sid.clone(),
-                    publisher: *publisher,
-                    mid,
-                    video: *video,
-                    // Simulcast starts on the top layer; housekeeping moves to what is live.
-                    forwarder: Forwarder::new(if *simulcast { 2 } else { 0 }),
-                    wanted: 2,
-                    disabled: false,
-                    paused: false,
-                    pt_map: Vec::new(),
-                });
+                added.push(new_subscription(
+                    *publisher, track_sid, mid, *video, *simulcast,
+                ));
             }
             api.apply()
         });
@@ -380,6 +391,28 @@ impl Sfu {
             self.signal(key, signal_response::Message::Offer(sent));
         }
         self.mark_downlink(key);
+    }
+}
+
+/// A subscription to `track_sid` of `publisher`, sent on our m-line `mid`.
+pub(super) fn new_subscription(
+    publisher: ParticipantKey,
+    track_sid: &str,
+    mid: Mid,
+    video: bool,
+    simulcast: bool,
+) -> Subscription {
+    Subscription {
+        track_sid: track_sid.to_owned(),
+        publisher,
+        mid,
+        video,
+        // Simulcast starts on the top layer; housekeeping moves to what is live.
+        forwarder: Forwarder::new(if simulcast { 2 } else { 0 }),
+        wanted: 2,
+        disabled: false,
+        paused: false,
+        pt_map: Vec::new(),
     }
 }
 

@@ -98,8 +98,8 @@ pub(super) struct Participant {
 }
 
 impl Sfu {
-    /// Admits a participant whose token was validated. Sends the JoinResponse and the first
-    /// subscriber offer.
+    /// Admits a participant whose token was validated. Sends the JoinResponse, then (v0) the
+    /// first subscriber offer or (v1) the answer to the offer its join request carried.
     pub fn join(&mut self, now: Instant, request: JoinRequest) -> Result<(), JoinError> {
         let room_name = request.room.clone();
         if !self.room_exists(&room_name, now) {
@@ -147,11 +147,17 @@ impl Sfu {
             state: proto::participant_info::State::Joined,
             client_protocol: request.client_protocol,
             auto_subscribe: request.auto_subscribe,
-            media: Media::dual(self.new_rtc(now), self.new_rtc(now), now),
+            media: if request.single_pc {
+                Media::single(self.new_rtc(now), now)
+            } else {
+                Media::dual(self.new_rtc(now), self.new_rtc(now), now)
+            },
             tracks: Vec::new(),
             subs: Vec::new(),
             negotiation: Negotiation {
                 next_id: 1,
+                // v1 without an offer in its join request (Firefox) offers right after.
+                offer_awaited: request.single_pc,
                 ..Default::default()
             },
             pub_channels: HashMap::new(),
@@ -167,6 +173,11 @@ impl Sfu {
             room = room_name,
             identity = participant.identity,
             sid = participant.sid,
+            signaling = if participant.media.is_single() {
+                "v1"
+            } else {
+                "v0"
+            },
             "participant joined"
         );
 
@@ -199,7 +210,8 @@ impl Sfu {
             other_participants: others,
             server_version: SERVER_VERSION.into(),
             ice_servers: request.ice_servers.for_session(&participant.sid),
-            subscriber_primary: true,
+            // v0: the client waits for our subscriber offer; v1: it offers.
+            subscriber_primary: !request.single_pc,
             client_configuration: Some(client_configuration()),
             ping_timeout: PING_TIMEOUT_SECS,
             ping_interval: PING_INTERVAL_SECS,
@@ -219,7 +231,13 @@ impl Sfu {
         if !hidden {
             self.send_to_room(&room_name, Some(key), update(vec![info]));
         }
-        self.negotiate_subscriber(now, key);
+        for track in request.add_tracks {
+            self.handle_add_track(key, track);
+        }
+        match request.publisher_offer {
+            Some(offer) if request.single_pc => self.handle_publisher_offer(key, offer),
+            _ => self.negotiate_subscriber(now, key),
+        }
         self.drain(now);
         Ok(())
     }

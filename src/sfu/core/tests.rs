@@ -24,6 +24,9 @@ fn sfu(auto_create_rooms: bool) -> (Sfu, Instant) {
 fn request(conn: ConnId, room: &str, identity: &str) -> JoinRequest {
     JoinRequest {
         ice_servers: IceServers::default(),
+        single_pc: false,
+        publisher_offer: None,
+        add_tracks: Vec::new(),
         conn,
         room: room.into(),
         identity: identity.into(),
