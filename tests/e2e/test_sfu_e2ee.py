@@ -104,6 +104,8 @@ async def e2ee_scenario(box):
         alice = await lk.join(box.ws_url, token("alice"), "alice", encrypted(KEY))
         bob = await lk.join(box.ws_url, token("bob"), "bob", encrypted(KEY))
         carol = await lk.join(box.ws_url, token("carol"), "carol", encrypted(OTHER_KEY))
+        # The SDK's default path: one peer connection each (/rtc/v1).
+        assert lk.signaling_of(box) == {"alice": "v1", "bob": "v1", "carol": "v1"}
 
         published = await lk.publish_media(alice)
 

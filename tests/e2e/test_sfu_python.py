@@ -93,29 +93,3 @@ async def call_scenario(box, single_peer_connection):
     finally:
         await lk.leave_all(alice, bob)
         await lkapi.aclose()
-
-
-def test_an_encrypted_call_decrypts_through_a_single_peer_connection(start_rtcbox):
-    """End-to-end encryption (a shared key, as the SDKs offer it) over /rtc/v1: rtcbox forwards
-    frames it cannot read, byte for byte, so the receiver decrypts the tone and the colour."""
-    box = start_rtcbox(sfu_env())
-    lk.run(encrypted_call(box), box)
-
-
-async def encrypted_call(box):
-    room = lk.unique("py-e2ee")
-    key = rtc.KeyProviderOptions(shared_key=b"rtcbox-e2e-shared-key-0123456789")
-    options = rtc.RoomOptions(auto_subscribe=True, encryption=rtc.E2EEOptions(key_provider_options=key))
-    lkapi = lk.server_api(box.url, API_KEY, API_SECRET)
-    alice = bob = None
-    try:
-        await lk.create_room(lkapi, room)
-        alice = await lk.join(box.ws_url, lk.join_token(API_KEY, API_SECRET, "alice", room), "alice", options)
-        bob = await lk.join(box.ws_url, lk.join_token(API_KEY, API_SECRET, "bob", room), "bob", options)
-        assert lk.signaling_of(box) == {"alice": "v1", "bob": "v1"}
-        published = await lk.publish_media(alice)
-        assert published.audio.encryption_type != 0, "the SDK did not encrypt"
-        await lk.assert_media_flows(bob, "alice")
-    finally:
-        await lk.leave_all(alice, bob)
-        await lkapi.aclose()
