@@ -351,6 +351,15 @@ impl Harness {
         self.settle();
     }
 
+    /// Gives every client's peers a timeout input at the current instant and lets everything
+    /// move, without waking the core: what the core sends now, it sent at this instant.
+    pub fn tick_clients(&mut self) {
+        for client in self.clients.values_mut() {
+            client.timeout(self.now);
+        }
+        self.settle();
+    }
+
     /// Runs until nothing moves at this instant: datagrams delivered, signaling answered.
     pub fn settle(&mut self) {
         loop {
@@ -809,6 +818,25 @@ fn call_with_media(h: &mut Harness) -> Mid {
     h.advance(Duration::from_millis(100));
     assert!(received_tag(h, 2, 1), "bob hears alice");
     mic
+}
+
+#[test]
+fn a_forwarded_packet_leaves_the_core_at_the_instant_it_arrived() {
+    let mut h = Harness::new();
+    let mic = call_with_media(&mut h);
+    let cam = h.publish_video(1, "cam-a");
+    h.advance(Duration::from_millis(500));
+    let before = h.now;
+    // Frames written at this instant; the clients' peers send and receive at this instant
+    // too, and the core is never woken by its own deadlines: only the datagrams reach it.
+    h.write_audio(1, mic, Duration::from_millis(1000), &[7; 40]);
+    h.write_video(1, cam, Duration::from_millis(1000), true);
+    h.tick_clients();
+    h.tick_clients();
+    assert_eq!(h.now, before, "no virtual time passed");
+    assert!(received_tag(&h, 2, 7), "bob hears the frame at once");
+    let video = h.clients[&2].received.iter().any(|d| d.data.len() == 200);
+    assert!(video, "bob sees the keyframe at once");
 }
 
 #[test]

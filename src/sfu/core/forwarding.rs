@@ -121,6 +121,7 @@ impl Sfu {
                 }
             };
             let mid = sub.mid;
+            let downlink = s.media.downlink_pc();
             let write = RtpWrite::new(
                 out_pt.into(),
                 seq.into(),
@@ -145,7 +146,7 @@ impl Sfu {
                 Some(true) => {
                     self.counters.packets_forwarded.inc();
                     self.counters.bytes_forwarded.add(payload_bytes);
-                    self.mark_downlink(other)
+                    self.mark_written(other, downlink)
                 }
                 Some(false) => {}
                 None => self.fail(other, "panic while writing RTP"),
@@ -207,7 +208,8 @@ impl Sfu {
             return self.fail(publisher, "panic while requesting a keyframe");
         }
         self.counters.keyframe_requests.inc();
-        self.mark_uplink(publisher);
+        let uplink = p.media.uplink_pc();
+        self.mark_written(publisher, uplink);
     }
 
     /// One stream's statistics from str0m (totals since the stream began): the growth of its

@@ -429,6 +429,15 @@ impl Sfu {
         }
     }
 
+    /// Queues a connection something was written to (RTP, a keyframe request, data) to be
+    /// drained with a timeout input first, so what was written leaves in this turn.
+    fn mark_written(&mut self, key: ParticipantKey, pc: Pc) {
+        if let Some(p) = self.participants.get_mut(&key) {
+            p.media.peer_mut(pc).written = true;
+        }
+        self.mark(key, pc);
+    }
+
     /// Polls every touched peer until it is idle, handling its events (which may touch others).
     fn drain(&mut self, now: Instant) {
         while let Some((key, pc)) = self.dirty.pop_front() {
@@ -438,8 +447,14 @@ impl Sfu {
             };
             let peer = p.media.peer_mut(pc);
             peer.queued = false;
+            let written = std::mem::take(&mut peer.written);
             let outputs = &mut self.outputs;
             let polled = guard(|| {
+                if written {
+                    // str0m moves written packets to its pacer's queue on a timeout input
+                    // only; without one they would wait for the next wake-up.
+                    peer.rtc.handle_input(Input::Timeout(now))?;
+                }
                 loop {
                     match peer.rtc.poll_output() {
                         Ok(str0m::Output::Timeout(at)) => {
