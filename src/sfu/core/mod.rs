@@ -199,6 +199,8 @@ pub struct Sfu {
     counters: Arc<SfuCounters>,
     next_rate_update: Instant,
     rate_sample: Option<RateSample>,
+    /// The forwarding path's reusable buffers.
+    scratch: forwarding::Scratch,
 }
 
 impl Sfu {
@@ -221,6 +223,7 @@ impl Sfu {
             counters: Arc::default(),
             next_rate_update: now,
             rate_sample: None,
+            scratch: Default::default(),
         }
     }
 
@@ -429,13 +432,20 @@ impl Sfu {
         }
     }
 
-    /// Queues a connection something was written to (RTP, a keyframe request, data) to be
-    /// drained with a timeout input first, so what was written leaves in this turn.
+    /// Queues a connection something was written to (RTP, a keyframe request) to be drained
+    /// with a timeout input first, so what was written leaves in this turn.
     fn mark_written(&mut self, key: ParticipantKey, pc: Pc) {
         if let Some(p) = self.participants.get_mut(&key) {
             p.media.peer_mut(pc).written = true;
         }
         self.mark(key, pc);
+    }
+
+    /// [`Sfu::mark_written`] for the connection we send to the client on.
+    fn mark_written_downlink(&mut self, key: ParticipantKey) {
+        if let Some(pc) = self.participants.get(&key).map(|p| p.media.downlink_pc()) {
+            self.mark_written(key, pc);
+        }
     }
 
     /// Polls every touched peer until it is idle, handling its events (which may touch others).
