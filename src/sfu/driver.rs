@@ -2,6 +2,9 @@
 //! [`Sfu`] and is the only code that does.
 //!
 //! - UDP: one socket per advertised address, all on the one media port; every peer shares them.
+//!   The driver task reads them itself (no reader task, no channel): whatever waits, up to
+//!   [`UDP_BATCH`] datagrams, goes to the core from one buffer, and the core sends what the
+//!   batch caused once at its end.
 //! - TCP: one passive ICE-TCP listener; each connection carries RFC 4571 frames (2-byte length).
 //!   Connections are capped in total and per address ([`crate::net::caps`]), and one must
 //!   present an ICE connectivity check that reaches a session (a Binding request whose ufrag a
@@ -48,6 +51,8 @@ pub const ICE_TCP_LIMITS: Limits = Limits {
 pub const ICE_TCP_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// An ICE-TCP connection that sends nothing for this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(60);
+/// Most datagrams read from one socket before the driver looks at its other inputs again.
+const UDP_BATCH: usize = 64;
 
 /// The media sockets, bound before anything starts so a busy port stops start-up with a clear
 /// message, and where they are advertised ([`Advertised`]).
@@ -189,12 +194,6 @@ type Call = Box<dyn FnOnce(&mut Core, Instant) + Send>;
 
 enum Event {
     Call(Call),
-    Udp {
-        /// The index of the socket that received it.
-        socket: usize,
-        source: SocketAddr,
-        bytes: Vec<u8>,
-    },
     TcpOpened {
         remote: SocketAddr,
         writer: mpsc::Sender<Vec<u8>>,
@@ -257,9 +256,6 @@ impl SfuHandle {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let (presence, _) = broadcast::channel(PRESENCE_CAPACITY);
-        for (index, socket) in sockets.udp.iter().enumerate() {
-            tokio::spawn(read_udp(socket.clone(), index, events.clone()));
-        }
         let tcp_local = sockets.advertised.tcp_candidates().first().copied();
         let sfu = Sfu::new(config, Instant::now(), unix_ms);
         let counters = sfu.counters();
@@ -434,6 +430,7 @@ impl Core {
 async fn run(mut core: Core, mut rx: mpsc::Receiver<Event>) {
     let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut tcp_verified: HashMap<SocketAddr, Arc<AtomicBool>> = HashMap::new();
+    let mut buf = vec![0u8; 2048];
     loop {
         flush(&mut core, &tcp_writers).await;
         let deadline = core.sfu.poll_timeout();
@@ -442,6 +439,10 @@ async fn run(mut core: Core, mut rx: mpsc::Receiver<Event>) {
                 Some(event) => event,
                 None => break,
             },
+            socket = readable(&core.udp) => {
+                receive_udp(&mut core, socket, &mut buf);
+                continue;
+            }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 core.sfu.handle_timeout(Instant::now());
                 continue;
@@ -450,15 +451,6 @@ async fn run(mut core: Core, mut rx: mpsc::Receiver<Event>) {
         let now = Instant::now();
         match event {
             Event::Call(call) => call(&mut core, now),
-            Event::Udp {
-                socket,
-                source,
-                bytes,
-            } => {
-                let destination = core.advertised.udp_destination(socket, source);
-                core.sfu
-                    .handle_receive(now, Protocol::Udp, source, destination, &bytes);
-            }
             Event::TcpOpened {
                 remote,
                 writer,
@@ -547,32 +539,49 @@ async fn flush(core: &mut Core, tcp_writers: &HashMap<SocketAddr, mpsc::Sender<V
     }
 }
 
-async fn read_udp(socket: Arc<UdpSocket>, index: usize, events: mpsc::Sender<Event>) {
-    let mut buf = vec![0u8; 2048];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, source)) => {
-                // The answer is a fixed-size message at most 32 bytes larger than the request
-                // (no amplification) and nothing is remembered (see `stun::answer_plain_binding`).
-                if let Some(answer) = stun::answer_plain_binding(&buf[..n], source) {
-                    if let Err(error) = socket.try_send_to(&answer, source) {
-                        tracing::trace!(%error, %source, "STUN binding answer not sent");
-                    }
-                    continue;
-                }
-                let event = Event::Udp {
-                    socket: index,
-                    source,
-                    bytes: buf[..n].to_vec(),
-                };
-                if events.send(event).await.is_err() {
-                    return;
-                }
+/// The index of a UDP socket with datagrams waiting (or an error to read).
+async fn readable(sockets: &[Arc<UdpSocket>]) -> usize {
+    std::future::poll_fn(|cx| {
+        for (index, socket) in sockets.iter().enumerate() {
+            if socket.poll_recv_ready(cx).is_ready() {
+                return std::task::Poll::Ready(index);
             }
-            // ICMP errors from earlier sends surface here on some systems; keep reading.
-            Err(error) => tracing::trace!(%error, "UDP receive error"),
         }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Reads what waits on one UDP socket, up to [`UDP_BATCH`] datagrams, straight into the core
+/// (no copy, no task between), then lets the core send what they caused once for all of them.
+fn receive_udp(core: &mut Core, index: usize, buf: &mut [u8]) {
+    let Some(socket) = core.udp.get(index) else {
+        return;
+    };
+    let now = Instant::now();
+    for _ in 0..UDP_BATCH {
+        let (n, source) = match socket.try_recv_from(buf) {
+            Ok(received) => received,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+            // ICMP errors from earlier sends surface here on some systems; keep reading.
+            Err(error) => {
+                tracing::trace!(%error, "UDP receive error");
+                continue;
+            }
+        };
+        // The answer is a fixed-size message at most 32 bytes larger than the request (no
+        // amplification) and nothing is remembered (see `stun::answer_plain_binding`).
+        if let Some(answer) = stun::answer_plain_binding(&buf[..n], source) {
+            if let Err(error) = socket.try_send_to(&answer, source) {
+                tracing::trace!(%error, %source, "STUN binding answer not sent");
+            }
+            continue;
+        }
+        let destination = core.advertised.udp_destination(index, source);
+        core.sfu
+            .receive_batched(now, Protocol::Udp, source, destination, &buf[..n]);
     }
+    core.sfu.end_batch(now);
 }
 
 async fn accept_tcp(

@@ -498,6 +498,15 @@ impl Harness {
         self.settle();
     }
 
+    /// Gives every client's peers a timeout input at the current instant and lets everything
+    /// move, without waking the core: what the core sends now, it sent at this instant.
+    pub fn tick_clients(&mut self) {
+        for client in self.clients.values_mut() {
+            client.timeout(self.now);
+        }
+        self.settle();
+    }
+
     /// Runs until nothing moves at this instant: datagrams delivered, signaling answered.
     pub fn settle(&mut self) {
         loop {
@@ -1046,6 +1055,67 @@ fn call_with_media(h: &mut Harness) -> Mid {
     h.advance(Duration::from_millis(100));
     assert!(received_tag(h, 2, 1), "bob hears alice");
     mic
+}
+
+#[test]
+fn a_forwarded_packet_leaves_the_core_at_the_instant_it_arrived() {
+    let mut h = Harness::new();
+    let mic = call_with_media(&mut h);
+    let cam = h.publish_video(1, "cam-a");
+    h.advance(Duration::from_millis(500));
+    let before = h.now;
+    // Frames written at this instant; the clients' peers send and receive at this instant
+    // too, and the core is never woken by its own deadlines: only the datagrams reach it.
+    h.write_audio(1, mic, Duration::from_millis(1000), &[7; 40]);
+    h.write_video(1, cam, Duration::from_millis(1000), true);
+    h.tick_clients();
+    h.tick_clients();
+    assert_eq!(h.now, before, "no virtual time passed");
+    assert!(received_tag(&h, 2, 7), "bob hears the frame at once");
+    let video = h.clients[&2].received.iter().any(|d| d.data.len() == 200);
+    assert!(video, "bob sees the keyframe at once");
+}
+
+#[test]
+fn a_batch_of_datagrams_is_forwarded_once_at_its_end() {
+    let mut h = Harness::new();
+    let mic = call_with_media(&mut h);
+    let bob = h.clients[&2].subscriber_addr;
+    // Three frames from alice, read by the driver as one batch.
+    let mut datagrams = Vec::new();
+    let alice = h.clients.get_mut(&1).expect("alice");
+    for n in 0..3u8 {
+        let writer = alice.publisher.writer(mic).expect("a negotiated m-line");
+        let pt = writer.payload_params().next().expect("a codec").pt();
+        let elapsed = Duration::from_millis(1000 + 20 * u64::from(n));
+        writer
+            .write(pt, h.now, elapsed.into(), vec![10 + n; 40])
+            .expect("frame written");
+        alice.timeout(h.now);
+        alice.poll(&mut datagrams);
+    }
+    // RTP, not RTCP (whose second byte is its packet type, 200 to 206).
+    let rtp = |t: &Transmit| !(200..=206).contains(&t.contents[1]);
+    let to_bob = |h: &mut Harness| {
+        let mut n = 0;
+        while let Some(output) = h.sfu.poll_output() {
+            if matches!(&output, Output::Transmit(t) if t.destination == bob && rtp(t)) {
+                n += 1;
+            }
+        }
+        n
+    };
+    let sent = datagrams.iter().filter(|t| rtp(t)).count();
+    assert_eq!(sent, 3, "alice sent three packets");
+    for t in &datagrams {
+        let reached = h
+            .sfu
+            .receive_batched(h.now, t.proto, t.source, t.destination, &t.contents);
+        assert!(reached, "alice's packet reaches her session");
+    }
+    assert_eq!(to_bob(&mut h), 0, "nothing leaves before the batch ends");
+    h.sfu.end_batch(h.now);
+    assert_eq!(to_bob(&mut h), 3, "all three leave at its end, at once");
 }
 
 #[test]

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequestKind, Mid, Rid};
 use str0m::rtp::{RtpPacket, RtpWrite};
 
@@ -31,7 +30,21 @@ pub(super) struct Subscription {
     pub(super) pt_map: Vec<(u8, u8)>,
 }
 
+/// What the forwarding path keeps between packets so that it allocates nothing per packet.
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// The track id of the packet being forwarded (subscriptions name their track by it).
+    track_sid: String,
+    /// The subscribers written to for the packet being forwarded.
+    written: Vec<ParticipantKey>,
+}
+
 impl Sfu {
+    /// Writes one of `key`'s packets to every subscription of its track. Nothing is allocated
+    /// or copied per packet or subscriber: the payload is str0m's shared buffer, the room's
+    /// member list is read in place, payload types come from each subscription's map (learned
+    /// once) and the publisher's codec from the track's last one, and the rest lives in
+    /// [`Scratch`].
     pub(super) fn forward_rtp(&mut self, now: Instant, key: ParticipantKey, packet: RtpPacket) {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
@@ -49,9 +62,19 @@ impl Sfu {
         else {
             return;
         };
-        let Some(track) = p.tracks.iter_mut().find(|t| t.mid == Some(mid)) else {
+        let Some(index) = p.tracks.iter().position(|t| t.mid == Some(mid)) else {
             return;
         };
+        let pt = *packet.header.payload_type;
+        let last = p.tracks[index].last_params;
+        let Some(params) = last.filter(|params| *params.pt() == pt).or_else(|| {
+            let known = p.media.uplink().codec_config().params();
+            known.iter().find(|params| *params.pt() == pt).copied()
+        }) else {
+            return;
+        };
+        let track = &mut p.tracks[index];
+        track.last_params = Some(params);
         let layer = layer_of(rid);
         track.layer_seen[layer as usize] = Some(now);
         track.layer_rid[layer as usize] = rid;
@@ -60,35 +83,27 @@ impl Sfu {
             track.meter.observe(level);
         }
         let keyframe = video && keyframe::is_keyframe(track.codec, &packet.payload);
-        let track_sid = track.info.sid.clone();
-        let pt = *packet.header.payload_type;
-        let params: Option<PayloadParams> = p
-            .media
-            .uplink()
-            .codec_config()
-            .params()
-            .iter()
-            .find(|params| *params.pt() == pt)
-            .cloned();
-        let Some(params) = params else {
+        let scratch = &mut self.scratch;
+        scratch.track_sid.clear();
+        scratch.track_sid.push_str(&track.info.sid);
+        scratch.written.clear();
+        let Some(room) = self.rooms.get(&p.room) else {
             return;
         };
-        let room = p.room.clone();
-        let members = self.members(&room);
         let mut wants_keyframe: Option<Layer> = None;
         let mut ext = packet.header.ext_vals.clone();
         ext.mid = None;
         ext.rid = None;
         ext.rid_repair = None;
         ext.transport_cc = None;
-        for other in members.into_iter().filter(|c| *c != key) {
-            let Some(s) = self.participants.get_mut(&other) else {
+        for other in room.members.iter().filter(|c| **c != key) {
+            let Some(s) = self.participants.get_mut(other) else {
                 continue;
             };
             let Some(sub) = s
                 .subs
                 .iter_mut()
-                .find(|sub| sub.publisher == key && sub.track_sid == track_sid)
+                .find(|sub| sub.publisher == key && sub.track_sid == scratch.track_sid)
             else {
                 continue;
             };
@@ -142,17 +157,27 @@ impl Sfu {
                 }
             });
             match written {
-                Some(true) => {
-                    self.counters.packets_forwarded.inc();
-                    self.counters.bytes_forwarded.add(payload_bytes);
-                    self.mark_downlink(other)
-                }
+                Some(true) => scratch.written.push(*other),
                 Some(false) => {}
-                None => self.fail(other, "panic while writing RTP"),
+                None => {
+                    tracing::warn!(identity = s.identity, "panic while writing RTP; dropping");
+                    s.failed = true;
+                }
             }
         }
+        let written = std::mem::take(&mut self.scratch.written);
+        self.counters.packets_forwarded.add(written.len() as u64);
+        self.counters
+            .bytes_forwarded
+            .add(payload_bytes * written.len() as u64);
+        for other in &written {
+            self.mark_written_downlink(*other);
+        }
+        self.scratch.written = written;
         if let Some(layer) = wants_keyframe {
+            let track_sid = std::mem::take(&mut self.scratch.track_sid);
             self.request_keyframe(now, key, &track_sid, layer, KeyframeRequestKind::Pli);
+            self.scratch.track_sid = track_sid;
         }
     }
 
@@ -207,7 +232,8 @@ impl Sfu {
             return self.fail(publisher, "panic while requesting a keyframe");
         }
         self.counters.keyframe_requests.inc();
-        self.mark_uplink(publisher);
+        let uplink = p.media.uplink_pc();
+        self.mark_written(publisher, uplink);
     }
 
     /// One stream's statistics from str0m (totals since the stream began): the growth of its

@@ -46,6 +46,9 @@ pub(super) struct Peer {
     pub(super) timeout: Instant,
     /// Whether it waits in `Sfu::dirty` to be drained.
     pub(super) queued: bool,
+    /// Whether media or feedback was written to it since it was last drained: str0m's send
+    /// queue releases what was written only on a timeout input, so the drain feeds it one.
+    pub(super) written: bool,
     pub(super) connected: bool,
     /// The first m-line's mid of the last description exchanged, which a trickled candidate
     /// names (clients refuse a candidate without a known mid).
@@ -285,6 +288,7 @@ impl Peer {
             rtc,
             timeout: now,
             queued: false,
+            written: false,
             connected: false,
             first_mid: None,
         }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use livekit_protocol as proto;
 use proto::signal_response;
+use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Rid};
 
 use super::speakers::LevelMeter;
@@ -32,6 +33,9 @@ pub(super) struct Track {
     /// since when fewer would do.
     pub(super) dynacast: Option<Layer>,
     pub(super) dynacast_lower_since: Option<Instant>,
+    /// The codec parameters of the payload type its last packet had, so forwarding does not
+    /// scan the publisher's codec list for every packet.
+    pub(super) last_params: Option<PayloadParams>,
 }
 
 impl Sfu {
@@ -140,6 +144,7 @@ impl Sfu {
             // Clients start with every layer on.
             dynacast: Some(2),
             dynacast_lower_since: None,
+            last_params: None,
         });
         let message = signal_response::Message::TrackPublished(proto::TrackPublishedResponse {
             cid: request.cid,
