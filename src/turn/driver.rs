@@ -1,14 +1,18 @@
 //! The TURN server's I/O: the UDP, TCP and TLS listeners, the relay sockets, and the one task
 //! that owns the sans-IO [`Server`] and drives it.
 //!
-//! - The core task reads the UDP listener itself and receives everything else (stream
-//!   messages, stream open/close, peer datagrams on relay sockets) over one channel, so the
-//!   core sees events in the order they happened per source.
+//! - The core task reads the UDP listener and the relay sockets itself ([`RelaySockets`]),
+//!   every datagram that is waiting before it waits again, into one buffer, and relays
+//!   ChannelData and peer datagrams through the core's fast paths
+//!   ([`Server::relay_channel_data`], [`Server::relay_from_peer`]): no task, channel hop, copy
+//!   or allocation per datagram, one clock reading per batch. It receives everything else
+//!   (stream messages, stream open/close) over one channel, so the core sees events in the
+//!   order they happened per source.
 //! - TCP and TLS connections each get a task that cuts the byte stream into messages
 //!   ([`framing::next_frame`]) and writes what the core sends back; a framing error closes the
 //!   connection, and closing a connection ends its allocation.
 //! - Relay sockets are bound when the core asks ([`Output::Bind`]), on the listeners' IP with
-//!   the port the core chose from the forwarded range; each has a reader task. The core
+//!   the port the core chose from the forwarded range; the core task reads them all. The core
 //!   advertises the public relay address; the socket binds the local one. Participant relays
 //!   ([`Output::BindLocal`]) take a port the OS chooses on the same IP, never one of the range.
 //! - The SFU reports sessions that ended through [`TurnHandle::session_ended`]; the core ends
@@ -31,7 +35,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::net::caps::{ConnectionCaps, ConnectionPermit, Limits};
 use crate::secret::{Secret, random_alphanumeric};
@@ -39,7 +42,8 @@ use crate::tls::TlsCertificates;
 use crate::turn::framing::{Frame, next_frame};
 use crate::turn::handle::{TurnHandle, TurnUrls};
 use crate::turn::policy::RelayPolicy;
-use crate::turn::server::{Config, Output, Server};
+use crate::turn::relays::{self, RelaySockets};
+use crate::turn::server::{Config, FromClient, Output, PEER_HEADROOM, PEER_TAILROOM, Server};
 use crate::turn::status::{Client, ListenerStatus, StreamStats, Transport};
 
 /// Most TCP and TLS connections at once (each costs a task and buffers), and from one address.
@@ -108,11 +112,6 @@ enum Event {
         to_client: mpsc::Sender<Vec<u8>>,
     },
     Closed(Client),
-    Peer {
-        relay: SocketAddr,
-        from: SocketAddr,
-        bytes: Vec<u8>,
-    },
 }
 
 /// Where TLS connections accepted by another listener (the public HTTPS port) join the TURN
@@ -260,8 +259,8 @@ pub async fn start(setup: TurnSetup) -> (TurnHandle, TlsStreams) {
         relay_ports,
         ended_sessions: handle.take_ended_sessions(),
         streams: HashMap::new(),
-        relays: HashMap::new(),
-        events_tx,
+        relays: RelaySockets::default(),
+        _events_tx: events_tx,
         handle: handle.clone(),
         caps,
         closed_unauthenticated: 0,
@@ -306,11 +305,6 @@ fn now_unix() -> u64 {
         .unwrap_or_default()
 }
 
-struct Relay {
-    socket: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
-}
-
 struct Core {
     server: Server,
     udp: Option<Arc<UdpSocket>>,
@@ -322,8 +316,9 @@ struct Core {
     ended_sessions: Option<mpsc::UnboundedReceiver<String>>,
     streams: HashMap<Client, Stream>,
     /// By advertised relay address.
-    relays: HashMap<SocketAddr, Relay>,
-    events_tx: mpsc::Sender<Event>,
+    relays: RelaySockets,
+    /// Keeps the event channel open while the core runs, whoever else holds it.
+    _events_tx: mpsc::Sender<Event>,
     handle: TurnHandle,
     /// The stream connections' caps, for the status.
     caps: ConnectionCaps,
@@ -340,22 +335,34 @@ struct Stream {
 
 impl Core {
     async fn run(mut self, mut events: mpsc::Receiver<Event>) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut buf = vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM];
         let mut status = tokio::time::interval(STATUS_INTERVAL);
         let udp = self.udp.clone();
+        let relays_ready = self.relays.ready();
         let mut control = self.handle.take_control();
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        // Relaying (the fast paths) changes no timer; everything else may.
+        let mut timers_changed = true;
         loop {
-            let deadline = self
-                .server
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std)
-                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            if timers_changed {
+                let deadline = self
+                    .server
+                    .poll_timeout()
+                    .map(tokio::time::Instant::from_std)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+                timer.as_mut().reset(deadline);
+            }
+            timers_changed = true;
             tokio::select! {
-                received = recv_udp(udp.as_deref(), &mut buf) => {
-                    if let Ok((n, from)) = received {
-                        let bytes = buf.get(..n).unwrap_or_default();
-                        self.server.handle_client(Instant::now(), now_unix(), Client::udp(from), bytes);
+                readable = readable_udp(udp.as_deref()) => {
+                    if let (Ok(()), Some(udp)) = (readable, &udp) {
+                        timers_changed = self.read_clients(udp, &mut buf);
                     }
+                }
+                () = relays_ready.readable() => {
+                    self.read_relays(&mut buf);
+                    timers_changed = false;
                 }
                 event = events.recv() => match event {
                     Some(event) => self.handle_event(event),
@@ -365,7 +372,7 @@ impl Core {
                 Some(session) = ended_session(self.ended_sessions.as_mut()) => {
                     self.server.handle_session_ended(&session);
                 }
-                () = tokio::time::sleep_until(deadline) => {
+                () = &mut timer => {
                     self.server.handle_timeout(Instant::now());
                 }
                 _ = status.tick() => {
@@ -388,6 +395,61 @@ impl Core {
             }
             self.drain();
         }
+    }
+
+    /// Reads the UDP listener until it would block (or gave [`relays::BATCH`] datagrams):
+    /// ChannelData and Send indications are relayed at once, everything else goes through the
+    /// core. True when something else came (it may have changed a timer).
+    fn read_clients(&mut self, udp: &UdpSocket, buf: &mut [u8]) -> bool {
+        let now = Instant::now();
+        let mut other = false;
+        for _ in 0..relays::BATCH {
+            let (n, from) = match udp.try_recv_from(buf) {
+                Ok(received) => received,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    tracing::trace!(%error, "TURN receive error");
+                    continue;
+                }
+            };
+            let client = Client::udp(from);
+            let bytes = buf.get(..n).unwrap_or_default();
+            match self.server.relay_from_client(now, client, bytes) {
+                FromClient::Relay(out) => {
+                    if let Some(socket) = self.relays.socket(&out.relay)
+                        && let Err(error) = socket.try_send_to(out.bytes, out.to)
+                    {
+                        tracing::trace!(%error, to = %out.to, "relayed datagram not sent");
+                    }
+                }
+                FromClient::Dropped => {}
+                FromClient::Other => {
+                    other = true;
+                    self.server.handle_client(now, now_unix(), client, bytes);
+                    // In order with what is relayed after it.
+                    self.drain();
+                }
+            }
+        }
+        other
+    }
+
+    /// Reads the relay sockets that are readable and relays what peers sent to the clients.
+    fn read_relays(&mut self, buf: &mut [u8]) {
+        let now = Instant::now();
+        let Core {
+            server,
+            relays,
+            udp,
+            streams,
+            ..
+        } = self;
+        let into = PEER_HEADROOM..PEER_HEADROOM + MAX_DATAGRAM;
+        relays.read_ready(buf, into, |relay, from, n, buf| {
+            if let Some((client, message)) = server.relay_from_peer(now, relay, from, buf, n) {
+                send_to_client(udp.as_deref(), streams, client, message);
+            }
+        });
     }
 
     fn handle_control(&mut self, change: crate::turn::handle::Control) {
@@ -428,9 +490,6 @@ impl Core {
                 self.streams.remove(&client);
                 self.server.handle_client_closed(client);
             }
-            Event::Peer { relay, from, bytes } => {
-                self.server.handle_peer(Instant::now(), relay, from, &bytes);
-            }
         }
     }
 
@@ -438,31 +497,18 @@ impl Core {
     fn drain(&mut self) {
         while let Some(output) = self.server.poll_output() {
             match output {
-                Output::ToClient { to, bytes } => match to.transport {
-                    Transport::Udp => {
-                        if let Some(udp) = &self.udp
-                            && let Err(error) = udp.try_send_to(&bytes, to.addr)
-                        {
-                            tracing::trace!(%error, client = %to, "TURN answer not sent");
-                        }
-                    }
-                    Transport::Tcp | Transport::Tls => {
-                        // A full queue drops this message whole, so the stream stays framed.
-                        if let Some(stream) = self.streams.get(&to) {
-                            let _ = stream.to_client.try_send(bytes);
-                        }
-                    }
-                },
+                Output::ToClient { to, bytes } => {
+                    send_to_client(self.udp.as_deref(), &self.streams, to, bytes);
+                }
                 Output::ToPeer { relay, to, bytes } => {
-                    if let Some(relay) = self.relays.get(&relay)
-                        && let Err(error) = relay.socket.try_send_to(&bytes, to)
+                    if let Some(socket) = self.relays.socket(&relay)
+                        && let Err(error) = socket.try_send_to(&bytes, to)
                     {
                         tracing::trace!(%error, %to, "relayed datagram not sent");
                     }
                 }
                 Output::BindLocal { client, even } => match self.bind_local(even) {
-                    Ok((advertised, relay)) => {
-                        self.relays.insert(advertised, relay);
+                    Ok(advertised) => {
                         self.server.handle_bound_local(client, advertised);
                     }
                     Err(error) => {
@@ -471,8 +517,7 @@ impl Core {
                     }
                 },
                 Output::Bind(advertised) => match self.bind_relay(advertised) {
-                    Ok(relay) => {
-                        self.relays.insert(advertised, relay);
+                    Ok(()) => {
                         self.server.handle_bound(advertised);
                     }
                     Err(error) => {
@@ -480,11 +525,7 @@ impl Core {
                         self.server.handle_bind_failed(advertised);
                     }
                 },
-                Output::Unbind(advertised) => {
-                    if let Some(relay) = self.relays.remove(&advertised) {
-                        relay.reader.abort();
-                    }
-                }
+                Output::Unbind(advertised) => self.relays.remove(advertised),
             }
         }
     }
@@ -510,15 +551,16 @@ impl Core {
         self.closed_unauthenticated += closed;
     }
 
-    fn bind_relay(&self, advertised: SocketAddr) -> std::io::Result<Relay> {
+    fn bind_relay(&mut self, advertised: SocketAddr) -> std::io::Result<()> {
         let socket = std::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, advertised.port()))?;
-        self.start_relay(socket, advertised)
+        socket.set_nonblocking(true)?;
+        self.relays.insert(advertised, socket)
     }
 
     /// A participant relay on a port the OS chooses: not one of the forwarded range, not one
     /// another relay is advertised with, even if asked. Ports the OS offers that do not fit
     /// stay open until it offers one that does, so it never offers them twice.
-    fn bind_local(&self, even: bool) -> std::io::Result<(SocketAddr, Relay)> {
+    fn bind_local(&mut self, even: bool) -> std::io::Result<SocketAddr> {
         let mut unfit = Vec::new();
         for _ in 0..LOCAL_BIND_ATTEMPTS {
             let socket = std::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, 0))?;
@@ -526,31 +568,18 @@ impl Core {
             let advertised = SocketAddr::new(self.relay_ip, port);
             if self.relay_ports.contains(&port)
                 || (even && port % 2 == 1)
-                || self.relays.contains_key(&advertised)
+                || self.relays.contains(&advertised)
             {
                 unfit.push(socket);
                 continue;
             }
-            return Ok((advertised, self.start_relay(socket, advertised)?));
+            socket.set_nonblocking(true)?;
+            self.relays.insert(advertised, socket)?;
+            return Ok(advertised);
         }
         Err(std::io::Error::other(format!(
             "the system offered {LOCAL_BIND_ATTEMPTS} unfit ports in a row"
         )))
-    }
-
-    fn start_relay(
-        &self,
-        socket: std::net::UdpSocket,
-        advertised: SocketAddr,
-    ) -> std::io::Result<Relay> {
-        socket.set_nonblocking(true)?;
-        let socket = Arc::new(UdpSocket::from_std(socket)?);
-        let reader = tokio::spawn(read_relay(
-            socket.clone(),
-            advertised,
-            self.events_tx.clone(),
-        ));
-        Ok(Relay { socket, reader })
     }
 }
 
@@ -565,32 +594,34 @@ async fn ended_session(rx: Option<&mut mpsc::UnboundedReceiver<String>>) -> Opti
     }
 }
 
-async fn recv_udp(
-    socket: Option<&UdpSocket>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
+/// Until the UDP listener may be readable; never when there is none.
+async fn readable_udp(socket: Option<&UdpSocket>) -> std::io::Result<()> {
     match socket {
-        Some(socket) => socket.recv_from(buf).await,
+        Some(socket) => socket.readable().await,
         None => std::future::pending().await,
     }
 }
 
-async fn read_relay(socket: Arc<UdpSocket>, relay: SocketAddr, events: mpsc::Sender<Event>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                let bytes = buf.get(..n).unwrap_or_default().to_vec();
-                if events
-                    .send(Event::Peer { relay, from, bytes })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+/// Sends a message to a client: over UDP from the listener, over TCP/TLS on its connection's
+/// queue (a full queue drops the message whole, so the stream stays framed).
+fn send_to_client(
+    udp: Option<&UdpSocket>,
+    streams: &HashMap<Client, Stream>,
+    to: Client,
+    bytes: impl AsRef<[u8]> + Into<Vec<u8>>,
+) {
+    match to.transport {
+        Transport::Udp => {
+            if let Some(udp) = udp
+                && let Err(error) = udp.try_send_to(bytes.as_ref(), to.addr)
+            {
+                tracing::trace!(%error, client = %to, "TURN message not sent");
             }
-            // ICMP errors from earlier sends surface here on some systems; keep reading.
-            Err(error) => tracing::trace!(%error, "relay receive error"),
+        }
+        Transport::Tcp | Transport::Tls => {
+            if let Some(stream) = streams.get(&to) {
+                let _ = stream.to_client.try_send(bytes.into());
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod driver;
 pub mod framing;
 pub mod handle;
 pub mod policy;
+mod relays;
 pub mod server;
 pub mod status;
 #[cfg(test)]

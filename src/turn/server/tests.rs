@@ -526,6 +526,105 @@ fn peer_data_comes_back_as_data_indication_then_channel_data() {
 }
 
 #[test]
+fn data_indications_built_in_place_are_what_rtc_stun_builds() {
+    let peers = ["93.184.216.34:7000", "[2001:db8::7]:7000"];
+    for (peer, len) in peers.iter().flat_map(|p| (0..9).map(move |len| (p, len))) {
+        let peer: SocketAddr = peer.parse().unwrap();
+        let payload: Vec<u8> = (1..=len).map(|b| b as u8).collect();
+        // Garbage around the payload: the header and padding must overwrite it.
+        let mut buf = vec![0xAA; PEER_HEADROOM + len + PEER_TAILROOM];
+        buf[PEER_HEADROOM..PEER_HEADROOM + len].copy_from_slice(&payload);
+        let range = data_indication_in_place(&mut buf, peer, len).expect("room enough");
+        let ours = &buf[range];
+
+        let decoded = decode(ours).expect("valid STUN");
+        let mut expected = Message::new();
+        expected.typ = MessageType::new(METHOD_DATA, CLASS_INDICATION);
+        expected.transaction_id = decoded.transaction_id;
+        expected.write_header();
+        add_xor_address(&mut expected, ATTR_XOR_PEER_ADDRESS, peer).unwrap();
+        expected.add(ATTR_DATA, &payload);
+        assert_eq!(ours, expected.raw.as_slice(), "{peer}, {len} bytes");
+    }
+}
+
+#[test]
+fn relayed_channel_data_is_borrowed_from_the_message() {
+    let mut h = Harness::new(config());
+    h.allocate();
+    let peer = public_peer();
+    assert_eq!(h.channel_bind(0x4001, peer), None);
+    let message = [0x40, 0x01, 0x00, 0x03, b'a', b'b', b'c', 0];
+    let FromClient::Relay(relayed) = h.server.relay_from_client(h.now, h.client, &message) else {
+        panic!("not relayed");
+    };
+    assert_eq!((relayed.to, relayed.bytes), (peer, &b"abc"[..]));
+    // No copy: the payload is the message's own bytes.
+    assert!(std::ptr::eq(relayed.bytes.as_ptr(), message[4..].as_ptr()));
+    assert!(h.outputs().is_empty(), "the fast path queues nothing");
+    assert_eq!(h.server.stats().bytes_relayed, 3);
+    // An unbound channel is dropped there, not handed on.
+    let unbound = [0x40, 0x02, 0x00, 0x01, b'x', 0, 0, 0];
+    assert_eq!(
+        h.server.relay_from_client(h.now, h.client, &unbound),
+        FromClient::Dropped
+    );
+}
+
+#[test]
+fn send_indications_are_read_in_place_unless_they_carry_a_fingerprint() {
+    let mut h = Harness::new(config());
+    h.allocate();
+    let peer = public_peer();
+    assert_eq!(h.create_permission(peer), None);
+    let indication = |fingerprint: bool| {
+        let mut message = Message::new();
+        message.typ = MessageType::new(METHOD_SEND, CLASS_INDICATION);
+        message.transaction_id = TransactionId::new();
+        message.write_header();
+        add_raw_xor_address(&mut message, peer);
+        message.add(ATTR_DATA, b"hello");
+        if fingerprint {
+            FINGERPRINT.add_to(&mut message).unwrap();
+        }
+        message.raw
+    };
+
+    let plain = indication(false);
+    let FromClient::Relay(relayed) = h.server.relay_from_client(h.now, h.client, &plain) else {
+        panic!("not relayed");
+    };
+    assert_eq!((relayed.to, relayed.bytes), (peer, &b"hello"[..]));
+    let data_at = plain.windows(5).position(|w| w == b"hello").unwrap();
+    assert!(std::ptr::eq(
+        relayed.bytes.as_ptr(),
+        plain[data_at..].as_ptr()
+    ));
+    // Truncated or with a length that does not match: not read in place, and the full decode
+    // drops it.
+    for bad in [&plain[..plain.len() - 4], &plain[..19]] {
+        assert_eq!(
+            h.server.relay_from_client(h.now, h.client, bad),
+            FromClient::Other
+        );
+        let (_, others) = h.send_from(h.client, bad);
+        assert!(to_peers(&others).is_empty());
+    }
+
+    // With FINGERPRINT the full decode checks it: a good one is relayed, a bad one dropped.
+    let mut signed = indication(true);
+    assert_eq!(
+        h.server.relay_from_client(h.now, h.client, &signed),
+        FromClient::Other
+    );
+    let (_, others) = h.send_from(h.client, &signed);
+    assert_eq!(to_peers(&others), [(peer, b"hello".to_vec())]);
+    *signed.last_mut().unwrap() ^= 1;
+    let (_, others) = h.send_from(h.client, &signed);
+    assert!(to_peers(&others).is_empty());
+}
+
+#[test]
 fn stream_clients_get_padded_channel_data_and_lose_their_allocation_on_close() {
     let mut h = Harness::new(config());
     h.client = tcp("203.0.113.5:40000");
