@@ -3,8 +3,8 @@
 //!
 //! - UDP: one socket per advertised address, all on the one media port; every peer shares them.
 //!   The driver task reads them itself (no reader task, no channel): whatever waits, up to
-//!   [`UDP_BATCH`] datagrams, goes to the core from one buffer, and the core sends what the
-//!   batch caused once at its end.
+//!   [`UDP_BATCH`] datagrams, goes to the core from one buffer, one datagram at a time, and
+//!   what they caused is sent when the batch is done.
 //! - TCP: one passive ICE-TCP listener; each connection carries RFC 4571 frames (2-byte length).
 //!   Connections are capped in total and per address ([`crate::net::caps`]), and one must
 //!   present an ICE connectivity check that reaches a session (a Binding request whose ufrag a
@@ -553,12 +553,14 @@ async fn readable(sockets: &[Arc<UdpSocket>]) -> usize {
 }
 
 /// Reads what waits on one UDP socket, up to [`UDP_BATCH`] datagrams, straight into the core
-/// (no copy, no task between), then lets the core send what they caused once for all of them.
+/// (no copy, no task between). Each datagram is handled whole before the next: what it
+/// forwards is released from str0m at once (a timeout per connection written to). Deferring
+/// that to the batch's end, one timeout per connection per batch, was tried and measured: a
+/// subscriber behind a bottleneck then lost enough video to freeze (test_sfu_bottleneck).
 fn receive_udp(core: &mut Core, index: usize, buf: &mut [u8]) {
     let Some(socket) = core.udp.get(index) else {
         return;
     };
-    let now = Instant::now();
     for _ in 0..UDP_BATCH {
         let (n, source) = match socket.try_recv_from(buf) {
             Ok(received) => received,
@@ -578,10 +580,14 @@ fn receive_udp(core: &mut Core, index: usize, buf: &mut [u8]) {
             continue;
         }
         let destination = core.advertised.udp_destination(index, source);
-        core.sfu
-            .receive_batched(now, Protocol::Udp, source, destination, &buf[..n]);
+        core.sfu.handle_receive(
+            Instant::now(),
+            Protocol::Udp,
+            source,
+            destination,
+            &buf[..n],
+        );
     }
-    core.sfu.end_batch(now);
 }
 
 async fn accept_tcp(

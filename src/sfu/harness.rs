@@ -1077,48 +1077,6 @@ fn a_forwarded_packet_leaves_the_core_at_the_instant_it_arrived() {
 }
 
 #[test]
-fn a_batch_of_datagrams_is_forwarded_once_at_its_end() {
-    let mut h = Harness::new();
-    let mic = call_with_media(&mut h);
-    let bob = h.clients[&2].subscriber_addr;
-    // Three frames from alice, read by the driver as one batch.
-    let mut datagrams = Vec::new();
-    let alice = h.clients.get_mut(&1).expect("alice");
-    for n in 0..3u8 {
-        let writer = alice.publisher.writer(mic).expect("a negotiated m-line");
-        let pt = writer.payload_params().next().expect("a codec").pt();
-        let elapsed = Duration::from_millis(1000 + 20 * u64::from(n));
-        writer
-            .write(pt, h.now, elapsed.into(), vec![10 + n; 40])
-            .expect("frame written");
-        alice.timeout(h.now);
-        alice.poll(&mut datagrams);
-    }
-    // RTP, not RTCP (whose second byte is its packet type, 200 to 206).
-    let rtp = |t: &Transmit| !(200..=206).contains(&t.contents[1]);
-    let to_bob = |h: &mut Harness| {
-        let mut n = 0;
-        while let Some(output) = h.sfu.poll_output() {
-            if matches!(&output, Output::Transmit(t) if t.destination == bob && rtp(t)) {
-                n += 1;
-            }
-        }
-        n
-    };
-    let sent = datagrams.iter().filter(|t| rtp(t)).count();
-    assert_eq!(sent, 3, "alice sent three packets");
-    for t in &datagrams {
-        let reached = h
-            .sfu
-            .receive_batched(h.now, t.proto, t.source, t.destination, &t.contents);
-        assert!(reached, "alice's packet reaches her session");
-    }
-    assert_eq!(to_bob(&mut h), 0, "nothing leaves before the batch ends");
-    h.sfu.end_batch(h.now);
-    assert_eq!(to_bob(&mut h), 3, "all three leave at its end, at once");
-}
-
-#[test]
 fn a_lost_signaling_connection_is_resumed_and_the_others_notice_nothing() {
     let mut h = Harness::new();
     let mic = call_with_media(&mut h);

@@ -1,9 +1,8 @@
 //! The sans-IO SFU core: rooms, participants (each with a publisher and a subscriber
 //! `str0m::Rtc`, LiveKit's v0 dual peer connection), signaling logic and RTP/data forwarding.
 //!
-//! Inputs: [`Sfu::join`], [`Sfu::handle_signal`], [`Sfu::leave`], [`Sfu::handle_receive`] (or
-//! a batch: [`Sfu::receive_batched`] then [`Sfu::end_batch`]), [`Sfu::handle_timeout`] and the
-//! room-service calls. Outputs: [`Sfu::poll_output`]. Every
+//! Inputs: [`Sfu::join`], [`Sfu::handle_signal`], [`Sfu::leave`], [`Sfu::handle_receive`],
+//! [`Sfu::handle_timeout`] and the room-service calls. Outputs: [`Sfu::poll_output`]. Every
 //! input takes `now`; nothing here reads a clock, touches a socket or takes a lock.
 //!
 //! Peer input never panics the process: each call into a participant's `Rtc` runs under
@@ -197,8 +196,6 @@ pub struct Sfu {
     /// Demultiplexing: which peer a remote transport address belongs to.
     routes: HashMap<(Protocol, SocketAddr), (ParticipantKey, Pc)>,
     dirty: VecDeque<(ParticipantKey, Pc)>,
-    /// Connections written to during a batch of datagrams, drained at its end.
-    deferred: Vec<(ParticipantKey, Pc)>,
     outputs: VecDeque<Output>,
     next_housekeeping: Instant,
     next_speaker_update: Instant,
@@ -226,7 +223,6 @@ impl Sfu {
             next_key: 1,
             routes: HashMap::new(),
             dirty: VecDeque::new(),
-            deferred: Vec::new(),
             outputs: VecDeque::new(),
             next_housekeeping: now,
             next_speaker_update: now,
@@ -301,22 +297,6 @@ impl Sfu {
         destination: SocketAddr,
         bytes: &[u8],
     ) -> bool {
-        let reached = self.receive_batched(now, proto, source, destination, bytes);
-        self.end_batch(now);
-        reached
-    }
-
-    /// [`Sfu::handle_receive`] for one of several datagrams read at once: the connections it
-    /// wrote media to wait for [`Sfu::end_batch`], so each is fed one timeout and polled once
-    /// per batch instead of once per packet. Call `end_batch` before anything else.
-    pub fn receive_batched(
-        &mut self,
-        now: Instant,
-        proto: Protocol,
-        source: SocketAddr,
-        destination: SocketAddr,
-        bytes: &[u8],
-    ) -> bool {
         let Ok(receive) = Receive::new(proto, source, destination, bytes) else {
             return false;
         };
@@ -340,14 +320,8 @@ impl Sfu {
             None => self.fail(key, "panic on media input"),
         }
         self.mark(key, pc);
-        self.drain_deferring(now, true);
-        true
-    }
-
-    /// Drains the connections [`Sfu::receive_batched`] wrote to.
-    pub fn end_batch(&mut self, now: Instant) {
-        self.dirty.extend(self.deferred.drain(..));
         self.drain(now);
+        true
     }
 
     fn route_for(&self, input: &Input) -> Option<(ParticipantKey, Pc)> {
@@ -485,22 +459,12 @@ impl Sfu {
 
     /// Polls every touched peer until it is idle, handling its events (which may touch others).
     fn drain(&mut self, now: Instant) {
-        self.drain_deferring(now, false);
-    }
-
-    /// [`Sfu::drain`]; with `defer_written`, connections that were written to move to
-    /// `deferred` (still queued) for [`Sfu::end_batch`].
-    fn drain_deferring(&mut self, now: Instant, defer_written: bool) {
         while let Some((key, pc)) = self.dirty.pop_front() {
             let mut events = Vec::new();
             let Some(p) = self.participants.get_mut(&key) else {
                 continue;
             };
             let peer = p.media.peer_mut(pc);
-            if defer_written && peer.written {
-                self.deferred.push((key, pc));
-                continue;
-            }
             peer.queued = false;
             let written = std::mem::take(&mut peer.written);
             let outputs = &mut self.outputs;
@@ -548,7 +512,7 @@ impl Sfu {
             self.remove_participant(now, key, proto::DisconnectReason::StateMismatch, true);
         }
         if !self.dirty.is_empty() {
-            self.drain_deferring(now, defer_written);
+            self.drain(now);
         }
     }
 
