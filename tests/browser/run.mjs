@@ -11,6 +11,8 @@
 //   "roomOptions": {...}, "publishDefaults": {...}, "connectOptions": {...}   overrides
 //   "observeMs": 6000,        how long to watch media after every peer has subscribed
 //   "connectTimeoutMs": 20000, "subscribeTimeoutMs": 20000, "deadlineMs": 90000,
+//   "pageLoadMs": 10000,      how long a page may take to load (the page and livekit-client's
+//                             bundle come over the test's path, which may be a slow one)
 //   "minFrames": 10, "minAudioPackets": 10,   what the runner's own verdict (`ok`) requires
 //   "logLevel": "info",       livekit-client's log level (its logs land in each page's console)
 //   "chromium": "/usr/bin/chromium",  the browser (a wrapper that starts it in a namespace)
@@ -125,7 +127,7 @@ class Peer {
     };
   }
 
-  async open(browser, pageUrl) {
+  async open(browser, pageUrl, loadMs = 10000) {
     this.context = await browser.newContext({ viewport: { width: 800, height: 600 } });
     await this.context.grantPermissions(['camera', 'microphone'], { origin: new URL(pageUrl).origin });
     this.page = await this.context.newPage();
@@ -153,8 +155,8 @@ class Peer {
     this.page.on('requestfailed', (r) => {
       this.network.push({ t: at(), request: `${r.method()} ${redact(r.url())}`, failed: r.failure()?.errorText });
     });
-    await this.page.goto(pageUrl);
-    await this.page.waitForFunction(() => window.rtcbox !== undefined, null, { timeout: 10000 });
+    await this.page.goto(pageUrl, { timeout: loadMs });
+    await this.page.waitForFunction(() => window.rtcbox !== undefined, null, { timeout: loadMs });
   }
 
   call(fn, arg, ms, what) {
@@ -263,6 +265,7 @@ async function main() {
   const opts = {
     profile: 'element-call', observeMs: 6000, connectTimeoutMs: 20000, subscribeTimeoutMs: 20000,
     deadlineMs: 90000, minFrames: 10, minAudioPackets: 10, logLevel: 'info', pageHost: '127.0.0.1',
+    pageLoadMs: 10000,
     ...config,
   };
   const executablePath = opts.chromium || process.env.RTCBOX_CHROMIUM || '/usr/bin/chromium';
@@ -351,7 +354,7 @@ async function main() {
     }
 
     startedAt = Date.now();
-    await Promise.all(peers.map((p) => p.open(browser, pageUrl)));
+    await Promise.all(peers.map((p) => p.open(browser, pageUrl, opts.pageLoadMs)));
     report.versions.livekitClient = await peers[0].page.evaluate(() => window.rtcbox.version);
     await Promise.all(peers.map((p) => p.page.evaluate((l) => window.rtcbox.setLogLevel(l), opts.logLevel)));
     step('open pages', startedAt);

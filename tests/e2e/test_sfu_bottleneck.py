@@ -62,6 +62,9 @@ def test_subscribers_behind_a_bottleneck_drop_a_layer_and_keep_audio(
             "peers": [{"identity": p, "token": token(key, secret, p, ROOM)} for p in PEERS],
             "profile": "element-call",
             "roomOptions": {"adaptiveStream": False},
+            # Both pages load livekit-client's bundle through the bottleneck too: about 1.3 MB
+            # at 1 Mbit/s, over 10 s (a CI run timed out at the runner's default of 10 s).
+            "pageLoadMs": 60_000,
             "observeMs": OBSERVE_S * 1000,
             "minFrames": 10,
             "minAudioPackets": 10,
