@@ -187,7 +187,7 @@ impl Peer {
 }
 
 /// The trickle message a LiveKit client sends for its host candidate.
-fn trickle(
+pub(crate) fn trickle(
     addr: SocketAddr,
     target: proto::SignalTarget,
 ) -> anyhow::Result<signal_request::Message> {

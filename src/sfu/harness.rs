@@ -822,19 +822,9 @@ fn vp8_frame(key: bool, bytes: usize) -> Vec<u8> {
     frame
 }
 
-/// The trickle message a LiveKit client sends for its host candidate.
+/// The trickle message a LiveKit client sends for its host candidate (the load generator's).
 fn trickle(addr: SocketAddr, target: proto::SignalTarget) -> signal_request::Message {
-    let candidate = Candidate::host(addr, "udp").expect("a host candidate");
-    signal_request::Message::Trickle(proto::TrickleRequest {
-        candidate_init: serde_json::json!({
-            "candidate": candidate.to_sdp_string(),
-            "sdpMid": "0",
-            "sdpMLineIndex": 0,
-        })
-        .to_string(),
-        target: target as i32,
-        ..Default::default()
-    })
+    crate::loadtest::client::trickle(addr, target).expect("a host candidate")
 }
 
 #[test]
