@@ -497,6 +497,15 @@ impl NetworkStep {
         port(&mut self.rtc_tcp, settings.rtc_tcp_port);
         port(&mut self.http, settings.http_bind.port());
         port(&mut self.admin, settings.admin_bind.port());
+        // 0 turns a listener off; the step keeps the port it would have.
+        if let Some(https) = settings.https_bind {
+            port(&mut self.https, https.port());
+        }
+        port(&mut self.turn, settings.turn_port);
+        port(&mut self.turns, settings.turn_tls_port);
+        let (relay_min, relay_max) = settings.turn_relay_ports;
+        port(&mut self.relay_min, relay_min);
+        port(&mut self.relay_max, relay_max);
         *self != before
     }
 }

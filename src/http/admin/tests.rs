@@ -940,6 +940,46 @@ async fn a_public_ip_changed_in_settings_is_what_the_wizard_and_the_outputs_say(
     );
 }
 
+/// TURN ports and the relay range changed on the Settings page are what the generated files
+/// name: Synapse's `turn_uris` (`turns:` only comes with a trusted certificate), the router's
+/// port list and the compose file.
+#[tokio::test]
+async fn turn_ports_changed_in_settings_are_what_the_outputs_say() {
+    let panel = panel().await;
+    let (session, csrf) = panel.logged_in().await;
+    complete_wizard(&panel, &session, &csrf).await;
+    for (key, value) in [
+        ("turn_port", "3480"),
+        ("turn_tls_port", "5351"),
+        ("turn_relay_ports", "50000-50100"),
+    ] {
+        let saved = panel
+            .post(
+                "/settings",
+                &session,
+                &[("csrf", &csrf), ("key", key), ("value", value)],
+            )
+            .await;
+        assert_eq!(saved.status, StatusCode::OK, "{key}: {}", saved.body);
+    }
+    let synapse = panel.get("/outputs/homeserver-yaml", &session).await;
+    assert!(
+        synapse.body.contains(":3480?transport=udp"),
+        "{}",
+        synapse.body
+    );
+    assert!(!synapse.body.contains(":3478?"), "{}", synapse.body);
+    let ports = panel.get("/outputs/port-forwards", &session).await;
+    for wanted in ["3480", "5351", "50000-50100"] {
+        assert!(ports.body.contains(wanted), "{wanted}: {}", ports.body);
+    }
+    assert!(!ports.body.contains("49160"), "{}", ports.body);
+    let compose = panel.get("/outputs/compose-yaml", &session).await;
+    assert!(compose.body.contains("50000-50100"), "{}", compose.body);
+    let network = panel.get("/wizard/network", &session).await;
+    assert!(network.body.contains("value=\"3480\""), "{}", network.body);
+}
+
 #[tokio::test]
 async fn the_settings_form_saves_everything_or_nothing() {
     let panel = panel().await;
