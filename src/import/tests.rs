@@ -389,6 +389,19 @@ fn garbage_is_an_error_or_ignored_never_a_panic() {
     );
 }
 
+/// The table names the keys it does not import as the file spells them; a name that holds a
+/// secret's text shows it there (the fuzzer wrote one), but the secret's own value stays masked.
+#[test]
+fn a_secret_in_an_ignored_key_name_shows_once_as_that_name() {
+    let secret = "Xq3v9Zr8TmW2kYp6LbN4sHd7JfQ1aEc5RgU0oViM";
+    let livekit = format!("unknown_{secret}: false\nkeys:\n  lkprod: \"{secret}\"\n");
+    let plan = plan_of(&livekit, "", "").unwrap();
+    let text = render(&rows(&plan, &BTreeMap::new()), &plan);
+    assert_eq!(text.matches(secret).count(), 1, "{text}");
+    assert!(text.contains(&format!("unknown_{secret}")), "{text}");
+    assert!(text.contains("(secret, 40 bytes)"), "{text}");
+}
+
 #[test]
 fn the_table_masks_secrets_and_shows_locked_settings() {
     let plan = plan_of(LIVEKIT, ENV, COTURN).unwrap();
