@@ -1,6 +1,6 @@
 //! The floor: what forwarding one packet costs at the least on this machine. For a packet of a
 //! given size: SRTP unprotect (AEAD-AES-128-GCM, str0m's own cipher from its crypto provider),
-//! SRTP protect and one `send_to` on loopback, on one core, with no SFU logic at all. Measured
+//! SRTP protect and one `send` on loopback, on one core, with no SFU logic at all. Measured
 //! as thread CPU time from /proc/thread-self/schedstat, so whatever else runs on the machine
 //! does not count.
 //!
@@ -8,8 +8,10 @@
 //! unprotect once per received packet, protect + send once per forwarded one. [`Floor::pps`]
 //! combines them for a scenario's measured fan-out.
 //!
-//! Not in it: batched sends (sendmmsg/GSO need `libc` and unsafe code, which the crate
-//! forbids), so the floor is for one `send_to` per packet, as rtcbox does today.
+//! The send goes from a socket connected to one receiver, which costs about half of the
+//! unconnected `send_to` to many destinations an SFU makes (measured; docs/benchmarks.md,
+//! "Tried and not kept"), so ratios to this floor are on the low side. Batched sends
+//! (`sendmmsg`) are not in it: tried in the product, they saved nothing measurable.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
