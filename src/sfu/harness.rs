@@ -17,7 +17,7 @@ use livekit_protocol as proto;
 use proto::{signal_request, signal_response};
 use str0m::change::{SdpAnswer, SdpApi, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaData, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::media::{Direction, MediaData, MediaKind, Mid, Rid, Simulcast, SimulcastLayer, Writer};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
@@ -125,25 +125,9 @@ impl Harness {
     pub fn join(&mut self, conn: ConnId, identity: &str) {
         let client = Client::new(conn, self.now);
         self.clients.insert(conn, client);
-        let request = JoinRequest {
-            conn,
-            room: "room".into(),
-            identity: identity.into(),
-            name: String::new(),
-            metadata: String::new(),
-            grant: VideoGrant {
-                room_join: true,
-                room: "room".into(),
-                ..Default::default()
-            },
-            auto_subscribe: true,
-            client_protocol: 16,
-            ice_servers: Default::default(),
-            single_pc: false,
-            publisher_offer: None,
-            add_tracks: Vec::new(),
-        };
-        self.sfu.join(self.now, request).expect("join accepted");
+        self.sfu
+            .join(self.now, join_request(conn, identity))
+            .expect("join accepted");
         self.settle();
     }
 
@@ -165,7 +149,6 @@ impl Harness {
         client.pending_offer = Some(pending);
         self.clients.insert(conn, client);
         let request = JoinRequest {
-            ice_servers: Default::default(),
             single_pc: true,
             publisher_offer: Some(proto::SessionDescription {
                 r#type: "offer".into(),
@@ -173,19 +156,7 @@ impl Harness {
                 id: 1,
                 ..Default::default()
             }),
-            add_tracks: Vec::new(),
-            conn,
-            room: "room".into(),
-            identity: identity.into(),
-            name: String::new(),
-            metadata: String::new(),
-            grant: VideoGrant {
-                room_join: true,
-                room: "room".into(),
-                ..Default::default()
-            },
-            auto_subscribe: true,
-            client_protocol: 16,
+            ..join_request(conn, identity)
         };
         self.sfu.join(self.now, request).expect("join accepted");
         self.settle();
@@ -348,17 +319,32 @@ impl Harness {
         key: bool,
         bytes: usize,
     ) {
+        self.write_frame(conn, mid, Codec::Vp8, elapsed, vp8_frame(key, bytes), |w| {
+            w.rid(rid.into())
+        });
+    }
+
+    /// Writes one frame of `codec` on a client's published m-line, the writer shaped by
+    /// `shape` (a simulcast layer, an audio level), and lets everything settle.
+    fn write_frame(
+        &mut self,
+        conn: ConnId,
+        mid: Mid,
+        codec: Codec,
+        elapsed: Duration,
+        frame: Vec<u8>,
+        shape: impl FnOnce(Writer<'_>) -> Writer<'_>,
+    ) {
         let now = self.now;
         let client = self.clients.get_mut(&conn).expect("a client");
         let writer = client.publisher.writer(mid).expect("a negotiated m-line");
         let pt = writer
             .payload_params()
-            .find(|p| p.spec().codec == Codec::Vp8)
-            .expect("VP8 negotiated")
+            .find(|p| p.spec().codec == codec)
+            .unwrap_or_else(|| panic!("{codec:?} negotiated"))
             .pt();
-        writer
-            .rid(rid.into())
-            .write(pt, now, elapsed.into(), vp8_frame(key, bytes))
+        shape(writer)
+            .write(pt, now, elapsed.into(), frame)
             .expect("frame written");
         client.publisher_timeout = now;
         self.settle();
@@ -426,40 +412,22 @@ impl Harness {
         frame: &[u8],
         level: Option<i8>,
     ) {
-        let now = self.now;
-        let client = self.clients.get_mut(&conn).expect("a client");
-        let writer = client.publisher.writer(mid).expect("a negotiated m-line");
-        let pt = writer
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .expect("opus negotiated")
-            .pt();
-        let writer = match level {
-            Some(level) => writer.audio_level(level, level > -40),
-            None => writer,
-        };
-        writer
-            .write(pt, now, elapsed.into(), frame.to_vec())
-            .expect("frame written");
-        client.publisher_timeout = now;
-        self.settle();
+        self.write_frame(
+            conn,
+            mid,
+            Codec::Opus,
+            elapsed,
+            frame.to_vec(),
+            |w| match level {
+                Some(level) => w.audio_level(level, level > -40),
+                None => w,
+            },
+        );
     }
 
     /// Writes one VP8 frame (a keyframe when `key`) on a client's published m-line.
     pub fn write_video(&mut self, conn: ConnId, mid: Mid, elapsed: Duration, key: bool) {
-        let now = self.now;
-        let client = self.clients.get_mut(&conn).expect("a client");
-        let writer = client.publisher.writer(mid).expect("a negotiated m-line");
-        let pt = writer
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Vp8)
-            .expect("VP8 negotiated")
-            .pt();
-        writer
-            .write(pt, now, elapsed.into(), vp8_frame(key, 200))
-            .expect("frame written");
-        client.publisher_timeout = now;
-        self.settle();
+        self.write_frame(conn, mid, Codec::Vp8, elapsed, vp8_frame(key, 200), |w| w);
     }
 
     /// Moves the virtual clock forward by `by`, waking everyone at their timeouts on the way.
@@ -820,6 +788,28 @@ fn vp8_frame(key: bool, bytes: usize) -> Vec<u8> {
     frame.extend_from_slice(&[16, 0, 16, 0]);
     frame.resize(bytes.max(10), 0x55);
     frame
+}
+
+/// A v0 join of `identity` to "room" on `conn`, as the signaling layer hands it to the core.
+fn join_request(conn: ConnId, identity: &str) -> JoinRequest {
+    JoinRequest {
+        conn,
+        room: "room".into(),
+        identity: identity.into(),
+        name: String::new(),
+        metadata: String::new(),
+        grant: VideoGrant {
+            room_join: true,
+            room: "room".into(),
+            ..Default::default()
+        },
+        auto_subscribe: true,
+        client_protocol: 16,
+        ice_servers: Default::default(),
+        single_pc: false,
+        publisher_offer: None,
+        add_tracks: Vec::new(),
+    }
 }
 
 /// The trickle message a LiveKit client sends for its host candidate (the load generator's).
