@@ -36,14 +36,14 @@ def encrypted(key: bytes) -> rtc.RoomOptions:
     )
 
 
-async def listen(track: rtc.Track, seconds: float) -> np.ndarray:
-    """Whatever audio the track yields for `seconds` (possibly nothing): no wait for sound."""
-    stream = rtc.AudioStream(track, sample_rate=lk.SAMPLE_RATE, num_channels=1)
-    chunks: list[np.ndarray] = []
+async def collect(stream, seconds: float, convert) -> list:
+    """`convert(frame)` of every frame `stream` yields for `seconds` (possibly none): no wait
+    for a first one."""
+    items: list = []
 
     async def read() -> None:
         async for event in stream:
-            chunks.append(np.frombuffer(bytes(event.frame.data), dtype=np.int16))
+            items.append(convert(event.frame))
 
     try:
         await asyncio.wait_for(read(), seconds)
@@ -51,25 +51,21 @@ async def listen(track: rtc.Track, seconds: float) -> np.ndarray:
         pass
     finally:
         await stream.aclose()
+    return items
+
+
+async def listen(track: rtc.Track, seconds: float) -> np.ndarray:
+    """Whatever audio the track yields for `seconds` (possibly nothing): no wait for sound."""
+    stream = rtc.AudioStream(track, sample_rate=lk.SAMPLE_RATE, num_channels=1)
+    chunks = await collect(stream, seconds,
+                           lambda frame: np.frombuffer(bytes(frame.data), dtype=np.int16))
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
 
 async def watch(track: rtc.Track, seconds: float) -> list[tuple[int, int, int]]:
     """The centre pixels of every frame the track yields for `seconds` (possibly none)."""
     stream = rtc.VideoStream(track, format=rtc.VideoBufferType.RGBA)
-    pixels: list[tuple[int, int, int]] = []
-
-    async def read() -> None:
-        async for event in stream:
-            pixels.append(lk.centre_pixel(event.frame))
-
-    try:
-        await asyncio.wait_for(read(), seconds)
-    except asyncio.TimeoutError:
-        pass
-    finally:
-        await stream.aclose()
-    return pixels
+    return await collect(stream, seconds, lk.centre_pixel)
 
 
 async def received(track: rtc.Track) -> tuple[int, int]:
