@@ -1,8 +1,10 @@
 //! `rtcbox import` (src/import): the first byte says which reader gets the text (livekit.yaml,
 //! an lk-jwt-service env file, coturn's turnserver.conf), then the plan. Whatever the text,
 //! readers and plan return; every entry's line lies within the text; every value the plan
-//! would store passes the parser the next start uses; a secret never shows in the table (except
-//! where the file has its text outside the secret's own value).
+//! would store passes the parser the next start uses; the table never depends on a secret's
+//! value. (Whether the plan's messages quote a secret is left to the unit tests: the file's
+//! own text may hold the secret's by chance, in key names or as one of the notes' words, and
+//! three checks of it here failed on such chances, never on a leak.)
 
 #![no_main]
 
@@ -22,13 +24,8 @@ fuzz_target!(|data: &[u8]| {
         .lines()
         .count() as u64
         + 1;
-    let parsed = match which % 3 {
-        0 => match livekit_yaml::parse("livekit.yaml", &text) {
-            Ok(parsed) => parsed,
-            Err(_) => return,
-        },
-        1 => env_file::parse("jwt.env", &text),
-        _ => coturn::parse("turnserver.conf", &text),
+    let Some(parsed) = parse(*which, &text) else {
+        return;
     };
     for entry in &parsed.entries {
         assert!(
@@ -36,25 +33,8 @@ fuzz_target!(|data: &[u8]| {
             "{entry:?} of {lines}"
         );
     }
-    let sources = |p: Parsed| match which % 3 {
-        0 => Sources {
-            livekit: Some(p),
-            env: None,
-            coturn: None,
-        },
-        1 => Sources {
-            livekit: None,
-            env: Some(p),
-            coturn: None,
-        },
-        _ => Sources {
-            livekit: None,
-            env: None,
-            coturn: Some(p),
-        },
-    };
     let no_files = |_: &str| Err::<String, String>("not here".into());
-    let Ok(plan) = plan(&sources(parsed), &Default::default(), &no_files) else {
+    let Ok(plan) = plan(&sources(*which, parsed), &Default::default(), &no_files) else {
         return;
     };
     for change in &plan.changes {
@@ -66,22 +46,67 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let table = render(&rows(&plan, &Default::default()), &plan);
-    for change in &plan.changes {
+    for (i, change) in plan.changes.iter().enumerate() {
         let secret = matches!(
             change.key,
             SettingKey::ApiSecret | SettingKey::TurnSharedSecret
         );
-        // The table shows what the file has besides its secrets (the API key, the names of
-        // keys it does not import), and any of those may hold a secret's text too: the fuzzer
-        // wrote it into a key's name, and into an API key. So the secret may show as often as
-        // the file has it outside its own value, never more.
-        if secret && change.value.len() >= 8 {
-            let in_file = text.matches(change.value.as_str()).count();
-            let shown = table.matches(change.value.as_str()).count();
-            assert!(
-                shown < in_file.max(1),
-                "a secret in the table ({shown} times, {in_file} in the file)"
-            );
+        if !secret || change.value.len() < 8 {
+            continue;
         }
+        // The table never depends on a secret's value: with another value of the same length
+        // it is the same table. (Its text may still be in the table where the file has it
+        // elsewhere too, e.g. in the name of a key rtcbox does not import, which the table
+        // names as spelled, once per key under it.)
+        let mut other = plan.clone();
+        if let Some(swapped) = other.changes.get_mut(i) {
+            swapped.value = another_of_the_same_length(&change.value);
+        }
+        assert_eq!(
+            render(&rows(&other, &Default::default()), &other),
+            table,
+            "the table shows a secret"
+        );
     }
 });
+
+/// The reader the first byte names.
+fn parse(which: u8, text: &str) -> Option<Parsed> {
+    match which % 3 {
+        0 => livekit_yaml::parse("livekit.yaml", text).ok(),
+        1 => Some(env_file::parse("jwt.env", text)),
+        _ => Some(coturn::parse("turnserver.conf", text)),
+    }
+}
+
+/// `parsed` as the sources of the reader the first byte names.
+fn sources(which: u8, parsed: Parsed) -> Sources {
+    let mut sources = Sources {
+        livekit: None,
+        env: None,
+        coturn: None,
+    };
+    match which % 3 {
+        0 => sources.livekit = Some(parsed),
+        1 => sources.env = Some(parsed),
+        _ => sources.coturn = Some(parsed),
+    }
+    sources
+}
+
+/// A string of the same length in bytes and characters as `value` that differs from it in
+/// every character.
+fn another_of_the_same_length(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            let pair = match c.len_utf8() {
+                1 => ['x', 'y'],
+                2 => ['é', 'è'],
+                3 => ['€', '₤'],
+                _ => ['𝄞', '𝄢'],
+            };
+            if pair[0] == c { pair[1] } else { pair[0] }
+        })
+        .collect()
+}
