@@ -8,10 +8,11 @@
 //! unprotect once per received packet, protect + send once per forwarded one. [`Floor::pps`]
 //! combines them for a scenario's measured fan-out.
 //!
-//! The send goes from a socket connected to one receiver, which costs about half of the
-//! unconnected `send_to` to many destinations an SFU makes (measured; docs/benchmarks.md,
-//! "Tried and not kept"), so ratios to this floor are on the low side. Batched sends
-//! (`sendmmsg`) are not in it: tried in the product, they saved nothing measurable.
+//! The send is what an SFU's is: one `send_to` per packet from one unconnected socket, to
+//! [`RECEIVERS`] destinations in turn (a fan-out sends each packet to another subscriber). A
+//! socket connected to a single receiver would send for about half the CPU (measured;
+//! docs/benchmarks.md, "Tried and not kept"), which no SFU can do for its fan-out. Batched
+//! sends (`sendmmsg`) are not in it: tried in the product, they saved nothing measurable.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -21,11 +22,15 @@ use serde::Serialize;
 
 const RTP_HEADER: usize = 12;
 const TAG: usize = 16;
+/// How many receivers the floor's sends go to in turn.
+pub const RECEIVERS: usize = 4;
 
 /// Nanoseconds of CPU time per packet for one packet size.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct FloorCost {
     pub payload_bytes: usize,
+    /// How many destinations the sends went to in turn.
+    pub receivers: usize,
     pub unprotect_ns: f64,
     pub protect_send_ns: f64,
 }
@@ -69,9 +74,14 @@ pub fn measure(payload_bytes: usize, budget: Duration) -> anyhow::Result<FloorCo
     let mut opened = vec![0u8; payload_bytes + TAG];
     let mut out = header.clone();
     out.resize(RTP_HEADER + payload_bytes + TAG, 0);
-    let sink = UdpSocket::bind("127.0.0.1:0")?;
+    let sinks = (0..RECEIVERS)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let destinations = sinks
+        .iter()
+        .map(UdpSocket::local_addr)
+        .collect::<Result<Vec<_>, _>>()?;
     let socket = UdpSocket::bind("127.0.0.1:0")?;
-    socket.connect(sink.local_addr()?)?;
 
     let unprotect_ns = per_packet(budget, || {
         decrypt
@@ -79,31 +89,37 @@ pub fn measure(payload_bytes: usize, budget: Duration) -> anyhow::Result<FloorCo
             .map_err(|e| anyhow!("AES-GCM open: {e:?}"))?;
         Ok(())
     })?;
-    // The receiving end drains on a thread of its own: its CPU is not the sender's.
-    sink.set_read_timeout(Some(Duration::from_millis(50)))?;
+    // Each receiver drains on a thread of its own: their CPU is not the sender's.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let drainer = {
+    let mut drainers = Vec::with_capacity(RECEIVERS);
+    for sink in sinks {
+        sink.set_read_timeout(Some(Duration::from_millis(50)))?;
         let done = done.clone();
-        std::thread::spawn(move || {
+        drainers.push(std::thread::spawn(move || {
             let mut buf = vec![0u8; 2048];
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let _ = sink.recv(&mut buf);
             }
-        })
-    };
+        }));
+    }
+    let mut next = 0;
     let protect_send_ns = per_packet(budget, || {
         let (head, body) = out.split_at_mut(RTP_HEADER);
         encrypt
             .encrypt(&iv, head, &opened[..payload_bytes], body)
             .map_err(|e| anyhow!("AES-GCM seal: {e:?}"))?;
-        socket.send(&out)?;
+        socket.send_to(&out, destinations[next])?;
+        next = (next + 1) % destinations.len();
         Ok(())
     });
     done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = drainer.join();
+    for drainer in drainers {
+        let _ = drainer.join();
+    }
     let protect_send_ns = protect_send_ns?;
     Ok(FloorCost {
         payload_bytes,
+        receivers: RECEIVERS,
         unprotect_ns,
         protect_send_ns,
     })

@@ -55,6 +55,14 @@ fn every_scenario_delivers_every_stream_to_every_subscriber() {
     assert!(run.status.success(), "loadtest failed: {stderr}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert!(number(&report["server"]["idle_rss_bytes"], "idle RSS") > 0.0);
+    // The floor sends as an SFU does, to several destinations from one socket.
+    for cost in report["floor"].as_array().unwrap() {
+        assert!(
+            number(&cost["receivers"], "floor receivers") >= 2.0,
+            "{cost}"
+        );
+        assert!(number(&cost["protect_send_ns"], "floor protect + send") > 0.0);
+    }
     let scenarios = report["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios
         .iter()
