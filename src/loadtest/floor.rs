@@ -1,18 +1,19 @@
 //! The floor: what forwarding one packet costs at the least on this machine. For a packet of a
 //! given size: SRTP unprotect (AEAD-AES-128-GCM, str0m's own cipher from its crypto provider),
-//! SRTP protect and one `send` on loopback, on one core, with no SFU logic at all. Measured
+//! SRTP protect and one `send_to` on loopback, on one core, with no SFU logic at all. Measured
 //! as thread CPU time from /proc/thread-self/schedstat, so whatever else runs on the machine
 //! does not count.
 //!
 //! A fan-out forwards one received packet to many subscribers, so the floor splits in two:
-//! unprotect once per received packet, protect + send once per forwarded one. [`Floor::pps`]
+//! unprotect once per received packet, protect + send once per forwarded one. [`FloorCost::pps`]
 //! combines them for a scenario's measured fan-out.
 //!
 //! The send is what an SFU's is: one `send_to` per packet from one unconnected socket, to
-//! [`RECEIVERS`] destinations in turn (a fan-out sends each packet to another subscriber). A
-//! socket connected to a single receiver would send for about half the CPU (measured;
-//! docs/benchmarks.md, "Tried and not kept"), which no SFU can do for its fan-out. Batched
-//! sends (`sendmmsg`) are not in it: tried in the product, they saved nothing measurable.
+//! [`RECEIVERS`] destinations in turn (a fan-out sends each packet to another subscriber). The
+//! same from a socket connected to one receiver costs less (about half in one session's
+//! measurements, docs/benchmarks.md), but no SFU can send its fan-out that way: it is
+//! reported beside the floor (`protect_send_connected_ns`) and not used. Batched sends
+//! (`sendmmsg`) are not in it: tried in the product, they saved nothing measurable.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -33,6 +34,9 @@ pub struct FloorCost {
     pub receivers: usize,
     pub unprotect_ns: f64,
     pub protect_send_ns: f64,
+    /// Protect + `send` from a socket connected to one receiver: not in the floor (no SFU can
+    /// send its fan-out that way), reported to show what the kind of send costs.
+    pub protect_send_connected_ns: f64,
 }
 
 impl FloorCost {
@@ -112,16 +116,30 @@ pub fn measure(payload_bytes: usize, budget: Duration) -> anyhow::Result<FloorCo
         next = (next + 1) % destinations.len();
         Ok(())
     });
+    // For reference only: the same from a socket connected to one receiver.
+    let connected = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|c| c.connect(destinations[0]).map(|()| c))
+        .map_err(anyhow::Error::from)
+        .and_then(|c| {
+            per_packet(budget, || {
+                let (head, body) = out.split_at_mut(RTP_HEADER);
+                encrypt
+                    .encrypt(&iv, head, &opened[..payload_bytes], body)
+                    .map_err(|e| anyhow!("AES-GCM seal: {e:?}"))?;
+                c.send(&out)?;
+                Ok(())
+            })
+        });
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     for drainer in drainers {
         let _ = drainer.join();
     }
-    let protect_send_ns = protect_send_ns?;
     Ok(FloorCost {
         payload_bytes,
         receivers: RECEIVERS,
         unprotect_ns,
-        protect_send_ns,
+        protect_send_ns: protect_send_ns?,
+        protect_send_connected_ns: connected?,
     })
 }
 
