@@ -24,7 +24,6 @@ use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 use super::core::{
     ConnId, JoinRequest, Output, RESUME_WINDOW, ResumeError, ResumeRequest, Sfu, SfuConfig,
 };
-use crate::livekit::token::VideoGrant;
 use crate::rooms::RoomOptions;
 
 /// The core's one media address (what its host candidate says).
@@ -792,24 +791,7 @@ fn vp8_frame(key: bool, bytes: usize) -> Vec<u8> {
 
 /// A v0 join of `identity` to "room" on `conn`, as the signaling layer hands it to the core.
 fn join_request(conn: ConnId, identity: &str) -> JoinRequest {
-    JoinRequest {
-        conn,
-        room: "room".into(),
-        identity: identity.into(),
-        name: String::new(),
-        metadata: String::new(),
-        grant: VideoGrant {
-            room_join: true,
-            room: "room".into(),
-            ..Default::default()
-        },
-        auto_subscribe: true,
-        client_protocol: 16,
-        ice_servers: Default::default(),
-        single_pc: false,
-        publisher_offer: None,
-        add_tracks: Vec::new(),
-    }
+    JoinRequest::for_test(conn, "room", identity, 16)
 }
 
 /// The trickle message a LiveKit client sends for its host candidate (the load generator's).

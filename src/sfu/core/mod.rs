@@ -107,6 +107,31 @@ pub struct JoinRequest {
     pub add_tracks: Vec<proto::AddTrackRequest>,
 }
 
+#[cfg(test)]
+impl JoinRequest {
+    /// For tests: a v0 join of `identity` to `room` whose token grants joining that room.
+    pub(crate) fn for_test(conn: ConnId, room: &str, identity: &str, client_protocol: i32) -> Self {
+        JoinRequest {
+            conn,
+            room: room.into(),
+            identity: identity.into(),
+            name: String::new(),
+            metadata: String::new(),
+            grant: VideoGrant {
+                room_join: true,
+                room: room.into(),
+                ..Default::default()
+            },
+            auto_subscribe: true,
+            client_protocol,
+            ice_servers: IceServers::default(),
+            single_pc: false,
+            publisher_offer: None,
+            add_tracks: Vec::new(),
+        }
+    }
+}
+
 /// A client resuming its session on a new signaling connection (`reconnect=1`).
 #[derive(Clone, Debug)]
 pub struct ResumeRequest {

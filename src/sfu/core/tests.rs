@@ -22,24 +22,7 @@ fn sfu(auto_create_rooms: bool) -> (Sfu, Instant) {
 }
 
 fn request(conn: ConnId, room: &str, identity: &str) -> JoinRequest {
-    JoinRequest {
-        ice_servers: IceServers::default(),
-        single_pc: false,
-        publisher_offer: None,
-        add_tracks: Vec::new(),
-        conn,
-        room: room.into(),
-        identity: identity.into(),
-        name: String::new(),
-        metadata: String::new(),
-        grant: VideoGrant {
-            room_join: true,
-            room: room.into(),
-            ..Default::default()
-        },
-        auto_subscribe: true,
-        client_protocol: 2,
-    }
+    JoinRequest::for_test(conn, room, identity, 2)
 }
 
 fn signals(sfu: &mut Sfu) -> Vec<(ConnId, Out)> {
