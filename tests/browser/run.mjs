@@ -127,7 +127,7 @@ class Peer {
     };
   }
 
-  async open(browser, pageUrl, loadMs = 10000) {
+  async open(browser, pageUrl, loadMs) {
     this.context = await browser.newContext({ viewport: { width: 800, height: 600 } });
     await this.context.grantPermissions(['camera', 'microphone'], { origin: new URL(pageUrl).origin });
     this.page = await this.context.newPage();
@@ -329,7 +329,7 @@ async function main() {
       const peer = new Peer({ identity: 'selftest' }, 0);
       peers.push(peer);
       startedAt = Date.now();
-      await peer.open(browser, pageUrl);
+      await peer.open(browser, pageUrl, opts.pageLoadMs);
       report.versions.livekitClient = await peer.page.evaluate(() => window.rtcbox.version);
       report.versions.livekitProtocol = await peer.page.evaluate(() => window.rtcbox.protocolVersion);
       report.localTracks = await peer.call(() => window.rtcbox.localTracks(), null, 15000, 'createLocalTracks');
