@@ -37,6 +37,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { printReportAndExit } from './report.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const t0 = Date.now();
@@ -291,8 +292,7 @@ async function main() {
     // Playwright kills the browser it launched when this process exits, should close() hang.
     if (browser) await within(browser.close().catch(() => {}), 5000, () => null);
     server?.close();
-    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-    process.exit(code);
+    printReportAndExit(report, code);
   };
   const deadline = setTimeout(() => {
     report.errors.push(`runner deadline of ${opts.deadlineMs} ms exceeded`);

@@ -32,6 +32,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { printReportAndExit } from './report.mjs';
 
 const t0 = Date.now();
 const log = (...args) => console.error(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...args);
@@ -596,8 +597,7 @@ async function main() {
   const finish = async (exitCode) => {
     if (browser) await browser.close().catch(() => {});
     report.totalMs = Date.now() - t0;
-    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-    process.exit(exitCode);
+    printReportAndExit(report, exitCode);
   };
   let opts;
   try {
