@@ -5,8 +5,9 @@
 //! the server's own CPU seconds and memory from /proc, its forwarded packets per CPU-second
 //! and the ratio to the floor measured in the same run ([`floor`]).
 //!
-//! Progress goes to stderr, the JSON result to stdout or `--out`. The exit status is 1 when a
-//! client failed or a subscriber missed a stream it should have received.
+//! Progress and a summary line per scenario go to stderr, the JSON result to stdout or `--out`.
+//! The exit status is 1 when a client failed, a subscriber missed a stream it should have
+//! received, or the TURN comparison failed.
 
 pub mod client;
 pub mod floor;
@@ -73,7 +74,10 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<ExitCode> {
     // process and would hide what allocations cost. A failure is reported, not fatal.
     let turn = if args.turn {
         match turn::compare(&server, args.turn_clients, args.turn_messages).await {
-            Ok(result) => Some(result),
+            Ok(result) => {
+                eprintln!("{}", turn_line(&result));
+                Some(result)
+            }
             Err(error) => {
                 healthy = false;
                 eprintln!("loadtest: the TURN comparison failed: {error:#}");
@@ -95,6 +99,7 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("scenario {}", scenario_name(*scenario)))?;
         healthy &= result["healthy"].as_bool().unwrap_or(false);
+        eprintln!("{}", scenario_line(&result));
         results.push(result);
         // Let the room close and memory settle between scenarios.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -410,6 +415,65 @@ fn summarize(s: Summary<'_>) -> serde_json::Value {
     })
 }
 
+/// One line for a person watching the run: the scenario's verdict and headline numbers, read
+/// back from its JSON result so the line can never say something the report does not.
+fn scenario_line(result: &serde_json::Value) -> String {
+    let number = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let received = &result["received"];
+    let latency = |kind: &str| {
+        let l = &result["latency_ms"][kind];
+        if l.is_null() {
+            String::new()
+        } else {
+            format!(
+                ", {kind} p50/p99 {:.1}/{:.1} ms",
+                number(&l["p50"]),
+                number(&l["p99"])
+            )
+        }
+    };
+    let mut line = format!(
+        "{}: {} participants, {} frames received, {} lost; {:.0} forwarded/CPU-s = {:.1}% of the floor{}{}; peak RSS {:.1} MiB",
+        result["scenario"].as_str().unwrap_or("?"),
+        result["participants"],
+        received["frames"],
+        received["lost_frames"],
+        number(&result["server"]["forwarded_per_cpu_second"]),
+        100.0 * number(&result["floor"]["ratio"]),
+        latency("audio"),
+        latency("video"),
+        number(&result["server"]["rss_bytes"]) / 1_048_576.0,
+    );
+    if !result["healthy"].as_bool().unwrap_or(false) {
+        let missing = result["streams"]["missing"].as_array().map_or(0, Vec::len);
+        let errors = result["errors"].as_array().map_or(0, Vec::len);
+        line.push_str(&format!(
+            " -- UNHEALTHY: joined {}, missing streams {missing}, client errors {errors} (details in the JSON)",
+            result["joins"]["completed"]
+        ));
+    }
+    line
+}
+
+/// The TURN comparison's line, read back from its JSON result like [`scenario_line`].
+fn turn_line(result: &serde_json::Value) -> String {
+    let number = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let side = |name: &str| {
+        let s = &result[name];
+        format!(
+            "{name} {:.0} relayed/CPU-s, {:.1} KB/allocation",
+            number(&s["relayed_per_cpu_second"]),
+            number(&s["rss_per_allocation_bytes"]) / 1000.0
+        )
+    };
+    format!(
+        "turn: {}; {}; {:.2}x coturn per CPU-second",
+        side("rtcbox"),
+        side("coturn"),
+        number(&result["ratio_relayed_per_cpu_second"])
+    )
+}
+
 /// How the report names a stream of a [`client::Tag`].
 fn stream_name(stream: u8) -> &'static str {
     match stream {
@@ -446,4 +510,58 @@ fn machine() -> serde_json::Value {
         "cpu_model": model,
         "rtcbox": crate::VERSION_LINE,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(healthy: bool) -> serde_json::Value {
+        json!({
+            "scenario": "meeting",
+            "healthy": healthy,
+            "participants": 4,
+            "joins": { "completed": 4 },
+            "streams": { "expected": 12, "missing": if healthy { json!([]) } else { json!(["2 from 0"]) } },
+            "received": { "frames": 1200, "lost_frames": 3 },
+            "latency_ms": { "audio": { "p50": 0.42, "p99": 1.96 }, "video": null },
+            "server": { "forwarded_per_cpu_second": 123456.7, "rss_bytes": 31_457_280u64 },
+            "floor": { "ratio": 0.3312 },
+            "errors": [],
+        })
+    }
+
+    #[test]
+    fn the_scenario_line_reads_its_numbers_from_the_result() {
+        assert_eq!(
+            scenario_line(&result(true)),
+            "meeting: 4 participants, 1200 frames received, 3 lost; 123457 forwarded/CPU-s = \
+             33.1% of the floor, audio p50/p99 0.4/2.0 ms; peak RSS 30.0 MiB"
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_scenario_says_so_on_its_line() {
+        let line = scenario_line(&result(false));
+        assert!(
+            line.ends_with(
+                " -- UNHEALTHY: joined 4, missing streams 1, client errors 0 (details in the JSON)"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn the_turn_line_gives_both_servers_and_the_ratio() {
+        let turn = json!({
+            "rtcbox": { "relayed_per_cpu_second": 250000.0, "rss_per_allocation_bytes": 12000 },
+            "coturn": { "relayed_per_cpu_second": 200000.0, "rss_per_allocation_bytes": 63000 },
+            "ratio_relayed_per_cpu_second": 1.25,
+        });
+        assert_eq!(
+            turn_line(&turn),
+            "turn: rtcbox 250000 relayed/CPU-s, 12.0 KB/allocation; coturn 200000 relayed/CPU-s, \
+             63.0 KB/allocation; 1.25x coturn per CPU-second"
+        );
+    }
 }

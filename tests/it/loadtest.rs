@@ -130,6 +130,15 @@ fn every_scenario_delivers_every_stream_to_every_subscriber() {
             "{name}: no ratio to the floor"
         );
         assert!(number(&s["server"]["rss_bytes"], "RSS") > 0.0);
+        // The person watching gets the scenario's verdict on stderr, healthy here.
+        let participants = s["participants"].as_u64().unwrap();
+        let line = stderr
+            .lines()
+            .map(|l| l.rsplit('\r').next().unwrap_or(l))
+            .find(|l| l.starts_with(&format!("{name}: {participants} participants,")))
+            .unwrap_or_else(|| panic!("{name}: no summary line on stderr: {stderr}"));
+        assert!(line.contains("% of the floor"), "{line}");
+        assert!(!line.contains("UNHEALTHY"), "{line}");
     }
 }
 
@@ -189,4 +198,10 @@ fn the_turn_comparison_relays_every_message_through_both_servers() {
     }
     assert!(turn["ratio_relayed_per_cpu_second"].is_number(), "{turn}");
     assert!(turn["ratio_rss_per_allocation"].is_number(), "{turn}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("turn: rtcbox ") && l.ends_with("x coturn per CPU-second")),
+        "no TURN summary line on stderr: {stderr}"
+    );
 }
