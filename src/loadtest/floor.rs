@@ -106,12 +106,16 @@ pub fn measure(payload_bytes: usize, budget: Duration) -> anyhow::Result<FloorCo
             }
         }));
     }
-    let mut next = 0;
-    let protect_send_ns = per_packet(budget, || {
+    // Seals the opened payload into `out` behind its header, as a forwarder protects a packet.
+    let mut protect = |out: &mut [u8]| {
         let (head, body) = out.split_at_mut(RTP_HEADER);
         encrypt
             .encrypt(&iv, head, &opened[..payload_bytes], body)
-            .map_err(|e| anyhow!("AES-GCM seal: {e:?}"))?;
+            .map_err(|e| anyhow!("AES-GCM seal: {e:?}"))
+    };
+    let mut next = 0;
+    let protect_send_ns = per_packet(budget, || {
+        protect(&mut out)?;
         socket.send_to(&out, destinations[next])?;
         next = (next + 1) % destinations.len();
         Ok(())
@@ -122,10 +126,7 @@ pub fn measure(payload_bytes: usize, budget: Duration) -> anyhow::Result<FloorCo
         .map_err(anyhow::Error::from)
         .and_then(|c| {
             per_packet(budget, || {
-                let (head, body) = out.split_at_mut(RTP_HEADER);
-                encrypt
-                    .encrypt(&iv, head, &opened[..payload_bytes], body)
-                    .map_err(|e| anyhow!("AES-GCM seal: {e:?}"))?;
+                protect(&mut out)?;
                 c.send(&out)?;
                 Ok(())
             })

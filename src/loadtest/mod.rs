@@ -415,10 +415,14 @@ fn summarize(s: Summary<'_>) -> serde_json::Value {
     })
 }
 
+/// A number of a JSON result, NaN (printed as such) where the result has none.
+fn number(value: &serde_json::Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN)
+}
+
 /// One line for a person watching the run: the scenario's verdict and headline numbers, read
 /// back from its JSON result so the line can never say something the report does not.
 fn scenario_line(result: &serde_json::Value) -> String {
-    let number = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     let received = &result["received"];
     let latency = |kind: &str| {
         let l = &result["latency_ms"][kind];
@@ -457,7 +461,6 @@ fn scenario_line(result: &serde_json::Value) -> String {
 
 /// The TURN comparison's line, read back from its JSON result like [`scenario_line`].
 fn turn_line(result: &serde_json::Value) -> String {
-    let number = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     let side = |name: &str| {
         let s = &result[name];
         format!(
