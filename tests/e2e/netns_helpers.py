@@ -155,6 +155,11 @@ def caller_namespace():
     run("ip", "netns", "add", ns)
     try:
         run("ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end, "netns", ns)
+        # No IPv6 link-local addresses: one would finish duplicate address detection a second
+        # or so after the link comes up, and Chromium started in the namespace by then aborts
+        # its page load with net::ERR_NETWORK_CHANGED (seen in CI). The tests use IPv4 only.
+        run("ip", "link", "set", host_end, "addrgenmode", "none")
+        run("ip", "-n", ns, "link", "set", ns_end, "addrgenmode", "none")
         for address in ("10.77.0.1/24", "10.77.1.1/24"):
             run("ip", "addr", "add", address, "dev", host_end)
         run("ip", "link", "set", host_end, "up")
